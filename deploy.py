@@ -1,0 +1,13 @@
+"""cacert-email: everything on Infra02 and in the email container, in order.
+
+    pyinfra inventories/prod.py deploy.py            # production
+    pyinfra inventories/lab.py deploy.py             # the lab (see README)
+
+This file only composes; each step lives in operations/<concern>.py.
+"""
+from pyinfra import host
+
+from operations import infra02
+
+if "infra02" in host.groups:
+    infra02.container()

@@ -1,0 +1,111 @@
+"""Every inventory datum, with its default and what it means.
+
+pyinfra loads this for every host; inventories/prod.py and inventories/lab.py override per
+host. inventories/validate.py checks the merged data (and reads the secrets) on the control
+machine before any host is touched. Add a datum here, with a one-line comment, or nowhere.
+"""
+
+# --- the container on Infra02 ------------------------------------------------------------
+# Debian release of the email container: bookworm (default), bullseye or trixie.
+debian_release = "bookworm"
+# Debian mirror the container's apt talks to (through apt_proxy when that is set).
+debian_mirror = "http://deb.debian.org/debian"
+# http://host:port of an apt proxy the container must use, or None for direct access.
+apt_proxy = None
+# LXC container name on Infra02.
+container_name = "email"
+# eth0 of the container: MAC, bridge on the host, addresses (CIDR) and gateways.
+container_net = {
+    "link": "br0",
+    "hwaddr": "00:ff:8f:e0:4a:90",
+    "ipv4": "213.154.225.228/24",
+    "ipv4_gateway": None,
+    "ipv6": "2001:7b8:616:162:2::228/64",
+    "ipv6_gateway": None,
+}
+# Start the container when Infra02 boots.
+container_autostart = True
+# Host directory holding the mail data volume (a separate filesystem), and where it appears
+# inside the container.
+data_volume_host_path = "/srv/email-data"
+data_volume = "/srv/mail"
+# Public SSH keys allowed to log in as root to the container (the deploy's own key first).
+root_authorized_keys = []
+
+# --- names ---------------------------------------------------------------------------------
+# The mail domain served by this host.
+mail_domain = "cacert.org"
+# Host names by role: email (MX, SMTP from the Internet), community (users: IMAP, POP3,
+# submission, web), infra (self-service API, internal), intra (intranet).
+hostnames = {
+    "email": "email.cacert.org",
+    "community": "community.cacert.org",
+    "infra": "email.infra.cacert.org",
+    "intra": "email.intra.cacert.org",
+}
+
+# --- ports and who may reach them -----------------------------------------------------------
+# Origins: "any", "local" (loopback only), or a name in `trusted_hosts`.
+ports = {
+    "ssh": {"port": 22, "from": "any"},
+    "smtp": {"port": 25, "from": "any"},
+    "http": {"port": 80, "from": "any"},
+    "pop3": {"port": 110, "from": "any"},
+    "imap": {"port": 143, "from": "any"},
+    "https": {"port": 443, "from": "any"},
+    "smtps": {"port": 465, "from": "any"},
+    "submission": {"port": 587, "from": "any"},
+    "imaps": {"port": 993, "from": "any"},
+    "pop3s": {"port": 995, "from": "any"},
+    "sieve": {"port": 4190, "from": "any"},
+    "mariadb": {"port": 3306, "from": "local"},
+    "icinga2": {"port": 5665, "from": "monitor"},
+    "selfservice_api": {"port": 9443, "from": "community"},
+}
+# Addresses of the hosts named as origins above.
+trusted_hosts = {
+    "monitor": [],
+    "community": [],
+}
+
+# --- certificates --------------------------------------------------------------------------
+# Each pair: where it goes on the server, the names it must cover, the services that reload
+# when it changes. The files come from the secrets directory: <name>.chain.pem, <name>.key.pem.
+certificates = {
+    "email": {
+        "cert": "/etc/ssl/public/email.cacert.org.chain.pem",
+        "key": "/etc/ssl/private/email.cacert.org.key.pem",
+        "names": ["email.cacert.org"],
+        "services": ["postfix"],
+    },
+    "community": {
+        "cert": "/etc/ssl/public/community.cacert.org.chain.pem",
+        "key": "/etc/ssl/private/community.cacert.org.key.pem",
+        "names": ["community.cacert.org"],
+        "services": ["postfix", "dovecot", "nginx"],
+    },
+    "selfservice_api": {
+        "cert": "/etc/cacert-selfservice-api/certs/server.crt.pem",
+        "key": "/etc/cacert-selfservice-api/private/server.key.pem",
+        "names": ["email.infra.cacert.org"],
+        "services": ["cacert-selfservice-api"],
+    },
+}
+# Warn (and fail the validation with --strict... see validate.py) when a certificate expires
+# within this many days.
+certificate_warn_days = 30
+
+# --- mail --------------------------------------------------------------------------------
+# Where the Maildirs live: <mail_root>/<user>/Maildir. Today /home/mailboxes; the migration
+# (README) moves them to data_volume and switches this.
+mail_root = "/home/mailboxes"
+# MariaDB database holding users and aliases.
+mysql_database = "cacertusers"
+# Route these domains to other hosts (Postfix transport map): domain -> nexthop.
+transports = {
+    "lists.cacert.org": "smtp:[lists.cacert.org]",
+    "issue.cacert.org": "smtp:[issue.cacert.org]",
+}
+# Optional relay for all outgoing mail (e.g. "[emailout.cacert.org]"), or None to deliver
+# directly.
+relayhost = None

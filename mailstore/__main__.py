@@ -1,0 +1,3 @@
+from mailstore.cli import main
+
+main()
