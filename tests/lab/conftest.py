@@ -1,0 +1,84 @@
+"""Fixtures for every lab test: the lab's description, a root shell in the container, a deploy.
+
+The lab is built by `./lab/up`, which writes `.lab/lab.json` (contract: DESIGN.md). These tests
+never build it themselves; without it they fail at once, saying so.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from lab import lock  # noqa: E402  (the repository root is not always on sys.path)
+
+LAB_JSON = REPO / ".lab" / "lab.json"
+KNOWN_HOSTS = REPO / ".lab" / "known_hosts"
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """`.lab/lab.json` as a dict, with `ssh.key` and `ca_cert` made absolute."""
+    if not LAB_JSON.is_file():
+        pytest.fail(f"the lab is not up: {LAB_JSON} is missing (run ./lab/up as root first)")
+    data = json.loads(LAB_JSON.read_text())
+    data["ssh"]["key"] = str(REPO / data["ssh"]["key"])
+    data["ca_cert"] = str(REPO / data["ca_cert"])
+    return data
+
+
+def ssh_command(lab, cmd):
+    """The argv that runs `cmd` as root in the container (also used by tests that need Popen)."""
+    return [
+        "ssh", "-i", lab["ssh"]["key"], "-p", str(lab["ssh"]["port"]),
+        "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+        "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={KNOWN_HOSTS}",
+        "-o", "LogLevel=ERROR",
+        f"{lab['ssh']['user']}@{lab['address']}", cmd,
+    ]
+
+
+@pytest.fixture(scope="session")
+def ssh(lab):
+    """`ssh(cmd, check=True, input=None)`: run a shell command as root in the container."""
+    def run(cmd, check=True, input=None, timeout=300):
+        result = subprocess.run(ssh_command(lab, cmd), input=input, capture_output=True,
+                                text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"in the container, {cmd!r} exited {result.returncode}:\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+    return run
+
+
+def _deploy(limit, extra_args):
+    env = dict(os.environ)
+    env.setdefault("CACERT_EMAIL_SECRETS", str(REPO / ".lab" / "secrets"))
+    with lock.held():
+        return subprocess.run(
+            [str(REPO / ".venv" / "bin" / "pyinfra"), "-y", "inventories/lab.py", "deploy.py",
+             "--limit", limit, *extra_args],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
+
+
+@pytest.fixture(scope="session")
+def run_deploy(lab):
+    """`run_deploy(*extra_args)`: the full deploy of the container, under the lab lock.
+
+    Add "--json" to get pyinfra's results (`json.loads(result.stdout)["results"]["totals"]`).
+    """
+    def run(*extra_args):
+        return _deploy("email", extra_args)
+    return run
+
+
+@pytest.fixture(scope="session")
+def run_infra02_deploy(lab):
+    """`run_infra02_deploy(*extra_args)`: the host side (lab host + container provisioning)."""
+    def run(*extra_args):
+        return _deploy("infra02", extra_args)
+    return run
