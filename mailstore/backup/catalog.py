@@ -1,0 +1,164 @@
+"""The catalog: one SQLite file that says what every snapshot holds and where each object lies.
+
+Tables (the catalog is the source of truth; a pack or object it does not name is garbage):
+- `snapshots`: one row per COMPLETE snapshot. A run inserts its row in the same transaction as
+  the snapshot's contents, as its very last step, so an interrupted run never shows up here.
+- `packs`: pack files (objects/xx/<name>.pack) and their sizes.
+- `objects`: content-addressed objects: id (hash of the plaintext), pack, offset and length of
+  its record, plaintext size, and for messages the decoded From/Subject/Date used by `find`
+  (From and Subject encrypted when the repository is).
+- `messages`: a message as seen at backup time: user, folder, subdir (cur/new), file name
+  (unique part + flags), size, mtime (ns), owner, mode, inode, object. Rows are shared by all
+  snapshots in which the message did not change at all.
+- `snapshot_messages`: which message rows each snapshot holds.
+- `files`: per snapshot, everything that is not a message: Maildir directories (kind `dir`),
+  Dovecot control files (kind `control`), included config paths (`include`) and database dumps
+  (`dbdump`), with their metadata and object.
+- `verifications`: the result of each `verify`, for `status()` and the monitoring check.
+"""
+import sqlite3
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS snapshots (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    started REAL NOT NULL,
+    finished REAL NOT NULL,
+    source TEXT NOT NULL,
+    host TEXT NOT NULL,
+    messages INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    new_objects INTEGER NOT NULL,
+    new_bytes INTEGER NOT NULL,
+    read_files INTEGER NOT NULL,
+    read_bytes INTEGER NOT NULL,
+    warnings INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS packs (
+    name TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS objects (
+    id TEXT PRIMARY KEY,
+    pack TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    hdr_from BLOB,
+    hdr_subject BLOB,
+    hdr_date INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS objects_pack ON objects (pack);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    user TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    subdir TEXT NOT NULL,
+    name TEXT NOT NULL,
+    uniq TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    object TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_uniq ON messages (uniq);
+CREATE INDEX IF NOT EXISTS messages_object ON messages (object);
+CREATE TABLE IF NOT EXISTS snapshot_messages (
+    snapshot INTEGER NOT NULL,
+    message INTEGER NOT NULL,
+    PRIMARY KEY (snapshot, message)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS snapshot_messages_message ON snapshot_messages (message);
+CREATE TABLE IF NOT EXISTS files (
+    snapshot INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    user TEXT,
+    folder TEXT,
+    path TEXT NOT NULL,
+    mode INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    object TEXT,
+    link_target TEXT
+);
+CREATE INDEX IF NOT EXISTS files_snapshot ON files (snapshot);
+CREATE INDEX IF NOT EXISTS files_object ON files (object);
+CREATE TABLE IF NOT EXISTS verifications (
+    time REAL NOT NULL,
+    snapshot TEXT,
+    read_data INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    damaged INTEGER NOT NULL,
+    checked INTEGER NOT NULL
+);
+"""
+
+
+def connect(path, readonly=False):
+    """Open the catalog. Read-only opens never create the file and never take a write lock."""
+    if readonly:
+        conn = sqlite3.connect("file:{}?mode=ro".format(path), uri=True, timeout=60,
+                               isolation_level=None)
+    else:
+        conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
+        # A rollback journal rather than WAL: the repository stays a plain set of files that
+        # can be copied off-site with rsync while no run is writing.
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    return conn
+
+
+def create(conn):
+    conn.executescript(SCHEMA)
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+
+class transaction:
+    """`with transaction(conn):` BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        return False
+
+
+SNAPSHOT_COLUMNS = ("seq", "id", "started", "finished", "source", "host", "messages", "bytes",
+                    "new_objects", "new_bytes", "read_files", "read_bytes", "warnings")
+
+
+def snapshots(conn):
+    """All complete snapshots, oldest first, as dicts."""
+    rows = conn.execute("SELECT {} FROM snapshots ORDER BY seq".format(
+        ", ".join(SNAPSHOT_COLUMNS))).fetchall()
+    return [dict(zip(SNAPSHOT_COLUMNS, row)) for row in rows]
+
+
+def last_verification(conn):
+    row = conn.execute("SELECT time, snapshot, read_data, ok, damaged, checked FROM verifications"
+                       " ORDER BY time DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    return {"time": row[0], "snapshot": row[1], "read_data": bool(row[2]), "ok": bool(row[3]),
+            "damaged": row[4], "checked": row[5]}

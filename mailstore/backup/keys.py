@@ -1,0 +1,72 @@
+"""The repository key: a file of 64 hex digits (32 random bytes), mode 0600, never in the repo.
+
+From the one master key two independent keys are derived (HKDF-SHA256): one encrypts objects
+(AES-256-GCM), the other keys the object ids (HMAC-SHA256), so that an encrypted repository's
+ids do not reveal the hash of any message a third party might already know.
+"""
+import os
+import secrets
+import stat
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from mailstore.backup.errors import KeyFileError
+
+KEY_BYTES = 32
+
+
+class Key:
+    """The keys derived from one master key."""
+
+    def __init__(self, master):
+        if len(master) != KEY_BYTES:
+            raise ValueError("master key must be 32 bytes")
+        self.encryption = _derive(master, b"mailstore-backup object encryption")
+        self.ids = _derive(master, b"mailstore-backup object ids")
+
+
+def _derive(master, info):
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
+
+
+def create_key_file(path):
+    """Write a new random key to `path` (which must not exist) with mode 0600; return a Key."""
+    master = secrets.token_bytes(KEY_BYTES)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError("key file {} already exists".format(path))
+    except OSError as e:
+        raise KeyFileError("cannot create key file {}: {}".format(path, e.strerror))
+    with os.fdopen(fd, "w") as f:
+        f.write(master.hex() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return Key(master)
+
+
+def load_key_file(path):
+    """Read a key file; refuse one that group or others may read (it protects every backup)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise KeyFileError("key file {} does not exist".format(path))
+    except OSError as e:
+        raise KeyFileError("cannot read key file {}: {}".format(path, e.strerror or e))
+    with os.fdopen(fd, "r") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError("key file {} is not a regular file".format(path))
+        if st.st_mode & 0o077:
+            raise KeyFileError(
+                "key file {} has mode {:04o}; it must be readable by its owner only "
+                "(chmod 600 {})".format(path, stat.S_IMODE(st.st_mode), path))
+        text = f.read(200).strip()
+    try:
+        master = bytes.fromhex(text)
+    except ValueError:
+        master = b""
+    if len(master) != KEY_BYTES:
+        raise KeyFileError("key file {} does not hold a key (expected 64 hex digits)".format(path))
+    return Key(master)

@@ -1,0 +1,211 @@
+"""The repository on disk: layout, format file, key check, lock, and clean-up after crashes.
+
+    REPO/config.json     format, version, encryption, a key check value (never the key)
+    REPO/catalog.sqlite  the catalog (see catalog.py)
+    REPO/packs/xx/*.pack objects (see objects.py)
+    REPO/tmp/            packs being written; whatever is here when no run holds the lock is
+                         left over from an interrupted run and is removed by the next one
+    REPO/lock            flock(2) target: exclusive for run/prune, shared for verify/restore
+"""
+import errno
+import fcntl
+import json
+import os
+import time
+import uuid
+
+from mailstore.backup import catalog, keys
+from mailstore.backup.errors import KeyFileError, LockedError, RepositoryError
+from mailstore.backup.objects import Codec, DamagedObject, PackReader, fsync_dir
+
+FORMAT = "mailstore-backup"
+VERSION = 1
+DEFAULT_PACK_SIZE = 32 * 1024 * 1024
+_KEY_CHECK = b"mailstore backup key check"
+
+
+def init(path, key_file=None, pack_size=DEFAULT_PACK_SIZE):
+    """Create an empty repository at `path` (absent or an empty directory).
+
+    With `key_file` the repository is encrypted: an existing key file is used (it must be mode
+    0600), a missing one is created with a new random key. Returns the repository's config.
+    """
+    path = os.fspath(path)
+    if os.path.lexists(path):
+        if not os.path.isdir(path) or os.path.islink(path):
+            raise RepositoryError("{} exists and is not a directory".format(path))
+        if os.listdir(path):
+            raise RepositoryError("{} is not empty; a repository needs an empty or new "
+                                  "directory".format(path))
+    key = None
+    if key_file is not None:
+        key_file = os.fspath(key_file)
+        key = keys.load_key_file(key_file) if os.path.lexists(key_file) \
+            else keys.create_key_file(key_file)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    for sub in ("packs", "tmp"):
+        os.mkdir(os.path.join(path, sub), 0o700)
+    codec = Codec(key)
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "id": str(uuid.uuid4()),
+        "created": time.time(),
+        "encryption": "aes-256-gcm" if key else "none",
+        "pack_size": int(pack_size),
+        # A record of fixed content: decrypting it proves that a key fits this repository.
+        "key_check": codec.encode(codec.object_id(_KEY_CHECK), _KEY_CHECK).hex() if key else None,
+    }
+    conn = catalog.connect(os.path.join(path, "catalog.sqlite"))
+    try:
+        catalog.create(conn)
+    finally:
+        conn.close()
+    _write_json(os.path.join(path, "config.json"), config)
+    fsync_dir(path)
+    return config
+
+
+def _write_json(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def read_config(path):
+    config_path = os.path.join(os.fspath(path), "config.json")
+    try:
+        with open(config_path) as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        if not os.path.isdir(path):
+            raise RepositoryError("repository {} does not exist".format(path))
+        raise RepositoryError("{} is not a mailstore backup repository (no config.json; "
+                              "create one with `mailstore backup init`)".format(path))
+    except (OSError, ValueError) as e:
+        raise RepositoryError("cannot read {}: {}".format(config_path, e))
+    if config.get("format") != FORMAT:
+        raise RepositoryError("{} is not a mailstore backup repository".format(path))
+    if config.get("version") != VERSION:
+        raise RepositoryError("repository {} has format version {}; this mailstore knows "
+                              "version {}".format(path, config.get("version"), VERSION))
+    return config
+
+
+class Repository:
+    """An open repository. Use as a context manager; `lock()` before changing anything."""
+
+    def __init__(self, path, key_file=None, readonly=False, need_key=True):
+        self.path = os.fspath(path)
+        self.config = read_config(self.path)
+        self.encrypted = self.config["encryption"] != "none"
+        key = None
+        if self.encrypted and need_key:
+            if key_file is None:
+                raise KeyFileError("repository {} is encrypted: give its key with "
+                                   "--key-file".format(self.path))
+            key = keys.load_key_file(os.fspath(key_file))
+            codec = Codec(key)
+            try:
+                codec.decode(codec.object_id(_KEY_CHECK), bytes.fromhex(self.config["key_check"]))
+            except DamagedObject:
+                raise KeyFileError("key file {} does not fit repository {} (wrong key)".format(
+                    key_file, self.path)) from None
+        self.codec = Codec(key)
+        self.packs_dir = os.path.join(self.path, "packs")
+        self.tmp_dir = os.path.join(self.path, "tmp")
+        self.pack_size = int(self.config.get("pack_size", DEFAULT_PACK_SIZE))
+        self.db = catalog.connect(os.path.join(self.path, "catalog.sqlite"), readonly=readonly)
+        self._lock_fd = None
+        self._reader = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        if self._reader is not None:
+            self._reader.close()
+        self.db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def lock(self, exclusive=True, wait=0):
+        """Take the repository lock; wait up to `wait` seconds, then raise LockedError."""
+        lock_path = os.path.join(self.path, "lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        deadline = time.monotonic() + max(0, wait)
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    holder = _read_holder(fd)
+                    os.close(fd)
+                    raise LockedError("repository {} is in use by another mailstore process{}; "
+                                      "try again later (or use --wait SECONDS)".format(
+                                          self.path, holder))
+                time.sleep(0.2)
+        if exclusive:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, "pid {} since {}\n".format(
+                os.getpid(), time.strftime("%Y-%m-%d %H:%M:%S")).encode(), 0)
+        self._lock_fd = fd
+
+    def clean_up(self):
+        """Remove what interrupted runs left: temporary packs and packs the catalog lacks.
+
+        Only called with the exclusive lock held, so nothing here can belong to a live run.
+        """
+        removed = 0
+        for name in os.listdir(self.tmp_dir):
+            os.unlink(os.path.join(self.tmp_dir, name))
+            removed += 1
+        known = {row[0] for row in self.db.execute("SELECT name FROM packs")}
+        for sub in os.listdir(self.packs_dir):
+            subdir = os.path.join(self.packs_dir, sub)
+            for name in os.listdir(subdir):
+                if name.endswith(".pack") and name[:-5] not in known:
+                    os.unlink(os.path.join(subdir, name))
+                    removed += 1
+        return removed
+
+    @property
+    def reader(self):
+        if self._reader is None:
+            self._reader = PackReader(self.packs_dir)
+        return self._reader
+
+    def read_object(self, object_id):
+        """The content of one object, checked against its id (raises DamagedObject)."""
+        row = self.db.execute("SELECT pack, offset, length FROM objects WHERE id = ?",
+                              (object_id,)).fetchone()
+        if row is None:
+            raise DamagedObject("object {} is not in the catalog".format(object_id))
+        try:
+            record = self.reader.read(*row)
+        except OSError as e:
+            raise DamagedObject("cannot read pack {}: {}".format(row[0], e))
+        return self.codec.decode(object_id, record)
+
+
+def _read_holder(fd):
+    try:
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+    return " ({})".format(text) if text else ""

@@ -1,0 +1,48 @@
+"""`status()`: a cheap summary of a repository for monitoring (`mailstore check backup`).
+
+Reads config.json and the catalog only: no object is read, no lock taken, no key needed
+(`key_file` is accepted for symmetry with every other command and ignored).
+"""
+import os
+import sqlite3
+
+from mailstore.backup import catalog
+from mailstore.backup.errors import RepositoryError
+from mailstore.backup.repository import read_config
+
+
+def status(repo_path, key_file=None):
+    """Summarise the repository at `repo_path`.
+
+    Returns a dict:
+      snapshots         number of complete snapshots (int)
+      last_complete     unix time the newest complete snapshot finished, or None
+      last_snapshot_id  id of that snapshot, or None
+      last_verify       None if never verified, else {"time": unix time, "ok": bool,
+                        "damaged": int (damaged objects found), "read_data": bool,
+                        "snapshot": id verified or None for all, "checked": int objects}
+      encrypted         bool
+      repository        the path given
+    Raises RepositoryError if there is no readable repository at `repo_path`.
+    """
+    repo_path = os.fspath(repo_path)
+    config = read_config(repo_path)
+    try:
+        conn = catalog.connect(os.path.join(repo_path, "catalog.sqlite"), readonly=True)
+        try:
+            count, = conn.execute("SELECT count(*) FROM snapshots").fetchone()
+            last = conn.execute(
+                "SELECT id, finished FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
+            verify = catalog.last_verification(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise RepositoryError("cannot read the catalog of {}: {}".format(repo_path, e))
+    return {
+        "repository": repo_path,
+        "encrypted": config["encryption"] != "none",
+        "snapshots": count,
+        "last_complete": last[1] if last else None,
+        "last_snapshot_id": last[0] if last else None,
+        "last_verify": verify,
+    }
