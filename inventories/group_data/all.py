@@ -109,3 +109,21 @@ transports = {
 # Optional relay for all outgoing mail (e.g. "[emailout.cacert.org]"), or None to deliver
 # directly.
 relayhost = None
+# /etc/aliases (local part -> target) besides the mail_aliases with send_as False, which are
+# added to it. Production: copy the live /etc/aliases here before the first deploy.
+etc_aliases = {"mailer-daemon": "postmaster", "abuse": "postmaster", "root": "postmaster"}
+# /etc/postfix/arbitration, a regexp recipient rewrite: [{"match": POSIX regexp on the full
+# address, "to": address}], e.g. to support+deletedaccounts@cacert.org or support@issue....
+arbitration_rewrites = []
+# /etc/postfix/cacert-inc-bcc (recipient_bcc_maps): recipient address -> address that gets a copy.
+recipient_bcc = {}
+# Separator of address extensions: alice+lists@ is delivered to alice.
+recipient_delimiter = "+"
+# Networks that may send through this host without logging in (everyone else must authenticate).
+mynetworks = ["127.0.0.0/8", "[::1]/128"]
+# Extra main.cf parameters (name -> value), written after the generated ones (local tuning).
+postfix_main_cf_extra = {}
+# Owner of every Maildir; Dovecot's LMTP, IMAP and POP3 access mail as this user.
+vmail_user = "vmail"
+# Its uid/gid, fixed so that restored or migrated mail keeps a stable numeric owner.
+vmail_uid = 5000

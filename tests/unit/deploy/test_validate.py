@@ -1,0 +1,195 @@
+"""Inventory validation: every bad input stops the run with an error naming it."""
+import pytest
+from conftest import write_secret
+from pki import DAY, NOW, PKI
+
+from inventories.validate import InventoryError, checked
+
+
+def test_valid_lab_data_passes(secrets, email_data):
+    assert checked("email", email_data) == email_data
+
+
+def test_infra02_needs_no_secrets(monkeypatch):
+    monkeypatch.delenv("CACERT_EMAIL_SECRETS", raising=False)
+    assert checked("infra02", {"debian_release": "trixie"}) == {"debian_release": "trixie"}
+
+
+def test_secrets_directory_unset(monkeypatch, email_data):
+    monkeypatch.delenv("CACERT_EMAIL_SECRETS", raising=False)
+    with pytest.raises(InventoryError, match=r"\$CACERT_EMAIL_SECRETS is not set"):
+        checked("email", email_data)
+
+
+@pytest.mark.parametrize("name", [
+    "ca.pem", "email.chain.pem", "community.key.pem", "mysql_postfix.password",
+    "accounts/bob@cacert.test.password",
+])
+def test_missing_secret_is_named(secrets, email_data, name):
+    (secrets / name).unlink()
+    with pytest.raises(InventoryError, match=rf"secret .*/{name} is missing"):
+        checked("email", email_data)
+
+
+def test_empty_secret_is_named(secrets, email_data):
+    write_secret(secrets, "mysql_dovecot.password", "\n")
+    with pytest.raises(InventoryError, match=r"mysql_dovecot.password is empty"):
+        checked("email", email_data)
+
+
+def test_world_readable_secret_is_refused(secrets, email_data):
+    (secrets / "email.key.pem").chmod(0o644)
+    with pytest.raises(InventoryError, match=r"email.key.pem is world-readable"):
+        checked("email", email_data)
+
+
+def test_password_with_a_newline_in_the_middle(secrets, email_data):
+    write_secret(secrets, "mysql_postfix.password", "first\nsecond\n")
+    with pytest.raises(InventoryError, match=r"mysql_postfix.password: .*single line"):
+        checked("email", email_data)
+
+
+def test_password_with_a_quote(secrets, email_data):
+    write_secret(secrets, "accounts/alice@cacert.test.password", "it's\n")
+    with pytest.raises(InventoryError, match=r"alice@cacert.test.password: characters not "
+                                             r"allowed in a password: \"'\""):
+        checked("email", email_data)
+
+
+def test_chain_that_is_not_pem(secrets, email_data):
+    write_secret(secrets, "community.chain.pem", "hello, I am not a certificate\n")
+    with pytest.raises(InventoryError, match=r"community.*chain: no PEM certificate"):
+        checked("email", email_data)
+
+
+def test_garbled_pem(secrets, email_data):
+    write_secret(secrets, "community.chain.pem",
+                 "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    with pytest.raises(InventoryError, match=r"community.*not a readable PEM certificate"):
+        checked("email", email_data)
+
+
+def test_key_that_is_not_a_key(secrets, email_data):
+    write_secret(secrets, "email.key.pem", (secrets / "email.chain.pem").read_text())
+    with pytest.raises(InventoryError, match=r"email.*key: no PEM private key"):
+        checked("email", email_data)
+
+
+def test_key_not_matching_certificate(secrets, email_data):
+    write_secret(secrets, "email.key.pem", (secrets / "community.key.pem").read_text())
+    with pytest.raises(InventoryError, match=r"'email'.*private key does not match the "
+                                             r"certificate CN=email.cacert.test"):
+        checked("email", email_data)
+
+
+def test_expired_certificate(secrets, email_data, pki):
+    chain, key = pki.leaf(["email.cacert.test"], not_before=NOW - 400 * DAY,
+                          not_after=NOW - 2 * DAY)
+    write_secret(secrets, "email.chain.pem", chain)
+    write_secret(secrets, "email.key.pem", key)
+    with pytest.raises(InventoryError, match=r"'email'.*CN=email.cacert.test expired on"):
+        checked("email", email_data)
+
+
+def test_expiring_certificate_warns(secrets, email_data, pki, caplog):
+    chain, key = pki.leaf(["community.cacert.test"], not_after=NOW + 10 * DAY)
+    write_secret(secrets, "community.chain.pem", chain)
+    write_secret(secrets, "community.key.pem", key)
+    checked("email", email_data)
+    assert "'community'" in caplog.text and "expires in 9 days" in caplog.text
+
+
+def test_incomplete_chain(secrets, email_data):
+    leaf_only = (secrets / "email.chain.pem").read_text().split("-----END CERTIFICATE-----")[0]
+    write_secret(secrets, "email.chain.pem", leaf_only + "-----END CERTIFICATE-----\n")
+    with pytest.raises(InventoryError, match=r"'email'.*incomplete chain: no certificate for "
+                                             r"the issuer CN=Test Intermediate CA"):
+        checked("email", email_data)
+
+
+def test_chain_from_another_ca(secrets, email_data):
+    other = PKI()
+    chain, key = other.leaf(["email.cacert.test"])
+    write_secret(secrets, "email.chain.pem", chain)
+    write_secret(secrets, "email.key.pem", key)
+    with pytest.raises(InventoryError, match=r"'email'.*incomplete chain: .*Test Root CA"):
+        checked("email", email_data)
+
+
+def test_names_not_covered(secrets, email_data):
+    email_data["certificates"]["community"]["names"].append("webmail.cacert.test")
+    with pytest.raises(InventoryError, match=r"'community'.*does not cover webmail.cacert.test"):
+        checked("email", email_data)
+
+
+def test_wildcard_covers_one_label(secrets, email_data, pki):
+    chain, key = pki.leaf(["*.cacert.test"])
+    write_secret(secrets, "community.chain.pem", chain)
+    write_secret(secrets, "community.key.pem", key)
+    checked("email", email_data)
+    email_data["certificates"]["community"]["names"] = ["a.b.cacert.test"]
+    with pytest.raises(InventoryError, match=r"does not cover a.b.cacert.test"):
+        checked("email", email_data)
+
+
+def test_unknown_certificate_key(secrets, email_data):
+    email_data["certificates"]["webmail"] = dict(email_data["certificates"]["email"])
+    with pytest.raises(InventoryError, match=r"certificates: unknown key\(s\) webmail"):
+        checked("email", email_data)
+
+
+def test_unknown_certificate_field(secrets, email_data):
+    email_data["certificates"]["email"]["chain"] = "/tmp/x"
+    with pytest.raises(InventoryError, match=r"certificates\['email'\]: needs exactly"):
+        checked("email", email_data)
+
+
+def test_unknown_inventory_key(secrets, email_data):
+    email_data["mail_acounts"] = []
+    with pytest.raises(InventoryError, match=r"unknown inventory keys: mail_acounts"):
+        checked("email", email_data)
+
+
+@pytest.mark.parametrize("user", ["../x", "a/b", ".hidden", "", "Alice", "-x"])
+def test_bad_mailbox_user(secrets, email_data, user):
+    email_data["mail_accounts"][1]["user"] = user
+    with pytest.raises(InventoryError, match=rf"mail_accounts\[1\]: user {user!r} is not a "
+                                             r"valid mailbox name"):
+        checked("email", email_data)
+
+
+def test_duplicate_account(secrets, email_data):
+    email_data["mail_accounts"][1]["user"] = "alice"
+    with pytest.raises(InventoryError, match=r"mail_accounts\[1\]: 'alice' appears twice"):
+        checked("email", email_data)
+
+
+def test_bad_alias(secrets, email_data):
+    email_data["mail_aliases"][0]["owner"] = "alice"
+    with pytest.raises(InventoryError, match=r"mail_aliases\[0\] owner: 'alice' is not an "
+                                             r"email address"):
+        checked("email", email_data)
+
+
+def test_send_as_must_be_boolean(secrets, email_data):
+    email_data["mail_aliases"][0]["send_as"] = "yes"
+    with pytest.raises(InventoryError, match=r"mail_aliases\[0\]: send_as must be True or False"):
+        checked("email", email_data)
+
+
+def test_bad_arbitration_regexp(secrets, email_data):
+    email_data["arbitration_rewrites"] = [{"match": "^(unclosed@", "to": "support@cacert.test"}]
+    with pytest.raises(InventoryError, match=r"arbitration_rewrites\[0\]: match .* is no regexp"):
+        checked("email", email_data)
+
+
+def test_bad_postfix_parameter_name(secrets, email_data):
+    email_data["postfix_main_cf_extra"] = {"not a name": "x"}
+    with pytest.raises(InventoryError, match=r"'not a name' is not a Postfix parameter name"):
+        checked("email", email_data)
+
+
+def test_bad_transport(secrets, email_data):
+    email_data["transports"] = {"lists.cacert.test": "smtp:[a] b"}
+    with pytest.raises(InventoryError, match=r"transports\['lists.cacert.test'\]: .* space"):
+        checked("email", email_data)
