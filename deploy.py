@@ -7,7 +7,11 @@ This file only composes; each step lives in operations/<concern>.py.
 """
 from pyinfra import host
 
-from operations import infra02
+from operations import base, infra02, lab_host
 
+if "lab_host" in host.groups:
+    lab_host.prepare()
 if "infra02" in host.groups:
     infra02.container()
+if "email" in host.groups:
+    base.system()

@@ -10,6 +10,8 @@ machine before any host is touched. Add a datum here, with a one-line comment, o
 debian_release = "bookworm"
 # Debian mirror the container's apt talks to (through apt_proxy when that is set).
 debian_mirror = "http://deb.debian.org/debian"
+# Debian security mirror (suite <release>-security) for the container's sources.list.
+debian_security_mirror = "http://deb.debian.org/debian-security"
 # http://host:port of an apt proxy the container must use, or None for direct access.
 apt_proxy = None
 # LXC container name on Infra02.
@@ -23,6 +25,8 @@ container_net = {
     "ipv6": "2001:7b8:616:162:2::228/64",
     "ipv6_gateway": None,
 }
+# DNS servers written to the container's /etc/resolv.conf; empty leaves that file alone.
+container_nameservers = []
 # Start the container when Infra02 boots.
 container_autostart = True
 # Host directory holding the mail data volume (a separate filesystem), and where it appears
@@ -99,6 +103,12 @@ certificate_warn_days = 30
 # Where the Maildirs live: <mail_root>/<user>/Maildir. Today /home/mailboxes; the migration
 # (README) moves them to data_volume and switches this.
 mail_root = "/home/mailboxes"
+# Accounts and aliases seeded into the database by the deploy (lab only; in production the
+# self-service API manages them): [{"user": "alice", "email": "alice@cacert.test"}, ...] and
+# [{"alias": "pr@...", "owner": "alice@...", "send_as": True}, ...]. Passwords come from the
+# secrets directory: accounts/<email>.password.
+mail_accounts = []
+mail_aliases = []
 # MariaDB database holding users and aliases.
 mysql_database = "cacertusers"
 # Route these domains to other hosts (Postfix transport map): domain -> nexthop.

@@ -1,0 +1,88 @@
+"""The lab: this machine acts as Infra02 (`@local`), the container `email` is reached over SSH.
+
+Built by `./lab/up` (lab/__main__.py), which first generates `.lab/` (SSH key, CA,
+certificates, secrets) and writes `.lab/release`. Addresses and names: lab/topology.py.
+"""
+import copy
+import os
+from pathlib import Path
+
+from inventories.validate import InventoryError, checked, defaults
+from lab import topology as t
+
+REPO = Path(__file__).resolve().parent.parent
+LAB = REPO / ".lab"
+# The secrets the lab generated, unless the caller names other ones.
+os.environ.setdefault("CACERT_EMAIL_SECRETS", str(LAB / "secrets"))
+
+
+def _release():
+    """The release `lab up --release` chose (written to .lab/release), bookworm by default."""
+    if os.environ.get("CACERT_LAB_RELEASE"):
+        return os.environ["CACERT_LAB_RELEASE"]
+    path = LAB / "release"
+    return path.read_text().strip() if path.is_file() else t.DEFAULT_RELEASE
+
+
+def _deploy_public_key():
+    path = LAB / "id_ed25519.pub"
+    if not path.is_file():
+        raise InventoryError(f"{path} is missing: run ./lab/up (it generates the lab's SSH key)")
+    return path.read_text().strip()
+
+
+def _certificates():
+    """Production paths, lab names."""
+    certs = copy.deepcopy(defaults()["certificates"])
+    for key, name in t.CERTIFICATE_NAMES.items():
+        certs[key]["names"] = [name]
+    return certs
+
+
+_SHARED = {
+    "debian_release": _release(),
+    "apt_proxy": f"http://{t.BRIDGE_ADDRESS}:{t.APT_PROXY_PORT}",
+    "container_name": t.CONTAINER,
+    "container_net": {
+        "link": t.BRIDGE,
+        "hwaddr": t.CONTAINER_HWADDR,
+        "ipv4": f"{t.CONTAINER_ADDRESS}/{t.PREFIXLEN}",
+        "ipv4_gateway": t.BRIDGE_ADDRESS,
+        "ipv6": None,
+        "ipv6_gateway": None,
+    },
+    "container_nameservers": [t.BRIDGE_ADDRESS],
+    # lab_host.prepare() loop-mounts the lab's data volume image here.
+    "data_volume_host_path": t.DATA_VOLUME_HOST_PATH,
+    "data_volume": t.DATA_VOLUME,
+    "root_authorized_keys": [_deploy_public_key()],
+    "mail_domain": t.DOMAIN,
+    "hostnames": dict(t.HOSTNAMES),
+    # Secondary addresses of this machine on the bridge: connect from them to act as the
+    # monitor or the community host; the bridge address itself is an untrusted origin.
+    "trusted_hosts": {"monitor": [t.MONITOR_ADDRESS], "community": [t.COMMUNITY_ADDRESS]},
+    "certificates": _certificates(),
+    # A sink on the lab host (tests may listen there) stands in for the Lists and Issue hosts.
+    "transports": {
+        "lists.cacert.test": f"smtp:[{t.BRIDGE_ADDRESS}]:2525",
+        "issue.cacert.test": f"smtp:[{t.BRIDGE_ADDRESS}]:2525",
+    },
+    "mail_root": t.MAIL_ROOT,
+    "mail_accounts": copy.deepcopy(t.ACCOUNTS),
+    "mail_aliases": copy.deepcopy(t.ALIASES),
+}
+
+infra02 = [("@local", checked("infra02", dict(_SHARED)))]
+# Only the lab's Infra02 gets the lab host preparation (bridge, apt proxy, DNS, loop volume).
+lab_host = ["@local"]
+email = [
+    (t.HOSTNAMES["email"], checked("email", {
+        **_SHARED,
+        "ssh_hostname": t.CONTAINER_ADDRESS,
+        "ssh_user": "root",
+        "ssh_key": str(LAB / "id_ed25519"),
+        # lab up writes the container's host keys here, read from its rootfs on this host.
+        "ssh_known_hosts_file": str(LAB / "known_hosts"),
+        "ssh_strict_host_key_checking": "yes",
+    })),
+]

@@ -1,0 +1,239 @@
+"""`python -m lab up [--release R]` / `python -m lab down`: build or tear down the lab.
+
+up, under the lab lock (lab/lock.py), each step reusing what a previous (even killed) run left:
+  1. `.lab/`: SSH key, throwaway CA and certificates, passwords — only what is missing;
+  2. a container that is half-made or of another release is destroyed (lab only!);
+  3. phase 1: `pyinfra inventories/lab.py deploy.py --limit infra02` — this machine becomes
+     Infra02 (operations/lab_host.py) and creates/starts the container (operations/infra02.py);
+  4. the container's SSH host keys are read from its rootfs into `.lab/known_hosts`;
+  5. phase 2: `--limit email`, the full deploy over SSH;
+  6. `.lab/lab.json` (DESIGN.md, "Lab contract"), written last: it exists only for a lab that
+     came up completely.
+down: stops and destroys the container, the daemons, the data volume, the bridge and `.lab/`;
+keeps the apt-cacher-ng cache and the LXC template cache so the next `up` is fast.
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lab import lock, secrets, topology as t
+
+REPO = Path(__file__).resolve().parent.parent
+LAB = REPO / ".lab"
+LXC_DIR = Path("/var/lib/lxc") / t.CONTAINER
+ROOTFS = LXC_DIR / "rootfs"
+KNOWN_HOSTS = LAB / "known_hosts"
+SSH_KEY = LAB / "id_ed25519"
+
+# What operations/lab_host.py starts and makes (kept in step with it).
+PIDFILES = ("/run/cacert-lab-dnsmasq.pid", "/run/apt-cacher-ng/cacert-lab.pid")
+DATA_IMAGE = Path("/var/lib/cacert-lab/mail.img")
+LAB_ETC = Path("/etc/cacert-lab")
+
+
+class LabError(Exception):
+    """The lab cannot come up; the message says which step and why."""
+
+
+def _say(message):
+    print(f"lab: {message}", flush=True)
+
+
+def _run(argv, check=False, **kwargs):
+    return subprocess.run(argv, check=check, **kwargs)
+
+
+def _quiet(argv):
+    return _run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+
+
+def _pyinfra(limit, *extra):
+    env = dict(os.environ, CACERT_EMAIL_SECRETS=os.environ.get(
+        "CACERT_EMAIL_SECRETS", str(LAB / "secrets")))
+    pyinfra = Path(sys.executable).parent / "pyinfra"
+    argv = [str(pyinfra), "-y", "inventories/lab.py", "deploy.py", "--limit", limit, *extra]
+    _say(" ".join(argv[0:1] + [a for a in argv[1:]]))
+    if _run(argv, cwd=REPO, env=env).returncode != 0:
+        raise LabError(f"the deploy --limit {limit} failed (its output is above)")
+
+
+# --- the container -----------------------------------------------------------------------
+def _container_release():
+    """The release in the container's rootfs, "" if it is half-made, None if absent."""
+    if not LXC_DIR.exists():
+        return None
+    os_release = ROOTFS / "etc" / "os-release"
+    complete = ((LXC_DIR / "config").is_file() and os_release.is_file()
+                and (ROOTFS / "usr" / "sbin" / "sshd").exists())
+    if not complete:
+        return ""
+    for line in os_release.read_text().splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip().strip('"')
+    return ""
+
+
+def _destroy_container():
+    _quiet(["lxc-stop", "-n", t.CONTAINER, "-k"])
+    _quiet(["lxc-destroy", "-n", t.CONTAINER])
+    if LXC_DIR.exists():
+        shutil.rmtree(LXC_DIR)
+    KNOWN_HOSTS.unlink(missing_ok=True)
+
+
+def _replace_unusable_container(release):
+    have = _container_release()
+    if have is None or have == release:
+        return
+    why = "half-made" if have == "" else f"Debian {have}, not {release}"
+    _say(f"container {t.CONTAINER} is {why}: destroying it (the lab's data volume stays)")
+    _destroy_container()
+
+
+def _write_known_hosts():
+    """Trust exactly the host keys in the container's rootfs (read here, not over the net)."""
+    lines = []
+    for pub in sorted((ROOTFS / "etc" / "ssh").glob("ssh_host_*_key.pub")):
+        kind, key = pub.read_text().split()[:2]
+        lines.append(f"{t.CONTAINER_ADDRESS} {kind} {key}\n")
+    if not lines:
+        raise LabError(f"no SSH host keys in {ROOTFS}/etc/ssh: the container is incomplete")
+    KNOWN_HOSTS.write_text("".join(lines))
+
+
+def ssh_argv(command):
+    return ["ssh", "-i", str(SSH_KEY), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={KNOWN_HOSTS}",
+            "-o", "LogLevel=ERROR", f"root@{t.CONTAINER_ADDRESS}", command]
+
+
+def _wait_for_ssh(timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((t.CONTAINER_ADDRESS, 22), timeout=2).close()
+            if _quiet(ssh_argv("systemctl is-system-running --wait >/dev/null; true")) == 0:
+                return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise LabError(f"no SSH login to {t.CONTAINER_ADDRESS} within {timeout}s "
+                   f"(look inside: lxc-attach -n {t.CONTAINER})")
+
+
+# --- lab.json ----------------------------------------------------------------------------
+def lab_description(release, accounts):
+    """The contents of .lab/lab.json, exactly the contract in DESIGN.md."""
+    return {
+        "release": release,
+        "container": t.CONTAINER,
+        "address": t.CONTAINER_ADDRESS,
+        "ssh": {"user": "root", "key": ".lab/id_ed25519", "port": 22},
+        "ca_cert": ".lab/ca.pem",
+        "domain": t.DOMAIN,
+        "hostnames": {"email": t.HOSTNAMES["email"], "community": t.HOSTNAMES["community"]},
+        "mail_root": t.MAIL_ROOT,
+        "data_volume": t.DATA_VOLUME,
+        "accounts": accounts,
+        "aliases": t.ALIASES,
+        "ports": t.PORTS,
+    }
+
+
+# --- verbs -------------------------------------------------------------------------------
+def up(release):
+    timings = {}
+    start = time.monotonic()
+
+    def phase(name, since):
+        timings[name] = round(time.monotonic() - since, 1)
+        _say(f"{name}: {timings[name]}s")
+        return time.monotonic()
+
+    with lock.held():
+        (LAB / "lab.json").unlink(missing_ok=True)
+        mark = time.monotonic()
+        accounts = secrets.generate(LAB)
+        _replace_unusable_container(release)
+        (LAB / "release").write_text(release + "\n")
+        mark = phase("lab files", mark)
+        _pyinfra("infra02")
+        mark = phase("phase 1 (lab host + container)", mark)
+        _write_known_hosts()
+        _wait_for_ssh()
+        mark = phase("container reachable over SSH", mark)
+        _pyinfra("email")
+        mark = phase("phase 2 (deploy over SSH)", mark)
+        (LAB / "lab.json").write_text(json.dumps(lab_description(release, accounts),
+                                                 indent=2) + "\n")
+    timings["total"] = round(time.monotonic() - start, 1)
+    (LAB / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    _say(f"up in {timings['total']}s: {t.CONTAINER} (Debian {release}) at "
+         f"{t.CONTAINER_ADDRESS}; described in {LAB / 'lab.json'}")
+
+
+def _stop_pidfile(pidfile):
+    try:
+        pid = int(Path(pidfile).read_text().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, 15)
+        for _ in range(50):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+    except ProcessLookupError:
+        pass
+    Path(pidfile).unlink(missing_ok=True)
+
+
+def down():
+    with lock.held():
+        _say(f"destroying container {t.CONTAINER}")
+        _destroy_container()
+        for pidfile in PIDFILES:
+            _stop_pidfile(pidfile)
+        if _quiet(["mountpoint", "-q", t.DATA_VOLUME_HOST_PATH]) == 0:
+            _run(["umount", t.DATA_VOLUME_HOST_PATH], check=True)
+        # Loop devices a killed run may have left attached to the image.
+        found = _run(["losetup", "-j", str(DATA_IMAGE)], capture_output=True, text=True)
+        for line in found.stdout.splitlines():
+            _quiet(["losetup", "-d", line.split(":", 1)[0]])
+        DATA_IMAGE.unlink(missing_ok=True)
+        if _quiet(["ip", "link", "show", t.BRIDGE]) == 0:
+            _run(["ip", "link", "del", t.BRIDGE], check=True)
+        shutil.rmtree(LAB_ETC, ignore_errors=True)
+        shutil.rmtree(LAB, ignore_errors=True)
+    _say("down (kept: the apt-cacher-ng cache and the LXC template cache)")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__.split("\n")[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    up_parser = verbs.add_parser("up", help="build the lab, or bring it up to date")
+    up_parser.add_argument("--release", choices=t.RELEASES, default=t.DEFAULT_RELEASE,
+                           help="Debian release of the container (another one than the "
+                                "existing container's replaces it)")
+    verbs.add_parser("down", help="tear the lab down (keeps the package caches)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        parser.error("run as root: the lab creates a bridge, a loop mount and a container")
+    try:
+        if args.verb == "up":
+            up(args.release)
+        else:
+            down()
+    except (LabError, TimeoutError, subprocess.CalledProcessError) as exc:
+        _say(f"FAILED: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

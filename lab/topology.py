@@ -1,0 +1,49 @@
+"""The lab's fixed facts: addresses, names, test accounts. One home, read by
+inventories/lab.py (for the deploy) and by lab/__main__.py (for .lab/lab.json)."""
+
+RELEASES = ("bullseye", "bookworm", "trixie")
+DEFAULT_RELEASE = "bookworm"
+
+CONTAINER = "email"
+BRIDGE = "labbr0"
+BRIDGE_ADDRESS = "10.0.3.1"
+PREFIXLEN = 24
+CONTAINER_ADDRESS = "10.0.3.19"
+CONTAINER_HWADDR = "00:16:3e:ca:ce:19"
+# Secondary addresses of this machine on the bridge: a test connecting from one of them is
+# the monitor or the community host; from BRIDGE_ADDRESS it is an untrusted origin.
+MONITOR_ADDRESS = "10.0.3.2"
+COMMUNITY_ADDRESS = "10.0.3.3"
+APT_PROXY_PORT = 3142
+
+DOMAIN = "cacert.test"
+HOSTNAMES = {
+    "email": "email.cacert.test",
+    "community": "community.cacert.test",
+    "infra": "email.infra.cacert.test",
+    "intra": "email.intra.cacert.test",
+}
+# Certificate key in the inventory -> the lab name it is issued for.
+CERTIFICATE_NAMES = {
+    "email": "email.cacert.test",
+    "community": "community.cacert.test",
+    "selfservice_api": "email.infra.cacert.test",
+}
+
+# Host side of the data volume (a loop-mounted image, see operations/lab_host.py) and where
+# it appears in the container.
+DATA_VOLUME_HOST_PATH = "/srv/cacert-lab/mail"
+DATA_VOLUME = "/srv/mail"
+MAIL_ROOT = "/home/mailboxes"
+
+ACCOUNTS = [
+    {"user": "alice", "email": "alice@cacert.test"},
+    {"user": "bob", "email": "bob@cacert.test"},
+]
+ALIASES = [
+    {"alias": "pr@cacert.test", "owner": "alice@cacert.test", "send_as": True},
+    {"alias": "postmaster@cacert.test", "owner": "alice@cacert.test", "send_as": False},
+]
+
+PORTS = {"smtp": 25, "smtps": 465, "submission": 587, "imap": 143, "imaps": 993,
+         "pop3": 110, "pop3s": 995, "sieve": 4190, "http": 80, "https": 443}
