@@ -71,6 +71,9 @@ trusted_hosts = {
     "monitor": [],
     "community": [],
 }
+# Addresses fail2ban never bans, besides loopback and every trusted host (e.g. the operators'
+# jump host).
+fail2ban_ignore = []
 
 # --- certificates --------------------------------------------------------------------------
 # Each pair: where it goes on the server, the names it must cover, the services that reload
