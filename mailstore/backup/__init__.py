@@ -13,8 +13,27 @@ Errors meant for the operator are subclasses of BackupError (mailstore.backup.er
 """
 from mailstore.backup.errors import (BackupError, KeyFileError, LockedError, NotFoundError,
                                      RepositoryError, RestoreConflict)
+from mailstore.backup.find import find
+from mailstore.backup.prune import prune
 from mailstore.backup.repository import init
+from mailstore.backup.restore import restore
+from mailstore.backup.snapshot import run
 from mailstore.backup.status import status
+from mailstore.backup.verify import verify
+
+
+def list_snapshots(repo_path, key_file=None):
+    """Complete snapshots, oldest first, as dicts (id, started, finished, messages, bytes,
+    new_objects, new_bytes, read_files, read_bytes, warnings, source, host)."""
+    from mailstore.backup import catalog
+    from mailstore.backup.repository import Repository
+    with Repository(repo_path, key_file=key_file, readonly=True, need_key=False) as repo:
+        snaps = catalog.snapshots(repo.db)
+    for s in snaps:
+        del s["seq"]
+    return snaps
+
 
 __all__ = ["BackupError", "KeyFileError", "LockedError", "NotFoundError", "RepositoryError",
-           "RestoreConflict", "init", "status"]
+           "RestoreConflict", "find", "init", "list_snapshots", "prune", "restore", "run",
+           "status", "verify"]

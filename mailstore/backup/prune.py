@@ -1,0 +1,141 @@
+"""`prune`: forget snapshots the retention policy does not keep, and free their space.
+
+Policy (decided by the pure function `plan`, like restic's): snapshots are taken newest first;
+`keep_last` keeps the N newest; `keep_daily` keeps the newest snapshot of each of the N most
+recent UTC days that have one; `keep_weekly` the same per ISO week, `keep_monthly` per month.
+A snapshot kept by any rule stays. Times are the snapshot start times.
+
+Freeing space: objects no remaining snapshot needs (including leftovers of interrupted runs)
+are dropped. A pack holding only such objects is deleted; a pack holding some is rewritten
+with just the live records (copied as they are: no key needed, nothing decoded). New packs are
+made durable first, then one catalog transaction switches over, then old packs are unlinked;
+a crash anywhere leaves either the old or the new state, plus garbage the next run removes.
+"""
+import os
+import time
+
+from mailstore.backup import catalog
+from mailstore.backup.errors import BackupError
+from mailstore.backup.objects import PackWriter, pack_path
+from mailstore.backup.repository import Repository
+
+_PERIODS = (("daily", "%Y-%m-%d"), ("weekly", "%G-W%V"), ("monthly", "%Y-%m"))
+
+
+def plan(snapshots, keep_last=0, keep_daily=0, keep_weekly=0, keep_monthly=0):
+    """Decide which snapshots stay. `snapshots`: iterable of (id, unix time).
+
+    Returns (keep, remove): keep maps id -> list of reasons ("last", "daily 2026-11-25", ...);
+    remove is the list of ids to forget, newest first.
+    """
+    counts = {"daily": keep_daily, "weekly": keep_weekly, "monthly": keep_monthly}
+    if min(keep_last, keep_daily, keep_weekly, keep_monthly) < 0:
+        raise BackupError("--keep-* values must be 0 or more")
+    if not (keep_last or keep_daily or keep_weekly or keep_monthly):
+        raise BackupError("refusing to prune with every --keep-* at 0: that would forget every "
+                          "snapshot")
+    ordered = sorted(snapshots, key=lambda s: (s[1], s[0]), reverse=True)
+    keep = {}
+    for sid, _t in ordered[:keep_last]:
+        keep.setdefault(sid, []).append("last")
+    for rule, pattern in _PERIODS:
+        n = counts[rule]
+        seen = []
+        for sid, t in ordered:
+            if len(seen) >= n:
+                break
+            period = time.strftime(pattern, time.gmtime(t))
+            if not seen or seen[-1] != period:
+                seen.append(period)
+                keep.setdefault(sid, []).append("{} {}".format(rule, period))
+    remove = [sid for sid, _t in ordered if sid not in keep]
+    return keep, remove
+
+
+def prune(repo_path, key_file=None, keep_last=0, keep_daily=0, keep_weekly=0, keep_monthly=0,
+          dry_run=False, wait=0):
+    """Apply the policy (see module doc); return a summary dict.
+
+    Keys: keep [{"id", "time", "reasons"}], remove [ids], objects_removed, bytes_freed,
+    packs_deleted, packs_rewritten, dry_run.
+    """
+    with Repository(repo_path, key_file=key_file, need_key=False) as repo:
+        repo.lock(exclusive=True, wait=wait)
+        repo.clean_up()
+        db = repo.db
+        snaps = db.execute("SELECT seq, id, started FROM snapshots").fetchall()
+        keep, remove = plan([(s[1], s[2]) for s in snaps], keep_last, keep_daily, keep_weekly,
+                            keep_monthly)
+        times = {s[1]: s[2] for s in snaps}
+        result = {"keep": [{"id": sid, "time": times[sid], "reasons": keep[sid]}
+                           for sid in sorted(keep, key=lambda i: times[i], reverse=True)],
+                  "remove": remove, "dry_run": dry_run}
+        remaining = [s[0] for s in snaps if s[1] in keep]
+        removed = [s[0] for s in snaps if s[1] not in keep]
+        live = _live_objects(db, remaining)
+        by_pack = {}
+        for oid, pack, offset, length in db.execute(
+                "SELECT id, pack, offset, length FROM objects"):
+            by_pack.setdefault(pack, ([], []))[0 if oid in live else 1].append(
+                (oid, offset, length))
+        dead_packs = [p for p, (alive, _dead) in by_pack.items() if not alive]
+        partial = [p for p, (alive, dead) in by_pack.items() if alive and dead]
+        dead = [oid for _alive, d in by_pack.values() for oid, _o, _l in d]
+        result["objects_removed"] = len(dead)
+        result["bytes_freed"] = sum(l for _a, d in by_pack.values() for _o, _off, l in d)
+        result["packs_deleted"] = len(dead_packs)
+        result["packs_rewritten"] = len(partial)
+        if dry_run:
+            return result
+        new_packs, moved = _rewrite(repo, {p: by_pack[p][0] for p in partial})
+        with catalog.transaction(db):
+            for seq in removed:
+                db.execute("DELETE FROM snapshot_messages WHERE snapshot = ?", (seq,))
+                db.execute("DELETE FROM files WHERE snapshot = ?", (seq,))
+                db.execute("DELETE FROM snapshots WHERE seq = ?", (seq,))
+            db.execute("DELETE FROM messages WHERE id NOT IN"
+                       " (SELECT message FROM snapshot_messages)")
+            db.executemany("DELETE FROM objects WHERE id = ?", ((oid,) for oid in dead))
+            db.executemany("UPDATE objects SET pack = ?, offset = ? WHERE id = ?", moved)
+            db.executemany("INSERT INTO packs VALUES (?, ?, ?)", new_packs)
+            db.executemany("DELETE FROM packs WHERE name = ?",
+                           ((p,) for p in dead_packs + partial))
+        for name in dead_packs + partial:
+            try:
+                os.unlink(pack_path(repo.packs_dir, name))
+            except FileNotFoundError:
+                pass
+        db.execute("VACUUM")
+    return result
+
+
+def _live_objects(db, seqs):
+    live = set()
+    for seq in seqs:
+        live.update(r[0] for r in db.execute(
+            "SELECT m.object FROM snapshot_messages s JOIN messages m ON m.id = s.message"
+            " WHERE s.snapshot = ?", (seq,)))
+        live.update(r[0] for r in db.execute(
+            "SELECT object FROM files WHERE snapshot = ? AND object IS NOT NULL", (seq,)))
+    return live
+
+
+def _rewrite(repo, keep_by_pack):
+    """Copy the live records of partly dead packs into new packs (durable before returning)."""
+    new_packs, moved = [], []
+
+    def sealed(name, size, entries):
+        new_packs.append((name, size, time.time()))
+        moved.extend((name, off, oid) for oid, off, _length, _size, _h in entries)
+
+    writer = PackWriter(repo.tmp_dir, repo.packs_dir, repo.pack_size, sealed)
+    try:
+        for pack in sorted(keep_by_pack):
+            for oid, offset, length in sorted(keep_by_pack[pack], key=lambda e: e[1]):
+                writer.add(oid, repo.reader.read(pack, offset, length), 0)
+        writer.seal()
+    except BaseException:
+        writer.abort()
+        raise
+    repo.reader.close()
+    return new_packs, moved

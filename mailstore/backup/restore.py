@@ -1,0 +1,357 @@
+"""`restore`: a snapshot, a user, a folder or one message back into a target root.
+
+Two modes:
+- into an empty place (default): messages, Dovecot control files (so UIDs and UIDVALIDITY come
+  back), the user's other files and links, and owner/mode/mtime of files and directories.
+  Refused if a restored folder already holds messages or a file to restore already exists.
+- `merge`: into a live Maildir. Only messages whose unique name is in none of the folder's
+  cur/ and new/ are added (Dovecot gives them new UIDs); nothing present is touched, control
+  files are left alone, and nothing is ever overwritten (files are linked into place with
+  link(2), which fails rather than replace).
+
+Safety: every path is built from checked single components and opened below the target with
+O_NOFOLLOW, one directory at a time, so neither a hostile name in the catalog nor a symlink
+planted in the target can make a restore write outside TARGET_ROOT.
+"""
+import errno
+import os
+import secrets
+import stat
+
+from mailstore import maildir
+from mailstore.backup.errors import BackupError, NotFoundError, RestoreConflict
+from mailstore.backup.objects import DamagedObject
+from mailstore.backup.repository import Repository
+
+_TEMP_PREFIX = ".mailstore-restore."
+
+
+def resolve_snapshot(db, snapshot):
+    """(seq, id) of a snapshot id or `latest`; NotFoundError otherwise."""
+    if snapshot == "latest":
+        row = db.execute("SELECT seq, id FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            raise NotFoundError("the repository has no complete snapshot yet")
+        return row
+    row = db.execute("SELECT seq, id FROM snapshots WHERE id = ?", (snapshot,)).fetchone()
+    if row is None:
+        raise NotFoundError("no snapshot {} in the repository (see `mailstore backup list`)"
+                            .format(snapshot))
+    return row
+
+
+def normalise_folder(folder):
+    """Accept `INBOX`, `Sent`, `A.B` (what IMAP shows) or `.Sent` (the directory name)."""
+    if folder is None:
+        return None
+    if folder.startswith(".") and folder not in (".", "..") and "/" not in folder:
+        return folder
+    try:
+        return maildir.folder_from_display(folder)
+    except maildir.MaildirError as e:
+        raise BackupError(str(e))
+
+
+def _component(name):
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise BackupError("refusing unsafe path component {!r} from the catalog".format(name))
+    return name
+
+
+class _Target:
+    """Directories below the target root, opened one component at a time without following
+    symlinks; records the directories it created so their metadata can be set at the end."""
+
+    def __init__(self, root):
+        os.makedirs(root, exist_ok=True)
+        self.root = root
+        self.fds = {(): os.open(root, os.O_RDONLY | os.O_DIRECTORY)}
+        self.created = set()
+
+    def close(self):
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds = {}
+
+    def dir(self, parts, create=True):
+        parts = tuple(parts)
+        fd = self.fds.get(parts)
+        if fd is not None:
+            return fd
+        parent = self.dir(parts[:-1], create)
+        if parent is None:
+            return None
+        name = _component(parts[-1])
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+        try:
+            fd = os.open(name, flags, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                return None
+            os.mkdir(name, 0o700, dir_fd=parent)
+            self.created.add(parts)
+            fd = os.open(name, flags, dir_fd=parent)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise RestoreConflict("{} is a symbolic link or not a directory; refusing to "
+                                      "restore through it".format(self.show(parts)))
+            raise
+        self.fds[parts] = fd
+        return fd
+
+    def show(self, parts):
+        return os.path.join(self.root, *parts)
+
+    def exists(self, parts):
+        fd = self.dir(parts[:-1], create=False)
+        if fd is None:
+            return False
+        try:
+            os.stat(_component(parts[-1]), dir_fd=fd, follow_symlinks=False)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def names(self, parts):
+        fd = self.dir(parts, create=False)
+        if fd is None:
+            return []
+        return os.listdir(fd)
+
+    def write(self, parts, data, meta, temp_dir=None):
+        """Create the file `parts` with `data` and metadata; False if it already exists."""
+        fd_dir = self.dir(parts[:-1])
+        temp_fd = self.dir(temp_dir) if temp_dir is not None else fd_dir
+        temp = _TEMP_PREFIX + secrets.token_hex(8)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                     dir_fd=temp_fd)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                _apply_meta_fd(fd, meta)
+            finally:
+                os.close(fd)
+            try:
+                os.link(temp, _component(parts[-1]), src_dir_fd=temp_fd, dst_dir_fd=fd_dir,
+                        follow_symlinks=False)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            os.unlink(temp, dir_fd=temp_fd)
+
+    def symlink(self, parts, link, meta):
+        fd_dir = self.dir(parts[:-1])
+        try:
+            os.symlink(link, _component(parts[-1]), dir_fd=fd_dir)
+        except FileExistsError:
+            return False
+        mode, uid, gid, mtime_ns = meta
+        if os.geteuid() == 0:
+            os.chown(parts[-1], uid, gid, dir_fd=fd_dir, follow_symlinks=False)
+        if os.utime in os.supports_follow_symlinks:
+            os.utime(parts[-1], ns=(mtime_ns, mtime_ns), dir_fd=fd_dir, follow_symlinks=False)
+        return True
+
+    def set_dir_meta(self, parts, meta):
+        fd = self.dir(parts)
+        _apply_meta_fd(fd, meta)
+
+
+def _apply_meta_fd(fd, meta):
+    mode, uid, gid, mtime_ns = meta
+    if os.geteuid() == 0:
+        os.fchown(fd, uid, gid)
+    os.fchmod(fd, mode)
+    os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+
+def restore(repo_path, snapshot, target_root, key_file=None, user=None, folder=None,
+            message=None, merge=False, extras=False, wait=0, progress=None):
+    """Restore from `snapshot` (an id or `latest`) into `target_root`; return a summary dict.
+
+    Filters: `user`, `folder` (IMAP name such as `INBOX`/`Sent` or directory name `.Sent`),
+    `message` (the unique name printed by `find`, i.e. the file name before `:2,`).
+    `extras`: restore the included config paths and database dumps instead of mail, below
+    `target_root` (an included /etc/postfix/main.cf lands at TARGET/etc/postfix/main.cf).
+    Summary: messages, skipped (already present, merge), files, errors (list of text).
+    Raises NotFoundError if nothing matches, RestoreConflict if the target is not empty where
+    it must be (and nothing has been written then).
+    """
+    target_root = os.path.abspath(os.fspath(target_root))
+    folder = normalise_folder(folder)
+    if user is not None:
+        maildir.check_user_name(user)
+    with Repository(repo_path, key_file=key_file) as repo:
+        repo.lock(exclusive=False, wait=wait)
+        seq, snapshot_id = resolve_snapshot(repo.db, snapshot)
+        if extras:
+            plan = _plan_extras(repo.db, seq)
+        else:
+            plan = _plan_mail(repo.db, seq, user, folder, message, merge)
+        target = _Target(target_root)
+        try:
+            if not extras and not merge:
+                _check_empty(target, plan)
+            result = _execute(repo, target, plan, merge, progress)
+        finally:
+            target.close()
+    result["snapshot"] = snapshot_id
+    return result
+
+
+def _plan_mail(db, seq, user, folder, message, merge):
+    where, args = ["s.snapshot = ?"], [seq]
+    if user is not None:
+        where.append("m.user = ?")
+        args.append(user)
+    if folder is not None:
+        where.append("m.folder = ?")
+        args.append(folder)
+    if message is not None:
+        where.append("m.uniq = ?")
+        args.append(message)
+    messages = db.execute(
+        "SELECT m.user, m.folder, m.subdir, m.name, m.uniq, m.mode, m.uid, m.gid, m.mtime_ns,"
+        " m.object, o.pack, o.offset FROM snapshot_messages s JOIN messages m ON m.id ="
+        " s.message LEFT JOIN objects o ON o.id = m.object WHERE " + " AND ".join(where) +
+        " ORDER BY o.pack, o.offset", args).fetchall()
+    if message is not None and not messages:
+        raise NotFoundError("no message {} in snapshot{}{}".format(
+            message, " for user " + user if user else "",
+            " in folder " + folder if folder is not None else ""))
+    if message is not None and len({(m[0], m[1]) for m in messages}) > 1:
+        raise BackupError("message {} is in several folders or users ({}); narrow it with "
+                          "--user/--folder".format(message, ", ".join(sorted(
+                              "{}:{}".format(m[0], maildir.folder_display(m[1]))
+                              for m in messages))))
+    fwhere, fargs = ["snapshot = ?", "user IS NOT NULL"], [seq]
+    if user is not None:
+        fwhere.append("user = ?")
+        fargs.append(user)
+    files = db.execute("SELECT kind, user, folder, path, mode, uid, gid, mtime_ns, object,"
+                       " link_target FROM files WHERE " + " AND ".join(fwhere),
+                       fargs).fetchall()
+    if not messages and not files:
+        raise NotFoundError("nothing to restore: no user {} in that snapshot".format(user)
+                            if user else "the snapshot is empty")
+    folders = {(m[0], m[1]) for m in messages}
+    if message is not None or folder is not None:
+        # only what the chosen folder needs: its directories and (empty target) control files
+        wanted = folders if message is not None else {
+            (f[1], folder) for f in files if f[2] == folder}
+        if folder is not None and not wanted:
+            raise NotFoundError("no folder {} in that snapshot{}".format(
+                maildir.folder_display(folder), " for user " + user if user else ""))
+        users_wanted = {u for u, _f in wanted}
+        files = [f for f in files
+                 if ((f[1], f[2]) in wanted and f[0] in ("dir", "control"))
+                 or (f[0] == "dir" and f[1] in users_wanted and f[3] in ("", maildir.MAILDIR))]
+        folders = wanted
+    if merge:
+        files = [f for f in files if f[0] == "dir"]
+    return {"messages": messages, "files": files, "folders": folders}
+
+
+def _plan_extras(db, seq):
+    files = db.execute("SELECT kind, user, folder, path, mode, uid, gid, mtime_ns, object,"
+                       " link_target FROM files WHERE snapshot = ? AND user IS NULL",
+                       (seq,)).fetchall()
+    if not files:
+        raise NotFoundError("that snapshot holds no included paths or database dumps")
+    return {"messages": [], "files": files, "folders": set()}
+
+
+def _user_parts(user, relpath):
+    return (user,) + tuple(p for p in relpath.split("/") if p != "") if relpath else (user,)
+
+
+def _file_parts(f):
+    kind, user, _folder, path = f[0], f[1], f[2], f[3]
+    if user is None:
+        return tuple(p for p in path.split("/") if p != "")
+    return _user_parts(user, path)
+
+
+def _folder_parts(user, folder, subdir=None):
+    parts = (user, maildir.MAILDIR) + ((folder,) if folder else ())
+    return parts + ((subdir,) if subdir else ())
+
+
+def _check_empty(target, plan):
+    for user, folder in sorted(plan["folders"]):
+        for subdir in maildir.MESSAGE_SUBDIRS:
+            names = [n for n in target.names(_folder_parts(user, folder, subdir))
+                     if not n.startswith(".")]
+            if names:
+                raise RestoreConflict(
+                    "{} already holds messages; restore into an empty target, or add only "
+                    "what is missing with --merge".format(
+                        target.show(_folder_parts(user, folder, subdir))))
+    for f in plan["files"]:
+        if f[0] not in ("dir", "include-dir") and target.exists(_file_parts(f)):
+            raise RestoreConflict("{} already exists; restore into an empty target, or use "
+                                  "--merge".format(target.show(_file_parts(f))))
+
+
+def _execute(repo, target, plan, merge, progress):
+    result = {"messages": 0, "skipped": 0, "files": 0, "bytes": 0, "errors": []}
+    dirs = sorted((f for f in plan["files"] if f[0] in ("dir", "include-dir")),
+                  key=lambda f: len(_file_parts(f)))
+    for f in dirs:
+        target.dir(_file_parts(f))
+    present = {}
+    for m in plan["messages"]:
+        user, folder, subdir, name, uniq = m[0], m[1], m[2], m[3], m[4]
+        if merge:
+            key = (user, folder)
+            if key not in present:
+                present[key] = {maildir.parse_name(n)[0]
+                                for s in maildir.MESSAGE_SUBDIRS
+                                for n in target.names(_folder_parts(user, folder, s))}
+            if uniq in present[key]:
+                result["skipped"] += 1
+                continue
+        try:
+            data = repo.read_object(m[9])
+        except DamagedObject as e:
+            result["errors"].append("{}/{}: {}".format(
+                user, maildir.message_relpath(folder, subdir, name), e))
+            continue
+        parts = _folder_parts(user, folder, subdir) + (name,)
+        if target.write(parts, data, (m[5], m[6], m[7], m[8]),
+                        temp_dir=_folder_parts(user, folder, "tmp")):
+            result["messages"] += 1
+            result["bytes"] += len(data)
+            if merge:
+                present[(user, folder)].add(uniq)
+        else:
+            result["skipped"] += 1
+        if progress and result["messages"] % 10000 == 0:
+            progress("{} messages restored".format(result["messages"]))
+    for f in plan["files"]:
+        kind, meta, parts = f[0], (f[4], f[5], f[6], f[7]), _file_parts(f)
+        if kind in ("dir", "include-dir"):
+            continue
+        if kind in ("symlink", "include-symlink"):
+            if target.symlink(parts, f[9], meta):
+                result["files"] += 1
+            continue
+        try:
+            data = repo.read_object(f[8])
+        except DamagedObject as e:
+            result["errors"].append("{}: {}".format("/".join(parts), e))
+            continue
+        if target.write(parts, data, meta):
+            result["files"] += 1
+    # Directory metadata last, deepest first: adding files above changed their mtimes. In
+    # merge mode, directories that were already there keep their own metadata.
+    for f in sorted(dirs, key=lambda f: -len(_file_parts(f))):
+        parts = _file_parts(f)
+        if merge and parts not in target.created:
+            continue
+        target.set_dir_meta(parts, (f[4], f[5], f[6], f[7]))
+    os.sync()
+    return result

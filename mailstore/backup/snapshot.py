@@ -1,0 +1,364 @@
+"""`run`: take one snapshot of a mail root (plus optional config paths and a database dump).
+
+Decide, then act, per message: a message whose (user, folder, unique name) was in the previous
+snapshot with the same size, mtime and inode is the same immutable file, whatever its flags now
+say, so it reuses that snapshot's object without being opened. Only new or rewritten files are
+read, hashed, and (when their content is new to the repository) compressed into a pack.
+
+Atomicity: objects go to packs that are made durable before the catalog names them; the
+snapshot row and its contents are inserted in one transaction at the very end. A run that dies
+at any point before that commit leaves no snapshot behind, only unreferenced packs/objects that
+the next run (`clean_up`) or `prune` removes. Earlier snapshots are never modified.
+"""
+import errno
+import os
+import secrets
+import shutil
+import socket
+import sqlite3
+import stat
+import subprocess
+import time
+
+from mailstore import maildir
+from mailstore.backup import catalog, headers
+from mailstore.backup.errors import BackupError
+from mailstore.backup.objects import PackWriter
+from mailstore.backup.repository import Repository
+
+# Kinds of UserTree entries kept. Index files are caches Dovecot rebuilds; tmp/ holds
+# deliveries in progress: neither belongs in a backup.
+_FILE_KINDS = ("control", "other")
+
+
+def new_snapshot_id(now):
+    return time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(2)
+
+
+class _Run:
+    """The state of one run (internal): the previous snapshot's index and what was added."""
+
+    def __init__(self, repo, now, progress):
+        self.repo = repo
+        self.db = repo.db
+        self.codec = repo.codec
+        self.progress = progress
+        self.started = now()
+        self.stats = dict(messages=0, bytes=0, new_objects=0, new_bytes=0, read_files=0,
+                          read_bytes=0, warnings=0)
+        self.warnings = []
+        self.pending = set()          # ids in the pack being written
+        self.writer = PackWriter(repo.tmp_dir, repo.packs_dir, repo.pack_size, self._sealed)
+        self.next_message_id = (self.db.execute("SELECT max(id) FROM messages").fetchone()[0]
+                                or 0) + 1
+        self.new_messages = []        # rows for the messages table
+        self.snapshot_messages = []   # message ids in this snapshot
+        self.files = []               # rows for the files table (without snapshot)
+        self._load_previous()
+
+    def _load_previous(self):
+        row = self.db.execute("SELECT seq FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
+        self.prev_messages = {}
+        self.prev_inodes = {}
+        self.prev_files = {}
+        if row is None:
+            return
+        for r in self.db.execute(
+                "SELECT m.id, m.user, m.folder, m.subdir, m.name, m.uniq, m.size, m.mtime_ns,"
+                " m.uid, m.gid, m.mode, m.ino, m.object FROM snapshot_messages s"
+                " JOIN messages m ON m.id = s.message WHERE s.snapshot = ?", (row[0],)):
+            self.prev_messages[(r[1], r[2], r[5])] = r
+            self.prev_inodes[(r[11], r[6], r[7])] = r[12]
+        for r in self.db.execute(
+                "SELECT kind, user, path, size, mtime_ns, object FROM files"
+                " WHERE snapshot = ? AND object IS NOT NULL", (row[0],)):
+            # files carry no inode column; size+mtime+path is the same test rsync makes
+            self.prev_files[(r[0], r[1], r[2])] = (r[3], r[4], r[5])
+
+    def warn(self, text):
+        self.warnings.append(text)
+        self.stats["warnings"] += 1
+
+    # -- objects ---------------------------------------------------------------------------
+    def _sealed(self, name, size, entries):
+        with catalog.transaction(self.db):
+            self.db.execute("INSERT INTO packs VALUES (?, ?, ?)", (name, size, time.time()))
+            self.db.executemany(
+                "INSERT OR IGNORE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(oid, name, off, length, plain,
+                  self.codec.seal(h[0]) if h else None,
+                  self.codec.seal(h[1]) if h else None,
+                  h[2] if h else None)
+                 for oid, off, length, plain, h in entries])
+        self.pending.clear()
+
+    def store(self, data, is_message):
+        """The id of `data`, adding it to the repository if it is new there."""
+        oid = self.codec.object_id(data)
+        if oid in self.pending or self.db.execute(
+                "SELECT 1 FROM objects WHERE id = ?", (oid,)).fetchone():
+            return oid
+        record = self.codec.encode(oid, data)
+        self.pending.add(oid)
+        self.writer.add(oid, record, len(data), headers.decode(data) if is_message else None)
+        self.stats["new_objects"] += 1
+        self.stats["new_bytes"] += len(record)
+        return oid
+
+    def read(self, path):
+        """(bytes, stat) of a regular file, never through a symlink; None if it vanished."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
+        except PermissionError:
+            # O_NOATIME is refused unless we own the file or are root: retry without it
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise BackupError("{} became a symbolic link; not followed".format(path))
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise BackupError("{} is no longer a regular file".format(path))
+            chunks = []
+            while True:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        self.stats["read_files"] += 1
+        self.stats["read_bytes"] += len(data)
+        return data, st
+
+    # -- mail ------------------------------------------------------------------------------
+    def user(self, root, name):
+        try:
+            tree = maildir.scan_user(root, name)
+        except maildir.MaildirError as e:
+            self.warn("user {}: {}".format(name, e))
+            return
+        for a in tree.anomalies:
+            if a.kind == "vanished":
+                continue    # expunged or renamed during the scan: the normal life of a Maildir
+            self.warn("{}/{}: {} ({})".format(name, a.relpath, a.kind, a.detail))
+        for d in tree.directories:
+            self.files.append(("dir", name, _folder_of(d.relpath), d.relpath, d.mode, d.uid,
+                               d.gid, d.mtime_ns, 0, None, None))
+        for s in tree.symlinks:
+            self.files.append(("symlink", name, _folder_of(s.relpath), s.relpath, s.mode, s.uid,
+                               s.gid, s.mtime_ns, s.size, None, s.link))
+        for e in tree.control + tree.other:
+            self.file(e.kind, name, _folder_of(e.relpath), e.relpath,
+                      os.path.join(tree.path, e.relpath), e)
+        for m in tree.messages:
+            self.message(tree.path, name, m)
+        if self.progress:
+            self.progress("user {}: {} messages".format(name, len(tree.messages)))
+
+    def file(self, kind, user, folder, relpath, path, entry):
+        prev = self.prev_files.get((kind, user, relpath))
+        if prev and prev[0] == entry.size and prev[1] == entry.mtime_ns:
+            oid = prev[2]
+            size, mtime_ns, mode, uid, gid = (entry.size, entry.mtime_ns, entry.mode, entry.uid,
+                                              entry.gid)
+        else:
+            got = self.read(path)
+            if got is None:
+                return
+            data, st = got
+            oid = self.store(data, is_message=False)
+            size, mtime_ns, mode, uid, gid = (len(data), st.st_mtime_ns, stat.S_IMODE(st.st_mode),
+                                              st.st_uid, st.st_gid)
+        self.files.append((kind, user, folder, relpath, mode, uid, gid, mtime_ns, size, oid,
+                           None))
+
+    def message(self, user_dir, user, m):
+        prev = self.prev_messages.get((user, m.folder, m.unique))
+        if prev is not None and (prev[6], prev[7], prev[11]) == (m.size, m.mtime_ns, m.inode):
+            oid = prev[12]
+        else:
+            oid = self.prev_inodes.get((m.inode, m.size, m.mtime_ns))
+        if oid is None:
+            got = self.read(os.path.join(user_dir, m.relpath))
+            if got is None:
+                m = _renamed(user_dir, m)
+                got = self.read(os.path.join(user_dir, m.relpath)) if m else None
+                if got is None:
+                    return      # expunged since the scan
+            data, st = got
+            oid = self.store(data, is_message=True)
+            m = m._replace(size=len(data), mtime_ns=st.st_mtime_ns, uid=st.st_uid,
+                           gid=st.st_gid, mode=stat.S_IMODE(st.st_mode), inode=st.st_ino)
+        row = (user, m.folder, m.subdir, m.name, m.unique, m.size, m.mtime_ns, m.uid, m.gid,
+               m.mode, m.inode, oid)
+        if prev is not None and tuple(prev[1:]) == row:
+            self.snapshot_messages.append(prev[0])
+        else:
+            mid = self.next_message_id
+            self.next_message_id += 1
+            self.new_messages.append((mid,) + row)
+            self.snapshot_messages.append(mid)
+        self.stats["messages"] += 1
+        self.stats["bytes"] += m.size
+
+    # -- extras ----------------------------------------------------------------------------
+    def include(self, path):
+        """A config path (file or tree), stored under its absolute path; links kept as links."""
+        path = os.path.abspath(path)
+        try:
+            st = os.lstat(path)
+        except OSError as e:
+            self.warn("--include {}: {}".format(path, e.strerror or e))
+            return
+        self._include_one(path, st)
+        if stat.S_ISDIR(st.st_mode):
+            for dirpath, dirnames, filenames in os.walk(path, onerror=self._walk_error):
+                for name in sorted(dirnames) + sorted(filenames):
+                    full = os.path.join(dirpath, name)
+                    try:
+                        self._include_one(full, os.lstat(full))
+                    except FileNotFoundError:
+                        pass
+
+    def _walk_error(self, e):
+        self.warn("--include: {}".format(e))
+
+    def _include_one(self, path, st):
+        meta = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns)
+        if stat.S_ISDIR(st.st_mode):
+            self.files.append(("include-dir", None, None, path) + meta + (0, None, None))
+        elif stat.S_ISLNK(st.st_mode):
+            self.files.append(("include-symlink", None, None, path) + meta +
+                              (st.st_size, None, os.readlink(path)))
+        elif stat.S_ISREG(st.st_mode):
+            got = self.read(path)
+            if got is not None:
+                oid = self.store(got[0], is_message=False)
+                self.files.append(("include", None, None, path) + meta +
+                                  (len(got[0]), oid, None))
+        else:
+            self.warn("--include {}: not a file, directory or link; skipped".format(path))
+
+    def database_dump(self, database, command=None):
+        """A consistent dump of one MariaDB database, taken while the server runs."""
+        if command is None:
+            tool = shutil.which("mariadb-dump") or shutil.which("mysqldump") or "mariadb-dump"
+            command = [tool, "--single-transaction", "--routines", "--events", "--triggers",
+                       database]
+        try:
+            proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as e:
+            raise BackupError("database dump {}: cannot run {}: {}".format(
+                database, command[0], e.strerror or e))
+        if proc.returncode != 0:
+            raise BackupError("database dump {} failed (exit {}): {}".format(
+                database, proc.returncode, proc.stderr.decode("utf-8", "replace").strip()))
+        oid = self.store(proc.stdout, is_message=False)
+        self.files.append(("dbdump", None, None, "mysql/{}.sql".format(database), 0o600,
+                           0, 0, int(time.time() * 1e9), len(proc.stdout), oid, None))
+
+    # -- commit ----------------------------------------------------------------------------
+    def commit(self, source, finished):
+        self.writer.seal()
+        snapshot_id = new_snapshot_id(self.started)
+        with catalog.transaction(self.db):
+            self.db.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                                self.new_messages)
+            cur = self.db.execute(
+                "INSERT INTO snapshots (id, started, finished, source, host, messages, bytes,"
+                " new_objects, new_bytes, read_files, read_bytes, warnings)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (snapshot_id, self.started, finished, source, socket.gethostname(),
+                 self.stats["messages"], self.stats["bytes"], self.stats["new_objects"],
+                 self.stats["new_bytes"], self.stats["read_files"], self.stats["read_bytes"],
+                 self.stats["warnings"]))
+            seq = cur.lastrowid
+            self.db.executemany("INSERT OR IGNORE INTO snapshot_messages VALUES (?, ?)",
+                                ((seq, mid) for mid in self.snapshot_messages))
+            self.db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                                ((seq,) + row for row in self.files))
+        return snapshot_id
+
+
+def _folder_of(relpath):
+    """The Maildir++ folder a path below the user dir belongs to; None outside Maildir."""
+    parts = relpath.split("/")
+    if parts[0] != maildir.MAILDIR:
+        return None
+    if len(parts) > 1 and parts[1].startswith(".") and parts[1] not in (".", ".."):
+        return parts[1]
+    return ""
+
+
+def _renamed(user_dir, m):
+    """The message `m` under its current name if Dovecot renamed it since the scan, else None."""
+    for subdir in maildir.MESSAGE_SUBDIRS:
+        rel = maildir.message_relpath(m.folder, subdir, "")
+        try:
+            names = os.listdir(os.path.join(user_dir, rel))
+        except OSError:
+            continue
+        for name in names:
+            if name == m.unique or name.startswith(m.unique + ":"):
+                unique, info, _s, _w = maildir.parse_name(name)
+                return m._replace(subdir=subdir, name=name, info=info)
+    return None
+
+
+def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait=0,
+        now=time.time, progress=None, dump_command=None):
+    """Take a snapshot of every user under `source_root`; return a summary dict.
+
+    `include`: config paths to add; `mysql_dump`: a database name to dump consistently
+    (`dump_command` overrides the dump command line, for tests). `now`: the clock (tests use a
+    fake one to give snapshots chosen dates). `wait`: seconds to wait for the repository lock.
+    The summary has the snapshot `id`, counters (messages, bytes, new_objects, new_bytes,
+    read_files, read_bytes) and `warnings` (text); a snapshot with warnings is complete but
+    something was skipped (a symlink in a message directory, an unreadable directory...).
+    """
+    source_root = os.path.abspath(os.fspath(source_root))
+    if not os.path.isdir(source_root):
+        raise BackupError("source {} is not a directory".format(source_root))
+    with Repository(repo_path, key_file=key_file) as repo:
+        repo.lock(exclusive=True, wait=wait)
+        repo.clean_up()
+        state = _Run(repo, now, progress)
+        try:
+            users, anomalies = maildir.list_users(source_root)
+            for a in anomalies:
+                state.warn("{}: {} ({})".format(a.relpath, a.kind, a.detail))
+            for user in users:
+                state.user(source_root, user)
+            for path in include:
+                state.include(path)
+            if mysql_dump:
+                state.database_dump(mysql_dump, dump_command)
+            snapshot_id = state.commit(source_root, now())
+        except BaseException as e:
+            state.writer.abort()
+            if isinstance(e, OSError):
+                raise BackupError("backup run failed, no snapshot recorded (earlier snapshots "
+                                  "are intact): {}".format(_describe(e))) from e
+            if isinstance(e, sqlite3.Error):
+                raise BackupError("backup run failed, no snapshot recorded (earlier snapshots "
+                                  "are intact): catalog: {}".format(e)) from e
+            if isinstance(e, maildir.MaildirError):
+                raise BackupError(str(e)) from e
+            raise
+    result = dict(state.stats)
+    result["id"] = snapshot_id
+    result["warnings"] = state.warnings
+    result["started"] = state.started
+    return result
+
+
+def _describe(e):
+    if e.errno == errno.ENOSPC:
+        return "no space left on device{}".format(" ({})".format(e.filename)
+                                                   if e.filename else "")
+    return "{}{}".format(e.strerror or e, ": {}".format(e.filename) if e.filename else "")

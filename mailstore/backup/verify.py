@@ -1,0 +1,123 @@
+"""`verify`: is every snapshot restorable?
+
+Always (cheap, no object read): every object a snapshot needs is in the catalog, its pack is
+in the catalog and on disk with the recorded size, and its record lies inside the pack.
+With `read_data`: every needed object is read back, decrypted, decompressed and re-hashed;
+each damaged object is reported with the messages/files that use it and the snapshots they
+belong to. The result is recorded in the catalog for `status()`.
+"""
+import os
+import time
+
+from mailstore import maildir
+from mailstore.backup import catalog
+from mailstore.backup.objects import DamagedObject, pack_path
+from mailstore.backup.repository import Repository
+from mailstore.backup.restore import resolve_snapshot
+
+
+def verify(repo_path, key_file=None, snapshot=None, read_data=False, wait=0, progress=None):
+    """Check one snapshot (id or `latest`) or all; return a summary dict.
+
+    Keys: ok (bool), snapshots (checked), objects (checked), damaged (list of dicts: object,
+    problem, uses: [{"user", "path", "snapshots": [ids]}]), missing_packs (names).
+    """
+    with Repository(repo_path, key_file=key_file, need_key=read_data) as repo:
+        repo.lock(exclusive=False, wait=wait)
+        db = repo.db
+        if snapshot is not None:
+            seqs = [resolve_snapshot(db, snapshot)[0]]
+        else:
+            seqs = [r[0] for r in db.execute("SELECT seq FROM snapshots ORDER BY seq")]
+        needed = _needed_objects(db, seqs)
+        packs = dict(db.execute("SELECT name, size FROM packs"))
+        disk_sizes, missing_packs = {}, []
+        for name, size in packs.items():
+            try:
+                disk_sizes[name] = os.stat(pack_path(repo.packs_dir, name)).st_size
+            except FileNotFoundError:
+                missing_packs.append(name)
+        damaged = {}
+        located = {}
+        for oid, pack, offset, length in _object_rows(db, needed):
+            if pack is None:
+                damaged[oid] = "not in the catalog"
+            elif pack not in packs:
+                damaged[oid] = "pack {} is not in the catalog".format(pack)
+            elif pack in missing_packs:
+                damaged[oid] = "pack {} is missing".format(pack)
+            elif offset + length > disk_sizes[pack]:
+                damaged[oid] = "pack {} is truncated".format(pack)
+            else:
+                located[oid] = (pack, offset, length)
+        checked = 0
+        if read_data:
+            for oid, (pack, offset, length) in sorted(located.items(), key=lambda i: i[1]):
+                try:
+                    repo.codec.decode(oid, repo.reader.read(pack, offset, length))
+                except DamagedObject as e:
+                    damaged[oid] = str(e)
+                except OSError as e:
+                    damaged[oid] = "cannot read pack {}: {}".format(pack, e.strerror or e)
+                checked += 1
+                if progress and checked % 20000 == 0:
+                    progress("{} of {} objects read".format(checked, len(located)))
+        else:
+            checked = len(needed)
+        size_mismatch = [n for n in packs if n in disk_sizes and disk_sizes[n] != packs[n]]
+        report = [_describe(db, oid, problem) for oid, problem in sorted(damaged.items())]
+        ok = not damaged and not size_mismatch
+        snapshot_id = resolve_snapshot(db, snapshot)[1] if snapshot is not None else None
+        with catalog.transaction(db):
+            db.execute("INSERT INTO verifications VALUES (?, ?, ?, ?, ?, ?)",
+                       (time.time(), snapshot_id, int(bool(read_data)), int(ok), len(damaged),
+                        checked))
+    return {"ok": ok, "snapshots": len(seqs), "objects": len(needed), "read": checked
+            if read_data else 0, "damaged": report, "missing_packs": sorted(missing_packs),
+            "pack_size_mismatch": sorted(size_mismatch)}
+
+
+def _needed_objects(db, seqs):
+    needed = set()
+    for seq in seqs:
+        needed.update(r[0] for r in db.execute(
+            "SELECT DISTINCT m.object FROM snapshot_messages s JOIN messages m ON m.id ="
+            " s.message WHERE s.snapshot = ?", (seq,)))
+        needed.update(r[0] for r in db.execute(
+            "SELECT DISTINCT object FROM files WHERE snapshot = ? AND object IS NOT NULL",
+            (seq,)))
+    return needed
+
+
+def _object_rows(db, ids):
+    ids = sorted(ids)
+    found = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        for row in db.execute("SELECT id, pack, offset, length FROM objects WHERE id IN ({})"
+                              .format(",".join("?" * len(chunk))), chunk):
+            found[row[0]] = row
+    for oid in ids:
+        yield found.get(oid, (oid, None, 0, 0))
+
+
+def _describe(db, oid, problem):
+    """Who uses a damaged object: messages and files, each with the snapshots holding it."""
+    snapshot_ids = dict(db.execute("SELECT seq, id FROM snapshots"))
+    uses = []
+    for mid, user, folder, subdir, name in db.execute(
+            "SELECT id, user, folder, subdir, name FROM messages WHERE object = ?", (oid,)):
+        seqs = [r[0] for r in db.execute(
+            "SELECT snapshot FROM snapshot_messages WHERE message = ? ORDER BY snapshot",
+            (mid,))]
+        if seqs:
+            uses.append({"user": user, "path": maildir.message_relpath(folder, subdir, name),
+                         "folder": maildir.folder_display(folder),
+                         "snapshots": [snapshot_ids[s] for s in seqs]})
+    by_path = {}
+    for seq, user, path in db.execute(
+            "SELECT snapshot, user, path FROM files WHERE object = ? ORDER BY snapshot", (oid,)):
+        by_path.setdefault((user, path), []).append(snapshot_ids[seq])
+    for (user, path), snaps in sorted(by_path.items(), key=lambda i: (i[0][0] or "", i[0][1])):
+        uses.append({"user": user, "path": path, "folder": None, "snapshots": snaps})
+    return {"object": oid, "problem": problem, "uses": uses}

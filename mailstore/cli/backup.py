@@ -1,0 +1,336 @@
+"""`mailstore backup ...`: parse, call mailstore.backup, print.
+
+Cron-friendly: one summary line per command on stdout (`backup run` ends it with the snapshot
+id), errors and warnings one per line on stderr prefixed `mailstore backup:`, progress only
+when stderr is a terminal, exit 0 only on full success (1 on any failure or warning, 2 on bad
+usage). `--json` prints one JSON document instead of the text.
+"""
+import datetime
+import json
+import re
+import sqlite3
+import sys
+import time
+
+import click
+
+from mailstore import backup as lib
+from mailstore import maildir
+from mailstore.backup import find as find_mod
+from mailstore.backup.errors import BackupError
+
+PREFIX = "mailstore backup:"
+
+key_file_option = click.option(
+    "--key-file", type=click.Path(dir_okay=False), default=None,
+    help="Key file of an encrypted repository (mode 0600). Ignored by an unencrypted one.")
+wait_option = click.option(
+    "--wait", type=click.FloatRange(min=0), default=0, show_default=True,
+    help="Seconds to wait for the repository lock held by another run before failing.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+
+
+def _progress():
+    if sys.stderr.isatty():
+        return lambda text: click.echo("{} {}".format(PREFIX, text), err=True)
+    return None
+
+
+def _fail(text, code=1):
+    for line in str(text).splitlines() or [""]:
+        click.echo("{} error: {}".format(PREFIX, line), err=True)
+    sys.exit(code)
+
+
+class _Errors:
+    """Turns the library's operator-facing errors into one stderr line and exit 1."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            return False
+        if issubclass(exc_type, (BackupError, maildir.MaildirError)):
+            _fail(exc)
+        if issubclass(exc_type, OSError):
+            _fail("{}{}".format(exc.strerror or exc, ": " + str(exc.filename)
+                                if exc.filename else ""))
+        if issubclass(exc_type, sqlite3.Error):
+            _fail("catalog: {}".format(exc))
+        return False
+
+
+def _emit_json(data):
+    click.echo(json.dumps(data, indent=1, sort_keys=True, default=str))
+
+
+def _size(n):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return "{:.0f} {}".format(n, unit) if unit == "B" else "{:.1f} {}".format(n, unit)
+        n /= 1024.0
+
+
+def _when(t):
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+@click.group("backup")
+def backup_group():
+    """Maildir-aware backups: incremental, deduplicated, optionally encrypted.
+
+    A message is stored once, keyed by its content; a flag change (a rename) costs neither
+    a read nor new space. See `mailstore backup COMMAND --help`.
+    """
+
+
+@backup_group.command("init")
+@click.argument("repo", type=click.Path(file_okay=False))
+@key_file_option
+def init_cmd(repo, key_file):
+    """Create an empty repository REPO (encrypted when --key-file is given).
+
+    An existing key file is used as it is; a missing one is created with a new random key
+    (mode 0600). Keep a copy of the key away from the repository: without it nothing can be
+    restored.
+    """
+    with _Errors():
+        config = lib.init(repo, key_file=key_file)
+    click.echo("{} created repository {} (encryption: {})".format(
+        PREFIX, repo, config["encryption"]))
+
+
+@backup_group.command("run")
+@click.argument("repo", type=click.Path(file_okay=False))
+@click.argument("source_root", type=click.Path(file_okay=False))
+@key_file_option
+@click.option("--include", "include", multiple=True, type=click.Path(),
+              help="A config file or directory to add to the snapshot (repeatable).")
+@click.option("--mysql-dump", "mysql_dump", metavar="DB", default=None,
+              help="Add a consistent dump of database DB (mariadb-dump --single-transaction).")
+@wait_option
+@json_option
+def run_cmd(repo, source_root, key_file, include, mysql_dump, wait, as_json):
+    """Take a snapshot of every ROOT/<user>/ under SOURCE_ROOT.
+
+    Prints a summary whose last word is the new snapshot id. Exits 1 if the run failed (no
+    snapshot is recorded then) or if something was skipped (each named on stderr).
+    """
+    with _Errors():
+        result = lib.run(repo, source_root, key_file=key_file, include=include,
+                         mysql_dump=mysql_dump, wait=wait, progress=_progress())
+    for text in result["warnings"]:
+        click.echo("{} warning: {}".format(PREFIX, text), err=True)
+    if as_json:
+        _emit_json(result)
+    else:
+        click.echo("{} {} messages ({}), read {} files ({}), {} new objects ({} stored){}; "
+                   "snapshot {}".format(
+                       PREFIX, result["messages"], _size(result["bytes"]), result["read_files"],
+                       _size(result["read_bytes"]), result["new_objects"],
+                       _size(result["new_bytes"]),
+                       ", {} warnings".format(len(result["warnings"]))
+                       if result["warnings"] else "", result["id"]))
+    sys.exit(1 if result["warnings"] else 0)
+
+
+@backup_group.command("list")
+@click.argument("repo", type=click.Path(file_okay=False))
+@key_file_option
+@json_option
+def list_cmd(repo, key_file, as_json):
+    """List the complete snapshots, oldest first."""
+    with _Errors():
+        snaps = lib.list_snapshots(repo, key_file=key_file)
+    if as_json:
+        _emit_json(snaps)
+        return
+    for s in snaps:
+        click.echo("{}  {}  {:>8} messages  {:>10}  new {:>10}{}".format(
+            s["id"], _when(s["finished"]), s["messages"], _size(s["bytes"]),
+            _size(s["new_bytes"]), "  {} warnings".format(s["warnings"])
+            if s["warnings"] else ""))
+
+
+@backup_group.command("status")
+@click.argument("repo", type=click.Path(file_okay=False))
+@key_file_option
+@json_option
+def status_cmd(repo, key_file, as_json):
+    """Snapshot count, last complete snapshot and last verification (reads the catalog only)."""
+    with _Errors():
+        st = lib.status(repo, key_file=key_file)
+    if as_json:
+        _emit_json(st)
+        return
+    v = st["last_verify"]
+    click.echo("{} {} snapshots, last {} at {}; last verify: {}".format(
+        PREFIX, st["snapshots"], st["last_snapshot_id"] or "-", _when(st["last_complete"]),
+        "never" if v is None else "{} at {} ({} damaged{})".format(
+            "ok" if v["ok"] else "FAILED", _when(v["time"]), v["damaged"],
+            ", data read" if v["read_data"] else "")))
+
+
+@backup_group.command("verify")
+@click.argument("repo", type=click.Path(file_okay=False))
+@click.option("--snapshot", default=None, help="Check only this snapshot (id or `latest`).")
+@click.option("--read-data", is_flag=True,
+              help="Read back and re-hash every object (slow); names each damaged message.")
+@key_file_option
+@wait_option
+@json_option
+def verify_cmd(repo, snapshot, read_data, key_file, wait, as_json):
+    """Check that the snapshots are restorable; exit 1 if anything is damaged or missing."""
+    with _Errors():
+        result = lib.verify(repo, key_file=key_file, snapshot=snapshot, read_data=read_data,
+                            wait=wait, progress=_progress())
+    if as_json:
+        _emit_json(result)
+    else:
+        for d in result["damaged"]:
+            for use in d["uses"] or [{"user": None, "path": "(unused object)", "snapshots": []}]:
+                click.echo("{} DAMAGED {}{} ({}) in snapshots {}".format(
+                    PREFIX, use["user"] + "/" if use["user"] else "", use["path"], d["problem"],
+                    ", ".join(use["snapshots"]) or "-"), err=True)
+        for name in result["missing_packs"]:
+            click.echo("{} MISSING pack {}".format(PREFIX, name), err=True)
+        for name in result["pack_size_mismatch"]:
+            click.echo("{} pack {} has another size than recorded".format(PREFIX, name),
+                       err=True)
+        click.echo("{} verify {}: {} snapshots, {} objects{}, {} damaged".format(
+            PREFIX, "ok" if result["ok"] else "FAILED", result["snapshots"], result["objects"],
+            " read and re-hashed" if read_data else " located", len(result["damaged"])))
+    sys.exit(0 if result["ok"] else 1)
+
+
+@backup_group.command("restore")
+@click.argument("repo", type=click.Path(file_okay=False))
+@click.argument("snapshot")
+@click.argument("target_root", type=click.Path(file_okay=False))
+@click.option("--user", default=None, help="Only this user.")
+@click.option("--folder", default=None, help="Only this folder (INBOX, Sent, A.B or .Sent).")
+@click.option("--message", default=None,
+              help="Only this message (the id printed by `find`: file name before `:2,`).")
+@click.option("--merge", is_flag=True,
+              help="Into a live Maildir: add only missing messages, never overwrite; Dovecot "
+                   "assigns them new UIDs.")
+@click.option("--extras", is_flag=True,
+              help="Restore the --include paths and database dumps (below TARGET_ROOT) "
+                   "instead of mail.")
+@key_file_option
+@wait_option
+@json_option
+def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extras, key_file,
+                wait, as_json):
+    """Restore SNAPSHOT (an id or `latest`) into TARGET_ROOT/<user>/Maildir.
+
+    Without --merge the restored folders must be empty: messages, Dovecot control files (so
+    IMAP UIDs are kept), owner, mode and mtime all come back as they were.
+    """
+    with _Errors():
+        result = lib.restore(repo, snapshot, target_root, key_file=key_file, user=user,
+                             folder=folder, message=message, merge=merge, extras=extras,
+                             wait=wait, progress=_progress())
+    for text in result["errors"]:
+        click.echo("{} error: {}".format(PREFIX, text), err=True)
+    if as_json:
+        _emit_json(result)
+    else:
+        click.echo("{} restored {} messages ({}) and {} files from {} into {}{}{}".format(
+            PREFIX, result["messages"], _size(result["bytes"]), result["files"],
+            result["snapshot"], target_root,
+            ", {} already present".format(result["skipped"]) if result["skipped"] else "",
+            ", {} FAILED".format(len(result["errors"])) if result["errors"] else ""))
+    sys.exit(1 if result["errors"] else 0)
+
+
+@backup_group.command("prune")
+@click.argument("repo", type=click.Path(file_okay=False))
+@click.option("--keep-daily", type=click.IntRange(min=0), required=True,
+              help="Keep the newest snapshot of each of the last N days that have one.")
+@click.option("--keep-weekly", type=click.IntRange(min=0), required=True,
+              help="... of each of the last N ISO weeks.")
+@click.option("--keep-monthly", type=click.IntRange(min=0), required=True,
+              help="... of each of the last N months.")
+@click.option("--keep-last", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Keep the N newest snapshots.")
+@click.option("--dry-run", is_flag=True, help="Only show what would be kept and removed.")
+@key_file_option
+@wait_option
+@json_option
+def prune_cmd(repo, keep_daily, keep_weekly, keep_monthly, keep_last, dry_run, key_file, wait,
+              as_json):
+    """Forget snapshots the policy does not keep and free the space only they used."""
+    with _Errors():
+        result = lib.prune(repo, key_file=key_file, keep_last=keep_last, keep_daily=keep_daily,
+                           keep_weekly=keep_weekly, keep_monthly=keep_monthly, dry_run=dry_run,
+                           wait=wait)
+    if as_json:
+        _emit_json(result)
+        return
+    if sys.stdout.isatty() or dry_run:
+        for k in result["keep"]:
+            click.echo("keep    {}  {}".format(k["id"], ", ".join(k["reasons"])))
+        for sid in result["remove"]:
+            click.echo("remove  {}".format(sid))
+    click.echo("{} {}{} snapshots kept, {} removed, {} objects ({}) freed, {} packs deleted, "
+               "{} rewritten".format(
+                   PREFIX, "dry run: " if dry_run else "", len(result["keep"]),
+                   len(result["remove"]), result["objects_removed"],
+                   _size(result["bytes_freed"]), result["packs_deleted"],
+                   result["packs_rewritten"]))
+
+
+_RELATIVE = re.compile(r"^(\d+)([dwh])$")
+
+
+def _parse_time(value):
+    """`2026-11-18`, `2026-11-18 14:30` (local time) or `7d`/`2w`/`12h` ago -> unix time."""
+    if value is None:
+        return None
+    m = _RELATIVE.match(value.strip())
+    if m:
+        seconds = {"h": 3600, "d": 86400, "w": 7 * 86400}[m.group(2)]
+        return time.time() - int(m.group(1)) * seconds
+    for fmt in ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S"):
+        try:
+            return time.mktime(datetime.datetime.strptime(value, fmt).timetuple())
+        except ValueError:
+            pass
+    raise click.BadParameter("expected YYYY-MM-DD, 'YYYY-MM-DD HH:MM' or 7d/2w/12h: "
+                             "{!r}".format(value))
+
+
+@backup_group.command("find")
+@click.argument("repo", type=click.Path(file_okay=False))
+@click.option("--user", default=None, help="Only this user.")
+@click.option("--folder", default=None, help="Only this folder (INBOX, Sent, .Sent ...).")
+@click.option("--since", default=None, help="Date on or after (YYYY-MM-DD, or 7d, 2w ago).")
+@click.option("--until", default=None, help="Date before (YYYY-MM-DD, or 7d, 2w ago).")
+@click.option("--from", "sender", default=None, help="Substring of the From header.")
+@click.option("--subject", default=None, help="Substring of the Subject header.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N results.")
+@key_file_option
+@json_option
+def find_cmd(repo, user, folder, since, until, sender, subject, limit, key_file, as_json):
+    """Find messages in any snapshot; prints SNAPSHOT and MESSAGE for `restore --message`.
+
+    Each line: newest snapshot holding the message, user, folder, message id, date, From,
+    Subject. Restore one with
+    `mailstore backup restore REPO SNAPSHOT TARGET --user USER --message MESSAGE [--merge]`.
+    """
+    with _Errors():
+        found = lib.find(repo, key_file=key_file, user=user, folder=folder,
+                         since=_parse_time(since), until=_parse_time(until), sender=sender,
+                         subject=subject, limit=limit)
+    if as_json:
+        _emit_json(found)
+        return
+    for f in found:
+        click.echo("{}\t{}\t{}\t{}\t{}\t{}\t{}".format(
+            f["snapshot"], f["user"], f["folder"], f["message"],
+            find_mod.format_date(f["date"]), f["from"] or "-", f["subject"] or "-"))
+
+
+COMMANDS = {"backup": backup_group}

@@ -1,0 +1,272 @@
+"""Snapshots and restores: bit-exact round trips, renames without reads, symlinks, merge."""
+import os
+import shutil
+import sqlite3
+
+import pytest
+
+from mailstore import backup
+from mailstore.backup.repository import Repository
+
+from backup_fixtures import make_tree, message_bytes, message_paths, snapshot_tree, write
+
+
+@pytest.fixture(params=["plain", "encrypted"])
+def repo(request, tmp_path):
+    """(repo path, key file or None), initialised."""
+    key = tmp_path / "key" if request.param == "encrypted" else None
+    backup.init(tmp_path / "repo", key_file=key)
+    return str(tmp_path / "repo"), key
+
+
+def _objects_on_disk(repo_path):
+    total = 0
+    for dirpath, _d, files in os.walk(os.path.join(repo_path, "packs")):
+        total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
+    return total
+
+
+def test_round_trip_is_bit_exact(tmp_path, repo):
+    repo_path, key = repo
+    make_tree(tmp_path / "src")
+    before = snapshot_tree(tmp_path / "src")
+    result = backup.run(repo_path, tmp_path / "src", key_file=key)
+    assert result["messages"] == 16 and not result["warnings"]
+    restored = backup.restore(repo_path, "latest", tmp_path / "dst", key_file=key)
+    assert restored["messages"] == 16 and not restored["errors"]
+    after = snapshot_tree(tmp_path / "dst")
+    # bytes, names (flags), mode, owner, mtime of every file and directory; control files
+    # included; index files are caches and deliberately not in the backup
+    assert after == before
+    assert not [p for p in after if "dovecot.index" in p]
+    assert any(p.endswith("dovecot-uidlist") for p in after)
+    if os.geteuid() == 0:
+        assert {v[3] for v in after.values()} == {1234}
+
+
+def test_unchanged_tree_reads_nothing_and_stores_nothing(tmp_path, repo):
+    repo_path, key = repo
+    make_tree(tmp_path / "src")
+    backup.run(repo_path, tmp_path / "src", key_file=key)
+    size = _objects_on_disk(repo_path)
+    again = backup.run(repo_path, tmp_path / "src", key_file=key)
+    assert (again["read_files"], again["new_objects"], again["new_bytes"]) == (0, 0, 0)
+    assert again["messages"] == 16
+    assert _objects_on_disk(repo_path) == size
+
+
+def test_flag_renames_cost_no_read_and_no_object(tmp_path, repo):
+    repo_path, key = repo
+    make_tree(tmp_path / "src")
+    first = backup.run(repo_path, tmp_path / "src", key_file=key)
+    old_tree = snapshot_tree(tmp_path / "src")
+    renamed = 0
+    for path in message_paths(tmp_path / "src"):
+        folder_dir, sub = os.path.split(os.path.dirname(path))
+        name = os.path.basename(path)
+        unique = name.split(":")[0]
+        # what Dovecot does: flag changes rename in cur/, "seen by a client" moves new -> cur
+        os.rename(path, os.path.join(folder_dir, "cur", unique + ":2,FS"))
+        renamed += 1
+    size = _objects_on_disk(repo_path)
+    second = backup.run(repo_path, tmp_path / "src", key_file=key)
+    assert renamed == 16
+    assert second["read_files"] == 0 and second["read_bytes"] == 0
+    assert second["new_objects"] == 0 and second["new_bytes"] == 0
+    assert _objects_on_disk(repo_path) == size
+    # both snapshots restore exactly what they saw
+    backup.restore(repo_path, second["id"], tmp_path / "new", key_file=key)
+    assert snapshot_tree(tmp_path / "new") == snapshot_tree(tmp_path / "src")
+    backup.restore(repo_path, first["id"], tmp_path / "old", key_file=key)
+    old_restored = snapshot_tree(tmp_path / "old")
+    assert {k: v for k, v in old_restored.items() if v[0] == "file"} == \
+        {k: v for k, v in old_tree.items() if v[0] == "file"}
+
+
+def test_message_moved_to_another_folder_by_hardlink_is_not_read(tmp_path, repo):
+    repo_path, key = repo
+    make_tree(tmp_path / "src")
+    backup.run(repo_path, tmp_path / "src", key_file=key)
+    src = message_paths(tmp_path / "src/alice/Maildir/cur")[0]
+    dst = str(tmp_path / "src/alice/Maildir/.Archive.2024/cur/1799999999.M1P1.other:2,S")
+    os.link(src, dst)           # Dovecot's COPY/MOVE within one filesystem
+    os.unlink(src)
+    result = backup.run(repo_path, tmp_path / "src", key_file=key)
+    assert result["read_files"] == 0 and result["new_objects"] == 0
+
+
+def test_new_mail_reads_only_the_new_messages(tmp_path, repo):
+    repo_path, key = repo
+    make_tree(tmp_path / "src")
+    backup.run(repo_path, tmp_path / "src", key_file=key)
+    data = message_bytes("bob", "", 99, b"new mail")
+    write(str(tmp_path / "src/bob/Maildir/new/1800000000.M9P9.mail,S=5"), data,
+          1_800_000_000_000_000_000)
+    result = backup.run(repo_path, tmp_path / "src", key_file=key)
+    assert result["read_files"] == 1 and result["read_bytes"] == len(data)
+    assert result["new_objects"] == 1 and result["messages"] == 17
+
+
+def test_identical_content_is_stored_once(tmp_path, repo):
+    repo_path, key = repo
+    make_tree(tmp_path / "src")
+    data = message_bytes("x", "", 1, b"the same mailing-list post")
+    for user in ("alice", "bob"):
+        write(str(tmp_path / "src" / user / "Maildir/cur/1800000001.M1P1.x:2,S"), data,
+              1_800_000_000_000_000_000)
+    result = backup.run(repo_path, tmp_path / "src", key_file=key)
+    with Repository(repo_path, key_file=key) as r:
+        count, = r.db.execute("SELECT count(DISTINCT object) FROM messages").fetchone()
+    assert count == 17 and result["messages"] == 18
+
+
+def test_symlinks_in_the_source_are_never_followed(tmp_path, repo):
+    repo_path, key = repo
+    make_tree(tmp_path / "src")
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"root's secret, not mail\n")
+    os.symlink(secret, tmp_path / "src/alice/Maildir/cur/1800000000.M1P1.evil:2,S")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "src/mallory")
+    (tmp_path / "elsewhere/Maildir/cur").mkdir(parents=True)
+    (tmp_path / "elsewhere/Maildir/cur/1.M1P1.x:2,S").write_bytes(b"Subject: not ours\n\n")
+    # Pigeonhole's normal layout: a link outside the message directories, kept as a link
+    os.makedirs(tmp_path / "src/alice/sieve")
+    (tmp_path / "src/alice/sieve/main.sieve").write_bytes(b'require "fileinto";\n')
+    os.symlink("sieve/main.sieve", tmp_path / "src/alice/.dovecot.sieve")
+    result = backup.run(repo_path, tmp_path / "src", key_file=key)
+    assert result["messages"] == 16
+    assert any("evil" in w and "symlink" in w for w in result["warnings"])
+    assert any("mallory" in w for w in result["warnings"])
+    with Repository(repo_path, key_file=key) as r:
+        contents = [r.read_object(oid) for oid, in r.db.execute("SELECT id FROM objects")]
+    assert secret.read_bytes() not in contents
+    assert not [c for c in contents if b"not ours" in c]
+    backup.restore(repo_path, "latest", tmp_path / "dst", key_file=key)
+    assert os.readlink(tmp_path / "dst/alice/.dovecot.sieve") == "sieve/main.sieve"
+    assert not os.path.lexists(tmp_path / "dst/mallory")
+    assert not os.path.lexists(tmp_path / "dst/alice/Maildir/cur/1800000000.M1P1.evil:2,S")
+
+
+def test_restore_one_user_one_folder_one_message(tmp_path, repo):
+    repo_path, key = repo
+    make_tree(tmp_path / "src")
+    snap = backup.run(repo_path, tmp_path / "src", key_file=key)["id"]
+    src = snapshot_tree(tmp_path / "src")
+
+    backup.restore(repo_path, snap, tmp_path / "u", key_file=key, user="bob")
+    assert snapshot_tree(tmp_path / "u") == {k: v for k, v in src.items()
+                                             if k.startswith("bob")}
+
+    backup.restore(repo_path, snap, tmp_path / "f", key_file=key, user="alice", folder="Sent")
+    got = snapshot_tree(tmp_path / "f")
+    sent = {k: v for k, v in src.items() if k.startswith("alice/Maildir/.Sent")}
+    assert {k: v for k, v in got.items() if k.startswith("alice/Maildir/.Sent")} == sent
+    assert not [k for k in got if "/cur/" in k and ".Sent" not in k]
+
+    name = [os.path.basename(p) for p in message_paths(tmp_path / "src/alice/Maildir/cur")][0]
+    unique = name.split(":")[0]
+    r = backup.restore(repo_path, snap, tmp_path / "m", key_file=key, message=unique)
+    assert r["messages"] == 1
+    rel = "alice/Maildir/cur/" + name
+    assert snapshot_tree(tmp_path / "m")[rel] == src[rel]
+    assert len(message_paths(tmp_path / "m")) == 1
+
+    with pytest.raises(backup.NotFoundError):
+        backup.restore(repo_path, snap, tmp_path / "x", key_file=key, message="nope")
+    with pytest.raises(backup.NotFoundError):
+        backup.restore(repo_path, snap, tmp_path / "y", key_file=key, user="alice",
+                       folder="NoSuchFolder")
+
+
+def test_restore_refuses_a_non_empty_target_without_merge(tmp_path, repo):
+    repo_path, key = repo
+    make_tree(tmp_path / "src")
+    backup.run(repo_path, tmp_path / "src", key_file=key)
+    make_tree(tmp_path / "live", users={"alice": {"": 1}})
+    before = snapshot_tree(tmp_path / "live")
+    with pytest.raises(backup.RestoreConflict, match="--merge"):
+        backup.restore(repo_path, "latest", tmp_path / "live", key_file=key, user="alice")
+    assert snapshot_tree(tmp_path / "live") == before
+
+
+def test_merge_into_a_live_maildir_adds_only_what_is_missing(tmp_path, repo):
+    repo_path, key = repo
+    make_tree(tmp_path / "src")
+    backup.run(repo_path, tmp_path / "src", key_file=key)
+    live = tmp_path / "src"
+    msgs = message_paths(live / "alice/Maildir")
+    deleted = msgs[:3]
+    for p in deleted:
+        os.unlink(p)
+    # a flag changed since the backup: the message is present under another name
+    kept = msgs[3]
+    os.rename(kept, os.path.join(os.path.dirname(os.path.dirname(kept)), "cur",
+                                 os.path.basename(kept).split(":")[0] + ":2,T"))
+    # new mail and a rewritten uidlist since the backup: must stay exactly as they are
+    write(str(live / "alice/Maildir/new/1900000000.M1P1.new"), b"Subject: new\n\nnew",
+          1_900_000_000_000_000_000)
+    write(str(live / "alice/Maildir/dovecot-uidlist"), b"3 V1 N99\n", 1_900_000_000_000_000_000)
+    before = snapshot_tree(live)
+    r = backup.restore(repo_path, "latest", live, key_file=key, user="alice", merge=True)
+    assert r["messages"] == 3 and not r["errors"]
+    after = snapshot_tree(live)
+    for rel, value in before.items():
+        if value[0] == "file":
+            assert after[rel] == value, rel          # nothing that was there changed
+    added = set(after) - set(before)
+    assert {os.path.basename(p) for p in added} == {os.path.basename(p) for p in deleted}
+    assert not [p for p in os.listdir(live / "alice/Maildir/tmp")]
+    # merging again adds nothing
+    again = backup.restore(repo_path, "latest", live, key_file=key, user="alice", merge=True)
+    assert again["messages"] == 0 and again["skipped"] == 11
+
+
+def test_restore_never_writes_outside_the_target(tmp_path, repo):
+    repo_path, key = repo
+    make_tree(tmp_path / "src")
+    backup.run(repo_path, tmp_path / "src", key_file=key)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = tmp_path / "dst"
+    target.mkdir()
+    os.symlink(outside, target / "alice")
+    with pytest.raises(backup.RestoreConflict, match="symbolic link"):
+        backup.restore(repo_path, "latest", target, key_file=key, user="alice")
+    assert os.listdir(outside) == []
+    # a catalog entry with a hostile name (a tampered repository) is refused as well
+    db = sqlite3.connect(os.path.join(repo_path, "catalog.sqlite"))
+    db.execute("UPDATE messages SET name = '../../../../escaped' WHERE id = 1")
+    db.commit()
+    db.close()
+    with pytest.raises(backup.BackupError, match="unsafe path component"):
+        backup.restore(repo_path, "latest", tmp_path / "dst2", key_file=key)
+    assert not [p for p in os.listdir(tmp_path) if "escaped" in p]
+
+
+def test_snapshot_with_a_vanished_source_user_is_a_clear_error(tmp_path, repo):
+    repo_path, key = repo
+    with pytest.raises(backup.BackupError, match="not a directory"):
+        backup.run(repo_path, tmp_path / "missing", key_file=key)
+    assert backup.status(repo_path)["snapshots"] == 0
+
+
+def test_wrong_key_cannot_read_anything(tmp_path):
+    backup.init(tmp_path / "repo", key_file=tmp_path / "key")
+    make_tree(tmp_path / "src")
+    backup.run(tmp_path / "repo", tmp_path / "src", key_file=tmp_path / "key")
+    backup.init(tmp_path / "other", key_file=tmp_path / "key2")
+    for call in (lambda k: backup.run(tmp_path / "repo", tmp_path / "src", key_file=k),
+                 lambda k: backup.restore(tmp_path / "repo", "latest", tmp_path / "d",
+                                          key_file=k),
+                 lambda k: backup.verify(tmp_path / "repo", key_file=k, read_data=True),
+                 lambda k: backup.find(tmp_path / "repo", key_file=k)):
+        with pytest.raises(backup.KeyFileError, match="wrong key"):
+            call(tmp_path / "key2")
+        with pytest.raises(backup.KeyFileError, match="--key-file"):
+            call(None)
+    assert not os.path.exists(tmp_path / "d")
+    # the plaintext of a message appears nowhere in an encrypted repository
+    needle = message_bytes("alice", "", 0)[:60]
+    for dirpath, _d, files in os.walk(tmp_path / "repo"):
+        for f in files:
+            assert needle not in open(os.path.join(dirpath, f), "rb").read()
