@@ -1,0 +1,510 @@
+"""Move every user's mail from SOURCE_ROOT/<user>/ to TARGET_ROOT/<user>/, live.
+
+``migrate()`` runs the whole procedure of DESIGN.md; ``cleanup_source()`` is the separate,
+explicit removal of the source once the target verifies. The decisions are made by
+:mod:`mailstore.migrate_plan` (pure), the file operations by :mod:`mailstore.migrate_exec`.
+
+Procedure, per run::
+
+    check roots; read the journal; decide each user's mode
+    copy mode (different file systems, or --copy):
+        live passes  (scan both, plan, execute; mail keeps arriving, vanishing files are fine)
+    quiesce hook     (fails -> abort before the cut-over; the resume hook still runs; exit 1)
+    per user:
+        copy mode:   final pass (renames, copies, deletes, control + index files), sync,
+                     rescan, verify metadata of everything and bytes of what this run wrote
+                     and of every control file -> journal "done"
+        rename mode: (same file system, target absent) journal "rename", one rename(2) of
+                     the user directory, fsync both parents -> journal "done"
+    resume hook      (always, once the quiesce hook has been started)
+
+The journal (``TARGET_ROOT/.mailstore-migrate/journal.jsonl``, one JSON object per line,
+fsynced) holds only per-user facts: "claim" (this migration created TARGET_ROOT/<user>, so it
+may delete in it), "rename" (about to rename), "done" (verified; later runs leave the user
+alone, because mail may already be delivered to the target). A target user directory that
+exists without a claim is never touched: the migration refuses that user.
+
+Across file systems the source is never modified (not even atimes where O_NOATIME is
+allowed). Files in tmp/ are deliveries in progress and are not copied; anomalies of the scan
+(symlinks in new/cur, directories where messages should be, unreadable directories) are not
+copied either, and make the run exit non-zero so that an operator looks at them.
+"""
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from typing import Dict, List, NamedTuple, Optional
+
+from mailstore import maildir
+from mailstore import migrate_exec as mx
+from mailstore import migrate_plan as mp
+
+JOURNAL = "journal.jsonl"
+LIVE_PASSES = 2
+
+
+class MigrateError(Exception):
+    """The migration cannot start (bad roots, bad user names): nothing was changed."""
+
+
+# -- journal --------------------------------------------------------------------------------
+class Journal:
+    """Append-only per-user facts, fsynced, tolerant of a torn last line (kill -9)."""
+
+    def __init__(self, target_root: str):
+        self.dir = os.path.join(target_root, mx.STATE_DIR)
+        self.path = os.path.join(self.dir, JOURNAL)
+        self.events: List[dict] = []
+        try:
+            with open(self.path, "rb") as f:
+                for line in f:
+                    try:
+                        self.events.append(json.loads(line))
+                    except ValueError:
+                        pass        # torn by a kill in the middle of a write
+        except FileNotFoundError:
+            pass
+
+    def record(self, event: str, user: str, **fields) -> None:
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        entry = dict(fields, event=event, user=user, time=int(time.time()))
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.events.append(entry)
+
+    def has(self, event: str, user: str) -> bool:
+        return any(e.get("event") == event and e.get("user") == user for e in self.events)
+
+    def users(self, event: str) -> List[str]:
+        return sorted({e["user"] for e in self.events if e.get("event") == event})
+
+
+# -- results --------------------------------------------------------------------------------
+class UserResult:
+    """What happened to one user (also the shape of one entry of the --json summary)."""
+
+    def __init__(self, user: str, mode: str):
+        self.user = user
+        self.mode = mode              # copy | rename | already-migrated | refused | failed
+        self.messages = 0
+        self.bytes = 0
+        self.copied_messages = 0
+        self.copied_bytes = 0
+        self.renamed = 0
+        self.deleted = 0
+        self.verified = False
+        self.done = False
+        self.differences: List[str] = []
+        self.errors: List[str] = []
+        self.anomalies: List[str] = []
+
+    @property
+    def ok(self) -> bool:
+        return (self.mode in ("already-migrated",) or
+                (self.done and self.verified and not self.errors and not self.anomalies
+                 and not self.differences))
+
+    def as_dict(self) -> dict:
+        return {"user": self.user, "mode": self.mode, "ok": self.ok, "messages": self.messages,
+                "bytes": self.bytes, "copied_messages": self.copied_messages,
+                "copied_bytes": self.copied_bytes, "renamed_messages": self.renamed,
+                "deleted_messages": self.deleted, "verified": self.verified,
+                "differences": self.differences, "errors": self.errors,
+                "anomalies": self.anomalies}
+
+
+class HookResult(NamedTuple):
+    command: str
+    exit: int
+
+
+class MigrationResult:
+    def __init__(self, source_root: str, target_root: str, dry_run: bool):
+        self.source_root, self.target_root, self.dry_run = source_root, target_root, dry_run
+        self.same_filesystem = False
+        self.users: List[UserResult] = []
+        self.hooks: Dict[str, Optional[HookResult]] = {"quiesce": None, "resume": None}
+        self.error: Optional[str] = None
+        self.seconds = 0.0
+
+    @property
+    def ok(self) -> bool:
+        hooks_ok = all(h is None or h.exit == 0 for h in self.hooks.values())
+        if self.dry_run:       # the plan can be carried out
+            return self.error is None and not any(u.errors for u in self.users)
+        return self.error is None and hooks_ok and all(u.ok for u in self.users)
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "dry_run": self.dry_run, "source_root": self.source_root,
+                "target_root": self.target_root, "same_filesystem": self.same_filesystem,
+                "error": self.error, "seconds": round(self.seconds, 3),
+                "hooks": {k: (v._asdict() if v else None) for k, v in self.hooks.items()},
+                "totals": {"users": len(self.users),
+                           "messages": sum(u.messages for u in self.users),
+                           "bytes": sum(u.bytes for u in self.users),
+                           "copied_messages": sum(u.copied_messages for u in self.users),
+                           "copied_bytes": sum(u.copied_bytes for u in self.users)},
+                "users": [u.as_dict() for u in self.users]}
+
+
+# -- helpers --------------------------------------------------------------------------------
+def _check_roots(source_root: str, target_root: str) -> bool:
+    """Validate both roots; return True when they are on the same file system."""
+    for name, path in (("source", source_root), ("target", target_root)):
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise MigrateError("%s root %s: %s" % (name, path, e.strerror or e))
+        if not stat.S_ISDIR(st.st_mode):
+            raise MigrateError("%s root %s is not a directory" % (name, path))
+    src, dst = os.path.realpath(source_root), os.path.realpath(target_root)
+    if src == dst or dst.startswith(src.rstrip("/") + "/") or src.startswith(dst.rstrip("/") + "/"):
+        raise MigrateError("source %s and target %s overlap" % (source_root, target_root))
+    return os.stat(source_root).st_dev == os.stat(target_root).st_dev
+
+
+def _scan_optional(root: str, user: str) -> Optional[maildir.UserTree]:
+    try:
+        os.lstat(os.path.join(root, user))
+    except FileNotFoundError:
+        return None
+    return maildir.scan_user(root, user)
+
+
+def run_hook(command: str, out=None) -> HookResult:
+    """Run an operator hook with /bin/sh -c; its output goes to stderr (stdout is ours)."""
+    out = out if out is not None else sys.stderr
+    try:
+        out.flush()
+    except (AttributeError, ValueError):
+        pass
+    try:
+        fileno = out.fileno()
+    except (AttributeError, ValueError, OSError):
+        fileno = None
+    if fileno is None:
+        proc = subprocess.run(["/bin/sh", "-c", command], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
+        out.write(proc.stdout.decode("utf-8", "replace"))
+    else:
+        proc = subprocess.run(["/bin/sh", "-c", command], stdout=fileno, stderr=fileno)
+    return HookResult(command, proc.returncode)
+
+
+def _anomaly_lines(tree: maildir.UserTree) -> List[str]:
+    return ["%s: %s (%s)" % (a.relpath, a.kind, a.detail) for a in tree.anomalies
+            if a.kind != "vanished"]
+
+
+def _diff_lines(diffs) -> List[str]:
+    return ["%s: %s" % (d.relpath, d.problem) for d in diffs]
+
+
+# -- the procedure ------------------------------------------------------------------------
+def migrate(source_root: str, target_root: str, users: Optional[List[str]] = None,
+            dry_run: bool = False, quiesce: Optional[str] = None, resume: Optional[str] = None,
+            force_copy: bool = False, progress: Optional[mx.Progress] = None,
+            hook_output=None, live_passes: int = LIVE_PASSES) -> MigrationResult:
+    started = time.monotonic()
+    result = MigrationResult(source_root, target_root, dry_run)
+    progress = progress or mx.Progress()
+    for u in users or []:
+        maildir.check_user_name(u)                       # InvalidUserName before anything
+    result.same_filesystem = same_fs = _check_roots(source_root, target_root)
+    journal = Journal(target_root)
+    if users:
+        names = list(dict.fromkeys(users))
+    else:
+        names, root_anomalies = maildir.list_users(source_root)
+        names = sorted(set(names) | set(journal.users("done")))
+        if root_anomalies:
+            result.error = "source root entries skipped: " + "; ".join(
+                "%s (%s)" % (a.relpath, a.detail) for a in root_anomalies)
+
+    # decide each user's mode
+    copy_users, rename_users = [], []
+    for user in names:
+        src_path = os.path.join(source_root, user)
+        dst_path = os.path.join(target_root, user)
+        src_exists = os.path.lexists(src_path)
+        dst_exists = os.path.lexists(dst_path)
+        if journal.has("done", user):
+            r = UserResult(user, "already-migrated")
+        elif journal.has("rename", user) and not src_exists and dst_exists:
+            r = UserResult(user, "rename")           # renamed by a run killed just after
+            rename_users.append(r)
+        elif not src_exists:
+            r = UserResult(user, "failed")
+            r.errors.append("%s: no such user directory" % src_path)
+        elif dst_exists and not journal.has("claim", user):
+            r = UserResult(user, "refused")
+            r.errors.append("%s exists but was not created by this migration; refusing to "
+                            "write into it" % dst_path)
+        elif same_fs and not force_copy and not dst_exists:
+            r = UserResult(user, "rename")
+            rename_users.append(r)
+        else:
+            r = UserResult(user, "copy")
+            copy_users.append(r)
+        result.users.append(r)
+
+    if dry_run:
+        for r in copy_users + rename_users:
+            try:
+                tree = _scan_optional(source_root, r.user)
+            except maildir.MaildirError as e:
+                r.errors.append(str(e))
+                continue
+            if tree is None:
+                continue
+            r.messages, r.bytes = len(tree.messages), tree.message_bytes
+            r.anomalies = _anomaly_lines(tree)
+            if r.mode == "copy":
+                target = _scan_optional(target_root, r.user)
+                plan = mp.plan_user(tree, target)
+                s = plan.summary()
+                r.copied_messages, r.copied_bytes = s["copy_messages"], s["copy_bytes"]
+                r.renamed, r.deleted = s["rename_messages"], s["delete_messages"]
+        result.seconds = time.monotonic() - started
+        return result
+
+    if copy_users:
+        mx.clear_staging(target_root)
+    copied: Dict[str, set] = {r.user: set() for r in copy_users}
+
+    # live passes: nothing is quiesced yet, the source changes while we read it
+    for r in copy_users:
+        try:
+            if not journal.has("claim", r.user):
+                journal.record("claim", r.user)
+            for _ in range(live_passes):
+                _pass(source_root, target_root, r, copied[r.user], progress, live=True)
+        except (OSError, maildir.MaildirError) as e:
+            r.errors.append("live copy: %s" % e)
+
+    work = [r for r in copy_users + rename_users if not r.errors]
+    if not work and not rename_users and not copy_users:
+        result.seconds = time.monotonic() - started
+        return result
+
+    quiesce_started = False
+    try:
+        if quiesce:
+            quiesce_started = True
+            h = run_hook(quiesce, hook_output)
+            result.hooks["quiesce"] = h
+            if h.exit != 0:
+                result.error = "quiesce hook failed (exit %d): no cut-over done" % h.exit
+                return result
+        for r in work:
+            try:
+                if r.mode == "copy":
+                    _final(source_root, target_root, r, copied[r.user], progress, journal)
+                else:
+                    _rename_user(source_root, target_root, r, journal)
+            except (OSError, maildir.MaildirError) as e:
+                r.errors.append("cut-over: %s" % e)
+    finally:
+        if resume and (quiesce_started or not quiesce):
+            result.hooks["resume"] = run_hook(resume, hook_output)
+        result.seconds = time.monotonic() - started
+    return result
+
+
+def _pass(source_root, target_root, r: UserResult, copied: set, progress: mx.Progress,
+          live: bool, refresh_control: bool = False) -> None:
+    source = maildir.scan_user(source_root, r.user)
+    target = _scan_optional(target_root, r.user)
+    plan = mp.plan_user(source, target, refresh_control=refresh_control)
+    s = plan.summary()
+    progress.start("%s %s" % ("live copy" if live else "cut-over", r.user),
+                   s["copy_messages"], s["copy_bytes"])
+    ex = mx.Executor(os.path.join(source_root, r.user), os.path.join(target_root, r.user),
+                     target_root, progress, live=live)
+    res = ex.run(plan)
+    progress.finish()
+    copied |= res.copied
+    r.copied_messages += sum(1 for a in plan.actions
+                             if a.op == mp.COPY and a.kind == "message" and a.relpath in res.copied)
+    r.copied_bytes += sum(a.entry.size for a in plan.actions
+                          if a.op == mp.COPY and a.relpath in res.copied)
+    r.renamed += s["rename_messages"]
+    r.deleted += s["delete_messages"]
+    if not live:
+        r.errors.extend(_diff_lines(res.errors))
+        r.anomalies = _anomaly_lines(source)
+
+
+def _final(source_root, target_root, r: UserResult, copied: set, progress, journal) -> None:
+    _pass(source_root, target_root, r, copied, progress, live=False, refresh_control=True)
+    os.sync()          # durability before the user is declared migrated (see migrate_exec)
+    source = maildir.scan_user(source_root, r.user)
+    target = maildir.scan_user(target_root, r.user)
+    r.messages, r.bytes = len(source.messages), source.message_bytes
+    diffs = mp.verify_user(source, target)
+    diffs += mx.compare_contents(os.path.join(source_root, r.user),
+                                 os.path.join(target_root, r.user),
+                                 mp.content_paths(source, copied))
+    r.differences = _diff_lines(sorted(diffs))
+    r.verified = not diffs
+    if r.verified and not r.errors:
+        journal.record("done", r.user, mode="copy", messages=r.messages, bytes=r.bytes)
+        r.done = True
+
+
+def _rename_user(source_root, target_root, r: UserResult, journal) -> None:
+    src = os.path.join(source_root, r.user)
+    dst = os.path.join(target_root, r.user)
+    if os.path.lexists(src):
+        tree = maildir.scan_user(source_root, r.user)
+        r.messages, r.bytes = len(tree.messages), tree.message_bytes
+        r.anomalies = _anomaly_lines(tree)
+        journal.record("rename", r.user, messages=r.messages, bytes=r.bytes)
+        mx.KILL.tick()
+        os.rename(src, dst)            # fails (ENOTEMPTY/EEXIST) rather than merge
+        mx.fsync_dir(target_root)
+        mx.fsync_dir(source_root)
+    else:
+        tree = maildir.scan_user(target_root, r.user)
+        r.messages, r.bytes = len(tree.messages), tree.message_bytes
+    r.verified = os.path.isdir(dst) and not os.path.lexists(src)
+    if r.verified:
+        journal.record("done", r.user, mode="rename", messages=r.messages, bytes=r.bytes)
+        r.done = True
+
+
+# -- clean-up -----------------------------------------------------------------------------
+class CleanupResult:
+    def __init__(self):
+        self.users: List[dict] = []
+        self.error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(u["ok"] for u in self.users)
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "error": self.error, "users": self.users}
+
+
+def check_source_in_target(source: maildir.UserTree, target: Optional[maildir.UserTree]
+                           ) -> List[mp.Difference]:
+    """Metadata check before deleting the source: everything of the source is in the target.
+
+    The target may have moved on since the cut-over (new mail, flag changes): a source message
+    counts as present if the target holds the same (folder, unique) with the same size; a
+    non-message file if the target has it with the same size and mtime, or a newer mtime.
+    """
+    if target is None:
+        return [mp.Difference("", "target user directory missing")]
+    diffs = []
+    by_key = {}
+    for m in target.messages:
+        by_key.setdefault(m.key, []).append(m)
+    for m in source.messages:
+        if not any(t.size == m.size for t in by_key.get(m.key, [])):
+            diffs.append(mp.Difference(m.relpath, "message not in target"))
+    t_files = {e.relpath: e for e in target.control + target.index + target.other +
+               target.symlinks}
+    for e in source.control + source.index + source.other + source.symlinks:
+        t = t_files.get(e.relpath)
+        if t is None:
+            diffs.append(mp.Difference(e.relpath, "file not in target"))
+        elif t.mtime_ns < e.mtime_ns or (t.mtime_ns == e.mtime_ns and t.size != e.size):
+            diffs.append(mp.Difference(e.relpath, "target copy is older or differs"))
+    for a in source.anomalies:
+        diffs.append(mp.Difference(a.relpath, "not migrated: %s (%s)" % (a.kind, a.detail)))
+    return diffs
+
+
+def _target_path_for(target: maildir.UserTree, m: maildir.Message) -> str:
+    for t in target.messages:
+        if t.key == m.key and t.size == m.size:
+            return t.relpath
+    return m.relpath
+
+
+def cleanup_source(source_root: str, target_root: str, users: Optional[List[str]] = None
+                   ) -> CleanupResult:
+    """Delete migrated users' source trees, file by file, only after the target verifies.
+
+    Only users the journal records as done are considered. Every message is byte-compared
+    with its target copy (found by folder and unique name) first; any difference and the
+    user's source is left entirely alone. Only files that were verified (plus tmp/ leftovers)
+    are unlinked, then the directories that became empty: a file that appears meanwhile
+    stays, and is reported.
+    """
+    result = CleanupResult()
+    for u in users or []:
+        maildir.check_user_name(u)
+    _check_roots(source_root, target_root)
+    journal = Journal(target_root)
+    names = list(dict.fromkeys(users)) if users else journal.users("done")
+    for user in names:
+        entry = {"user": user, "ok": False, "deleted_files": 0, "problems": []}
+        result.users.append(entry)
+        if not journal.has("done", user):
+            entry["problems"].append("not recorded as migrated in %s" % journal.path)
+            continue
+        src_dir = os.path.join(source_root, user)
+        if not os.path.lexists(src_dir):
+            entry["ok"] = True               # renamed, or cleaned up before
+            continue
+        try:
+            source = maildir.scan_user(source_root, user)
+            target = maildir.scan_user(target_root, user)
+        except maildir.MaildirError as e:
+            entry["problems"].append(str(e))
+            continue
+        diffs = check_source_in_target(source, target)
+        if not diffs:
+            os.sync()
+            src_paths = [m.relpath for m in source.messages]
+            tgt_paths = [_target_path_for(target, m) for m in source.messages]
+            diffs = _compare_pairs(src_dir, os.path.join(target_root, user), src_paths,
+                                   tgt_paths)
+        if diffs:
+            entry["problems"] = _diff_lines(diffs)
+            continue
+        deleted, problems = _delete_tree(src_dir, source)
+        entry["deleted_files"] = deleted
+        entry["problems"] = problems
+        entry["ok"] = not problems
+    return result
+
+
+def _compare_pairs(src_dir, dst_dir, src_paths, dst_paths) -> List[mp.Difference]:
+    diffs = []
+    for s, d in zip(src_paths, dst_paths):
+        diffs += mx.compare_files(os.path.join(src_dir, s), os.path.join(dst_dir, d), s)
+    return diffs
+
+
+def _delete_tree(src_dir: str, tree: maildir.UserTree):
+    deleted, problems = 0, []
+    files = ([m.relpath for m in tree.messages] +
+             [e.relpath for e in tree.control + tree.index + tree.other + tree.symlinks +
+              tree.tmp_files])
+    for rel in files:
+        try:
+            os.unlink(os.path.join(src_dir, rel))
+            deleted += 1
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            problems.append("%s: %s" % (rel, e.strerror or e))
+    for d in sorted((d.relpath for d in tree.directories), key=lambda r: -r.count("/") - bool(r)):
+        path = os.path.join(src_dir, d) if d else src_dir
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            problems.append("%s: left in place: %s" % (d or ".", e.strerror or e))
+    return deleted, problems

@@ -1,0 +1,323 @@
+"""Migration executor: carries out a :mod:`mailstore.migrate_plan` plan, and nothing else.
+
+Crash safety does not depend on remembering individual files: the planner rescans both trees
+on every run, so after a kill -9 the next run simply plans again. What this module guarantees
+is that any state a kill can leave behind is one the planner handles:
+
+- a file is written under a staging name in ``TARGET_ROOT/.mailstore-migrate/tmp/`` (same file
+  system), gets owner, mode and mtime, and only then is renamed to its final name: a target
+  message is either absent or complete, never torn;
+- leftover staging files are removed at the start of every run;
+- renames and unlinks are atomic; directory metadata is set after everything inside it.
+
+Sources are opened with O_NOFOLLOW (and O_NOATIME where allowed, so that reading does not
+even touch the source's atimes); nothing is ever written below the source root.
+
+Durability: a kill -9 loses nothing the kernel has accepted, so files are not fsynced one by
+one (that would make the copy several times slower than ``cp -a``). The orchestrator calls
+``os.sync()`` before it records a user as migrated and before the source may be removed.
+
+Test hook: ``MAILSTORE_TEST_KILL_AFTER=N`` makes the process SIGKILL itself at its N-th file
+operation (crash tests); unset, it costs one integer comparison per operation.
+"""
+import errno
+import os
+import shutil
+import signal
+import stat
+import sys
+import time
+from typing import List, NamedTuple, Optional, Set
+
+from mailstore import migrate_plan as mp
+
+STATE_DIR = ".mailstore-migrate"
+CHUNK = 1 << 20
+
+
+class _KillSwitch:
+    """Counts file operations; SIGKILLs the process at the configured one (tests only)."""
+
+    def __init__(self):
+        value = os.environ.get("MAILSTORE_TEST_KILL_AFTER", "")
+        self.limit = int(value) if value.isdigit() else 0
+        self.count = 0
+
+    def tick(self) -> None:
+        if self.limit:
+            self.count += 1
+            if self.count >= self.limit:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+KILL = _KillSwitch()
+
+
+class Progress:
+    """Messages and bytes done, rate and ETA on a terminal; silent otherwise (cron)."""
+
+    def __init__(self, stream=None, interval: float = 0.5):
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.interval = interval
+        self.label = ""
+        self.total_msgs = self.total_bytes = 0
+        self.msgs = self.bytes = 0
+        self.started = self.last = time.monotonic()
+
+    def start(self, label: str, total_msgs: int, total_bytes: int) -> None:
+        self.label, self.total_msgs, self.total_bytes = label, total_msgs, total_bytes
+        self.msgs = self.bytes = 0
+        self.started = self.last = time.monotonic()
+
+    def advance(self, msgs: int, nbytes: int) -> None:
+        self.msgs += msgs
+        self.bytes += nbytes
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        elapsed = max(now - self.started, 1e-6)
+        rate = self.bytes / elapsed
+        left = max(self.total_bytes - self.bytes, 0)
+        eta = left / rate if rate > 0 else 0
+        self.stream.write("\r%s: %d/%d messages, %.1f/%.1f MB, %.1f MB/s, ETA %d:%02d   " % (
+            self.label, self.msgs, self.total_msgs, self.bytes / 1e6, self.total_bytes / 1e6,
+            rate / 1e6, eta // 60, eta % 60))
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self.label:
+            self._draw(time.monotonic())
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class ExecResult(NamedTuple):
+    copied: Set[str]            # relpaths written this run
+    errors: List[mp.Difference]
+    vanished: int               # sources gone between scan and copy (normal while live)
+
+
+def staging_dir(target_root: str) -> str:
+    return os.path.join(target_root, STATE_DIR, "tmp")
+
+
+def clear_staging(target_root: str) -> None:
+    """Remove what a killed run left in the staging directory; create it if missing."""
+    d = staging_dir(target_root)
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    for name in os.listdir(d):
+        p = os.path.join(d, name)
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p)
+        else:
+            os.unlink(p)
+
+
+def _open_source(path: str) -> int:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    noatime = getattr(os, "O_NOATIME", 0)
+    if noatime:
+        try:
+            return os.open(path, flags | noatime)
+        except PermissionError:
+            pass      # O_NOATIME needs ownership or CAP_FOWNER; fall back to a plain open
+    return os.open(path, flags)
+
+
+def _copy_fd(src: int, dst: int, size: int) -> int:
+    copied = 0
+    try:
+        while True:
+            n = os.sendfile(dst, src, copied, max(size - copied, CHUNK))
+            if n == 0:
+                break
+            copied += n
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOSYS) or copied:
+            raise
+        while True:                                  # sendfile unsupported here
+            buf = os.read(src, CHUNK)
+            if not buf:
+                break
+            os.write(dst, buf)
+            copied += len(buf)
+    return copied
+
+
+def _set_meta_fd(fd: int, st: os.stat_result) -> None:
+    os.fchown(fd, st.st_uid, st.st_gid)        # before chmod: chown clears set-id bits
+    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+class Executor:
+    """Runs plans for one user: source ``src_dir`` (ROOT/<user>) into ``dst_dir``."""
+
+    def __init__(self, src_dir: str, dst_dir: str, target_root: str,
+                 progress: Optional[Progress] = None, live: bool = False):
+        self.src_dir, self.dst_dir = src_dir, dst_dir
+        self.staging = staging_dir(target_root)
+        self.progress = progress or Progress(stream=open(os.devnull, "w"))
+        self.live = live
+        self._seq = 0
+
+    def _src(self, rel: str) -> str:
+        return os.path.join(self.src_dir, rel) if rel else self.src_dir
+
+    def _dst(self, rel: str) -> str:
+        return os.path.join(self.dst_dir, rel) if rel else self.dst_dir
+
+    def _stage_name(self) -> str:
+        self._seq += 1
+        return os.path.join(self.staging, "%d.%d" % (os.getpid(), self._seq))
+
+    def run(self, plan: mp.UserPlan) -> ExecResult:
+        copied: Set[str] = set()
+        errors: List[mp.Difference] = []
+        vanished = 0
+        handlers = {mp.CLEAR: self._clear, mp.MKDIR: self._mkdir, mp.RENAME: self._rename,
+                    mp.COPY: self._copy, mp.SYMLINK: self._symlink, mp.DELETE: self._delete,
+                    mp.META: self._meta, mp.RMDIR: self._rmdir, mp.DIRMETA: self._meta}
+        for action in plan.actions:
+            try:
+                handlers[action.op](action)
+                if action.op == mp.COPY:
+                    copied.add(action.relpath)
+                    self.progress.advance(1 if action.kind == "message" else 0,
+                                          action.entry.size)
+            except FileNotFoundError as e:
+                # While mail is live, Dovecot renames and expunges under our feet: the next
+                # pass sees the new state. Once quiesced, nothing may vanish.
+                vanished += 1
+                if not self.live:
+                    errors.append(mp.Difference(action.relpath, "%s: %s (%s)" % (
+                        action.op, e.strerror, e.filename)))
+            except OSError as e:
+                errors.append(mp.Difference(action.relpath, "%s failed: %s" % (
+                    action.op, e.strerror or e)))
+        return ExecResult(copied, errors, vanished)
+
+    # -- operations -------------------------------------------------------------------------
+    def _clear(self, a: mp.Action) -> None:
+        path = self._dst(a.relpath)
+        KILL.tick()
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)          # fd-based on Linux: does not follow symlinks inside
+        else:
+            os.unlink(path)
+
+    def _mkdir(self, a: mp.Action) -> None:
+        KILL.tick()
+        try:
+            os.mkdir(self._dst(a.relpath), 0o700)
+        except FileExistsError:
+            pass
+
+    def _rename(self, a: mp.Action) -> None:
+        KILL.tick()
+        os.rename(self._dst(a.old_relpath), self._dst(a.relpath))
+
+    def _copy(self, a: mp.Action) -> None:
+        src = _open_source(self._src(a.relpath))
+        try:
+            st = os.fstat(src)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "source is no longer a regular file")
+            tmp = self._stage_name()
+            KILL.tick()
+            dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                          getattr(os, "O_CLOEXEC", 0), 0o600)
+            try:
+                n = _copy_fd(src, dst, st.st_size)
+                if n != st.st_size:
+                    raise OSError(errno.EIO, "copied %d bytes of %d" % (n, st.st_size))
+                _set_meta_fd(dst, st)
+            except BaseException:
+                os.close(dst)
+                os.unlink(tmp)
+                raise
+            os.close(dst)
+        finally:
+            os.close(src)
+        KILL.tick()
+        os.rename(tmp, self._dst(a.relpath))
+
+    def _symlink(self, a: mp.Action) -> None:
+        tmp = self._stage_name()
+        KILL.tick()
+        os.symlink(a.entry.link, tmp)
+        os.chown(tmp, a.entry.uid, a.entry.gid, follow_symlinks=False)
+        os.utime(tmp, ns=(a.entry.mtime_ns, a.entry.mtime_ns), follow_symlinks=False)
+        KILL.tick()
+        os.rename(tmp, self._dst(a.relpath))
+
+    def _delete(self, a: mp.Action) -> None:
+        KILL.tick()
+        try:
+            os.unlink(self._dst(a.relpath))
+        except FileNotFoundError:
+            pass
+
+    def _rmdir(self, a: mp.Action) -> None:
+        KILL.tick()
+        try:
+            os.rmdir(self._dst(a.relpath))
+        except FileNotFoundError:
+            pass
+
+    def _meta(self, a: mp.Action) -> None:
+        e = a.entry
+        path = self._dst(a.relpath)
+        KILL.tick()
+        os.chown(path, e.uid, e.gid, follow_symlinks=False)
+        if a.kind != "symlink":
+            os.chmod(path, e.mode)
+        os.utime(path, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+
+
+def compare_files(a_path: str, b_path: str, rel: str) -> List[mp.Difference]:
+    """Byte-compare two files, never following a final symlink; [] when identical."""
+    try:
+        a = _open_source(a_path)
+    except OSError as e:
+        return [mp.Difference(rel, "cannot read source: %s" % (e.strerror or e))]
+    try:
+        try:
+            b = _open_source(b_path)
+        except OSError as e:
+            return [mp.Difference(rel, "cannot read target: %s" % (e.strerror or e))]
+        try:
+            while True:
+                x = os.read(a, CHUNK)
+                y = os.read(b, CHUNK)
+                if x != y:
+                    return [mp.Difference(rel, "contents differ")]
+                if not x:
+                    return []
+        finally:
+            os.close(b)
+    finally:
+        os.close(a)
+
+
+def compare_contents(src_dir: str, dst_dir: str, relpaths) -> List[mp.Difference]:
+    """Byte-compare each relpath in both trees."""
+    diffs = []
+    for rel in relpaths:
+        diffs += compare_files(os.path.join(src_dir, rel), os.path.join(dst_dir, rel), rel)
+    return diffs
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

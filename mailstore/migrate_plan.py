@@ -1,0 +1,276 @@
+"""Migration planning: pure functions from two scanned trees to a list of actions.
+
+Nothing here touches the file system. ``plan_user(source, target)`` says what to do in the
+target so that it equals the source; ``verify_user(source, target)`` says where they differ.
+Both work on :class:`mailstore.maildir.UserTree` values (``target`` may be None: not there yet).
+
+What "equal" means (DESIGN.md): every message, Dovecot control file, index file, other file,
+symlink and directory of the source exists in the target at the same relative path with the
+same size, mtime, owner and mode (and link text); nothing else exists in the target. Files in
+``tmp/`` are deliveries in progress, not mail: never copied. Anomalies (symlinks in new/cur,
+directories where a message should be, unreadable directories) are never copied.
+
+Messages are immutable apart from their names: a message of the target whose ``(folder,
+unique)`` matches a source message under another name (flags changed, moved new->cur) is
+*renamed*, not copied again; a target message whose key is gone from the source is deleted.
+"""
+from collections import defaultdict
+from typing import Dict, List, NamedTuple, Optional, Union
+
+from mailstore.maildir import Entry, Message, UserTree
+
+# Action ops, executed in this order (the executor relies on it):
+CLEAR = "clear"        # remove whatever is at relpath in the target (type conflict)
+MKDIR = "mkdir"        # create directory relpath
+RENAME = "rename"      # rename target old_relpath -> relpath (a message whose flags changed)
+COPY = "copy"          # copy source relpath -> target relpath (via staging + rename)
+SYMLINK = "symlink"    # (re)create symlink relpath with entry.link
+DELETE = "delete"      # unlink target file relpath (expunged / no longer in source)
+RMDIR = "rmdir"        # remove target directory relpath (deepest first)
+META = "meta"          # set owner, mode, mtime of target relpath from entry
+DIRMETA = "dirmeta"    # same for a directory, deepest first, after everything inside it
+
+Item = Union[Entry, Message]
+
+
+class Action(NamedTuple):
+    op: str
+    relpath: str
+    entry: Optional[Item] = None          # source metadata to apply (copy/meta/mkdir/...)
+    old_relpath: Optional[str] = None     # RENAME: current target path
+    kind: str = ""                        # message | control | index | other | symlink | dir
+
+
+class UserPlan(NamedTuple):
+    user: str
+    actions: List[Action]
+
+    def count(self, op: str, kind: Optional[str] = None) -> int:
+        return sum(1 for a in self.actions if a.op == op and (kind is None or a.kind == kind))
+
+    @property
+    def copy_bytes(self) -> int:
+        return sum(a.entry.size for a in self.actions if a.op == COPY)
+
+    def summary(self) -> Dict[str, int]:
+        return {"copy_messages": self.count(COPY, "message"),
+                "copy_files": self.count(COPY) - self.count(COPY, "message"),
+                "copy_bytes": self.copy_bytes,
+                "rename_messages": self.count(RENAME),
+                "delete_messages": self.count(DELETE, "message"),
+                "delete_files": self.count(DELETE) - self.count(DELETE, "message"),
+                "metadata": self.count(META) + self.count(DIRMETA),
+                "mkdir": self.count(MKDIR)}
+
+
+def _same_meta(a: Item, b: Item) -> bool:
+    return (a.mtime_ns, a.uid, a.gid, a.mode) == (b.mtime_ns, b.uid, b.gid, b.mode)
+
+
+def _depth(relpath: str) -> int:
+    return relpath.count("/") + (1 if relpath else 0)
+
+
+def _files(tree: UserTree) -> Dict[str, Entry]:
+    """relpath -> Entry for the non-message files that a copy carries (not tmp/)."""
+    out = {}
+    for e in tree.control + tree.index + tree.other + tree.symlinks:
+        out[e.relpath] = e
+    return out
+
+
+def plan_user(source: UserTree, target: Optional[UserTree],
+              refresh_control: bool = False) -> UserPlan:
+    """Actions that make ``target`` equal ``source``.
+
+    ``refresh_control``: copy control and index files even if size and mtime match (the final,
+    quiesced pass uses it: Dovecot may rewrite a uidlist within one timestamp tick).
+    """
+    t_dirs = {d.relpath: d for d in target.directories} if target else {}
+    t_msgs = {m.relpath: m for m in target.messages} if target else {}
+    t_files = _files(target) if target else {}
+    s_dirs = {d.relpath: d for d in source.directories}
+    s_msgs = {m.relpath: m for m in source.messages}
+    s_files = _files(source)
+
+    clears, mkdirs, renames, copies, links, deletes, rmdirs, metas = ([] for _ in range(8))
+
+    # Type conflicts: a target path that must become a directory but is a file, or the reverse.
+    t_nondir = set(t_msgs) | set(t_files)
+    for rel in s_dirs:
+        if rel in t_nondir:
+            clears.append(Action(CLEAR, rel))
+            t_msgs.pop(rel, None)
+            t_files.pop(rel, None)
+    for rel in list(s_msgs) + list(s_files):
+        if rel in t_dirs:
+            clears.append(Action(CLEAR, rel))
+            # everything below it goes with it
+            for d in [d for d in t_dirs if d == rel or d.startswith(rel + "/")]:
+                del t_dirs[d]
+            for m in [m for m in t_msgs if m.startswith(rel + "/")]:
+                del t_msgs[m]
+            for f in [f for f in t_files if f.startswith(rel + "/")]:
+                del t_files[f]
+
+    for rel, d in sorted(s_dirs.items(), key=lambda kv: _depth(kv[0])):
+        if rel not in t_dirs:
+            mkdirs.append(Action(MKDIR, rel, d, kind="dir"))
+
+    # -- messages: exact names first, then by (folder, unique) for renames -------------------
+    src_left: Dict[tuple, List[Message]] = defaultdict(list)
+    tgt_left: Dict[tuple, List[Message]] = defaultdict(list)
+    for rel, m in s_msgs.items():
+        t = t_msgs.get(rel)
+        if t is None:
+            src_left[m.key].append(m)
+        elif t.size != m.size:
+            copies.append(Action(COPY, rel, m, kind="message"))   # torn or foreign: replace
+        elif not _same_meta(m, t):
+            metas.append(Action(META, rel, m, kind="message"))
+    for rel, t in t_msgs.items():
+        if rel not in s_msgs:
+            tgt_left[t.key].append(t)
+    for key, srcs in src_left.items():
+        cands = tgt_left.get(key, [])
+        for m in srcs:
+            match = next((t for t in cands if t.size == m.size), None)
+            if match is None:
+                copies.append(Action(COPY, m.relpath, m, kind="message"))
+                continue
+            cands.remove(match)
+            renames.append(Action(RENAME, m.relpath, m, old_relpath=match.relpath,
+                                  kind="message"))
+            if not _same_meta(m, match):
+                metas.append(Action(META, m.relpath, m, kind="message"))
+    for key in sorted(tgt_left):
+        for t in tgt_left[key]:
+            deletes.append(Action(DELETE, t.relpath, kind="message"))
+
+    # -- everything else that is a file ------------------------------------------------------
+    for rel, e in sorted(s_files.items()):
+        t = t_files.get(rel)
+        if e.kind == "symlink":
+            if t is None or t.kind != "symlink" or t.link != e.link:
+                links.append(Action(SYMLINK, rel, e, kind="symlink"))
+            elif (t.uid, t.gid, t.mtime_ns) != (e.uid, e.gid, e.mtime_ns):
+                metas.append(Action(META, rel, e, kind="symlink"))
+            continue
+        if (t is None or t.kind == "symlink" or t.size != e.size or t.mtime_ns != e.mtime_ns
+                or (refresh_control and e.kind in ("control", "index"))):
+            copies.append(Action(COPY, rel, e, kind=e.kind))
+        elif not _same_meta(e, t):
+            metas.append(Action(META, rel, e, kind=e.kind))
+    for rel, t in sorted(t_files.items()):
+        if rel not in s_files:
+            deletes.append(Action(DELETE, rel, kind=t.kind))
+
+    # -- directories: extra ones go (deepest first), all get their metadata last -----------
+    for rel in sorted(t_dirs, key=_depth, reverse=True):
+        if rel not in s_dirs:
+            rmdirs.append(Action(RMDIR, rel, kind="dir"))
+    # a directory's mtime changes whenever an entry is added or removed in it: reset the
+    # ones we touch, and the ones whose metadata differ
+    touched = _touched_dirs(clears + mkdirs + renames + copies + links + deletes + rmdirs)
+    for rel, d in sorted(s_dirs.items(), key=lambda kv: _depth(kv[0]), reverse=True):
+        t = t_dirs.get(rel)
+        if t is None or not _same_meta(d, t) or rel in touched:
+            rmdirs.append(Action(DIRMETA, rel, d, kind="dir"))
+
+    actions = clears + mkdirs + renames + copies + links + deletes + metas + rmdirs
+    return UserPlan(source.user, _ordered(actions))
+
+
+_ORDER = {op: i for i, op in enumerate((CLEAR, MKDIR, RENAME, COPY, SYMLINK, DELETE, META,
+                                        RMDIR, DIRMETA))}
+
+
+def _ordered(actions: List[Action]) -> List[Action]:
+    # stable: keeps the depth order computed above within RMDIR and DIRMETA
+    rm = [a for a in actions if a.op in (RMDIR, DIRMETA)]
+    rest = sorted((a for a in actions if a.op not in (RMDIR, DIRMETA)),
+                  key=lambda a: _ORDER[a.op])
+    # RMDIR and DIRMETA interleave deepest-first: both belong after everything inside them
+    rm.sort(key=lambda a: -_depth(a.relpath))
+    return rest + rm
+
+
+def _parent(relpath: str) -> str:
+    return relpath.rpartition("/")[0] if "/" in relpath else ""
+
+
+def _touched_dirs(actions: List[Action]) -> set:
+    touched = set()
+    for a in actions:
+        touched.add(_parent(a.relpath))
+        if a.old_relpath is not None:
+            touched.add(_parent(a.old_relpath))
+    return touched
+
+
+# -- verification ---------------------------------------------------------------------------
+class Difference(NamedTuple):
+    relpath: str
+    problem: str
+
+
+def _meta_diff(s: Item, t: Item, what: str) -> Optional[str]:
+    bad = []
+    if s.size != t.size and what != "dir":
+        bad.append("size %d != %d" % (t.size, s.size))
+    if s.mtime_ns != t.mtime_ns:
+        bad.append("mtime")
+    if (s.uid, s.gid) != (t.uid, t.gid):
+        bad.append("owner %d:%d != %d:%d" % (t.uid, t.gid, s.uid, s.gid))
+    if s.mode != t.mode and what != "symlink":
+        bad.append("mode %o != %o" % (t.mode, s.mode))
+    return ", ".join(bad) or None
+
+
+def verify_user(source: UserTree, target: Optional[UserTree]) -> List[Difference]:
+    """Where ``target`` is not an exact copy of ``source`` (metadata level; contents are
+    compared by the executor for the paths ``content_paths`` names)."""
+    if target is None:
+        return [Difference("", "target user directory missing")]
+    diffs: List[Difference] = []
+
+    def compare(s_map, t_map, what):
+        for rel, s in s_map.items():
+            t = t_map.get(rel)
+            if t is None:
+                diffs.append(Difference(rel, "%s missing in target" % what))
+                continue
+            d = _meta_diff(s, t, what)
+            if d:
+                diffs.append(Difference(rel, "%s differs: %s" % (what, d)))
+            if what == "symlink" and s.link != t.link:
+                diffs.append(Difference(rel, "symlink text differs"))
+        for rel in t_map:
+            if rel not in s_map:
+                diffs.append(Difference(rel, "extra %s in target" % what))
+
+    compare({m.relpath: m for m in source.messages}, {m.relpath: m for m in target.messages},
+            "message")
+    for kind in ("control", "index", "other", "symlinks"):
+        compare({e.relpath: e for e in getattr(source, kind)},
+                {e.relpath: e for e in getattr(target, kind)},
+                "symlink" if kind == "symlinks" else kind + " file")
+    compare({d.relpath: d for d in source.directories},
+            {d.relpath: d for d in target.directories}, "dir")
+    for e in target.tmp_files:
+        diffs.append(Difference(e.relpath, "extra file in target tmp/"))
+    for a in target.anomalies:
+        diffs.append(Difference(a.relpath, "target anomaly: %s (%s)" % (a.kind, a.detail)))
+    return sorted(diffs)
+
+
+def content_paths(source: UserTree, copied: Optional[set] = None) -> List[str]:
+    """Paths whose bytes the final verification compares: every control file, and the files
+    copied in this run (``copied``), or every file when ``copied`` is None."""
+    paths = {e.relpath for e in source.control}
+    if copied is None:
+        paths |= {m.relpath for m in source.messages}
+        paths |= {e.relpath for e in source.index + source.other}
+    else:
+        paths |= set(copied)
+    return sorted(paths)

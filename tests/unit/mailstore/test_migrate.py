@@ -1,0 +1,288 @@
+"""mailstore.migrate end to end on real directories (library and CLI)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from mailstore import migrate as migration
+from mailstore import migrate_exec as mx
+from mailstore.cli import main
+
+import _migrate_trees as trees
+
+MSGS = [("", "new", "1.M1.h,S=3", "", b"abc", 1_500_000_000_000_000_000),
+        ("", "cur", "2.M2.h,S=5", "S", b"hello", 1_500_000_001_000_000_000),
+        (".Sent", "cur", "3.M3.h", "RS", b"", 1_500_000_002_000_000_000),     # zero bytes
+        (".A.B", "cur", "4.M4.h", "FS", b"x" * 300000, 1_500_000_003_000_000_000)]
+
+
+@pytest.fixture
+def roots(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    trees.make_user(str(src), "alice", MSGS)
+    trees.make_user(str(src), "bob", MSGS[:2])
+    return str(src), str(dst)
+
+
+def test_copy_makes_exact_copy_and_keeps_source(roots):
+    src, dst = roots
+    before = {u: trees.snapshot(src, u) for u in ("alice", "bob")}
+    r = migration.migrate(src, dst, force_copy=True)
+    assert r.ok, r.as_dict()
+    for u in ("alice", "bob"):
+        assert trees.snapshot(dst, u) == before[u]
+        assert trees.snapshot(src, u) == before[u]          # source untouched
+    assert os.path.isdir(os.path.join(dst, "alice", "Maildir", ".A.B", "cur"))
+    assert [u.mode for u in r.users] == ["copy", "copy"]
+    assert r.users[0].messages == 4
+
+
+def test_second_run_leaves_migrated_users_alone(roots):
+    src, dst = roots
+    assert migration.migrate(src, dst, force_copy=True).ok
+    # mail delivered to the target after the cut-over must survive a re-run
+    trees.write(os.path.join(dst, "alice", "Maildir", "new", "9.M9.h"), b"after")
+    r = migration.migrate(src, dst, force_copy=True)
+    assert r.ok and [u.mode for u in r.users] == ["already-migrated"] * 2
+    assert os.path.exists(os.path.join(dst, "alice", "Maildir", "new", "9.M9.h"))
+
+
+def test_same_filesystem_renames_user_dirs(roots):
+    src, dst = roots
+    before = trees.snapshot(src, "alice")
+    r = migration.migrate(src, dst, users=["alice"])
+    assert r.ok and r.same_filesystem and r.users[0].mode == "rename"
+    assert not os.path.exists(os.path.join(src, "alice"))
+    assert os.path.exists(os.path.join(src, "bob"))          # not asked for
+    assert trees.snapshot(dst, "alice") == before
+
+
+def test_refuses_target_user_not_created_by_migration(roots):
+    src, dst = roots
+    os.makedirs(os.path.join(dst, "alice", "Maildir"))
+    trees.write(os.path.join(dst, "alice", "Maildir", "cur", "keep:2,S"), b"precious")
+    r = migration.migrate(src, dst, force_copy=True)
+    assert not r.ok
+    alice = r.users[0]
+    assert alice.mode == "refused" and "not created by this migration" in alice.errors[0]
+    assert os.path.exists(os.path.join(dst, "alice", "Maildir", "cur", "keep:2,S"))
+    assert r.users[1].ok                                      # bob still migrated
+
+
+def test_dry_run_changes_nothing(roots):
+    src, dst = roots
+    before = trees.snapshot(src, "alice")
+    r = migration.migrate(src, dst, dry_run=True, force_copy=True)
+    assert os.listdir(dst) == []
+    assert trees.snapshot(src, "alice") == before
+    alice = r.users[0]
+    assert (alice.messages, alice.bytes, alice.copied_messages) == (4, 300008, 4)
+
+
+def test_bad_roots_and_users(tmp_path, roots):
+    src, dst = roots
+    with pytest.raises(migration.MigrateError, match="overlap"):
+        migration.migrate(src, os.path.join(src, "alice"))
+    with pytest.raises(migration.MigrateError, match="target root"):
+        migration.migrate(src, str(tmp_path / "missing"))
+    with pytest.raises(ValueError):
+        migration.migrate(src, dst, users=[".."])
+    r = migration.migrate(src, dst, users=["carol"], force_copy=True)
+    assert not r.ok and "no such user" in r.users[0].errors[0]
+
+
+def test_anomalies_are_skipped_reported_and_fail_the_run(roots):
+    src, dst = roots
+    md = os.path.join(src, "alice", "Maildir")
+    os.symlink("/etc/shadow", os.path.join(md, "cur", "evil:2,S"))
+    os.makedirs(os.path.join(md, "new", "adir"))
+    raw = os.path.join(os.fsencode(md), b"cur", b"5.M5.h\xff:2,S")
+    with open(raw, "wb") as f:
+        f.write(b"non-utf8 name")
+    r = migration.migrate(src, dst, users=["alice"], force_copy=True)
+    alice = r.users[0]
+    assert not r.ok and alice.verified and alice.done
+    assert sorted(a.split(":")[0] for a in alice.anomalies) == [
+        "Maildir/cur/evil", "Maildir/new/adir"]
+    tcur = os.path.join(dst, "alice", "Maildir", "cur")
+    assert not os.path.lexists(os.path.join(tcur, "evil:2,S"))
+    assert not os.path.exists(os.path.join(dst, "alice", "Maildir", "new", "adir"))
+    with open(os.path.join(os.fsencode(tcur), b"5.M5.h\xff:2,S"), "rb") as f:
+        assert f.read() == b"non-utf8 name"
+
+
+def test_delta_renames_instead_of_copying(roots):
+    src, dst = roots
+    r = migration.migrate(src, dst, users=["alice"], force_copy=True, live_passes=1,
+                          quiesce="true")
+    assert r.ok
+    # pretend the cut-over did not happen yet: drop the done mark, change flags, expunge
+    journal = os.path.join(dst, mx.STATE_DIR, migration.JOURNAL)
+    lines = [l for l in open(journal) if '"done"' not in l]
+    open(journal, "w").writelines(lines)
+    md = os.path.join(src, "alice", "Maildir")
+    os.rename(os.path.join(md, "new", "1.M1.h,S=3"), os.path.join(md, "cur", "1.M1.h,S=3:2,S"))
+    os.rename(os.path.join(md, ".A.B", "cur", "4.M4.h:2,FS"),
+              os.path.join(md, ".A.B", "cur", "4.M4.h:2,S"))
+    os.unlink(os.path.join(md, "cur", "2.M2.h,S=5:2,S"))
+    ino = os.stat(os.path.join(dst, "alice", "Maildir", ".A.B", "cur", "4.M4.h:2,FS")).st_ino
+    r = migration.migrate(src, dst, users=["alice"], force_copy=True, live_passes=0)
+    assert r.ok, r.as_dict()
+    alice = r.users[0]
+    assert (alice.copied_messages, alice.renamed, alice.deleted) == (0, 2, 1)
+    assert os.stat(os.path.join(dst, "alice", "Maildir", ".A.B", "cur",
+                                "4.M4.h:2,S")).st_ino == ino          # renamed, not copied
+    assert trees.snapshot(dst, "alice") == trees.snapshot(src, "alice")
+
+
+def test_hooks_order_and_failing_quiesce(roots, tmp_path):
+    src, dst = roots
+    log = tmp_path / "hooks.log"
+    r = migration.migrate(src, dst, force_copy=True, quiesce="echo quiesce >> %s" % log,
+                          resume="echo resume >> %s" % log)
+    assert r.ok and log.read_text() == "quiesce\nresume\n"
+    log.unlink()
+    trees.make_user(src, "carol", MSGS[:1])
+    r = migration.migrate(src, dst, users=["carol"], force_copy=True,
+                          quiesce="echo quiesce >> %s; exit 3" % log,
+                          resume="echo resume >> %s" % log)
+    assert not r.ok and "quiesce hook failed (exit 3)" in r.error
+    assert log.read_text() == "quiesce\nresume\n"
+    assert r.hooks["resume"].exit == 0
+    assert not r.users[0].done          # live copy happened, no cut-over recorded
+    r = migration.migrate(src, dst, users=["carol"], force_copy=True)
+    assert r.ok                          # a later run finishes it
+
+
+def test_cleanup_source_refuses_unless_target_verifies(roots):
+    src, dst = roots
+    assert migration.migrate(src, dst, force_copy=True).ok
+    # corrupt alice's target copy (same size): byte comparison must catch it
+    p = os.path.join(dst, "alice", "Maildir", "cur", "2.M2.h,S=5:2,S")
+    with open(p, "r+b") as f:
+        f.write(b"J")
+    # bob's flags changed in the target after the cut-over: still counts as present
+    bcur = os.path.join(dst, "bob", "Maildir", "cur")
+    os.rename(os.path.join(bcur, "2.M2.h,S=5:2,S"), os.path.join(bcur, "2.M2.h,S=5:2,FS"))
+    r = migration.cleanup_source(src, dst)
+    by_user = {u["user"]: u for u in r.users}
+    assert not r.ok
+    assert not by_user["alice"]["ok"] and "contents differ" in by_user["alice"]["problems"][0]
+    assert os.path.exists(os.path.join(src, "alice", "Maildir", "cur", "2.M2.h,S=5:2,S"))
+    assert by_user["bob"]["ok"] and not os.path.exists(os.path.join(src, "bob"))
+
+
+def test_cleanup_source_refuses_unmigrated_user(roots):
+    src, dst = roots
+    r = migration.cleanup_source(src, dst, users=["alice"])
+    assert not r.ok and "not recorded as migrated" in r.users[0]["problems"][0]
+    assert os.path.exists(os.path.join(src, "alice"))
+
+
+# -- CLI ----------------------------------------------------------------------------------
+def test_cli_help():
+    runner = CliRunner()
+    for verb in ("migrate", "cleanup-source"):
+        res = runner.invoke(main, [verb, "--help"])
+        assert res.exit_code == 0 and "TARGET_ROOT" in res.output
+    assert "--quiesce" in runner.invoke(main, ["migrate", "--help"]).output
+
+
+def test_cli_dry_run_and_json(roots):
+    src, dst = roots
+    runner = CliRunner()
+    res = runner.invoke(main, ["migrate", src, dst, "--dry-run", "--copy"])
+    assert res.exit_code == 0 and "DRY RUN" in res.output and "alice" in res.output
+    assert os.listdir(dst) == []
+    res = runner.invoke(main, ["migrate", src, dst, "--json", "--copy"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["ok"] is True and data["totals"]["messages"] == 6
+    assert {u["user"]: u["mode"] for u in data["users"]} == {"alice": "copy", "bob": "copy"}
+    assert set(data["users"][0]) >= {"messages", "bytes", "copied_messages", "verified",
+                                     "differences", "errors", "anomalies"}
+
+
+def test_cli_failing_quiesce_exits_nonzero(roots):
+    src, dst = roots
+    res = CliRunner().invoke(main, ["migrate", src, dst, "--copy", "--json",
+                                    "--quiesce", "exit 1", "--resume", "true"])
+    assert res.exit_code == 1
+    data = json.loads(res.output)
+    assert data["hooks"]["quiesce"]["exit"] == 1 and data["hooks"]["resume"]["exit"] == 0
+
+
+def test_cli_bad_user_is_usage_error(roots):
+    src, dst = roots
+    res = CliRunner().invoke(main, ["migrate", src, dst, "--user", "a/../etc"])
+    assert res.exit_code == 2 and "path component" in res.output
+
+
+def test_cli_subprocess_quiet_when_not_a_tty(roots):
+    src, dst = roots
+    proc = subprocess.run([sys.executable, "-m", "mailstore", "migrate", src, dst, "--copy"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.returncode == 0 and proc.stderr == b""
+    assert b"OK in" in proc.stdout
+
+
+def test_progress_draws_on_a_terminal():
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    out = Tty()
+    p = mx.Progress(out, interval=0)
+    p.start("live copy alice", 10, 1000)
+    p.advance(5, 500)
+    p.finish()
+    assert "5/10 messages" in out.getvalue() and "ETA" in out.getvalue()
+
+
+# -- as an unprivileged user: unreadable files for real ------------------------------------
+NOBODY_MIGRATE = textwrap.dedent("""
+    import json, os, sys
+    from mailstore import migrate, migrate_exec, migrate_plan, maildir
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+    r = migrate.migrate(sys.argv[1], sys.argv[2], force_copy=True)
+    print(json.dumps(r.as_dict()))
+""")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to nobody")
+def test_unreadable_message_is_reported_others_copied():
+    import shutil
+    import tempfile
+    base = tempfile.mkdtemp(prefix="mailstore-test-")
+    try:
+        os.chmod(base, 0o755)
+        src, dst = os.path.join(base, "src"), os.path.join(base, "dst")
+        os.mkdir(dst)
+        trees.make_user(src, "alice", MSGS)
+        for dirpath, dirnames, filenames in os.walk(base):
+            for n in dirnames + filenames + [""]:
+                os.chown(os.path.join(dirpath, n), 65534, 65534)
+        locked = os.path.join(src, "alice", "Maildir", "cur", "2.M2.h,S=5:2,S")
+        os.chmod(locked, 0)
+        proc = subprocess.run([sys.executable, "-c", NOBODY_MIGRATE, src, dst],
+                              stdout=subprocess.PIPE, check=True)
+        data = json.loads(proc.stdout)
+        alice = data["users"][0]
+        assert data["ok"] is False
+        assert any("Maildir/cur/2.M2.h,S=5:2,S" in e and "Permission denied" in e
+                   for e in alice["errors"])
+        assert alice["verified"] is False
+        tmd = os.path.join(dst, "alice", "Maildir")
+        assert os.path.exists(os.path.join(tmd, ".A.B", "cur", "4.M4.h:2,FS"))
+        assert not os.path.exists(os.path.join(tmd, "cur", "2.M2.h,S=5:2,S"))
+    finally:
+        for dirpath, dirnames, filenames in os.walk(base):
+            os.chmod(dirpath, 0o755)
+        shutil.rmtree(base)
