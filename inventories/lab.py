@@ -65,6 +65,11 @@ _SHARED = {
     # fail2ban lab test attacks from a network namespace address instead.
     "fail2ban_ignore": [t.BRIDGE_ADDRESS],
     "certificates": _certificates(),
+    # The lab's Icinga2 master on the bridge address (operations/lab_icinga_master.py).
+    "icinga2_node_name": "email.infra.cacert.test",
+    "icinga2_parent_endpoints": [
+        {"name": "master.cacert.test", "host": t.BRIDGE_ADDRESS, "port": 5665},
+    ],
     # A sink on the lab host (tests may listen there) stands in for the Lists and Issue hosts.
     "transports": {
         "lists.cacert.test": f"smtp:[{t.BRIDGE_ADDRESS}]:2525",

@@ -140,3 +140,46 @@ postfix_main_cf_extra = {}
 vmail_user = "vmail"
 # Its uid/gid, fixed so that restored or migrated mail keeps a stable numeric owner.
 vmail_uid = 5000
+
+# --- self-service API (operations/selfservice_api.py) ----------------------------------------
+# CAcert's apt repository that ships cacert-selfservice-api (deb822 fields). `key` is the
+# repository's ASCII-armoured public signing key, a path relative to the repository root (or
+# absolute), installed as /etc/apt/keyrings/cacert-selfservice-api.asc (`Signed-By`); `suite`
+# None means the container's debian_release; `direct` makes apt bypass apt_proxy for this host.
+# PLACEHOLDER values: fill in the real URL and key before the first production run (the deploy
+# refuses anything containing "PLACEHOLDER").
+selfservice_api_repo = {
+    "url": "https://PLACEHOLDER-cacert-apt-repository.invalid/debian",
+    "suite": None,
+    "components": ["main"],
+    "key": "files/selfservice_api/PLACEHOLDER-cacert-apt-signing-key.asc",
+    "direct": False,
+}
+# Address the API listens on (port: ports["selfservice_api"]; nftables admits only the
+# community host).
+selfservice_api_listen = "0.0.0.0"
+# CA certificate(s) (PEM, path relative to the repository root) whose client certificates may
+# call the API; installed as /etc/cacert-selfservice-api/certs/client-ca.pem. PLACEHOLDER: the
+# CAcert class 3 root/intermediate that signs the community host's client certificate.
+selfservice_api_client_ca = "files/selfservice_api/PLACEHOLDER-cacert-client-ca.pem"
+# CRL file on the server checked against client certificates (kept fresh by the CRL job; the
+# API skips the check while the file does not exist yet).
+selfservice_api_crl = "/var/lib/cacert-crl/cacert-class3.crl.pem"
+
+# --- Icinga2 agent (operations/icinga2_agent.py) ----------------------------------------------
+# This agent's endpoint and zone name: the CN of its Icinga certificate, as the master knows it.
+icinga2_node_name = "email.infra.cacert.org"
+# The parent zone (the master or a satellite) and its endpoints; with a `host`, the agent
+# also connects out to it (then the master need not reach port 5665 here).
+icinga2_parent_zone = "master"
+icinga2_parent_endpoints = [
+    {"name": "monitor.cacert.org", "host": "monitor.infra.cacert.org", "port": 5665},
+]
+# Global zones the parent syncs (templates and the CheckCommands `mailstore icinga register`
+# creates there).
+icinga2_global_zones = ["global-templates"]
+# Accept config synced from the parent: needed for CheckCommands that are not in the ITL.
+icinga2_accept_config = True
+# Secret file (in the secrets directory) holding this agent's PKI ticket, made on the master
+# with `icinga2 pki ticket --cn <icinga2_node_name>`; read only until the agent is signed.
+icinga2_ticket_secret = "icinga2-agent.ticket"

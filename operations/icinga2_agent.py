@@ -1,0 +1,139 @@
+"""Icinga2 agent: the monitor host's parent zone runs its checks here (command_endpoint).
+
+The agent listens on 5665 (the firewall admits only the monitor host), accepts commands and
+the global zones' config from its parent, and holds a certificate signed by the parent's CA.
+That certificate is obtained once with a ticket (`icinga2 pki ticket --cn <node name>` on the
+master, kept in the secrets directory): the ticket is read only while the agent has no signed
+certificate, uploaded to a root-only file without ever appearing in the deploy's output, and
+`files/icinga2_agent/pki-request.sh` reads it there and deletes it.
+
+Every changed file is validated with `icinga2 daemon -C` before the daemon is reloaded.
+"""
+import io
+import re
+
+from pyinfra import host
+from pyinfra.api import deploy, operation
+from pyinfra.api.command import FileUploadCommand
+from pyinfra.facts.files import File
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+PACKAGES = ["icinga2", "monitoring-plugins-basic", "openssl"]
+ETC = "/etc/icinga2"
+CERTS = "/var/lib/icinga2/certs"
+PKI_SCRIPT = "/usr/local/lib/cacert-email/icinga2-pki-request"
+# In root's home (mode 0700 on Debian), so not even its short life is visible to other users.
+TICKET_FILE = "/root/.icinga2-agent.ticket"
+# Blocks on their own lines leave no blank lines behind in the generated Icinga DSL.
+JINJA = {"trim_blocks": True, "lstrip_blocks": True}
+TEMPLATES = {
+    "icinga2.conf": f"{ETC}/icinga2.conf",
+    "constants.conf": f"{ETC}/constants.conf",
+    "zones.conf": f"{ETC}/zones.conf",
+    "api.conf": f"{ETC}/features-available/api.conf",
+}
+
+# Names go into the Icinga DSL between double quotes: allow what host and zone names use.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class Icinga2DataError(ValueError):
+    """An icinga2_* inventory datum is unusable; the message names the key."""
+
+
+def _name(value, key):
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise Icinga2DataError(f"{key}: {value!r} is not a usable Icinga2 object name "
+                               "(letters, digits, '.', '_', '-')")
+    return value
+
+
+def settings(data):
+    """The template variables for this host, from its inventory data (validated here)."""
+    endpoints = data["icinga2_parent_endpoints"]
+    if not endpoints:
+        raise Icinga2DataError("icinga2_parent_endpoints: at least one parent endpoint is needed")
+    parents = []
+    for i, endpoint in enumerate(endpoints):
+        key = f"icinga2_parent_endpoints[{i}]"
+        if not isinstance(endpoint, dict) or not {"name", "host", "port"} >= set(endpoint) \
+                or "name" not in endpoint:
+            raise Icinga2DataError(f"{key}: must be {{'name': ..., 'host': ..., 'port': ...}}, "
+                                   f"got {endpoint!r}")
+        host_name = endpoint.get("host")
+        if host_name is not None:
+            _name(host_name, f"{key} host")
+        port = endpoint.get("port", 5665)
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise Icinga2DataError(f"{key} port: {port!r} is not a TCP port")
+        parents.append({"name": _name(endpoint["name"], f"{key} name"),
+                        "host": host_name, "port": port})
+    return {
+        "node_name": _name(data["icinga2_node_name"], "icinga2_node_name"),
+        "parent_zone": _name(data["icinga2_parent_zone"], "icinga2_parent_zone"),
+        "parent_endpoints": parents,
+        "global_zones": [_name(z, "icinga2_global_zones") for z in data["icinga2_global_zones"]],
+        "accept_config": bool(data["icinga2_accept_config"]),
+        "port": data["ports"]["icinga2"]["port"],
+    }
+
+
+@operation()
+def secret_file(content, dest, mode="600"):
+    """Upload `content` to `dest` without ever printing it (files.put shows it with --diff).
+
+    The temporary upload is made in the destination's directory, which must not be readable
+    by others (the ticket goes to /root).
+    """
+    yield FileUploadCommand(io.BytesIO(content.encode()), dest,
+                            remote_temp_filename=f"{dest}.upload")
+    yield f"chmod {mode} {dest}"
+
+
+def _ticket():
+    from inventories.validate import InventoryError, read_secret
+
+    name = host.data.icinga2_ticket_secret
+    ticket = read_secret(name).strip()
+    if not re.match(r"^[0-9a-f]{40}$", ticket):
+        raise InventoryError(f"secret {name}: not an Icinga2 ticket (40 hex digits, from "
+                             f"`icinga2 pki ticket --cn {host.data.icinga2_node_name}`)")
+    return ticket
+
+
+@deploy("Icinga2 agent")
+def agent():
+    """Package, zones and API listener from inventory, the signed certificate, reload."""
+    values = settings(host.data.dict())
+    apt.packages(name="Icinga2 and the monitoring plugins", packages=PACKAGES)
+
+    configs = [
+        files.template(name=f"Icinga2 {name}", src=f"files/icinga2_agent/{name}.j2",
+                       dest=dest, mode="644", jinja_env_kwargs=dict(JINJA), **values)
+        for name, dest in TEMPLATES.items()
+    ]
+    configs.append(files.link(name="Icinga2 api feature enabled",
+                              path=f"{ETC}/features-enabled/api.conf",
+                              target="../features-available/api.conf"))
+
+    files.put(name="Icinga2 PKI request script", src="files/icinga2_agent/pki-request.sh",
+                       dest=PKI_SCRIPT, mode="755")
+    signed = host.get_fact(File, path=f"{CERTS}/ca.crt")
+    if not signed:
+        parent = next((p for p in values["parent_endpoints"] if p["host"]), None)
+        if parent is None:
+            raise Icinga2DataError("icinga2_parent_endpoints: the agent has no certificate yet "
+                                   "and no parent endpoint has a `host` to request one from")
+        secret_file(name="Icinga2 ticket (from the secrets directory)", content=_ticket(),
+                    dest=TICKET_FILE)
+        configs.append(server.shell(
+            name=f"Icinga2 certificate signed by {parent['name']} (ticket)",
+            commands=[f"{PKI_SCRIPT} {values['node_name']} {parent['host']} {parent['port']} "
+                      f"{TICKET_FILE}"]))
+
+    server.shell(name="icinga2 daemon -C", commands=["icinga2 daemon -C"],
+                 _if=any_changed(*configs))
+    systemd.service(name="Icinga2 running", service="icinga2", running=True, enabled=True)
+    systemd.service(name="Reload Icinga2", service="icinga2", reloaded=True,
+                    _if=any_changed(*configs))
