@@ -1,0 +1,99 @@
+"""check backup: against mailstore.backup.status() (faked for the edges, real repositories too)."""
+import time
+
+import pytest
+
+from check_fixtures import check, perfdata
+from mailstore import backup
+
+NOW = time.time()
+
+
+def fake_status(monkeypatch, snapshots=3, age=3600, verify_age=86400, ok=True, damaged=0,
+                verified=True):
+    st = {"snapshots": snapshots,
+          "last_complete": NOW - age if age is not None else None,
+          "last_snapshot_id": "20261125T020000-ab12" if age is not None else None,
+          "last_verify": ({"time": NOW - verify_age, "ok": ok, "damaged": damaged}
+                          if verified else None)}
+    calls = []
+
+    def status(repo, key_file=None):
+        calls.append((repo, key_file))
+        return st
+    monkeypatch.setattr(backup, "status", status)
+    return calls
+
+
+def test_ok_reports_snapshot_age_count_and_verify(monkeypatch):
+    calls = fake_status(monkeypatch)
+    code, line, m = check("backup", "--repo", "/srv/backup", "--key-file", "/etc/k")
+    assert calls == [("/srv/backup", "/etc/k")]
+    assert code == 0, line
+    assert "last snapshot 20261125T020000-ab12 1.0h ago" in line and "3 snapshots" in line
+    perf = perfdata(m)
+    assert 3599 <= perf["age"][0] <= 3605 and perf["age"][1:4] == ("s", "93600", "180000")
+    assert perf["snapshots"][:4] == (3, "", "", "1:")
+    assert perf["damaged"][0] == 0
+    assert perf["verify_age"][2] == "691200"
+
+
+@pytest.mark.parametrize("age, code", [(93500, 0), (93700, 1), (179900, 1), (180100, 2)])
+def test_snapshot_age_edges(monkeypatch, age, code):
+    fake_status(monkeypatch, age=age)
+    got, line, m = check("backup", "--repo", "r")
+    assert got == code, line
+    if code:
+        assert "last complete snapshot is" in line
+
+
+def test_no_complete_snapshot_is_critical(monkeypatch):
+    fake_status(monkeypatch, snapshots=0, age=None, verified=False)
+    code, line, m = check("backup", "--repo", "r")
+    assert code == 2 and "no complete snapshot" in line
+
+
+def test_failed_verify_is_critical(monkeypatch):
+    fake_status(monkeypatch, ok=False, damaged=4)
+    code, line, m = check("backup", "--repo", "r")
+    assert code == 2 and "found 4 damaged" in line
+    assert perfdata(m)["damaged"][0] == 4
+
+
+def test_never_verified_warns(monkeypatch):
+    fake_status(monkeypatch, verified=False)
+    code, line, m = check("backup", "--repo", "r")
+    assert code == 1 and "never verified" in line
+
+
+@pytest.mark.parametrize("vage, opts, code", [
+    (691100, [], 0), (691300, [], 1), (691300, ["--verify-critical", "600000"], 2)])
+def test_verify_age_edges(monkeypatch, vage, opts, code):
+    fake_status(monkeypatch, verify_age=vage)
+    assert check("backup", "--repo", "r", *opts)[0] == code
+
+
+def test_snapshot_count_thresholds(monkeypatch):
+    fake_status(monkeypatch, snapshots=2)
+    assert check("backup", "--repo", "r", "--snapshots-warning", "7:")[0] == 1
+
+
+def test_repository_error_is_unknown(monkeypatch):
+    def status(repo, key_file=None):
+        raise backup.KeyFileError("key file /etc/k is readable by others (mode 0644)")
+    monkeypatch.setattr(backup, "status", status)
+    code, line, m = check("backup", "--repo", "r")
+    assert code == 3 and "mode 0644" in line
+
+
+# --- real repositories -------------------------------------------------------------------
+def test_missing_repository_is_unknown(tmp_path):
+    code, line, m = check("backup", "--repo", tmp_path / "nope")
+    assert code == 3 and "nope" in line
+
+
+def test_fresh_repository_without_snapshots_is_critical(tmp_path):
+    backup.init(str(tmp_path / "repo"))
+    code, line, m = check("backup", "--repo", tmp_path / "repo")
+    assert code == 2 and "no complete snapshot" in line
+    assert perfdata(m)["snapshots"][0] == 0
