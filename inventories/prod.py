@@ -1,0 +1,89 @@
+"""Production: the LXC host Infra02 and the container email.cacert.org on it.
+
+    export CACERT_EMAIL_SECRETS=/path/outside/the/repository
+    pyinfra inventories/prod.py deploy.py --limit infra02     # the container
+    pyinfra inventories/prod.py deploy.py --dry --diff        # what would change
+
+Facts from CAcert's infrastructure documentation ("Email", see DESIGN.md). No secret lives
+here: the secrets directory ($CACERT_EMAIL_SECRETS) holds ca.pem, <pair>.chain.pem and
+<pair>.key.pem for each pair of `certificates`, mysql_postfix.password and
+mysql_dovecot.password. Everything is validated when this file is loaded, before any host is
+touched (inventories/validate.py).
+
+SSH: both hosts are reached under these names; put the admins' jump host, user and key in
+~/.ssh/config (pyinfra's paramiko connector reads it).
+"""
+from inventories.validate import checked
+
+# Addresses of the container (eth0, MAC 00:ff:8f:e0:4a:90 on Infra02's bridge). The intranet
+# (email.intra.cacert.org 172.16.2.19) and internal (email.infra.cacert.org 10.0.0.19)
+# addresses are further interfaces of the same host, documented here for the reader.
+EMAIL = {
+    "debian_release": "bullseye",   # Debian 11 today; bookworm and trixie are served too
+    "container_name": "email",
+    "container_net": {
+        "link": "br0",
+        "hwaddr": "00:ff:8f:e0:4a:90",
+        "ipv4": "213.154.225.228/24",
+        "ipv4_gateway": None,
+        "ipv6": "2001:7b8:616:162:2::228/64",
+        "ipv6_gateway": None,
+    },
+    "mail_domain": "cacert.org",
+    "hostnames": {
+        "email": "email.cacert.org",
+        "community": "community.cacert.org",
+        "infra": "email.infra.cacert.org",
+        "intra": "email.intra.cacert.org",
+    },
+    # Who may reach which port: everything public except MariaDB (local), Icinga2 (the
+    # monitor) and the self-service API (the community host).
+    "ports": {
+        "ssh": {"port": 22, "from": "any"},
+        "smtp": {"port": 25, "from": "any"},
+        "http": {"port": 80, "from": "any"},
+        "pop3": {"port": 110, "from": "any"},
+        "imap": {"port": 143, "from": "any"},
+        "https": {"port": 443, "from": "any"},
+        "smtps": {"port": 465, "from": "any"},
+        "submission": {"port": 587, "from": "any"},
+        "imaps": {"port": 993, "from": "any"},
+        "pop3s": {"port": 995, "from": "any"},
+        "sieve": {"port": 4190, "from": "any"},
+        "mariadb": {"port": 3306, "from": "local"},
+        "icinga2": {"port": 5665, "from": "monitor"},
+        "selfservice_api": {"port": 9443, "from": "community"},
+    },
+    "certificates": {
+        # SMTP from the Internet, and Postfix's client certificate.
+        "email": {
+            "cert": "/etc/ssl/public/email.cacert.org.chain.pem",
+            "key": "/etc/ssl/private/email.cacert.org.key.pem",
+            "names": ["email.cacert.org"],
+            "services": ["postfix"],
+        },
+        # What users connect to: SMTPS, submission, IMAP(S), POP3(S), sieve, the web.
+        "community": {
+            "cert": "/etc/ssl/public/community.cacert.org.chain.pem",
+            "key": "/etc/ssl/private/community.cacert.org.key.pem",
+            "names": ["community.cacert.org"],
+            "services": ["postfix", "dovecot", "nginx"],
+        },
+        # The self-service API, internal name.
+        "selfservice_api": {
+            "cert": "/etc/cacert-selfservice-api/certs/server.crt.pem",
+            "key": "/etc/cacert-selfservice-api/private/server.key.pem",
+            "names": ["email.infra.cacert.org"],
+            "services": ["cacert-selfservice-api"],
+        },
+    },
+    "mail_root": "/home/mailboxes",
+    "mysql_database": "cacertusers",
+    "transports": {
+        "lists.cacert.org": "smtp:[lists.cacert.org]",
+        "issue.cacert.org": "smtp:[issue.cacert.org]",
+    },
+}
+
+infra02 = [("infra02", checked("infra02", dict(EMAIL)))]
+email = [("email.cacert.org", checked("email", dict(EMAIL)))]

@@ -1,0 +1,64 @@
+"""Dovecot: IMAP 143/993, POP3 110/995, ManageSieve 4190, LMTP for Postfix with sieve filtering,
+SQL users from cacertusers, mail in <mail_root>/<user>/Maildir owned by the vmail user.
+
+Templates are per Dovecot major version: files/dovecot/2.3/ serves bullseye and bookworm;
+trixie ships Dovecot 2.4, whose configuration syntax differs (a later issue adds
+files/dovecot/2.4/). The set is validated with `doveconf -c STAGED -n` before it is used.
+"""
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, server as server_ops, systemd
+
+from inventories.validate import InventoryError, read_password
+from operations import staging
+
+# Dovecot major version of each Debian release: the folder of templates it gets.
+DOVECOT_VERSION = {"bullseye": "2.3", "bookworm": "2.3"}
+PACKAGES = ["dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-mysql",
+            "dovecot-sieve", "dovecot-managesieved"]
+
+
+def template_dir(release):
+    """files/dovecot/<version>/ for `release`; a clear error where none exists yet."""
+    if release not in DOVECOT_VERSION:
+        raise InventoryError(f"debian_release={release}: no Dovecot templates for it yet "
+                             f"(have: {', '.join(sorted(DOVECOT_VERSION))})")
+    return f"files/dovecot/{DOVECOT_VERSION[release]}"
+
+
+def config_files(data, mysql_password):
+    """dovecot.conf and its SQL file, rendered for `data`."""
+    folder = template_dir(data["debian_release"])
+    return [
+        staging.ConfigFile("/etc/dovecot/dovecot.conf",
+                           staging.render(f"{folder}/dovecot.conf.j2", **data)),
+        # The auth process reads it as root; it holds the dovecot account's password.
+        staging.ConfigFile("/etc/dovecot/dovecot-sql.conf.ext",
+                           staging.render(f"{folder}/dovecot-sql.conf.ext.j2", **data,
+                                          password=mysql_password),
+                           mode="640", group="dovecot"),
+    ]
+
+
+@deploy("Dovecot")
+def server():
+    data = staging.data_context(host.data)
+    apt.packages(name="Dovecot with IMAP, POP3, LMTP, sieve, MariaDB", packages=PACKAGES)
+
+    server_ops.group(name="vmail group", group=data["vmail_user"], gid=data["vmail_uid"],
+                     system=True)
+    server_ops.user(name="vmail user (owns every Maildir)", user=data["vmail_user"],
+                    uid=data["vmail_uid"], group=data["vmail_user"], home=data["mail_root"],
+                    shell="/usr/sbin/nologin", system=True, create_home=False)
+    files.directory(name="Mail root", path=data["mail_root"], user=data["vmail_user"],
+                    group=data["vmail_user"], mode="750")
+
+    config = staging.files(
+        name="Dovecot configuration (checked before it is used)",
+        config_files=config_files(data, read_password("mysql_dovecot.password")),
+        stage=f"{staging.STAGING_ROOT}/dovecot",
+        check="doveconf -c {stage}/dovecot.conf -n >/dev/null",
+    )
+    systemd.service(name="Reload Dovecot", service="dovecot", running=True, enabled=True,
+                    reloaded=True, _if=config.did_change)
+    systemd.service(name="Dovecot running", service="dovecot", running=True, enabled=True)

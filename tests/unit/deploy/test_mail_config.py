@@ -1,0 +1,241 @@
+"""The mail path's files rendered with the lab's and production's inventory data."""
+import copy
+import runpy
+import shutil
+import subprocess
+from pathlib import Path
+
+import bcrypt
+import pytest
+from conftest import NAMES, REPO, write_secret
+
+from inventories import validate
+from operations import certificates, dovecot, mariadb, postfix
+
+
+def merged(overrides):
+    return {**validate.defaults(), **copy.deepcopy(overrides)}
+
+
+@pytest.fixture
+def lab_data(secrets, email_data):
+    validate.checked("email", email_data)
+    return merged(email_data)
+
+
+@pytest.fixture
+def prod_data(tmp_path, monkeypatch, pki):
+    """inventories/prod.py, loaded (and so validated) with production-named test secrets."""
+    directory = tmp_path / "prod-secrets"
+    write_secret(directory, "ca.pem", pki.pem_root())
+    for key, names in {"email": ["email.cacert.org"], "community": ["community.cacert.org"],
+                       "selfservice_api": ["email.infra.cacert.org"]}.items():
+        chain, private = pki.leaf(names)
+        write_secret(directory, f"{key}.chain.pem", chain)
+        write_secret(directory, f"{key}.key.pem", private)
+    write_secret(directory, "mysql_postfix.password", "p1-secret\n")
+    write_secret(directory, "mysql_dovecot.password", "p2-secret\n")
+    monkeypatch.setenv(validate.SECRETS_ENV, str(directory))
+    inventory = runpy.run_path(str(REPO / "inventories" / "prod.py"))
+    (name, data), = inventory["email"]
+    assert name == "email.cacert.org"
+    return merged(data)
+
+
+def by_dest(files):
+    return {f.dest: f for f in files}
+
+
+# --- production inventory -----------------------------------------------------------------
+
+def test_prod_inventory_without_secrets_stops_before_any_host(monkeypatch):
+    monkeypatch.delenv(validate.SECRETS_ENV, raising=False)
+    with pytest.raises(validate.InventoryError, match="CACERT_EMAIL_SECRETS is not set"):
+        runpy.run_path(str(REPO / "inventories" / "prod.py"))
+
+
+def test_prod_inventory_holds_the_documented_facts(prod_data):
+    assert prod_data["container_net"]["hwaddr"] == "00:ff:8f:e0:4a:90"
+    assert prod_data["container_net"]["ipv4"].startswith("213.154.225.228/")
+    assert prod_data["container_net"]["ipv6"].startswith("2001:7b8:616:162:2::228/")
+    assert prod_data["mysql_database"] == "cacertusers"
+    assert prod_data["ports"]["mariadb"] == {"port": 3306, "from": "local"}
+    assert prod_data["ports"]["selfservice_api"] == {"port": 9443, "from": "community"}
+    assert prod_data["certificates"]["community"]["cert"] == \
+        "/etc/ssl/public/community.cacert.org.chain.pem"
+    assert prod_data["mail_accounts"] == [] and prod_data["mail_aliases"] == []
+
+
+def test_no_secret_in_the_repository():
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert not [f for f in tracked if f.endswith((".key.pem", ".password"))]
+
+
+# --- Postfix -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["lab_data", "prod_data"])
+def test_postfix_renders_for_both_inventories(request, which):
+    data = request.getfixturevalue(which)
+    files = by_dest(postfix.config_files(data, "pw-x"))
+    main = files["/etc/postfix/main.cf"].content
+    assert f"myhostname = {data['hostnames']['email']}" in main
+    assert f"smtpd_tls_cert_file = {data['certificates']['email']['cert']}" in main
+    assert f"smtp_tls_cert_file = {data['certificates']['email']['cert']}" in main
+    assert "mailbox_transport = lmtp:unix:private/dovecot-lmtp" in main
+    assert "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, " \
+           "reject_unauth_destination" in main
+    assert "relayhost = \n" in main
+    master = files["/etc/postfix/master.cf"].content
+    for port in (25, 465, 587):
+        assert f"\n{port} " in "\n" + master
+    assert master.count(f"smtpd_tls_cert_file={data['certificates']['community']['cert']}") == 2
+    assert master.count("smtpd_sender_restrictions=reject_sender_login_mismatch") == 2
+    assert master.count("smtpd_tls_security_level=encrypt") == 2
+    assert "smtpd_tls_wrappermode=yes" in master
+
+
+def test_postfix_maps_and_aliases_for_the_lab(lab_data):
+    files = by_dest(postfix.config_files(lab_data, "pw-x"))
+    transport = files["/etc/postfix/transport"]
+    assert "lists.cacert.test smtp:[10.0.3.1]:2525\n" in transport.content
+    assert transport.then == "postmap /etc/postfix/transport"
+    assert transport.product == "/etc/postfix/transport.db"
+    aliases = files["/etc/aliases"]
+    assert "postmaster: alice@cacert.test\n" in aliases.content       # send_as False
+    assert "pr:" not in aliases.content                               # send_as: the table
+    assert aliases.then == "postalias /etc/aliases"
+    sender = files["/etc/postfix/mysql-sender-logins.cf"]
+    assert (sender.mode, sender.group) == ("640", "postfix")
+    assert "password = pw-x\n" in sender.content
+    assert "query = SELECT owner FROM postfix_sender_logins WHERE address = '%s'" in sender.content
+
+
+def test_arbitration_and_bcc_from_inventory(lab_data):
+    lab_data["arbitration_rewrites"] = [
+        {"match": r"^gone@cacert\.test$", "to": "support+deletedaccounts@cacert.test"}]
+    lab_data["recipient_bcc"] = {"pr@cacert.test": "bob@cacert.test"}
+    files = by_dest(postfix.config_files(lab_data, "pw"))
+    assert "/^gone@cacert\\.test$/ support+deletedaccounts@cacert.test\n" in \
+        files["/etc/postfix/arbitration"].content
+    assert "pr@cacert.test bob@cacert.test\n" in files["/etc/postfix/cacert-inc-bcc"].content
+
+
+def test_relayhost_and_extra_parameters(lab_data):
+    lab_data["relayhost"] = "[emailout.cacert.test]"
+    lab_data["postfix_main_cf_extra"] = {"message_size_limit": 52428800}
+    main = by_dest(postfix.config_files(lab_data, "pw"))["/etc/postfix/main.cf"].content
+    assert "relayhost = [emailout.cacert.test]\n" in main
+    assert main.rstrip().endswith("message_size_limit = 52428800")
+
+
+def test_a_missing_datum_is_an_error_not_an_empty_value(lab_data):
+    del lab_data["relayhost"]
+    with pytest.raises(Exception, match="relayhost"):
+        postfix.config_files(lab_data, "pw")
+
+
+# --- Dovecot -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["lab_data", "prod_data"])
+def test_dovecot_renders_for_both_inventories(request, which):
+    data = request.getfixturevalue(which)
+    files = by_dest(dovecot.config_files(data, "pw-d"))
+    conf = files["/etc/dovecot/dovecot.conf"].content
+    assert "ssl = required\n" in conf and "disable_plaintext_auth = yes\n" in conf
+    assert f"ssl_cert = <{data['certificates']['community']['cert']}\n" in conf
+    assert "unix_listener /var/spool/postfix/private/dovecot-lmtp" in conf
+    assert "unix_listener /var/spool/postfix/private/auth" in conf
+    assert "mail_plugins = $mail_plugins sieve" in conf
+    sql = files["/etc/dovecot/dovecot-sql.conf.ext"]
+    assert (sql.mode, sql.group) == ("640", "dovecot")
+    assert f"CONCAT('{data['mail_root']}/', mailbox) AS home" in sql.content
+    assert "password=pw-d" in sql.content
+
+
+def test_trixie_is_refused_until_its_templates_exist(lab_data):
+    lab_data["debian_release"] = "trixie"
+    with pytest.raises(validate.InventoryError, match="trixie: no Dovecot templates"):
+        dovecot.config_files(lab_data, "pw")
+
+
+@pytest.mark.skipif(not shutil.which("doveconf"), reason="doveconf (dovecot-core) not installed")
+def test_rendered_dovecot_conf_passes_doveconf(lab_data, secrets, tmp_path):
+    """The real validator accepts what the template makes (certificates at temporary paths)."""
+    for key in NAMES:
+        lab_data["certificates"][key]["cert"] = str(secrets / f"{key}.chain.pem")
+        lab_data["certificates"][key]["key"] = str(secrets / f"{key}.key.pem")
+    conf = by_dest(dovecot.config_files(lab_data, "pw"))["/etc/dovecot/dovecot.conf"]
+    content = conf.content
+    if not Path("/usr/lib/dovecot/managesieve").exists():
+        # This machine has dovecot-core only (no pigeonhole): the lab tests the full set.
+        content = content.replace("protocols = imap pop3 lmtp sieve", "protocols = imap pop3 lmtp")
+    path = tmp_path / "dovecot.conf"
+    path.write_text(content)
+    result = subprocess.run(["doveconf", "-c", str(path), "-n"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "ssl = required" in result.stdout
+
+
+@pytest.mark.skipif(not shutil.which("doveconf"), reason="doveconf (dovecot-core) not installed")
+def test_doveconf_refuses_a_broken_conf(tmp_path):
+    path = tmp_path / "dovecot.conf"
+    path.write_text("protocols = imap\nno_such_setting = 1\n")
+    result = subprocess.run(["doveconf", "-c", str(path), "-n"], capture_output=True, text=True)
+    assert result.returncode != 0 and "no_such_setting" in result.stderr
+
+
+# --- MariaDB -------------------------------------------------------------------------------
+
+def test_password_hash_is_stable_and_verifies():
+    first = mariadb.password_hash("alice@cacert.test", "alice-pw-123")
+    assert first == mariadb.password_hash("alice@cacert.test", "alice-pw-123")
+    assert first != mariadb.password_hash("bob@cacert.test", "alice-pw-123")   # per-login salt
+    assert first.startswith("{BLF-CRYPT}$2b$10$")
+    hashed = first[len("{BLF-CRYPT}"):].encode()
+    assert bcrypt.checkpw(b"alice-pw-123", hashed)
+    assert not bcrypt.checkpw(b"alice-pw-124", hashed)
+
+
+@pytest.mark.skipif(not shutil.which("doveadm"), reason="doveadm (dovecot-core) not installed")
+def test_dovecot_verifies_the_hash():
+    hashed = mariadb.password_hash("alice@cacert.test", "alice-pw-123")
+    ok = subprocess.run(["doveadm", "pw", "-t", hashed, "-p", "alice-pw-123"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "(verified)" in ok.stdout
+    bad = subprocess.run(["doveadm", "pw", "-t", hashed, "-p", "wrong"], capture_output=True)
+    assert bad.returncode != 0
+
+
+def test_sql_files(lab_data):
+    schema, accounts, seed = mariadb.sql_files(lab_data)
+    assert all(f.mode == "600" for f in (schema, accounts, seed))
+    assert "CREATE DATABASE IF NOT EXISTS `cacertusers`" in schema.content
+    assert "CREATE TABLE IF NOT EXISTS users" in schema.content
+    assert schema.content.count("CREATE OR REPLACE SQL SECURITY DEFINER VIEW") == 4
+    assert "ALTER USER 'postfix'@'localhost' IDENTIFIED BY 'postfix-Secret-1';" in accounts.content
+    grants = [line for line in accounts.content.splitlines() if line.startswith("GRANT")]
+    assert grants == [
+        "GRANT SELECT ON `cacertusers`.`dovecot_users` TO 'dovecot'@'localhost';",
+        "GRANT SELECT ON `cacertusers`.`postfix_mailboxes` TO 'postfix'@'localhost';",
+        "GRANT SELECT ON `cacertusers`.`postfix_aliases` TO 'postfix'@'localhost';",
+        "GRANT SELECT ON `cacertusers`.`postfix_sender_logins` TO 'postfix'@'localhost';",
+    ]
+    assert "VALUES ('alice@cacert.test', 'alice', '{BLF-CRYPT}$2b$10$" in seed.content
+    assert "VALUES ('pr@cacert.test', 'alice@cacert.test', 1)" in seed.content
+    assert "postmaster@" not in seed.content               # send_as False: /etc/aliases
+    assert "alice-pw-123" not in seed.content             # only the hash
+
+
+def test_sql_files_for_prod_seed_nothing(prod_data):
+    seed = mariadb.sql_files(prod_data)[2].content
+    assert "INSERT" not in seed
+
+
+# --- certificates -------------------------------------------------------------------------
+
+def test_reload_only_running_services():
+    assert certificates._reload_running(["postfix", "nginx"]) == [
+        "if systemctl is-active --quiet postfix; then systemctl reload-or-restart postfix; fi",
+        "if systemctl is-active --quiet nginx; then systemctl reload-or-restart nginx; fi",
+    ]

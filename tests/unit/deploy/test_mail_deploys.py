@@ -1,0 +1,64 @@
+"""The mail path's @deploy functions against a fake host (tests/unit/deploy/fake_host.py)."""
+from conftest import NAMES
+
+from operations import certificates, dovecot, mariadb, postfix
+from tests.unit.deploy import fake_host
+
+# A Debian host that has none of the mail path yet.
+FRESH = {"Os": "Linux", "LinuxName": "Debian", "Groups": [], "Users": {},
+         "Which": "/usr/sbin/useradd"}
+
+
+def run(deploy, data):
+    """The operations of `deploy`, named without the "<Deploy> | " prefix."""
+    ops = fake_host.run(deploy, facts=FRESH, data=data)
+    for op in ops:
+        op.name = op.name.split(" | ", 1)[-1]
+    return ops
+
+
+def _certificates(email_data):
+    return {"certificates": email_data["certificates"]}
+
+
+def test_certificates_on_a_fresh_host(secrets, email_data):
+    ops = run(certificates.install, data=email_data)
+    names = [op.name for op in ops]
+    for key in NAMES:
+        assert f"{key} certificate chain" in names and f"{key} private key" in names
+    key_op = next(op for op in ops if op.name == "email private key")
+    assert "chmod 600 /etc/ssl/private/email.cacert.org.key.pem" in key_op.commands
+    reload = next(op for op in ops if op.name.startswith("Reload the services using the "
+                                                         "community"))
+    assert reload.commands == certificates._reload_running(["postfix", "dovecot", "nginx"])
+
+
+def test_a_key_group_makes_the_key_group_readable(secrets, email_data):
+    email_data["certificates"]["selfservice_api"]["key_group"] = "cacert-selfservice-api"
+    ops = run(certificates.install, data=email_data)
+    key_op = next(op for op in ops if op.name == "selfservice_api private key")
+    assert "chmod 640 /etc/cacert-selfservice-api/private/server.key.pem" in key_op.commands
+    assert any("cacert-selfservice-api" in c and "chown" in c for c in key_op.commands)
+
+
+def test_postfix_deploy_validates_before_reloading(secrets, email_data):
+    ops = run(postfix.server, data=email_data)
+    names = [op.name for op in ops]
+    config = names.index("Postfix configuration (checked before it is used)")
+    assert names.index("Reload Postfix") > config
+    commands = ops[config].commands
+    assert commands.index(postfix.CHECK.format(stage="/var/lib/cacert-deploy/staging/postfix")) \
+        < min(i for i, c in enumerate(commands) if "mv -f" in c)
+    assert "postmap /etc/postfix/transport" in commands
+    assert "postalias /etc/aliases" in commands
+    # Passwords travel in uploaded files, never in a command line.
+    assert not any("postfix-Secret-1" in c for op in ops for c in op.commands)
+
+
+def test_dovecot_and_mariadb_deploys_never_show_a_password(secrets, email_data):
+    for deploy in (dovecot.server, mariadb.server):
+        ops = run(deploy, data=email_data)
+        assert ops
+        for op in ops:
+            for command in op.commands:
+                assert "Secret" not in command and "alice-pw-123" not in command, op.name
