@@ -16,6 +16,7 @@ Tables (the catalog is the source of truth; a pack or object it does not name is
   (`dbdump`), with their metadata and object.
 - `verifications`: the result of each `verify`, for `status()` and the monitoring check.
 """
+import os
 import sqlite3
 
 SCHEMA_VERSION = 1
@@ -104,17 +105,20 @@ CREATE TABLE IF NOT EXISTS verifications (
 
 
 def connect(path, readonly=False):
-    """Open the catalog. Read-only opens never create the file and never take a write lock."""
+    """Open the catalog; `readonly` connections refuse writes (PRAGMA query_only).
+
+    Readers still open the file read-write: after a run was killed mid-transaction, SQLite
+    must roll the hot journal back on the next open, which a read-only open cannot do.
+    """
+    if not os.path.exists(path):
+        raise sqlite3.OperationalError("catalog {} is missing".format(path))
+    conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
+    # A rollback journal rather than WAL: the repository stays a plain set of files that
+    # can be copied off-site with rsync while no run is writing.
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.execute("PRAGMA synchronous=FULL")
     if readonly:
-        conn = sqlite3.connect("file:{}?mode=ro".format(path), uri=True, timeout=60,
-                               isolation_level=None)
-    else:
-        conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
-        # A rollback journal rather than WAL: the repository stays a plain set of files that
-        # can be copied off-site with rsync while no run is writing.
-        conn.execute("PRAGMA journal_mode=DELETE")
-        conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute("PRAGMA query_only=1")
     return conn
 
 

@@ -154,9 +154,13 @@ class PackWriter:
         if self._file is None:
             return
         f, name, entries, size = self._file, self._name, self._entries, self._offset
+        try:
+            f.flush()
+            os.fsync(f.fileno())
+        except BaseException:
+            self.abort()        # e.g. ENOSPC on the last write: give the space back
+            raise
         self._file = None
-        f.flush()
-        os.fsync(f.fileno())
         f.close()
         final = pack_path(self.packs_dir, name)
         os.makedirs(os.path.dirname(final), exist_ok=True)
@@ -171,7 +175,7 @@ class PackWriter:
         try:
             self._file.close()
         except OSError:
-            pass
+            pass    # close() flushes the buffer, which fails again on a full disk
         try:
             os.unlink(os.path.join(self.tmp_dir, self._name + ".pack"))
         except OSError:

@@ -57,6 +57,7 @@ def init(path, key_file=None, pack_size=DEFAULT_PACK_SIZE):
         # A record of fixed content: decrypting it proves that a key fits this repository.
         "key_check": codec.encode(codec.object_id(_KEY_CHECK), _KEY_CHECK).hex() if key else None,
     }
+    open(os.path.join(path, "catalog.sqlite"), "xb").close()
     conn = catalog.connect(os.path.join(path, "catalog.sqlite"))
     try:
         catalog.create(conn)

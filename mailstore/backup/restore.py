@@ -302,6 +302,8 @@ def _execute(repo, target, plan, merge, progress):
                   key=lambda f: len(_file_parts(f)))
     for f in dirs:
         target.dir(_file_parts(f))
+    recorded = {_file_parts(f) for f in dirs}
+    temp_dirs = {}
     present = {}
     for m in plan["messages"]:
         user, folder, subdir, name, uniq = m[0], m[1], m[2], m[3], m[4]
@@ -321,8 +323,13 @@ def _execute(repo, target, plan, merge, progress):
                 user, maildir.message_relpath(folder, subdir, name), e))
             continue
         parts = _folder_parts(user, folder, subdir) + (name,)
+        if (user, folder) not in temp_dirs:
+            # Write into the Maildir's own tmp/ (where Dovecot expects unfinished files), but
+            # do not create a tmp/ the snapshot did not have: the copy would not be exact.
+            tmp = _folder_parts(user, folder, "tmp")
+            temp_dirs[(user, folder)] = tmp if tmp in recorded or target.exists(tmp) else None
         if target.write(parts, data, (m[5], m[6], m[7], m[8]),
-                        temp_dir=_folder_parts(user, folder, "tmp")):
+                        temp_dir=temp_dirs[(user, folder)]):
             result["messages"] += 1
             result["bytes"] += len(data)
             if merge:

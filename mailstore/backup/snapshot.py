@@ -5,10 +5,11 @@ snapshot with the same size, mtime and inode is the same immutable file, whateve
 say, so it reuses that snapshot's object without being opened. Only new or rewritten files are
 read, hashed, and (when their content is new to the repository) compressed into a pack.
 
-Atomicity: objects go to packs that are made durable before the catalog names them; the
-snapshot row and its contents are inserted in one transaction at the very end. A run that dies
-at any point before that commit leaves no snapshot behind, only unreferenced packs/objects that
-the next run (`clean_up`) or `prune` removes. Earlier snapshots are never modified.
+Atomicity: new objects go to packs that are made durable (fsync) during the run; the catalog
+learns about them, the snapshot row and its contents in ONE transaction at the very end. A run
+that dies at any point before that commit leaves no snapshot and no catalog change behind, only
+pack files the catalog does not name, which the next run (`clean_up`) deletes; a run that fails
+(ENOSPC, I/O error) deletes its packs itself. Earlier snapshots are never modified.
 """
 import errno
 import os
@@ -23,7 +24,7 @@ import time
 from mailstore import maildir
 from mailstore.backup import catalog, headers
 from mailstore.backup.errors import BackupError
-from mailstore.backup.objects import PackWriter
+from mailstore.backup.objects import PackWriter, pack_path
 from mailstore.backup.repository import Repository
 
 # Kinds of UserTree entries kept. Index files are caches Dovecot rebuilds; tmp/ holds
@@ -47,7 +48,9 @@ class _Run:
         self.stats = dict(messages=0, bytes=0, new_objects=0, new_bytes=0, read_files=0,
                           read_bytes=0, warnings=0)
         self.warnings = []
-        self.pending = set()          # ids in the pack being written
+        self.added = set()            # ids of the objects this run wrote
+        self.sealed = []              # (name, size, time) of the packs this run finished
+        self.new_objects = []         # rows for the objects table
         self.writer = PackWriter(repo.tmp_dir, repo.packs_dir, repo.pack_size, self._sealed)
         self.next_message_id = (self.db.execute("SELECT max(id) FROM messages").fetchone()[0]
                                 or 0) + 1
@@ -81,25 +84,33 @@ class _Run:
 
     # -- objects ---------------------------------------------------------------------------
     def _sealed(self, name, size, entries):
-        with catalog.transaction(self.db):
-            self.db.execute("INSERT INTO packs VALUES (?, ?, ?)", (name, size, time.time()))
-            self.db.executemany(
-                "INSERT OR IGNORE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(oid, name, off, length, plain,
-                  self.codec.seal(h[0]) if h else None,
-                  self.codec.seal(h[1]) if h else None,
-                  h[2] if h else None)
-                 for oid, off, length, plain, h in entries])
-        self.pending.clear()
+        # Recorded in the catalog only by commit(), together with the snapshot: until then
+        # the pack is garbage to every other process, and clean_up removes it after a crash.
+        self.sealed.append((name, size, time.time()))
+        self.new_objects.extend(
+            (oid, name, off, length, plain,
+             self.codec.seal(h[0]) if h else None, self.codec.seal(h[1]) if h else None,
+             h[2] if h else None)
+            for oid, off, length, plain, h in entries)
+
+    def discard(self):
+        """After a failure: remove every pack this run wrote (the catalog names none of them),
+        so that a full disk gets its space back. Never raises."""
+        self.writer.abort()
+        for name, _size, _t in self.sealed:
+            try:
+                os.unlink(pack_path(self.repo.packs_dir, name))
+            except OSError:
+                pass
 
     def store(self, data, is_message):
         """The id of `data`, adding it to the repository if it is new there."""
         oid = self.codec.object_id(data)
-        if oid in self.pending or self.db.execute(
+        if oid in self.added or self.db.execute(
                 "SELECT 1 FROM objects WHERE id = ?", (oid,)).fetchone():
             return oid
         record = self.codec.encode(oid, data)
-        self.pending.add(oid)
+        self.added.add(oid)
         self.writer.add(oid, record, len(data), headers.decode(data) if is_message else None)
         self.stats["new_objects"] += 1
         self.stats["new_bytes"] += len(record)
@@ -267,6 +278,9 @@ class _Run:
         self.writer.seal()
         snapshot_id = new_snapshot_id(self.started)
         with catalog.transaction(self.db):
+            self.db.executemany("INSERT INTO packs VALUES (?, ?, ?)", self.sealed)
+            self.db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                self.new_objects)
             self.db.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                                 self.new_messages)
             cur = self.db.execute(
@@ -340,7 +354,7 @@ def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait
                 state.database_dump(mysql_dump, dump_command)
             snapshot_id = state.commit(source_root, now())
         except BaseException as e:
-            state.writer.abort()
+            state.discard()
             if isinstance(e, OSError):
                 raise BackupError("backup run failed, no snapshot recorded (earlier snapshots "
                                   "are intact): {}".format(_describe(e))) from e

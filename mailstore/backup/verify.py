@@ -7,6 +7,7 @@ each damaged object is reported with the messages/files that use it and the snap
 belong to. The result is recorded in the catalog for `status()`.
 """
 import os
+import sqlite3
 import time
 
 from mailstore import maildir
@@ -68,13 +69,17 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, wait=0, pro
         report = [_describe(db, oid, problem) for oid, problem in sorted(damaged.items())]
         ok = not damaged and not size_mismatch
         snapshot_id = resolve_snapshot(db, snapshot)[1] if snapshot is not None else None
-        with catalog.transaction(db):
-            db.execute("INSERT INTO verifications VALUES (?, ?, ?, ?, ?, ?)",
-                       (time.time(), snapshot_id, int(bool(read_data)), int(ok), len(damaged),
-                        checked))
+        try:
+            with catalog.transaction(db):
+                db.execute("INSERT INTO verifications VALUES (?, ?, ?, ?, ?, ?)",
+                           (time.time(), snapshot_id, int(bool(read_data)), int(ok),
+                            len(damaged), checked))
+            recorded = True
+        except sqlite3.Error:
+            recorded = False    # e.g. a full disk: the check itself still counts
     return {"ok": ok, "snapshots": len(seqs), "objects": len(needed), "read": checked
             if read_data else 0, "damaged": report, "missing_packs": sorted(missing_packs),
-            "pack_size_mismatch": sorted(size_mismatch)}
+            "pack_size_mismatch": sorted(size_mismatch), "recorded": recorded}
 
 
 def _needed_objects(db, seqs):

@@ -9,7 +9,7 @@ USERS = {
 
 
 def message_bytes(user, folder, i, extra=b""):
-    subject = "=?utf-8?q?R=C3=A9union?= {} {}".format(folder or "INBOX", i)
+    subject = "=?utf-8?q?R=C3=A9union?= {} {}".format(folder[1:] or "INBOX", i)
     return ("From: Sender {i} <sender{i}@example.org>\r\nTo: {u}@cacert.test\r\n"
             "Subject: {s}\r\nDate: Tue, {d:02d} Nov 2026 10:00:00 +0000\r\n"
             "Message-ID: <{u}.{i}@example.org>\r\n\r\nHello {u}, message {i} in {f}.\r\n"
