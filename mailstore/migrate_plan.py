@@ -272,5 +272,9 @@ def content_paths(source: UserTree, copied: Optional[set] = None) -> List[str]:
         paths |= {m.relpath for m in source.messages}
         paths |= {e.relpath for e in source.index + source.other}
     else:
-        paths |= set(copied)
+        # only what still exists in the source: a file copied early may since have been
+        # renamed (flags) or expunged there, and the target followed it
+        present = {m.relpath for m in source.messages}
+        present |= {e.relpath for e in source.index + source.other}
+        paths |= set(copied) & present
     return sorted(paths)
