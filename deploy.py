@@ -7,11 +7,12 @@ This file only composes; each step lives in operations/<concern>.py.
 """
 from pyinfra import host
 
-from operations import base, infra02, lab_host, lab_icinga_master
+from operations import base, infra02, lab_host, lab_icinga_master, lab_selfservice_repo
 
 if "lab_host" in host.groups:
     lab_host.prepare()
     lab_icinga_master.master()
+    lab_selfservice_repo.repository()
 if "infra02" in host.groups:
     infra02.container()
 if "email" in host.groups:

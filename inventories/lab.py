@@ -70,6 +70,16 @@ _SHARED = {
     "icinga2_parent_endpoints": [
         {"name": "master.cacert.test", "host": t.BRIDGE_ADDRESS, "port": 5665},
     ],
+    # The lab's signed apt repository with a stand-in package (operations/lab_selfservice_repo.py)
+    # and the lab CA, which signs the test clients' certificates.
+    "selfservice_api_repo": {
+        "url": f"http://{t.BRIDGE_ADDRESS}:8080/",
+        "suite": "lab",
+        "components": ["main"],
+        "key": ".lab/selfservice-repo/public/archive-key.asc",
+        "direct": True,
+    },
+    "selfservice_api_client_ca": ".lab/ca.pem",
     # A sink on the lab host (tests may listen there) stands in for the Lists and Issue hosts.
     "transports": {
         "lists.cacert.test": f"smtp:[{t.BRIDGE_ADDRESS}]:2525",
