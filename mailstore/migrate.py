@@ -368,6 +368,7 @@ def _rename_user(source_root, target_root, r: UserResult, journal) -> None:
         journal.record("rename", r.user, messages=r.messages, bytes=r.bytes)
         mx.KILL.tick()
         os.rename(src, dst)            # fails (ENOTEMPTY/EEXIST) rather than merge
+        mx.KILL.tick()
         mx.fsync_dir(target_root)
         mx.fsync_dir(source_root)
     else:
