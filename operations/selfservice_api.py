@@ -13,7 +13,8 @@
 config.yaml (files/selfservice_api/config.yaml.j2) is this deploy's description of what the
 package needs: listen address/port, server certificate and key, client CA and CRL, the
 database reached over the MariaDB socket as the account of the same name (unix_socket
-authentication), and the mail domain.
+authentication, created here: files/selfservice_api/grants.sql.j2; needs mariadb.server()
+to have run first), and the mail domain.
 """
 import re
 from pathlib import Path
@@ -32,6 +33,8 @@ CLIENT_CA = f"{ETC}/certs/client-ca.pem"
 KEYRING = f"/etc/apt/keyrings/{NAME}.asc"
 SOURCES = f"/etc/apt/sources.list.d/{NAME}.sources"
 APT_DIRECT = f"/etc/apt/apt.conf.d/80{NAME}-direct"
+# The grants as last applied without error (a failed run removes it, so the next one retries).
+GRANTS = "/var/lib/cacert-deploy/selfservice-api/grants.sql"
 PLACEHOLDER = "PLACEHOLDER"
 
 
@@ -127,6 +130,11 @@ def install():
                           mode="644")
     config = files.template(name="config.yaml", src="files/selfservice_api/config.yaml.j2",
                             dest=CONFIG, user="root", group=NAME, mode="640", **values)
+    grants = files.template(name="MariaDB account (SQL)", src="files/selfservice_api/grants.sql.j2",
+                            dest=GRANTS, mode="600", create_remote_dir=True, **values)
+    server.shell(name="MariaDB account and grants",
+                 commands=[f"mysql < {GRANTS} || {{ rm -f {GRANTS}; exit 1; }}"],
+                 _if=grants.did_change)
     systemd.service(name=f"{NAME} enabled and running", service=NAME, running=True,
                     enabled=True)
     systemd.service(name=f"Restart {NAME} (config changed)", service=NAME, restarted=True,

@@ -20,6 +20,24 @@ icinga() {
         -DRunAsUser=root -DRunAsGroup=root
 }
 alive() { [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+# Processes of a master from this same tree whose pidfile is gone (e.g. `.lab/` was removed
+# and made anew): found by their exact config file argument, never by a name.
+stale() {
+    for proc in /proc/[0-9]*; do
+        if tr '\0' '\n' <"$proc/cmdline" 2>/dev/null | grep -qxF -- "$conf"; then
+            echo "${proc#/proc/}"
+        fi
+    done
+}
+terminate() {  # pids...: TERM, then KILL what is left after 10 s
+    [ $# -gt 0 ] || return 0
+    kill "$@" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$@" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -9 "$@" 2>/dev/null || true
+}
 random() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 case $cmd in
@@ -57,6 +75,8 @@ validate)
 start)
     alive && exit 0
     icinga daemon -C -c "$conf" -x warning
+    # shellcheck disable=SC2046
+    terminate $(stale)
     rm -f "$pidfile"
     icinga daemon -c "$conf" --daemonize -e "$dir/log/error.log"
     for _ in $(seq 100); do alive && exit 0; sleep 0.1; done
@@ -68,7 +88,9 @@ reload)
     if alive; then kill -HUP "$(cat "$pidfile")"; else "$0" "$dir" start; fi
     ;;
 stop)
-    if alive; then kill "$(cat "$pidfile")"; fi
+    # shellcheck disable=SC2046
+    terminate $(stale)
+    rm -f "$pidfile"
     ;;
 *)
     echo "usage: master.sh DIR setup|validate|start|reload|stop" >&2

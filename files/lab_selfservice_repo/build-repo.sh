@@ -49,4 +49,5 @@ apt-ftparchive \
 mv "$work/Release" "dists/$suite/Release"
 gpg --batch --yes --clearsign -o "dists/$suite/InRelease" "dists/$suite/Release"
 gpg --batch --yes --armor --detach-sign -o "dists/$suite/Release.gpg" "dists/$suite/Release"
+gpgconf --kill gpg-agent
 echo "$digest" >"$dir/built.sha256"

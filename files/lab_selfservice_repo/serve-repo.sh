@@ -8,6 +8,15 @@
 # rebuilt repository is served without a restart.
 set -eu
 directory=$1 address=$2 port=$3 pidfile=$4 logfile=$5
+# A server for this directory that lost its pidfile (`.lab/` removed and made anew) is
+# adopted: found by its exact --directory argument, never by a name.
+for proc in /proc/[0-9]*; do
+    args=$(tr '\0' '\n' <"$proc/cmdline" 2>/dev/null) || continue
+    if echo "$args" | grep -qxF http.server && echo "$args" | grep -qxF -- "$directory"; then
+        echo "${proc#/proc/}" >"$pidfile"
+        exit 0
+    fi
+done
 setsid python3 -m http.server "$port" --bind "$address" --directory "$directory" \
     </dev/null >>"$logfile" 2>&1 &
 echo $! >"$pidfile"
