@@ -99,7 +99,7 @@ class Fact(nagiosplugin.Context):
 
 
 class Headline(nagiosplugin.Summary):
-    """OK: the resource's own headline; problem: every non-OK finding, worst first."""
+    """OK: the resource's headline; problem: every non-OK finding, worst first, then it."""
 
     def __init__(self, headline):
         self.headline = headline
@@ -110,7 +110,13 @@ class Headline(nagiosplugin.Summary):
     def problem(self, results):
         bad = [r for r in results if r.state != nagiosplugin.Ok]
         bad.sort(key=lambda r: -int(r.state))
-        return "; ".join(_result_text(r) for r in bad)
+        text = "; ".join(_result_text(r) for r in bad)
+        # the findings first, then the context an operator would look up next
+        try:
+            context = self.headline()
+        except Exception:  # noqa: BLE001 - the probe failed before it had any context
+            context = ""
+        return "%s; %s" % (text, context) if context else text
 
 
 def _result_text(result):

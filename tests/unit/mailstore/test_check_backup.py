@@ -1,4 +1,5 @@
 """check backup: against mailstore.backup.status() (faked for the edges, real repositories too)."""
+import os
 import time
 
 import pytest
@@ -97,3 +98,47 @@ def test_fresh_repository_without_snapshots_is_critical(tmp_path):
     code, line, m = check("backup", "--repo", tmp_path / "repo")
     assert code == 2 and "no complete snapshot" in line
     assert perfdata(m)["snapshots"][0] == 0
+
+
+def _backup_cli(*args):
+    from click.testing import CliRunner
+    from mailstore.cli import main
+    result = CliRunner().invoke(main, ["backup"] + [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def test_real_repository_through_its_life(tmp_path):
+    """init, run, verify, damage — made with `mailstore backup`, judged by `check backup`."""
+    from backup_fixtures import make_tree
+    repo, key = tmp_path / "repo", tmp_path / "key"
+    assert _backup_cli("init", repo, "--key-file", key)[0] == 0
+    make_tree(str(tmp_path / "src"))
+    code, out = _backup_cli("run", repo, tmp_path / "src", "--key-file", key)
+    assert code == 0, out
+    snapshot_id = out.split()[-1]
+
+    code, line, m = check("backup", "--repo", repo, "--key-file", key)
+    assert code == 1 and "never verified" in line           # a backup nobody checked
+    assert "last snapshot %s" % snapshot_id in line
+    perf = perfdata(m)
+    assert perf["snapshots"][0] == 1 and perf["age"][0] < 120
+
+    assert _backup_cli("verify", repo, "--key-file", key)[0] == 0
+    code, line, m = check("backup", "--repo", repo, "--key-file", key)
+    assert code == 0, line
+    assert "verified" in line and perfdata(m)["damaged"][0] == 0
+
+    # a night without a backup: the thresholds are about the snapshot's finish time
+    code, line, m = check("backup", "--repo", repo, "-w", "~:0", "-c", "~:0")
+    assert code == 0
+    code, line, m = check("backup", "--repo", repo, "-w", "@0:3600")
+    assert code == 1 and "last complete snapshot is" in line
+
+    # a damaged pack: the next verify fails and the check turns CRITICAL
+    packs = [os.path.join(d, f) for d, _, fs in os.walk(str(repo / "packs")) for f in fs]
+    assert packs
+    os.truncate(packs[0], 10)
+    code, out = _backup_cli("verify", repo, "--key-file", key)
+    assert code == 1
+    code, line, m = check("backup", "--repo", repo, "--key-file", key)
+    assert code == 2 and "damaged" in line and perfdata(m)["damaged"][0] >= 1
