@@ -354,6 +354,8 @@ class Api:
     def __init__(self, url, ca_file, username, password, timeout=DEFAULT_TIMEOUT):
         import requests
         from icinga2api.client import Client
+        if not url.startswith("https://"):
+            raise IcingaError("Icinga API URL must start with https:// (got %r)" % url)
         if not ca_file:
             raise IcingaError("refusing to talk to the Icinga API without a CA certificate "
                               "(--ca): the connection would not be verified")
@@ -363,8 +365,6 @@ class Api:
                     raise IcingaError("CA file %s holds no PEM certificate" % ca_file)
         except OSError as e:
             raise IcingaError("cannot read CA file %s: %s" % (ca_file, e.strerror))
-        if not url.startswith("https://"):
-            raise IcingaError("Icinga API URL must start with https:// (got %r)" % url)
         self.url = url.rstrip("/") + "/"
         self.ca_file = ca_file
         self.timeout = timeout
