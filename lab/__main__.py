@@ -69,8 +69,10 @@ def _container_release():
     if not LXC_DIR.exists():
         return None
     os_release = ROOTFS / "etc" / "os-release"
-    complete = ((LXC_DIR / "config").is_file() and os_release.is_file()
-                and (ROOTFS / "usr" / "sbin" / "sshd").exists())
+    # lxc-create keeps its "partial" marker until the template has finished.
+    complete = ((LXC_DIR / "config").is_file() and not (LXC_DIR / "partial").exists()
+                and os_release.is_file() and (ROOTFS / "usr" / "sbin" / "sshd").exists()
+                and any((ROOTFS / "etc" / "ssh").glob("ssh_host_*_key.pub")))
     if not complete:
         return ""
     for line in os_release.read_text().splitlines():
@@ -127,6 +129,15 @@ def _wait_for_ssh(timeout=180):
                    f"(look inside: lxc-attach -n {t.CONTAINER})")
 
 
+def _settle_packages():
+    """Let an apt run that a killed deploy left behind in the container finish, and finish
+    an interrupted dpkg; otherwise the next deploy fails on the dpkg lock or state."""
+    script = ("for i in $(seq 300); do pgrep -x 'apt-get|dpkg|apt' >/dev/null || break; "
+              "sleep 1; done; DEBIAN_FRONTEND=noninteractive dpkg --configure -a")
+    if _run(ssh_argv(script)).returncode != 0:
+        raise LabError("dpkg --configure -a failed in the container (output above)")
+
+
 # --- lab.json ----------------------------------------------------------------------------
 def lab_description(release, accounts):
     """The contents of .lab/lab.json, exactly the contract in DESIGN.md."""
@@ -167,6 +178,7 @@ def up(release):
         mark = phase("phase 1 (lab host + container)", mark)
         _write_known_hosts()
         _wait_for_ssh()
+        _settle_packages()
         mark = phase("container reachable over SSH", mark)
         _pyinfra("email")
         mark = phase("phase 2 (deploy over SSH)", mark)

@@ -20,6 +20,7 @@ LXC_PATH = "/var/lib/lxc"
 class ContainerState(FactBase):
     """`{"state": "RUNNING"|"STOPPED"|..., "release": "bookworm"}`, or None if it does not exist.
 
+    "PARTIAL" means an interrupted lxc-create left it (LXC's own `partial` marker).
     The release is the rootfs' VERSION_CODENAME (read on the host, so also when stopped).
     """
 
@@ -27,7 +28,9 @@ class ContainerState(FactBase):
         rootfs = shlex.quote(f"{lxc_path}/{container}/rootfs")
         config = shlex.quote(f"{lxc_path}/{container}/config")
         return (
-            f"if [ -f {config} ]; then "
+            f"if [ -e {shlex.quote(f'{lxc_path}/{container}/partial')} ]; then "
+            "echo state=PARTIAL; "
+            f"elif [ -f {config} ]; then "
             f"echo state=$(lxc-info -P {shlex.quote(lxc_path)} -n {shlex.quote(container)} -s -H "
             "2>/dev/null || echo UNKNOWN); "
             f"(. {rootfs}/etc/os-release 2>/dev/null && echo release=$VERSION_CODENAME); "
@@ -57,6 +60,11 @@ def container():
     files.directory(name="Data volume directory on the host", path=data.data_volume_host_path)
 
     state = host.get_fact(ContainerState, container=name)
+    if state and state["state"] == "PARTIAL":
+        raise DeployError(
+            f"container {name} is half-made (an lxc-create was interrupted: "
+            f"{directory}/partial exists): check that nothing of value is in it, then "
+            f"lxc-destroy -n {name} and run again")
     if state and state["release"] and state["release"] != release:
         raise DeployError(
             f"container {name} runs Debian {state['release']} but the inventory says "

@@ -87,3 +87,9 @@ def test_container_state_fact_parses_lxc_info():
     assert fact.process(["state=STOPPED", "release=trixie"]) == {"state": "STOPPED",
                                                                  "release": "trixie"}
     assert fact.process(["state=RUNNING"]) == {"state": "RUNNING", "release": ""}
+
+
+def test_half_made_container_stops_the_run_with_the_way_out():
+    with pytest.raises(DeployError, match="half-made.*lxc-destroy -n email"):
+        run(infra02.container, data=DATA, groups=("infra02",),
+            facts={"ContainerState": {"state": "PARTIAL", "release": ""}})
