@@ -7,7 +7,8 @@ This file only composes; each step lives in operations/<concern>.py.
 """
 from pyinfra import host
 
-from operations import base, infra02, lab_host, lab_icinga_master, lab_selfservice_repo
+from operations import (base, icinga2_agent, infra02, lab_host, lab_icinga_master,
+                        lab_selfservice_repo, selfservice_api)
 
 if "lab_host" in host.groups:
     lab_host.prepare()
@@ -17,3 +18,5 @@ if "infra02" in host.groups:
     infra02.container()
 if "email" in host.groups:
     base.system()
+    selfservice_api.account()  # before certificates: the API's key is installed for its group
+    icinga2_agent.agent()

@@ -96,6 +96,8 @@ certificates = {
         "key": "/etc/cacert-selfservice-api/private/server.key.pem",
         "names": ["email.infra.cacert.org"],
         "services": ["cacert-selfservice-api"],
+        # The API runs as this user, not root; selfservice_api.account() creates the group.
+        "key_group": "cacert-selfservice-api",
     },
 }
 # Warn (and fail the validation with --strict... see validate.py) when a certificate expires
