@@ -15,8 +15,9 @@ def decode(data):
 
     Never raises: a message with broken headers is still backed up, just harder to find.
     """
-    end = data.find(b"\n\n", 0, _HEADER_LIMIT)
-    head = data[:end + 1] if end >= 0 else data[:_HEADER_LIMIT]
+    ends = [i for i in (data.find(b"\n\n", 0, _HEADER_LIMIT),
+                        data.find(b"\r\n\r\n", 0, _HEADER_LIMIT)) if i >= 0]
+    head = data[:min(ends) + 1] if ends else data[:_HEADER_LIMIT]
     try:
         msg = _parser.parsebytes(head)
     except Exception:

@@ -30,6 +30,23 @@ CODEC_ZLIB = 1
 NONCE_BYTES = 12
 # zlib level 1: most of the size win on mail text at a fraction of the CPU of the default 6.
 ZLIB_LEVEL = 1
+# Most of a mail store's bytes are base64 attachments: 6 bits of entropy per byte and no
+# repeats for LZ77 to find. There, Huffman-only deflate gets the same ~25 % (even a little
+# more) at about 3.5x the speed of level 1, which spends its time searching for matches that
+# do not exist. A 2 KiB sample from the middle of a message decides which one to use; both
+# produce plain deflate streams, so reading needs no flag.
+_SAMPLE = 2048
+_ENTROPIC = 0.6
+
+
+def compress(data):
+    if len(data) >= 4 * _SAMPLE:
+        middle = len(data) // 2
+        sample = data[middle:middle + _SAMPLE]
+        if len(zlib.compress(sample, ZLIB_LEVEL)) > _ENTROPIC * len(sample):
+            c = zlib.compressobj(ZLIB_LEVEL, zlib.DEFLATED, 15, 8, zlib.Z_HUFFMAN_ONLY)
+            return c.compress(data) + c.flush()
+    return zlib.compress(data, ZLIB_LEVEL)
 
 
 class DamagedObject(Exception):
@@ -54,7 +71,7 @@ class Codec:
 
     def encode(self, object_id, data):
         """The full record bytes for `data`, whose id is `object_id`."""
-        packed = zlib.compress(data, ZLIB_LEVEL)
+        packed = compress(data)
         if len(packed) < len(data):
             codec = CODEC_ZLIB
         else:

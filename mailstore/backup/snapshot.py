@@ -11,6 +11,7 @@ that dies at any point before that commit leaves no snapshot and no catalog chan
 pack files the catalog does not name, which the next run (`clean_up`) deletes; a run that fails
 (ENOSPC, I/O error) deletes its packs itself. Earlier snapshots are never modified.
 """
+import collections
 import errno
 import os
 import secrets
@@ -20,6 +21,7 @@ import sqlite3
 import stat
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from mailstore import maildir
 from mailstore.backup import catalog, headers
@@ -39,7 +41,7 @@ def new_snapshot_id(now):
 class _Run:
     """The state of one run (internal): the previous snapshot's index and what was added."""
 
-    def __init__(self, repo, now, progress):
+    def __init__(self, repo, now, progress, workers=None):
         self.repo = repo
         self.db = repo.db
         self.codec = repo.codec
@@ -48,7 +50,11 @@ class _Run:
         self.stats = dict(messages=0, bytes=0, new_objects=0, new_bytes=0, read_files=0,
                           read_bytes=0, warnings=0)
         self.warnings = []
-        self.added = set()            # ids of the objects this run wrote
+        # every object id in the repository, plus those this run wrote (read by workers)
+        self.known = {r[0] for r in self.db.execute("SELECT id FROM objects")}
+        self.pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
+        self.jobs = collections.deque()
+        self.window = 64
         self.sealed = []              # (name, size, time) of the packs this run finished
         self.new_objects = []         # rows for the objects table
         self.writer = PackWriter(repo.tmp_dir, repo.packs_dir, repo.pack_size, self._sealed)
@@ -96,6 +102,9 @@ class _Run:
     def discard(self):
         """After a failure: remove every pack this run wrote (the catalog names none of them),
         so that a full disk gets its space back. Never raises."""
+        for future, _user, _prev in self.jobs:
+            future.cancel()
+        self.pool.shutdown(wait=True)
         self.writer.abort()
         for name, _size, _t in self.sealed:
             try:
@@ -104,47 +113,28 @@ class _Run:
                 pass
 
     def store(self, data, is_message):
-        """The id of `data`, adding it to the repository if it is new there."""
-        oid = self.codec.object_id(data)
-        if oid in self.added or self.db.execute(
-                "SELECT 1 FROM objects WHERE id = ?", (oid,)).fetchone():
-            return oid
-        record = self.codec.encode(oid, data)
-        self.added.add(oid)
-        self.writer.add(oid, record, len(data), headers.decode(data) if is_message else None)
-        self.stats["new_objects"] += 1
-        self.stats["new_bytes"] += len(record)
+        """The id of `data`, adding it to the repository if it is new there (main thread)."""
+        oid, record, hdrs = _prepare(self.codec, self.known, data, is_message)
+        return self._add(oid, record, len(data), hdrs)
+
+    def _add(self, oid, record, size, hdrs):
+        if record is not None and oid not in self.known:
+            self.known.add(oid)
+            self.writer.add(oid, record, size, hdrs)
+            self.stats["new_objects"] += 1
+            self.stats["new_bytes"] += len(record)
         return oid
 
     def read(self, path):
-        """(bytes, stat) of a regular file, never through a symlink; None if it vanished."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
-        except PermissionError:
-            # O_NOATIME is refused unless we own the file or are root: retry without it
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
+        """(bytes, stat) of a regular file (main thread); None if it vanished."""
+        got = _read(path)
+        if isinstance(got, str):
+            self.warn(got)
             return None
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise BackupError("{} became a symbolic link; not followed".format(path))
-            raise
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise BackupError("{} is no longer a regular file".format(path))
-            chunks = []
-            while True:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
-        data = b"".join(chunks)
-        self.stats["read_files"] += 1
-        self.stats["read_bytes"] += len(data)
-        return data, st
+        if got is not None:
+            self.stats["read_files"] += 1
+            self.stats["read_bytes"] += len(got[0])
+        return got
 
     # -- mail ------------------------------------------------------------------------------
     def user(self, root, name):
@@ -168,6 +158,7 @@ class _Run:
                       os.path.join(tree.path, e.relpath), e)
         for m in tree.messages:
             self.message(tree.path, name, m)
+        self.drain()
         if self.progress:
             self.progress("user {}: {} messages".format(name, len(tree.messages)))
 
@@ -189,22 +180,40 @@ class _Run:
                            None))
 
     def message(self, user_dir, user, m):
+        """Decide for one scanned message: reuse the previous object, or read it (in a worker
+        thread; the result is recorded by _finish on this thread, in any order)."""
         prev = self.prev_messages.get((user, m.folder, m.unique))
         if prev is not None and (prev[6], prev[7], prev[11]) == (m.size, m.mtime_ns, m.inode):
             oid = prev[12]
         else:
             oid = self.prev_inodes.get((m.inode, m.size, m.mtime_ns))
-        if oid is None:
-            got = self.read(os.path.join(user_dir, m.relpath))
-            if got is None:
-                m = _renamed(user_dir, m)
-                got = self.read(os.path.join(user_dir, m.relpath)) if m else None
-                if got is None:
-                    return      # expunged since the scan
-            data, st = got
-            oid = self.store(data, is_message=True)
-            m = m._replace(size=len(data), mtime_ns=st.st_mtime_ns, uid=st.st_uid,
-                           gid=st.st_gid, mode=stat.S_IMODE(st.st_mode), inode=st.st_ino)
+        if oid is not None:
+            self._record(user, m, oid, prev)
+            return
+        self.jobs.append((self.pool.submit(_load_message, self.codec, self.known, user_dir, m),
+                          user, prev))
+        # a bounded window keeps memory flat however big the mailboxes are
+        while len(self.jobs) > self.window:
+            self._finish(*self.jobs.popleft())
+
+    def drain(self):
+        while self.jobs:
+            self._finish(*self.jobs.popleft())
+
+    def _finish(self, future, user, prev):
+        got = future.result()
+        if got is None:
+            return              # expunged since the scan
+        if isinstance(got, str):
+            self.warn(got)
+            return
+        m, size, oid, record, hdrs = got
+        self.stats["read_files"] += 1
+        self.stats["read_bytes"] += size
+        self._add(oid, record, size, hdrs)
+        self._record(user, m, oid, prev)
+
+    def _record(self, user, m, oid, prev):
         row = (user, m.folder, m.subdir, m.name, m.unique, m.size, m.mtime_ns, m.uid, m.gid,
                m.mode, m.inode, oid)
         if prev is not None and tuple(prev[1:]) == row:
@@ -275,6 +284,8 @@ class _Run:
 
     # -- commit ----------------------------------------------------------------------------
     def commit(self, source, finished):
+        self.drain()
+        self.pool.shutdown(wait=True)
         self.writer.seal()
         snapshot_id = new_snapshot_id(self.started)
         with catalog.transaction(self.db):
@@ -297,6 +308,62 @@ class _Run:
             self.db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                                 ((seq,) + row for row in self.files))
         return snapshot_id
+
+
+def _read(path):
+    """(bytes, stat) of a regular file, never through a symlink; None if it vanished; a
+    warning text if it is no longer a regular file. Safe to call from worker threads."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
+    except PermissionError:
+        # O_NOATIME is refused unless we own the file or are root: retry without it
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "{}: became a symbolic link; not followed".format(path)
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return "{}: no longer a regular file; skipped".format(path)
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks), st
+
+
+def _prepare(codec, known, data, is_message):
+    """(id, record or None if already stored, headers): the CPU-heavy part, thread-safe
+    (hashing, zlib and AES all release the GIL)."""
+    oid = codec.object_id(data)
+    if oid in known:
+        return oid, None, None
+    return oid, codec.encode(oid, data), headers.decode(data) if is_message else None
+
+
+def _load_message(codec, known, user_dir, m):
+    """Worker: read, hash and encode one message; follows a rename made since the scan."""
+    got = _read(os.path.join(user_dir, m.relpath))
+    if got is None:
+        m = _renamed(user_dir, m)
+        got = _read(os.path.join(user_dir, m.relpath)) if m else None
+    if got is None or isinstance(got, str):
+        return got
+    data, st = got
+    oid, record, hdrs = _prepare(codec, known, data, True)
+    m = m._replace(size=len(data), mtime_ns=st.st_mtime_ns, uid=st.st_uid, gid=st.st_gid,
+                   mode=stat.S_IMODE(st.st_mode), inode=st.st_ino)
+    return m, len(data), oid, record, hdrs
 
 
 def _folder_of(relpath):
@@ -325,12 +392,13 @@ def _renamed(user_dir, m):
 
 
 def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait=0,
-        now=time.time, progress=None, dump_command=None):
+        now=time.time, progress=None, dump_command=None, workers=None):
     """Take a snapshot of every user under `source_root`; return a summary dict.
 
     `include`: config paths to add; `mysql_dump`: a database name to dump consistently
     (`dump_command` overrides the dump command line, for tests). `now`: the clock (tests use a
     fake one to give snapshots chosen dates). `wait`: seconds to wait for the repository lock.
+    `workers`: threads that read, hash and compress (default: CPU count, at most 4).
     The summary has the snapshot `id`, counters (messages, bytes, new_objects, new_bytes,
     read_files, read_bytes) and `warnings` (text); a snapshot with warnings is complete but
     something was skipped (a symlink in a message directory, an unreadable directory...).
@@ -341,7 +409,7 @@ def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait
     with Repository(repo_path, key_file=key_file) as repo:
         repo.lock(exclusive=True, wait=wait)
         repo.clean_up()
-        state = _Run(repo, now, progress)
+        state = _Run(repo, now, progress, workers)
         try:
             users, anomalies = maildir.list_users(source_root)
             for a in anomalies:

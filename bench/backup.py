@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Backup benchmark: mailstore vs rsync --link-dest (rsnapshot's method), borg and restic.
+
+    .venv/bin/python bench/backup.py [--messages 100000] [--users 50] [--work bench/out/backup]
+
+Same corpus (bench/corpus.py), same machine, one run, every tool in turn:
+  1. initial backup of the corpus,
+  2. a day of IMAP use (corpus.mutate: 10 % flag renames, 1 % new mail, 1 % expunged),
+     then the incremental backup; "new bytes" is how much the repository grew,
+  3. restore of one user (the biggest mailbox) into an empty directory,
+  4. repository size after both backups.
+Page cache is dropped before every timed step when /proc/sys/vm/drop_caches is writable
+(root), so reads come from the disk as they would for a nightly run. mailstore, borg and
+restic all encrypt (borg repokey, restic always, mailstore with a key file); borg and restic
+use their default compression. Prints a table with ratios (other tool / mailstore). Not a test.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+import corpus  # noqa: E402
+
+PASSWORD = "benchmark-only-passphrase"
+ENV = dict(os.environ, BORG_PASSPHRASE=PASSWORD, RESTIC_PASSWORD=PASSWORD,
+           BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes", BORG_RELOCATED_REPO_ACCESS_IS_OK="yes")
+
+
+def drop_caches():
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def du(path):
+    """Bytes used under path (hard links counted once), like `du -s --block-size=1`."""
+    out = subprocess.run(["du", "-s", "--block-size=1", path], stdout=subprocess.PIPE,
+                         check=True, text=True).stdout
+    return int(out.split()[0])
+
+
+def timed(cmd, cwd=None):
+    drop_caches()
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - t
+    if proc.returncode not in (0,):
+        raise RuntimeError("{} failed ({}): {}".format(" ".join(cmd), proc.returncode,
+                                                         proc.stderr[-2000:]))
+    return elapsed, proc.stdout
+
+
+class Mailstore:
+    name = "mailstore"
+
+    def __init__(self, work, src):
+        self.repo, self.key, self.src = os.path.join(work, "ms-repo"), \
+            os.path.join(work, "ms-key"), src
+        self.cli = [sys.executable, "-m", "mailstore", "backup"]
+
+    def init(self):
+        subprocess.run(self.cli + ["init", self.repo, "--key-file", self.key], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def backup(self, label):
+        t, out = timed(self.cli + ["run", self.repo, self.src, "--key-file", self.key,
+                                   "--json"])
+        self.last = json.loads(out)
+        return t
+
+    def restore(self, user, target):
+        return timed(self.cli + ["restore", self.repo, "latest", target, "--user", user,
+                                 "--key-file", self.key])[0]
+
+    def size(self):
+        return du(self.repo)
+
+
+class Rsync:
+    name = "rsync --link-dest"
+
+    def __init__(self, work, src):
+        self.dest, self.src = os.path.join(work, "rsync"), src
+        self.prev = None
+
+    def init(self):
+        os.makedirs(self.dest)
+
+    def backup(self, label):
+        cmd = ["rsync", "-a", "--delete"]
+        if self.prev:
+            cmd.append("--link-dest=" + os.path.join(self.dest, self.prev))
+        cmd += [self.src + "/", os.path.join(self.dest, label) + "/"]
+        t = timed(cmd)[0]
+        self.prev = label
+        return t
+
+    def restore(self, user, target):
+        os.makedirs(target)
+        return timed(["rsync", "-a", os.path.join(self.dest, self.prev, user) + "/",
+                      os.path.join(target, user) + "/"])[0]
+
+    def size(self):
+        return du(self.dest)
+
+
+class Borg:
+    name = "borg"
+
+    def __init__(self, work, src):
+        self.repo, self.src = os.path.join(work, "borg"), src
+
+    def init(self):
+        subprocess.run(["borg", "init", "--encryption=repokey", self.repo], env=ENV, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def backup(self, label):
+        self.last = label
+        return timed(["borg", "create", self.repo + "::" + label, "."], cwd=self.src)[0]
+
+    def restore(self, user, target):
+        os.makedirs(target)
+        return timed(["borg", "extract", self.repo + "::" + self.last, user], cwd=target)[0]
+
+    def size(self):
+        return du(self.repo)
+
+
+class Restic:
+    name = "restic"
+
+    def __init__(self, work, src):
+        self.repo, self.src = os.path.join(work, "restic"), src
+        self.cache = os.path.join(work, "restic-cache")
+
+    def init(self):
+        subprocess.run(["restic", "init", "-r", self.repo, "--cache-dir", self.cache], env=ENV,
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def backup(self, label):
+        return timed(["restic", "-r", self.repo, "--cache-dir", self.cache, "backup", "-q",
+                      self.src])[0]
+
+    def restore(self, user, target):
+        return timed(["restic", "-r", self.repo, "--cache-dir", self.cache, "restore",
+                      "latest", "--target", target, "--include",
+                      os.path.join(self.src, user)])[0]
+
+    def size(self):
+        return du(self.repo)
+
+
+TOOLS = {"mailstore": Mailstore, "rsync": Rsync, "borg": Borg, "restic": Restic}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--messages", type=int, default=100000)
+    p.add_argument("--users", type=int, default=50)
+    p.add_argument("--work", default=os.path.join(HERE, "out", "backup"))
+    p.add_argument("--tools", default="mailstore,rsync,borg,restic")
+    a = p.parse_args(argv)
+    tools = [t for t in a.tools.split(",")]
+    missing = [t for t in tools if t != "mailstore" and not shutil.which(t)]
+    if missing:
+        sys.exit("not installed: {} (apt-get install rsync borgbackup restic)".format(
+            ", ".join(missing)))
+    if os.path.exists(a.work):
+        shutil.rmtree(a.work)
+    os.makedirs(a.work)
+    src = os.path.join(a.work, "corpus")
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    log("generating {} messages for {} users ...".format(a.messages, a.users))
+    stats = corpus.generate(src, a.messages, a.users, seed=1)
+    log("corpus: {} messages, {:.0f} MB in {:.0f} s; page cache dropped before each step: {}"
+        .format(stats["messages"], stats["bytes"] / 1e6, stats["seconds"], drop_caches()))
+    runners = [TOOLS[t](a.work, src) for t in tools]
+    results = {r.name: {} for r in runners}
+    for r in runners:
+        r.init()
+        results[r.name]["initial"] = r.backup("s1")
+        results[r.name]["size1"] = r.size()
+        log("{}: initial {:.1f} s".format(r.name, results[r.name]["initial"]))
+    changes = corpus.mutate(src, seed=2, renames=0.10, new=0.01, expunged=0.01)
+    log("mutated: {}".format(changes))
+    for r in runners:
+        results[r.name]["incremental"] = r.backup("s2")
+        results[r.name]["size2"] = r.size()
+        log("{}: incremental {:.1f} s".format(r.name, results[r.name]["incremental"]))
+    biggest = max((u for u in os.listdir(src)), key=lambda u: du(os.path.join(src, u)))
+    for r in runners:
+        target = os.path.join(a.work, "restore-" + r.name.split()[0])
+        results[r.name]["restore"] = r.restore(biggest, target)
+        log("{}: restore {:.1f} s".format(r.name, results[r.name]["restore"]))
+        shutil.rmtree(target)
+    ms = results.get("mailstore")
+    print()
+    print("Backup benchmark: {} messages, {} users, {:.0f} MB; day of changes: {} renamed, {} "
+          "new, {} expunged; restore of {} ({:.0f} MB)".format(
+              stats["messages"], stats["users"], stats["bytes"] / 1e6, changes["renamed"],
+              changes["new"], changes["expunged"], biggest, du(os.path.join(src, biggest)) / 1e6))
+    header = "{:<18} {:>10} {:>12} {:>14} {:>10} {:>12}".format(
+        "tool", "initial s", "incremental s", "incr. new MB", "restore s", "repo MB")
+    print(header)
+    print("-" * len(header))
+    for name, r in results.items():
+        print("{:<18} {:>10.1f} {:>12.2f} {:>14.1f} {:>10.1f} {:>12.0f}".format(
+            name, r["initial"], r["incremental"], (r["size2"] - r["size1"]) / 1e6, r["restore"],
+            r["size2"] / 1e6))
+    if ms:
+        print()
+        print("ratios (tool time / mailstore time; >1 means mailstore is faster)")
+        for name, r in results.items():
+            if name == "mailstore":
+                continue
+            print("{:<18} initial {:>6.2f}x   incremental {:>6.1f}x   restore {:>6.2f}x   "
+                  "repo size {:>5.2f}x".format(
+                      name, r["initial"] / ms["initial"], r["incremental"] / ms["incremental"],
+                      r["restore"] / ms["restore"], r["size2"] / ms["size2"]))
+    for r in runners:
+        if isinstance(r, Mailstore):
+            print("\nmailstore incremental: read {} files ({:.1f} MB), {} new objects, "
+                  "{:.1f} MB new".format(r.last["read_files"], r.last["read_bytes"] / 1e6,
+                                         r.last["new_objects"], r.last["new_bytes"] / 1e6))
+
+
+if __name__ == "__main__":
+    main()
