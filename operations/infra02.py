@@ -11,6 +11,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api import FactBase, deploy
 from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.server import Mounts
 from pyinfra.operations import apt, files, server
 
 # Debian's LXC default; the container's config and rootfs live below it.
@@ -57,7 +58,13 @@ def container():
     apt.packages(name="LXC and the Debian template",
                  packages=["lxc", "lxc-templates", "debootstrap", "distro-info"])
 
-    files.directory(name="Data volume directory on the host", path=data.data_volume_host_path)
+    volume = data.data_volume_host_path
+    # Without the volume mounted, the bind mount would put mail on Infra02's root filesystem.
+    # (The lab host mounts its image later in this same run: operations/lab_host.py.)
+    if "lab_host" not in host.groups and volume not in host.get_fact(Mounts):
+        raise DeployError(f"{volume} is not a mounted filesystem: mount the mail data volume "
+                          "there first (data_volume_host_path in the inventory)")
+    files.directory(name="Data volume directory on the host", path=volume)
 
     state = host.get_fact(ContainerState, container=name)
     if state and state["state"] == "PARTIAL":

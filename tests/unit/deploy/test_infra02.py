@@ -11,6 +11,7 @@ PROD_NET = {"link": "br0", "hwaddr": "00:ff:8f:e0:4a:90", "ipv4": "213.154.225.2
             "ipv4_gateway": "213.154.225.1", "ipv6": "2001:7b8:616:162:2::228/64",
             "ipv6_gateway": "2001:7b8:616:162::1"}
 DATA = {"container_net": PROD_NET, "root_authorized_keys": ["ssh-ed25519 AAAAC3Nz deploy"]}
+MOUNTED = {"/srv/email-data": {"device": "/dev/mapper/vg-mail", "type": "ext4", "options": []}}
 
 
 def _uploads(ops):
@@ -25,7 +26,7 @@ def _names(ops):
 
 
 def test_new_container_is_created_configured_and_started():
-    ops = run(infra02.container, data=DATA, groups=("infra02",))
+    ops = run(infra02.container, data=DATA, groups=("infra02",), facts={"Mounts": MOUNTED})
     names = _names(ops)
     create = ops[names.index("Create container email (Debian bookworm)")]
     assert create.commands == [
@@ -51,14 +52,14 @@ def test_new_container_is_created_configured_and_started():
 
 
 def test_no_proxy_and_no_nameservers_in_production_defaults():
-    ops = run(infra02.container, data=DATA, groups=("infra02",))
+    ops = run(infra02.container, data=DATA, groups=("infra02",), facts={"Mounts": MOUNTED})
     uploads = _uploads(ops)
     assert not any(path.endswith("01proxy") for path in uploads)
     assert not any(path.endswith("resolv.conf") for path in uploads)
 
 
 def test_lab_data_sets_proxy_and_nameservers():
-    ops = run(infra02.container, groups=("infra02",), data={
+    ops = run(infra02.container, groups=("infra02",), facts={"Mounts": MOUNTED}, data={
         **DATA, "apt_proxy": "http://10.0.3.1:3142", "container_nameservers": ["10.0.3.1"]})
     uploads = _uploads(ops)
     assert 'Acquire::http::Proxy "http://10.0.3.1:3142";' in \
@@ -68,7 +69,8 @@ def test_lab_data_sets_proxy_and_nameservers():
 
 def test_existing_running_container_is_not_created_again():
     ops = run(infra02.container, data=DATA, groups=("infra02",),
-              facts={"ContainerState": {"state": "RUNNING", "release": "bookworm"}})
+              facts={"Mounts": MOUNTED,
+                     "ContainerState": {"state": "RUNNING", "release": "bookworm"}})
     names = _names(ops)
     assert not any(n.startswith("Create container") for n in names)
     assert "Start container email" not in names
@@ -78,7 +80,8 @@ def test_existing_running_container_is_not_created_again():
 def test_container_of_another_release_is_never_destroyed():
     with pytest.raises(DeployError, match="runs Debian bullseye but the inventory says bookworm"):
         run(infra02.container, data=DATA, groups=("infra02",),
-            facts={"ContainerState": {"state": "RUNNING", "release": "bullseye"}})
+            facts={"Mounts": MOUNTED,
+                   "ContainerState": {"state": "RUNNING", "release": "bullseye"}})
 
 
 def test_container_state_fact_parses_lxc_info():
@@ -92,4 +95,16 @@ def test_container_state_fact_parses_lxc_info():
 def test_half_made_container_stops_the_run_with_the_way_out():
     with pytest.raises(DeployError, match="half-made.*lxc-destroy -n email"):
         run(infra02.container, data=DATA, groups=("infra02",),
-            facts={"ContainerState": {"state": "PARTIAL", "release": ""}})
+            facts={"Mounts": MOUNTED,
+                   "ContainerState": {"state": "PARTIAL", "release": ""}})
+
+
+def test_unmounted_data_volume_stops_the_run():
+    with pytest.raises(DeployError, match="/srv/email-data is not a mounted filesystem"):
+        run(infra02.container, data=DATA, groups=("infra02",), facts={"Mounts": {}})
+
+
+def test_lab_host_mounts_its_volume_in_the_same_run():
+    ops = run(infra02.container, data=DATA, groups=("infra02", "lab_host"),
+              facts={"Mounts": {}})
+    assert any(op.name.endswith("Data volume directory on the host") for op in ops)
