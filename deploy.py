@@ -7,8 +7,9 @@ This file only composes; each step lives in operations/<concern>.py.
 """
 from pyinfra import host
 
-from operations import (base, icinga2_agent, infra02, lab_host, lab_icinga_master,
-                        lab_selfservice_repo, selfservice_api)
+from operations import (base, certificates, dovecot, icinga2_agent, infra02, lab_host,
+                        lab_icinga_master, lab_selfservice_repo, mariadb, postfix,
+                        selfservice_api)
 
 if "lab_host" in host.groups:
     lab_host.prepare()
@@ -19,4 +20,8 @@ if "infra02" in host.groups:
 if "email" in host.groups:
     base.system()
     selfservice_api.account()  # before certificates: the API's key is installed for its group
+    certificates.install()
+    mariadb.server()
+    postfix.server()
+    dovecot.server()
     icinga2_agent.agent()

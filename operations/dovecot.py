@@ -5,7 +5,7 @@ Templates are per Dovecot major version: files/dovecot/2.3/ serves bullseye and 
 trixie ships Dovecot 2.4, whose configuration syntax differs (a later issue adds
 files/dovecot/2.4/). The set is validated with `doveconf -c STAGED -n` before it is used.
 """
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server as server_ops, systemd
 
@@ -43,6 +43,12 @@ def config_files(data, mysql_password):
 @deploy("Dovecot")
 def server():
     data = staging.data_context(host.data)
+    if data["debian_release"] not in DOVECOT_VERSION:
+        # Not an error (yet): the rest of the deploy must keep working on trixie while its
+        # Dovecot 2.4 templates are written. The run says loudly that the mail path is partial.
+        logger.warning(f"{host.name}: Dovecot NOT deployed: no templates for Dovecot on "
+                       f"{data['debian_release']} yet (files/dovecot/<version>/)")
+        return
     apt.packages(name="Dovecot with IMAP, POP3, LMTP, sieve, MariaDB", packages=PACKAGES)
 
     server_ops.group(name="vmail group", group=data["vmail_user"], gid=data["vmail_uid"],
