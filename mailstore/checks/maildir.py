@@ -74,8 +74,8 @@ def save_cache(path, root, dirs):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = "%s.%d.tmp" % (path, os.getpid())
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"version": CACHE_VERSION, "root": os.path.abspath(root), "dirs": dirs}, f,
-                      separators=(",", ":"))
+            f.write(json.dumps({"version": CACHE_VERSION, "root": os.path.abspath(root),
+                                "dirs": dirs}, separators=(",", ":")))
         os.replace(tmp, path)
         return True
     except OSError:
@@ -293,7 +293,9 @@ class Maildirs(nagiosplugin.Resource):
         cache = load_cache(self.cache_file, self.root)
         scan = self.scan = Scan(self.root, cache, self.owner_uid, self.stale_age,
                                 self.max_cache_age).run()
-        self.cache_saved = save_cache(self.cache_file, self.root, scan.new)
+        # nothing re-listed and nothing gone: the file on disk already says all this
+        if scan.new != cache:
+            self.cache_saved = save_cache(self.cache_file, self.root, scan.new)
         self.examples = dict(scan.examples)
         if scan.problems:
             raise nagiosplugin.CheckError("cannot read %d director%s, e.g. %s" % (

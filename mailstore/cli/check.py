@@ -14,7 +14,7 @@ import sys
 import click
 import nagiosplugin
 
-from mailstore.checks.plugin import DEFAULT_TIMEOUT, UNKNOWN, run, unknown
+from mailstore.checks.plugin import DEFAULT_TIMEOUT, run, unknown
 
 
 class NagiosRange(click.ParamType):
@@ -29,7 +29,6 @@ class NagiosRange(click.ParamType):
         except ValueError as e:
             self.fail("invalid range %r (%s); use e.g. 10, 10:, ~:10, @10:20" % (value, e),
                       param, ctx)
-        # Range("") means "no threshold"; keep the operator's spelling for the perfdata
         return parsed
 
 
@@ -64,17 +63,6 @@ def _common(func):
     func = click.option("-t", "--timeout", type=click.IntRange(min=0), default=DEFAULT_TIMEOUT,
                         show_default=True,
                         help="Give up with UNKNOWN after this many seconds (0: never).")(func)
-    return func
-
-
-def _thresholds(func, warning, critical, what, wshort="-w", cshort="-c", wlong="--warning",
-                clong="--critical"):
-    func = click.option(clong, *([cshort] if cshort else []), "critical",
-                        type=RANGE, default=critical, show_default=True,
-                        help="CRITICAL range for %s." % what)(func)
-    func = click.option(wlong, *([wshort] if wshort else []), "warning",
-                        type=RANGE, default=warning, show_default=True,
-                        help="WARNING range for %s." % what)(func)
     return func
 
 

@@ -3,7 +3,6 @@ and the icinga2api defects it wraps (timeout, TLS, update payload, per-object re
 import json
 import os
 import socket
-import ssl
 import threading
 import time
 
