@@ -16,7 +16,7 @@ import click
 
 from mailstore import backup as lib
 from mailstore import maildir
-from mailstore.backup import find as find_mod
+from mailstore.backup.find import format_date
 from mailstore.backup.errors import BackupError
 
 PREFIX = "mailstore backup:"
@@ -330,7 +330,7 @@ def find_cmd(repo, user, folder, since, until, sender, subject, limit, key_file,
     for f in found:
         click.echo("{}\t{}\t{}\t{}\t{}\t{}\t{}".format(
             f["snapshot"], f["user"], f["folder"], f["message"],
-            find_mod.format_date(f["date"]), f["from"] or "-", f["subject"] or "-"))
+            format_date(f["date"]), f["from"] or "-", f["subject"] or "-"))
 
 
 COMMANDS = {"backup": backup_group}

@@ -1,0 +1,130 @@
+"""The `mailstore backup` command line: contract (DESIGN.md), exit codes, cron-friendly output."""
+import json
+import os
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from mailstore.cli import main
+from mailstore.cli.backup import backup_group
+
+from backup_fixtures import make_tree, message_paths, snapshot_tree
+
+
+def cli(*args):
+    """Run the real command in a subprocess (stdout/stderr not a tty, as under cron)."""
+    proc = subprocess.run([sys.executable, "-m", "mailstore", "backup"] + [str(a) for a in args],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    return proc
+
+
+def test_every_subcommand_accepts_key_file_and_has_help():
+    for name, command in backup_group.commands.items():
+        options = {o for p in command.params if isinstance(p, click.Option) for o in p.opts}
+        assert "--key-file" in options, name
+    runner = CliRunner()
+    for name in backup_group.commands:
+        result = runner.invoke(main, ["backup", name, "--help"])
+        assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_json_where_a_machine_reads():
+    for name in ("run", "list", "verify", "restore", "prune", "find", "status"):
+        options = {o for p in backup_group.commands[name].params for o in p.opts}
+        assert "--json" in options, name
+
+
+def test_cli_round_trip_with_a_key(tmp_path):
+    key, repo, src = tmp_path / "key", tmp_path / "repo", tmp_path / "src"
+    make_tree(src)
+    r = cli("init", repo, "--key-file", key)
+    assert r.returncode == 0 and "aes-256-gcm" in r.stdout
+    r = cli("run", repo, src, "--key-file", key)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""                    # quiet under cron: nothing on stderr
+    assert len(r.stdout.strip().splitlines()) == 1
+    snapshot_id = r.stdout.split()[-1]       # the contract: the id is the last word
+    listed = json.loads(cli("list", repo, "--json").stdout)
+    assert [s["id"] for s in listed] == [snapshot_id]
+    assert cli("verify", repo, "--read-data", "--key-file", key).returncode == 0
+    r = cli("restore", repo, snapshot_id, tmp_path / "dst", "--key-file", key)
+    assert r.returncode == 0, r.stderr
+    assert snapshot_tree(tmp_path / "dst") == snapshot_tree(src)
+    r = cli("restore", repo, "latest", tmp_path / "dst2", "--user", "bob", "--folder", "Trash",
+            "--key-file", key)
+    assert r.returncode == 0 and len(message_paths(tmp_path / "dst2")) == 1
+    st = json.loads(cli("status", repo, "--json").stdout)
+    assert st["snapshots"] == 1 and st["last_snapshot_id"] == snapshot_id
+    assert st["last_verify"]["ok"] is True
+
+
+def test_cli_errors_are_one_clear_line_and_exit_non_zero(tmp_path):
+    repo, src = tmp_path / "repo", tmp_path / "src"
+    make_tree(src)
+    cli("init", repo, "--key-file", tmp_path / "key")
+    r = cli("run", repo, src)
+    assert r.returncode == 1
+    assert r.stderr.strip() == ("mailstore backup: error: repository {} is encrypted: give its "
+                                "key with --key-file".format(repo))
+    cli("init", tmp_path / "other", "--key-file", tmp_path / "key2")
+    r = cli("restore", repo, "latest", tmp_path / "dst", "--key-file", tmp_path / "key2")
+    assert r.returncode == 1 and "wrong key" in r.stderr and "Traceback" not in r.stderr
+    r = cli("list", tmp_path / "nothing")
+    assert r.returncode == 1 and "does not exist" in r.stderr
+    r = cli("restore", repo, "no-such-snapshot", tmp_path / "dst", "--key-file",
+            tmp_path / "key")
+    assert r.returncode == 1 and "no snapshot no-such-snapshot" in r.stderr
+    r = cli("prune", repo, "--keep-daily", "1")
+    assert r.returncode == 2                 # usage: the three --keep options are required
+
+
+def test_run_with_skipped_files_completes_but_exits_1(tmp_path):
+    repo, src = tmp_path / "repo", tmp_path / "src"
+    make_tree(src)
+    os.symlink("/etc/passwd", src / "alice/Maildir/cur/1800000000.M1P1.evil:2,S")
+    cli("init", repo)
+    r = cli("run", repo, src)
+    assert r.returncode == 1
+    assert "warning: alice/Maildir/cur/1800000000.M1P1.evil:2,S: symlink" in r.stderr
+    assert r.stdout.split()[-1] == json.loads(cli("list", repo, "--json").stdout)[0]["id"]
+
+
+def test_find_prints_ids_that_restore_message_takes(tmp_path):
+    repo, src = tmp_path / "repo", tmp_path / "src"
+    make_tree(src)
+    cli("init", repo)
+    cli("run", repo, src)
+    r = cli("find", repo, "--user", "alice", "--folder", "Sent", "--subject", "réunion sent 2")
+    assert r.returncode == 0
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1
+    snapshot, user, folder, message = lines[0].split("\t")[:4]
+    assert (user, folder) == ("alice", "Sent")
+    r = cli("restore", repo, snapshot, tmp_path / "one", "--user", user, "--message", message)
+    assert r.returncode == 0, r.stderr
+    restored = message_paths(tmp_path / "one")
+    assert len(restored) == 1 and os.path.basename(restored[0]).startswith(message)
+    # the fixture's Date headers are 1..6 Nov 2026; the 5th and 6th are alice's INBOX 4 and 5
+    found = json.loads(cli("find", repo, "--since", "2026-11-05", "--json").stdout)
+    assert sorted((f["user"], f["folder"]) for f in found) == [("alice", "INBOX")] * 2
+    assert all(f["date"] >= 1793836800 - 14 * 3600 for f in found)
+
+
+def test_prune_dry_run_lists_decisions(tmp_path):
+    repo, src = tmp_path / "repo", tmp_path / "src"
+    make_tree(src)
+    cli("init", repo)
+    cli("run", repo, src)
+    cli("run", repo, src)
+    r = cli("prune", repo, "--keep-daily", "1", "--keep-weekly", "0", "--keep-monthly", "0",
+            "--dry-run")
+    assert r.returncode == 0
+    assert r.stdout.count("keep    ") == 1 and r.stdout.count("remove  ") == 1
+    assert len(json.loads(cli("list", repo, "--json").stdout)) == 2
+    r = cli("prune", repo, "--keep-daily", "1", "--keep-weekly", "0", "--keep-monthly", "0",
+            "--json")
+    assert len(json.loads(r.stdout)["remove"]) == 1
+    assert len(json.loads(cli("list", repo, "--json").stdout)) == 1
