@@ -43,9 +43,9 @@ from mailstore import maildir as md
 from mailstore.checks.plugin import Headline
 
 NAME = "MAILDIR"
-# The deploy passes its own query; this one fits a table `users` with the directory name in
-# column `username`.
-DEFAULT_USER_QUERY = "SELECT username FROM users"
+# files/mariadb/schema.sql.j2: users.mailbox is the user's directory under the mail root.
+# Inactive users count as known: their mail is kept, their Maildir is no orphan.
+DEFAULT_USER_QUERY = "SELECT mailbox FROM users"
 CACHE_VERSION = 1
 RACY_NS = 2 * 10 ** 9
 
