@@ -129,7 +129,8 @@ def prepare():
                     user="apt-cacher-ng", group="apt-cacher-ng", mode="755")
     port = data.apt_proxy.rsplit(":", 1)[1].strip("/")
     _daemon("apt-cacher-ng", ACNG_PIDFILE, config_ops=[backends], start=(
-        "start-stop-daemon --start --chuid apt-cacher-ng --exec /usr/sbin/apt-cacher-ng -- "
+        f"start-stop-daemon --start --pidfile {ACNG_PIDFILE} --chuid apt-cacher-ng "
+        "--exec /usr/sbin/apt-cacher-ng -- "
         f"-c /etc/apt-cacher-ng ForeGround=0 BindAddress={gateway} Port={port} "
         f"PidFile={ACNG_PIDFILE}"
     ))
