@@ -200,7 +200,10 @@ class Master:
             return f.read()[-3000:].decode("utf-8", "replace")
 
     def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is not None:
+            self._reap_group()
             return
         pgid = os.getpgid(self.proc.pid)
         os.killpg(pgid, signal.SIGTERM)
@@ -209,7 +212,15 @@ class Master:
         except subprocess.TimeoutExpired:
             os.killpg(pgid, signal.SIGKILL)
             self.proc.wait(timeout=10)
-        # helpers of the group that outlive the umbrella process
+        self._reap_group(pgid)
+
+    def _reap_group(self, pgid=None):
+        """Helpers of the daemon's process group that outlive the umbrella process."""
+        pgid = pgid or self.proc.pid     # start_new_session: the group id is the pid
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -219,7 +230,8 @@ class Master:
             time.sleep(0.2)
         else:
             os.killpg(pgid, signal.SIGKILL)
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
 
     # reading the state back, as an operator's dashboard would
     def obj(self, type_, name, attrs=None):
@@ -251,9 +263,17 @@ def master(tmp_path_factory):
         if os.environ.get("CI"):
             pytest.fail("icinga2 is not installed (.ci/apt-packages lists it)")
         pytest.skip("icinga2 is not installed (apt install icinga2)")
-    m = Master(str(tmp_path_factory.mktemp("icinga2")))
+    # the free port may be taken between choosing and binding it: then try another one
+    for attempt in range(3):
+        m = Master(str(tmp_path_factory.mktemp("icinga2")))
+        try:
+            m.start()
+            break
+        except RuntimeError:
+            m.stop()
+            if attempt == 2:
+                raise
     try:
-        m.start()
         yield m
     finally:
         m.stop()
