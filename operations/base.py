@@ -1,17 +1,18 @@
 """Base system of the email container: packages, security updates, logging, cron, SSH, names."""
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import Sha1File
 from pyinfra.operations import apt, files, server, systemd
+
+from operations import staging
 
 PACKAGES = ["rsyslog", "cron", "openssh-server", "unattended-upgrades", "ca-certificates",
             "python3", "procps", "less"]
 
-# The drop-in is staged beside the live one and only copied over it after `sshd -t` passed
-# on the combination: a typo can never lock the deploy out of the next run or a reboot.
-SSHD_STAGED = "/etc/ssh/cacert-sshd.conf.staged"
-SSHD_LIVE = "/etc/ssh/sshd_config.d/cacert.conf"
-SSHD_CHECK = "/etc/ssh/cacert-sshd-check.conf"
+SSHD_DROPIN = "/etc/ssh/sshd_config.d/cacert.conf"
+# sshd reads the staged drop-in first, then the whole live config: with sshd's "first value
+# wins", that is exactly what sshd will see once the drop-in is in place.
+SSHD_CHECK = ("printf 'Include {stage}/cacert.conf\\nInclude /etc/ssh/sshd_config\\n' "
+              "> {stage}/check.conf && sshd -t -f {stage}/check.conf")
 
 
 @deploy("Base system")
@@ -43,19 +44,12 @@ def system():
 
 
 def _sshd():
-    staged = files.template(name="sshd settings (staged)", src="files/base/sshd.conf.j2",
-                            dest=SSHD_STAGED, mode="644")
-    # Also retried when a previous run staged a file that failed the check.
-    differs = host.get_fact(Sha1File, path=SSHD_STAGED) != host.get_fact(Sha1File, path=SSHD_LIVE)
-    activate = server.shell(
-        name="sshd -t, then activate the sshd settings",
-        commands=[
-            f"printf 'Include {SSHD_STAGED}\\nInclude /etc/ssh/sshd_config\\n' > {SSHD_CHECK}",
-            f"sshd -t -f {SSHD_CHECK}",
-            f"install -m 644 {SSHD_STAGED} {SSHD_LIVE}",
-            f"sshd -t && rm -f {SSHD_CHECK}",
-        ],
-        _if=lambda: differs or staged.did_change(),
+    # Checked before it is used: a typo can never lock the deploy out, now or after a reboot.
+    config = staging.files(
+        name="sshd settings (checked with sshd -t before they are used)",
+        config_files=[staging.ConfigFile(SSHD_DROPIN, staging.render("files/base/sshd.conf.j2"))],
+        stage=f"{staging.STAGING_ROOT}/sshd",
+        check=SSHD_CHECK,
     )
     systemd.service(name="Reload sshd", service="ssh", running=True, enabled=True,
-                    reloaded=True, _if=activate.did_change)
+                    reloaded=True, _if=config.did_change)
