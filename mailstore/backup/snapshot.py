@@ -31,7 +31,7 @@ from mailstore.backup.repository import Repository
 
 # Kinds of UserTree entries kept. Index files are caches Dovecot rebuilds; tmp/ holds
 # deliveries in progress: neither belongs in a backup.
-_FILE_KINDS = ("control", "other")
+_SCAN_THREADS = 8
 
 
 def new_snapshot_id(now):
@@ -137,11 +137,10 @@ class _Run:
         return got
 
     # -- mail ------------------------------------------------------------------------------
-    def user(self, root, name):
-        try:
-            tree = maildir.scan_user(root, name)
-        except maildir.MaildirError as e:
-            self.warn("user {}: {}".format(name, e))
+    def user(self, name, tree):
+        """Record one scanned user (`tree` is a maildir.UserTree or the MaildirError)."""
+        if isinstance(tree, maildir.MaildirError):
+            self.warn("user {}: {}".format(name, tree))
             return
         for a in tree.anomalies:
             if a.kind == "vanished":
@@ -158,7 +157,6 @@ class _Run:
                       os.path.join(tree.path, e.relpath), e)
         for m in tree.messages:
             self.message(tree.path, name, m)
-        self.drain()
         if self.progress:
             self.progress("user {}: {} messages".format(name, len(tree.messages)))
 
@@ -310,6 +308,13 @@ class _Run:
         return snapshot_id
 
 
+def _scan_user(root, user):
+    try:
+        return maildir.scan_user(root, user)
+    except maildir.MaildirError as e:
+        return e
+
+
 def _read(path):
     """(bytes, stat) of a regular file, never through a symlink; None if it vanished; a
     warning text if it is no longer a regular file. Safe to call from worker threads."""
@@ -414,8 +419,12 @@ def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait
             users, anomalies = maildir.list_users(source_root)
             for a in anomalies:
                 state.warn("{}: {} ({})".format(a.relpath, a.kind, a.detail))
-            for user in users:
-                state.user(source_root, user)
+            # Scanning is stat(2) after stat(2): on a cold cache each waits for the disk, so
+            # several users are scanned at once (the GIL is released while waiting).
+            with ThreadPoolExecutor(max_workers=_SCAN_THREADS) as scanners:
+                for user, tree in zip(users, scanners.map(
+                        lambda u: _scan_user(source_root, u), users)):
+                    state.user(user, tree)
             for path in include:
                 state.include(path)
             if mysql_dump:
