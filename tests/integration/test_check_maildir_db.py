@@ -1,0 +1,127 @@
+"""`mailstore check maildir --db-defaults-file`: users vs. Maildirs against a real MariaDB.
+
+The test starts its own mariadbd (Debian's package) on a Unix socket in a temp dir (no TCP
+port, no systemd), loads the project's own schema (files/mariadb/schema.sql.j2) and gives the
+check an account that may read only the `mailbox` column.
+"""
+import os
+import shutil
+import subprocess
+import time
+
+import pymysql
+import pytest
+
+from mailstore.checks import maildir as mdcheck
+from mailstore.checks import plugin
+
+SCHEMA = os.path.join(os.path.dirname(__file__), "..", "..", "files", "mariadb",
+                      "schema.sql.j2")
+
+
+@pytest.fixture(scope="module")
+def mariadb(tmp_path_factory):
+    if shutil.which("mariadbd") is None or shutil.which("mariadb-install-db") is None:
+        if os.environ.get("CI"):
+            pytest.fail("mariadb-server is not installed (.ci/apt-packages lists it)")
+        pytest.skip("mariadb-server is not installed")
+    base = str(tmp_path_factory.mktemp("mariadb"))
+    data, sock = os.path.join(base, "data"), os.path.join(base, "mysqld.sock")
+    subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + data, "--user=root",
+                    "--skip-test-db", "--auth-root-authentication-method=socket"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = open(os.path.join(base, "mariadbd.log"), "wb")
+    proc = subprocess.Popen(["mariadbd", "--no-defaults", "--datadir=" + data,
+                             "--socket=" + sock, "--skip-networking", "--user=root",
+                             "--pid-file=" + os.path.join(base, "mariadbd.pid"),
+                             "--log-error=" + os.path.join(base, "error.log")],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("mariadbd exited: %s" % open(
+                    os.path.join(base, "error.log")).read()[-2000:])
+            try:
+                root = pymysql.connect(unix_socket=sock, user="root", autocommit=True)
+                break
+            except pymysql.MySQLError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        with open(SCHEMA) as f:
+            schema = f.read().replace("{{ mysql_database }}", "cacertusers")
+        # comments go first: they may hold a ";" themselves
+        schema = "\n".join(line for line in schema.splitlines()
+                           if not line.lstrip().startswith("--"))
+        with root.cursor() as cur:
+            for statement in [s.strip() for s in schema.split(";")]:
+                if statement:
+                    cur.execute(statement)
+            cur.execute("INSERT INTO cacertusers.users (login, mailbox, password, active) "
+                        "VALUES ('alice@cacert.test', 'alice', 'x', 1), "
+                        "('carol@cacert.test', 'carol', 'x', 1), "
+                        "('dave@cacert.test', 'dave', 'x', 0)")
+            cur.execute("CREATE USER 'mailcheck'@'localhost' IDENTIFIED BY 'check-pw'")
+            # the check needs to read one column and nothing else
+            cur.execute("GRANT SELECT (mailbox) ON cacertusers.users TO 'mailcheck'@'localhost'")
+        root.close()
+        yield {"socket": sock, "base": base}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def defaults_file(mariadb, tmp_path, password="check-pw"):
+    path = tmp_path / "check-my.cnf"
+    path.write_text("[client]\nuser = mailcheck\npassword = %s\nsocket = %s\n"
+                    "database = cacertusers\n" % (password, mariadb["socket"]))
+    os.chmod(str(path), 0o600)
+    return str(path)
+
+
+@pytest.fixture
+def store(tmp_path):
+    root = tmp_path / "mail"
+    for user in ("alice", "bob", "dave"):
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(str(root / user / "Maildir" / sub))
+    return str(root)
+
+
+def test_orphans_and_missing_from_the_real_database(mariadb, store, tmp_path):
+    outcome = plugin.run(mdcheck.make_check(store, db_defaults_file=defaults_file(
+        mariadb, tmp_path), cache_file=str(tmp_path / "cache.json")))
+    assert outcome.exitcode == 1, outcome.text
+    # bob has a Maildir but no database row; carol has a row but no Maildir; dave is
+    # inactive but known (his mail is kept)
+    assert "orphans=1;" in outcome.text and "missing=1;" in outcome.text
+    assert "(e.g. bob)" in outcome.text and "(e.g. carol)" in outcome.text
+
+
+def test_all_known_is_ok(mariadb, store, tmp_path):
+    os.makedirs(os.path.join(store, "carol", "Maildir", "cur"))
+    shutil.rmtree(os.path.join(store, "bob"))
+    outcome = plugin.run(mdcheck.make_check(store, db_defaults_file=defaults_file(
+        mariadb, tmp_path), cache_file=str(tmp_path / "cache.json")))
+    assert outcome.exitcode == 0, outcome.text
+    assert "orphans=0;" in outcome.text and "missing=0;" in outcome.text
+
+
+def test_wrong_password_is_unknown_with_the_server_message(mariadb, store, tmp_path):
+    outcome = plugin.run(mdcheck.make_check(store, db_defaults_file=defaults_file(
+        mariadb, tmp_path, password="wrong"), cache_file=str(tmp_path / "cache.json")))
+    assert outcome.exitcode == 3
+    assert "user database" in outcome.text and "Access denied" in outcome.text
+
+
+def test_a_query_beyond_the_grant_is_unknown(mariadb, store, tmp_path):
+    outcome = plugin.run(mdcheck.make_check(
+        store, db_defaults_file=defaults_file(mariadb, tmp_path),
+        db_query="SELECT password FROM users", cache_file=str(tmp_path / "cache.json")))
+    assert outcome.exitcode == 3 and "query failed" in outcome.text
