@@ -54,3 +54,21 @@ def test_missing_certificate_is_remade_alone(tmp_path):
     secrets.generate(tmp_path)
     assert (sec / "community.chain.pem").is_file()
     assert (sec / "email.key.pem").read_bytes() == email_key
+
+
+def test_lab_json_has_exactly_the_contracted_shape():
+    from lab.__main__ import lab_description
+    accounts = [{**a, "password": "pw"} for a in topology.ACCOUNTS]
+    lab = lab_description("bookworm", accounts)
+    assert set(lab) == {"release", "container", "address", "ssh", "ca_cert", "domain",
+                        "hostnames", "mail_root", "data_volume", "accounts", "aliases", "ports"}
+    assert lab["ssh"] == {"user": "root", "key": ".lab/id_ed25519", "port": 22}
+    assert lab["ca_cert"] == ".lab/ca.pem" and lab["data_volume"] == "/srv/mail"
+    assert set(lab["hostnames"]) == {"email", "community"}
+    assert len(lab["accounts"]) >= 2
+    assert all(set(a) == {"user", "email", "password"} for a in lab["accounts"])
+    first = lab["accounts"][0]["email"]
+    assert any(a["send_as"] and a["owner"] == first for a in lab["aliases"])
+    assert lab["ports"] == {"smtp": 25, "smtps": 465, "submission": 587, "imap": 143,
+                            "imaps": 993, "pop3": 110, "pop3s": 995, "sieve": 4190,
+                            "http": 80, "https": 443}
