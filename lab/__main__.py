@@ -209,7 +209,9 @@ def down():
     with lock.held():
         _say(f"destroying container {t.CONTAINER}")
         _destroy_container()
-        for pidfile in PIDFILES:
+        # Lab daemons keep their pidfiles either at a fixed path (operations/lab_host.py) or
+        # somewhere below .lab/ (the lab's Icinga2 master, the self-service API's apt repo).
+        for pidfile in [*PIDFILES, *(LAB.rglob("*.pid") if LAB.is_dir() else [])]:
             _stop_pidfile(pidfile)
         if _quiet(["mountpoint", "-q", t.DATA_VOLUME_HOST_PATH]) == 0:
             _run(["umount", t.DATA_VOLUME_HOST_PATH], check=True)
