@@ -2,6 +2,7 @@
 """Deterministic Maildir corpus for benchmarks: ``OUT/<user>/Maildir/`` like Dovecot leaves it.
 
     python bench/corpus.py OUT --messages 100000 --users 50 [--seed 1] [--owner UID:GID]
+    python bench/corpus.py OUT --mutate [--seed 2]     # a day of IMAP traffic on OUT
 
 Same seed, same arguments -> the same names, sizes, bytes and mtimes. What it makes:
 - users ``user000``...; messages spread over them with a skew (a few big mailboxes),
@@ -208,8 +209,14 @@ def main(argv=None):
     p.add_argument("--users", type=int, default=50)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--owner", help="UID:GID for every file (needs root)")
+    p.add_argument("--mutate", action="store_true",
+                   help="instead of creating OUT, change it like a day of IMAP use: 10 %% flag "
+                        "renames, 1 %% new, 1 %% expunged (seeded by --seed)")
     a = p.parse_args(argv)
     owner = tuple(int(x) for x in a.owner.split(":")) if a.owner else None
+    if a.mutate:
+        print(mutate(a.out, seed=a.seed, owner=owner))
+        return
     stats = generate(a.out, a.messages, a.users, a.seed, owner, progress=sys.stderr.isatty())
     print("%(users)d users, %(messages)d messages, %(bytes)d bytes in %(seconds).1f s" % stats)
 

@@ -335,37 +335,52 @@ class _Scan:
                 self.plain(r, de, st, classify_dovecot_file(de.name) or "other")
 
     def walk_messages(self, rel: str, folder: str, subdir: str) -> None:
-        entries = self.listdir(rel)
-        if entries is None:
+        # the hot loop of every scan (one iteration per message): keep it lean
+        path = os.path.join(self.tree.path, rel)
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError:
+            self.listdir(rel)                # records the anomaly
             return
+        messages, tmp_files = self.tree.messages, self.tree.tmp_files
+        in_tmp = subdir == TMP
+        S_ISREG = stat.S_ISREG
         for de in entries:
-            r = _join(rel, de.name)
-            self.note_name(r, de.name)
-            st = self.lstat(de, r)
-            if st is None:
+            name = de.name
+            if not name.isascii() and not _is_utf8(name):
+                self.tree.non_utf8.append(_join(rel, name))
+            try:
+                st = de.stat(follow_symlinks=False)
+            except OSError:
+                self.lstat(de, _join(rel, name))      # records vanished / unreadable
                 continue
             mode = st.st_mode
-            if stat.S_ISREG(mode):
-                if subdir == TMP:
-                    self.tree.tmp_files.append(_entry(r, "tmp", st))
+            if S_ISREG(mode):
+                if in_tmp:
+                    tmp_files.append(_entry(_join(rel, name), "tmp", st))
                 else:
-                    unique, info, _s, _w = parse_name(de.name)
-                    self.tree.messages.append(Message(
-                        folder, subdir, de.name, unique, info, st.st_size, st.st_mtime_ns,
-                        st.st_uid, st.st_gid, stat.S_IMODE(mode), st.st_ino))
-            elif stat.S_ISLNK(mode):
-                try:
-                    link = os.readlink(de.path)
-                except OSError:
-                    link = "?"
-                self.tree.anomalies.append(Anomaly(
-                    r, "symlink", "symbolic link to %r in a message directory; not followed"
-                    % (link,)))
-            elif stat.S_ISDIR(mode):
-                self.tree.anomalies.append(Anomaly(
-                    r, "directory", "a directory where a message file should be; skipped"))
+                    unique, _sep, info = name.partition(":")     # as parse_name()
+                    messages.append(Message(folder, subdir, name, unique, info, st.st_size,
+                                            st.st_mtime_ns, st.st_uid, st.st_gid,
+                                            mode & 0o7777, st.st_ino))
             else:
-                self.tree.anomalies.append(Anomaly(r, "special", _type_name(mode)))
+                self.not_a_message(_join(rel, name), de, mode)
+
+    def not_a_message(self, r: str, de: os.DirEntry, mode: int) -> None:
+        if stat.S_ISLNK(mode):
+            try:
+                link = os.readlink(de.path)
+            except OSError:
+                link = "?"
+            self.tree.anomalies.append(Anomaly(
+                r, "symlink", "symbolic link to %r in a message directory; not followed"
+                % (link,)))
+        elif stat.S_ISDIR(mode):
+            self.tree.anomalies.append(Anomaly(
+                r, "directory", "a directory where a message file should be; skipped"))
+        else:
+            self.tree.anomalies.append(Anomaly(r, "special", _type_name(mode)))
 
 
 def _type_name(mode: int) -> str:

@@ -35,6 +35,7 @@ import stat
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, NamedTuple, Optional
 
 from mailstore import maildir
@@ -42,7 +43,11 @@ from mailstore import migrate_exec as mx
 from mailstore import migrate_plan as mp
 
 JOURNAL = "journal.jsonl"
-LIVE_PASSES = 2
+# Live passes: one, and another while the previous one took long enough for much mail to
+# have arrived meanwhile (what arrives now is copied while delivery is still running, not in
+# the quiesced window). live_passes=N forces exactly N.
+LIVE_REPEAT_AFTER = 30.0
+LIVE_MAX_PASSES = 3
 
 
 class MigrateError(Exception):
@@ -132,6 +137,8 @@ class MigrationResult:
         self.hooks: Dict[str, Optional[HookResult]] = {"quiesce": None, "resume": None}
         self.error: Optional[str] = None
         self.seconds = 0.0
+        # wall time per phase; "cutover" is how long delivery was deferred minus the hooks
+        self.phases: Dict[str, float] = {}
 
     @property
     def ok(self) -> bool:
@@ -144,6 +151,7 @@ class MigrationResult:
         return {"ok": self.ok, "dry_run": self.dry_run, "source_root": self.source_root,
                 "target_root": self.target_root, "same_filesystem": self.same_filesystem,
                 "error": self.error, "seconds": round(self.seconds, 3),
+                "phases": {k: round(v, 3) for k, v in self.phases.items()},
                 "hooks": {k: (v._asdict() if v else None) for k, v in self.hooks.items()},
                 "totals": {"users": len(self.users),
                            "messages": sum(u.messages for u in self.users),
@@ -210,7 +218,7 @@ def _diff_lines(diffs) -> List[str]:
 def migrate(source_root: str, target_root: str, users: Optional[List[str]] = None,
             dry_run: bool = False, quiesce: Optional[str] = None, resume: Optional[str] = None,
             force_copy: bool = False, progress: Optional[mx.Progress] = None,
-            hook_output=None, live_passes: int = LIVE_PASSES) -> MigrationResult:
+            hook_output=None, live_passes: Optional[int] = None) -> MigrationResult:
     started = time.monotonic()
     result = MigrationResult(source_root, target_root, dry_run)
     progress = progress or mx.Progress()
@@ -279,15 +287,23 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
     copied: Dict[str, set] = {r.user: set() for r in copy_users}
 
     # live passes: nothing is quiesced yet, the source changes while we read it
+    t0 = time.monotonic()
     for r in copy_users:
         try:
             if not journal.has("claim", r.user):
                 journal.record("claim", r.user)
-            for _ in range(live_passes):
+            passes = 0
+            while live_passes is None or passes < live_passes:
+                t_pass = time.monotonic()
                 _pass(source_root, target_root, r, copied[r.user], progress, live=True)
+                passes += 1
+                if live_passes is None and (passes >= LIVE_MAX_PASSES or
+                                            time.monotonic() - t_pass < LIVE_REPEAT_AFTER):
+                    break
         except (OSError, maildir.MaildirError) as e:
             r.errors.append("live copy: %s" % e)
 
+    result.phases["live_copy"] = time.monotonic() - t0
     work = [r for r in copy_users + rename_users if not r.errors]
     if not work and not rename_users and not copy_users:
         result.seconds = time.monotonic() - started
@@ -297,30 +313,55 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
     try:
         if quiesce:
             quiesce_started = True
+            t0 = time.monotonic()
             h = run_hook(quiesce, hook_output)
+            result.phases["quiesce"] = time.monotonic() - t0
             result.hooks["quiesce"] = h
             if h.exit != 0:
                 result.error = "quiesce hook failed (exit %d): no cut-over done" % h.exit
                 return result
+        t0 = time.monotonic()
+        finals = {}
         for r in work:
             try:
                 if r.mode == "copy":
-                    _final(source_root, target_root, r, copied[r.user], progress, journal)
+                    finals[r.user] = _pass(source_root, target_root, r, copied[r.user],
+                                           progress, live=False, refresh_control=True)
                 else:
                     _rename_user(source_root, target_root, r, journal)
             except (OSError, maildir.MaildirError) as e:
                 r.errors.append("cut-over: %s" % e)
+        if finals:
+            os.sync()      # durability before any user is declared migrated (migrate_exec)
+        for r in work:
+            if r.user in finals:
+                try:
+                    _verify(source_root, target_root, r, finals[r.user], copied[r.user],
+                            journal)
+                except (OSError, maildir.MaildirError) as e:
+                    r.errors.append("verification: %s" % e)
+        result.phases["cutover"] = time.monotonic() - t0
     finally:
         if resume and (quiesce_started or not quiesce):
+            t0 = time.monotonic()
             result.hooks["resume"] = run_hook(resume, hook_output)
+            result.phases["resume"] = time.monotonic() - t0
         result.seconds = time.monotonic() - started
     return result
 
 
+def _scan_both(source_root, target_root, user):
+    """Scan source and target side by side: lstat releases the GIL, two cores both work."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        target = pool.submit(_scan_optional, target_root, user)
+        source = maildir.scan_user(source_root, user)
+        return source, target.result()
+
+
 def _pass(source_root, target_root, r: UserResult, copied: set, progress: mx.Progress,
-          live: bool, refresh_control: bool = False) -> None:
-    source = maildir.scan_user(source_root, r.user)
-    target = _scan_optional(target_root, r.user)
+          live: bool, refresh_control: bool = False) -> maildir.UserTree:
+    """Scan, plan, execute for one user; returns the source scan the plan was made from."""
+    source, target = _scan_both(source_root, target_root, r.user)
     plan = mp.plan_user(source, target, refresh_control=refresh_control)
     s = plan.summary()
     progress.start("%s %s" % ("live copy" if live else "cut-over", r.user),
@@ -339,18 +380,38 @@ def _pass(source_root, target_root, r: UserResult, copied: set, progress: mx.Pro
     if not live:
         r.errors.extend(_diff_lines(res.errors))
         r.anomalies = _anomaly_lines(source)
+    return source
 
 
-def _final(source_root, target_root, r: UserResult, copied: set, progress, journal) -> None:
-    _pass(source_root, target_root, r, copied, progress, live=False, refresh_control=True)
-    os.sync()          # durability before the user is declared migrated (see migrate_exec)
-    source = maildir.scan_user(source_root, r.user)
+def _source_changed(source_root: str, source: maildir.UserTree) -> List[mp.Difference]:
+    """Directories of the source whose mtime moved since ``source`` was scanned: an entry was
+    added, removed or renamed there, i.e. the source is not quiet (the quiesce hook did not
+    stop delivery or IMAP). Cheap: one lstat per directory, not per message."""
+    diffs = []
+    for d in source.directories:
+        path = os.path.join(source_root, source.user, d.relpath) if d.relpath else \
+            os.path.join(source_root, source.user)
+        try:
+            changed = os.lstat(path).st_mtime_ns != d.mtime_ns
+        except OSError:
+            changed = True
+        if changed:
+            diffs.append(mp.Difference(d.relpath, "source changed during the cut-over (is "
+                                                  "delivery really stopped?)"))
+    return diffs
+
+
+def _verify(source_root, target_root, r: UserResult, source: maildir.UserTree, copied: set,
+            journal) -> None:
+    """Target (rescanned) against the source scan of the final pass, plus bytes of every
+    control file and of every file this run wrote; then the source must not have moved."""
     target = maildir.scan_user(target_root, r.user)
     r.messages, r.bytes = len(source.messages), source.message_bytes
     diffs = mp.verify_user(source, target)
     diffs += mx.compare_contents(os.path.join(source_root, r.user),
                                  os.path.join(target_root, r.user),
                                  mp.content_paths(source, copied))
+    diffs += _source_changed(source_root, source)
     r.differences = _diff_lines(sorted(diffs))
     r.verified = not diffs
     if r.verified and not r.errors:

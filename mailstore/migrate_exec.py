@@ -20,12 +20,15 @@ one (that would make the copy several times slower than ``cp -a``). The orchestr
 Test hook: ``MAILSTORE_TEST_KILL_AFTER=N`` makes the process SIGKILL itself at its N-th file
 operation (crash tests); unset, it costs one integer comparison per operation.
 """
+from concurrent.futures import ThreadPoolExecutor
 import errno
+import itertools
 import os
 import shutil
 import signal
 import stat
 import sys
+import threading
 import time
 from typing import List, NamedTuple, Optional, Set
 
@@ -33,6 +36,18 @@ from mailstore import migrate_plan as mp
 
 STATE_DIR = ".mailstore-migrate"
 CHUNK = 1 << 20
+WORKERS = 4          # copy threads; measured on 2 cores: 4 beats 1 and 2, 8 adds nothing
+
+
+def _parallel(fn, items, workers: int) -> None:
+    """fn(item) for every item on ``workers`` threads; fn handles its own errors."""
+    if workers <= 1 or len(items) < 2:
+        for item in items:
+            fn(item)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(fn, item) for item in items]:
+            future.result()
 
 
 class _KillSwitch:
@@ -60,6 +75,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.interval = interval
+        self._lock = threading.Lock()
         self.label = ""
         self.total_msgs = self.total_bytes = 0
         self.msgs = self.bytes = 0
@@ -71,8 +87,9 @@ class Progress:
         self.started = self.last = time.monotonic()
 
     def advance(self, msgs: int, nbytes: int) -> None:
-        self.msgs += msgs
-        self.bytes += nbytes
+        with self._lock:
+            self.msgs += msgs
+            self.bytes += nbytes
         if not self.enabled:
             return
         now = time.monotonic()
@@ -160,12 +177,14 @@ class Executor:
     """Runs plans for one user: source ``src_dir`` (ROOT/<user>) into ``dst_dir``."""
 
     def __init__(self, src_dir: str, dst_dir: str, target_root: str,
-                 progress: Optional[Progress] = None, live: bool = False):
+                 progress: Optional[Progress] = None, live: bool = False,
+                 workers: int = WORKERS):
         self.src_dir, self.dst_dir = src_dir, dst_dir
+        self.workers = workers
         self.staging = staging_dir(target_root)
         self.progress = progress or Progress(stream=open(os.devnull, "w"))
         self.live = live
-        self._seq = 0
+        self._seq = itertools.count(1)       # thread-safe under the GIL
 
     def _src(self, rel: str) -> str:
         return os.path.join(self.src_dir, rel) if rel else self.src_dir
@@ -174,17 +193,17 @@ class Executor:
         return os.path.join(self.dst_dir, rel) if rel else self.dst_dir
 
     def _stage_name(self) -> str:
-        self._seq += 1
-        return os.path.join(self.staging, "%d.%d" % (os.getpid(), self._seq))
+        return os.path.join(self.staging, "%d.%d" % (os.getpid(), next(self._seq)))
 
     def run(self, plan: mp.UserPlan) -> ExecResult:
         copied: Set[str] = set()
         errors: List[mp.Difference] = []
-        vanished = 0
+        vanished = [0]
         handlers = {mp.CLEAR: self._clear, mp.MKDIR: self._mkdir, mp.RENAME: self._rename,
                     mp.COPY: self._copy, mp.SYMLINK: self._symlink, mp.DELETE: self._delete,
                     mp.META: self._meta, mp.RMDIR: self._rmdir, mp.DIRMETA: self._meta}
-        for action in plan.actions:
+
+        def one(action: mp.Action) -> None:
             try:
                 handlers[action.op](action)
                 if action.op == mp.COPY:
@@ -194,14 +213,26 @@ class Executor:
             except FileNotFoundError as e:
                 # While mail is live, Dovecot renames and expunges under our feet: the next
                 # pass sees the new state. Once quiesced, nothing may vanish.
-                vanished += 1
+                vanished[0] += 1
                 if not self.live:
                     errors.append(mp.Difference(action.relpath, "%s: %s (%s)" % (
                         action.op, e.strerror, e.filename)))
             except OSError as e:
                 errors.append(mp.Difference(action.relpath, "%s failed: %s" % (
                     action.op, e.strerror or e)))
-        return ExecResult(copied, errors, vanished)
+
+        # Copies are independent of each other (distinct targets, staged under distinct
+        # names) and spend their time in system calls that release the GIL: run them on a
+        # few threads. Everything else keeps the plan's order.
+        copies = [a for a in plan.actions if a.op == mp.COPY]
+        for action in plan.actions:
+            if action.op == mp.COPY:
+                if copies:
+                    _parallel(one, copies, self.workers)
+                    copies = []
+                continue
+            one(action)
+        return ExecResult(copied, errors, vanished[0])
 
     # -- operations -------------------------------------------------------------------------
     def _clear(self, a: mp.Action) -> None:
@@ -307,12 +338,15 @@ def compare_files(a_path: str, b_path: str, rel: str) -> List[mp.Difference]:
         os.close(a)
 
 
-def compare_contents(src_dir: str, dst_dir: str, relpaths) -> List[mp.Difference]:
-    """Byte-compare each relpath in both trees."""
-    diffs = []
-    for rel in relpaths:
-        diffs += compare_files(os.path.join(src_dir, rel), os.path.join(dst_dir, rel), rel)
-    return diffs
+def compare_contents(src_dir: str, dst_dir: str, relpaths,
+                     workers: int = WORKERS) -> List[mp.Difference]:
+    """Byte-compare each relpath in both trees (on a few threads: reads release the GIL)."""
+    diffs: List[mp.Difference] = []
+
+    def one(rel):
+        diffs.extend(compare_files(os.path.join(src_dir, rel), os.path.join(dst_dir, rel), rel))
+    _parallel(one, list(relpaths), workers)
+    return sorted(diffs)
 
 
 def fsync_dir(path: str) -> None:

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Benchmark `mailstore migrate` against `cp -a` and `rsync -aH` on one corpus, in one run.
+
+    sudo .venv/bin/python bench/migrate.py [--messages 100000] [--users 50] [--target-fs ext4]
+
+Needs root (mounts the target file system), rsync and cp. Steps:
+1. generate the corpus (bench/corpus.py, seed 1) on the work directory's file system,
+2. mount a second file system for the target (a loop-mounted ext4 image like the production
+   data volume, or a tmpfs) so that every copy crosses file systems,
+3. full copy, each timed until `sync` returns: `cp -a`, `rsync -aH`, `mailstore migrate`
+   (which also verifies: metadata of everything, bytes of every file it copied),
+4. delta: the corpus gets a day of traffic (10 % flag renames, 1 % new, 1 % expunged) at the
+   moment mailstore's quiesce hook runs; mailstore's cut-over phase (final delta +
+   verification, from its --json "phases") against `rsync -aH --delete` on the same change.
+
+Prints a table with ratios and writes bench/out/migrate-<messages>.json. Not a test.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import corpus  # noqa: E402
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def timed(cmd, **kw):
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, **kw)
+    os.sync()
+    return time.monotonic() - t0, proc
+
+
+def clear(path):
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.makedirs(path)
+    os.sync()
+
+
+def mount_target(kind, mnt, image, size_bytes):
+    os.makedirs(mnt, exist_ok=True)
+    if kind == "tmpfs":
+        sh(["mount", "-t", "tmpfs", "-o", "size=%d" % size_bytes, "tmpfs", mnt])
+    else:
+        with open(image, "wb") as f:
+            f.truncate(size_bytes)
+        sh(["mkfs.ext4", "-q", "-F", image])
+        sh(["mount", "-o", "loop", image, mnt])
+
+
+def warm(path):
+    """Read every file once so that every contender starts with the same page cache."""
+    sh("find %s -type f -print0 | xargs -0 cat > /dev/null" % path, shell=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--messages", type=int, default=100000)
+    p.add_argument("--users", type=int, default=50)
+    p.add_argument("--workdir", default="/var/tmp/mailstore-bench")
+    p.add_argument("--target-fs", choices=("ext4", "tmpfs"), default="ext4")
+    p.add_argument("--python", default=sys.executable)
+    a = p.parse_args(argv)
+    if os.geteuid() != 0:
+        sys.exit("bench/migrate.py needs root to mount the target file system")
+
+    src = os.path.join(a.workdir, "src")
+    mnt = os.path.join(a.workdir, "mnt")
+    image = os.path.join(a.workdir, "target.img")
+    if os.path.ismount(mnt):
+        sh(["umount", mnt])
+    if os.path.exists(src):
+        shutil.rmtree(src)
+    os.makedirs(a.workdir, exist_ok=True)
+    print("generating %d messages for %d users ..." % (a.messages, a.users), flush=True)
+    stats = corpus.generate(src, a.messages, a.users, seed=1)
+    gb = stats["bytes"] / 1e9
+    size = int(stats["bytes"] * 3.5) + (2 << 30)
+    mount_target(a.target_fs, mnt, image, size)
+    results = {"corpus": stats, "target_fs": a.target_fs}
+    try:
+        os.sync()
+        warm(src)
+        full = {}
+        t_cp = os.path.join(mnt, "cp")
+        clear(t_cp)
+        full["cp -a"], _ = timed(["cp", "-a", src + "/.", t_cp + "/"])
+        shutil.rmtree(t_cp)
+        t_rs = os.path.join(mnt, "rsync")
+        clear(t_rs)
+        full["rsync -aH"], _ = timed(["rsync", "-aH", src + "/", t_rs + "/"])
+        t_ms = os.path.join(mnt, "mailstore")
+        clear(t_ms)
+        full["mailstore migrate"], proc = timed(
+            [a.python, "-m", "mailstore", "migrate", src, t_ms, "--json"], cwd=REPO)
+        first = json.loads(proc.stdout)
+        if not first["ok"]:
+            sys.exit("mailstore migrate failed: %s" % json.dumps(first)[:2000])
+        results["full"] = full
+        results["full_phases"] = first["phases"]
+
+        # Simulate "live copy finished, cut-over pending": forget the done marks, then let
+        # the quiesce hook apply a day of traffic to the source before the final delta.
+        journal = os.path.join(t_ms, ".mailstore-migrate", "journal.jsonl")
+        with open(journal) as f:
+            keep = [line for line in f if '"event": "done"' not in line]
+        with open(journal, "w") as f:
+            f.writelines(keep)
+        mutate_cmd = "%s %s %s --mutate --seed 2 >&2" % (a.python,
+                                                         os.path.join(HERE, "corpus.py"), src)
+        t_total, proc = timed([a.python, "-m", "mailstore", "migrate", src, t_ms, "--json",
+                               "--quiesce", mutate_cmd], cwd=REPO)
+        second = json.loads(proc.stdout)
+        if not second["ok"]:
+            sys.exit("mailstore delta failed: %s" % json.dumps(second)[:2000])
+        delta = {"mailstore cut-over": second["phases"]["cutover"]}
+        delta["rsync -aH --delete"], _ = timed(["rsync", "-aH", "--delete", src + "/",
+                                                t_rs + "/"])
+        results["delta"] = delta
+        results["delta_phases"] = second["phases"]
+        results["delta_totals"] = {k: sum(u[k] for u in second["users"])
+                                   for k in ("copied_messages", "renamed_messages",
+                                             "deleted_messages")}
+        # both tools must agree on the result
+        diff = subprocess.run(["diff", "-rq", "--no-dereference", src, t_rs],
+                              stdout=subprocess.PIPE)
+        results["rsync_equal"] = diff.returncode == 0
+    finally:
+        sh(["umount", mnt])
+        if os.path.exists(image):
+            os.unlink(image)
+
+    base = full["cp -a"]
+    print()
+    print("corpus: %d users, %d messages, %.2f GB; source on %s, target on a separate %s" % (
+        a.users, a.messages, gb, _fs_of(a.workdir), a.target_fs))
+    print("%-28s %9s %9s" % ("full copy (until sync)", "seconds", "× cp -a"))
+    for name, t in full.items():
+        print("%-28s %9.2f %9.2f" % (name, t, t / base))
+    print("   mailstore phases: %s" % ", ".join("%s %.2f s" % kv for kv in
+                                                 results["full_phases"].items()))
+    print()
+    print("%-28s %9s %9s" % ("delta (10%% ren, 1%% new, 1%% exp)", "seconds", "speed-up"))
+    rs = delta["rsync -aH --delete"]
+    for name, t in delta.items():
+        print("%-28s %9.2f %9.1f" % (name, t, rs / t if t else 0))
+    print("   mailstore delta did: %s" % results["delta_totals"])
+    print()
+    ratio = full["mailstore migrate"] / base
+    print("targets: full copy <= 1.2x cp -a: %s (%.2fx); delta < 5 s: %s (%.2f s); "
+          "delta >= 5x faster than rsync: %s (%.1fx)" % (
+              "PASS" if ratio <= 1.2 else "FAIL", ratio,
+              "PASS" if delta["mailstore cut-over"] < 5 else "FAIL",
+              delta["mailstore cut-over"],
+              "PASS" if rs / delta["mailstore cut-over"] >= 5 else "FAIL",
+              rs / delta["mailstore cut-over"]))
+    os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
+    with open(os.path.join(HERE, "out", "migrate-%d.json" % a.messages), "w") as f:
+        json.dump(results, f, indent=2)
+
+
+def _fs_of(path):
+    out = subprocess.run(["df", "--output=fstype", path], stdout=subprocess.PIPE).stdout
+    return out.decode().split()[-1]
+
+
+if __name__ == "__main__":
+    main()
