@@ -162,7 +162,8 @@ class PackWriter:
     def _open(self):
         self._name = secrets.token_hex(16)
         path = os.path.join(self.tmp_dir, self._name + ".pack")
-        self._file = open(path, "xb", buffering=1024 * 1024)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._file = os.fdopen(fd, "wb", buffering=1024 * 1024)
         self._entries = []
         self._offset = 0
 
@@ -180,7 +181,7 @@ class PackWriter:
         self._file = None
         f.close()
         final = pack_path(self.packs_dir, name)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.makedirs(os.path.dirname(final), mode=0o700, exist_ok=True)
         os.rename(os.path.join(self.tmp_dir, name + ".pack"), final)
         fsync_dir(os.path.dirname(final))
         self.on_sealed(name, size, entries)

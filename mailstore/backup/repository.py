@@ -57,7 +57,7 @@ def init(path, key_file=None, pack_size=DEFAULT_PACK_SIZE):
         # A record of fixed content: decrypting it proves that a key fits this repository.
         "key_check": codec.encode(codec.object_id(_KEY_CHECK), _KEY_CHECK).hex() if key else None,
     }
-    open(os.path.join(path, "catalog.sqlite"), "xb").close()
+    os.close(os.open(os.path.join(path, "catalog.sqlite"), os.O_CREAT | os.O_EXCL, 0o600))
     conn = catalog.connect(os.path.join(path, "catalog.sqlite"))
     try:
         catalog.create(conn)
@@ -70,7 +70,7 @@ def init(path, key_file=None, pack_size=DEFAULT_PACK_SIZE):
 
 def _write_json(path, data):
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
         f.write("\n")
         f.flush()

@@ -100,3 +100,17 @@ def test_second_locker_fails_clearly(tmp_path):
         holder.wait()
     with Repository(tmp_path / "repo") as repo:
         repo.lock(wait=5)
+
+
+def test_every_repository_file_is_private(tmp_path):
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    from backup_fixtures import make_tree
+    make_tree(tmp_path / "src")
+    backup.init(tmp_path / "repo", key_file=tmp_path / "key")
+    backup.run(tmp_path / "repo", tmp_path / "src", key_file=tmp_path / "key")
+    for dirpath, dirs, files in os.walk(tmp_path / "repo"):
+        assert stat.S_IMODE(os.stat(dirpath).st_mode) & 0o077 == 0, dirpath
+        for name in files:
+            mode = stat.S_IMODE(os.stat(os.path.join(dirpath, name)).st_mode)
+            assert mode & 0o077 == 0, (name, oct(mode))

@@ -270,3 +270,29 @@ def test_wrong_key_cannot_read_anything(tmp_path):
     for dirpath, _d, files in os.walk(tmp_path / "repo"):
         for f in files:
             assert needle not in open(os.path.join(dirpath, f), "rb").read()
+
+
+def test_a_message_renamed_between_scan_and_read_is_still_backed_up(tmp_path, repo,
+                                                                     monkeypatch):
+    """Dovecot renames (flag change) at any moment; the run must follow the message."""
+    repo_path, key = repo
+    make_tree(tmp_path / "src")
+    from mailstore.backup import snapshot
+    real_read = snapshot._read
+    moved = {}
+
+    def racing_read(path):
+        # the first time a message is about to be read, Dovecot renames it away
+        if "/cur/" in path and not moved:
+            unique = os.path.basename(path).split(":")[0]
+            new = os.path.join(os.path.dirname(path), unique + ":2,FRS")
+            os.rename(path, new)
+            moved[path] = new
+        return real_read(path)
+
+    monkeypatch.setattr(snapshot, "_read", racing_read)
+    result = backup.run(repo_path, tmp_path / "src", key_file=key)
+    assert moved and result["messages"] == 16 and not result["warnings"]
+    backup.restore(repo_path, "latest", tmp_path / "dst", key_file=key)
+    new_rel = os.path.relpath(list(moved.values())[0], tmp_path / "src")
+    assert (tmp_path / "dst" / new_rel).read_bytes() == (tmp_path / "src" / new_rel).read_bytes()
