@@ -10,6 +10,7 @@ from pyinfra import host
 from operations import (base, certificates, dovecot, icinga2_agent, infra02, lab_host,
                         lab_icinga_master, lab_selfservice_repo, mariadb, postfix,
                         selfservice_api)
+from operations import fail2ban, firewall, nginx, puppet
 
 if "lab_host" in host.groups:
     lab_host.prepare()
@@ -19,9 +20,13 @@ if "infra02" in host.groups:
     infra02.container()
 if "email" in host.groups:
     base.system()
+    puppet.removed()  # first: a Puppet agent left running would undo this deploy
     selfservice_api.account()  # before certificates: the API's key is installed for its group
     certificates.install()
     mariadb.server()
     postfix.server()
     dovecot.server()
     icinga2_agent.agent()
+    nginx.server()
+    fail2ban.server()
+    firewall.nftables()
