@@ -54,11 +54,12 @@ def _quiet(argv):
 
 
 def _pyinfra(limit, *extra):
-    env = dict(os.environ, CACERT_EMAIL_SECRETS=os.environ.get(
-        "CACERT_EMAIL_SECRETS", str(LAB / "secrets")))
+    # Always the lab's own secrets: a production $CACERT_EMAIL_SECRETS left in the shell must
+    # never be uploaded into the lab.
+    env = dict(os.environ, CACERT_EMAIL_SECRETS=str(LAB / "secrets"))
     pyinfra = Path(sys.executable).parent / "pyinfra"
     argv = [str(pyinfra), "-y", "inventories/lab.py", "deploy.py", "--limit", limit, *extra]
-    _say(" ".join(argv[0:1] + [a for a in argv[1:]]))
+    _say(" ".join(argv))
     if _run(argv, cwd=REPO, env=env).returncode != 0:
         raise LabError(f"the deploy --limit {limit} failed (its output is above)")
 
