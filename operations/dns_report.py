@@ -213,16 +213,24 @@ def main(argv=None):
         return 2
     from pyinfra.api import Config, State
     from pyinfra.api.connect import connect_all, disconnect_all
+    from pyinfra.api.exceptions import PyinfraError
+    from pyinfra.context import ctx_state
     from pyinfra_cli.inventory import make_inventory
 
+    # As pyinfra's own CLI does: the inventory file is read with a state in context.
+    state = State()
+    ctx_state.set(state)
     inventory = make_inventory(argv[0])
     hosts = inventory.get_group("email", [])
     if not hosts:
         print(f"{argv[0]}: no host in group `email`", file=sys.stderr)
         return 2
-    state = State()
     state.init(inventory, Config(), initial_limit=hosts)  # connect to the email hosts only
-    connect_all(state)
+    try:
+        connect_all(state)
+    except PyinfraError as exc:
+        print(f"{argv[0]}: could not connect to the email host(s): {exc}", file=sys.stderr)
+        return 1
     try:
         for host in hosts:
             if host not in state.activated_hosts:
