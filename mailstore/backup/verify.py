@@ -6,19 +6,26 @@ With `read_data`: every needed object is read back, decrypted, decompressed and 
 each damaged object is reported with the messages/files that use it and the snapshots they
 belong to. The result is recorded in the catalog for `status()`.
 """
+import math
 import os
+import random
 import sqlite3
 import time
 
 from mailstore import maildir
 from mailstore.backup import catalog
+from mailstore.backup.errors import BackupError
 from mailstore.backup.objects import DamagedObject, pack_path
 from mailstore.backup.repository import Repository
 from mailstore.backup.restore import resolve_snapshot
 
 
-def verify(repo_path, key_file=None, snapshot=None, read_data=False, wait=0, progress=None):
+def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None, wait=0,
+           progress=None):
     """Check one snapshot (id or `latest`) or all; return a summary dict.
+
+    `sample` (0 < fraction <= 1, with read_data): read only a random part of the objects, so
+    that a weekly cron job can spread reading the whole repository over several weeks.
 
     Keys: ok (bool), snapshots (checked), objects (checked), damaged (list of dicts: object,
     problem, uses: [{"user", "path", "snapshots": [ids]}]), missing_packs (names).
@@ -53,7 +60,13 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, wait=0, pro
                 located[oid] = (pack, offset, length)
         checked = 0
         if read_data:
-            for oid, (pack, offset, length) in sorted(located.items(), key=lambda i: i[1]):
+            to_read = sorted(located.items(), key=lambda i: i[1])
+            if sample is not None:
+                if not 0 < sample <= 1:
+                    raise BackupError("--sample must be a fraction above 0 and at most 1")
+                to_read = sorted(random.sample(to_read, int(math.ceil(len(to_read) * sample))),
+                                 key=lambda i: i[1])
+            for oid, (pack, offset, length) in to_read:
                 try:
                     repo.codec.decode(oid, repo.reader.read(pack, offset, length))
                 except DamagedObject as e:
@@ -62,7 +75,7 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, wait=0, pro
                     damaged[oid] = "cannot read pack {}: {}".format(pack, e.strerror or e)
                 checked += 1
                 if progress and checked % 20000 == 0:
-                    progress("{} of {} objects read".format(checked, len(located)))
+                    progress("{} of {} objects read".format(checked, len(to_read)))
         else:
             checked = len(needed)
         size_mismatch = [n for n in packs if n in disk_sizes and disk_sizes[n] != packs[n]]

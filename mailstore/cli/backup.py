@@ -177,14 +177,17 @@ def status_cmd(repo, key_file, as_json):
 @click.option("--snapshot", default=None, help="Check only this snapshot (id or `latest`).")
 @click.option("--read-data", is_flag=True,
               help="Read back and re-hash every object (slow); names each damaged message.")
+@click.option("--sample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="With --read-data: read only this random fraction of the objects "
+                   "(e.g. 0.1 weekly).")
 @key_file_option
 @wait_option
 @json_option
-def verify_cmd(repo, snapshot, read_data, key_file, wait, as_json):
+def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, as_json):
     """Check that the snapshots are restorable; exit 1 if anything is damaged or missing."""
     with _Errors():
         result = lib.verify(repo, key_file=key_file, snapshot=snapshot, read_data=read_data,
-                            wait=wait, progress=_progress())
+                            sample=sample, wait=wait, progress=_progress())
     if as_json:
         _emit_json(result)
     else:
@@ -200,7 +203,8 @@ def verify_cmd(repo, snapshot, read_data, key_file, wait, as_json):
                        err=True)
         click.echo("{} verify {}: {} snapshots, {} objects{}, {} damaged".format(
             PREFIX, "ok" if result["ok"] else "FAILED", result["snapshots"], result["objects"],
-            " read and re-hashed" if read_data else " located", len(result["damaged"])))
+            " ({} read and re-hashed)".format(result["read"]) if read_data else " located",
+            len(result["damaged"])))
     sys.exit(0 if result["ok"] else 1)
 
 

@@ -135,3 +135,15 @@ def test_a_failing_database_dump_fails_the_run_and_records_nothing(tmp_path):
         backup.run(tmp_path / "repo", tmp_path / "src", mysql_dump="cacertusers",
                    dump_command=dump)
     assert backup.status(tmp_path / "repo")["snapshots"] == 0
+
+
+def test_verify_can_read_a_random_sample(two_snapshots):
+    repo_path, key, _first, _second = two_snapshots
+    full = backup.verify(repo_path, key_file=key, read_data=True)
+    part = backup.verify(repo_path, key_file=key, read_data=True, sample=0.25)
+    # 16 messages + 10 distinct control files (empty maildirfolder files share one object)
+    assert full["read"] == full["objects"] == 26
+    assert part["read"] == 7 and part["ok"]          # ceil(26 / 4)
+    assert backup.status(repo_path)["last_verify"]["checked"] == 7
+    with pytest.raises(backup.BackupError, match="fraction"):
+        backup.verify(repo_path, key_file=key, read_data=True, sample=1.5)
