@@ -50,7 +50,11 @@ def _run(argv, check=False, **kwargs):
 
 
 def _quiet(argv):
-    return _run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    """The exit status of `argv`, output discarded; 127 if the command is not installed."""
+    try:
+        return _run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    except FileNotFoundError:
+        return 127
 
 
 def _pyinfra(limit, *extra):
