@@ -27,6 +27,7 @@ if "email" in host.groups:
     postfix.server()
     dovecot.server()
     icinga2_agent.agent()
+    selfservice_api.install()
     nginx.server()
     fail2ban.server()
     firewall.nftables()
