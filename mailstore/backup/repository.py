@@ -197,10 +197,16 @@ class Repository:
                               (object_id,)).fetchone()
         if row is None:
             raise DamagedObject("object {} is not in the catalog".format(object_id))
+        return self.read_at(object_id, *row)
+
+    def read_at(self, object_id, pack, offset, length):
+        """Like read_object, for a caller that already has the object's location."""
+        if pack is None:
+            raise DamagedObject("object {} is not in the catalog".format(object_id))
         try:
-            record = self.reader.read(*row)
+            record = self.reader.read(pack, offset, length)
         except OSError as e:
-            raise DamagedObject("cannot read pack {}: {}".format(row[0], e))
+            raise DamagedObject("cannot read pack {}: {}".format(pack, e))
         return self.codec.decode(object_id, record)
 
 

@@ -16,7 +16,6 @@ planted in the target can make a restore write outside TARGET_ROOT.
 import errno
 import os
 import secrets
-import stat
 
 from mailstore import maildir
 from mailstore.backup.errors import BackupError, NotFoundError, RestoreConflict
@@ -215,7 +214,7 @@ def _plan_mail(db, seq, user, folder, message, merge):
         args.append(message)
     messages = db.execute(
         "SELECT m.user, m.folder, m.subdir, m.name, m.uniq, m.mode, m.uid, m.gid, m.mtime_ns,"
-        " m.object, o.pack, o.offset FROM snapshot_messages s JOIN messages m ON m.id ="
+        " m.object, o.pack, o.offset, o.length FROM snapshot_messages s JOIN messages m ON m.id ="
         " s.message LEFT JOIN objects o ON o.id = m.object WHERE " + " AND ".join(where) +
         " ORDER BY o.pack, o.offset", args).fetchall()
     if message is not None and not messages:
@@ -269,7 +268,7 @@ def _user_parts(user, relpath):
 
 
 def _file_parts(f):
-    kind, user, _folder, path = f[0], f[1], f[2], f[3]
+    user, path = f[1], f[3]
     if user is None:
         return tuple(p for p in path.split("/") if p != "")
     return _user_parts(user, path)
@@ -317,7 +316,7 @@ def _execute(repo, target, plan, merge, progress):
                 result["skipped"] += 1
                 continue
         try:
-            data = repo.read_object(m[9])
+            data = repo.read_at(m[9], m[10], m[11], m[12])
         except DamagedObject as e:
             result["errors"].append("{}/{}: {}".format(
                 user, maildir.message_relpath(folder, subdir, name), e))

@@ -29,8 +29,7 @@ from mailstore.backup.errors import BackupError
 from mailstore.backup.objects import PackWriter, pack_path
 from mailstore.backup.repository import Repository
 
-# Kinds of UserTree entries kept. Index files are caches Dovecot rebuilds; tmp/ holds
-# deliveries in progress: neither belongs in a backup.
+# Users scanned at once (the scan is I/O-bound: one lstat per message).
 _SCAN_THREADS = 8
 
 
@@ -152,6 +151,9 @@ class _Run:
         for s in tree.symlinks:
             self.files.append(("symlink", name, _folder_of(s.relpath), s.relpath, s.mode, s.uid,
                                s.gid, s.mtime_ns, s.size, None, s.link))
+        # Index files are caches Dovecot rebuilds and tmp/ holds deliveries in progress:
+        # neither belongs in a backup. Control files and the user's other files (sieve
+        # scripts...) do.
         for e in tree.control + tree.other:
             self.file(e.kind, name, _folder_of(e.relpath), e.relpath,
                       os.path.join(tree.path, e.relpath), e)

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import click
-import pytest
 from click.testing import CliRunner
 
 from mailstore.cli import main

@@ -1,6 +1,5 @@
 """Snapshots and restores: bit-exact round trips, renames without reads, symlinks, merge."""
 import os
-import shutil
 import sqlite3
 
 import pytest
