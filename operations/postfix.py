@@ -25,7 +25,10 @@ MYSQL_MAPS = {
 # Hash maps (postmap'ed into <name>.db): file name -> template.
 HASH_MAPS = {"transport": "files/postfix/transport.j2",
              "cacert-inc-bcc": "files/postfix/cacert-inc-bcc.j2"}
-CHECK = "postfix -c {stage} check && postconf -c {stage} -M >/dev/null"
+# postconf reports syntax errors of main.cf/master.cf on stderr (shown by pyinfra); `postfix
+# check` writes only to syslog when it has no terminal, so its complaint is fetched from there.
+CHECK = ("postconf -c {stage} -n >/dev/null && postconf -c {stage} -M >/dev/null && "
+         "{{ postfix -c {stage} check || {{ tail -n 5 /var/log/mail.log >&2; false; }}; }}")
 
 
 def etc_aliases(data):

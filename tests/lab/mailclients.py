@@ -1,0 +1,233 @@
+"""Real mail clients for the lab tests: TLS verified against the lab CA by host name, a small
+ManageSieve client, an SMTP sink that stands in for the Lists/Issue hosts, Maildir polling."""
+import base64
+import imaplib
+import poplib
+import smtplib
+import socket
+import ssl
+import threading
+import time
+import uuid
+from email.message import EmailMessage
+
+
+class NamedContext(ssl.SSLContext):
+    """Verifies the lab CA *and* a host name while the clients connect to an IP address."""
+
+    expected_name = None
+
+    def wrap_socket(self, sock, *args, server_hostname=None, **kwargs):
+        return super().wrap_socket(sock, *args, server_hostname=self.expected_name, **kwargs)
+
+
+def tls(lab, name):
+    """A client TLS context that accepts only the lab CA's certificate for `name`."""
+    context = NamedContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile=lab["ca_cert"])
+    context.expected_name = name
+    return context
+
+
+def message(sender, recipient, subject=None, body="Hello from the lab tests.\n"):
+    """(marker, EmailMessage): the marker is unique and appears in subject and body."""
+    marker = f"T-{uuid.uuid4().hex[:12]}"
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = recipient
+    msg["Subject"] = f"{subject or 'lab test'} {marker}"
+    msg["Message-ID"] = f"<{marker}@tests.cacert.test>"
+    msg.set_content(f"{body}{marker}\n")
+    return marker, msg
+
+
+def smtp_25(lab, starttls=True):
+    smtp = smtplib.SMTP(lab["address"], lab["ports"]["smtp"], timeout=30)
+    smtp.ehlo("tests.cacert.test")
+    if starttls:
+        smtp.starttls(context=tls(lab, lab["hostnames"]["email"]))
+        smtp.ehlo("tests.cacert.test")
+    return smtp
+
+
+def submission(lab, account, port="submission"):
+    """A logged-in submission client: STARTTLS on 587, or implicit TLS on 465 ("smtps")."""
+    context = tls(lab, lab["hostnames"]["community"])
+    if port == "smtps":
+        smtp = smtplib.SMTP_SSL(lab["address"], lab["ports"]["smtps"], timeout=30,
+                                context=context)
+        smtp.ehlo("tests.cacert.test")
+    else:
+        smtp = smtplib.SMTP(lab["address"], lab["ports"]["submission"], timeout=30)
+        smtp.ehlo("tests.cacert.test")
+        smtp.starttls(context=context)
+        smtp.ehlo("tests.cacert.test")
+    smtp.login(account["email"], account["password"])
+    return smtp
+
+
+def imaps(lab, account):
+    imap = imaplib.IMAP4_SSL(lab["address"], lab["ports"]["imaps"],
+                             ssl_context=tls(lab, lab["hostnames"]["community"]), timeout=30)
+    imap.login(account["email"], account["password"])
+    return imap
+
+
+def pop3s(lab, account):
+    pop = poplib.POP3_SSL(lab["address"], lab["ports"]["pop3s"],
+                          context=tls(lab, lab["hostnames"]["community"]), timeout=30)
+    pop.user(account["email"])
+    pop.pass_(account["password"])
+    return pop
+
+
+def wait_for(predicate, timeout=60, interval=0.5, what="condition"):
+    """Poll `predicate` until it returns something truthy; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def maildir_files(ssh, lab, user, marker, folder=""):
+    """Paths of the messages containing `marker` in <mail_root>/<user>/Maildir/<folder>."""
+    path = f"{lab['mail_root']}/{user}/Maildir/{folder}"
+    result = ssh(f"grep -rlF {marker} {path}/new {path}/cur 2>/dev/null", check=False)
+    return result.stdout.split()
+
+
+def wait_for_delivery(ssh, lab, user, marker, folder="", timeout=60):
+    return wait_for(lambda: maildir_files(ssh, lab, user, marker, folder), timeout=timeout,
+                    what=f"{marker} in {user}'s Maildir/{folder}")
+
+
+def mail_log(ssh, pattern):
+    """Lines of the container's mail log that contain `pattern`."""
+    result = ssh(f"grep -hF -- {pattern} /var/log/mail.log /var/log/syslog 2>/dev/null; "
+                 f"journalctl -q --no-pager -t postfix/smtp -t postfix/lmtp -t postfix/local "
+                 f"-t postfix/cleanup -t postfix/qmgr -t postfix/smtpd 2>/dev/null "
+                 f"| grep -F -- {pattern}", check=False)
+    return result.stdout.splitlines()
+
+
+class ManageSieve:
+    """Just enough of RFC 5804: STARTTLS, AUTHENTICATE PLAIN, PUTSCRIPT, SETACTIVE, ..."""
+
+    def __init__(self, lab, timeout=30):
+        self.lab = lab
+        self.sock = socket.create_connection((lab["address"], lab["ports"]["sieve"]),
+                                             timeout=timeout)
+        self.file = self.sock.makefile("rb")
+        self.capabilities = self._response()
+
+    def _response(self):
+        """Lines up to the final OK/NO/BYE; raises on NO/BYE."""
+        lines = []
+        while True:
+            line = self.file.readline().decode().rstrip("\r\n")
+            if not line and not lines:
+                raise ConnectionError("ManageSieve server closed the connection")
+            lines.append(line)
+            word = line.split(" ", 1)[0].upper()
+            if word == "OK":
+                return lines
+            if word in ("NO", "BYE"):
+                raise ManageSieveError(line)
+
+    def command(self, text):
+        self.sock.sendall(text.encode() + b"\r\n")
+        return self._response()
+
+    def starttls(self):
+        self.command("STARTTLS")
+        context = tls(self.lab, self.lab["hostnames"]["community"])
+        self.sock = context.wrap_socket(self.sock)
+        self.file = self.sock.makefile("rb")
+        self.capabilities = self._response()   # capabilities are sent again after TLS
+
+    def authenticate(self, login, password):
+        token = base64.b64encode(f"\0{login}\0{password}".encode()).decode()
+        return self.command(f'AUTHENTICATE "PLAIN" "{token}"')
+
+    def putscript(self, name, script):
+        data = script.encode()
+        self.sock.sendall(f'PUTSCRIPT "{name}" {{{len(data)}+}}\r\n'.encode() + data + b"\r\n")
+        return self._response()
+
+    def close(self):
+        try:
+            self.command("LOGOUT")
+        except (ManageSieveError, ConnectionError, OSError):
+            pass
+        self.sock.close()
+
+
+class ManageSieveError(Exception):
+    pass
+
+
+class SmtpSink:
+    """A minimal SMTP server on the lab host that records what it is sent (no TLS offered)."""
+
+    def __init__(self, address, port):
+        self.server = socket.create_server((address, port), reuse_port=False)
+        self.server.settimeout(0.5)
+        self.received = []     # (mail_from, [rcpt], data)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                try:
+                    self._session(conn)
+                except OSError:
+                    pass
+
+    def _session(self, conn):
+        conn.settimeout(30)
+        reader = conn.makefile("rb")
+        conn.sendall(b"220 sink.cacert.test ESMTP lab sink\r\n")
+        mail_from, rcpts = None, []
+        while True:
+            line = reader.readline().decode(errors="replace").rstrip("\r\n")
+            if not line:
+                return
+            verb = line.split(" ", 1)[0].upper()
+            if verb in ("EHLO", "HELO"):
+                conn.sendall(b"250 sink.cacert.test\r\n")
+            elif verb == "MAIL":
+                mail_from, rcpts = line[10:].strip(), []
+                conn.sendall(b"250 OK\r\n")
+            elif verb == "RCPT":
+                rcpts.append(line[8:].strip())
+                conn.sendall(b"250 OK\r\n")
+            elif verb == "DATA":
+                conn.sendall(b"354 go ahead\r\n")
+                data = []
+                while True:
+                    chunk = reader.readline()
+                    if chunk in (b".\r\n", b".\n", b""):
+                        break
+                    data.append(chunk)
+                self.received.append((mail_from, rcpts, b"".join(data).decode(errors="replace")))
+                conn.sendall(b"250 queued\r\n")
+            elif verb == "QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 OK\r\n")
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.server.close()
