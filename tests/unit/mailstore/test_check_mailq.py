@@ -7,7 +7,6 @@ import pytest
 
 from check_fixtures import check, perfdata
 
-NOW = int(time.time())
 
 
 def entry(queue, age, qid="4A1B2C3D4E", recipients=1, reason=None):
@@ -18,7 +17,7 @@ def entry(queue, age, qid="4A1B2C3D4E", recipients=1, reason=None):
         if reason:
             r["delay_reason"] = reason
         rcpts.append(r)
-    return {"queue_name": queue, "queue_id": qid, "arrival_time": NOW - age,
+    return {"queue_name": queue, "queue_id": qid, "arrival_time": int(time.time()) - age,
             "message_size": 2345, "forced_expire": False, "sender": "alice@cacert.test",
             "recipients": rcpts}
 
