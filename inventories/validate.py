@@ -148,6 +148,11 @@ def _check_mail_data(data):
         _address(alias["owner"], f"{where} owner")
         if not isinstance(alias["send_as"], bool):
             raise InventoryError(f"{where}: send_as must be True or False")
+        domain = alias["alias"].rsplit("@", 1)[1].lower()
+        if not alias["send_as"] and domain != data["mail_domain"]:
+            # Those go to /etc/aliases, which knows local parts of the mail domain only.
+            raise InventoryError(f"{where}: {alias['alias']} has send_as False, so it goes to "
+                                 f"/etc/aliases, which serves @{data['mail_domain']} only")
     for local, target in data["etc_aliases"].items():
         if not _USER.match(local):
             raise InventoryError(f"etc_aliases: {local!r} is not a local part for /etc/aliases")

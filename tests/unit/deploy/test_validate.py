@@ -193,3 +193,10 @@ def test_bad_transport(secrets, email_data):
     email_data["transports"] = {"lists.cacert.test": "smtp:[a] b"}
     with pytest.raises(InventoryError, match=r"transports\['lists.cacert.test'\]: .* space"):
         checked("email", email_data)
+
+
+def test_etc_aliases_entry_must_be_in_the_mail_domain(secrets, email_data):
+    email_data["mail_aliases"][1]["alias"] = "postmaster@elsewhere.test"
+    with pytest.raises(InventoryError, match=r"mail_aliases\[1\]: postmaster@elsewhere.test has "
+                                             r"send_as False"):
+        checked("email", email_data)
