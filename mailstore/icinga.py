@@ -422,8 +422,8 @@ class Api:
             data = r.json()
         except ValueError:
             return "HTTP %d %s" % (r.status_code, r.text.strip()[:200] or r.reason)
-        messages = [str(x.get("status")) for x in data.get("results") or [] if x.get("status")
-                    and x.get("code", 200) >= 300]
+        messages = [_result_message(x) for x in data.get("results") or []
+                    if x.get("code", 200) >= 300]
         if data.get("status"):
             messages.insert(0, str(data["status"]))
         return "HTTP %d: %s" % (r.status_code, "; ".join(m.strip() for m in messages)
@@ -434,7 +434,7 @@ class Api:
         for result in (answer or {}).get("results") or []:
             code = result.get("code", 200)
             if not 200 <= int(code) <= 299:
-                raise IcingaError("%s: %s" % (what, str(result.get("status", code)).strip()))
+                raise IcingaError("%s: %s" % (what, _result_message(result)))
         return answer
 
     # the operations registration and push need
@@ -475,6 +475,16 @@ class Api:
         return self._results_ok(what, self._call(
             what, self.client.actions.process_check_result, "Service", service, exit_status,
             output, performance_data=perfdata or None, check_source=check_source))
+
+
+def _result_message(result):
+    """The API's words for one failed object: its status plus the config errors behind it
+    (a failed create only says "Object could not be created."; `errors` says why)."""
+    parts = [str(result.get("status") or "code %s" % result.get("code")).strip()]
+    for error in result.get("errors") or []:
+        # Icinga repeats the whole config snippet after the message; keep the first line
+        parts.append(str(error).strip().split("\n", 1)[0])
+    return " ".join(parts)
 
 
 def _root_cause(exc):

@@ -479,3 +479,24 @@ def test_push_to_an_unknown_service_names_it(master, tmp_path):
     assert result.exit_code == 1
     assert "submit check result for '%s!nope'" % HOST in result.output
     assert "HTTP 404" in result.output
+
+
+def test_unknown_endpoint_is_named_in_the_error(master, tmp_path):
+    odd = {"name": "mailstore-mailq", "check": "mailq"}
+    result = register(master, description(tmp_path, [VOLUME, BACKUP, odd],
+                                          endpoint="no-such-agent"))
+    assert result.exit_code == 1
+    assert "'%s!mailstore-mailq'" % HOST in result.output or \
+        "'%s!mailstore-volume'" % HOST in result.output
+    assert "no-such-agent" in result.output and "Endpoint" in result.output, result.output
+
+
+def test_dry_run_changes_nothing(master, tmp_path):
+    extra = {"name": "mailstore-maildir", "check": "maildir", "args": ["/srv/mail"]}
+    summary = json.loads(register(master, description(tmp_path, [VOLUME, BACKUP, extra]),
+                                  "--dry-run").output)
+    assert summary["dry_run"] is True
+    assert {o["name"] for o in summary["created"]} == {HOST + "!mailstore-maildir",
+                                                       "mailstore-maildir"}
+    assert master.obj("services", HOST + "!mailstore-maildir") is None
+    assert master.obj("checkcommands", "mailstore-maildir") is None
