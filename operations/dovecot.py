@@ -1,9 +1,9 @@
 """Dovecot: IMAP 143/993, POP3 110/995, ManageSieve 4190, LMTP for Postfix with sieve filtering,
 SQL users from cacertusers, mail in <mail_root>/<user>/Maildir owned by the vmail user.
 
-Templates are per Dovecot major version: files/dovecot/2.3/ serves bullseye and bookworm;
-trixie ships Dovecot 2.4, whose configuration syntax differs (a later issue adds
-files/dovecot/2.4/). The set is validated with `doveconf -c STAGED -n` before it is used.
+Templates are per Dovecot major version, whose configuration syntax differs:
+files/dovecot/2.3/ serves bullseye and bookworm, files/dovecot/2.4/ trixie. The set is
+validated with `doveconf -c STAGED -n` before it is used.
 """
 from pyinfra import host, logger
 from pyinfra.api import deploy
@@ -13,7 +13,7 @@ from inventories.validate import InventoryError, read_password
 from operations import staging
 
 # Dovecot major version of each Debian release: the folder of templates it gets.
-DOVECOT_VERSION = {"bullseye": "2.3", "bookworm": "2.3"}
+DOVECOT_VERSION = {"bullseye": "2.3", "bookworm": "2.3", "trixie": "2.4"}
 PACKAGES = ["dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-mysql",
             "dovecot-sieve", "dovecot-managesieved"]
 

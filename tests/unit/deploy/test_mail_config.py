@@ -153,9 +153,23 @@ def test_dovecot_renders_for_both_inventories(request, which):
     assert "password=pw-d" in sql.content
 
 
-def test_trixie_is_refused_until_its_templates_exist(lab_data):
+def test_trixie_gets_the_dovecot_2_4_templates(lab_data):
     lab_data["debian_release"] = "trixie"
-    with pytest.raises(validate.InventoryError, match="trixie: no Dovecot templates"):
+    files = by_dest(dovecot.config_files(lab_data, "pw-d"))
+    conf = files["/etc/dovecot/dovecot.conf"].content
+    assert conf.startswith("# Managed by cacert-email (files/dovecot/2.4/")
+    assert "dovecot_config_version = 2.4.0" in conf
+    assert f"ssl_server_cert_file = {lab_data['certificates']['community']['cert']}" in conf
+    assert "auth_allow_cleartext = no" in conf and "ssl = required" in conf
+    # Included relatively: the staged dovecot.conf is validated with the staged SQL file.
+    assert "!include dovecot-sql.conf.ext" in conf
+    sql = files["/etc/dovecot/dovecot-sql.conf.ext"].content
+    assert "password = pw-d" in sql and "WHERE login = '%{user}'" in sql
+
+
+def test_a_release_without_templates_is_refused(lab_data):
+    lab_data["debian_release"] = "forky"
+    with pytest.raises(validate.InventoryError, match="forky: no Dovecot templates"):
         dovecot.config_files(lab_data, "pw")
 
 
