@@ -202,3 +202,46 @@ def test_unreadable_maildir_is_unknown_for_an_unprivileged_user():
         assert "cannot read" in outcome.text and "Permission denied" in outcome.text
     finally:
         shutil.rmtree(public)
+
+
+def test_a_changed_directory_stats_only_new_names(store, tmp_path):
+    run(store, tmp_path)
+    cur = store / "alice" / "Maildir" / "cur"
+    # an old message gets a wrong owner without a directory change, then a flag change
+    # (rename) and a delivery of a wrong-owned message touch the directory
+    os.chown(str(cur / "1700000000.M1P1.h,S=100:2,S"), 65534, -1)
+    msg(store, "alice", "", "cur", "1700000050.M1P1.h:2,S", 7, uid=65534)
+    code, line, m = run(store, tmp_path)
+    perf = perfdata(m)
+    assert perf["messages"][0] == 6 and perf["bytes"][0] == 1057
+    # only the new name was stat'ed: its owner counts, the chown of the old one waits for
+    # the forced re-check
+    assert perf["wrong_owner"][0] == 1 and "1700000050" in line
+    code, line, m = run(store, tmp_path, "--max-cache-age", "0")
+    assert perfdata(m)["wrong_owner"][0] == 2
+
+
+def test_rename_in_a_listed_directory_keeps_size_and_count(store, tmp_path):
+    run(store, tmp_path)
+    cur = store / "alice" / "Maildir" / ".Sent" / "cur"
+    os.rename(str(cur / "1700000002.M3P1.h,S=300:2,S"), str(cur / "1700000002.M3P1.h,S=300:2,RS"))
+    code, line, m = run(store, tmp_path)
+    assert perfdata(m)["messages"][0] == 5 and perfdata(m)["bytes"][0] == 1050
+    assert perfdata(m)["rescanned"][0] == 1
+
+
+def test_lost_detail_files_mean_a_full_listing(store, tmp_path):
+    run(store, tmp_path)
+    shutil.rmtree(str(tmp_path / "cache.json.d"))
+    os.chown(str(store / "bob" / "Maildir" / "cur" / "1700000004.M5P1.h:2,RS"), 65534, -1)
+    msg(store, "bob", "", "cur", "1700000060.M1P1.h:2,S", 3)
+    code, line, m = run(store, tmp_path)
+    assert perfdata(m)["wrong_owner"][0] == 1 and perfdata(m)["messages"][0] == 6
+
+
+def test_detail_files_of_vanished_directories_are_removed(store, tmp_path):
+    run(store, tmp_path)
+    before = len(os.listdir(str(tmp_path / "cache.json.d")))
+    shutil.rmtree(str(store / "bob"))
+    run(store, tmp_path)
+    assert len(os.listdir(str(tmp_path / "cache.json.d"))) == before - 2
