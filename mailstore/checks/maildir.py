@@ -16,11 +16,8 @@ Why it is fast (< 0.3 s for 100 000 messages; figures in bench/checks.py): a mes
 directory (``new/``, ``cur/``) changes its mtime whenever a file is added, removed or renamed
 in it — the only ways Maildir messages change. Each run stats every folder's ``new/`` and
 ``cur/`` (two stats per folder) and lists only those whose mtime differs from the cached one;
-the count, bytes and wrong-owner count of the others come from the cache file. A changed
-directory is listed, but only names its previous listing did not have are stat'ed (Maildir
-names are immutable; the previous listing, ``{name: [size, wrong owner]}``, is kept per
-directory in ``<cache>.d/``), so a flag change in a 5000-message ``cur/`` costs one stat.
-``tmp/`` is listed every run (it is small). Two gaps and how they are closed:
+the count, bytes and wrong-owner count of the others come from the cache file. ``tmp/`` is
+listed every run (it is small). Two gaps and how they are closed:
 
 - a ``chown`` does not touch the directory: every cached directory is re-listed anyway after
   ``--max-cache-age`` (1 h, jittered per directory so the re-scans spread over time);
@@ -116,62 +113,12 @@ def database_users(defaults_file, query=None, timeout=5):
         conn.close()
 
 
-class DetailStore:
-    """Per-directory file lists ``{name: [size, wrong]}`` next to the cache (``<cache>.d/``),
-    one small JSON file per message directory, read only for directories that changed."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def _file(self, rel):
-        digest = hashlib.sha1(rel.encode("utf-8", "surrogateescape")).hexdigest()[:24]
-        return os.path.join(self.path, digest + ".json")
-
-    def load(self, rel, expected):
-        if self.path is None:
-            return None
-        try:
-            with open(self._file(rel), "r", encoding="utf-8", errors="surrogateescape") as f:
-                data = json.loads(f.read())
-        except (OSError, ValueError):
-            return None
-        if not isinstance(data, dict) or data.get("dir") != rel \
-                or data.get("expected") != expected or not isinstance(data.get("files"), dict):
-            return None
-        return data["files"]
-
-    def save(self, rel, expected, files):
-        if self.path is None:
-            return
-        try:
-            os.makedirs(self.path, exist_ok=True)
-            path = self._file(rel)
-            tmp = "%s.%d.tmp" % (path, os.getpid())
-            with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
-                f.write(json.dumps({"dir": rel, "expected": expected, "files": files},
-                                   separators=(",", ":")))
-            os.replace(tmp, path)
-        except OSError:
-            pass        # an optimisation only: the next change lists this one in full
-
-    def forget(self, rels):
-        if self.path is None:
-            return
-        for rel in rels:
-            try:
-                os.unlink(self._file(rel))
-            except OSError:
-                pass
-
-
 class Scan:
     """One pass over ROOT: totals, findings, examples and the updated cache."""
 
-    def __init__(self, root, cache, owner_uid, stale_age, max_cache_age, now_ns=None,
-                 details=None):
+    def __init__(self, root, cache, owner_uid, stale_age, max_cache_age, now_ns=None):
         self.root = root
         self.old = cache
-        self.details = details or DetailStore(None)
         self.new = {}
         self.owner_uid = owner_uid
         self.stale_age_ns = stale_age * 10 ** 9
@@ -248,62 +195,47 @@ class Scan:
         if st is None:
             return
         entry = self.old.get(rel)
-        # entry: [dir mtime_ns, expected uid, count, bytes, wrong, stat-verified at ns, first
-        #         wrong path, jitter]; `young` until its forced re-check is due
-        young = (entry is not None and len(entry) == 8 and entry[1] == expected
-                 and self.now_ns < entry[5] + self.max_cache_age_ns * entry[7])
-        if young and entry[0] == st.st_mtime_ns:
+        # entry: [dir mtime_ns, expected uid, count, bytes, wrong, listed at ns, first wrong
+        #         path, jitter]; trusted while the mtime is the same and it is young enough
+        if (entry is not None and len(entry) == 8 and entry[0] == st.st_mtime_ns
+                and entry[1] == expected
+                and self.now_ns < entry[5] + self.max_cache_age_ns * entry[7]):
             count, size, wrong, first_wrong = entry[2], entry[3], entry[4], entry[6]
             self.new[rel] = entry
         else:
-            # changed: list it, but stat only names the last listing did not have (a flag
-            # change in a 5000-message cur/ costs one stat, not 5000); a forced re-check or a
-            # lost detail file stats everything
-            known = self.details.load(rel, expected) if young else None
-            files = self._list(rel, expected, known)
-            self.details.save(rel, expected, files)
-            count = len(files)
-            size = sum(f[0] for f in files.values())
-            wrong_names = sorted(n for n, f in files.items() if f[1])
-            wrong = len(wrong_names)
-            first_wrong = os.path.join(rel, wrong_names[0]) if wrong_names else None
+            count, size, wrong, first_wrong = self._list(rel, expected)
             self.rescanned += 1
             racy = self.now_ns - st.st_mtime_ns < RACY_NS
-            if known is not None:
-                verified, jitter = entry[5], entry[7]      # old names were not re-checked
-            else:
-                # spread the forced re-checks: each expires somewhere in [max/2, max]
-                verified, jitter = self.now_ns, round(random.uniform(0.5, 1.0), 3)
+            # spread the forced re-scans: each entry expires somewhere in [max/2, max]
             self.new[rel] = [-1 if racy else st.st_mtime_ns, expected, count, size, wrong,
-                             verified, first_wrong, jitter]
+                             self.now_ns, first_wrong, round(random.uniform(0.5, 1.0), 3)]
         self.messages += count
         self.bytes += size
         if wrong:
             self.wrong += wrong
             self.example("wrong_owner", first_wrong)
 
-    def _list(self, rel, expected, known=None):
-        """{name: [size, wrong owner 0/1]} of the regular files in a message directory."""
-        files = {}
+    def _list(self, rel, expected):
+        count = size = wrong = 0
+        first_wrong = None
         try:
             with os.scandir(os.path.join(self.root, rel)) as it:
                 for de in it:
-                    if known is not None:
-                        old = known.get(de.name)
-                        if old is not None:
-                            # Maildir names are immutable: same name, same file
-                            files[de.name] = old
-                            continue
                     try:
                         st = de.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue        # expunged or renamed while we looked: normal
                     if not stat.S_ISREG(st.st_mode):
                         continue        # not mail; `mailstore migrate` reports such anomalies
-                    files[de.name] = [st.st_size, 1 if st.st_uid != expected else 0]
+                    count += 1
+                    size += st.st_size
+                    if st.st_uid != expected:
+                        wrong += 1
+                        if first_wrong is None:
+                            first_wrong = os.path.join(rel, de.name)
         except OSError as e:
             self.problems.append("%s: %s" % (rel, e.strerror))
-        return files
+        return count, size, wrong, first_wrong
 
     def tmp_dir(self, rel, expected):
         st = self._stat_dir(rel, expected)
@@ -359,13 +291,11 @@ class Maildirs(nagiosplugin.Resource):
         if not os.path.isdir(self.root):
             raise nagiosplugin.CheckError("%s: not a directory" % self.root)
         cache = load_cache(self.cache_file, self.root)
-        details = DetailStore(self.cache_file + ".d")
         scan = self.scan = Scan(self.root, cache, self.owner_uid, self.stale_age,
-                                self.max_cache_age, details=details).run()
+                                self.max_cache_age).run()
         # nothing re-listed and nothing gone: the file on disk already says all this
         if scan.new != cache:
             self.cache_saved = save_cache(self.cache_file, self.root, scan.new)
-            details.forget(set(cache) - set(scan.new))
         self.examples = dict(scan.examples)
         if scan.problems:
             raise nagiosplugin.CheckError("cannot read %d director%s, e.g. %s" % (
