@@ -7,10 +7,9 @@ This file only composes; each step lives in operations/<concern>.py.
 """
 from pyinfra import host
 
-from operations import (base, certificates, dovecot, icinga2_agent, infra02, lab_host,
-                        lab_icinga_master, lab_selfservice_repo, mariadb, postfix,
-                        selfservice_api)
-from operations import fail2ban, firewall, nginx, puppet
+from operations import (base, certificates, dovecot, fail2ban, firewall, icinga2_agent, infra02,
+                        lab_host, lab_icinga_master, lab_selfservice_repo, mailstore, mariadb,
+                        nginx, postfix, puppet, selfservice_api)
 
 if "lab_host" in host.groups:
     lab_host.prepare()
@@ -26,6 +25,7 @@ if "email" in host.groups:
     mariadb.server()
     postfix.server()
     dovecot.server()
+    mailstore.install()
     icinga2_agent.agent()
     selfservice_api.install()
     nginx.server()
