@@ -126,10 +126,8 @@ def prepare():
     backends = files.put(name="apt-cacher-ng backend", src="files/lab_host/backends_debian",
                          dest="/etc/apt-cacher-ng/backends_debian", mode="644")
     # Its own directories, owned by its user (a reinstall may give that user another uid).
-    # (chown only: a recursive mode would make every cached file executable.)
-    files.directory(name="apt-cacher-ng run directory", path="/run/apt-cacher-ng",
-                    user="apt-cacher-ng", group="apt-cacher-ng", mode="755")
-    for path in ("/var/log/apt-cacher-ng", "/var/cache/apt-cacher-ng"):
+    # (Owner only: a recursive mode would make every cached file executable.)
+    for path in ("/run/apt-cacher-ng", "/var/log/apt-cacher-ng", "/var/cache/apt-cacher-ng"):
         files.directory(name=f"apt-cacher-ng directory {path}", path=path,
                         user="apt-cacher-ng", group="apt-cacher-ng", recursive=True)
     port = data.apt_proxy.rsplit(":", 1)[1].strip("/")
