@@ -125,7 +125,7 @@ class Scan:
         self.max_cache_age_ns = max_cache_age * 10 ** 9
         self.now_ns = now_ns if now_ns is not None else time.time_ns()
         self.messages = self.bytes = self.stale = self.wrong = self.rescanned = 0
-        self.directories = 0
+        self.directories = self.message_dirs = 0
         self.users_with_maildir = set()
         self.user_dirs = []
         self.examples = {}
@@ -194,6 +194,7 @@ class Scan:
         st = self._stat_dir(rel, expected)
         if st is None:
             return
+        self.message_dirs += 1
         entry = self.old.get(rel)
         # entry: [dir mtime_ns, expected uid, count, bytes, wrong, listed at ns, first wrong
         #         path, jitter]; trusted while the mtime is the same and it is young enough
@@ -319,9 +320,9 @@ class Maildirs(nagiosplugin.Resource):
 
     def headline(self):
         s = self.scan
-        text = "%d Maildirs, %d messages, %.1f MiB; %d of %d directories re-listed" % (
+        text = "%d Maildirs, %d messages, %.1f MiB; %d of %d message directories re-listed" % (
             len(s.users_with_maildir), s.messages, s.bytes / 1048576.0, s.rescanned,
-            s.directories)
+            s.message_dirs)
         if not self.cache_saved:
             text += " (cache %s not writable)" % self.cache_file
         return text
