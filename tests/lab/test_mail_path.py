@@ -3,6 +3,7 @@ ManageSieve, aliases, transports, and the certificates each port serves."""
 import base64
 import hashlib
 import imaplib
+import poplib
 import re
 import smtplib
 import socket
@@ -113,6 +114,17 @@ def test_login_before_starttls_on_143_is_refused(lab, alice):
             imap.login(alice["email"], alice["password"])
     finally:
         imap.shutdown()
+
+
+def test_pop3_password_before_stls_on_110_is_refused(lab, alice):
+    pop = poplib.POP3(lab["address"], lab["ports"]["pop3"], timeout=30)
+    try:
+        assert "STLS" in pop.capa()
+        with pytest.raises(poplib.error_proto):
+            pop.user(alice["email"])
+            pop.pass_(alice["password"])
+    finally:
+        pop.close()
 
 
 def test_only_the_owner_may_send_as_an_alias(lab, ssh, alice, bob):
