@@ -28,7 +28,11 @@ Description file (JSON; the deploy generates it from inventory)::
     {
       "host": "email.infra.cacert.org",          # Host object on the master (must exist)
       "command_endpoint": "email.infra.cacert.org",  # agent Endpoint that runs active checks
-      "mailstore": "/usr/local/bin/mailstore",   # the mailstore command on the agent
+      "mailstore": "/usr/local/bin/mailstore",   # the mailstore command on the agent (a
+                                                 # string, or a list: a command prefix)
+      "mailstore_by_check": {                    # optional: another command for some checks,
+        "maildir": ["sudo", "-n", "-u", "vmail", "/usr/local/bin/mailstore"]},  # e.g. to
+                                                 # read 0700 Maildirs as their owner
       "command_zone": "global-templates",        # optional: zone of the CheckCommands
                                                  # (a global zone syncs them to the agent)
       "service_zone": "master",                  # optional: zone of the Services
@@ -130,7 +134,8 @@ class Service(NamedTuple):
 class Description(NamedTuple):
     host: str
     command_endpoint: str
-    mailstore: str
+    mailstore: List[str]                       # command prefix
+    mailstore_by_check: Dict[str, List[str]]
     command_zone: Optional[str]
     service_zone: Optional[str]
     services: List[Service]
@@ -148,18 +153,34 @@ def _want(data, key, kind, where, optional=False, default=None):
     return value
 
 
+def _command(value, where):
+    """A command: a non-empty string (one path) or a non-empty list of strings (a prefix)."""
+    if isinstance(value, str) and value:
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    raise DescriptionError("%s must be a command path or a list of strings, not %r"
+                           % (where, value))
+
+
 def parse_description(data, where="description"):
     """Validate a description (dict) -> Description; DescriptionError names the bad key."""
     if not isinstance(data, dict):
         raise DescriptionError("%s: must be a JSON object" % where)
-    known = {"host", "command_endpoint", "mailstore", "command_zone", "service_zone",
-             "services"}
+    known = {"host", "command_endpoint", "mailstore", "mailstore_by_check", "command_zone",
+             "service_zone", "services"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise DescriptionError("%s: unknown key(s) %s" % (where, ", ".join(unknown)))
     host = _want(data, "host", str, where)
     endpoint = _want(data, "command_endpoint", str, where)
-    mailstore = _want(data, "mailstore", str, where)
+    mailstore = _command(data.get("mailstore"), "%s: 'mailstore'" % where)
+    by_check = _want(data, "mailstore_by_check", dict, where, optional=True, default={})
+    for check in by_check:
+        if check not in PLUGINS:
+            raise DescriptionError("%s: 'mailstore_by_check': unknown check %r" % (where, check))
+    by_check = {k: _command(v, "%s: 'mailstore_by_check'.%s" % (where, k))
+                for k, v in by_check.items()}
     services = []
     seen = set()
     for i, item in enumerate(_want(data, "services", list, where)):
@@ -205,7 +226,7 @@ def parse_description(data, where="description"):
             _want(item, "max_check_attempts", int, w, True,
                   SERVICE_DEFAULTS["max_check_attempts"]),
             _want(item, "display_name", str, w, optional=True)))
-    return Description(host, endpoint, mailstore,
+    return Description(host, endpoint, mailstore, by_check,
                        _want(data, "command_zone", str, where, optional=True),
                        _want(data, "service_zone", str, where, optional=True), services)
 
@@ -247,7 +268,7 @@ def desired_objects(desc):
     objects = []
     for check in sorted({s.check for s in desc.services if not s.passive}):
         attrs = {
-            "command": [desc.mailstore, "check", check],
+            "command": desc.mailstore_by_check.get(check, desc.mailstore) + ["check", check],
             # an array value with skip_key: each element becomes one argument, in order
             "arguments": {"(mailstore_args)": {"value": "$mailstore_args$", "skip_key": True,
                                                "order": 1}},

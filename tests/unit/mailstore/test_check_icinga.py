@@ -33,7 +33,8 @@ def test_description_defaults():
 
 @pytest.mark.parametrize("change, words", [
     ({"host": None}, "missing 'host'"),
-    ({"mailstore": 3}, "'mailstore' must be str"),
+    ({"mailstore": 3}, "'mailstore' must be a command path"),
+    ({"mailstore": None}, "'mailstore' must be a command path"),
     ({"extra": 1}, "unknown key(s) extra"),
     ({"services": {}}, "'services' must be list"),
     ({"services": [{"name": "a", "check": "disk"}]}, "unknown check 'disk'"),
@@ -324,3 +325,25 @@ def test_get_of_a_missing_object_is_none(ca_file, monkeypatch):
     api, sent = fake_api(ca_file, monkeypatch, 404, {"error": 404,
                                                      "status": "No objects found."})
     assert api.get("Host", "nope") is None
+
+
+def test_command_prefix_per_check():
+    d = desc(mailstore_by_check={"volume": ["sudo", "-n", "-u", "vmail", "/usr/bin/mailstore"]},
+             services=DESC["services"] + [{"name": "q", "check": "mailq"}])
+    cmds = {o.name: o.attrs["command"] for o in icinga.desired_objects(d)
+            if o.type == "CheckCommand"}
+    assert cmds["mailstore-volume"] == ["sudo", "-n", "-u", "vmail", "/usr/bin/mailstore",
+                                        "check", "volume"]
+    assert cmds["mailstore-mailq"] == ["/usr/local/bin/mailstore", "check", "mailq"]
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"mailstore": ""}, "'mailstore' must be a command"),
+    ({"mailstore": ["sudo", 3]}, "'mailstore' must be a command"),
+    ({"mailstore_by_check": {"disk": ["x"]}}, "unknown check 'disk'"),
+    ({"mailstore_by_check": {"cert": []}}, "'mailstore_by_check'.cert must be a command"),
+])
+def test_bad_command_prefixes(change, words):
+    with pytest.raises(icinga.DescriptionError) as e:
+        desc(**change)
+    assert words in str(e.value)
