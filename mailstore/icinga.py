@@ -23,7 +23,8 @@ what the master has (objects carrying ``vars.managed_by = "mailstore"``), and on
 resulting actions are sent. A re-run therefore changes nothing, and ``prune`` deletes only
 objects this tool created.
 
-Description file (JSON; the deploy generates it from inventory)::
+Description file (plain JSON, which the deploy generates from inventory; the ``#`` notes
+below are for the reader, JSON has no comments)::
 
     {
       "host": "email.infra.cacert.org",          # Host object on the master (must exist)
