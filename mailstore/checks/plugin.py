@@ -9,6 +9,7 @@ push command and the tests all go through one path.
 import io
 import logging
 import signal
+import threading
 from typing import NamedTuple
 
 import nagiosplugin
@@ -64,8 +65,8 @@ def _with_alarm(timeout, func):
     # SIGALRM interrupts blocking system calls too (a hung NFS stat, a silent database);
     # nagiosplugin's own with_timeout does the same but raises its Timeout from deep inside
     # our resources, where a broad except could swallow it.
-    if not timeout:
-        func()
+    if not timeout or threading.current_thread() is not threading.main_thread():
+        func()          # signals reach the main thread only; elsewhere the caller times out
         return
 
     def expired(signum, frame):
