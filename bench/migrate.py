@@ -151,7 +151,7 @@ def main(argv=None):
     print("   mailstore phases: %s" % ", ".join("%s %.2f s" % kv for kv in
                                                  results["full_phases"].items()))
     print()
-    print("%-28s %9s %9s" % ("delta (10%% ren, 1%% new, 1%% exp)", "seconds", "speed-up"))
+    print("%-28s %9s %9s" % ("delta (10% ren, 1% new, 1% exp)", "seconds", "speed-up"))
     rs = delta["rsync -aH --delete"]
     for name, t in delta.items():
         print("%-28s %9.2f %9.1f" % (name, t, rs / t if t else 0))

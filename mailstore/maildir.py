@@ -10,6 +10,7 @@ API (plain named tuples, so planners built on it are pure functions)::
     check_user_name(name) -> name            # raises InvalidUserName
     list_users(root) -> (names, anomalies)   # direct children of ROOT that are user dirs
     scan_user(root, user) -> UserTree        # raises MaildirError if ROOT/<user> is unusable
+    rescan_user(root, user, previous, force=()) -> UserTree   # same, reusing an earlier scan
     iter_users(root) -> UserTree, ...        # every user of list_users, scanned
     parse_name(name) -> (unique, info, size_field, vsize_field)
     folder_display(folder) -> "INBOX" / "Sent" / "A.B";  folder_from_display(name) -> folder
@@ -47,7 +48,8 @@ INTERNALDATE), ``uid``, ``gid``, ``mode`` (permission bits only) and ``inode``. 
 """
 import os
 import stat
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+import time
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 MAILDIR = "Maildir"
 MESSAGE_SUBDIRS = ("new", "cur")
@@ -97,7 +99,10 @@ class Message(NamedTuple):
 
     @property
     def relpath(self) -> str:
-        return message_relpath(self.folder, self.subdir, self.name)
+        # hot (every planner and verifier looks messages up by it): no formatting
+        if self.folder:
+            return "Maildir/" + self.folder + "/" + self.subdir + "/" + self.name
+        return "Maildir/" + self.subdir + "/" + self.name
 
     @property
     def key(self) -> Tuple[str, str]:
@@ -127,6 +132,7 @@ class UserTree(NamedTuple):
     directories: List[Entry]
     anomalies: List[Anomaly]
     non_utf8: List[str]
+    scanned_ns: int = 0   # wall clock when the scan began (rescan_user trusts older mtimes)
 
     @property
     def message_bytes(self) -> int:
@@ -240,8 +246,27 @@ def _entry(relpath: str, kind: str, st: os.stat_result, link: Optional[str] = No
 class _Scan:
     """Accumulates one user's lists while walking (internal)."""
 
-    def __init__(self, user: str, path: str):
-        self.tree = UserTree(user, path, [], [], [], [], [], [], [], [], [])
+    def __init__(self, user: str, path: str, previous: Optional[UserTree] = None,
+                 force: Iterable[str] = ()):
+        self.tree = UserTree(user, path, [], [], [], [], [], [], [], [], [], time.time_ns())
+        self.previous = previous
+        if previous is not None:
+            self.prev_dirs = {d.relpath: d for d in previous.directories}
+            by_dir: Dict[Tuple[str, str], Dict[str, Message]] = {}
+            for m in previous.messages:
+                d = by_dir.get((m.folder, m.subdir))
+                if d is None:
+                    d = by_dir[(m.folder, m.subdir)] = {}
+                d[m.name] = m
+            self.prev_msgs: Dict[str, Dict[str, Message]] = {
+                message_relpath(f, sub, "x")[:-2]: d for (f, sub), d in by_dir.items()}
+            # Directory timestamps are coarse (a kernel tick): a directory changed in the
+            # same tick just after the previous scan looked at it would still show the old
+            # mtime. Trust only mtimes comfortably older than that scan.
+            self.trust_before = previous.scanned_ns - 1_000_000_000
+            self.force: Dict[str, set] = {}
+            for rel in force:
+                self.force.setdefault(rel.rpartition("/")[0], set()).add(rel.rpartition("/")[2])
 
     def listdir(self, rel: str) -> Optional[List[os.DirEntry]]:
         path = os.path.join(self.tree.path, rel) if rel else self.tree.path
@@ -335,6 +360,9 @@ class _Scan:
                 self.plain(r, de, st, classify_dovecot_file(de.name) or "other")
 
     def walk_messages(self, rel: str, folder: str, subdir: str) -> None:
+        if self.previous is not None and subdir != TMP and rel in self.prev_dirs:
+            self.rewalk_messages(rel, folder, subdir)
+            return
         # the hot loop of every scan (one iteration per message): keep it lean
         path = os.path.join(self.tree.path, rel)
         try:
@@ -365,12 +393,58 @@ class _Scan:
                                             st.st_mtime_ns, st.st_uid, st.st_gid,
                                             mode & 0o7777, st.st_ino))
             else:
-                self.not_a_message(_join(rel, name), de, mode)
+                self.not_a_message(_join(rel, name), de.path, mode)
 
-    def not_a_message(self, r: str, de: os.DirEntry, mode: int) -> None:
+    def rewalk_messages(self, rel: str, folder: str, subdir: str) -> None:
+        """walk_messages against a previous scan: Maildir messages are immutable (Dovecot
+        only ever renames them), so a name seen before needs no new lstat, and a directory
+        whose mtime has not moved needs no new listing."""
+        prev = self.prev_msgs.get(rel, {})
+        now, before = self.tree.directories[-1], self.prev_dirs[rel]
+        forced = self.force.get(rel, ())
+        if (now.relpath == rel and now.mtime_ns == before.mtime_ns
+                and before.mtime_ns < self.trust_before and not forced):
+            for m in prev.values():
+                if not m.name.isascii() and not _is_utf8(m.name):
+                    self.tree.non_utf8.append(m.relpath)
+            self.tree.messages.extend(prev.values())
+            return
+        path = os.path.join(self.tree.path, rel)
+        try:
+            names = os.listdir(path)          # plain names: cheaper than DirEntry objects
+        except OSError:
+            self.listdir(rel)
+            return
+        messages = self.tree.messages
+        for name in names:
+            m = prev.get(name)
+            if not name.isascii() and not _is_utf8(name):
+                self.tree.non_utf8.append(_join(rel, name))
+            if m is not None and name not in forced:
+                messages.append(m)
+                continue
+            try:
+                st = os.lstat(os.path.join(path, name))
+            except FileNotFoundError:
+                self.tree.anomalies.append(Anomaly(_join(rel, name), "vanished",
+                                                   "deleted while scanning"))
+                continue
+            except OSError as e:
+                self.tree.anomalies.append(Anomaly(_join(rel, name), "unreadable",
+                                                   e.strerror or str(e)))
+                continue
+            if stat.S_ISREG(st.st_mode):
+                unique, _sep, info = name.partition(":")
+                messages.append(Message(folder, subdir, name, unique, info, st.st_size,
+                                        st.st_mtime_ns, st.st_uid, st.st_gid,
+                                        st.st_mode & 0o7777, st.st_ino))
+            else:
+                self.not_a_message(_join(rel, name), os.path.join(path, name), st.st_mode)
+
+    def not_a_message(self, r: str, path: str, mode: int) -> None:
         if stat.S_ISLNK(mode):
             try:
-                link = os.readlink(de.path)
+                link = os.readlink(path)
             except OSError:
                 link = "?"
             self.tree.anomalies.append(Anomaly(
@@ -399,6 +473,25 @@ def user_path(root: str, user: str) -> str:
 
 def scan_user(root: str, user: str) -> UserTree:
     """Scan ``ROOT/<user>``; raises MaildirError if it is missing, a symlink or not a dir."""
+    return _scan(root, user, None, ())
+
+
+def rescan_user(root: str, user: str, previous: UserTree, force: Iterable[str] = ()
+                ) -> UserTree:
+    """scan_user, reusing ``previous`` (an earlier scan of the same directory) for messages.
+
+    Relies on the Maildir rule that a message file is never changed, only renamed or
+    deleted: a new/ or cur/ directory whose mtime has not changed (and is older than the
+    previous scan by more than a timestamp tick) is not listed again; in the others only
+    names not seen before are stat'ed. Everything that is not a message is stat'ed afresh.
+    ``force``: message relpaths to stat in any case (files whose owner, mode or mtime were
+    just changed in place, which leaves the directory's mtime alone).
+    """
+    return _scan(root, user, previous, force)
+
+
+def _scan(root: str, user: str, previous: Optional[UserTree], force: Iterable[str]
+          ) -> UserTree:
     path = user_path(root, user)
     try:
         st = os.lstat(path)
@@ -410,7 +503,7 @@ def scan_user(root: str, user: str) -> UserTree:
         raise MaildirError("%s: is a symbolic link; refusing to follow it" % path)
     if not stat.S_ISDIR(st.st_mode):
         raise MaildirError("%s: not a directory" % path)
-    scan = _Scan(user, path)
+    scan = _Scan(user, path, previous, force)
     scan.directory("", st)
     scan.walk_home("")
     return scan.tree

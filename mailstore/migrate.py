@@ -8,14 +8,22 @@ Procedure, per run::
 
     check roots; read the journal; decide each user's mode
     copy mode (different file systems, or --copy):
-        live passes  (scan both, plan, execute; mail keeps arriving, vanishing files are fine)
+        live pass(es) (scan both, plan, execute; mail keeps arriving, vanishing files are
+                       fine; every copy is byte-checked against its source as it is written;
+                       another pass if the previous one took longer than 30 s)
+        full lstat scan of the target as the live phase left it
     quiesce hook     (fails -> abort before the cut-over; the resume hook still runs; exit 1)
     per user:
-        copy mode:   final pass (renames, copies, deletes, control + index files), sync,
-                     rescan, verify metadata of everything and bytes of what this run wrote
-                     and of every control file -> journal "done"
+        copy mode:   final pass: rescan (only changed directories are listed, only new names
+                     stat'ed: messages are immutable), plan (renames for flag changes and
+                     new->cur, deletions for expunges, copies for new mail, control files),
+                     execute (every copy byte-checked)
         rename mode: (same file system, target absent) journal "rename", one rename(2) of
                      the user directory, fsync both parents -> journal "done"
+    os.sync()
+    per copied user: verify the target (names, sizes, mtimes, owners, modes of everything,
+                     nothing extra), check that no source
+                     directory changed since its scan (delivery really stopped) -> "done"
     resume hook      (always, once the quiesce hook has been started)
 
 The journal (``TARGET_ROOT/.mailstore-migrate/journal.jsonl``, one JSON object per line,
@@ -35,7 +43,6 @@ import stat
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, NamedTuple, Optional
 
 from mailstore import maildir
@@ -285,6 +292,7 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
     if copy_users:
         mx.clear_staging(target_root)
     copied: Dict[str, set] = {r.user: set() for r in copy_users}
+    live_state: Dict[str, tuple] = {}
 
     # live passes: nothing is quiesced yet, the source changes while we read it
     t0 = time.monotonic()
@@ -295,11 +303,17 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
             passes = 0
             while live_passes is None or passes < live_passes:
                 t_pass = time.monotonic()
-                _pass(source_root, target_root, r, copied[r.user], progress, live=True)
+                live_state[r.user] = _pass(source_root, target_root, r, copied[r.user],
+                                           progress, live=True)
                 passes += 1
                 if live_passes is None and (passes >= LIVE_MAX_PASSES or
                                             time.monotonic() - t_pass < LIVE_REPEAT_AFTER):
                     break
+            if r.user in live_state:
+                # what the target holds now, stat'ed while mail still flows: the cut-over
+                # then only looks at what changed since (maildir.rescan_user)
+                live_state[r.user] = (live_state[r.user][0],
+                                      maildir.scan_user(target_root, r.user), None)
         except (OSError, maildir.MaildirError) as e:
             r.errors.append("live copy: %s" % e)
 
@@ -326,7 +340,8 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
             try:
                 if r.mode == "copy":
                     finals[r.user] = _pass(source_root, target_root, r, copied[r.user],
-                                           progress, live=False, refresh_control=True)
+                                           progress, live=False, refresh_control=True,
+                                           previous=live_state.get(r.user))
                 else:
                     _rename_user(source_root, target_root, r, journal)
             except (OSError, maildir.MaildirError) as e:
@@ -350,18 +365,23 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
     return result
 
 
-def _scan_both(source_root, target_root, user):
+def _scan_both(source_root, target_root, user, previous=None):
     """Scan source and target side by side: lstat releases the GIL, two cores both work."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    pool = mx.thread_pool()
+    if previous is not None and previous[1] is not None:
+        target = pool.submit(maildir.rescan_user, target_root, user, previous[1])
+        source = maildir.rescan_user(source_root, user, previous[0])
+    else:
         target = pool.submit(_scan_optional, target_root, user)
         source = maildir.scan_user(source_root, user)
-        return source, target.result()
+    return source, target.result()
 
 
 def _pass(source_root, target_root, r: UserResult, copied: set, progress: mx.Progress,
-          live: bool, refresh_control: bool = False) -> maildir.UserTree:
-    """Scan, plan, execute for one user; returns the source scan the plan was made from."""
-    source, target = _scan_both(source_root, target_root, r.user)
+          live: bool, refresh_control: bool = False, previous: Optional[tuple] = None):
+    """Scan (or rescan against ``previous`` scans), plan, execute for one user.
+    Returns (source scan, target scan, plan) as they were before executing."""
+    source, target = _scan_both(source_root, target_root, r.user, previous)
     plan = mp.plan_user(source, target, refresh_control=refresh_control)
     s = plan.summary()
     progress.start("%s %s" % ("live copy" if live else "cut-over", r.user),
@@ -380,7 +400,7 @@ def _pass(source_root, target_root, r: UserResult, copied: set, progress: mx.Pro
     if not live:
         r.errors.extend(_diff_lines(res.errors))
         r.anomalies = _anomaly_lines(source)
-    return source
+    return source, target, plan
 
 
 def _source_changed(source_root: str, source: maildir.UserTree) -> List[mp.Difference]:
@@ -401,16 +421,21 @@ def _source_changed(source_root: str, source: maildir.UserTree) -> List[mp.Diffe
     return diffs
 
 
-def _verify(source_root, target_root, r: UserResult, source: maildir.UserTree, copied: set,
+def _verify(source_root, target_root, r: UserResult, final: tuple, copied: set,
             journal) -> None:
-    """Target (rescanned) against the source scan of the final pass, plus bytes of every
-    control file and of every file this run wrote; then the source must not have moved."""
-    target = maildir.scan_user(target_root, r.user)
+    """Target (rescanned) against the source scan of the final pass; then the source must
+    not have moved since that scan."""
+    source, target_before, plan = final
+    touched = [a.relpath for a in plan.actions if a.kind == "message"]
+    if target_before is None:
+        target = maildir.scan_user(target_root, r.user)
+    else:
+        target = maildir.rescan_user(target_root, r.user, target_before, force=touched)
     r.messages, r.bytes = len(source.messages), source.message_bytes
     diffs = mp.verify_user(source, target)
-    diffs += mx.compare_contents(os.path.join(source_root, r.user),
-                                 os.path.join(target_root, r.user),
-                                 mp.content_paths(source, copied))
+    # Bytes: every copy was compared with its source as it was written (migrate_exec), and
+    # control files rewritten lately were copied again in the final pass (plan_user's
+    # refresh_control); a later rewrite shows up as a changed source directory below.
     diffs += _source_changed(source_root, source)
     r.differences = _diff_lines(sorted(diffs))
     r.verified = not diffs

@@ -83,8 +83,9 @@ def plan_user(source: UserTree, target: Optional[UserTree],
               refresh_control: bool = False) -> UserPlan:
     """Actions that make ``target`` equal ``source``.
 
-    ``refresh_control``: copy control and index files even if size and mtime match (the final,
-    quiesced pass uses it: Dovecot may rewrite a uidlist within one timestamp tick).
+    ``refresh_control``: copy control and index files changed in the last seconds before the
+    source scan even if size and mtime match (the final, quiesced pass uses it: Dovecot may
+    rewrite a uidlist with the same size within one coarse timestamp tick).
     """
     t_dirs = {d.relpath: d for d in target.directories} if target else {}
     t_msgs = {m.relpath: m for m in target.messages} if target else {}
@@ -94,6 +95,7 @@ def plan_user(source: UserTree, target: Optional[UserTree],
     s_files = _files(source)
 
     clears, mkdirs, renames, copies, links, deletes, rmdirs, metas = ([] for _ in range(8))
+    recent = source.scanned_ns - 2_000_000_000
 
     # Type conflicts: a target path that must become a directory but is a file, or the reverse.
     t_nondir = set(t_msgs) | set(t_files)
@@ -102,7 +104,7 @@ def plan_user(source: UserTree, target: Optional[UserTree],
             clears.append(Action(CLEAR, rel))
             t_msgs.pop(rel, None)
             t_files.pop(rel, None)
-    for rel in list(s_msgs) + list(s_files):
+    for rel in [r for r in s_msgs if r in t_dirs] + [r for r in s_files if r in t_dirs]:
         if rel in t_dirs:
             clears.append(Action(CLEAR, rel))
             # everything below it goes with it
@@ -120,13 +122,15 @@ def plan_user(source: UserTree, target: Optional[UserTree],
     # -- messages: exact names first, then by (folder, unique) for renames -------------------
     src_left: Dict[tuple, List[Message]] = defaultdict(list)
     tgt_left: Dict[tuple, List[Message]] = defaultdict(list)
-    for rel, m in s_msgs.items():
+    for rel, m in s_msgs.items():          # the hot loop: one iteration per message
         t = t_msgs.get(rel)
         if t is None:
-            src_left[m.key].append(m)
+            src_left[(m.folder, m.unique)].append(m)
+        elif t is m or m[5:10] == t[5:10]:   # size, mtime_ns, uid, gid, mode all equal
+            continue
         elif t.size != m.size:
             copies.append(Action(COPY, rel, m, kind="message"))   # torn or foreign: replace
-        elif not _same_meta(m, t):
+        else:
             metas.append(Action(META, rel, m, kind="message"))
     for rel, t in t_msgs.items():
         if rel not in s_msgs:
@@ -157,7 +161,8 @@ def plan_user(source: UserTree, target: Optional[UserTree],
                 metas.append(Action(META, rel, e, kind="symlink"))
             continue
         if (t is None or t.kind == "symlink" or t.size != e.size or t.mtime_ns != e.mtime_ns
-                or (refresh_control and e.kind in ("control", "index"))):
+                or (refresh_control and e.kind in ("control", "index")
+                    and e.mtime_ns > recent)):
             copies.append(Action(COPY, rel, e, kind=e.kind))
         elif not _same_meta(e, t):
             metas.append(Action(META, rel, e, kind=e.kind))
@@ -228,8 +233,9 @@ def _meta_diff(s: Item, t: Item, what: str) -> Optional[str]:
 
 
 def verify_user(source: UserTree, target: Optional[UserTree]) -> List[Difference]:
-    """Where ``target`` is not an exact copy of ``source`` (metadata level; contents are
-    compared by the executor for the paths ``content_paths`` names)."""
+    """Where ``target`` is not an exact copy of ``source``: names, sizes, mtimes, owners,
+    modes, link texts; nothing missing, nothing extra. (Bytes are compared by the executor
+    as it writes each copy.)"""
     if target is None:
         return [Difference("", "target user directory missing")]
     diffs: List[Difference] = []
@@ -240,6 +246,10 @@ def verify_user(source: UserTree, target: Optional[UserTree]) -> List[Difference
             if t is None:
                 diffs.append(Difference(rel, "%s missing in target" % what))
                 continue
+            if (s.size, s.mtime_ns, s.uid, s.gid, s.mode) == (t.size, t.mtime_ns, t.uid,
+                                                               t.gid, t.mode) \
+                    and what != "symlink":
+                continue                      # the common case, without building strings
             d = _meta_diff(s, t, what)
             if d:
                 diffs.append(Difference(rel, "%s differs: %s" % (what, d)))
@@ -262,19 +272,3 @@ def verify_user(source: UserTree, target: Optional[UserTree]) -> List[Difference
     for a in target.anomalies:
         diffs.append(Difference(a.relpath, "target anomaly: %s (%s)" % (a.kind, a.detail)))
     return sorted(diffs)
-
-
-def content_paths(source: UserTree, copied: Optional[set] = None) -> List[str]:
-    """Paths whose bytes the final verification compares: every control file, and the files
-    copied in this run (``copied``), or every file when ``copied`` is None."""
-    paths = {e.relpath for e in source.control}
-    if copied is None:
-        paths |= {m.relpath for m in source.messages}
-        paths |= {e.relpath for e in source.index + source.other}
-    else:
-        # only what still exists in the source: a file copied early may since have been
-        # renamed (flags) or expunged there, and the target followed it
-        present = {m.relpath for m in source.messages}
-        present |= {e.relpath for e in source.index + source.other}
-        paths |= set(copied) & present
-    return sorted(paths)

@@ -233,3 +233,56 @@ def test_unreadable_folder_reported_as_nobody(nobody_tmp):
     result = json.loads(out.stdout)
     assert result["messages"] == ["Maildir/cur/1.M1.h:2,S"]
     assert result["anomalies"] == [["Maildir/.Sent/cur", "unreadable", "Permission denied"]]
+
+
+# -- rescans ----------------------------------------------------------------------------------
+OLD = 1_500_000_000_000_000_000
+
+
+def _age_dirs(path):
+    for dirpath, dirnames, filenames in os.walk(path):
+        os.utime(dirpath, ns=(OLD, OLD))
+
+
+def _same(a, b):
+    return (sorted(a.messages), sorted(a.control), sorted(a.directories)) == \
+        (sorted(b.messages), sorted(b.control), sorted(b.directories))
+
+
+def test_rescan_equals_scan_after_changes(tmp_path):
+    root = str(tmp_path / "root")
+    md = make_maildir(os.path.join(root, "alice"))
+    for i in range(5):
+        write(os.path.join(md, "cur", "%d.M.h:2,S" % i), b"m%d" % i)
+    write(os.path.join(md, "new", "9.M.h"), b"new")
+    _age_dirs(root)
+    first = maildir.scan_user(root, "alice")
+    assert _same(maildir.rescan_user(root, "alice", first), first)
+    os.rename(os.path.join(md, "new", "9.M.h"), os.path.join(md, "cur", "9.M.h:2,S"))
+    os.rename(os.path.join(md, "cur", "1.M.h:2,S"), os.path.join(md, "cur", "1.M.h:2,FS"))
+    os.unlink(os.path.join(md, "cur", "2.M.h:2,S"))
+    write(os.path.join(md, ".Sent", "new", "10.M.h"), b"sent")
+    again = maildir.rescan_user(root, "alice", first)
+    assert _same(again, maildir.scan_user(root, "alice"))
+    assert len(again.messages) == 6
+
+
+def test_rescan_trusts_old_directory_mtime_and_honours_force(tmp_path):
+    root = str(tmp_path / "root")
+    md = make_maildir(os.path.join(root, "alice"))
+    msg = os.path.join(md, "cur", "1.M.h:2,S")
+    write(msg, b"m")
+    os.chmod(msg, 0o600)
+    _age_dirs(root)
+    first = maildir.scan_user(root, "alice")
+    # an in-place change leaves the directory's mtime alone: only `force` sees it
+    os.chmod(msg, 0o640)
+    assert maildir.rescan_user(root, "alice", first).messages[0].mode == 0o600
+    forced = maildir.rescan_user(root, "alice", first, force=["Maildir/cur/1.M.h:2,S"])
+    assert forced.messages[0].mode == 0o640
+    # a directory whose mtime is recent is listed again even if the mtime looks unchanged
+    recent = first._replace(scanned_ns=0)
+    write(os.path.join(md, "cur", "2.M.h:2,S"), b"x")
+    os.utime(os.path.join(md, "cur"), ns=(OLD, OLD))
+    assert len(maildir.rescan_user(root, "alice", first).messages) == 1      # trusted
+    assert len(maildir.rescan_user(root, "alice", recent).messages) == 2     # not trusted

@@ -286,3 +286,44 @@ def test_unreadable_message_is_reported_others_copied():
         for dirpath, dirnames, filenames in os.walk(base):
             os.chmod(dirpath, 0o755)
         shutil.rmtree(base)
+
+
+def test_source_changing_during_cut_over_is_detected(roots, monkeypatch):
+    """A quiesce hook that does not really stop delivery must not pass verification."""
+    src, dst = roots
+    state = {"quiesced": False, "done": False}
+
+    class LateDelivery:
+        def tick(self):
+            if state["quiesced"] and not state["done"]:
+                state["done"] = True
+                trees.write(os.path.join(src, "alice", "Maildir", "new", "late.M.h"), b"late")
+
+    def hook(command, out=None):
+        state["quiesced"] = command == "QUIESCE"
+        if state["quiesced"]:       # one last flag change, so that the cut-over has work
+            cur = os.path.join(src, "alice", "Maildir", "cur")
+            os.rename(os.path.join(cur, "2.M2.h,S=5:2,S"), os.path.join(cur, "2.M2.h,S=5:2,RS"))
+        return migration.HookResult(command, 0)
+    monkeypatch.setattr(mx, "KILL", LateDelivery())
+    monkeypatch.setattr(migration, "run_hook", hook)
+    r = migration.migrate(src, dst, users=["alice"], force_copy=True, quiesce="QUIESCE")
+    assert state["done"] and not r.ok
+    assert any("source changed during the cut-over" in d for d in r.users[0].differences)
+    assert not r.users[0].done
+
+
+def test_copy_that_reads_back_different_is_an_error(roots, monkeypatch):
+    src, dst = roots
+    real = mx._copy_fd
+
+    def corrupting(s, d, size):
+        n = real(s, d, size)
+        if size:
+            os.pwrite(d, b"\0", 0)
+        return n
+    monkeypatch.setattr(mx, "_copy_fd", corrupting)
+    r = migration.migrate(src, dst, users=["alice"], force_copy=True)
+    assert not r.ok
+    assert any("differs from the source" in e for e in r.users[0].errors)
+    assert not os.path.exists(os.path.join(dst, "alice", "Maildir", "cur", "2.M2.h,S=5:2,S"))
