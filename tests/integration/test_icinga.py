@@ -281,7 +281,8 @@ def master(tmp_path_factory):
 
 def description(tmp_path, services, endpoint=HOST, name="desc.json", **extra):
     data = dict({"host": HOST, "command_endpoint": endpoint, "mailstore": MAILSTORE,
-                 "command_zone": "global-templates", "services": services}, **extra)
+                 "command_zone": "global-templates", "service_zone": "master",
+                 "services": services}, **extra)
     path = tmp_path / name
     path.write_text(json.dumps(data))
     return str(path)
@@ -301,7 +302,7 @@ def register(master, desc, *more, user="register", ca=None):
 
 
 VOLUME = {"name": "mailstore-volume", "check": "volume", "args": ["/srv/mail", "-w", "15:"],
-          "check_interval": 300}
+          "check_interval": 300, "display_name": "Mail volume"}
 CERT = {"name": "mailstore-cert-community", "check": "cert",
         "args": ["/etc/ssl/public/community.cacert.org.chain.pem"]}
 BACKUP = {"name": "mailstore-backup", "passive": True, "freshness": 93600}
@@ -322,7 +323,8 @@ def test_register_creates_commands_and_services(master, tmp_path):
     svc = master.obj("services", HOST + "!mailstore-volume")
     assert svc["command_endpoint"] == HOST and svc["check_command"] == "mailstore-volume"
     assert svc["vars"]["mailstore_args"] == ["/srv/mail", "-w", "15:"]
-    assert svc["check_interval"] == 300
+    assert svc["check_interval"] == 300 and svc["display_name"] == "Mail volume"
+    assert svc["zone"] == "master"
     passive = master.obj("services", HOST + "!mailstore-backup")
     assert passive["check_command"] == "dummy" and passive["command_endpoint"] == ""
     assert passive["check_interval"] == 93600 and passive["vars"]["dummy_state"] == 2
