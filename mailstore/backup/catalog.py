@@ -69,14 +69,16 @@ CREATE TABLE IF NOT EXISTS messages (
     ino INTEGER NOT NULL,
     object TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS messages_uniq ON messages (uniq);
-CREATE INDEX IF NOT EXISTS messages_object ON messages (object);
+-- No index on messages.uniq/object: only a restore of one message and a damage report look
+-- rows up that way (a scan, rare), while every run would pay for keeping them up to date.
 CREATE TABLE IF NOT EXISTS snapshot_messages (
     snapshot INTEGER NOT NULL,
     message INTEGER NOT NULL,
     PRIMARY KEY (snapshot, message)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS snapshot_messages_message ON snapshot_messages (message);
+-- No index on snapshot_messages.message either: a new snapshot lists nearly every message
+-- again, so such an index would have every one of its pages rewritten (and journalled) by
+-- every run. `find` and damage reports scan instead.
 CREATE TABLE IF NOT EXISTS files (
     snapshot INTEGER NOT NULL,
     kind TEXT NOT NULL,
@@ -104,15 +106,17 @@ CREATE TABLE IF NOT EXISTS verifications (
 """
 
 
-def connect(path, readonly=False):
+def connect(path, readonly=False, any_thread=False):
     """Open the catalog; `readonly` connections refuse writes (PRAGMA query_only).
 
+    `any_thread`: the connection may be closed by another thread than the one using it.
     Readers still open the file read-write: after a run was killed mid-transaction, SQLite
     must roll the hot journal back on the next open, which a read-only open cannot do.
     """
     if not os.path.exists(path):
         raise sqlite3.OperationalError("catalog {} is missing".format(path))
-    conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
+    conn = sqlite3.connect(str(path), timeout=60, isolation_level=None,
+                           check_same_thread=not any_thread)
     # A rollback journal rather than WAL: the repository stays a plain set of files that
     # can be copied off-site with rsync while no run is writing.
     conn.execute("PRAGMA journal_mode=DELETE")

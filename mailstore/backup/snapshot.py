@@ -20,6 +20,7 @@ import socket
 import sqlite3
 import stat
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -40,17 +41,20 @@ def new_snapshot_id(now):
 class _Run:
     """The state of one run (internal): the previous snapshot's index and what was added."""
 
-    def __init__(self, repo, now, progress, workers=None):
+    def __init__(self, repo, started, progress, workers=None):
         self.repo = repo
         self.db = repo.db
         self.codec = repo.codec
         self.progress = progress
-        self.started = now()
+        self.started = started
         self.stats = dict(messages=0, bytes=0, new_objects=0, new_bytes=0, read_files=0,
                           read_bytes=0, warnings=0)
         self.warnings = []
-        # every object id in the repository, plus those this run wrote (read by workers)
-        self.known = {r[0] for r in self.db.execute("SELECT id FROM objects")}
+        self.added = set()            # ids of the objects this run wrote
+        # Workers ask the catalog whether an object exists through their own read-only
+        # connection (the run writes nothing to the catalog before its final commit).
+        self._local = threading.local()
+        self._readers = []
         self.pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
         self.jobs = collections.deque()
         self.window = 64
@@ -71,10 +75,7 @@ class _Run:
         self.prev_files = {}
         if row is None:
             return
-        for r in self.db.execute(
-                "SELECT m.id, m.user, m.folder, m.subdir, m.name, m.uniq, m.size, m.mtime_ns,"
-                " m.uid, m.gid, m.mode, m.ino, m.object FROM snapshot_messages s"
-                " JOIN messages m ON m.id = s.message WHERE s.snapshot = ?", (row[0],)):
+        for r in _previous_rows(self.db, row[0]):
             self.prev_messages[(r[1], r[2], r[5])] = r
             self.prev_inodes[(r[11], r[6], r[7])] = r[12]
         for r in self.db.execute(
@@ -104,6 +105,7 @@ class _Run:
         for future, _user, _prev in self.jobs:
             future.cancel()
         self.pool.shutdown(wait=True)
+        self.close_readers()
         self.writer.abort()
         for name, _size, _t in self.sealed:
             try:
@@ -111,14 +113,31 @@ class _Run:
             except OSError:
                 pass
 
+    def known(self, oid):
+        """Is this object in the repository already? Safe to call from any thread."""
+        if oid in self.added:
+            return True
+        conn = getattr(self._local, "db", None)
+        if conn is None:
+            conn = catalog.connect(os.path.join(self.repo.path, "catalog.sqlite"),
+                                   readonly=True, any_thread=True)
+            self._local.db = conn
+            self._readers.append(conn)
+        return conn.execute("SELECT 1 FROM objects WHERE id = ?", (oid,)).fetchone() is not None
+
+    def close_readers(self):
+        for conn in self._readers:
+            conn.close()
+        self._readers = []
+
     def store(self, data, is_message):
         """The id of `data`, adding it to the repository if it is new there (main thread)."""
         oid, record, hdrs = _prepare(self.codec, self.known, data, is_message)
         return self._add(oid, record, len(data), hdrs)
 
     def _add(self, oid, record, size, hdrs):
-        if record is not None and oid not in self.known:
-            self.known.add(oid)
+        if record is not None and oid not in self.added:
+            self.added.add(oid)
             self.writer.add(oid, record, size, hdrs)
             self.stats["new_objects"] += 1
             self.stats["new_bytes"] += len(record)
@@ -286,6 +305,7 @@ class _Run:
     def commit(self, source, finished):
         self.drain()
         self.pool.shutdown(wait=True)
+        self.close_readers()
         self.writer.seal()
         snapshot_id = new_snapshot_id(self.started)
         with catalog.transaction(self.db):
@@ -303,11 +323,21 @@ class _Run:
                  self.stats["new_bytes"], self.stats["read_files"], self.stats["read_bytes"],
                  self.stats["warnings"]))
             seq = cur.lastrowid
+            # in key order: B-tree inserts in order are several times faster than at random
             self.db.executemany("INSERT OR IGNORE INTO snapshot_messages VALUES (?, ?)",
-                                ((seq, mid) for mid in self.snapshot_messages))
+                                ((seq, mid) for mid in sorted(self.snapshot_messages)))
             self.db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                                 ((seq,) + row for row in self.files))
         return snapshot_id
+
+
+def _previous_rows(db, seq):
+    """The message rows (id, user, folder, subdir, name, uniq, size, mtime_ns, uid, gid, mode,
+    ino, object) of snapshot `seq`."""
+    return db.execute(
+        "SELECT m.id, m.user, m.folder, m.subdir, m.name, m.uniq, m.size, m.mtime_ns, m.uid,"
+        " m.gid, m.mode, m.ino, m.object FROM snapshot_messages s JOIN messages m"
+        " ON m.id = s.message WHERE s.snapshot = ?", (seq,))
 
 
 def _scan_user(root, user):
@@ -351,9 +381,9 @@ def _read(path):
 
 def _prepare(codec, known, data, is_message):
     """(id, record or None if already stored, headers): the CPU-heavy part, thread-safe
-    (hashing, zlib and AES all release the GIL)."""
+    (hashing, zlib and AES all release the GIL). `known(id)` says if it is stored already."""
     oid = codec.object_id(data)
-    if oid in known:
+    if known(oid):
         return oid, None, None
     return oid, codec.encode(oid, data), headers.decode(data) if is_message else None
 
@@ -416,16 +446,27 @@ def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait
     with Repository(repo_path, key_file=key_file) as repo:
         repo.lock(exclusive=True, wait=wait)
         repo.clean_up()
-        state = _Run(repo, now, progress, workers)
+        catalog.create(repo.db)     # tables added since the repository was made
+        started = now()
         try:
             users, anomalies = maildir.list_users(source_root)
+        except maildir.MaildirError as e:
+            raise BackupError(str(e)) from e
+        # Scanning is stat(2) after stat(2): on a cold cache each waits for the disk, so
+        # several users are scanned at once (the GIL is released while waiting), and the
+        # previous snapshot's index is loaded meanwhile.
+        scanners = ThreadPoolExecutor(max_workers=_SCAN_THREADS)
+        trees = scanners.map(lambda u: _scan_user(source_root, u), users)
+        try:
+            state = _Run(repo, started, progress, workers)
+        except BaseException:
+            scanners.shutdown(wait=True)
+            raise
+        try:
             for a in anomalies:
                 state.warn("{}: {} ({})".format(a.relpath, a.kind, a.detail))
-            # Scanning is stat(2) after stat(2): on a cold cache each waits for the disk, so
-            # several users are scanned at once (the GIL is released while waiting).
-            with ThreadPoolExecutor(max_workers=_SCAN_THREADS) as scanners:
-                for user, tree in zip(users, scanners.map(
-                        lambda u: _scan_user(source_root, u), users)):
+            with scanners:
+                for user, tree in zip(users, trees):
                     state.user(user, tree)
             for path in include:
                 state.include(path)
