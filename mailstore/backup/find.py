@@ -24,6 +24,8 @@ def find(repo_path, key_file=None, user=None, folder=None, since=None, until=Non
     """
     folder = normalise_folder(folder)
     with Repository(repo_path, key_file=key_file, readonly=True) as repo:
+        db = repo.db
+        # 1. messages matching user/folder, with their object's decoded headers
         where, args = [], []
         if user is not None:
             where.append("m.user = ?")
@@ -38,26 +40,50 @@ def find(repo_path, key_file=None, user=None, folder=None, since=None, until=Non
         if until is not None:
             where.append(date_expr + " < ?")
             args.append(int(until))
-        rows = repo.db.execute(
-            "SELECT m.user, m.folder, m.uniq, m.name, m.size, " + date_expr + ","
-            " o.hdr_from, o.hdr_subject, max(s.snapshot), min(s.snapshot), count(DISTINCT"
-            " s.snapshot) FROM messages m JOIN snapshot_messages s ON s.message = m.id"
-            " LEFT JOIN objects o ON o.id = m.object" +
-            (" WHERE " + " AND ".join(where) if where else "") +
-            " GROUP BY m.user, m.folder, m.uniq", args).fetchall()
-        snapshot_ids = dict(repo.db.execute("SELECT seq, id FROM snapshots"))
-        found = []
-        for r in rows:
-            hdr_from, hdr_subject = repo.codec.unseal(r[6]), repo.codec.unseal(r[7])
+        headers = {}
+        candidates = {}
+        for mid, u, f, uniq, name, size, date, oid, h_from, h_subject in db.execute(
+                "SELECT m.id, m.user, m.folder, m.uniq, m.name, m.size, " + date_expr + ","
+                " m.object, o.hdr_from, o.hdr_subject FROM messages m LEFT JOIN objects o"
+                " ON o.id = m.object" + (" WHERE " + " AND ".join(where) if where else ""),
+                args):
+            if oid not in headers:
+                headers[oid] = (repo.codec.unseal(h_from), repo.codec.unseal(h_subject))
+            hdr_from, hdr_subject = headers[oid]
             if sender is not None and sender.lower() not in (hdr_from or "").lower():
                 continue
             if subject is not None and subject.lower() not in (hdr_subject or "").lower():
                 continue
-            found.append({
-                "snapshot": snapshot_ids[r[8]], "first_snapshot": snapshot_ids[r[9]],
-                "snapshots": r[10], "user": r[0], "folder": maildir.folder_display(r[1]),
-                "message": r[2], "name": r[3], "size": r[4], "date": r[5],
-                "from": hdr_from, "subject": hdr_subject})
+            candidates[mid] = (u, f, uniq, name, size, date, hdr_from, hdr_subject)
+        # 2. which snapshots hold them (one pass over the snapshot lists)
+        held = {}
+        if candidates:
+            for seq, mid in db.execute("SELECT snapshot, message FROM snapshot_messages"):
+                if mid in candidates:
+                    held.setdefault(mid, []).append(seq)
+        snapshot_ids = dict(db.execute("SELECT seq, id FROM snapshots"))
+    # 3. one answer per message (user, folder, unique name), from the rows of all snapshots
+    by_message = {}
+    for mid, seqs in held.items():
+        u, f, uniq, name, size, date, hdr_from, hdr_subject = candidates[mid]
+        entry = by_message.get((u, f, uniq))
+        if entry is None:
+            entry = by_message[(u, f, uniq)] = {
+                "user": u, "folder": maildir.folder_display(f), "message": uniq, "name": name,
+                "size": size, "date": date, "from": hdr_from, "subject": hdr_subject,
+                "_seqs": set(), "_newest": -1}
+        entry["_seqs"].update(seqs)
+        if max(seqs) > entry["_newest"]:
+            entry["_newest"] = max(seqs)
+            entry["name"] = name
+    found = []
+    for entry in by_message.values():
+        seqs = entry.pop("_seqs")
+        entry.pop("_newest")
+        entry["snapshot"] = snapshot_ids[max(seqs)]
+        entry["first_snapshot"] = snapshot_ids[min(seqs)]
+        entry["snapshots"] = len(seqs)
+        found.append(entry)
     found.sort(key=lambda f: (-(f["date"] or 0), f["user"], f["message"]))
     return found[:limit] if limit else found
 
