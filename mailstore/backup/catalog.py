@@ -106,6 +106,23 @@ CREATE TABLE IF NOT EXISTS verifications (
 """
 
 
+def to_db(name):
+    """A file name as the catalog stores it: text, or (for a name that is not valid UTF-8,
+    which os.listdir hands over with surrogate escapes) its raw bytes as a BLOB."""
+    if name is None:
+        return None
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name)
+
+
+def from_db(value):
+    """Inverse of to_db: the name as os functions take it."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
 def connect(path, readonly=False, any_thread=False):
     """Open the catalog; `readonly` connections refuse writes (PRAGMA query_only).
 

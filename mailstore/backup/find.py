@@ -8,6 +8,7 @@ newest snapshot that still holds each matching message, plus the message id that
 import time
 
 from mailstore import maildir
+from mailstore.backup.catalog import from_db, to_db
 from mailstore.backup.repository import Repository
 from mailstore.backup.restore import normalise_folder
 
@@ -32,7 +33,7 @@ def find(repo_path, key_file=None, user=None, folder=None, since=None, until=Non
             args.append(user)
         if folder is not None:
             where.append("m.folder = ?")
-            args.append(folder)
+            args.append(to_db(folder))
         date_expr = "coalesce(o.hdr_date, m.mtime_ns / 1000000000)"
         if since is not None:
             where.append(date_expr + " >= ?")
@@ -54,7 +55,8 @@ def find(repo_path, key_file=None, user=None, folder=None, since=None, until=Non
                 continue
             if subject is not None and subject.lower() not in (hdr_subject or "").lower():
                 continue
-            candidates[mid] = (u, f, uniq, name, size, date, hdr_from, hdr_subject)
+            candidates[mid] = (u, from_db(f), from_db(uniq), from_db(name), size, date,
+                               hdr_from, hdr_subject)
         # 2. which snapshots hold them (one pass over the snapshot lists)
         held = {}
         if candidates:

@@ -18,6 +18,7 @@ import os
 import secrets
 
 from mailstore import maildir
+from mailstore.backup.catalog import from_db, to_db
 from mailstore.backup.errors import BackupError, NotFoundError, RestoreConflict
 from mailstore.backup.objects import DamagedObject
 from mailstore.backup.repository import Repository
@@ -208,15 +209,17 @@ def _plan_mail(db, seq, user, folder, message, merge):
         args.append(user)
     if folder is not None:
         where.append("m.folder = ?")
-        args.append(folder)
+        args.append(to_db(folder))
     if message is not None:
         where.append("m.uniq = ?")
-        args.append(message)
+        args.append(to_db(message))
     messages = db.execute(
         "SELECT m.user, m.folder, m.subdir, m.name, m.uniq, m.mode, m.uid, m.gid, m.mtime_ns,"
         " m.object, o.pack, o.offset, o.length FROM snapshot_messages s JOIN messages m ON m.id ="
         " s.message LEFT JOIN objects o ON o.id = m.object WHERE " + " AND ".join(where) +
         " ORDER BY o.pack, o.offset", args).fetchall()
+    messages = [(m[0], from_db(m[1]), m[2], from_db(m[3]), from_db(m[4])) + tuple(m[5:])
+                for m in messages]
     if message is not None and not messages:
         raise NotFoundError("no message {} in snapshot{}{}".format(
             message, " for user " + user if user else "",
@@ -230,9 +233,9 @@ def _plan_mail(db, seq, user, folder, message, merge):
     if user is not None:
         fwhere.append("user = ?")
         fargs.append(user)
-    files = db.execute("SELECT kind, user, folder, path, mode, uid, gid, mtime_ns, object,"
-                       " link_target FROM files WHERE " + " AND ".join(fwhere),
-                       fargs).fetchall()
+    files = _decode_files(db.execute(
+        "SELECT kind, user, folder, path, mode, uid, gid, mtime_ns, object, link_target"
+        " FROM files WHERE " + " AND ".join(fwhere), fargs))
     if not messages and not files:
         raise NotFoundError("nothing to restore: no user {} in that snapshot".format(user)
                             if user else "the snapshot is empty")
@@ -255,12 +258,17 @@ def _plan_mail(db, seq, user, folder, message, merge):
 
 
 def _plan_extras(db, seq):
-    files = db.execute("SELECT kind, user, folder, path, mode, uid, gid, mtime_ns, object,"
-                       " link_target FROM files WHERE snapshot = ? AND user IS NULL",
-                       (seq,)).fetchall()
+    files = _decode_files(db.execute(
+        "SELECT kind, user, folder, path, mode, uid, gid, mtime_ns, object, link_target"
+        " FROM files WHERE snapshot = ? AND user IS NULL", (seq,)))
     if not files:
         raise NotFoundError("that snapshot holds no included paths or database dumps")
     return {"messages": [], "files": files, "folders": set()}
+
+
+def _decode_files(rows):
+    return [(f[0], f[1], from_db(f[2]), from_db(f[3])) + tuple(f[4:9]) + (from_db(f[9]),)
+            for f in rows]
 
 
 def _user_parts(user, relpath):

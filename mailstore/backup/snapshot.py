@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from mailstore import maildir
 from mailstore.backup import catalog, headers
+from mailstore.backup.catalog import to_db
 from mailstore.backup.errors import BackupError
 from mailstore.backup.objects import PackWriter, pack_path
 from mailstore.backup.repository import Repository
@@ -165,11 +166,11 @@ class _Run:
                 continue    # expunged or renamed during the scan: the normal life of a Maildir
             self.warn("{}/{}: {} ({})".format(name, a.relpath, a.kind, a.detail))
         for d in tree.directories:
-            self.files.append(("dir", name, _folder_of(d.relpath), d.relpath, d.mode, d.uid,
-                               d.gid, d.mtime_ns, 0, None, None))
+            self.files.append(("dir", name, to_db(_folder_of(d.relpath)), to_db(d.relpath),
+                               d.mode, d.uid, d.gid, d.mtime_ns, 0, None, None))
         for s in tree.symlinks:
-            self.files.append(("symlink", name, _folder_of(s.relpath), s.relpath, s.mode, s.uid,
-                               s.gid, s.mtime_ns, s.size, None, s.link))
+            self.files.append(("symlink", name, to_db(_folder_of(s.relpath)), to_db(s.relpath),
+                               s.mode, s.uid, s.gid, s.mtime_ns, s.size, None, to_db(s.link)))
         # Index files are caches Dovecot rebuilds and tmp/ holds deliveries in progress:
         # neither belongs in a backup. Control files and the user's other files (sieve
         # scripts...) do.
@@ -182,6 +183,7 @@ class _Run:
             self.progress("user {}: {} messages".format(name, len(tree.messages)))
 
     def file(self, kind, user, folder, relpath, path, entry):
+        folder, relpath = to_db(folder), to_db(relpath)
         prev = self.prev_files.get((kind, user, relpath))
         if prev and prev[0] == entry.size and prev[1] == entry.mtime_ns:
             oid = prev[2]
@@ -201,7 +203,7 @@ class _Run:
     def message(self, user_dir, user, m):
         """Decide for one scanned message: reuse the previous object, or read it (in a worker
         thread; the result is recorded by _finish on this thread, in any order)."""
-        prev = self.prev_messages.get((user, m.folder, m.unique))
+        prev = self.prev_messages.get((user, to_db(m.folder), to_db(m.unique)))
         if prev is not None and (prev[6], prev[7], prev[11]) == (m.size, m.mtime_ns, m.inode):
             oid = prev[12]
         else:
@@ -233,8 +235,8 @@ class _Run:
         self._record(user, m, oid, prev)
 
     def _record(self, user, m, oid, prev):
-        row = (user, m.folder, m.subdir, m.name, m.unique, m.size, m.mtime_ns, m.uid, m.gid,
-               m.mode, m.inode, oid)
+        row = (user, to_db(m.folder), m.subdir, to_db(m.name), to_db(m.unique), m.size,
+               m.mtime_ns, m.uid, m.gid, m.mode, m.inode, oid)
         if prev is not None and tuple(prev[1:]) == row:
             self.snapshot_messages.append(prev[0])
         else:
@@ -270,15 +272,15 @@ class _Run:
     def _include_one(self, path, st):
         meta = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns)
         if stat.S_ISDIR(st.st_mode):
-            self.files.append(("include-dir", None, None, path) + meta + (0, None, None))
+            self.files.append(("include-dir", None, None, to_db(path)) + meta + (0, None, None))
         elif stat.S_ISLNK(st.st_mode):
-            self.files.append(("include-symlink", None, None, path) + meta +
-                              (st.st_size, None, os.readlink(path)))
+            self.files.append(("include-symlink", None, None, to_db(path)) + meta +
+                              (st.st_size, None, to_db(os.readlink(path))))
         elif stat.S_ISREG(st.st_mode):
             got = self.read(path)
             if got is not None:
                 oid = self.store(got[0], is_message=False)
-                self.files.append(("include", None, None, path) + meta +
+                self.files.append(("include", None, None, to_db(path)) + meta +
                                   (len(got[0]), oid, None))
         else:
             self.warn("--include {}: not a file, directory or link; skipped".format(path))

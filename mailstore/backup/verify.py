@@ -14,6 +14,7 @@ import time
 
 from mailstore import maildir
 from mailstore.backup import catalog
+from mailstore.backup.catalog import from_db
 from mailstore.backup.errors import BackupError
 from mailstore.backup.objects import DamagedObject, pack_path
 from mailstore.backup.repository import Repository
@@ -129,13 +130,14 @@ def _describe(db, oid, problem):
             "SELECT snapshot FROM snapshot_messages WHERE message = ? ORDER BY snapshot",
             (mid,))]
         if seqs:
+            folder, name = from_db(folder), from_db(name)
             uses.append({"user": user, "path": maildir.message_relpath(folder, subdir, name),
                          "folder": maildir.folder_display(folder),
                          "snapshots": [snapshot_ids[s] for s in seqs]})
     by_path = {}
     for seq, user, path in db.execute(
             "SELECT snapshot, user, path FROM files WHERE object = ? ORDER BY snapshot", (oid,)):
-        by_path.setdefault((user, path), []).append(snapshot_ids[seq])
+        by_path.setdefault((user, from_db(path)), []).append(snapshot_ids[seq])
     for (user, path), snaps in sorted(by_path.items(), key=lambda i: (i[0][0] or "", i[0][1])):
         uses.append({"user": user, "path": path, "folder": None, "snapshots": snaps})
     return {"object": oid, "problem": problem, "uses": uses}

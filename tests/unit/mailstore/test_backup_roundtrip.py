@@ -295,3 +295,27 @@ def test_a_message_renamed_between_scan_and_read_is_still_backed_up(tmp_path, re
     backup.restore(repo_path, "latest", tmp_path / "dst", key_file=key)
     new_rel = os.path.relpath(list(moved.values())[0], tmp_path / "src")
     assert (tmp_path / "dst" / new_rel).read_bytes() == (tmp_path / "src" / new_rel).read_bytes()
+
+
+def test_names_that_are_not_utf8_round_trip_byte_exact(tmp_path, repo):
+    repo_path, key = repo
+    make_tree(tmp_path / "src")
+    src = os.fsencode(str(tmp_path / "src"))
+    folder = os.path.join(src, b"alice/Maildir/.Caf\xe9")        # Latin-1 folder name
+    for sub in (b"cur", b"new", b"tmp"):
+        os.makedirs(os.path.join(folder, sub))
+    name = b"1800000000.M1P1.h\xff,S=9:2,S"
+    with open(os.path.join(folder, b"cur", name), "wb") as f:
+        f.write(b"Subject: latin\n\nbody\n")
+    first = backup.run(repo_path, tmp_path / "src", key_file=key)
+    assert first["messages"] == 17 and not first["warnings"]
+    # unchanged: still recognised without a read
+    second = backup.run(repo_path, tmp_path / "src", key_file=key)
+    assert second["read_files"] == 0
+    backup.restore(repo_path, "latest", tmp_path / "dst", key_file=key)
+    assert snapshot_tree(tmp_path / "dst") == snapshot_tree(tmp_path / "src")
+    restored = os.path.join(os.fsencode(str(tmp_path / "dst")), b"alice/Maildir/.Caf\xe9/cur",
+                            name)
+    assert open(restored, "rb").read() == b"Subject: latin\n\nbody\n"
+    hits = backup.find(repo_path, key_file=key, subject="latin")
+    assert len(hits) == 1 and os.fsencode(hits[0]["message"]) == name.split(b":")[0]
