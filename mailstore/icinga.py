@@ -373,7 +373,8 @@ def plan(desired, current, prune=False):
 class Api:
     """icinga2api.Client with our timeout, verified TLS, checked results and clear errors."""
 
-    def __init__(self, url, ca_file, username, password, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, url, ca_file, username, password, timeout=DEFAULT_TIMEOUT,
+                 tls_name=None):
         import requests
         from icinga2api.client import Client
         if not url.startswith("https://"):
@@ -390,6 +391,9 @@ class Api:
         self.url = url.rstrip("/") + "/"
         self.ca_file = ca_file
         self.timeout = timeout
+        # Icinga certificates name the node (e.g. monitor.cacert.org), which need not be the
+        # host in the URL (an address, an internal name): verify that name instead.
+        self.tls_name = tls_name
         self.last_response = None
         self._requests = requests
         self.client = Client(url=self.url, username=username, password=password,
@@ -398,10 +402,24 @@ class Api:
             part._create_session = self._session_factory(part._create_session)
 
     def _session_factory(self, original):
+        import ssl
+        from urllib3.util.ssl_ import create_urllib3_context
         api = self
         requests = self._requests
 
         class TimeoutAdapter(requests.adapters.HTTPAdapter):
+            def init_poolmanager(self, *args, **kwargs):
+                # Python 3.13 (Debian 13) verifies with VERIFY_X509_STRICT, which refuses the
+                # certificates `icinga2 pki` makes (no Authority Key Identifier); the chain
+                # and the name are still verified.
+                context = create_urllib3_context()
+                context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
+                kwargs["ssl_context"] = context
+                if api.tls_name:
+                    kwargs["server_hostname"] = api.tls_name
+                    kwargs["assert_hostname"] = api.tls_name
+                return super().init_poolmanager(*args, **kwargs)
+
             def send(self, request, **kwargs):
                 kwargs["timeout"] = api.timeout
                 response = super().send(request, **kwargs)

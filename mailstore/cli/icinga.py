@@ -1,6 +1,7 @@
 """``mailstore icinga register|push``: the mailstore checks on the Icinga2 master (API).
 
-Connection options are the same for both: ``--url https://master:5665``, ``--ca FILE`` (the
+Connection options are the same for both: ``--url https://master:5665``, ``--tls-name NAME``
+(when the master's certificate names another host than the URL's), ``--ca FILE`` (the
 Icinga CA; required: TLS is always verified), ``--credentials FILE`` (``user:password`` or
 JSON ``{"username": ..., "password": ...}``; never on the command line, where ``ps`` and
 pyinfra's logs would show it), ``--timeout`` seconds per request.
@@ -21,14 +22,17 @@ def _connection(func):
                         help="File with user:password or JSON {username, password}.")(func)
     func = click.option("--ca", "ca_file", required=True, type=click.Path(dir_okay=False),
                         help="CA certificate (PEM) that signed the master's API certificate.")(func)
+    func = click.option("--tls-name", metavar="NAME",
+                        help="Name the master's certificate must carry, when it is not the "
+                             "URL's host (Icinga certificates name the node).")(func)
     func = click.option("--url", required=True,
                         help="Icinga2 API base URL, e.g. https://monitor.example:5665")(func)
     return func
 
 
-def _api(url, ca_file, credentials_file, timeout):
+def _api(url, tls_name, ca_file, credentials_file, timeout):
     user, password = icinga.read_credentials(credentials_file)
-    return icinga.Api(url, ca_file, user, password, timeout=timeout)
+    return icinga.Api(url, ca_file, user, password, timeout=timeout, tls_name=tls_name)
 
 
 def _fail(e):
@@ -50,12 +54,12 @@ def icinga_group():
               help="Delete objects this tool created that the description no longer has.")
 @click.option("--dry-run", is_flag=True, help="Only say what would change.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def register_command(url, ca_file, credentials_file, timeout, description_file, prune, dry_run,
+def register_command(url, tls_name, ca_file, credentials_file, timeout, description_file, prune, dry_run,
                      as_json):
     """Create/update the CheckCommands and Services of a description (idempotent)."""
     try:
         desc = icinga.load_description(description_file)
-        api = _api(url, ca_file, credentials_file, timeout)
+        api = _api(url, tls_name, ca_file, credentials_file, timeout)
         actions = icinga.register(api, desc, prune=prune, dry_run=dry_run)
     except icinga.IcingaError as e:
         _fail(e)
@@ -94,7 +98,7 @@ def register_command(url, ca_file, credentials_file, timeout, description_file, 
 @click.option("--check-source", help="Reported as the result's source [default: this FQDN].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.argument("check_args", nargs=-1, required=True, type=click.UNPROCESSED)
-def push_command(url, ca_file, credentials_file, timeout, host, service, check_timeout,
+def push_command(url, tls_name, ca_file, credentials_file, timeout, host, service, check_timeout,
                  check_source, as_json, check_args):
     """Run `mailstore check CHECK_ARGS...` and submit its result as a passive result.
 
@@ -102,7 +106,7 @@ def push_command(url, ca_file, credentials_file, timeout, host, service, check_t
     --service mailstore-backup -- backup --repo /srv/backup
     """
     try:
-        api = _api(url, ca_file, credentials_file, timeout)
+        api = _api(url, tls_name, ca_file, credentials_file, timeout)
         status, output = icinga.push(api, host, service, list(check_args),
                                      timeout=check_timeout, check_source=check_source)
     except icinga.IcingaError as e:

@@ -502,3 +502,19 @@ def test_dry_run_changes_nothing(master, tmp_path):
                                                        "mailstore-maildir"}
     assert master.obj("services", HOST + "!mailstore-maildir") is None
     assert master.obj("checkcommands", "mailstore-maildir") is None
+
+
+def test_tls_name_verifies_the_node_name_instead_of_the_urls_host(master, tmp_path):
+    """Icinga certificates name the node; the deploy connects to an address. --tls-name makes
+    TLS check that name (and only that name) against the certificate."""
+    address_url = master.url.replace("127.0.0.1", "localhost")
+    desc = description(tmp_path, [VOLUME])
+    ok = cli("icinga", "register", "--url", address_url, "--tls-name", NODE, "--ca",
+             master.ca_file, "--credentials", master.credentials["register"], "--description",
+             desc, "--dry-run")
+    assert ok.exit_code == 0, ok.output
+    wrong = cli("icinga", "register", "--url", master.url, "--tls-name", "other.example",
+                "--ca", master.ca_file, "--credentials", master.credentials["register"],
+                "--description", desc, "--dry-run")
+    assert wrong.exit_code == 1
+    assert "TLS verification" in wrong.output and "other.example" in wrong.output
