@@ -313,17 +313,44 @@ def test_source_changing_during_cut_over_is_detected(roots, monkeypatch):
     assert not r.users[0].done
 
 
-def test_copy_that_reads_back_different_is_an_error(roots, monkeypatch):
+@pytest.mark.parametrize("path", ["buffer", "sendfile"])
+def test_copy_that_reads_back_different_is_an_error(roots, monkeypatch, path):
+    """Each copy is read back and compared with its source before it is renamed into place."""
     src, dst = roots
-    real = mx._copy_fd
+    if path == "sendfile":                   # the large-file path: corrupt what is written
+        monkeypatch.setattr(mx, "SMALL", -1)
+        real = mx._copy_fd
 
-    def corrupting(s, d, size):
-        n = real(s, d, size)
-        if size:
-            os.pwrite(d, b"\0", 0)
-        return n
-    monkeypatch.setattr(mx, "_copy_fd", corrupting)
+        def corrupting(s, d, size):
+            n = real(s, d, size)
+            if size:
+                os.pwrite(d, b"\0", 0)
+            return n
+        monkeypatch.setattr(mx, "_copy_fd", corrupting)
+    else:                                    # the buffer path: the disk returns other bytes
+        real = mx._read_back
+        monkeypatch.setattr(mx, "_read_back",
+                            lambda fd, size: b"\0" + real(fd, size)[1:] if size else b"")
     r = migration.migrate(src, dst, users=["alice"], force_copy=True)
     assert not r.ok
     assert any("differs from the source" in e for e in r.users[0].errors)
     assert not os.path.exists(os.path.join(dst, "alice", "Maildir", "cur", "2.M2.h,S=5:2,S"))
+
+
+def test_cleanup_source_interrupted_then_rerun(roots):
+    src, dst = roots
+    assert migration.migrate(src, dst, force_copy=True).ok
+    before = trees.snapshot(dst, "alice")
+    # as if a first clean-up was killed half-way: some source files already gone
+    os.unlink(os.path.join(src, "alice", "Maildir", "cur", "2.M2.h,S=5:2,S"))
+    os.unlink(os.path.join(src, "alice", "Maildir", "subscriptions"))
+    r = migration.cleanup_source(src, dst, users=["alice"])
+    assert r.ok, r.as_dict()
+    assert not os.path.exists(os.path.join(src, "alice"))
+    assert trees.snapshot(dst, "alice") == before            # target untouched
+    # a message only the source has (arrived after the cut-over) blocks the clean-up
+    trees.make_user(src, "bob", MSGS[:2])
+    trees.write(os.path.join(src, "bob", "Maildir", "new", "stray.M.h"), b"stray")
+    r = migration.cleanup_source(src, dst, users=["bob"])
+    assert not r.ok and "message not in target" in " ".join(r.users[0]["problems"])
+    assert os.path.exists(os.path.join(src, "bob", "Maildir", "new", "stray.M.h"))
