@@ -9,7 +9,7 @@ from pyinfra import host
 
 from operations import (base, certificates, dovecot, fail2ban, firewall, icinga2_agent, infra02,
                         lab_host, lab_icinga_master, lab_selfservice_repo, mailstore, mariadb,
-                        nginx, postfix, puppet, selfservice_api)
+                        monitoring, nginx, postfix, puppet, selfservice_api)
 
 if "lab_host" in host.groups:
     lab_host.prepare()
@@ -27,6 +27,7 @@ if "email" in host.groups:
     dovecot.server()
     mailstore.install()
     icinga2_agent.agent()
+    monitoring.checks()  # after the agent: its nagios user and the Icinga CA
     selfservice_api.install()
     nginx.server()
     fail2ban.server()

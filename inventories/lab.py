@@ -70,6 +70,8 @@ _SHARED = {
     "icinga2_parent_endpoints": [
         {"name": "master.cacert.test", "host": t.BRIDGE_ADDRESS, "port": 5665},
     ],
+    # `mailstore icinga register|push` verify the lab master's API against its own CA.
+    "icinga2_api_ca": ".lab/icinga2-master/lib/ca/ca.crt",
     # The lab's signed apt repository with a stand-in package (operations/lab_selfservice_repo.py)
     # and the lab CA, which signs the test clients' certificates.
     "selfservice_api_repo": {

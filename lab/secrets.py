@@ -8,6 +8,8 @@ Layout (a contract with the services' operations and the tests):
     .lab/secrets/                           what $CACERT_EMAIL_SECRETS names (0700, files 0600)
         ca.pem, <cert>.chain.pem (leaf + intermediate), <cert>.key.pem
         mysql_postfix.password, mysql_dovecot.password
+        icinga2_api.password                the lab master's `mailstore` API user (the same
+                                            value as .lab/icinga2-master/secrets/mailstore.password)
         accounts/<email>.password
 """
 import os
@@ -103,9 +105,28 @@ def passwords(lab_dir):
     return accounts
 
 
+def icinga_api_password(lab_dir):
+    """The password of the lab Icinga2 master's API user `mailstore`, in both places that need
+    it: the master's own secrets (master.sh keeps a file that exists) and the deploy's secrets
+    directory (`icinga2_api_password_secret`, read by operations/monitoring.py)."""
+    master = lab_dir / "icinga2-master" / "secrets" / "mailstore.password"
+    deploy = _private_dir(lab_dir / "secrets") / "icinga2_api.password"
+    for path in (master, deploy):
+        if path.is_file() and path.read_text().strip():
+            password = path.read_text().strip()
+            break
+    else:
+        password = secrets.token_hex(32)  # hex: master.sh puts it in an Icinga string
+    _private_dir(master.parent)
+    for path in (master, deploy):
+        if not path.is_file() or path.read_text().strip() != password:
+            _write(path, password + "\n")
+
+
 def generate(lab_dir):
     """Make whatever of `.lab/` is missing; return the accounts with passwords."""
     _private_dir(lab_dir)
     ssh_key(lab_dir)
     certificates(lab_dir)
+    icinga_api_password(lab_dir)
     return passwords(lab_dir)

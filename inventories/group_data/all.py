@@ -185,3 +185,29 @@ icinga2_accept_config = True
 # Secret file (in the secrets directory) holding this agent's PKI ticket, made on the master
 # with `icinga2 pki ticket --cn <icinga2_node_name>`; read only until the agent is signed.
 icinga2_ticket_secret = "icinga2-agent.ticket"
+
+# --- backups (mailstore backup; the nightly job and its checks) -----------------------------
+# Repository of the nightly backup on the server, and its key file (0600, root; keep a copy
+# elsewhere: without it nothing can be restored).
+backup_repository = "/srv/backup/mailstore"
+backup_key_file = "/etc/mailstore/backup.key"
+
+# --- monitoring: the mailstore checks on the master (operations/monitoring.py) --------------
+# The master's Icinga2 API, for `mailstore icinga register|push` on this server; None:
+# https://<host>:<port> of the first icinga2_parent_endpoints entry that has a host.
+icinga2_api_url = None
+# The name the API's certificate carries (Icinga: the master's node name), when it is not the
+# URL's host; None with icinga2_api_url None: that endpoint's `name`.
+icinga2_api_tls_name = None
+# CA of the API's certificate (PEM, path relative to the repository root); None: the Icinga
+# CA that signed this agent (/var/lib/icinga2/certs/ca.crt).
+icinga2_api_ca = None
+# API user for registration and pushes (permissions it needs: README, "Monitoring"), and the
+# secret file (in the secrets directory) holding its password.
+icinga2_api_user = "mailstore"
+icinga2_api_password_secret = "icinga2_api.password"
+# Seconds between two runs of each active mailstore check (retries: a fifth of it).
+monitoring_check_interval = 300
+# Extra arguments (thresholds) per check service, e.g. {"mailstore-volume": ["-w", "15:"]};
+# the services: mailstore-volume, -maildir, -mailq, -backup-repository, -cert-<pair>.
+monitoring_check_args = {}
