@@ -30,20 +30,27 @@ CODEC_ZLIB = 1
 NONCE_BYTES = 12
 # zlib level 1: most of the size win on mail text at a fraction of the CPU of the default 6.
 ZLIB_LEVEL = 1
-# Most of a mail store's bytes are base64 attachments: 6 bits of entropy per byte and no
-# repeats for LZ77 to find. There, Huffman-only deflate gets the same ~25 % (even a little
-# more) at about 3.5x the speed of level 1, which spends its time searching for matches that
-# do not exist. A 2 KiB sample from the middle of a message decides which one to use; both
-# produce plain deflate streams, so reading needs no flag.
+# Most of a mail store's bytes are base64 attachments: 6 bits of entropy per byte (on top of
+# already compressed PDFs, images, archives) and no repeats for LZ77 to find; level 1 spends
+# its time searching for matches that do not exist. A 2 KiB sample from the middle of a
+# message tells the two apart. Repository setting `compression`:
+#   "fast"  (default) such content is stored as it is (as borg's lz4 effectively does);
+#   "small" it is Huffman-coded (~25 % smaller, about twice the CPU of a first backup; zlib's
+#           Huffman mode does not run in parallel threads here).
+# Text is zlib level 1 in both. Everything decodes with plain inflate: reading needs no flag.
+COMPRESSION_MODES = ("fast", "small")
 _SAMPLE = 2048
 _ENTROPIC = 0.6
 
 
-def compress(data):
+def compress(data, mode="fast"):
+    """Deflated `data`, or None where compressing does not pay (store it as it is)."""
     if len(data) >= 4 * _SAMPLE:
         middle = len(data) // 2
         sample = data[middle:middle + _SAMPLE]
         if len(zlib.compress(sample, ZLIB_LEVEL)) > _ENTROPIC * len(sample):
+            if mode != "small":
+                return None
             c = zlib.compressobj(ZLIB_LEVEL, zlib.DEFLATED, 15, 8, zlib.Z_HUFFMAN_ONLY)
             return c.compress(data) + c.flush()
     return zlib.compress(data, ZLIB_LEVEL)
@@ -56,8 +63,9 @@ class DamagedObject(Exception):
 class Codec:
     """Turns content into records and back, for one repository (its key or none)."""
 
-    def __init__(self, key=None):
+    def __init__(self, key=None, compression="fast"):
         self.key = key
+        self.compression = compression
         self._aead = AESGCM(key.encryption) if key is not None else None
 
     @property
@@ -71,8 +79,8 @@ class Codec:
 
     def encode(self, object_id, data):
         """The full record bytes for `data`, whose id is `object_id`."""
-        packed = compress(data)
-        if len(packed) < len(data):
+        packed = compress(data, self.compression)
+        if packed is not None and len(packed) < len(data):
             codec = CODEC_ZLIB
         else:
             codec, packed = CODEC_STORED, data

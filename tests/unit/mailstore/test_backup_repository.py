@@ -114,3 +114,28 @@ def test_every_repository_file_is_private(tmp_path):
         for name in files:
             mode = stat.S_IMODE(os.stat(os.path.join(dirpath, name)).st_mode)
             assert mode & 0o077 == 0, (name, oct(mode))
+
+
+def test_compression_modes_round_trip_and_small_is_smaller_on_attachments(tmp_path):
+    import base64
+    import random
+    rng = random.Random(3)
+    text = b"Subject: minutes\r\n\r\n" + b"The board met and agreed on the budget.\r\n" * 500
+    attachment = b"Subject: scan\r\n\r\n" + base64.encodebytes(
+        bytes(rng.getrandbits(8) for _ in range(60000)))
+    sizes = {}
+    for mode in ("fast", "small"):
+        backup.init(tmp_path / mode, compression=mode)
+        assert backup.status(tmp_path / mode)["snapshots"] == 0
+        with Repository(tmp_path / mode) as repo:
+            for data in (text, attachment):
+                oid = repo.codec.object_id(data)
+                record = repo.codec.encode(oid, data)
+                assert repo.codec.decode(oid, record) == data
+                sizes[mode, data[:12]] = len(record)
+    # text is deflated in both modes; attachments only in "small" (stored as-is in "fast")
+    assert sizes["fast", text[:12]] == sizes["small", text[:12]] < len(text) / 10
+    assert sizes["fast", attachment[:12]] > len(attachment)
+    assert sizes["small", attachment[:12]] < 0.8 * len(attachment)
+    with pytest.raises(backup.RepositoryError, match="compression"):
+        backup.init(tmp_path / "bad", compression="zstd")
