@@ -72,6 +72,6 @@ def nftables():
                                             "&& echo loaded || echo missing") == "loaded"
     server.shell(name="Load the nftables ruleset", commands=[f"nft -f {CONFIG}"],
                  _if=lambda: config.did_change() or not loaded)
-    # Not `running=True`: restarting nftables.service would run its ExecStop, which flushes
-    # the whole ruleset including fail2ban's bans.
-    systemd.service(name="nftables at boot", service="nftables", enabled=True)
+    # Started once (it loads the same file) but never restarted: its ExecStop flushes the
+    # whole ruleset, fail2ban's bans included.
+    systemd.service(name="nftables at boot", service="nftables", running=True, enabled=True)
