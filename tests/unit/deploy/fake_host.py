@@ -55,7 +55,6 @@ def run(deploy_func, facts=None, data=None, groups=("email",)):
     inventory = Inventory((["fakehost"], {}), **{g: (["fakehost"], {}) for g in groups})
     state = State(inventory, Config())
     host = inventory.get_host("fakehost")
-    host.data.__dict__  # noqa: B018  (touch: HostData is lazily built)
     for key, value in host_data.items():
         inventory.host_data["fakehost"][key] = value
 
