@@ -109,8 +109,8 @@ CREATE TABLE IF NOT EXISTS verifications (
 def to_db(name):
     """A file name as the catalog stores it: text, or (for a name that is not valid UTF-8,
     which os.listdir hands over with surrogate escapes) its raw bytes as a BLOB."""
-    if name is None:
-        return None
+    if name is None or name.isascii():
+        return name
     try:
         name.encode("utf-8")
         return name

@@ -3,6 +3,7 @@
     REPO/config.json     format, version, encryption, a key check value (never the key)
     REPO/catalog.sqlite  the catalog (see catalog.py)
     REPO/packs/xx/*.pack objects (see objects.py)
+    REPO/index/<id>.marshal  a cache of the newest snapshot's message list (see snapshot.py)
     REPO/tmp/            packs being written; whatever is here when no run holds the lock is
                          left over from an interrupted run and is removed by the next one
     REPO/lock            flock(2) target: exclusive for run/prune, shared for verify/restore
@@ -184,6 +185,13 @@ class Repository:
         for name in os.listdir(self.tmp_dir):
             os.unlink(os.path.join(self.tmp_dir, name))
             removed += 1
+        latest = self.db.execute("SELECT id FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
+        index_dir = os.path.join(self.path, "index")
+        if os.path.isdir(index_dir):
+            for name in os.listdir(index_dir):
+                if latest is None or name != latest[0] + ".marshal":
+                    os.unlink(os.path.join(index_dir, name))
+                    removed += 1
         known = {row[0] for row in self.db.execute("SELECT name FROM packs")}
         for sub in os.listdir(self.packs_dir):
             subdir = os.path.join(self.packs_dir, sub)

@@ -13,6 +13,7 @@ pack files the catalog does not name, which the next run (`clean_up`) deletes; a
 """
 import collections
 import errno
+import marshal
 import os
 import secrets
 import shutil
@@ -65,18 +66,20 @@ class _Run:
         self.next_message_id = (self.db.execute("SELECT max(id) FROM messages").fetchone()[0]
                                 or 0) + 1
         self.new_messages = []        # rows for the messages table
+        self.index_rows = []          # every message row of this snapshot (index cache)
         self.snapshot_messages = []   # message ids in this snapshot
         self.files = []               # rows for the files table (without snapshot)
         self._load_previous()
 
     def _load_previous(self):
-        row = self.db.execute("SELECT seq FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
+        row = self.db.execute("SELECT seq, id, messages FROM snapshots ORDER BY seq DESC"
+                              " LIMIT 1").fetchone()
         self.prev_messages = {}
         self.prev_inodes = {}
         self.prev_files = {}
         if row is None:
             return
-        for r in _previous_rows(self.db, row[0]):
+        for r in _previous_rows(self.repo, row[0], row[1], row[2]):
             self.prev_messages[(r[1], r[2], r[5])] = r
             self.prev_inodes[(r[11], r[6], r[7])] = r[12]
         for r in self.db.execute(
@@ -204,8 +207,17 @@ class _Run:
         """Decide for one scanned message: reuse the previous object, or read it (in a worker
         thread; the result is recorded by _finish on this thread, in any order)."""
         prev = self.prev_messages.get((user, to_db(m.folder), to_db(m.unique)))
-        if prev is not None and (prev[6], prev[7], prev[11]) == (m.size, m.mtime_ns, m.inode):
+        if prev is not None and prev[6] == m.size and prev[7] == m.mtime_ns \
+                and prev[11] == m.inode:
             oid = prev[12]
+            if prev[4] == to_db(m.name) and prev[3] == m.subdir and prev[8] == m.uid \
+                    and prev[9] == m.gid and prev[10] == m.mode:
+                # the common case, unchanged since the last run: its row is reused as it is
+                self.snapshot_messages.append(prev[0])
+                self.index_rows.append(prev)
+                self.stats["messages"] += 1
+                self.stats["bytes"] += m.size
+                return
         else:
             oid = self.prev_inodes.get((m.inode, m.size, m.mtime_ns))
         if oid is not None:
@@ -239,11 +251,13 @@ class _Run:
                m.mtime_ns, m.uid, m.gid, m.mode, m.inode, oid)
         if prev is not None and tuple(prev[1:]) == row:
             self.snapshot_messages.append(prev[0])
+            self.index_rows.append(prev)
         else:
             mid = self.next_message_id
             self.next_message_id += 1
             self.new_messages.append((mid,) + row)
             self.snapshot_messages.append(mid)
+            self.index_rows.append((mid,) + row)
         self.stats["messages"] += 1
         self.stats["bytes"] += m.size
 
@@ -310,6 +324,7 @@ class _Run:
         self.close_readers()
         self.writer.seal()
         snapshot_id = new_snapshot_id(self.started)
+        _write_index(self.repo, snapshot_id, self.index_rows)
         with catalog.transaction(self.db):
             self.db.executemany("INSERT INTO packs VALUES (?, ?, ?)", self.sealed)
             self.db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -333,13 +348,58 @@ class _Run:
         return snapshot_id
 
 
-def _previous_rows(db, seq):
+def _index_path(repo, snapshot_id):
+    return os.path.join(repo.path, "index", snapshot_id + ".marshal")
+
+
+def _previous_rows(repo, seq, snapshot_id, count):
     """The message rows (id, user, folder, subdir, name, uniq, size, mtime_ns, uid, gid, mode,
-    ino, object) of snapshot `seq`."""
-    return db.execute(
+    ino, object) of snapshot `seq`.
+
+    Read from REPO/index/<id>.marshal, a cache the run that made the snapshot wrote (one
+    sequential read; the same rows from the catalog are scattered over it, slow when the
+    cache is cold at night). The catalog stays the truth: a missing, unreadable (another
+    Python's marshal format) or inconsistent cache file means the join is used instead.
+    """
+    try:
+        with open(_index_path(repo, snapshot_id), "rb") as f:
+            rows = marshal.loads(f.read())     # one read: marshal.load(f) reads piecemeal
+        if isinstance(rows, list) and len(rows) == count:
+            return rows
+    except (OSError, ValueError, EOFError, TypeError):
+        pass
+    return repo.db.execute(
         "SELECT m.id, m.user, m.folder, m.subdir, m.name, m.uniq, m.size, m.mtime_ns, m.uid,"
         " m.gid, m.mode, m.ino, m.object FROM snapshot_messages s JOIN messages m"
-        " ON m.id = s.message WHERE s.snapshot = ?", (seq,))
+        " ON m.id = s.message WHERE s.snapshot = ?", (seq,)).fetchall()
+
+
+def _write_index(repo, snapshot_id, rows):
+    """Write the cache _previous_rows reads (before the catalog commit: never half-written)."""
+    directory = os.path.join(repo.path, "index")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = _index_path(repo, snapshot_id)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(marshal.dumps(rows))
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(path + ".tmp", path)
+
+
+def drop_stale_indexes(repo, keep_id):
+    """Remove index caches of every snapshot but `keep_id` (the newest)."""
+    directory = os.path.join(repo.path, "index")
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name != "{}.marshal".format(keep_id):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
 
 
 def _scan_user(root, user):
@@ -475,6 +535,7 @@ def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait
             if mysql_dump:
                 state.database_dump(mysql_dump, dump_command)
             snapshot_id = state.commit(source_root, now())
+            drop_stale_indexes(repo, snapshot_id)
         except BaseException as e:
             state.discard()
             if isinstance(e, OSError):

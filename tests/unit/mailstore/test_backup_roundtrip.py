@@ -319,3 +319,26 @@ def test_names_that_are_not_utf8_round_trip_byte_exact(tmp_path, repo):
     assert open(restored, "rb").read() == b"Subject: latin\n\nbody\n"
     hits = backup.find(repo_path, key_file=key, subject="latin")
     assert len(hits) == 1 and os.fsencode(hits[0]["message"]) == name.split(b":")[0]
+
+
+def test_the_index_cache_is_only_a_cache(tmp_path, repo):
+    """The newest snapshot's message list is cached in REPO/index/; a damaged or missing cache
+    changes nothing but speed."""
+    repo_path, key = repo
+    make_tree(tmp_path / "src")
+    first = backup.run(repo_path, tmp_path / "src", key_file=key)
+    index_dir = os.path.join(repo_path, "index")
+    assert os.listdir(index_dir) == [first["id"] + ".marshal"]
+    second = backup.run(repo_path, tmp_path / "src", key_file=key)
+    assert os.listdir(index_dir) == [second["id"] + ".marshal"]
+    for damage in (b"garbage", b""):
+        with open(os.path.join(index_dir, second["id"] + ".marshal"), "wb") as f:
+            f.write(damage)
+        again = backup.run(repo_path, tmp_path / "src", key_file=key)
+        assert again["read_files"] == 0 and again["new_objects"] == 0
+        second = again
+    os.unlink(os.path.join(index_dir, second["id"] + ".marshal"))
+    again = backup.run(repo_path, tmp_path / "src", key_file=key)
+    assert again["read_files"] == 0 and again["new_objects"] == 0
+    backup.restore(repo_path, "latest", tmp_path / "dst", key_file=key)
+    assert snapshot_tree(tmp_path / "dst") == snapshot_tree(tmp_path / "src")
