@@ -4,7 +4,8 @@
     .venv/bin/python bench/backup.py [--messages 100000] [--users 50] [--work bench/out/backup]
 
 Same corpus (bench/corpus.py), same machine, one run, every tool in turn:
-  1. initial backup of the corpus,
+  1. initial backup of the corpus (mailstore twice: compression "fast", the default, and
+     "small"; ratios are against "fast"),
   2. a day of IMAP use (corpus.mutate: 10 % flag renames, 1 % new mail, 1 % expunged),
      then the incremental backup; "new bytes" is how much the repository grew,
   3. restore of one user (the biggest mailbox) into an empty directory,
@@ -64,15 +65,16 @@ def timed(cmd, cwd=None):
 
 class Mailstore:
     name = "mailstore"
+    compression = "fast"
 
     def __init__(self, work, src):
-        self.repo, self.key, self.src = os.path.join(work, "ms-repo"), \
-            os.path.join(work, "ms-key"), src
+        self.repo, self.key, self.src = os.path.join(work, "ms-repo-" + self.compression), \
+            os.path.join(work, "ms-key-" + self.compression), src
         self.cli = [sys.executable, "-m", "mailstore", "backup"]
 
     def init(self):
-        subprocess.run(self.cli + ["init", self.repo, "--key-file", self.key], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(self.cli + ["init", self.repo, "--key-file", self.key, "--compression",
+                                   self.compression], check=True, stdout=subprocess.DEVNULL)
 
     def backup(self, label):
         t, out = timed(self.cli + ["run", self.repo, self.src, "--key-file", self.key,
@@ -86,6 +88,11 @@ class Mailstore:
 
     def size(self):
         return du(self.repo)
+
+
+class MailstoreSmall(Mailstore):
+    name = "mailstore (small)"
+    compression = "small"
 
 
 class Rsync:
@@ -162,7 +169,8 @@ class Restic:
         return du(self.repo)
 
 
-TOOLS = {"mailstore": Mailstore, "rsync": Rsync, "borg": Borg, "restic": Restic}
+TOOLS = {"mailstore": Mailstore, "mailstore-small": MailstoreSmall, "rsync": Rsync,
+         "borg": Borg, "restic": Restic}
 
 
 def main(argv=None):
@@ -170,10 +178,10 @@ def main(argv=None):
     p.add_argument("--messages", type=int, default=100000)
     p.add_argument("--users", type=int, default=50)
     p.add_argument("--work", default=os.path.join(HERE, "out", "backup"))
-    p.add_argument("--tools", default="mailstore,rsync,borg,restic")
+    p.add_argument("--tools", default="mailstore,mailstore-small,rsync,borg,restic")
     a = p.parse_args(argv)
     tools = [t for t in a.tools.split(",")]
-    missing = [t for t in tools if t != "mailstore" and not shutil.which(t)]
+    missing = [t for t in tools if not t.startswith("mailstore") and not shutil.which(t)]
     if missing:
         sys.exit("not installed: {} (apt-get install rsync borgbackup restic)".format(
             ", ".join(missing)))
@@ -201,7 +209,7 @@ def main(argv=None):
         log("{}: incremental {:.1f} s".format(r.name, results[r.name]["incremental"]))
     biggest = max((u for u in os.listdir(src)), key=lambda u: du(os.path.join(src, u)))
     for r in runners:
-        target = os.path.join(a.work, "restore-" + r.name.split()[0])
+        target = os.path.join(a.work, "restore-" + r.name.replace(" ", "").strip("()"))
         results[r.name]["restore"] = r.restore(biggest, target)
         log("{}: restore {:.1f} s".format(r.name, results[r.name]["restore"]))
         shutil.rmtree(target)
@@ -229,11 +237,13 @@ def main(argv=None):
                   "repo size {:>5.2f}x".format(
                       name, r["initial"] / ms["initial"], r["incremental"] / ms["incremental"],
                       r["restore"] / ms["restore"], r["size2"] / ms["size2"]))
+    print()
     for r in runners:
         if isinstance(r, Mailstore):
-            print("\nmailstore incremental: read {} files ({:.1f} MB), {} new objects, "
-                  "{:.1f} MB new".format(r.last["read_files"], r.last["read_bytes"] / 1e6,
-                                         r.last["new_objects"], r.last["new_bytes"] / 1e6))
+            print("{} incremental: read {} files ({:.1f} MB), {} new objects, {:.1f} MB in "
+                  "packs ({} renamed messages: 0 reads, 0 bytes)".format(
+                      r.name, r.last["read_files"], r.last["read_bytes"] / 1e6,
+                      r.last["new_objects"], r.last["new_bytes"] / 1e6, changes["renamed"]))
 
 
 if __name__ == "__main__":
