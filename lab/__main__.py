@@ -173,6 +173,9 @@ def up(release):
         return time.monotonic()
 
     with lock.held():
+        if time.monotonic() - start > 1:
+            _say(f"waited {time.monotonic() - start:.0f}s for the lab lock")
+            start = time.monotonic()
         (LAB / "lab.json").unlink(missing_ok=True)
         mark = time.monotonic()
         accounts = secrets.generate(LAB)

@@ -7,6 +7,7 @@ run never leaves it held).
 import contextlib
 import fcntl
 import os
+import sys
 import time
 
 LOCK_PATH = "/run/cacert-lab.lock"
@@ -18,11 +19,16 @@ def held(timeout=1800, path=LOCK_PATH):
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + timeout
+        waited = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not waited:
+                    print(f"waiting for the lab lock {path} (another lab up/down or deploy "
+                          "holds it)", file=sys.stderr, flush=True)
+                    waited = True
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the lab lock {path} is still held after {timeout}s "
                                        "(another lab up/down or deploy is running)")
