@@ -45,6 +45,30 @@ class ContainerState(FactBase):
         return {"state": values["state"], "release": values.get("release", "")}
 
 
+class Symlinks(FactBase):
+    """Those of `paths` that are symbolic links."""
+
+    def command(self, paths):
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        return f"for p in {quoted}; do if [ -L \"$p\" ]; then echo \"$p\"; fi; done; true"
+
+    def process(self, output):
+        return [line for line in output if line]
+
+
+def _refuse_symlinks(rootfs, files_in_rootfs):
+    """Stop if a path this deploy writes below the rootfs is a symlink: written from the host,
+    it would resolve on the host (a root inside the container could aim it at /etc/shadow)."""
+    paths = set()
+    for path in files_in_rootfs:
+        parts = path.strip("/").split("/")
+        paths.update(f"{rootfs}/" + "/".join(parts[:i + 1]) for i in range(len(parts)))
+    links = host.get_fact(Symlinks, paths=sorted(paths))
+    if links:
+        raise DeployError(f"refusing to write into the container through symlinks: "
+                          f"{', '.join(links)} (replace them with plain files or directories)")
+
+
 @deploy("Infra02: email container")
 def container():
     data = host.data
@@ -100,6 +124,9 @@ def container():
         data_volume=data.data_volume.lstrip("/"),
     )
 
+    _refuse_symlinks(rootfs, ["etc/network/interfaces", "etc/apt/sources.list",
+                              "etc/apt/apt.conf.d/01proxy", "etc/resolv.conf",
+                              "root/.ssh/authorized_keys"])
     # LXC sets eth0's static addresses itself; the template's DHCP stanza would hang
     # networking.service (and ssh waits behind it).
     files.template(name="Container /etc/network/interfaces",

@@ -108,3 +108,24 @@ def test_lab_host_mounts_its_volume_in_the_same_run():
     ops = run(infra02.container, data=DATA, groups=("infra02", "lab_host"),
               facts={"Mounts": {}})
     assert any(op.name.endswith("Data volume directory on the host") for op in ops)
+
+
+def test_symlinks_in_the_rootfs_are_never_written_through():
+    links = ["/var/lib/lxc/email/rootfs/etc/resolv.conf"]
+    with pytest.raises(DeployError, match="through symlinks: /var/lib/lxc/email/rootfs/etc/resolv"):
+        run(infra02.container, data=DATA, groups=("infra02",),
+            facts={"Mounts": MOUNTED, "Symlinks": links,
+                   "ContainerState": {"state": "RUNNING", "release": "bookworm"}})
+
+
+def test_symlinks_fact_is_asked_about_every_path_component():
+    asked = []
+
+    def symlinks(paths):
+        asked.extend(paths)
+        return []
+    run(infra02.container, data=DATA, groups=("infra02",),
+        facts={"Mounts": MOUNTED, "Symlinks": symlinks})
+    for path in ("etc", "etc/apt", "etc/apt/apt.conf.d", "etc/apt/apt.conf.d/01proxy",
+                 "root", "root/.ssh", "root/.ssh/authorized_keys"):
+        assert f"/var/lib/lxc/email/rootfs/{path}" in asked
