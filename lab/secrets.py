@@ -4,7 +4,7 @@ passwords. Each file is made only if it is missing, so a second `lab up` keeps t
 Layout (a contract with the services' operations and the tests):
     .lab/id_ed25519, .lab/id_ed25519.pub    root's key for the container
     .lab/ca.pem                             the lab's trust anchor (root CA)
-    .lab/ca/{root,intermediate}.{pem,key.pem}  the CA itself, to sign more in tests
+    .lab/ca/{root,intermediate}.{pem,key.pem}  the CA itself (to sign more in tests)
     .lab/secrets/                           what $CACERT_EMAIL_SECRETS names (0700, files 0600)
         ca.pem, <cert>.chain.pem (leaf + intermediate), <cert>.key.pem
         mysql_postfix.password, mysql_dovecot.password
