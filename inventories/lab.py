@@ -72,6 +72,8 @@ _SHARED = {
     ],
     # `mailstore icinga register|push` verify the lab master's API against its own CA.
     "icinga2_api_ca": ".lab/icinga2-master/lib/ca/ca.crt",
+    # Tests wait for the agent's results: check often.
+    "monitoring_check_interval": 30,
     # The lab's signed apt repository with a stand-in package (operations/lab_selfservice_repo.py)
     # and the lab CA, which signs the test clients' certificates.
     "selfservice_api_repo": {
