@@ -1,4 +1,5 @@
 """operations/icinga2_agent.py: templates from inventory data, validation, the ticket's path."""
+import re
 import shutil
 import subprocess
 
@@ -72,7 +73,7 @@ def test_constants_and_api_listener():
     ({"icinga2_global_zones": ["ok", "no/slash"]}, "icinga2_global_zones"),
 ])
 def test_bad_data_names_the_key(data, key):
-    with pytest.raises(icinga2_agent.Icinga2DataError, match=rf"^{key.replace('[', '.').replace(']', '.')}"):
+    with pytest.raises(icinga2_agent.Icinga2DataError, match="^" + re.escape(key)):
         icinga2_agent.settings({**defaults(), **data})
 
 
@@ -120,7 +121,8 @@ def test_new_agent_gets_ticket_uploaded_not_on_a_command_line(secrets):
     request = [c for c in commands if c.startswith(icinga2_agent.PKI_SCRIPT)]
     assert request == [f"{icinga2_agent.PKI_SCRIPT} email.infra.cacert.test 10.0.3.1 5665 "
                        f"{icinga2_agent.TICKET_FILE}"]
-    upload = next(op for op in ops if op.name.endswith("Icinga2 ticket (from the secrets directory)"))
+    upload = next(op for op in ops
+                  if op.name.endswith("Icinga2 ticket (from the secrets directory)"))
     assert upload.commands_raw[0].src.getvalue() == TICKET.encode()
     # Validation comes before the reload.
     assert names.index("icinga2 daemon -C") < names.index("Reload Icinga2")

@@ -19,7 +19,8 @@ from operations import selfservice_api
 def lab_data(tmp_path):
     """The lab's self-service data, with the key and client CA as files in tmp_path."""
     key = tmp_path / "archive-key.asc"
-    key.write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxx\n-----END PGP PUBLIC KEY BLOCK-----\n")
+    key.write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxx\n"
+                   "-----END PGP PUBLIC KEY BLOCK-----\n")
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nxx\n-----END CERTIFICATE-----\n")
     certificates = copy.deepcopy(defaults()["certificates"])
@@ -146,10 +147,30 @@ def test_without_direct_the_proxy_exception_is_removed(lab_data):
 
 
 def test_account_is_a_system_user_without_login():
-    ops = run(selfservice_api.account, facts={"Os": "Linux", "LinuxName": "Debian", "Which": "/usr/sbin/useradd", "Users": {},
-                                                "Groups": set()})
+    facts = {"Os": "Linux", "LinuxName": "Debian", "Which": "/usr/sbin/useradd", "Users": {},
+             "Groups": set()}
+    ops = run(selfservice_api.account, facts=facts)
     commands = [c for op in ops for c in op.commands]
     assert any(c.startswith("groupadd") and "-r" in c and
                c.endswith("cacert-selfservice-api") for c in commands)
     useradd = next(c for c in commands if c.startswith("useradd"))
     assert "-r" in useradd and "/usr/sbin/nologin" in useradd
+
+
+def test_lab_package_digest_follows_content_and_exec_bits(tmp_path):
+    """The lab rebuilds its stand-in package exactly when the source changed."""
+    from operations import lab_selfservice_repo
+
+    (tmp_path / "DEBIAN").mkdir()
+    script = tmp_path / "DEBIAN" / "postinst"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    first = lab_selfservice_repo.source_digest(tmp_path)
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    assert lab_selfservice_repo.source_digest(tmp_path) == first
+    script.chmod(0o644)
+    assert lab_selfservice_repo.source_digest(tmp_path) != first
+    script.chmod(0o755)
+    script.write_text("#!/bin/sh\nexit 0\n")
+    assert lab_selfservice_repo.source_digest(tmp_path) != first
