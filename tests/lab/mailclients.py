@@ -29,6 +29,21 @@ def tls(lab, name):
     return context
 
 
+def served_certificate(lab, port, name, starttls):
+    """The DER certificate served on `port`, verified against the lab CA for `name`."""
+    raw = socket.create_connection((lab["address"], port), timeout=30)
+    if starttls:
+        reader = raw.makefile("rb")
+        assert reader.readline().startswith(b"220")
+        raw.sendall(b"EHLO tests.cacert.test\r\n")
+        while not reader.readline().startswith(b"250 "):
+            pass
+        raw.sendall(b"STARTTLS\r\n")
+        assert reader.readline().startswith(b"220")
+    with tls(lab, name).wrap_socket(raw) as conn:     # raises unless chain and name verify
+        return conn.getpeercert(binary_form=True)
+
+
 def message(sender, recipient, subject=None, body="Hello from the lab tests.\n"):
     """(marker, EmailMessage): the marker is unique and appears in subject and body."""
     marker = f"T-{uuid.uuid4().hex[:12]}"
@@ -79,6 +94,18 @@ def pop3s(lab, account):
     pop.user(account["email"])
     pop.pass_(account["password"])
     return pop
+
+
+def deploy_failure(result, context=25):
+    """What to show when a deploy failed: the lines around each error, not only the tail."""
+    lines = (result.stdout + result.stderr).splitlines()
+    shown = set()
+    for i, line in enumerate(lines):
+        if any(word in line for word in ("Error:", "error:", "rror in ", "Traceback", "atal")):
+            shown.update(range(max(0, i - context), i + 3))
+    if not shown:
+        return "\n".join(lines[-60:])
+    return "\n".join(lines[i] for i in sorted(shown) if i < len(lines))
 
 
 def wait_for(predicate, timeout=60, interval=0.5, what="condition"):

@@ -9,7 +9,7 @@ import json
 import re
 import time
 
-from mailclients import message, smtp_25, wait_for_delivery
+from mailclients import deploy_failure, message, smtp_25, wait_for_delivery
 
 OUTSIDE = "someone@example.net"
 
@@ -51,7 +51,7 @@ def test_arbitration_rewrite_and_bcc_map_take_effect(lab, ssh, run_deploy):
     bcc = {bob["email"]: alice["email"]}
     result = run_deploy("--data", "arbitration_rewrites=" + json.dumps(rules),
                         "--data", "recipient_bcc=" + json.dumps(bcc))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert result.returncode == 0, deploy_failure(result)
     try:
         lookup = ssh(f"postmap -q {bob['email']} hash:/etc/postfix/cacert-inc-bcc").stdout
         assert lookup.strip() == alice["email"]
@@ -67,19 +67,19 @@ def test_arbitration_rewrite_and_bcc_map_take_effect(lab, ssh, run_deploy):
         wait_for_delivery(ssh, lab, alice["user"], marker)       # the blind copy
     finally:
         restored = run_deploy()
-        assert restored.returncode == 0, (restored.stdout + restored.stderr)[-3000:]
+        assert restored.returncode == 0, deploy_failure(restored)
     assert ssh("postmap -s hash:/etc/postfix/cacert-inc-bcc").stdout.strip() == ""
 
 
 def test_second_deploy_changes_nothing(lab, run_deploy):
     started = time.monotonic()
     first = run_deploy()
-    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    assert first.returncode == 0, deploy_failure(first)
     converge = time.monotonic() - started
     started = time.monotonic()
     second = run_deploy("--json")
     rerun = time.monotonic() - started
-    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.returncode == 0, deploy_failure(second)
     results = json.loads(second.stdout)["results"]
     changed = [op["name"] for op in results["operations"] if op["success"]]
     print(f"deploy: converge {converge:.1f}s, re-run {rerun:.1f}s, "

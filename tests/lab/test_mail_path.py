@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from mailclients import (ManageSieve, SmtpSink, imaps, mail_log, message, pop3s, smtp_25,
-                         submission, tls, wait_for, wait_for_delivery)
+from mailclients import (ManageSieve, SmtpSink, imaps, mail_log, message, pop3s,
+                         served_certificate, smtp_25, submission, wait_for, wait_for_delivery)
 
 REPO = Path(__file__).resolve().parents[2]
 OUTSIDE = "someone@example.net"
@@ -213,22 +213,6 @@ def test_plaintext_authentication_on_managesieve_is_refused(lab, alice):
 
 # --- certificates --------------------------------------------------------------------------
 
-def _served_leaf(lab, port, name, starttls):
-    """The DER certificate served on `port`, verified against the lab CA for `name`."""
-    context = tls(lab, name)
-    raw = socket.create_connection((lab["address"], port), timeout=30)
-    if starttls:
-        reader = raw.makefile("rb")
-        assert reader.readline().startswith(b"220")
-        raw.sendall(b"EHLO tests.cacert.test\r\n")
-        while not reader.readline().startswith(b"250 "):
-            pass
-        raw.sendall(b"STARTTLS\r\n")
-        assert reader.readline().startswith(b"220")
-    with context.wrap_socket(raw) as conn:     # raises unless the chain and name verify
-        return conn.getpeercert(binary_form=True)
-
-
 def _leaf_of(pair):
     pem = (REPO / ".lab" / "secrets" / f"{pair}.chain.pem").read_bytes()
     return x509.load_pem_x509_certificates(pem)[0].public_bytes(Encoding.DER)
@@ -239,7 +223,7 @@ def _leaf_of(pair):
     ("imaps", "community", False), ("pop3s", "community", False)])
 def test_each_port_serves_its_certificate(lab, service, pair, starttls):
     name = lab["hostnames"][pair]
-    served = _served_leaf(lab, lab["ports"][service], name, starttls)
+    served = served_certificate(lab, lab["ports"][service], name, starttls)
     assert hashlib.sha256(served).hexdigest() == hashlib.sha256(_leaf_of(pair)).hexdigest()
 
 
