@@ -54,6 +54,8 @@ PUSH = "/usr/local/sbin/mailstore-icinga-push"
 PUSH_BACKUP = "/usr/local/sbin/mailstore-push-backup-result"
 # Written after a successful registration: the digest of what was registered.
 REGISTERED_MARKER = "/var/lib/mailstore/icinga-registered.sha256"
+# Blocks on their own lines leave no blank line behind (one would end a shell continuation).
+JINJA = {"trim_blocks": True, "lstrip_blocks": True}
 # Icinga2's agent runs its checks as this user (Debian's package).
 AGENT_USER = "nagios"
 
@@ -291,11 +293,13 @@ def checks():
 
     files.template(name="mailstore-icinga-push (submit a check as a passive result)",
                    src="files/monitoring/mailstore-icinga-push.j2", dest=PUSH, mode="755",
+                   jinja_env_kwargs=dict(JINJA),
                    mailstore=MAILSTORE, host=desc["host"], ca=ca_path, credentials=CREDENTIALS,
                    **connection)
     files.template(name="mailstore-push-backup-result (for the backup cron job)",
                    src="files/monitoring/mailstore-push-backup-result.j2", dest=PUSH_BACKUP,
-                   mode="755", push=PUSH, service=BACKUP_SERVICE, freshness=BACKUP_FRESHNESS,
+                   mode="755", jinja_env_kwargs=dict(JINJA), push=PUSH, service=BACKUP_SERVICE,
+                   freshness=BACKUP_FRESHNESS,
                    repository=_path(data["backup_repository"], "backup_repository"),
                    key_file=_path(data["backup_key_file"], "backup_key_file"),
                    warning=BACKUP_PUSH_WARNING, critical=BACKUP_PUSH_CRITICAL)

@@ -54,8 +54,8 @@ def icinga_group():
               help="Delete objects this tool created that the description no longer has.")
 @click.option("--dry-run", is_flag=True, help="Only say what would change.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def register_command(url, tls_name, ca_file, credentials_file, timeout, description_file, prune, dry_run,
-                     as_json):
+def register_command(url, tls_name, ca_file, credentials_file, timeout, description_file, prune,
+                     dry_run, as_json):
     """Create/update the CheckCommands and Services of a description (idempotent)."""
     try:
         desc = icinga.load_description(description_file)

@@ -140,39 +140,38 @@ def test_visudo_would_refuse_an_unescaped_colon(tmp_path):
 
 
 # --- the push wrappers ------------------------------------------------------------------------
-def _script(tmp_path, template, name, **values):
-    path = tmp_path / name
-    path.write_text(staging.render(template, **values))
-    path.chmod(0o755)
-    return path
+def _deployed_scripts(tmp_path, data):
+    """The two scripts exactly as the deploy uploads them, runnable here: mailstore is `echo`
+    and the push wrapper is the local copy."""
+    ops = run(monitoring.checks, data=data)
+    uploads = {dest: text for op in ops for dest, text in op.uploads.items()}
+    push, backup = tmp_path / "push", tmp_path / "backup"
+    push.write_text(uploads[monitoring.PUSH].replace(monitoring.MAILSTORE, "echo"))
+    backup.write_text(uploads[monitoring.PUSH_BACKUP].replace(monitoring.PUSH, str(push)))
+    for path in (push, backup):
+        path.chmod(0o755)
+    return push, backup
 
 
-def test_push_wrapper_passes_the_check_and_its_arguments_through(tmp_path):
-    push = _script(tmp_path, "files/monitoring/mailstore-icinga-push.j2", "push",
-                   mailstore="echo", url="https://10.0.3.1:5665", tls_name="master.cacert.test",
-                   ca="/etc/mailstore/icinga/ca.pem",
-                   credentials="/etc/mailstore/icinga/api.credentials",
-                   host="email.infra.cacert.test")
+def test_push_wrapper_passes_the_check_and_its_arguments_through(api_secret, email_data,
+                                                                tmp_path):
+    push, _ = _deployed_scripts(tmp_path, email_data)
     out = subprocess.run([str(push), "mailstore-backup", "backup", "--repo", "/srv/b", "-c", "1"],
                          capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["icinga", "push", "--url", "https://10.0.3.1:5665", "--tls-name",
-                   "master.cacert.test", "--ca", "/etc/mailstore/icinga/ca.pem",
+    assert out == ["icinga", "push", "--url", "https://monitor.infra.cacert.org:5665",
+                   "--tls-name", "monitor.cacert.org", "--ca", "/var/lib/icinga2/certs/ca.crt",
                    "--credentials", "/etc/mailstore/icinga/api.credentials", "--host",
-                   "email.infra.cacert.test", "--service", "mailstore-backup", "--",
+                   "email.infra.cacert.org", "--service", "mailstore-backup", "--",
                    "backup", "--repo", "/srv/b", "-c", "1"]
     usage = subprocess.run([str(push), "mailstore-backup"], capture_output=True, text=True)
     assert usage.returncode == 2 and "usage:" in usage.stderr
 
 
-def test_backup_result_wrapper_pushes_the_repository_check(tmp_path):
-    push = _script(tmp_path, "files/monitoring/mailstore-icinga-push.j2", "push",
-                   mailstore="echo", url="https://m:5665", tls_name=None, ca="/c", credentials="/k",
-                   host="h")
-    wrapper = _script(tmp_path, "files/monitoring/mailstore-push-backup-result.j2", "wrapper",
-                      push=str(push), service="mailstore-backup", freshness=93600,
-                      repository="/srv/backup/mailstore", key_file="/etc/mailstore/backup.key",
-                      warning=14400, critical=21600)
-    out = subprocess.run([str(wrapper)], capture_output=True, text=True, check=True).stdout
+def test_backup_result_wrapper_pushes_the_repository_check(api_secret, email_data, tmp_path):
+    data = dict(email_data, icinga2_api_url="https://10.0.0.5:5665")   # no --tls-name then
+    _, backup = _deployed_scripts(tmp_path, data)
+    out = subprocess.run([str(backup)], capture_output=True, text=True, check=True).stdout
+    assert out.split()[:4] == ["icinga", "push", "--url", "https://10.0.0.5:5665"]
     assert "--tls-name" not in out
     assert out.split("--service ")[1].split() == [
         "mailstore-backup", "--", "backup", "--repo", "/srv/backup/mailstore", "--key-file",
