@@ -7,7 +7,8 @@ master, kept in the secrets directory): the ticket is read only while the agent 
 certificate, uploaded to a root-only file without ever appearing in the deploy's output, and
 `files/icinga2_agent/pki-request.sh` reads it there and deletes it.
 
-Every changed file is validated with `icinga2 daemon -C` before the daemon is reloaded.
+A changed configuration is validated (`icinga2 daemon -C`) on a staged copy before it replaces
+the live files (operations/staging.py): a broken template never reaches /etc/icinga2.
 """
 import io
 import re
@@ -19,14 +20,26 @@ from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
+from operations import staging
+
 PACKAGES = ["icinga2", "monitoring-plugins-basic", "openssl"]
 ETC = "/etc/icinga2"
 CERTS = "/var/lib/icinga2/certs"
 PKI_SCRIPT = "/usr/local/lib/cacert-email/icinga2-pki-request"
 # In root's home (mode 0700 on Debian), so not even its short life is visible to other users.
 TICKET_FILE = "/root/.icinga2-agent.ticket"
-# Blocks on their own lines leave no blank lines behind in the generated Icinga DSL.
-JINJA = {"trim_blocks": True, "lstrip_blocks": True}
+# The staged set is checked as the daemon will read it: the staged files, the live enabled
+# features (but the staged api.conf), then `icinga2 daemon -C` on the staged icinga2.conf.
+# As root (the staging directory is root's alone; the CLI would drop to nagios) and with its
+# cache files written into the stage, not over the live daemon's.
+STAGED_CHECK = (
+    "mkdir -p {stage}/features-enabled {stage}/cache && "
+    f"for f in {ETC}/features-enabled/*.conf; do "
+    "if [ -e \"$f\" ]; then ln -sf \"$f\" {stage}/features-enabled/; fi; done && "
+    "ln -sf {stage}/api.conf {stage}/features-enabled/api.conf && "
+    "icinga2 daemon -C -x critical -DRunAsUser=root -DRunAsGroup=root "
+    "-DCacheDir={stage}/cache -c {stage}/icinga2.conf"
+)
 TEMPLATES = {
     "icinga2.conf": f"{ETC}/icinga2.conf",
     "constants.conf": f"{ETC}/constants.conf",
@@ -104,36 +117,39 @@ def _ticket():
 
 @deploy("Icinga2 agent")
 def agent():
-    """Package, zones and API listener from inventory, the signed certificate, reload."""
+    """Package, signed certificate, zones and API listener from inventory (checked on a staged
+    copy before they replace the live files), reload."""
     values = settings(host.data.dict())
     apt.packages(name="Icinga2 and the monitoring plugins", packages=PACKAGES)
 
-    configs = [
-        files.template(name=f"Icinga2 {name}", src=f"files/icinga2_agent/{name}.j2",
-                       dest=dest, mode="644", jinja_env_kwargs=dict(JINJA), **values)
-        for name, dest in TEMPLATES.items()
-    ]
-    configs.append(files.link(name="Icinga2 api feature enabled",
-                              path=f"{ETC}/features-enabled/api.conf",
-                              target="../features-available/api.conf"))
-
+    # The certificate first: `icinga2 daemon -C` refuses an ApiListener without one.
     files.put(name="Icinga2 PKI request script", src="files/icinga2_agent/pki-request.sh",
-                       dest=PKI_SCRIPT, mode="755")
-    signed = host.get_fact(File, path=f"{CERTS}/ca.crt")
-    if not signed:
+              dest=PKI_SCRIPT, mode="755")
+    changes = []
+    if not host.get_fact(File, path=f"{CERTS}/ca.crt"):
         parent = next((p for p in values["parent_endpoints"] if p["host"]), None)
         if parent is None:
             raise Icinga2DataError("icinga2_parent_endpoints: the agent has no certificate yet "
                                    "and no parent endpoint has a `host` to request one from")
         secret_file(name="Icinga2 ticket (from the secrets directory)", content=_ticket(),
                     dest=TICKET_FILE)
-        configs.append(server.shell(
+        changes.append(server.shell(
             name=f"Icinga2 certificate signed by {parent['name']} (ticket)",
             commands=[f"{PKI_SCRIPT} {values['node_name']} {parent['host']} {parent['port']} "
                       f"{TICKET_FILE}"]))
 
-    server.shell(name="icinga2 daemon -C", commands=["icinga2 daemon -C"],
-                 _if=any_changed(*configs))
+    changes.append(staging.files(
+        name="Icinga2 configuration (checked before it is used)",
+        config_files=[staging.ConfigFile(dest, staging.render(f"files/icinga2_agent/{name}.j2",
+                                                              **values))
+                      for name, dest in TEMPLATES.items()],
+        stage=f"{staging.STAGING_ROOT}/icinga2",
+        check=STAGED_CHECK,
+    ))
+    changes.append(files.link(name="Icinga2 api feature enabled",
+                              path=f"{ETC}/features-enabled/api.conf",
+                              target="../features-available/api.conf"))
+
     systemd.service(name="Icinga2 running", service="icinga2", running=True, enabled=True)
     systemd.service(name="Reload Icinga2", service="icinga2", reloaded=True,
-                    _if=any_changed(*configs))
+                    _if=any_changed(*changes))

@@ -3,7 +3,6 @@ import re
 import shutil
 import subprocess
 
-import jinja2
 import pytest
 
 from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on sys.path)
@@ -11,7 +10,7 @@ from tests.unit.deploy.conftest import REPO, write_secret
 from tests.unit.deploy.fake_host import run
 
 from inventories.validate import InventoryError, defaults
-from operations import icinga2_agent
+from operations import icinga2_agent, staging
 
 TICKET = "0123456789abcdef0123456789abcdef01234567"
 LAB = {
@@ -24,10 +23,8 @@ LAB = {
 def render(data):
     """Each template rendered the way files.template renders it, by file name."""
     values = icinga2_agent.settings({**defaults(), **data})
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             **icinga2_agent.JINJA)
-    return {name: env.from_string((REPO / f"files/icinga2_agent/{name}.j2").read_text())
-            .render(**values) for name in icinga2_agent.TEMPLATES}
+    return {name: staging.render(f"files/icinga2_agent/{name}.j2", **values)
+            for name in icinga2_agent.TEMPLATES}
 
 
 def test_zones_name_parent_endpoints_own_zone_and_global_zones():
@@ -124,8 +121,16 @@ def test_new_agent_gets_ticket_uploaded_not_on_a_command_line(secrets):
     upload = next(op for op in ops
                   if op.name.endswith("Icinga2 ticket (from the secrets directory)"))
     assert upload.commands_raw[0].src.getvalue() == TICKET.encode()
-    # Validation comes before the reload.
-    assert names.index("icinga2 daemon -C") < names.index("Reload Icinga2")
+    # The certificate is there before the staged config is checked (the ApiListener needs it),
+    # the check runs on the staged copy before anything is moved into place, then the reload.
+    staged = names.index("Icinga2 configuration (checked before it is used)")
+    assert names.index("Icinga2 certificate signed by master.cacert.test (ticket)") < staged
+    assert staged < names.index("Reload Icinga2")
+    config = ops[staged].commands
+    check = next(i for i, c in enumerate(config) if "icinga2 daemon -C" in c)
+    assert "-c /var/lib/cacert-deploy/staging/icinga2/icinga2.conf" in config[check]
+    installs = [i for i, c in enumerate(config) if c.startswith("install -D")]
+    assert len(installs) == 4 and check < min(installs)
 
 
 def test_signed_agent_reads_no_ticket(secrets):
