@@ -73,6 +73,7 @@ def main(argv=None):
     p.add_argument("--workdir", default="/var/tmp/mailstore-bench")
     p.add_argument("--target-fs", choices=("ext4", "tmpfs"), default="ext4")
     p.add_argument("--python", default=sys.executable)
+    p.add_argument("--repeat", type=int, default=2, help="full-copy runs per tool (best kept)")
     a = p.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("bench/migrate.py needs root to mount the target file system")
@@ -88,27 +89,38 @@ def main(argv=None):
     print("generating %d messages for %d users ..." % (a.messages, a.users), flush=True)
     stats = corpus.generate(src, a.messages, a.users, seed=1)
     gb = stats["bytes"] / 1e9
-    size = int(stats["bytes"] * 3.5) + (2 << 30)
+    size = int(stats["bytes"] * 3.5) + (2 << 30)   # room for three copies
     mount_target(a.target_fs, mnt, image, size)
     results = {"corpus": stats, "target_fs": a.target_fs}
     try:
         os.sync()
         warm(src)
-        full = {}
+        # The machine may be shared: run the contenders in turns, --repeat times, and keep
+        # each one's best time (all runs are listed in the JSON file).
+        runs = {"cp -a": [], "rsync -aH": [], "mailstore migrate": []}
         t_cp = os.path.join(mnt, "cp")
-        clear(t_cp)
-        full["cp -a"], _ = timed(["cp", "-a", src + "/.", t_cp + "/"])
-        shutil.rmtree(t_cp)
         t_rs = os.path.join(mnt, "rsync")
-        clear(t_rs)
-        full["rsync -aH"], _ = timed(["rsync", "-aH", src + "/", t_rs + "/"])
         t_ms = os.path.join(mnt, "mailstore")
-        clear(t_ms)
-        full["mailstore migrate"], proc = timed(
-            [a.python, "-m", "mailstore", "migrate", src, t_ms, "--json"], cwd=REPO)
-        first = json.loads(proc.stdout)
-        if not first["ok"]:
-            sys.exit("mailstore migrate failed: %s" % json.dumps(first)[:2000])
+        for i in range(a.repeat):
+            last = i == a.repeat - 1
+            clear(t_cp)
+            runs["cp -a"].append(timed(["cp", "-a", src + "/.", t_cp + "/"])[0])
+            shutil.rmtree(t_cp)
+            clear(t_ms)
+            t, proc = timed([a.python, "-m", "mailstore", "migrate", src, t_ms, "--json"],
+                            cwd=REPO)
+            runs["mailstore migrate"].append(t)
+            first = json.loads(proc.stdout)
+            if not first["ok"]:
+                sys.exit("mailstore migrate failed: %s" % json.dumps(first)[:2000])
+            if not last:
+                shutil.rmtree(t_ms)
+            clear(t_rs)
+            runs["rsync -aH"].append(timed(["rsync", "-aH", src + "/", t_rs + "/"])[0])
+            if not last:
+                shutil.rmtree(t_rs)
+        full = {name: min(times) for name, times in runs.items()}
+        results["full_runs"] = runs
         results["full"] = full
         results["full_phases"] = first["phases"]
 
@@ -147,7 +159,8 @@ def main(argv=None):
     print()
     print("corpus: %d users, %d messages, %.2f GB; source on %s, target on a separate %s" % (
         a.users, a.messages, gb, _fs_of(a.workdir), a.target_fs))
-    print("%-28s %9s %9s" % ("full copy (until sync)", "seconds", "× cp -a"))
+    print("%-28s %9s %9s   (best of %d)" % ("full copy (until sync)", "seconds", "× cp -a",
+                                            a.repeat))
     for name, t in full.items():
         print("%-28s %9.2f %9.2f" % (name, t, t / base))
     print("   mailstore phases: %s" % ", ".join("%s %.2f s" % kv for kv in

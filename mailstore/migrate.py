@@ -80,15 +80,24 @@ class Journal:
             pass
 
     def record(self, event: str, user: str, **fields) -> None:
+        self.record_many(event, [user], **fields)
+
+    def record_many(self, event: str, users: List[str], **fields) -> None:
+        """One write and one fsync for many users (on ext4 with data=ordered an fsync also
+        flushes every dirty data block of the file system: not once per user while copying)."""
+        if not users:
+            return
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        entry = dict(fields, event=event, user=user, time=int(time.time()))
+        now = int(time.time())
+        entries = [dict(fields, event=event, user=u, time=now) for u in users]
+        data = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries).encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
+            os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.events.append(entry)
+        self.events.extend(entries)
 
     def has(self, event: str, user: str) -> bool:
         return any(e.get("event") == event and e.get("user") == user for e in self.events)
@@ -296,10 +305,10 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
 
     # live passes: nothing is quiesced yet, the source changes while we read it
     t0 = time.monotonic()
+    journal.record_many("claim", [r.user for r in copy_users
+                                  if not journal.has("claim", r.user)])
     for r in copy_users:
         try:
-            if not journal.has("claim", r.user):
-                journal.record("claim", r.user)
             passes = 0
             while live_passes is None or passes < live_passes:
                 t_pass = time.monotonic()
