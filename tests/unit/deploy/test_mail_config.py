@@ -253,3 +253,13 @@ def test_reload_only_running_services():
         "if systemctl is-active --quiet postfix; then systemctl reload-or-restart postfix; fi",
         "if systemctl is-active --quiet nginx; then systemctl reload-or-restart nginx; fi",
     ]
+
+
+def test_postfix_for_bullseye_uses_only_what_postfix_3_5_knows(lab_data):
+    lab_data["debian_release"] = "bullseye"
+    main = by_dest(postfix.config_files(lab_data, "pw"))["/etc/postfix/main.cf"].content
+    assert "compatibility_level = 2\n" in main
+    # Protocol ranges (">=TLSv1.2") need Postfix 3.6.
+    protocols = [line for line in main.splitlines() if line.startswith("smtpd_tls_")
+                 and "protocols" in line]
+    assert protocols and not any(">=" in line for line in protocols)
