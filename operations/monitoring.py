@@ -24,7 +24,8 @@ Registration runs on the server (it holds the credentials the pushes need anyway
 the master's API, TLS verified against the master's CA and its node name. It runs when the
 description, credentials, CA or connection differ from what the last *successful*
 registration recorded, so a run that failed there (master down) is finished by the next one,
-and an unchanged inventory changes nothing.
+or when a dry run says the master's objects drifted (lost in a restore, edited by hand); an
+unchanged inventory on an unchanged master changes nothing.
 """
 import hashlib
 import json
@@ -32,7 +33,7 @@ import re
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import FactBase, deploy
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, server
 
@@ -237,6 +238,25 @@ def _connection_args(connection, ca, credentials):
     return args + ["--ca", ca, "--credentials", credentials]
 
 
+class RegistrationPending(FactBase):
+    """What `mailstore icinga register --dry-run` would change on the master: a list of
+    "verb type name" ([] when the master is in step), or None when that cannot be told
+    (mailstore or its files not installed yet, the master unreachable)."""
+
+    def command(self, register):
+        return (f"if [ -x {MAILSTORE} ] && [ -e {DESCRIPTION} ] && [ -e {CREDENTIALS} ]; then "
+                f"{register} --dry-run --json 2>/dev/null; fi; true")
+
+    def process(self, output):
+        try:
+            summary = json.loads("\n".join(output))
+        except ValueError:
+            return None
+        return [f"{verb} {item['type']} {item['name']}"
+                for verb in ("created", "updated", "recreated", "deleted")
+                for item in summary.get(verb, [])]
+
+
 @deploy("Monitoring")
 def checks():
     """The mailstore checks for the Icinga2 agent, their registration on the master, and the
@@ -307,11 +327,14 @@ def checks():
     wanted = hashlib.sha256("\0".join(
         [description_text, credentials_text, ca_text or ca_path, json.dumps(connection)]
     ).encode()).hexdigest()
+    register = " ".join([MAILSTORE, "icinga", "register", "--prune"]
+                        + _connection_args(connection, ca_path, CREDENTIALS)
+                        + ["--description", DESCRIPTION])
     registered = (host.get_fact(FileContents, path=REGISTERED_MARKER) or [""])[0].strip()
-    if registered != wanted:
+    # Also when the master lost or changed our objects since (restored, edited by hand).
+    pending = host.get_fact(RegistrationPending, register=register) \
+        if registered == wanted else None
+    if registered != wanted or pending:
         server.shell(
             name=f"Register the mailstore checks on the master ({connection['url']})",
-            commands=[" ".join([MAILSTORE, "icinga", "register", "--prune"]
-                               + _connection_args(connection, ca_path, CREDENTIALS)
-                               + ["--description", DESCRIPTION])
-                      + f" && echo {wanted} > {REGISTERED_MARKER}"])
+            commands=[f"{register} && echo {wanted} > {REGISTERED_MARKER}"])

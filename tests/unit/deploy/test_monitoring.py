@@ -250,3 +250,36 @@ def test_missing_secret_or_ca_is_named(secrets, email_data, tmp_path):
     write_secret(secrets, "icinga2_api.password", PASSWORD + "\n")
     with pytest.raises(InventoryError, match="icinga2_api_ca"):
         run(monitoring.checks, data=dict(email_data, icinga2_api_ca=str(tmp_path / "none.pem")))
+
+
+def test_registration_runs_again_when_the_master_drifted(api_secret, email_data):
+    digest = _recorded_digest(run(monitoring.checks, data=email_data))
+    asked = []
+
+    def pending(register):
+        asked.append(register)
+        return ["created Service email.infra.cacert.org!mailstore-volume"]
+    ops = run(monitoring.checks, data=email_data,
+              facts={"FileContents": [digest], "RegistrationPending": pending})
+    assert _recorded_digest(ops) == digest
+    # the dry run asks exactly what the registration would do
+    [register] = _register_ops(ops)
+    assert register.commands[0].startswith(asked[0] + " && ")
+    # in step, or the master cannot be asked: nothing to do
+    for answer in ([], None):
+        assert _register_ops(run(monitoring.checks, data=email_data, facts={
+            "FileContents": [digest], "RegistrationPending": answer})) == []
+
+
+def test_pending_fact_reads_the_dry_run_summary():
+    fact = monitoring.RegistrationPending()
+    summary = {"created": [{"type": "Service", "name": "h!a"}], "updated": [],
+               "recreated": [], "deleted": [{"type": "CheckCommand", "name": "mailstore-x"}],
+               "unchanged": [{"type": "Service", "name": "h!b"}], "stale": [], "dry_run": True}
+    assert fact.process(json.dumps(summary, indent=2).split("\n")) == [
+        "created Service h!a", "deleted CheckCommand mailstore-x"]
+    assert fact.process([]) is None                     # not installed yet: no output
+    assert fact.process(["mailstore icinga: error"]) is None
+    command = fact.command("/usr/local/bin/mailstore icinga register --prune --url u")
+    assert "register --prune --url u --dry-run --json" in command
+    assert command.endswith("; true")    # a failing dry run never fails the fact
