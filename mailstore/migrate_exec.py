@@ -221,12 +221,6 @@ def _same_bytes(a: int, b: int) -> bool:
         offset += len(x)
 
 
-def _set_meta_fd(fd: int, st: os.stat_result) -> None:
-    os.fchown(fd, st.st_uid, st.st_gid)        # before chmod: chown clears set-id bits
-    os.fchmod(fd, stat.S_IMODE(st.st_mode))
-    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
 class Executor:
     """Runs plans for one user: source ``src_dir`` (ROOT/<user>) into ``dst_dir``."""
 
@@ -239,15 +233,21 @@ class Executor:
         self.progress = progress or Progress(stream=open(os.devnull, "w"))
         self.live = live
         self._seq = itertools.count(1)       # thread-safe under the GIL
+        self._pid = os.getpid()
+        mask = os.umask(0)
+        os.umask(mask)
+        self._created_mode = 0o600 & ~mask   # what os.open(..., 0o600) gives a new file
 
+    # Plain concatenation, not os.path.join: relpaths come from scans and never start with
+    # "/", and even if one did, it could not escape the root this way.
     def _src(self, rel: str) -> str:
-        return os.path.join(self.src_dir, rel) if rel else self.src_dir
+        return self.src_dir + "/" + rel if rel else self.src_dir
 
     def _dst(self, rel: str) -> str:
-        return os.path.join(self.dst_dir, rel) if rel else self.dst_dir
+        return self.dst_dir + "/" + rel if rel else self.dst_dir
 
     def _stage_name(self) -> str:
-        return os.path.join(self.staging, "%d.%d" % (os.getpid(), next(self._seq)))
+        return "%s/%d.%d" % (self.staging, self._pid, next(self._seq))
 
     def run(self, plan: mp.UserPlan) -> ExecResult:
         copied: Set[str] = set()
@@ -321,7 +321,10 @@ class Executor:
                           getattr(os, "O_CLOEXEC", 0), 0o600)
             try:
                 _copy_checked(src, dst, st.st_size)
-                _set_meta_fd(dst, st)
+                os.fchown(dst, st.st_uid, st.st_gid)   # before chmod: clears set-id bits
+                if stat.S_IMODE(st.st_mode) != self._created_mode:
+                    os.fchmod(dst, stat.S_IMODE(st.st_mode))
+                os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
             except BaseException:
                 os.close(dst)
                 os.unlink(tmp)
