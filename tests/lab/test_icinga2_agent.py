@@ -7,7 +7,9 @@ check result that is recent, OK, and was produced by the agent (`check_source`).
 import base64
 import http.client
 import json
+import os
 import ssl
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -18,6 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from lab import lock  # noqa: E402
 from operations import lab_icinga_master  # noqa: E402
 
 AGENT = "email.infra.cacert.test"
@@ -111,3 +114,33 @@ def test_api_users_get_only_their_permissions(deployed):
     assert status in (403, 404) and "results" not in answer, answer
     status, answer = request("POST", "/v1/actions/process-check-result", body, user="mailstore")
     assert status == 200 and answer["results"][0]["code"] == 200, answer
+
+
+def test_config_that_fails_validation_is_never_activated(deployed, ssh, tmp_path):
+    """Inventory data that renders a config Icinga2 rejects (a global zone named like the
+    agent's own zone: defined twice): the deploy fails with the validator's reason, the live
+    files stay as they were and the agent keeps running and reporting."""
+    inventory = tmp_path / "broken_inventory.py"
+    inventory.write_text(
+        "import copy\n"
+        "from inventories import lab as _lab\n"
+        "from inventories.validate import defaults as _defaults\n"
+        "_name, _data = _lab.email[0]\n"
+        "# Outside inventories/, pyinfra finds no group_data: merge the defaults here.\n"
+        "_data = {**_defaults(), **copy.deepcopy(_data)}\n"
+        f"_data['icinga2_global_zones'] = ['global-templates', '{AGENT}']\n"
+        "email = [(_name, _data)]\n")
+    deploy = tmp_path / "agent_only.py"
+    deploy.write_text("from operations import icinga2_agent\nicinga2_agent.agent()\n")
+    before = ssh("sha256sum /etc/icinga2/zones.conf").stdout
+    with lock.held():
+        result = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "pyinfra"), "-y", str(inventory), str(deploy)],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "re-defined" in output or "redefined" in output, output[-3000:]
+    assert ssh("sha256sum /etc/icinga2/zones.conf").stdout == before
+    assert ssh("systemctl is-active icinga2").stdout.strip() == "active"
+    ssh("icinga2 daemon -C >/dev/null")
