@@ -519,11 +519,21 @@ def check_source_in_target(source: maildir.UserTree, target: Optional[maildir.Us
     return diffs
 
 
-def _target_path_for(target: maildir.UserTree, m: maildir.Message) -> str:
+def _target_paths(source: maildir.UserTree, target: maildir.UserTree) -> List[str]:
+    """For each source message, the path of its copy in the target (same folder, unique
+    name and size; the flags may have changed since the cut-over)."""
+    by_key: Dict[tuple, List[maildir.Message]] = {}
     for t in target.messages:
-        if t.key == m.key and t.size == m.size:
-            return t.relpath
-    return m.relpath
+        by_key.setdefault((t.key, t.size), []).append(t)
+    exact = {t.relpath for t in target.messages}
+    paths = []
+    for m in source.messages:
+        if m.relpath in exact:
+            paths.append(m.relpath)
+        else:
+            cands = by_key.get((m.key, m.size))
+            paths.append(cands[0].relpath if cands else m.relpath)
+    return paths
 
 
 def cleanup_source(source_root: str, target_root: str, users: Optional[List[str]] = None
@@ -562,7 +572,7 @@ def cleanup_source(source_root: str, target_root: str, users: Optional[List[str]
         if not diffs:
             os.sync()
             src_paths = [m.relpath for m in source.messages]
-            tgt_paths = [_target_path_for(target, m) for m in source.messages]
+            tgt_paths = _target_paths(source, target)
             diffs = _compare_pairs(src_dir, os.path.join(target_root, user), src_paths,
                                    tgt_paths)
         if diffs:
