@@ -322,12 +322,18 @@ class _Run:
         else:
             self.warn("--include {}: not a file, directory or link; skipped".format(path))
 
-    def database_dump(self, database, command=None):
-        """A consistent dump of one MariaDB database, taken while the server runs."""
+    def database_dump(self, database, command=None, defaults_file=None):
+        """A consistent dump of one MariaDB database, taken while the server runs.
+
+        --single-transaction: one consistent InnoDB snapshot without locking the tables that
+        Postfix and Dovecot read. Credentials: root's unix socket by default (Debian), or a
+        client options file (`defaults_file`, passed as --defaults-extra-file).
+        """
         if command is None:
             tool = shutil.which("mariadb-dump") or shutil.which("mysqldump") or "mariadb-dump"
-            command = [tool, "--single-transaction", "--routines", "--events", "--triggers",
-                       database]
+            command = [tool] + (["--defaults-extra-file=" + os.fspath(defaults_file)]
+                                if defaults_file else []) + [
+                "--single-transaction", "--routines", "--events", "--triggers", database]
         try:
             proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as e:
@@ -514,11 +520,13 @@ def _renamed(user_dir, m):
 
 
 def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait=0,
-        now=time.time, progress=None, dump_command=None, workers=None):
+        now=time.time, progress=None, dump_command=None, workers=None,
+        mysql_defaults_file=None):
     """Take a snapshot of every user under `source_root`; return a summary dict.
 
     `include`: config paths to add; `mysql_dump`: a database name to dump consistently
-    (`dump_command` overrides the dump command line, for tests). `now`: the clock (tests use a
+    (`mysql_defaults_file`: client options file with credentials/socket; `dump_command`
+    overrides the whole dump command line). `now`: the clock (tests use a
     fake one to give snapshots chosen dates). `wait`: seconds to wait for the repository lock.
     `workers`: threads that read, hash and compress (default: CPU count, at most 4).
     The summary has the snapshot `id`, counters (messages, bytes, new_objects, new_bytes,
@@ -556,7 +564,7 @@ def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait
             for path in include:
                 state.include(path)
             if mysql_dump:
-                state.database_dump(mysql_dump, dump_command)
+                state.database_dump(mysql_dump, dump_command, mysql_defaults_file)
             snapshot_id = state.commit(source_root, now())
             drop_stale_indexes(repo, snapshot_id)
         except BaseException as e:

@@ -113,9 +113,13 @@ def init_cmd(repo, key_file, compression):
               help="A config file or directory to add to the snapshot (repeatable).")
 @click.option("--mysql-dump", "mysql_dump", metavar="DB", default=None,
               help="Add a consistent dump of database DB (mariadb-dump --single-transaction).")
+@click.option("--mysql-defaults-file", type=click.Path(dir_okay=False), default=None,
+              help="Client options file for the dump (credentials, socket); default: root's "
+                   "unix socket login.")
 @wait_option
 @json_option
-def run_cmd(repo, source_root, key_file, include, mysql_dump, wait, as_json):
+def run_cmd(repo, source_root, key_file, include, mysql_dump, mysql_defaults_file, wait,
+            as_json):
     """Take a snapshot of every ROOT/<user>/ under SOURCE_ROOT.
 
     Prints a summary whose last word is the new snapshot id. Exits 1 if the run failed (no
@@ -123,7 +127,8 @@ def run_cmd(repo, source_root, key_file, include, mysql_dump, wait, as_json):
     """
     with _Errors():
         result = lib.run(repo, source_root, key_file=key_file, include=include,
-                         mysql_dump=mysql_dump, wait=wait, progress=_progress())
+                         mysql_dump=mysql_dump, mysql_defaults_file=mysql_defaults_file,
+                         wait=wait, progress=_progress())
     for text in result["warnings"]:
         click.echo("{} warning: {}".format(PREFIX, text), err=True)
     if as_json:
