@@ -25,7 +25,7 @@ key_file_option = click.option(
     "--key-file", type=click.Path(dir_okay=False), default=None,
     help="Key file of an encrypted repository (mode 0600). Ignored by an unencrypted one.")
 wait_option = click.option(
-    "--wait", type=click.FloatRange(min=0), default=0, show_default=True,
+    "--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
     help="Seconds to wait for the repository lock held by another run before failing.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 
