@@ -66,6 +66,16 @@ def test_prod_inventory_holds_the_documented_facts(prod_data):
     assert prod_data["mail_accounts"] == [] and prod_data["mail_aliases"] == []
 
 
+def test_pyinfra_loads_the_prod_inventory_without_connecting(prod_data):
+    result = subprocess.run([str(REPO / ".venv" / "bin" / "pyinfra"), "inventories/prod.py",
+                             "debug-inventory"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    output = result.stdout + result.stderr      # pyinfra logs to stderr
+    assert result.returncode == 0, output
+    assert "[infra02]" in output and "[email.cacert.org]" in output
+    assert "--> Groups: email" in output
+
+
 def test_no_secret_in_the_repository():
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
                              check=True).stdout.split()
