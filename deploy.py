@@ -7,9 +7,9 @@ This file only composes; each step lives in operations/<concern>.py.
 """
 from pyinfra import host
 
-from operations import (base, certificates, dovecot, fail2ban, firewall, icinga2_agent, infra02,
-                        lab_host, lab_icinga_master, lab_selfservice_repo, mailstore, mariadb,
-                        monitoring, nginx, postfix, puppet, selfservice_api)
+from operations import (backup, base, certificates, dovecot, fail2ban, firewall, icinga2_agent,
+                        infra02, lab_host, lab_icinga_master, lab_selfservice_repo, mailstore,
+                        mariadb, monitoring, nginx, postfix, puppet, selfservice_api)
 
 if "lab_host" in host.groups:
     lab_host.prepare()
@@ -26,6 +26,7 @@ if "email" in host.groups:
     postfix.server()
     dovecot.server()
     mailstore.install()
+    backup.server()
     icinga2_agent.agent()
     monitoring.checks()  # after the agent: its nagios user and the Icinga CA
     selfservice_api.install()

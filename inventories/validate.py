@@ -75,6 +75,17 @@ def read_password(name):
     return value
 
 
+def read_backup_key(name):
+    """The backup repository's key secret: 64 hex digits on one line (mailstore's key file
+    format, `openssl rand -hex 32`); the text is returned as it goes to the server."""
+    path = secrets_dir() / name
+    value = read_secret(name).strip()
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise InventoryError(f"secret {path}: a backup key must be 64 hex digits on one line "
+                             "(make one with `openssl rand -hex 32`)")
+    return value + "\n"
+
+
 def checked(group, data):
     """Return `data` (this host's overrides) after validating it merged over the defaults.
 

@@ -8,6 +8,7 @@ Layout (a contract with the services' operations and the tests):
     .lab/secrets/                           what $CACERT_EMAIL_SECRETS names (0700, files 0600)
         ca.pem, <cert>.chain.pem (leaf + intermediate), <cert>.key.pem
         mysql_postfix.password, mysql_dovecot.password
+        backup.key                          the backup repository's key (64 hex digits)
         icinga2_api.password                the lab master's `mailstore` API user (the same
                                             value as .lab/icinga2-master/secrets/mailstore.password)
         accounts/<email>.password
@@ -123,10 +124,18 @@ def icinga_api_password(lab_dir):
             _write(path, password + "\n")
 
 
+def backup_key(lab_dir):
+    """The backup repository's key (`backup_key_secret`): 64 hex digits, made once."""
+    path = _private_dir(lab_dir / "secrets") / "backup.key"
+    if not path.is_file():
+        _write(path, secrets.token_hex(32) + "\n")
+
+
 def generate(lab_dir):
     """Make whatever of `.lab/` is missing; return the accounts with passwords."""
     _private_dir(lab_dir)
     ssh_key(lab_dir)
     certificates(lab_dir)
     icinga_api_password(lab_dir)
+    backup_key(lab_dir)
     return passwords(lab_dir)

@@ -189,8 +189,25 @@ icinga2_ticket_secret = "icinga2-agent.ticket"
 # --- backups (mailstore backup; the nightly job and its checks) -----------------------------
 # Repository of the nightly backup on the server, and its key file (0600, root; keep a copy
 # elsewhere: without it nothing can be restored).
+# Production: point backup_repository at a separate disk or mount, not the mail's volume.
 backup_repository = "/srv/backup/mailstore"
 backup_key_file = "/etc/mailstore/backup.key"
+# Encrypt the repository (AES-256-GCM) with the key in this secret file (in the secrets
+# directory; 64 hex digits, `openssl rand -hex 32`), installed as backup_key_file.
+backup_encrypt = True
+backup_key_secret = "backup.key"
+# When the nightly job starts: the five time fields of a cron line (container's local time).
+backup_schedule = "30 2 * * *"
+# ISO weekday (1 Monday .. 7 Sunday) on which the job also re-reads and re-hashes this
+# fraction of the stored objects (verify --read-data --sample).
+backup_verify_weekday = 7
+backup_verify_sample = 0.1
+# Snapshots prune keeps: the newest of each of the last N days, ISO weeks and months.
+backup_keep = {"daily": 7, "weekly": 5, "monthly": 12}
+# Config paths added to every snapshot, and whether to add a dump of mysql_database: with the
+# deploy, enough to rebuild the server.
+backup_include = ["/etc/postfix", "/etc/dovecot", "/etc/aliases"]
+backup_mysql_dump = True
 
 # --- monitoring: the mailstore checks on the master (operations/monitoring.py) --------------
 # The master's Icinga2 API, for `mailstore icinga register|push` on this server; None:

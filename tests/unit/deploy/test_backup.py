@@ -1,0 +1,232 @@
+"""operations/backup.py: the repository is made once, the key goes up as a file, and the job
+script it installs does run, verify, prune and push, logs every step, and fails loudly."""
+import subprocess
+import pytest
+
+from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on sys.path)
+from tests.unit.deploy.conftest import write_secret
+from tests.unit.deploy.fake_host import run
+
+from inventories.validate import InventoryError, defaults
+from operations import backup
+
+KEY = "0123456789abcdef" * 4
+REPO = "/srv/backup/mailstore"
+
+
+@pytest.fixture
+def backup_key(secrets):
+    return write_secret(secrets, "backup.key", KEY + "\n")
+
+
+def _initialised(path):
+    return {"mode": 600} if path == f"{REPO}/config.json" else None
+
+
+def _commands(ops):
+    return [c for op in ops for c in op.commands]
+
+
+def _uploads(ops):
+    found = {}
+    for op in ops:
+        found.update(op.uploads)
+    return found
+
+
+def test_fresh_host_gets_key_repository_job_and_cron(backup_key):
+    ops = run(backup.server)
+    uploads = _uploads(ops)
+    assert uploads["/etc/mailstore/backup.key"] == KEY + "\n"
+    inits = [c for c in _commands(ops) if "backup init" in c]
+    assert inits == [f"/usr/local/bin/mailstore backup init {REPO} "
+                     "--key-file /etc/mailstore/backup.key"]
+    assert backup.JOB in uploads and backup.CRON in uploads
+    # the key is uploaded, never part of a command line pyinfra prints
+    assert not any(KEY in c for c in _commands(ops) if not c.startswith("FileUpload"))
+    key_op = next(op for op in ops if op.name.endswith("Backup key (0600, root)"))
+    assert any("chmod 600 /etc/mailstore/backup.key" in c for c in key_op.commands)
+    assert any("chown root:root /etc/mailstore/backup.key" in c for c in key_op.commands)
+
+
+def test_existing_repository_is_not_initialised_again_but_must_open_with_the_key(backup_key):
+    ops = run(backup.server, facts={"File": _initialised})
+    assert not any("backup init" in c for c in _commands(ops))
+    check = [op for op in ops if "opens with the uploaded key" in op.name]
+    assert len(check) == 1 and "backup find" in check[0].commands[0]
+
+
+def test_unencrypted_repository_needs_no_key(secrets):
+    ops = run(backup.server, data={"backup_encrypt": False})
+    assert "/etc/mailstore/backup.key" not in _uploads(ops)
+    assert [c for c in _commands(ops) if "backup init" in c] == [
+        f"/usr/local/bin/mailstore backup init {REPO}"]
+    assert "--key-file" not in _uploads(ops)[backup.JOB]
+
+
+@pytest.mark.parametrize("text", ["", "abc\n", KEY + "0\n", "zz" * 32 + "\n", KEY + "\n" + KEY])
+def test_a_malformed_backup_key_is_refused_naming_the_file(secrets, text):
+    path = secrets / "backup.key"
+    path.write_text(text)
+    path.chmod(0o600)
+    with pytest.raises(InventoryError, match="backup.key"):
+        run(backup.server)
+
+
+def test_missing_backup_key_is_named(secrets):
+    with pytest.raises(InventoryError, match="backup.key is missing"):
+        run(backup.server)
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"backup_repository": "srv/backup"}, "backup_repository"),
+    ({"backup_repository": "/srv/backup; rm -rf /"}, "backup_repository"),
+    ({"backup_repository": "/home/mailboxes/backup"}, "backup_repository"),
+    ({"backup_schedule": "30 2 * *"}, "backup_schedule"),
+    ({"backup_schedule": "30 2 * * * root"}, "backup_schedule"),
+    ({"backup_schedule": "@daily"}, "backup_schedule"),
+    ({"backup_verify_weekday": 0}, "backup_verify_weekday"),
+    ({"backup_verify_sample": 0}, "backup_verify_sample"),
+    ({"backup_verify_sample": 1.5}, "backup_verify_sample"),
+    ({"backup_keep": {"daily": 7}}, "backup_keep"),
+    ({"backup_keep": {"daily": -1, "weekly": 1, "monthly": 1}}, "backup_keep"),
+    ({"backup_keep": {"daily": 0, "weekly": 0, "monthly": 0}}, "backup_keep"),
+    ({"backup_include": ["etc/postfix"]}, "backup_include"),
+    ({"backup_include": "/etc/postfix"}, "backup_include"),
+    ({"backup_encrypt": "yes"}, "backup_encrypt"),
+    ({"mysql_database": "cacert users"}, "mysql_database"),
+])
+def test_bad_backup_data_is_named(change, key):
+    with pytest.raises(backup.BackupDataError, match=key):
+        backup.settings({**defaults(), **change})
+
+
+def test_cron_line_runs_the_job_as_root_niced_at_the_schedule():
+    text = backup.cron_file(backup.settings({**defaults(), "backup_schedule": "15 3 * * 1-6"}))
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert "SHELL=/bin/sh" in lines
+    assert any(line.startswith("PATH=") and "/usr/local/sbin" in line for line in lines)
+    (job,) = [line for line in lines if "=" not in line.split()[0]]
+    assert job.split()[:6] == ["15", "3", "*", "*", "1-6", "root"]
+    assert job.split()[6:] == ["nice", "-n", "10", "ionice", "-c", "2", "-n", "7", backup.JOB]
+
+
+# --- the job script, run for real with stand-ins for mailstore, logger and the push ----------
+
+def _executable(path, text):
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def job(tmp_path):
+    """`job(*args, fail=(), push=True)`: run the rendered job with a fake mailstore that fails
+    the subcommands in `fail`; returns (exit code, mailstore calls, syslog lines)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls, log = tmp_path / "calls", tmp_path / "syslog"
+    _executable(bin_dir / "logger", f"""#!/bin/sh
+# priority and message of every call; lines from stdin when there is no message
+tag= prio=user.notice
+while [ $# -gt 0 ]; do
+    case "$1" in -t) tag=$2; shift 2 ;; -p) prio=$2; shift 2 ;; --) shift; break ;;
+                 --stderr) shift ;; *) break ;; esac
+done
+if [ $# -gt 0 ]; then echo "$tag $prio $*" >> {log}
+else while IFS= read -r line; do echo "$tag $prio $line" >> {log}; done; fi
+""")
+    mailstore = _executable(tmp_path / "mailstore", f"""#!/bin/sh
+echo "$*" >> {calls}
+case " $FAIL " in *" $2 "*) echo "mailstore backup: error: $2 went wrong" >&2; exit 1 ;; esac
+echo "mailstore backup: $2 fine"
+""")
+    push = tmp_path / "push"
+
+    def call(*args, fail=(), push_present=True, lock=None):
+        if push_present:
+            _executable(push, f"#!/bin/sh\necho push >> {calls}\necho submitted OK\n")
+        elif push.exists():
+            push.unlink()
+        script = backup.job_script(backup.settings(defaults()))
+        script = script.replace(backup.MAILSTORE, str(mailstore)) \
+            .replace(backup.PUSH, str(push)).replace(backup.LOCK, str(tmp_path / "lock"))
+        path = _executable(tmp_path / "job", script)
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAIL": " ".join(fail)}
+        code = subprocess.run([str(path), *args], env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True).returncode
+        read = (lambda p: p.read_text().splitlines() if p.exists() else [])
+        return code, read(calls), read(log)
+    return call
+
+
+def test_a_good_night_runs_every_step_and_exits_0(job):
+    code, calls, log = job()
+    assert code == 0
+    key = "--key-file /etc/mailstore/backup.key"
+    assert calls[0] == (f"backup run {REPO} /home/mailboxes --include /etc/postfix --include "
+                        f"/etc/dovecot --include /etc/aliases --mysql-dump cacertusers {key}")
+    assert calls[1] == f"backup verify {REPO} --snapshot latest {key}"
+    weekly = [f"backup verify {REPO} --read-data --sample 0.1 {key}"] if _today_is(7) else []
+    assert calls[2:] == weekly + [
+        f"backup prune {REPO} --keep-daily 7 --keep-weekly 5 --keep-monthly 12 {key}", "push"]
+    assert "mailstore-backup user.info run: mailstore backup: run fine" in log
+    assert log[-1] == "mailstore-backup user.info done"
+
+
+def _today_is(weekday):
+    return subprocess.run(["date", "+%u"], capture_output=True, text=True).stdout.strip() \
+        == str(weekday)
+
+
+def test_read_data_re_reads_a_sample(job):
+    code, calls, _ = job("--read-data")
+    assert code == 0
+    assert f"backup verify {REPO} --read-data --sample 0.1 " \
+           "--key-file /etc/mailstore/backup.key" in calls
+
+
+def test_a_failed_run_exits_1_logs_errors_skips_prune_and_still_pushes(job):
+    code, calls, log = job(fail=("run",))
+    assert code == 1
+    assert not any(c.startswith("backup prune") for c in calls)
+    assert calls[-1] == "push"
+    assert "mailstore-backup user.err run: mailstore backup: error: run went wrong" in log
+    assert "mailstore-backup user.err run failed (exit 1)" in log
+    assert log[-1] == "mailstore-backup user.err FAILED: run"
+
+
+@pytest.mark.parametrize("step", ["verify", "prune"])
+def test_any_failed_step_fails_the_night(job, step):
+    code, calls, log = job(fail=(step,))
+    assert code == 1 and calls[-1] == "push"
+    assert log[-1] == f"mailstore-backup user.err FAILED: {step}"
+
+
+def test_without_the_push_wrapper_the_night_says_so(job):
+    code, calls, log = job(push_present=False)
+    assert code == 0 and "push" not in calls
+    assert any("user.warning" in line and "not pushed" in line for line in log)
+
+
+def test_a_second_job_while_one_runs_does_nothing(job, tmp_path):
+    lock = tmp_path / "lock"
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "30"])
+    try:
+        for _ in range(100):
+            if lock.exists():
+                break
+            subprocess.run(["sleep", "0.05"])
+        code, calls, log = job()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 75 and calls == []
+    assert any("another run holds" in line and "user.err" in line for line in log)
+
+
+def test_the_job_is_valid_posix_sh():
+    script = backup.job_script(backup.settings(defaults()))
+    for shell in ("sh", "bash"):
+        checked = subprocess.run([shell, "-n"], input=script, text=True, capture_output=True)
+        assert checked.returncode == 0, checked.stderr
