@@ -18,6 +18,8 @@ MAXRETRY = 5
 # The files the jails read (see files/fail2ban/jail.local.j2).
 LOGS = ("/var/log/auth.log", "/var/log/mail.log")
 
+CONFIG = "/etc/fail2ban/jail.local"
+STAGE = f"{staging.STAGING_ROOT}/fail2ban"
 # Check the staged jail.local inside a throw-away copy of the configuration directory: that is
 # what fail2ban-client -t can test without touching the live one.
 CHECK = ("d=$(mktemp -d) && cp -a /etc/fail2ban/. $d/ && cp {stage}/jail.local $d/ && "
@@ -56,10 +58,8 @@ def server():
     config = staging.files(
         name="jail.local (checked with fail2ban-client -t)",
         config_files=[staging.ConfigFile(
-            "/etc/fail2ban/jail.local",
-            staging.render("files/fail2ban/jail.local.j2", **template_vars(host.data)))],
-        stage=f"{staging.STAGING_ROOT}/fail2ban",
-        check=CHECK)
+            CONFIG, staging.render("files/fail2ban/jail.local.j2", **template_vars(host.data)))],
+        stage=STAGE, check=CHECK)
     systemd.service(name="fail2ban running", service="fail2ban", running=True, enabled=True)
     systemd.service(name="Reload fail2ban", service="fail2ban", reloaded=True,
                     _if=config.did_change)

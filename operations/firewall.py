@@ -16,6 +16,8 @@ from operations import staging
 
 CONFIG = "/etc/nftables.conf"
 TABLE = "inet cacert_email"
+STAGE = f"{staging.STAGING_ROOT}/firewall"
+CHECK = "nft -c -f {stage}/nftables.conf"
 
 
 class FirewallError(Exception):
@@ -64,8 +66,7 @@ def nftables():
         config_files=[staging.ConfigFile(
             CONFIG, staging.render("files/firewall/nftables.conf.j2", rules=port_rules),
             mode="755")],
-        stage=f"{staging.STAGING_ROOT}/firewall",
-        check="nft -c -f {stage}/nftables.conf")
+        stage=STAGE, check=CHECK)
     # Also load when the table is missing although the file is right (e.g. someone ran
     # `nft flush ruleset`).
     loaded = host.get_fact(Command, command=f"nft list table {TABLE} >/dev/null 2>&1 "

@@ -11,6 +11,10 @@ from pyinfra.operations import apt, files, systemd
 from operations import staging
 
 WEB_ROOT = "/var/www/community"
+CONFIG = "/etc/nginx/nginx.conf"
+STAGE = f"{staging.STAGING_ROOT}/nginx"
+# nginx reads the staged copy as its main configuration: what goes live is exactly what passed.
+CHECK = "nginx -t -q -c {stage}/nginx.conf"
 
 
 def template_vars(data, ipv6):
@@ -45,9 +49,8 @@ def server():
     config = staging.files(
         name="nginx.conf (checked with nginx -t)",
         config_files=[staging.ConfigFile(
-            "/etc/nginx/nginx.conf", staging.render("files/nginx/nginx.conf.j2", **values))],
-        stage=f"{staging.STAGING_ROOT}/nginx",
-        check="nginx -t -q -c {stage}/nginx.conf")
+            CONFIG, staging.render("files/nginx/nginx.conf.j2", **values))],
+        stage=STAGE, check=CHECK)
     systemd.service(name="nginx running", service="nginx", running=True, enabled=True)
     systemd.service(name="Reload nginx", service="nginx", reloaded=True,
                     _if=config.did_change)

@@ -85,3 +85,18 @@ def test_repeated_failed_imap_logins_get_the_address_banned_until_unbanned(lab, 
     ssh(f"fail2ban-client set dovecot unbanip {ATTACKER}")
     assert ATTACKER not in _banned(ssh)
     assert attacker.probe(lab["address"], 993) == "open"
+
+
+def test_a_jail_config_fail2ban_rejects_never_goes_live(ssh, tmp_path):
+    from operations import fail2ban
+    from tests.lab.broken_config import deploy_broken
+
+    before = ssh(f"sha1sum {fail2ban.CONFIG}").stdout
+    result = deploy_broken(tmp_path, fail2ban.CONFIG,
+                           "[dovecot]\nenabled = true\nfilter = no-such-filter\n",
+                           fail2ban.STAGE, fail2ban.CHECK)
+    assert result.returncode != 0
+    assert "Unable to read the filter 'no-such-filter'" in result.stdout + result.stderr
+    assert ssh(f"sha1sum {fail2ban.CONFIG}").stdout == before
+    assert ssh("systemctl is-active fail2ban").stdout.strip() == "active"
+    assert "dovecot" in ssh("fail2ban-client status").stdout

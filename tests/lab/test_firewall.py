@@ -43,10 +43,20 @@ def stranger():
         yield ns
 
 
-def _connect_from(source, address, port, timeout=5):
-    with socket.create_connection((address, port), timeout=timeout,
-                                  source_address=(source, 0)):
-        return True
+def _connect_from(source, address, port, timeout=5, attempts=3):
+    """True once a TCP connection from `source` is accepted; a refusal raises at once.
+
+    A timeout is retried: the container may still hold a failed ARP entry for an address the
+    lab host (re)added to the bridge a moment ago.
+    """
+    for attempt in range(attempts):
+        try:
+            with socket.create_connection((address, port), timeout=timeout,
+                                          source_address=(source, 0)):
+                return True
+        except TimeoutError:
+            if attempt == attempts - 1:
+                raise
 
 
 def test_ruleset_is_loaded(ssh):
@@ -79,3 +89,18 @@ def test_community_reaches_the_selfservice_api_but_not_icinga(lab, listeners):
     assert _connect_from(COMMUNITY, lab["address"], 9443)
     with pytest.raises(ConnectionRefusedError):
         _connect_from(COMMUNITY, lab["address"], 5665)
+
+
+def test_a_ruleset_nft_rejects_never_goes_live(ssh, tmp_path):
+    from operations import firewall
+    from tests.lab.broken_config import deploy_broken
+
+    before = ssh(f"sha1sum {firewall.CONFIG}").stdout
+    result = deploy_broken(tmp_path, firewall.CONFIG,
+                           "table inet cacert_email { chain input { tcp dport 22 acept } }\n",
+                           firewall.STAGE, firewall.CHECK)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "nftables.conf:1" in output and "syntax error" in output
+    assert ssh(f"sha1sum {firewall.CONFIG}").stdout == before
+    assert "tcp dport 5665" in ssh(f"nft list table {firewall.TABLE}").stdout

@@ -45,3 +45,16 @@ def test_http_redirects_permanently_to_https_keeping_path_and_query(lab, communi
 def test_nginx_runs_the_validated_config(ssh):
     assert ssh("systemctl is-active nginx").stdout.strip() == "active"
     ssh("nginx -t -q")
+
+
+def test_a_config_nginx_rejects_never_goes_live(ssh, tmp_path):
+    from operations import nginx
+    from tests.lab.broken_config import deploy_broken
+
+    before = ssh(f"sha1sum {nginx.CONFIG}").stdout
+    result = deploy_broken(tmp_path, nginx.CONFIG, "http { listen nowhere; }\n", nginx.STAGE,
+                           nginx.CHECK)
+    assert result.returncode != 0
+    assert "test failed" in result.stdout + result.stderr  # nginx -t said why
+    assert ssh(f"sha1sum {nginx.CONFIG}").stdout == before
+    assert ssh("systemctl is-active nginx").stdout.strip() == "active"
