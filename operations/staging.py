@@ -12,8 +12,9 @@ first two in ONE operation, in this order on the server:
 4. run the files' follow-up commands (`postmap`, `postalias`) for the files that changed.
 
 The caller reloads its service with `_if=op.did_change`. Nothing is uploaded, validated or
-reloaded when every live file already has the wanted content, owner and mode. File contents
-are never shown in pyinfra's output (some hold database passwords).
+reloaded when every live file already has the wanted content, owner and mode. With `--diff`
+the changes of world-readable files are shown; files not readable by all (database
+passwords) are only named.
 """
 import hashlib
 import posixpath
@@ -22,9 +23,10 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import jinja2
-from pyinfra import host
+from pyinfra import host, logger, state
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
-from pyinfra.facts.files import File, Sha1File
+from pyinfra.facts.files import File, FileContents, Sha1File
+from pyinfra.operations.util.files import generate_color_diff
 
 REPO = Path(__file__).resolve().parent.parent
 # Staging directories live here, one per service, outside the directories daemons read.
@@ -83,6 +85,17 @@ def _q(value):
     return QuoteString(value)
 
 
+def _show_diff(config):
+    """Log what will change in `config` (for `--diff`), never the content of a secret file."""
+    host.log(f"Will replace {config.dest} (validated first)", logger.info)
+    if config.mode[-1] not in "4567":
+        logger.info("  (not world-readable: content not shown)")
+        return
+    current = [line + "\n" for line in host.get_fact(FileContents, path=config.dest) or []]
+    for line in generate_color_diff(current, config.content.splitlines(keepends=True)):
+        logger.info("  %s", line)
+
+
 @operation()
 def files(config_files, stage, check=None):
     """Install `config_files` together, after `check` accepted the staged copy.
@@ -110,6 +123,10 @@ def files(config_files, stage, check=None):
     if not (changed or ownership or rerun):
         host.noop(f"{len(config_files)} file(s) up to date")
         return
+
+    if getattr(state.config, "DIFF", False):
+        for config in changed:
+            _show_diff(config)
 
     if changed:
         yield StringCommand("rm", "-rf", _q(stage), "&&", "install", "-d", "-m", "700", _q(stage))

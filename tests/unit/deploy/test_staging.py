@@ -25,6 +25,8 @@ class FakeHost:
         if entry is None:
             return None
         content, mode, user, group = entry
+        if cls.__name__ == "FileContents":
+            return content.splitlines()
         if cls.__name__ == "File":
             return {"mode": mode, "user": user, "group": group, "size": len(content)}
         assert cls.__name__ == "Sha1File"
@@ -36,15 +38,19 @@ class FakeHost:
     def noop(self, description):
         self.noop_description = description
 
+    def log(self, message, log_func):
+        log_func(message)
+
 
 class FakeState:
-    config = None
+    def __init__(self, diff=False):
+        self.config = type("Config", (), {"DIFF": diff})()
 
 
-def commands(remote, config_files, check="validate {stage}"):
+def commands(remote, config_files, check="validate {stage}", diff=False):
     """The commands staging.files would run, uploads shown as ("upload", content, dest)."""
     host = FakeHost(remote)
-    with ctx_state.use(FakeState()), ctx_host.use(host):
+    with ctx_state.use(FakeState(diff)), ctx_host.use(host):
         raw = list(staging.files._inner(config_files=config_files, stage="/stage", check=check))
     out = []
     for command in raw:
@@ -131,3 +137,14 @@ def test_paths_are_quoted():
 def test_file_names_must_be_distinct():
     with pytest.raises(ValueError, match="distinct"):
         commands({}, [MAIN, MAIN._replace(dest="/etc/other/main.cf")])
+
+
+def test_diff_shows_public_changes_but_never_a_secret(caplog):
+    remote = {"/etc/postfix/main.cf": ("old main\n", 644, "root", "root"),
+              "/etc/postfix/mysql.cf": ("password = old\n", 640, "root", "postfix")}
+    with caplog.at_level("INFO", logger="pyinfra"):
+        commands(remote, [MAIN, SECRET], diff=True)
+    assert "Will replace /etc/postfix/main.cf" in caplog.text
+    assert "old main" in caplog.text and "new main" in caplog.text
+    assert "Will replace /etc/postfix/mysql.cf" in caplog.text
+    assert "password" not in caplog.text
