@@ -20,9 +20,9 @@ LOGS = ("/var/log/auth.log", "/var/log/mail.log")
 
 CONFIG = "/etc/fail2ban/jail.local"
 STAGE = f"{staging.STAGING_ROOT}/fail2ban"
-# Check the staged jail.local inside a throw-away copy of the configuration directory: that is
-# what fail2ban-client -t can test without touching the live one.
-CHECK = ("d=$(mktemp -d) && cp -a /etc/fail2ban/. $d/ && cp {stage}/jail.local $d/ && "
+# Check the staged *.local files inside a throw-away copy of the configuration directory: that
+# is what fail2ban-client -t can test without touching the live one.
+CHECK = ("d=$(mktemp -d) && cp -a /etc/fail2ban/. $d/ && cp {stage}/*.local $d/ && "
          "fail2ban-client -c $d -t; rc=$?; rm -rf \"$d\"; exit $rc")
 
 
@@ -56,9 +56,15 @@ def server():
         files.file(name=f"{log} exists", path=log, present=True, user="root", group="adm",
                    mode="640")
     config = staging.files(
-        name="jail.local (checked with fail2ban-client -t)",
-        config_files=[staging.ConfigFile(
-            CONFIG, staging.render("files/fail2ban/jail.local.j2", **template_vars(host.data)))],
+        name="jail.local, fail2ban.local (checked with fail2ban-client -t)",
+        config_files=[
+            staging.ConfigFile(
+                CONFIG,
+                staging.render("files/fail2ban/jail.local.j2", **template_vars(host.data))),
+            staging.ConfigFile(
+                "/etc/fail2ban/fail2ban.local",
+                staging.render("files/fail2ban/fail2ban.local.j2")),
+        ],
         stage=STAGE, check=CHECK)
     systemd.service(name="fail2ban running", service="fail2ban", running=True, enabled=True)
     systemd.service(name="Reload fail2ban", service="fail2ban", reloaded=True,

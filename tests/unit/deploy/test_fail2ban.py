@@ -54,6 +54,7 @@ def test_ignoreip_has_no_duplicates():
 def test_staged_jail_local_is_checked_in_a_copy_of_the_config_before_install():
     op, _ = _jail_local()
     check = next(i for i, c in enumerate(op.commands) if "fail2ban-client -c $d -t" in c)
-    assert f"cp {STAGED} $d/" in op.commands[check]
+    assert "cp /var/lib/cacert-deploy/staging/fail2ban/*.local $d/" in op.commands[check]
+    assert "allowipv6 = auto" in op.uploads[STAGED.replace("jail", "fail2ban")]
     install = next(i for i, c in enumerate(op.commands) if "mv -f" in c)
     assert check < install
