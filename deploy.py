@@ -7,14 +7,16 @@ This file only composes; each step lives in operations/<concern>.py.
 """
 from pyinfra import host
 
-from operations import (backup, base, certificates, dovecot, fail2ban, firewall, icinga2_agent,
-                        infra02, lab_host, lab_icinga_master, lab_selfservice_repo, mailstore,
+from operations import (backup, base, certificates, crl, dkim, dovecot, fail2ban, firewall,
+                        icinga2_agent, infra02, lab_host, lab_icinga_master,
+                        lab_selfservice_repo, mailstore,
                         mariadb, monitoring, nginx, postfix, puppet, selfservice_api)
 
 if "lab_host" in host.groups:
     lab_host.prepare()
     lab_icinga_master.master()
     lab_selfservice_repo.repository()
+    crl.lab_published()  # served beside the repository
 if "infra02" in host.groups:
     infra02.container()
 if "email" in host.groups:
@@ -23,6 +25,7 @@ if "email" in host.groups:
     selfservice_api.account()  # before certificates: the API's key is installed for its group
     certificates.install()
     mariadb.server()
+    dkim.signer()  # before Postfix hands it mail as a milter
     postfix.server()
     dovecot.server()
     mailstore.install()
@@ -30,6 +33,7 @@ if "email" in host.groups:
     icinga2_agent.agent()
     monitoring.checks()  # after the agent: its nagios user and the Icinga CA
     selfservice_api.install()
+    crl.refresh()  # after the API: a new CRL restarts it
     nginx.server()
     fail2ban.server()
     firewall.nftables()

@@ -84,6 +84,10 @@ _SHARED = {
         "direct": True,
     },
     "selfservice_api_client_ca": ".lab/ca.pem",
+    # The lab CA's CRLs, served beside that repository (operations/crl.py lab_published()).
+    "crl_urls": [f"http://{t.BRIDGE_ADDRESS}:8080/crl/root.crl",
+                 f"http://{t.BRIDGE_ADDRESS}:8080/crl/intermediate.crl"],
+    "crl_issuers": [".lab/ca/root.pem", ".lab/ca/intermediate.pem"],
     # A sink on the lab host (tests may listen there) stands in for the Lists and Issue hosts.
     "transports": {
         "lists.cacert.test": f"smtp:[{t.BRIDGE_ADDRESS}]:2525",

@@ -91,3 +91,16 @@ def make_server(ca_key, ca_cert, names, days=VALID_DAYS):
                 ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     return key, cert
+
+
+def make_crl(ca_key, ca_cert, revoked_serials=(), days=30):
+    """A CRL of `ca_cert` (signed with `ca_key`) revoking `revoked_serials`, fresh for `days`."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateRevocationListBuilder()
+               .issuer_name(ca_cert.subject)
+               .last_update(now - datetime.timedelta(minutes=5))
+               .next_update(now + datetime.timedelta(days=days)))
+    for serial in revoked_serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+    return builder.sign(ca_key, hashes.SHA256())

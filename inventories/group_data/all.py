@@ -228,3 +228,26 @@ monitoring_check_interval = 300
 # Extra arguments (thresholds) per check service, e.g. {"mailstore-volume": ["-w", "15:"]};
 # the services: mailstore-volume, -maildir, -mailq, -backup-repository, -cert-<pair>.
 monitoring_check_args = {}
+
+# --- DKIM signing (operations/dkim.py) --------------------------------------------------------
+# OpenDKIM signs mail for mail_domain submitted by logged-in users (submission/smtps) and mail
+# sent from the host itself; Postfix hands it every message as a milter (main.cf).
+dkim_signing = True
+# The DKIM selector: <selector>._domainkey.<mail_domain> carries the public key. The key is
+# made once on the server, /etc/opendkim/keys/<mail_domain>/<selector>.private; to rotate, set
+# a new selector (a new key is made, the old one stays for the DNS report until removed).
+dkim_selector = "202611"
+# TCP port on 127.0.0.1 where OpenDKIM listens for Postfix (a TCP socket: smtpd is chrooted).
+dkim_milter_port = 8891
+
+# --- CRL refresh (operations/crl.py) ------------------------------------------------------------
+# CRLs (DER or PEM) fetched by the refresh timer and bundled into selfservice_api_crl:
+# CAcert's root CRL and class 3 CRL.
+crl_urls = ["http://crl.cacert.org/revoke.crl", "http://crl.cacert.org/class3-revoke.crl"]
+# PEM files (paths relative to the repository) with the CA certificates that may sign those
+# CRLs; a CRL not signed by one of them is refused. Empty: selfservice_api_client_ca.
+crl_issuers = []
+# When the refresh runs (systemd OnCalendar expression), plus a random delay of up to 10 min.
+crl_schedule = "hourly"
+# systemd services restarted after a refresh changed the bundle (they read it only at start).
+crl_consumers = ["cacert-selfservice-api"]
