@@ -86,8 +86,9 @@ def wait_for_result(name, since, accept, timeout=150):
 
 @pytest.fixture(scope="module")
 def deployed(lab, ssh, run_deploy):
-    """The deploy as it is, plus the backup repository the checks watch (made here like the
-    backup job's deploy makes it, if it does not exist yet)."""
+    """The deploy as it is, and a fresh, verified snapshot in the repository the checks watch.
+    The backup deploy (operations/backup.py) makes that repository with the lab's key; only
+    without it is it made here, the same way (init with the key file)."""
     result = run_deploy()
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     ssh(f"test -e {REPOSITORY}/config.json || {{ mkdir -p -m 700 $(dirname {REPOSITORY}) && "
@@ -168,6 +169,33 @@ def test_a_stale_backup_turns_the_pushed_backup_service_critical(deployed, lab, 
     attrs = wait_for_result("mailstore-backup", before - 1, lambda a: True, timeout=30)
     assert attrs["state"] == 0, attrs["last_check_result"]
     assert attrs["last_check_result"]["performance_data"], attrs["last_check_result"]
+
+
+def _delete_on_master(name):
+    """Delete one of our services as the `mailstore` API user (as a restore or a hand might)."""
+    context = ssl.create_default_context(cafile=str(lab_icinga_master.CA_CERT))
+    context.check_hostname = False
+    context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
+    password = lab_icinga_master.api_password_file("mailstore").read_text().strip()
+    auth = base64.b64encode(f"mailstore:{password}".encode()).decode()
+    connection = http.client.HTTPSConnection(BRIDGE, 5665, context=context, timeout=10)
+    try:
+        connection.request("DELETE", "/v1/objects/services/" + urllib.parse.quote(
+            f"{AGENT}!{name}") + "?cascade=1", headers={"Accept": "application/json",
+                                                        "Authorization": "Basic " + auth})
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+    finally:
+        connection.close()
+
+
+def test_a_service_lost_on_the_master_comes_back_with_the_next_deploy(deployed, run_deploy):
+    _delete_on_master("mailstore-mailq")
+    gone = urllib.parse.quote('service.name=="mailstore-mailq"')
+    assert _get(f"/v1/objects/services?filter={gone}")["results"] == []
+    result = run_deploy()
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert service("mailstore-mailq")["vars"]["managed_by"] == "mailstore"
 
 
 def test_a_second_deploy_changes_nothing_in_monitoring(deployed, run_deploy):
