@@ -40,9 +40,16 @@ with concurrent.futures.ThreadPoolExecutor(count) as pool:
 """
 
 
-def _banned(ssh):
-    status = ssh("fail2ban-client status dovecot").stdout
+def _banned(ssh, jail="dovecot"):
+    status = ssh(f"fail2ban-client status {jail}").stdout
     return status.split("Banned IP list:")[1].split()
+
+
+def _wait_for_ban(ssh, jail, address, seconds=30):
+    deadline = time.monotonic() + seconds
+    while address not in _banned(ssh, jail) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return address in _banned(ssh, jail)
 
 
 @pytest.fixture
@@ -69,10 +76,7 @@ def test_repeated_failed_imap_logins_get_the_address_banned_until_unbanned(lab, 
                               timeout=120).split()
     assert "LOGGED_IN" not in results and results.count("failed") >= maxretry, results
 
-    deadline = time.monotonic() + 30
-    while ATTACKER not in _banned(ssh) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert ATTACKER in _banned(ssh), ssh("tail -n 30 /var/log/mail.log").stdout
+    assert _wait_for_ban(ssh, "dovecot", ATTACKER), ssh("tail -n 30 /var/log/mail.log").stdout
 
     # Banned: IMAPS from there is refused (or silently dropped) ...
     assert attacker.probe(lab["address"], 993) in ("refused", "timeout")
@@ -85,6 +89,54 @@ def test_repeated_failed_imap_logins_get_the_address_banned_until_unbanned(lab, 
     ssh(f"fail2ban-client set dovecot unbanip {ATTACKER}")
     assert ATTACKER not in _banned(ssh)
     assert attacker.probe(lab["address"], 993) == "open"
+
+
+# Run inside the namespace: N parallel submissions (587, STARTTLS), each failing AUTH once.
+_FAIL_SMTP_AUTH = """
+import concurrent.futures, smtplib, ssl, sys
+address, user, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+def attempt(i):
+    try:
+        smtp = smtplib.SMTP(address, 587, timeout=20)
+        smtp.starttls(context=context)
+    except OSError as exc:
+        return "no connection: " + type(exc).__name__
+    try:
+        smtp.login(user, "not-the-password-%d" % i)
+        return "LOGGED IN"
+    except smtplib.SMTPAuthenticationError:
+        return "failed"
+    except (smtplib.SMTPException, OSError) as exc:  # e.g. cut off by the ban meanwhile
+        return "interrupted: " + type(exc).__name__
+    finally:
+        try:
+            smtp.quit()
+        except Exception:
+            pass
+with concurrent.futures.ThreadPoolExecutor(count) as pool:
+    print(" ".join(r.replace(" ", "_") for r in pool.map(attempt, range(count))))
+"""
+SASL_ATTACKER = "10.0.3.203"
+
+
+def test_repeated_failed_smtp_auth_gets_the_address_banned_from_submission(lab, ssh):
+    ssh(f"fail2ban-client set postfix-sasl unbanip {SASL_ATTACKER}", check=False)
+    maxretry = int(ssh("fail2ban-client get postfix-sasl maxretry").stdout.split()[-1])
+    try:
+        with client("cl-sasl", SASL_ATTACKER) as ns:
+            results = ns.python(_FAIL_SMTP_AUTH, lab["address"], lab["accounts"][1]["email"],
+                                maxretry + 2, timeout=120).split()
+            # smtplib tries two mechanisms per connection: the ban usually cuts the second.
+            assert "LOGGED_IN" not in results and len(results) == maxretry + 2, results
+            assert _wait_for_ban(ssh, "postfix-sasl", SASL_ATTACKER), \
+                ssh("grep 'SASL' /var/log/mail.log | tail -n 10").stdout
+            assert ns.probe(lab["address"], 587) in ("refused", "timeout")
+            ssh(f"fail2ban-client set postfix-sasl unbanip {SASL_ATTACKER}")
+            assert ns.probe(lab["address"], 587, banner=True).startswith("open 220 ")
+    finally:
+        ssh(f"fail2ban-client set postfix-sasl unbanip {SASL_ATTACKER}", check=False)
 
 
 def test_a_jail_config_fail2ban_rejects_never_goes_live(ssh, tmp_path):
