@@ -10,7 +10,8 @@ from pyinfra import host
 from operations import (backup, base, certificates, crl, dkim, dovecot, fail2ban, firewall,
                         icinga2_agent, infra02, lab_host, lab_icinga_master,
                         lab_selfservice_repo, mailstore,
-                        mariadb, monitoring, nginx, postfix, puppet, selfservice_api)
+                        mariadb, migration, monitoring, nginx, postfix, puppet,
+                        selfservice_api)
 
 if "lab_host" in host.groups:
     lab_host.prepare()
@@ -27,8 +28,10 @@ if "email" in host.groups:
     mariadb.server()
     dkim.signer()  # before Postfix hands it mail as a milter
     postfix.server()
-    dovecot.server()
     mailstore.install()
+    migration.move_mail()  # before Dovecot reads the new mail_root; leaves delivery deferred
+    dovecot.server()
+    migration.resume_delivery()  # after Dovecot reads the new root: the queued mail goes in
     backup.server()
     icinga2_agent.agent()
     monitoring.checks()  # after the agent: its nagios user and the Icinga CA

@@ -65,6 +65,9 @@ def server():
         stage=f"{staging.STAGING_ROOT}/dovecot",
         check="doveconf -c {stage}/dovecot.conf -n >/dev/null",
     )
-    systemd.service(name="Reload Dovecot", service="dovecot", running=True, enabled=True,
-                    reloaded=True, _if=config.did_change)
+    # reload-or-restart, not a reload: the mail move (operations/migration.py) stops Dovecot
+    # for its cut-over and relies on this step to start it on the new mail_root; pyinfra's
+    # service facts were read before that, and `systemctl reload` fails on a stopped unit.
+    server_ops.shell(name="Reload Dovecot", commands=["systemctl reload-or-restart dovecot"],
+                     _if=config.did_change)
     systemd.service(name="Dovecot running", service="dovecot", running=True, enabled=True)

@@ -108,6 +108,10 @@ certificate_warn_days = 30
 # Where the Maildirs live: <mail_root>/<user>/Maildir. Today /home/mailboxes; the migration
 # (README) moves them to data_volume and switches this.
 mail_root = "/home/mailboxes"
+# Where the Maildirs were before: while it differs from mail_root and still holds users not
+# yet moved, the deploy moves them to mail_root first (operations/migration.py, README
+# "Moving mail to the data volume").
+mail_root_previous = "/home/mailboxes"
 # Accounts and aliases seeded into the database by the deploy (lab only; in production the
 # self-service API manages them): [{"user": "alice", "email": "alice@cacert.test"}, ...] and
 # [{"alias": "pr@...", "owner": "alice@...", "send_as": True}, ...]. Passwords come from the

@@ -1,0 +1,274 @@
+"""Lab test: the deploy moves the mail to the data volume while mail keeps arriving.
+
+Mail for alice and bob goes in through Postfix; IMAP sets flags, a keyword and a folder; the
+UIDs, UIDVALIDITY and flags are recorded. A thread keeps sending numbered mail over SMTP
+while the deploy runs with mail_root=/srv/mail. Afterwards IMAP shows the recorded state
+unchanged, every numbered mail exactly once, and Dovecot reads /srv/mail.
+
+The file sorts last: it moves the lab's mail and moves it back (the deploy in the other
+direction, with mail_root_previous=/srv/mail), then removes the copies and journals, so that
+the tests that assume /home/mailboxes pass after it. It holds the lab lock throughout, so no
+other deploy switches Dovecot while the mail is on the data volume.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from mailclients import deploy_failure, imaps, smtp_25, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from lab import lock  # noqa: E402  (the repository root is not always on sys.path)
+
+NEW_ROOT = "/srv/mail"
+OLD_ROOT = "/home/mailboxes"
+
+
+def deploy(*data):
+    """The full deploy of the container with `--data key=value` overrides. The caller holds
+    the lab lock (flock is per open file: taking it again here would wait forever)."""
+    env = dict(os.environ)
+    env.setdefault("CACERT_EMAIL_SECRETS", str(REPO / ".lab" / "secrets"))
+    args = [a for d in data for a in ("--data", d)]
+    return subprocess.run(
+        [str(REPO / ".venv" / "bin" / "pyinfra"), "-y", "inventories/lab.py", "deploy.py",
+         "--limit", "email", *args], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=1800)
+
+
+def snapshot(imap, folder, run):
+    """{uid: (subject, flags)} of this run's messages in `folder`, and its UIDVALIDITY."""
+    typ, _ = imap.select(f'"{folder}"', readonly=True)
+    assert typ == "OK", f"cannot select {folder}"
+    uidvalidity = int(imap.response("UIDVALIDITY")[1][0])
+    typ, data = imap.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert typ == "OK"
+    messages = {}
+    for item in data:
+        if not isinstance(item, tuple):
+            continue
+        head, body = item
+        uid = int(re.search(rb"UID (\d+)", head).group(1))
+        flags = re.search(rb"FLAGS \(([^)]*)\)", head).group(1).decode().split()
+        subject = body.decode().split(":", 1)[1].strip()
+        if run in subject:
+            messages[uid] = (subject, sorted(f for f in flags if f != "\\Recent"))
+    return uidvalidity, messages
+
+
+def send(lab, recipient, subject):
+    smtp = smtp_25(lab)
+    try:
+        smtp.sendmail("tests@example.org", [recipient],
+                      f"From: tests@example.org\r\nTo: {recipient}\r\nSubject: {subject}\r\n"
+                      f"Message-ID: <{uuid.uuid4().hex}@tests.cacert.test>\r\n\r\n"
+                      f"{subject}\r\n")
+    finally:
+        smtp.quit()
+
+
+class Sender(threading.Thread):
+    """Sends "during <run> <n>" to alice and bob in turns until stopped; records what the
+    server accepted (recipient, send time) per number."""
+
+    def __init__(self, lab, run, recipients, interval=0.25):
+        super().__init__(daemon=True)
+        self.lab, self.run_id, self.recipients, self.interval = lab, run, recipients, interval
+        self.stop = threading.Event()
+        self.accepted = {}
+        self.errors = []
+
+    def run(self):
+        n = 0
+        while not self.stop.is_set():
+            recipient = self.recipients[n % len(self.recipients)]
+            try:
+                send(self.lab, recipient, f"during {self.run_id} {n}")
+                self.accepted[n] = (recipient, time.time())
+            except Exception as e:       # noqa: BLE001 - a refused mail is a finding
+                self.errors.append(f"{n}: {e!r}")
+            n += 1
+            self.stop.wait(self.interval)
+
+
+def delivered(ssh, root, user, run):
+    """{subject: [delivery time taken from the Maildir name, ...]} for this run's mail."""
+    out = ssh(f"cd {root}/{user}/Maildir && grep -rH -m1 '^Subject: ' new cur 2>/dev/null",
+              check=False).stdout
+    found = {}
+    for line in out.splitlines():
+        path, _, subject = line.partition(":Subject: ")
+        if run not in subject:
+            continue
+        name = path.rsplit("/", 1)[-1]
+        seconds, _, rest = name.partition(".M")
+        micro = re.match(r"\d+", rest)
+        found.setdefault(subject.strip(), []).append(
+            int(seconds) + (int(micro.group(0)) / 1e6 if micro else 0))
+    return found
+
+
+def home(ssh, email):
+    return ssh(f"doveadm user -f home {email}").stdout.strip()
+
+
+def journal_done(ssh, root):
+    out = ssh(f"cat {root}/.mailstore-migrate/journal.jsonl 2>/dev/null", check=False).stdout
+    return {json.loads(line)["user"] for line in out.splitlines()
+            if line.strip() and '"done"' in line}
+
+
+def restore(ssh, lab):
+    """Back to the lab's state: mail in /home/mailboxes, /srv/mail empty, no journals."""
+    problems = []
+    if journal_done(ssh, NEW_ROOT):
+        if home(ssh, lab["accounts"][0]["email"]).startswith(NEW_ROOT + "/"):
+            cleanup = ssh(f"mailstore cleanup-source {OLD_ROOT} {NEW_ROOT}", check=False)
+            if cleanup.returncode != 0:
+                problems.append(f"cleanup of {OLD_ROOT}: {cleanup.stdout}{cleanup.stderr}")
+        back = deploy(f"mail_root_previous={NEW_ROOT}")
+        if back.returncode != 0:
+            problems.append("deploy moving the mail back failed:\n" + deploy_failure(back))
+    else:
+        back = deploy()
+        if back.returncode != 0:
+            problems.append("default deploy failed:\n" + deploy_failure(back))
+    if home(ssh, lab["accounts"][0]["email"]).startswith(OLD_ROOT + "/"):
+        cleanup = ssh(f"mailstore cleanup-source {NEW_ROOT} {OLD_ROOT}", check=False)
+        if journal_done(ssh, OLD_ROOT) and cleanup.returncode != 0:
+            problems.append(f"cleanup of {NEW_ROOT}: {cleanup.stdout}{cleanup.stderr}")
+        else:
+            ssh(f"find {NEW_ROOT} -mindepth 1 -maxdepth 1 ! -name lost+found -exec rm -rf {{}} +;"
+                f" rm -rf {OLD_ROOT}/.mailstore-migrate; chown root:root {NEW_ROOT};"
+                f" chmod 755 {NEW_ROOT}")
+    else:
+        problems.append("Dovecot does not read /home/mailboxes after the restore")
+    ssh("postqueue -f", check=False)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def lab_lock():
+    with lock.held():
+        yield
+
+
+def test_deploy_moves_mail_to_the_data_volume_while_mail_flows(lab, ssh, lab_lock):
+    alice, bob = lab["accounts"][:2]
+    assert home(ssh, alice["email"]) == f"{OLD_ROOT}/{alice['user']}", "lab not on /home/mailboxes"
+    assert not journal_done(ssh, NEW_ROOT), f"{NEW_ROOT} holds a migration journal already"
+    run = f"M{uuid.uuid4().hex[:8]}"
+    folder = f"Archive-{run}"
+    try:
+        # --- mail before the move, with flags, a keyword and a folder ---------------------
+        for account in (alice, bob):
+            for i in range(4):
+                send(lab, account["email"], f"before {run} {i}")
+        for account in (alice, bob):
+            wait_for(lambda a=account: len(delivered(ssh, OLD_ROOT, a["user"], run)) == 4,
+                     timeout=60, what=f"4 messages for {account['user']}")
+        imap = imaps(lab, alice)
+        imap.create(f'"{folder}"')
+        imap.select("INBOX")
+        _, data = imap.uid("SEARCH", None, f'SUBJECT "before {run}"')
+        uids = data[0].split()
+        imap.uid("STORE", uids[0], "+FLAGS", r"(\Seen)")
+        imap.uid("STORE", uids[1], "+FLAGS", r"(\Flagged \Answered)")
+        imap.uid("STORE", uids[2], "+FLAGS", "($Label1)")
+        imap.uid("COPY", uids[0] + b"," + uids[1], f'"{folder}"')
+        imap.uid("STORE", uids[3], "+FLAGS", r"(\Deleted)")
+        imap.expunge()
+        before = {("alice", "INBOX"): snapshot(imap, "INBOX", run),
+                  ("alice", folder): snapshot(imap, folder, run)}
+        imap.logout()
+        imap = imaps(lab, bob)
+        imap.select("INBOX")
+        _, data = imap.uid("SEARCH", None, f'SUBJECT "before {run}"')
+        imap.uid("STORE", data[0].split()[-1], "+FLAGS", r"(\Seen)")
+        before[("bob", "INBOX")] = snapshot(imap, "INBOX", run)
+        imap.logout()
+        assert len(before[("alice", "INBOX")][1]) == 3 and len(before[("alice", folder)][1]) == 2
+
+        # --- the move, with mail arriving all the time -----------------------------------
+        sender = Sender(lab, run, [alice["email"], bob["email"]])
+        sender.start()
+        time.sleep(2)
+        started = time.monotonic()
+        result = deploy(f"mail_root={NEW_ROOT}")
+        deploy_seconds = time.monotonic() - started
+        time.sleep(2)
+        sender.stop.set()
+        sender.join(timeout=60)
+        assert result.returncode == 0, deploy_failure(result)
+        assert f"from {OLD_ROOT} to {NEW_ROOT}" in result.stdout + result.stderr, "no migration step ran"
+        assert not sender.errors, f"mail refused during the move: {sender.errors[:5]}"
+
+        # --- Dovecot reads /srv/mail, delivery is back ------------------------------------
+        assert home(ssh, alice["email"]) == f"{NEW_ROOT}/{alice['user']}"
+        assert ssh("postconf -h defer_transports").stdout.strip() == ""
+        ssh("postqueue -f")
+        expected = {f"during {run} {n}": rcpt for n, (rcpt, _) in sender.accepted.items()}
+        users = {alice["email"]: alice["user"], bob["email"]: bob["user"]}
+
+        def all_delivered():
+            got = {}
+            for user in users.values():
+                got.update(delivered(ssh, NEW_ROOT, user, f"during {run} "))
+            return got if all(s in got for s in expected) else None
+        got = wait_for(all_delivered, timeout=120, interval=2,
+                       what=f"{len(expected)} messages sent during the move")
+
+        # --- IMAP: old mail unchanged, every new mail exactly once ------------------------
+        after = {}
+        seen_during = {}
+        for account in (alice, bob):
+            imap = imaps(lab, account)
+            for (user, box) in before:
+                if user == account["user"]:
+                    after[(user, box)] = snapshot(imap, box, run)
+            _, data = imap.select("INBOX", readonly=True)
+            _, data = imap.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            for item in data:
+                if isinstance(item, tuple):
+                    subject = item[1].decode().split(":", 1)[1].strip()
+                    if subject.startswith(f"during {run} "):
+                        seen_during.setdefault(subject, []).append(account["email"])
+            imap.logout()
+        for key, (uidvalidity, messages) in before.items():
+            assert after[key][0] == uidvalidity, f"{key}: UIDVALIDITY changed"
+            old = {uid: m for uid, m in after[key][1].items() if "during" not in m[0]}
+            assert old == messages, f"{key}: UIDs or flags changed"
+        wrong = {s: r for s, r in seen_during.items() if r != [expected.get(s)]}
+        assert not wrong, f"messages not seen exactly once, for their recipient: {wrong}"
+        assert set(seen_during) == set(expected)
+
+        # --- a new mail lands under /srv/mail; a second run changes nothing ---------------
+        send(lab, alice["email"], f"after {run}")
+        wait_for(lambda: f"after {run}" in delivered(ssh, NEW_ROOT, alice["user"], run),
+                 timeout=60, what="a new mail under /srv/mail")
+        again = deploy(f"mail_root={NEW_ROOT}")
+        assert again.returncode == 0, deploy_failure(again)
+        assert "Move the mail of" not in again.stdout + again.stderr
+        assert "Resume delivery" not in again.stdout + again.stderr
+
+        # --- figures ----------------------------------------------------------------------
+        sent = {f"during {run} {n}": t for n, (_, t) in sender.accepted.items()}
+        waits = sorted(max(got[s]) - sent[s] for s in sent)
+        queued = [w for w in waits if w > 1.0]
+        log = json.loads(ssh("tail -n 1 /var/log/mail-migrate.log").stdout)
+        summary = log["summary"]
+        print(f"\nmigration: deploy {deploy_seconds:.1f} s; mailstore {summary['seconds']} s, "
+              f"phases {summary['phases']}; {summary['totals']['messages']} messages "
+              f"moved; {len(sent)} mails sent during the deploy, {len(queued)} waited in the "
+              f"queue (longest {waits[-1]:.1f} s, median of all {waits[len(waits) // 2]:.2f} s)")
+        assert queued, "no mail waited in the queue: the cut-over did not defer delivery?"
+    finally:
+        restore(ssh, lab)
