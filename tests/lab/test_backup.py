@@ -48,12 +48,13 @@ for dirpath, dirnames, filenames in os.walk(root):
         st = os.lstat(path)
         rel = os.path.normpath(os.path.join(rel_dir, name))
         entry = {"mode": oct(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
+        if stat.S_ISLNK(st.st_mode):
+            entry["target"] = os.readlink(path)
+        else:
+            entry["mtime_ns"] = st.st_mtime_ns  # files and directories alike
         if stat.S_ISREG(st.st_mode):
             with open(path, "rb") as f:
                 entry["sha256"] = hashlib.sha256(f.read()).hexdigest()
-            entry["mtime_ns"] = st.st_mtime_ns
-        elif stat.S_ISLNK(st.st_mode):
-            entry["target"] = os.readlink(path)
         if name or rel != ".":
             found[rel] = entry
 print(json.dumps(found, sort_keys=True))
