@@ -99,7 +99,7 @@ context = ssl.create_default_context()
 context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
 def attempt(i):
     try:
-        smtp = smtplib.SMTP(address, 587, timeout=20)
+        smtp = smtplib.SMTP(address, 587, timeout=10)
         smtp.starttls(context=context)
     except OSError as exc:
         return "no connection: " + type(exc).__name__
