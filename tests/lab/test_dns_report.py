@@ -1,5 +1,6 @@
 """The DNS report (operations/dns_report.py) against the container's real state."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,20 @@ def test_address_mx_spf_and_dkim_lines(lab, report):
     assert f"{domain}.\tIN\tMX\t10 {email}." in report
     assert any(line.startswith(f"{domain}.\tIN\tTXT\t\"v=spf1 ") for line in report)
     assert any("_domainkey" in line or "DKIM is not set up" in line for line in report)
+
+
+def test_dkim_record_carries_the_key_opendkim_genkey_wrote(lab, ssh, report):
+    """Checked against opendkim-genkey's own zone line (<selector>.txt) beside the key."""
+    domain = lab["domain"]
+    listing = ssh(f"for f in /etc/opendkim/keys/{domain}/*.txt; do [ -f \"$f\" ] && "
+                  "echo \"== ${f##*/}\" && cat \"$f\"; done; true").stdout
+    if not listing.strip():
+        assert any("DKIM is not set up" in line for line in report)
+        return
+    for part in listing.split("== ")[1:]:
+        selector = part.split("\n", 1)[0].removesuffix(".txt")
+        genkey_text = "".join(re.findall(r'"([^"]*)"', part))
+        line = next(line for line in report
+                    if line.startswith(f"{selector}._domainkey.{domain}.\tIN\tTXT\t"))
+        report_text = "".join(re.findall(r'"([^"]*)"', line))
+        assert report_text.split("p=")[1] == genkey_text.split("p=")[1]
