@@ -93,3 +93,28 @@ def signer():
                     running=True, enabled=True, restarted=True, daemon_reload=True,
                     _if=lambda: any(op.did_change() for op in changed))
     systemd.service(name="OpenDKIM running", service="opendkim", running=True, enabled=True)
+
+
+# --- lab only: the lab DNS publishes the record --------------------------------------------------
+
+def dnsmasq_txt_records(domain, keys):
+    """[(name, [character-strings])] of the DKIM TXT records for {selector: public key PEM},
+    exactly as the DNS report prints them (for dnsmasq `txt-record=` lines)."""
+    from operations import dns_report
+    records = []
+    for selector, pem in sorted(keys.items()):
+        name, _, _, value = dns_report.dkim_record(domain, selector, pem).split("\t")
+        records.append((name.rstrip("."), re.findall(r'"((?:[^"\\]|\\.)*)"', value)))
+    return records
+
+
+def lab_txt_records(lab_host, rootfs):
+    """The DKIM records of the keys in the container's rootfs, read on the lab host (none
+    before the first email deploy has made a key: the next lab host run adds it)."""
+    from pyinfra.facts.server import Command
+
+    from operations import dns_report
+    domain = lab_host.data.mail_domain
+    listing = lab_host.get_fact(Command, command=dns_report._DKIM_COMMAND.format(
+        dir=f"{rootfs}{KEY_ROOT}", domain=domain)) or ""
+    return dnsmasq_txt_records(domain, dns_report.parse_dkim_keys(listing))

@@ -21,6 +21,9 @@ from pyinfra.facts.files import File
 from pyinfra.facts.server import Mounts
 from pyinfra.operations import apt, files, server
 
+from operations import dkim
+from operations.infra02 import LXC_PATH
+
 DATA_IMAGE = "/var/lib/cacert-lab/mail.img"
 DATA_IMAGE_SIZE = "2G"
 ACNG_PIDFILE = "/run/apt-cacher-ng/cacert-lab.pid"
@@ -144,6 +147,7 @@ def prepare():
         name="dnsmasq config", src="files/lab_host/dnsmasq.conf.j2", dest=DNSMASQ_CONF,
         mode="644", listen=gateway, domain=data.mail_domain, pidfile=DNSMASQ_PIDFILE,
         records=[(n, container_ip) for n in names], mx=data.hostnames["email"],
+        txt_records=dkim.lab_txt_records(host, f"{LXC_PATH}/{data.container_name}/rootfs"),
     )
     _daemon("dnsmasq", DNSMASQ_PIDFILE, config_ops=[dnsmasq_conf],
             start=f"dnsmasq --conf-file={DNSMASQ_CONF}")

@@ -4,6 +4,7 @@ the DNS report prints it. Mail from outside on port 25 is not signed. A re-deplo
 and changes nothing of DKIM or CRL."""
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,9 +23,11 @@ SELECTOR = defaults()["dkim_selector"]
 
 
 @pytest.fixture(scope="module")
-def deployed(lab, run_deploy):
-    result = run_deploy()
-    assert result.returncode == 0, deploy_failure(result)
+def deployed(lab, run_deploy, run_infra02_deploy):
+    # The container first (it makes the key), then the lab host (its DNS publishes the key).
+    for run in (run_deploy, run_infra02_deploy):
+        result = run()
+        assert result.returncode == 0, deploy_failure(result)
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +93,29 @@ def _other_public_key():
     return rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key() \
         .public_bytes(serialization.Encoding.PEM,
                       serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def lab_dns_txt(lab, name):
+    """The TXT record `name` as the lab's DNS server on the bridge answers it (strings joined)."""
+    bridge = lab["address"].rsplit(".", 1)[0] + ".1"
+    answer = subprocess.run(["dig", "+short", "+time=2", "TXT", name, f"@{bridge}"],
+                            capture_output=True, text=True, timeout=30, check=True).stdout
+    return "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', answer)).encode()
+
+
+def test_the_lab_dns_serves_the_key_and_the_signature_verifies_through_it(
+        deployed, lab, ssh, key_file, alice, bob):
+    name = f"{SELECTOR}._domainkey.{lab['domain']}"
+    served = lab_dns_txt(lab, name)
+    assert served == published_record(lab, ssh, key_file)
+    marker, msg = message(alice["email"], bob["email"], subject="dkim via dns")
+    with submission(lab, alice, port="smtps") as smtp:
+        smtp.send_message(msg)
+    raw = delivered(lab, ssh, bob["user"], marker)
+
+    def via_lab_dns(queried, timeout=5):
+        return lab_dns_txt(lab, queried.decode() if isinstance(queried, bytes) else queried)
+    assert dkim.verify(raw, dnsfunc=via_lab_dns)
 
 
 def test_mail_from_outside_is_not_signed(deployed, lab, ssh, bob):

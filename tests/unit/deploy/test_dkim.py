@@ -109,3 +109,19 @@ def test_the_shell_guard_keeps_an_existing_key(tmp_path):
     subprocess.run(["sh", "-c", dkim.genkey_command(values).replace(
         "chmod 600", "true")], check=True, env=env)
     assert "-s s" in marker.read_text()
+
+
+def test_lab_dns_gets_the_record_the_dns_report_prints():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from operations import dns_report
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key() \
+        .public_bytes(serialization.Encoding.PEM,
+                      serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    [(name, strings)] = dkim.dnsmasq_txt_records("cacert.test", {"202611": pem})
+    assert name == "202611._domainkey.cacert.test"
+    assert len(strings) == 2 and all(len(s) <= 255 for s in strings)
+    report = dns_report.dkim_record("cacert.test", "202611", pem)
+    assert report.endswith(" ".join(f'"{s}"' for s in strings))
+    assert dkim.dnsmasq_txt_records("cacert.test", {}) == []
