@@ -135,8 +135,8 @@ def server():
     conf = settings(host.data.dict())
     key_args = f" --key-file {conf['key_file']}" if conf["key_file"] else ""
 
-    apt.packages(name="cron, flock and logger for the nightly job",
-                 packages=["cron", "util-linux", "bsdutils"])
+    # flock, ionice (util-linux) and logger (bsdutils) are Essential in every Debian release.
+    apt.packages(name="cron for the nightly job", packages=["cron"])
     key = None
     if conf["key_file"]:
         from inventories.validate import read_backup_key
