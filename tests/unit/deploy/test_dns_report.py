@@ -126,3 +126,37 @@ def test_report_says_what_is_missing(host_keys):
 
 def test_txt_value_escapes_quotes():
     assert dns.txt_value('a"b') == '"a\\"b"'
+
+
+def test_read_state_parses_what_the_host_answers(host_keys):
+    """The glue between the remote commands and the pure functions, with a stub host."""
+    pem = ("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n"
+           "-----END PUBLIC KEY-----")
+    answers = {
+        dns._KEYS_COMMAND: host_keys["ed25519"] + " root@email\n" + host_keys["rsa"],
+        dns._ADDR_COMMAND: "2: eth0    inet 10.0.3.19/24 brd 10.0.3.255 scope global eth0\\ x",
+        dns._ROUTE_COMMAND: "default via 10.0.3.1 dev eth0",
+        dns._DKIM_COMMAND.format(dir=dns.DKIM_KEY_DIR, domain="cacert.test"):
+            f"selector 202611\n{pem}",
+    }
+
+    class Host:
+        class data:
+            mail_domain = "cacert.test"
+
+        @staticmethod
+        def get_fact(fact, command):
+            return answers[command]
+
+    state = dns.read_state(Host)
+    assert state["addresses"] == ["10.0.3.19"]
+    assert list(state["dkim"]) == ["202611"]
+    lines = dns.report({"mail_domain": "cacert.test", "relayhost": None,
+                        "hostnames": {"email": "email.cacert.test",
+                                      "community": "community.cacert.test"}}, state)
+    assert sum("\tSSHFP\t" in line for line in lines) == 4
+    assert any(line.startswith("202611._domainkey.cacert.test.\tIN\tTXT\t") for line in lines)
+
+
+def test_command_without_inventory_prints_usage():
+    assert dns.main([]) == 2
