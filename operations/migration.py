@@ -72,6 +72,21 @@ class MailMigration(FactBase):
         return state
 
 
+class DovecotMailRoot(FactBase):
+    """The mail root Dovecot's userdb gives homes under now (the `CONCAT('<root>/', mailbox)`
+    of files/dovecot/*/dovecot-sql.conf.ext.j2), or None (no Dovecot of this deploy yet)."""
+
+    def command(self):
+        return ("grep -ho \"CONCAT('/[^']*/', mailbox) AS home\" "
+                "/etc/dovecot/dovecot-sql.conf.ext 2>/dev/null; true")
+
+    def process(self, output):
+        for line in output:
+            if line.startswith("CONCAT('"):
+                return posixpath.normpath(line[len("CONCAT('"):].split("'", 1)[0])
+        return None
+
+
 def _root(data, key):
     root = data[key]
     if not isinstance(root, str) or not root.startswith("/") or ".." in root.split("/") \
@@ -96,12 +111,27 @@ def pending(state):
     return sorted(set(state["users"]) - set(state["done"]))
 
 
+def check_dovecot_root(current, data):
+    """Refuse to point Dovecot at a root the mail was never moved to: Dovecot reads
+    `current` now, and the inventory names neither it as the old root nor as the new one
+    (e.g. mail_root was set back after a move; the mail would seem to vanish)."""
+    old, new = _root(data, "mail_root_previous"), _root(data, "mail_root")
+    if current is None or current in (old, new):
+        return
+    raise InventoryError(
+        f"Dovecot reads the mail under {current}, but mail_root={new} and mail_root_previous="
+        f"{old}: set mail_root = {current!r} to keep it there, or mail_root_previous = "
+        f"{current!r} to move it to {new} (README: Moving mail to the data volume)")
+
+
 @deploy("Move mail to the data volume")
 def move_mail():
     for name, purpose in SCRIPTS.items():
         files.put(name=f"{name} ({purpose})", src=f"files/migration/{name}",
                   dest=f"{SBIN}/{name}", mode="755")
-    moving = roots(host.data.dict())
+    data = host.data.dict()
+    moving = roots(data)
+    check_dovecot_root(host.get_fact(DovecotMailRoot), data)
     if moving is None:
         return
     old, new = moving

@@ -161,6 +161,29 @@ def lab_lock():
         yield
 
 
+def test_a_failed_move_stops_the_deploy_and_dovecot_keeps_the_old_root(lab, ssh, lab_lock):
+    """User directories in the target that no migration created: mailstore refuses to write
+    into them, no user is cut over, delivery resumes on the old root, the deploy fails."""
+    alice = lab["accounts"][0]
+    users = " ".join(f"{NEW_ROOT}/{a['user']}" for a in lab["accounts"])
+    assert home(ssh, alice["email"]) == f"{OLD_ROOT}/{alice['user']}", "lab not on /home/mailboxes"
+    ssh(f"mkdir {users}")
+    try:
+        result = deploy(f"mail_root={NEW_ROOT}")
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, "the deploy went on after a failed move"
+        assert "Move the mail of" in output and "Reload Dovecot" not in output
+        assert home(ssh, alice["email"]) == f"{OLD_ROOT}/{alice['user']}"
+        assert ssh("systemctl is-active dovecot").stdout.strip() == "active"
+        assert ssh("postconf -h defer_transports").stdout.strip() == ""
+        run = f"F{uuid.uuid4().hex[:8]}"
+        send(lab, alice["email"], f"after failure {run}")
+        wait_for(lambda: delivered(ssh, OLD_ROOT, alice["user"], run), timeout=60,
+                 what=f"mail delivered to {OLD_ROOT} after the failed move")
+    finally:
+        ssh(f"rmdir {users}; rm -rf {NEW_ROOT}/.mailstore-migrate", check=False)
+
+
 def test_deploy_moves_mail_to_the_data_volume_while_mail_flows(lab, ssh, lab_lock):
     alice, bob = lab["accounts"][:2]
     assert home(ssh, alice["email"]) == f"{OLD_ROOT}/{alice['user']}", "lab not on /home/mailboxes"
@@ -208,7 +231,8 @@ def test_deploy_moves_mail_to_the_data_volume_while_mail_flows(lab, ssh, lab_loc
         sender.stop.set()
         sender.join(timeout=60)
         assert result.returncode == 0, deploy_failure(result)
-        assert f"from {OLD_ROOT} to {NEW_ROOT}" in result.stdout + result.stderr, "no migration step ran"
+        assert f"from {OLD_ROOT} to {NEW_ROOT}" in result.stdout + result.stderr, \
+            "no migration step ran"
         assert not sender.errors, f"mail refused during the move: {sender.errors[:5]}"
 
         # --- Dovecot reads /srv/mail, delivery is back ------------------------------------

@@ -1,0 +1,96 @@
+"""operations/migration.py against fake hosts: the mail moves only while the old root holds
+users not yet cut over; Dovecot is never pointed at a root the mail was not moved to."""
+import json
+
+import pytest
+
+from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on sys.path)
+from tests.unit.deploy.fake_host import run
+
+from inventories.validate import InventoryError
+from operations import migration
+
+MOVE = {"mail_root": "/srv/mail", "mail_root_previous": "/home/mailboxes"}
+
+
+def _state(users, done=(), deferred=""):
+    return {"users": sorted(users), "done": sorted(done), "deferred": deferred}
+
+
+def _commands(ops):
+    return [c for op in ops for c in op.commands]
+
+
+def test_fact_reads_users_journal_and_deferral():
+    journal = [json.dumps({"event": "claim", "user": "alice"}),
+               json.dumps({"event": "done", "user": "alice", "mode": "copy"}),
+               '{"event": "done", "us',                       # torn by kill -9
+               json.dumps({"event": "claim", "user": "bob"})]
+    output = ["# users", "bob", "alice", "# journal", *journal, "# deferred", "local lmtp"]
+    assert migration.MailMigration().process(output) == \
+        {"users": ["alice", "bob"], "done": ["alice"], "deferred": "local lmtp"}
+    command = migration.MailMigration().command("/home/mailboxes", "/srv/mail")
+    assert "! -name 'lost+found'" in command and "/srv/mail/.mailstore-migrate/journal.jsonl" \
+        in command
+
+
+def test_dovecot_root_fact_parses_the_userdb_query():
+    fact = migration.DovecotMailRoot()
+    assert fact.process(["CONCAT('/home/mailboxes/', mailbox) AS home"]) == "/home/mailboxes"
+    assert fact.process([]) is None
+
+
+def test_same_root_installs_the_scripts_and_moves_nothing():
+    ops = run(migration.move_mail, facts={"DovecotMailRoot": "/home/mailboxes"})
+    assert {op.name for op in ops} == {
+        f"Move mail to the data volume | {name} ({purpose})"
+        for name, purpose in migration.SCRIPTS.items()}
+    assert run(migration.resume_delivery) == []
+
+
+def test_pending_users_are_moved_then_delivery_resumed():
+    facts = {"DovecotMailRoot": "/home/mailboxes",
+             "MailMigration": _state(["alice", "bob"], done=["alice"])}
+    commands = _commands(run(migration.move_mail, facts=facts, data=MOVE))
+    assert "/usr/local/sbin/mail-migrate '/home/mailboxes' '/srv/mail'" in commands
+    assert _commands(run(migration.resume_delivery, facts=facts, data=MOVE)) == \
+        ["/usr/local/sbin/mail-resume"]
+
+
+def test_second_run_after_the_move_changes_nothing():
+    facts = {"DovecotMailRoot": "/srv/mail",
+             "MailMigration": _state(["alice", "bob"], done=["alice", "bob"])}
+    assert not [c for c in _commands(run(migration.move_mail, facts=facts, data=MOVE))
+                if c.startswith("/usr/local/sbin/mail-migrate")]
+    assert run(migration.resume_delivery, facts=facts, data=MOVE) == []
+
+
+def test_delivery_left_deferred_by_an_interrupted_run_is_resumed():
+    facts = {"DovecotMailRoot": "/home/mailboxes",
+             "MailMigration": _state(["alice"], done=["alice"], deferred="local lmtp")}
+    assert _commands(run(migration.resume_delivery, facts=facts, data=MOVE)) == \
+        ["/usr/local/sbin/mail-resume"]
+
+
+def test_dovecot_on_a_root_the_inventory_does_not_name_is_refused():
+    # mail moved to /srv/mail, then mail_root set back without asking for a move
+    with pytest.raises(InventoryError, match="mail_root_previous = '/srv/mail'"):
+        run(migration.move_mail, facts={"DovecotMailRoot": "/srv/mail"})
+
+
+@pytest.mark.parametrize("data, error", [
+    ({"mail_root_previous": "/srv/mail/old"}, "overlap"),
+    ({"mail_root_previous": "relative"}, "absolute"),
+    ({"mail_root_previous": "/srv/../home"}, "absolute"),
+])
+def test_bad_roots_are_refused(data, error):
+    with pytest.raises(InventoryError, match=error):
+        migration.roots({**MOVE, **data})
+
+
+def test_scripts_are_valid_shell_and_python():
+    import ast
+    import subprocess
+    for name in ("mail-quiesce", "mail-resume"):
+        subprocess.run(["sh", "-n", f"{fake_host.REPO}/files/migration/{name}"], check=True)
+    ast.parse((fake_host.REPO / "files/migration/mail-migrate").read_text())
