@@ -103,6 +103,7 @@ def checked(group, data):
         _check_mail_data(merged)
         _check_certificates(merged)
         _check_mail_secrets(merged)
+        _check_dkim_and_crl(merged)
     return data
 
 
@@ -237,3 +238,14 @@ def _check_mail_secrets(data):
         read_password(name)
     for account in data["mail_accounts"]:
         read_password(f"accounts/{account['email']}.password")
+
+
+def _check_dkim_and_crl(data):
+    """DKIM (operations/dkim.py) and CRL refresh (operations/crl.py) data."""
+    from operations.crl import CrlDataError, check_data
+    from operations.dkim import DkimDataError, settings
+    try:
+        settings(data)
+        check_data(data)
+    except (DkimDataError, CrlDataError) as exc:
+        raise InventoryError(str(exc)) from None

@@ -54,8 +54,9 @@ def _local_file(path, key):
     return resolved
 
 
-def settings(data):
-    """Template variables for this host, validated (names the key at fault)."""
+def check_data(data):
+    """Validate the crl_* data that needs no local file (inventories/validate.py runs this for
+    every email host before any host is touched; the issuer files are read at deploy time)."""
     urls = data["crl_urls"]
     if not urls or isinstance(urls, str):
         raise CrlDataError("crl_urls: give a list of at least one URL")
@@ -70,23 +71,29 @@ def settings(data):
         names.append(posixpath.basename(parts.path))
     if len(set(names)) != len(names) or "" in names:
         raise CrlDataError(f"crl_urls: each URL needs its own file name, got {names}")
-    issuer_files = data["crl_issuers"] or [data["selfservice_api_client_ca"]]
-    key = "crl_issuers" if data["crl_issuers"] else "selfservice_api_client_ca (crl_issuers empty)"
-    issuers = "".join(_local_file(p, key).read_text() for p in issuer_files)
-    if "-----BEGIN CERTIFICATE-----" not in issuers:
-        raise CrlDataError(f"{key}: no PEM certificate in {issuer_files}")
     schedule = data["crl_schedule"]
     if not isinstance(schedule, str) or not re.match(r"^[A-Za-z0-9*:,./~ -]+$", schedule):
         raise CrlDataError(f"crl_schedule: {schedule!r} is not a systemd calendar expression")
-    consumers = list(data["crl_consumers"])
-    for service in consumers:
+    for service in data["crl_consumers"]:
         if not re.match(r"^[A-Za-z0-9@._-]+$", str(service)):
             raise CrlDataError(f"crl_consumers: {service!r} is not a systemd unit name")
     bundle = data["selfservice_api_crl"]
     if not str(bundle).startswith("/") or " " in str(bundle):
         raise CrlDataError(f"selfservice_api_crl: {bundle!r} is not an absolute path")
-    return {"urls": list(urls), "issuers_pem": issuers, "issuers": ISSUERS, "bundle": bundle,
-            "sources": SOURCES, "consumers": consumers, "schedule": schedule, "script": SCRIPT}
+
+
+def settings(data):
+    """Template variables for this host, validated (names the key at fault)."""
+    check_data(data)
+    issuer_files = data["crl_issuers"] or [data["selfservice_api_client_ca"]]
+    key = "crl_issuers" if data["crl_issuers"] else "selfservice_api_client_ca (crl_issuers empty)"
+    issuers = "".join(_local_file(p, key).read_text() for p in issuer_files)
+    if "-----BEGIN CERTIFICATE-----" not in issuers:
+        raise CrlDataError(f"{key}: no PEM certificate in {issuer_files}")
+    return {"urls": list(data["crl_urls"]), "issuers_pem": issuers, "issuers": ISSUERS,
+            "bundle": data["selfservice_api_crl"], "sources": SOURCES,
+            "consumers": list(data["crl_consumers"]), "schedule": data["crl_schedule"],
+            "script": SCRIPT}
 
 
 def config_files(values):

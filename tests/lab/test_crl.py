@@ -15,7 +15,7 @@ from mailclients import deploy_failure, wait_for
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from lab import ca  # noqa: E402
+from lab import ca, lock  # noqa: E402
 from operations import crl  # noqa: E402
 from test_selfservice_api import SECRETS, client_context, health  # noqa: E402
 
@@ -87,9 +87,11 @@ def test_revoked_client_is_refused_and_check_cert_is_critical(deployed, lab, ssh
     ok = check_cert(ssh, chain)
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
-    crl.publish_lab_crls(revoked=[serial])
     old_pid = main_pid(ssh)
-    ssh(REFRESH)
+    # Under the lab lock: a lab host deploy in between would put a clean CRL back.
+    with lock.held():
+        crl.publish_lab_crls(revoked=[serial])
+        ssh(REFRESH)
     # The refresh replaced the bundle and restarted the API (it reads the CRL at start only).
     bundle = ssh(f"openssl crl -in {SOURCES}/intermediate.crl.pem -noout -text").stdout
     assert f"{serial:X}"[-8:] in bundle.replace(":", "").upper()

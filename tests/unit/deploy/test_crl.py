@@ -194,3 +194,11 @@ def test_script_refuses_crls_when_the_issuer_is_not_listed(served, lab_ca):
     result = run_script(issuers_file=lab_ca / "root.pem")
     assert result.returncode == 1 and "signature not verified" in result.stderr
     assert not paths["bundle"].exists()
+
+
+def test_the_inventory_check_refuses_bad_crl_and_dkim_data_before_any_host(secrets, email_data):
+    from inventories import validate
+    validate.checked("email", email_data)  # the lab's data passes
+    for key, value in (("crl_urls", ["ftp://x.example/a.crl"]), ("dkim_selector", "a b")):
+        with pytest.raises(validate.InventoryError, match=key):
+            validate.checked("email", {**email_data, key: value})
