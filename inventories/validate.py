@@ -103,6 +103,7 @@ def checked(group, data):
         _check_mail_data(merged)
         _check_certificates(merged)
         _check_mail_secrets(merged)
+        _check_backup(merged)
         _check_dkim_and_crl(merged)
     return data
 
@@ -238,6 +239,17 @@ def _check_mail_secrets(data):
         read_password(name)
     for account in data["mail_accounts"]:
         read_password(f"accounts/{account['email']}.password")
+
+
+def _check_backup(data):
+    """The nightly backup's data (operations/backup.py) and, when encrypted, its key."""
+    from operations.backup import BackupDataError, settings
+    try:
+        settings(data)
+    except BackupDataError as exc:
+        raise InventoryError(str(exc)) from None
+    if data["backup_encrypt"]:
+        read_backup_key(data["backup_key_secret"])
 
 
 def _check_dkim_and_crl(data):

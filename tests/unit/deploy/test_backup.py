@@ -7,7 +7,7 @@ from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on s
 from tests.unit.deploy.conftest import write_secret
 from tests.unit.deploy.fake_host import run
 
-from inventories.validate import InventoryError, defaults
+from inventories.validate import InventoryError, checked, defaults
 from operations import backup
 
 KEY = "0123456789abcdef" * 4
@@ -17,6 +17,21 @@ REPO = "/srv/backup/mailstore"
 @pytest.fixture
 def backup_key(secrets):
     return write_secret(secrets, "backup.key", KEY + "\n")
+
+
+def test_the_inventory_check_reads_the_backup_key_before_any_host(secrets, email_data):
+    (secrets / "backup.key").write_text("not hex\n")
+    with pytest.raises(InventoryError, match="backup.key: a backup key must be 64 hex"):
+        checked("email", email_data)
+    (secrets / "backup.key").unlink()
+    with pytest.raises(InventoryError, match="backup.key is missing"):
+        checked("email", email_data)
+    assert checked("email", {**email_data, "backup_encrypt": False})
+
+
+def test_the_inventory_check_names_bad_backup_data(secrets, email_data):
+    with pytest.raises(InventoryError, match="backup_schedule"):
+        checked("email", {**email_data, "backup_schedule": "nightly"})
 
 
 def _initialised(path):
@@ -57,6 +72,7 @@ def test_existing_repository_is_not_initialised_again_but_must_open_with_the_key
 
 
 def test_unencrypted_repository_needs_no_key(secrets):
+    (secrets / "backup.key").unlink()
     ops = run(backup.server, data={"backup_encrypt": False})
     assert "/etc/mailstore/backup.key" not in _uploads(ops)
     assert [c for c in _commands(ops) if "backup init" in c] == [
@@ -74,6 +90,7 @@ def test_a_malformed_backup_key_is_refused_naming_the_file(secrets, text):
 
 
 def test_missing_backup_key_is_named(secrets):
+    (secrets / "backup.key").unlink()
     with pytest.raises(InventoryError, match="backup.key is missing"):
         run(backup.server)
 

@@ -35,6 +35,7 @@ def prod_data(tmp_path, monkeypatch, pki):
         write_secret(directory, f"{key}.key.pem", private)
     write_secret(directory, "mysql_postfix.password", "p1-secret\n")
     write_secret(directory, "mysql_dovecot.password", "p2-secret\n")
+    write_secret(directory, "backup.key", "fedcba9876543210" * 4 + "\n")
     monkeypatch.setenv(validate.SECRETS_ENV, str(directory))
     inventory = runpy.run_path(str(REPO / "inventories" / "prod.py"))
     (name, data), = inventory["email"]
