@@ -214,6 +214,17 @@ def test_a_second_run_while_one_holds_the_lock_does_nothing(deployed, ssh):
     assert any(p == 3 and "another run holds" in m for p, m in log_lines(ssh, since))
 
 
+def test_the_key_is_the_secret_and_readable_by_root_only(deployed, ssh):
+    secret = (REPO / ".lab" / "secrets" / DATA["backup_key_secret"]).read_text()
+    assert ssh(f"cat {KEY_FILE}").stdout == secret
+    assert ssh(f"stat -c '%a %U %G' {KEY_FILE} {backup.JOB} {backup.CRON} "
+               f"$(dirname {REPOSITORY})").stdout.split("\n")[:4] == [
+        "600 root root", "755 root root", "644 root root", "700 root root"]
+    # the repository's config names its encryption, never the key
+    config = ssh(f"cat {REPOSITORY}/config.json").stdout
+    assert json.loads(config)["encryption"] != "none" and secret.strip() not in config
+
+
 def test_a_second_deploy_changes_nothing_in_backups(deployed, run_deploy):
     second = run_deploy("--json")
     assert second.returncode == 0, deploy_failure(second)
