@@ -165,7 +165,9 @@ def test_the_installed_cron_job_makes_a_snapshot_that_restores_alice_bit_exact(
     assert len(new) == 1 and new[0]["id"] == snapshots(ssh)[-1]["id"]
     messages = [m for _, m in logged]
     assert any(m.startswith("run: ") and m.endswith(new[0]["id"]) for m in messages), messages
-    assert messages[-1] == "done" and all(p >= 5 for p, _ in logged), logged  # no warning/error
+    assert messages[-1] == f"done: snapshot {new[0]['id']}", messages
+    assert all(p >= 5 for p, _ in logged), logged  # no warning, no error
+    assert ran.stdout == ran.stderr == ""  # nothing for cron to mail on a good night
     assert any(m.startswith("push: ") for m in messages)
 
     ssh(f"rm -rf {RESTORE_TARGET}")
@@ -191,6 +193,7 @@ def test_a_failing_night_exits_non_zero_and_logs_why(deployed, ssh):
     ran = as_cron(ssh, command.replace(backup.JOB, copy), variables)
     ssh(f"rm -f {copy}")
     assert ran.returncode == 1, (ran.stdout, ran.stderr)
+    assert "FAILED: run" in ran.stderr  # cron mails this to root
     assert len(snapshots(ssh)) == count
     logged = log_lines(ssh, since)
     errors = [m for p, m in logged if p == 3]

@@ -12,6 +12,7 @@ from operations import backup
 
 KEY = "0123456789abcdef" * 4
 REPO = "/srv/backup/mailstore"
+SNAPSHOT = "2026-11-25T023000Z-1a2e"
 
 
 @pytest.fixture
@@ -156,6 +157,12 @@ else while IFS= read -r line; do echo "$tag $prio $line" >> {log}; done; fi
     mailstore = _executable(tmp_path / "mailstore", f"""#!/bin/sh
 echo "$*" >> {calls}
 case " $FAIL " in *" $2 "*) echo "mailstore backup: error: $2 went wrong" >&2; exit 1 ;; esac
+if [ "$2" = run ]; then
+    case " $FAIL " in *" run-warns "*) echo "mailstore backup: warning: a/b: skipped" >&2 ;; esac
+    echo "mailstore backup: 3 messages (1 KiB), 0 new objects; snapshot {SNAPSHOT}"
+    case " $FAIL " in *" run-warns "*) exit 1 ;; esac
+    exit 0
+fi
 echo "mailstore backup: $2 fine"
 """)
     push = tmp_path / "push"
@@ -187,8 +194,9 @@ def test_a_good_night_runs_every_step_and_exits_0(job):
     weekly = [f"backup verify {REPO} --read-data --sample 0.1 {key}"] if _today_is(7) else []
     assert calls[2:] == weekly + [
         f"backup prune {REPO} --keep-daily 7 --keep-weekly 5 --keep-monthly 12 {key}", "push"]
-    assert "mailstore-backup user.info run: mailstore backup: run fine" in log
-    assert log[-1] == "mailstore-backup user.info done"
+    assert f"mailstore-backup user.info run: mailstore backup: 3 messages (1 KiB), 0 new " \
+           f"objects; snapshot {SNAPSHOT}" in log
+    assert log[-1] == f"mailstore-backup user.info done: snapshot {SNAPSHOT}"
 
 
 def _today_is(weekday):
@@ -210,6 +218,14 @@ def test_a_failed_run_exits_1_logs_errors_skips_prune_and_still_pushes(job):
     assert calls[-1] == "push"
     assert "mailstore-backup user.err run: mailstore backup: error: run went wrong" in log
     assert "mailstore-backup user.err run failed (exit 1)" in log
+    assert log[-1] == "mailstore-backup user.err FAILED: run"
+
+
+def test_a_run_that_skipped_a_file_fails_the_night_but_its_snapshot_is_pruned_around(job):
+    code, calls, log = job(fail=("run-warns",))
+    assert code == 1
+    assert any(c.startswith("backup prune") for c in calls) and calls[-1] == "push"
+    assert "mailstore-backup user.err run: mailstore backup: warning: a/b: skipped" in log
     assert log[-1] == "mailstore-backup user.err FAILED: run"
 
 
