@@ -1,4 +1,5 @@
-"""DKIM in the lab: a mail submitted on 587 (alice, STARTTLS + AUTH) to bob arrives signed, and
+"""DKIM in the lab: a mail submitted on 587 (alice, STARTTLS + AUTH) or sent on the host itself
+to bob arrives signed, and
 the signature verifies (dkimpy) against the public key generated on the server, published as
 the DNS report prints it. Mail from outside on port 25 is not signed. A re-deploy keeps the key
 and changes nothing of DKIM or CRL."""
@@ -116,6 +117,14 @@ def test_the_lab_dns_serves_the_key_and_the_signature_verifies_through_it(
     def via_lab_dns(queried, timeout=5):
         return lab_dns_txt(lab, queried.decode() if isinstance(queried, bytes) else queried)
     assert dkim.verify(raw, dnsfunc=via_lab_dns)
+
+
+def test_mail_sent_on_the_host_is_signed(deployed, lab, ssh, key_file, bob):
+    """Local mail (cron, monitoring, sendmail) goes through non_smtpd_milters: signed too."""
+    marker, msg = message(f"root@{lab['domain']}", bob["email"], subject="local")
+    ssh(f"/usr/sbin/sendmail -t -f root@{lab['domain']}", input=msg.as_string())
+    raw = delivered(lab, ssh, bob["user"], marker)
+    assert dkim.verify(raw, dnsfunc=dnsfunc_for(lab, published_record(lab, ssh, key_file)))
 
 
 def test_mail_from_outside_is_not_signed(deployed, lab, ssh, bob):
