@@ -1,8 +1,8 @@
 """DKIM in the lab: a mail submitted on 587 (alice, STARTTLS + AUTH) or sent on the host itself
-to bob arrives signed, and
-the signature verifies (dkimpy) against the public key generated on the server, published as
-the DNS report prints it. Mail from outside on port 25 is not signed. A re-deploy keeps the key
-and changes nothing of DKIM or CRL."""
+to bob arrives signed, and the signature verifies (dkimpy) against the public key generated on
+the server, published as the DNS report prints it and as the lab DNS serves it. Mail from
+outside on port 25 is not signed. A re-deploy keeps the key and changes nothing of DKIM or
+CRL."""
 import json
 import re
 import subprocess
