@@ -6,7 +6,8 @@ makes stand-ins for them on the machine that runs the tests:
   tests can connect *as* the monitor or the community host), no NAT: the container reaches
   only this host;
 - apt-cacher-ng on the bridge address, the container's only way to Debian's packages;
-- dnsmasq on the bridge address for the lab zone; any other name gets an answer at once;
+- dnsmasq on the bridge address for the lab zone (with the DKIM record once the container has
+  a key: operations/dkim.py lab_txt_records); any other name gets an answer at once;
 - a sparse ext4 image loop-mounted at `data_volume_host_path`: a real separate filesystem.
 systemd is not PID 1 on these machines, so the daemons are started directly with pidfiles,
 and only when their pidfile names no live process (or their config changed).
