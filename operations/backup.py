@@ -141,17 +141,20 @@ def server():
     if conf["key_file"]:
         from inventories.validate import read_backup_key
         text = read_backup_key(host.data.backup_key_secret)
+        # Only made if missing; its owner and mode are left alone (and the uploads below do not
+        # touch them either): it may be shared, e.g. /etc/mailstore or /etc/ssl/private.
         files.directory(name="Directory of the backup key",
-                        path=str(PurePosixPath(conf["key_file"]).parent), mode="755")
+                        path=str(PurePosixPath(conf["key_file"]).parent))
         # Empty and 0600 before the key goes in: the upload keeps the mode of the file it
         # overwrites, so the key is never readable by others, not even for a moment.
         files.file(name="Backup key file exists, 0600 root", path=conf["key_file"],
-                   user="root", group="root", mode="600")
+                   user="root", group="root", mode="600", create_remote_dir=False)
         key = files.put(name="Backup key (0600, root)", src=io.StringIO(text),
-                        dest=conf["key_file"], user="root", group="root", mode="600")
-    files.directory(name="Directory holding the backup repository (root only)",
-                    path=str(PurePosixPath(conf["repository"]).parent), user="root",
-                    group="root", mode="700")
+                        dest=conf["key_file"], user="root", group="root", mode="600",
+                        create_remote_dir=False)
+    # The repository itself is 0700 (init makes it so); its parent may be shared (/srv).
+    files.directory(name="Directory holding the backup repository",
+                    path=str(PurePosixPath(conf["repository"]).parent))
     if host.get_fact(File, path=f"{conf['repository']}/config.json") is None:
         shell_ops.shell(name=f"Create the backup repository {conf['repository']}",
                         commands=[f"{MAILSTORE} backup init {conf['repository']}{key_args}"])
@@ -163,6 +166,6 @@ def server():
                         _if=key.did_change)
     files.put(name="mailstore-backup-job (run, verify, prune, push)",
               src=io.StringIO(job_script(conf)), dest=JOB, user="root", group="root",
-              mode="755")
+              mode="755", create_remote_dir=False)
     files.put(name="Nightly backup in /etc/cron.d", src=io.StringIO(cron_file(conf)),
-              dest=CRON, user="root", group="root", mode="644")
+              dest=CRON, user="root", group="root", mode="644", create_remote_dir=False)

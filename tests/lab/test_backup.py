@@ -221,7 +221,7 @@ def test_the_key_is_the_secret_and_readable_by_root_only(deployed, ssh):
     secret = (REPO / ".lab" / "secrets" / DATA["backup_key_secret"]).read_text()
     assert ssh(f"cat {KEY_FILE}").stdout == secret
     assert ssh(f"stat -c '%a %U %G' {KEY_FILE} {backup.JOB} {backup.CRON} "
-               f"$(dirname {REPOSITORY})").stdout.split("\n")[:4] == [
+               f"{REPOSITORY}").stdout.split("\n")[:4] == [
         "600 root root", "755 root root", "644 root root", "700 root root"]
     # the repository's config names its encryption, never the key
     config = ssh(f"cat {REPOSITORY}/config.json").stdout

@@ -65,6 +65,13 @@ def test_fresh_host_gets_key_repository_job_and_cron(backup_key):
     assert any("chown root:root /etc/mailstore/backup.key" in c for c in key_op.commands)
 
 
+def test_shared_parent_directories_keep_their_mode(backup_key):
+    ops = run(backup.server, data={"backup_repository": "/srv/backup",
+                                   "backup_key_file": "/etc/ssl/private/backup.key"})
+    assert not any(c.startswith(("chmod", "chown")) and c.split()[-1] in (
+        "/srv", "/etc/ssl/private", "/usr/local/sbin", "/etc/cron.d") for c in _commands(ops))
+
+
 def test_existing_repository_is_not_initialised_again_but_must_open_with_the_key(backup_key):
     ops = run(backup.server, facts={"File": _initialised})
     assert not any("backup init" in c for c in _commands(ops))
