@@ -194,7 +194,7 @@ echo "mailstore backup: $2 fine"
 def test_a_good_night_runs_every_step_and_exits_0(job):
     code, calls, log = job()
     assert code == 0
-    key = "--key-file /etc/mailstore/backup.key"
+    key = "--wait 900 --key-file /etc/mailstore/backup.key"
     assert calls[0] == (f"backup run {REPO} /home/mailboxes --include /etc/postfix --include "
                         f"/etc/dovecot --include /etc/aliases --mysql-dump cacertusers {key}")
     assert calls[1] == f"backup verify {REPO} --snapshot latest {key}"
@@ -214,7 +214,7 @@ def _today_is(weekday):
 def test_read_data_re_reads_a_sample(job):
     code, calls, _ = job("--read-data")
     assert code == 0
-    assert f"backup verify {REPO} --read-data --sample 0.1 " \
+    assert f"backup verify {REPO} --read-data --sample 0.1 --wait 900 " \
            "--key-file /etc/mailstore/backup.key" in calls
 
 
