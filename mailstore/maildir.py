@@ -509,11 +509,16 @@ def _scan(root: str, user: str, previous: Optional[UserTree], force: Iterable[st
     return scan.tree
 
 
+LOST_AND_FOUND = "lost+found"
+
+
 def list_users(root: str) -> Tuple[List[str], List[Anomaly]]:
     """Names of the user directories directly under ROOT, plus what was skipped and why.
 
-    Dot-entries are skipped silently (they hold tool state such as the migration journal);
-    other names that are not safe user names, symlinks and plain files are anomalies.
+    Dot-entries are skipped silently (they hold tool state such as the migration journal), and
+    so is ``lost+found``: the data volume is an ext4 filesystem whose root holds one, owned by
+    root and unreadable to vmail, and no user is called that ('+' is Postfix's address
+    extension delimiter). Other names that are not safe user names, symlinks and plain files are anomalies.
     """
     try:
         with os.scandir(root) as it:
@@ -522,7 +527,7 @@ def list_users(root: str) -> Tuple[List[str], List[Anomaly]]:
         raise MaildirError("%s: cannot list: %s" % (root, e.strerror or e))
     users, anomalies = [], []
     for de in entries:
-        if de.name.startswith("."):
+        if de.name.startswith(".") or de.name == LOST_AND_FOUND:
             continue
         try:
             check_user_name(de.name)

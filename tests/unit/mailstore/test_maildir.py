@@ -184,6 +184,16 @@ def test_list_users_skips_dot_entries_and_reports_bad(tmp_path):
     assert [t.user for t in maildir.iter_users(str(root))] == ["alice", "bob"]
 
 
+def test_lost_and_found_of_a_data_volume_is_not_a_user(tmp_path):
+    # The root of the ext4 data volume holds root's 0700 lost+found: a check running as vmail
+    # must not go UNKNOWN on it, and the migration must not try to move it.
+    root = tmp_path / "root"
+    (root / "lost+found").mkdir(parents=True, mode=0o700)
+    (root / "alice" / "Maildir").mkdir(parents=True)
+    users, anomalies = maildir.list_users(str(root))
+    assert users == ["alice"] and anomalies == []
+
+
 def test_missing_user(tmp_path):
     with pytest.raises(MaildirError, match="no such user"):
         maildir.scan_user(str(tmp_path), "nobody-here")
