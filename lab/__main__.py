@@ -7,7 +7,10 @@ up, under the lab lock (lab/lock.py), each step reusing what a previous (even ki
      Infra02 (operations/lab_host.py) and creates/starts the container (operations/infra02.py);
   4. the container's SSH host keys are read from its rootfs into `.lab/known_hosts`;
   5. phase 2: `--limit email`, the full deploy over SSH;
-  6. `.lab/lab.json` (DESIGN.md, "Lab contract"), written last: it exists only for a lab that
+  6. phase 1 again: the lab DNS publishes what the deploy made on the server (the DKIM key's
+     TXT record), as an operator publishes DNS after a deploy; so that every later run of
+     either phase changes nothing;
+  7. `.lab/lab.json` (DESIGN.md, "Lab contract"), written last: it exists only for a lab that
      came up completely.
 down: stops and destroys the container, the daemons, the data volume, the bridge and `.lab/`;
 keeps the apt-cacher-ng cache and the LXC template cache so the next `up` is fast.
@@ -190,6 +193,8 @@ def up(release):
         mark = phase("container reachable over SSH", mark)
         _pyinfra("email")
         mark = phase("phase 2 (deploy over SSH)", mark)
+        _pyinfra("infra02")
+        mark = phase("lab DNS records from the deployed server", mark)
         (LAB / "lab.json").write_text(json.dumps(lab_description(release, accounts),
                                                  indent=2) + "\n")
     timings["total"] = round(time.monotonic() - start, 1)
