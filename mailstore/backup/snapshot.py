@@ -352,7 +352,12 @@ class _Run:
         self.pool.shutdown(wait=True)
         self.close_readers()
         self.writer.seal()
+        # Runs that start in the same second share the time part of the id; the random suffix
+        # is short, so make sure (under the exclusive lock) that this one is not taken.
         snapshot_id = new_snapshot_id(self.started)
+        while self.db.execute("SELECT 1 FROM snapshots WHERE id = ?",
+                              (snapshot_id,)).fetchone():
+            snapshot_id = new_snapshot_id(self.started)
         _write_index(self.repo, snapshot_id, self.index_rows)
         with catalog.transaction(self.db):
             self.db.executemany("INSERT INTO packs VALUES (?, ?, ?)", self.sealed)

@@ -342,3 +342,18 @@ def test_the_index_cache_is_only_a_cache(tmp_path, repo):
     assert again["read_files"] == 0 and again["new_objects"] == 0
     backup.restore(repo_path, "latest", tmp_path / "dst", key_file=key)
     assert snapshot_tree(tmp_path / "dst") == snapshot_tree(tmp_path / "src")
+
+
+def test_runs_in_the_same_second_get_distinct_snapshot_ids(tmp_path, repo, monkeypatch):
+    # The id is the start second plus a short random suffix: a repeated suffix within one
+    # second must not make the second run fail on the catalog's unique id.
+    from mailstore.backup import snapshot
+    ids = iter(["2026-11-25T120000Z-abcd", "2026-11-25T120000Z-abcd", "2026-11-25T120000Z-ef01"])
+    monkeypatch.setattr(snapshot, "new_snapshot_id", lambda started: next(ids))
+    repo_path, key = repo
+    make_tree(tmp_path / "src")
+    first = backup.run(repo_path, tmp_path / "src", key_file=key, now=lambda: 1790000000.0)
+    second = backup.run(repo_path, tmp_path / "src", key_file=key, now=lambda: 1790000000.0)
+    assert first["id"].endswith("-abcd") and second["id"].endswith("-ef01")
+    assert [s["id"] for s in backup.list_snapshots(repo_path, key_file=key)] == \
+        [first["id"], second["id"]]
