@@ -299,17 +299,19 @@ class _Scan:
             self.tree.non_utf8.append(rel)
 
     # -- walkers -------------------------------------------------------------------------
-    def walk_home(self, rel: str) -> None:
-        """The user directory and anything outside Maildir: ordinary files, dirs, symlinks."""
-        entries = self.listdir(rel)
-        if entries is None:
-            return
-        for de in entries:
+    def entries(self, rel: str):
+        """(path, entry, lstat) of each entry of `rel` that could be listed and stat'ed; what
+        could not is recorded as an anomaly by listdir/lstat."""
+        for de in self.listdir(rel) or ():
             r = _join(rel, de.name)
             self.note_name(r, de.name)
             st = self.lstat(de, r)
-            if st is None:
-                continue
+            if st is not None:
+                yield r, de, st
+
+    def walk_home(self, rel: str) -> None:
+        """The user directory and anything outside Maildir: ordinary files, dirs, symlinks."""
+        for r, de, st in self.entries(rel):
             if stat.S_ISDIR(st.st_mode):
                 self.directory(r, st)
                 if r == MAILDIR:
@@ -336,15 +338,7 @@ class _Scan:
 
     def walk_folder(self, rel: str, folder: str) -> None:
         """A Maildir++ folder directory: INBOX (Maildir itself) or Maildir/.Name."""
-        entries = self.listdir(rel)
-        if entries is None:
-            return
-        for de in entries:
-            r = _join(rel, de.name)
-            self.note_name(r, de.name)
-            st = self.lstat(de, r)
-            if st is None:
-                continue
+        for r, de, st in self.entries(rel):
             is_dir = stat.S_ISDIR(st.st_mode)
             if de.name in SUBDIRS and is_dir:
                 self.directory(r, st)
