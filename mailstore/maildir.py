@@ -554,3 +554,37 @@ def iter_users(root: str) -> Iterator[UserTree]:
 def index_messages(tree: UserTree) -> Dict[str, Message]:
     """relpath -> Message."""
     return {m.relpath: m for m in tree.messages}
+
+
+class _SkeletonScan(_Scan):
+    """A scan that records new/ and cur/ as directories but does not list them."""
+
+    def walk_messages(self, rel: str, folder: str, subdir: str) -> None:
+        if subdir == TMP:
+            _Scan.walk_messages(self, rel, folder, subdir)
+
+
+def scan_user_skeleton(root: str, user: str) -> UserTree:
+    """scan_user without listing new/ and cur/: ``messages`` stays empty, everything else
+    (every directory with its mtime, new/ and cur/ included; tmp/ files; Dovecot, other files,
+    symlinks; anomalies outside new/ and cur/) is scanned afresh.
+
+    For callers that keep their own per-directory message lists and list only the new/ and
+    cur/ directories whose mtime moved (the migration's cut-over, mailstore.migrate_delta).
+    Raises MaildirError like scan_user.
+    """
+    path = user_path(root, user)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise MaildirError("%s: no such user directory" % path)
+    except OSError as e:
+        raise MaildirError("%s: %s" % (path, e.strerror or e))
+    if stat.S_ISLNK(st.st_mode):
+        raise MaildirError("%s: is a symbolic link; refusing to follow it" % path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise MaildirError("%s: not a directory" % path)
+    scan = _SkeletonScan(user, path)
+    scan.directory("", st)
+    scan.walk_home("")
+    return scan.tree
