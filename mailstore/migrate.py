@@ -20,10 +20,11 @@ Procedure, per run::
                      execute (every copy byte-checked)
         rename mode: (same file system, target absent) journal "rename", one rename(2) of
                      the user directory, fsync both parents -> journal "done"
-    os.sync()
+    syncfs(target)
     per copied user: verify the target (names, sizes, mtimes, owners, modes of everything,
                      nothing extra), check that no source
-                     directory changed since its scan (delivery really stopped) -> "done"
+                     directory changed since its scan (delivery really stopped); then one
+                     journal record "done" for all verified users
     resume hook      (always, once the quiesce hook has been started)
 
 The journal (``TARGET_ROOT/.mailstore-migrate/journal.jsonl``, one JSON object per line,
@@ -356,14 +357,21 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
             except (OSError, maildir.MaildirError) as e:
                 r.errors.append("cut-over: %s" % e)
         if finals:
-            os.sync()      # durability before any user is declared migrated (migrate_exec)
+            # durability before any user is declared migrated (migrate_exec); the journal
+            # lives on the target file system too
+            mx.sync_filesystem(target_root)
+        verified = []
         for r in work:
             if r.user in finals:
                 try:
-                    _verify(source_root, target_root, r, finals[r.user], copied[r.user],
-                            journal)
+                    if _verify(source_root, target_root, r, finals[r.user]):
+                        verified.append(r)
                 except (OSError, maildir.MaildirError) as e:
                     r.errors.append("verification: %s" % e)
+        # one journal write and fsync for every verified user
+        journal.record_many("done", [r.user for r in verified], mode="copy")
+        for r in verified:
+            r.done = True
         result.phases["cutover"] = time.monotonic() - t0
     finally:
         if resume and (quiesce_started or not quiesce):
@@ -430,10 +438,9 @@ def _source_changed(source_root: str, source: maildir.UserTree) -> List[mp.Diffe
     return diffs
 
 
-def _verify(source_root, target_root, r: UserResult, final: tuple, copied: set,
-            journal) -> None:
+def _verify(source_root, target_root, r: UserResult, final: tuple) -> bool:
     """Target (rescanned) against the source scan of the final pass; then the source must
-    not have moved since that scan."""
+    not have moved since that scan. True when the user may be recorded as done."""
     source, target_before, plan = final
     touched = [a.relpath for a in plan.actions if a.kind == "message"]
     if target_before is None:
@@ -448,9 +455,7 @@ def _verify(source_root, target_root, r: UserResult, final: tuple, copied: set,
     diffs += _source_changed(source_root, source)
     r.differences = _diff_lines(sorted(diffs))
     r.verified = not diffs
-    if r.verified and not r.errors:
-        journal.record("done", r.user, mode="copy", messages=r.messages, bytes=r.bytes)
-        r.done = True
+    return r.verified and not r.errors
 
 
 def _rename_user(source_root, target_root, r: UserResult, journal) -> None:

@@ -15,7 +15,9 @@ unique)`` matches a source message under another name (flags changed, moved new-
 *renamed*, not copied again; a target message whose key is gone from the source is deleted.
 """
 from collections import defaultdict
-from typing import Dict, List, NamedTuple, Optional, Union
+from itertools import compress, groupby
+from operator import attrgetter, itemgetter, ne
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 from mailstore.maildir import Entry, Message, UserTree
 
@@ -79,6 +81,45 @@ def _files(tree: UserTree) -> Dict[str, Entry]:
     return out
 
 
+def _message_dirs(tree: UserTree) -> Dict[Tuple[str, str], Dict[str, Message]]:
+    """(folder, subdir) -> {file name: Message}, in scan order.
+
+    Planning and verification work per message directory on plain names: no per-message
+    path is built unless an action or a difference needs it (100k messages: the string
+    building alone used to cost more than the rest of a delta)."""
+    out: Dict[Tuple[str, str], Dict[str, Message]] = {}
+    for key, group in groupby(tree.messages, _DIR_OF):
+        msgs = list(group)
+        d = out.get(key)
+        if d is None:
+            out[key] = dict(zip(map(_NAME_OF, msgs), msgs))
+        else:                                    # not contiguous (never from a scan)
+            d.update(zip(map(_NAME_OF, msgs), msgs))
+    return out
+
+
+_DIR_OF = attrgetter("folder", "subdir")
+_NAME_OF = attrgetter("name")
+_META_OF = itemgetter(slice(5, 10))        # size, mtime_ns, uid, gid, mode (not the inode)
+
+
+def _dir_relpath(key: Tuple[str, str]) -> str:
+    folder, subdir = key
+    return "Maildir/" + folder + "/" + subdir if folder else "Maildir/" + subdir
+
+
+def _split(names: Dict[str, Message], other: Dict[str, Message]):
+    """(names only here, names in both whose size/mtime/owner/mode differ) - the common
+    names are compared in C (map/compress), the per-message hot path of every delta."""
+    only = [n for n in names if n not in other]
+    if len(only) == len(names):
+        return only, []
+    common = [n for n in names if n in other] if only else list(names)
+    differ = list(compress(common, map(ne, map(_META_OF, map(names.__getitem__, common)),
+                                       map(_META_OF, map(other.__getitem__, common)))))
+    return only, differ
+
+
 def plan_user(source: UserTree, target: Optional[UserTree],
               refresh_control: bool = False) -> UserPlan:
     """Actions that make ``target`` equal ``source``.
@@ -88,32 +129,44 @@ def plan_user(source: UserTree, target: Optional[UserTree],
     rewrite a uidlist with the same size within one coarse timestamp tick).
     """
     t_dirs = {d.relpath: d for d in target.directories} if target else {}
-    t_msgs = {m.relpath: m for m in target.messages} if target else {}
+    t_by = _message_dirs(target) if target else {}
     t_files = _files(target) if target else {}
     s_dirs = {d.relpath: d for d in source.directories}
-    s_msgs = {m.relpath: m for m in source.messages}
+    s_by = _message_dirs(source)
     s_files = _files(source)
+    s_dir_rel = {_dir_relpath(k): k for k in s_by}
+    t_dir_rel = {_dir_relpath(k): k for k in t_by}
 
     clears, mkdirs, renames, copies, links, deletes, rmdirs, metas = ([] for _ in range(8))
     recent = source.scanned_ns - 2_000_000_000
 
     # Type conflicts: a target path that must become a directory but is a file, or the reverse.
-    t_nondir = set(t_msgs) | set(t_files)
     for rel in s_dirs:
-        if rel in t_nondir:
+        parent, _sep, name = rel.rpartition("/")
+        t_names = t_by.get(t_dir_rel.get(parent)) if parent in t_dir_rel else None
+        if (t_names is not None and name in t_names) or rel in t_files:
             clears.append(Action(CLEAR, rel))
-            t_msgs.pop(rel, None)
+            if t_names is not None:
+                t_names.pop(name, None)
             t_files.pop(rel, None)
-    for rel in [r for r in s_msgs if r in t_dirs] + [r for r in s_files if r in t_dirs]:
-        if rel in t_dirs:
-            clears.append(Action(CLEAR, rel))
-            # everything below it goes with it
-            for d in [d for d in t_dirs if d == rel or d.startswith(rel + "/")]:
-                del t_dirs[d]
-            for m in [m for m in t_msgs if m.startswith(rel + "/")]:
-                del t_msgs[m]
-            for f in [f for f in t_files if f.startswith(rel + "/")]:
-                del t_files[f]
+    conflicts = []
+    for rel in t_dirs:
+        parent, _sep, name = rel.rpartition("/")
+        s_names = s_by.get(s_dir_rel.get(parent)) if parent in s_dir_rel else None
+        if (s_names is not None and name in s_names) or rel in s_files:
+            conflicts.append(rel)
+    for rel in sorted(conflicts):
+        if rel not in t_dirs:
+            continue                      # went with a conflicting directory above it
+        clears.append(Action(CLEAR, rel))
+        # everything below it goes with it
+        below = rel + "/"
+        for d in [d for d in t_dirs if d == rel or d.startswith(below)]:
+            del t_dirs[d]
+        for d in [d for d in t_dir_rel if d == rel or d.startswith(below)]:
+            t_by.pop(t_dir_rel.pop(d), None)
+        for f in [f for f in t_files if f.startswith(below)]:
+            del t_files[f]
 
     for rel, d in sorted(s_dirs.items(), key=lambda kv: _depth(kv[0])):
         if rel not in t_dirs:
@@ -122,19 +175,23 @@ def plan_user(source: UserTree, target: Optional[UserTree],
     # -- messages: exact names first, then by (folder, unique) for renames -------------------
     src_left: Dict[tuple, List[Message]] = defaultdict(list)
     tgt_left: Dict[tuple, List[Message]] = defaultdict(list)
-    for rel, m in s_msgs.items():          # the hot loop: one iteration per message
-        t = t_msgs.get(rel)
-        if t is None:
+    for key, s_names in s_by.items():
+        t_names = t_by.get(key, {})
+        only, differ = _split(s_names, t_names)
+        for n in only:
+            m = s_names[n]
             src_left[(m.folder, m.unique)].append(m)
-        elif t is m or m[5:10] == t[5:10]:   # size, mtime_ns, uid, gid, mode all equal
-            continue
-        elif t.size != m.size:
-            copies.append(Action(COPY, rel, m, kind="message"))   # torn or foreign: replace
-        else:
-            metas.append(Action(META, rel, m, kind="message"))
-    for rel, t in t_msgs.items():
-        if rel not in s_msgs:
-            tgt_left[t.key].append(t)
+        for n in differ:
+            m, t = s_names[n], t_names[n]
+            if t.size != m.size:
+                copies.append(Action(COPY, m.relpath, m, kind="message"))  # torn or foreign
+            else:
+                metas.append(Action(META, m.relpath, m, kind="message"))
+    for key, t_names in t_by.items():
+        s_names = s_by.get(key, {})
+        for n in (t_names if not s_names else [n for n in t_names if n not in s_names]):
+            t = t_names[n]
+            tgt_left[(t.folder, t.unique)].append(t)
     for key, srcs in src_left.items():
         cands = tgt_left.get(key, [])
         for m in srcs:
@@ -259,8 +316,19 @@ def verify_user(source: UserTree, target: Optional[UserTree]) -> List[Difference
             if rel not in s_map:
                 diffs.append(Difference(rel, "extra %s in target" % what))
 
-    compare({m.relpath: m for m in source.messages}, {m.relpath: m for m in target.messages},
-            "message")
+    s_by, t_by = _message_dirs(source), _message_dirs(target)
+    for key, s_names in s_by.items():
+        t_names = t_by.get(key, {})
+        missing, differ = _split(s_names, t_names)
+        for n in missing:
+            diffs.append(Difference(s_names[n].relpath, "message missing in target"))
+        for n in differ:
+            d = _meta_diff(s_names[n], t_names[n], "message")
+            diffs.append(Difference(s_names[n].relpath, "message differs: %s" % d))
+    for key, t_names in t_by.items():
+        extra, _differ = _split(t_names, s_by.get(key, {}))
+        for n in extra:
+            diffs.append(Difference(t_names[n].relpath, "extra message in target"))
     for kind in ("control", "index", "other", "symlinks"):
         compare({e.relpath: e for e in getattr(source, kind)},
                 {e.relpath: e for e in getattr(target, kind)},

@@ -354,3 +354,32 @@ def test_cleanup_source_interrupted_then_rerun(roots):
     r = migration.cleanup_source(src, dst, users=["bob"])
     assert not r.ok and "message not in target" in " ".join(r.users[0]["problems"])
     assert os.path.exists(os.path.join(src, "bob", "Maildir", "new", "stray.M.h"))
+
+
+def _forget_done(dst):
+    journal = os.path.join(dst, mx.STATE_DIR, migration.JOURNAL)
+    lines = [l for l in open(journal) if '"done"' not in l]
+    open(journal, "w").writelines(lines)
+
+
+def test_type_conflicts_between_target_and_source_are_cleared(roots):
+    """A stale target where a file became a folder and folders (or a cur/ holding
+    messages) became plain files: the planner clears them, messages below included."""
+    src, dst = roots
+    r = migration.migrate(src, dst, users=["alice"], force_copy=True, live_passes=1)
+    assert r.ok, r.as_dict()
+    _forget_done(dst)
+    s_md, t_md = os.path.join(src, "alice", "Maildir"), os.path.join(dst, "alice", "Maildir")
+    # source: .Old is a plain file, .A.B/cur a plain file, .New a real folder
+    trees.write(os.path.join(s_md, ".Old"), b"not a folder")
+    for name in os.listdir(os.path.join(s_md, ".A.B", "cur")):
+        os.unlink(os.path.join(s_md, ".A.B", "cur", name))
+    os.rmdir(os.path.join(s_md, ".A.B", "cur"))
+    trees.write(os.path.join(s_md, ".A.B", "cur"), b"a file where cur/ was")
+    trees.write(os.path.join(s_md, ".New", "cur", "9.M9.h:2,S"), b"new folder mail")
+    # target: .Old a folder with a message, .New a plain file (.A.B/cur keeps its message)
+    trees.write(os.path.join(t_md, ".Old", "cur", "8.M8.h:2,S"), b"stale")
+    trees.write(os.path.join(t_md, ".New"), b"stale file")
+    r = migration.migrate(src, dst, users=["alice"], force_copy=True, live_passes=0)
+    assert r.ok, r.as_dict()
+    assert trees.snapshot(dst, "alice") == trees.snapshot(src, "alice")
