@@ -14,6 +14,8 @@ Tables (the catalog is the source of truth; a pack or object it does not name is
 - `files`: per snapshot, everything that is not a message: Maildir directories (kind `dir`),
   Dovecot control files (kind `control`), included config paths (`include`) and database dumps
   (`dbdump`), with their metadata and object.
+- `scan_dirs` (+ meta `scan_state`): what the next run's incremental scan needs from the newest
+  snapshot (scan.py); not part of any snapshot.
 - `verifications`: the result of each `verify`, for `status()` and the monitoring check.
 """
 import os
@@ -95,6 +97,15 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_snapshot ON files (snapshot);
 CREATE INDEX IF NOT EXISTS files_object ON files (object);
+-- Scan state of the newest snapshot only (replaced by every run; meta 'scan_state' names the
+-- snapshot): inode and ctime of each new/ and cur/ directory, taken before it was listed, so
+-- that the next run can skip listing a directory nothing has touched (see scan.py).
+CREATE TABLE IF NOT EXISTS scan_dirs (
+    user TEXT NOT NULL,
+    path TEXT NOT NULL,
+    ino INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS verifications (
     time REAL NOT NULL,
     snapshot TEXT,

@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from mailstore import maildir
-from mailstore.backup import catalog, headers
+from mailstore.backup import catalog, headers, scan
 from mailstore.backup.catalog import to_db
 from mailstore.backup.errors import BackupError
 from mailstore.backup.objects import PackWriter, pack_path
@@ -43,7 +43,8 @@ def new_snapshot_id(now):
 class _Run:
     """The state of one run (internal): the previous snapshot's index and what was added."""
 
-    def __init__(self, repo, started, progress, workers=None):
+    def __init__(self, repo, started, progress, workers=None, source_root=None,
+                 full_scan=False, scan_ns=0):
         self.repo = repo
         self.db = repo.db
         self.codec = repo.codec
@@ -69,19 +70,30 @@ class _Run:
         self.index_rows = []          # every message row of this snapshot (index cache)
         self.snapshot_messages = []   # message ids in this snapshot
         self.files = []               # rows for the files table (without snapshot)
-        self._load_previous()
+        self.scan_ns = scan_ns        # real clock before the scan began (scan.py)
+        self.dir_state = []           # rows for the scan_dirs table
+        self._load_previous(source_root, full_scan)
 
-    def _load_previous(self):
-        row = self.db.execute("SELECT seq, id, messages FROM snapshots ORDER BY seq DESC"
-                              " LIMIT 1").fetchone()
+    def _load_previous(self, source_root, full_scan):
+        row = self.db.execute("SELECT seq, id, messages, source FROM snapshots ORDER BY seq"
+                              " DESC LIMIT 1").fetchone()
         self.prev_messages = {}
         self.prev_inodes = {}
         self.prev_files = {}
+        self.previous = None          # scan.Previous when this run scans incrementally
+        meta = scan.load_meta(self.db)
+        self.scan_mode, self.scan_reason = scan.choose(
+            self.db, row and (row[0], row[1], row[3]), source_root, self.started, full_scan)
+        self.last_full_scan = self.started if self.scan_mode == "full" \
+            else meta["last_full_scan"]
         if row is None:
             return
-        for r in _previous_rows(self.repo, row[0], row[1], row[2]):
+        rows = _previous_rows(self.repo, row[0], row[1], row[2])
+        for r in rows:
             self.prev_messages[(r[1], r[2], r[5])] = r
             self.prev_inodes[(r[11], r[6], r[7])] = r[12]
+        if self.scan_mode == "incremental":
+            self.previous = scan.load_previous(self.db, row[0], meta, rows)
         for r in self.db.execute(
                 "SELECT kind, user, path, size, mtime_ns, object FROM files"
                 " WHERE snapshot = ? AND object IS NOT NULL", (row[0],)):
@@ -159,8 +171,13 @@ class _Run:
         return got
 
     # -- mail ------------------------------------------------------------------------------
-    def user(self, name, tree):
-        """Record one scanned user (`tree` is a maildir.UserTree or the MaildirError)."""
+    def user(self, name, tree, reused=None, dir_state=None):
+        """Record one scanned user (`tree` is a maildir.UserTree or the MaildirError).
+
+        `reused`: {Message: previous row} for messages an incremental scan took over from the
+        previous snapshot; `dir_state`: {relpath: (inode, ctime_ns)} for the next run."""
+        for rel, (ino, ctime_ns) in (dir_state or {}).items():
+            self.dir_state.append((name, to_db(rel), ino, ctime_ns))
         if isinstance(tree, maildir.MaildirError):
             self.warn("user {}: {}".format(name, tree))
             return
@@ -180,7 +197,7 @@ class _Run:
         for e in tree.control + tree.other:
             self.file(e.kind, name, _folder_of(e.relpath), e.relpath,
                       os.path.join(tree.path, e.relpath), e)
-        self._messages(tree.path, name, tree.messages)
+        self._messages(tree.path, name, tree.messages, reused)
         if self.progress:
             self.progress("user {}: {} messages".format(name, len(tree.messages)))
 
@@ -202,7 +219,7 @@ class _Run:
         self.files.append((kind, user, folder, relpath, mode, uid, gid, mtime_ns, size, oid,
                            None))
 
-    def _messages(self, user_dir, user, messages):
+    def _messages(self, user_dir, user, messages, reused=None):
         """All messages of one user. The loop is the hot path of a nightly run (every message,
         nearly all unchanged), hence written for speed: the unchanged case inline, anything
         else through message()."""
@@ -210,6 +227,20 @@ class _Run:
         keep = self.snapshot_messages.append
         index = self.index_rows.append
         count = total = 0
+        if reused:
+            # incremental scan: a message taken over unstat'ed keeps its previous row as is
+            reused_get = reused.get
+            rest = []
+            for m in messages:
+                prev = reused_get(m)
+                if prev is None:
+                    rest.append(m)
+                else:
+                    keep(prev[0])
+                    index(prev)
+                    count += 1
+                    total += prev[6]
+            messages = rest
         for m in messages:
             folder, subdir, name, unique, _info, size, mtime_ns, uid, gid, mode, inode = m
             if name.isascii() and folder.isascii():       # else names need to_db()
@@ -379,6 +410,11 @@ class _Run:
                                 ((seq, mid) for mid in sorted(self.snapshot_messages)))
             self.db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                                 ((seq,) + row for row in self.files))
+            # what the next run's incremental scan may rely on (scan.py)
+            self.db.execute("DELETE FROM scan_dirs")
+            self.db.executemany("INSERT INTO scan_dirs VALUES (?, ?, ?, ?)", self.dir_state)
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (
+                scan.META_KEY, scan.state_meta(snapshot_id, self.scan_ns, self.last_full_scan)))
         return snapshot_id
 
 
@@ -434,13 +470,6 @@ def drop_stale_indexes(repo, keep_id):
                 os.unlink(os.path.join(directory, name))
             except OSError:
                 pass
-
-
-def _scan_user(root, user):
-    try:
-        return maildir.scan_user(root, user)
-    except maildir.MaildirError as e:
-        return e
 
 
 def _read(path):
@@ -526,7 +555,7 @@ def _renamed(user_dir, m):
 
 def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait=0,
         now=time.time, progress=None, dump_command=None, workers=None,
-        mysql_defaults_file=None):
+        mysql_defaults_file=None, full_scan=False):
     """Take a snapshot of every user under `source_root`; return a summary dict.
 
     `include`: config paths to add; `mysql_dump`: a database name to dump consistently
@@ -534,8 +563,10 @@ def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait
     overrides the whole dump command line). `now`: the clock (tests use a
     fake one to give snapshots chosen dates). `wait`: seconds to wait for the repository lock.
     `workers`: threads that read, hash and compress (default: CPU count, at most 4).
+    `full_scan`: lstat every message even if the previous snapshot allows an incremental
+    scan (scan.py says when a run does a full scan by itself: at least once a week).
     The summary has the snapshot `id`, counters (messages, bytes, new_objects, new_bytes,
-    read_files, read_bytes) and `warnings` (text); a snapshot with warnings is complete but
+    read_files, read_bytes), `scan` ("full" or "incremental") and `warnings` (text); a snapshot with warnings is complete but
     something was skipped (a symlink in a message directory, an unreadable directory...).
     """
     source_root = os.path.abspath(os.fspath(source_root))
@@ -546,26 +577,24 @@ def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait
         repo.clean_up()
         catalog.create(repo.db)     # tables added since the repository was made
         started = now()
+        scan_ns = scan.scan_started_ns()
         try:
             users, anomalies = maildir.list_users(source_root)
         except maildir.MaildirError as e:
             raise BackupError(str(e)) from e
-        # Scanning is stat(2) after stat(2): on a cold cache each waits for the disk, so
-        # several users are scanned at once (the GIL is released while waiting), and the
-        # previous snapshot's index is loaded meanwhile.
+        state = _Run(repo, started, progress, workers, source_root, full_scan, scan_ns)
+        # Scanning waits for the disk (directory listings, and lstat(2) of the messages a
+        # full scan or a new name needs): several users are scanned at once (the GIL is
+        # released while waiting).
         scanners = ThreadPoolExecutor(max_workers=_SCAN_THREADS)
-        trees = scanners.map(lambda u: _scan_user(source_root, u), users)
-        try:
-            state = _Run(repo, started, progress, workers)
-        except BaseException:
-            scanners.shutdown(wait=True)
-            raise
+        previous = state.previous
+        trees = scanners.map(lambda u: scan.scan_user(source_root, u, previous), users)
         try:
             for a in anomalies:
                 state.warn("{}: {} ({})".format(a.relpath, a.kind, a.detail))
             with scanners:
-                for user, tree in zip(users, trees):
-                    state.user(user, tree)
+                for user, (tree, reused, dir_state) in zip(users, trees):
+                    state.user(user, tree, reused, dir_state)
             for path in include:
                 state.include(path)
             if mysql_dump:
@@ -587,6 +616,7 @@ def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait
     result["id"] = snapshot_id
     result["warnings"] = state.warnings
     result["started"] = state.started
+    result["scan"] = state.scan_mode
     return result
 
 

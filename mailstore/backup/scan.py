@@ -1,0 +1,188 @@
+"""How a run scans the source: a full scan, or an incremental one that trusts the previous
+snapshot for names it has seen before.
+
+The Maildir rule this relies on (DESIGN.md): a message file is written once (in tmp/, then
+renamed into new/) and never changed afterwards; Dovecot only renames it (flags, new -> cur)
+or deletes it. So a name that the previous snapshot saw in the same new/ or cur/ directory is
+the same file, with the same content, owner, mode and mtime.
+
+- Full scan (maildir.scan_user): one lstat per file. Used for the first snapshot, when the
+  previous snapshot has no scan state (made by an older mailstore, or the state is missing),
+  when the source root changed, on request (`run(full_scan=True)`, `backup run --full-scan`)
+  and whenever the last full scan is FULL_SCAN_INTERVAL old (the nightly job does one a week).
+  It is what records changes the incremental scan by design does not look for: a message whose
+  owner, mode or mtime was changed in place (`chown -R` after moving a store), or a file
+  rewritten under the same name (no mail software does that; see `verify --read-data` for the
+  repository side).
+- Incremental scan (maildir.rescan_user): every message directory known from the previous
+  snapshot is listed (names only, no lstat); names seen there reuse its catalog row unopened
+  and unstat'ed; only names not seen before (new mail, flag renames, moves) are lstat'ed, and
+  snapshot.py then finds renamed messages by (folder, unique name, size, mtime, inode).
+  Directories the previous snapshot did not have are scanned in full. A directory is not even
+  listed when all of these hold: its inode and ctime are what the previous run saw when it
+  stat'ed the directory BEFORE listing it (so no entry was added, removed or renamed since,
+  and nobody reset its mtime with utime(2): that moves the ctime), its mtime is unchanged, and
+  that mtime is more than a second older than the previous scan's start (a directory changed
+  in the same timestamp tick as it was listed keeps its mtime; it is listed again).
+
+Everything that is not a message (control files, directories, the user's other files) is
+stat'ed on every run, and control files are re-read whenever their size or mtime moved.
+"""
+import json
+import os
+import stat
+import time
+
+from mailstore import maildir
+from mailstore.backup.catalog import from_db
+
+# A full scan at least this often (seconds of the run clock): one night a week at the latest.
+FULL_SCAN_INTERVAL = 7 * 86400 - 3600
+
+# meta key holding the scan state of the newest snapshot (JSON, see ScanState.meta)
+META_KEY = "scan_state"
+
+
+class Previous:
+    """What the incremental scan of one run knows from the previous snapshot."""
+
+    def __init__(self, scan_started_ns, dirs, dir_state, rows_by_user):
+        self.scan_started_ns = scan_started_ns
+        self.dirs = dirs                  # user -> {relpath: mtime_ns} of every directory
+        self.dir_state = dir_state        # user -> {relpath: (ino, ctime_ns)} (pre-listing)
+        self.rows_by_user = rows_by_user  # user -> [message row, ...]
+
+
+def load_meta(db):
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
+    if row is None:
+        return None
+    try:
+        meta = json.loads(row[0])
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def choose(db, prev_snapshot, source_root, now, full_scan=False):
+    """'full' or 'incremental' and why, for a run of `source_root` at time `now`.
+
+    `prev_snapshot`: (seq, id, source) of the newest snapshot, or None."""
+    meta = load_meta(db)
+    if full_scan:
+        return "full", "requested"
+    if prev_snapshot is None:
+        return "full", "first snapshot"
+    if meta is None or meta.get("snapshot") != prev_snapshot[1]:
+        return "full", "no scan state for the previous snapshot"
+    if prev_snapshot[2] != source_root:
+        return "full", "source root changed"
+    last_full = meta.get("last_full_scan")
+    if not isinstance(last_full, (int, float)) or now - last_full >= FULL_SCAN_INTERVAL \
+            or now < last_full:
+        return "full", "weekly full scan"
+    return "incremental", None
+
+
+def load_previous(db, seq, meta, rows):
+    """Previous (for incremental scans) from snapshot `seq`'s catalog rows and scan state."""
+    dirs = {}
+    for user, path, mtime_ns in db.execute(
+            "SELECT user, path, mtime_ns FROM files WHERE snapshot = ? AND kind = 'dir'",
+            (seq,)):
+        dirs.setdefault(user, {})[from_db(path)] = mtime_ns
+    dir_state = {}
+    for user, path, ino, ctime_ns in db.execute(
+            "SELECT user, path, ino, ctime_ns FROM scan_dirs"):
+        dir_state.setdefault(user, {})[from_db(path)] = (ino, ctime_ns)
+    by_user = {}
+    for r in rows:
+        got = by_user.get(r[1])
+        if got is None:
+            got = by_user[r[1]] = []
+        got.append(r)
+    return Previous(int(meta["scan_started_ns"]), dirs, dir_state, by_user)
+
+
+def _message_dirs(dirs):
+    """The new/ and cur/ directories among a user's directory relpaths."""
+    for rel in dirs:
+        head, _sep, last = rel.rpartition("/")
+        if last in maildir.MESSAGE_SUBDIRS and (
+                head == maildir.MAILDIR or (head.startswith(maildir.MAILDIR + "/.")
+                                            and head.count("/") == 1)):
+            yield rel
+
+
+def stat_dirs(user_dir, rels):
+    """{relpath: (inode, ctime_ns)} of the directories that are still directories."""
+    found = {}
+    for rel in rels:
+        try:
+            st = os.lstat(os.path.join(user_dir, rel))
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            found[rel] = (st.st_ino, st.st_ctime_ns)
+    return found
+
+
+def scan_user(root, user, previous):
+    """(tree or MaildirError, rows, dir_state) for one user.
+
+    `rows`: {Message: previous catalog row} for the messages the scan took over from the
+    previous snapshot unstat'ed (empty for a full scan). `dir_state`: inode and ctime of the
+    user's message directories, taken before they were listed, for the next run.
+    """
+    try:
+        user_dir = maildir.user_path(root, user)
+    except maildir.MaildirError as e:
+        return e, {}, {}
+    known = previous.dirs.get(user) if previous is not None else None
+    if not known:
+        # full scan; the directories are stat'ed after the scan has listed them, which is no
+        # use for skipping (a change between listing and stat would go unseen), so none are
+        # recorded: the next run lists every directory once and records them then
+        try:
+            return maildir.scan_user(root, user), {}, {}
+        except maildir.MaildirError as e:
+            return e, {}, {}
+    message_dirs = list(_message_dirs(known))
+    now_state = stat_dirs(user_dir, message_dirs)
+    then_state = previous.dir_state.get(user, {})
+    trust_before = previous.scan_started_ns - 1000000000
+    directories = []
+    for rel, mtime_ns in known.items():
+        if rel in now_state and not (then_state.get(rel) == now_state[rel]
+                                     and mtime_ns < trust_before):
+            mtime_ns = -1           # never equal to a real mtime: list it again
+        directories.append(maildir.Entry(rel, "dir", 0, mtime_ns, 0, 0, 0, 0))
+    messages, rows = [], {}
+    new = tuple.__new__
+    Message = maildir.Message
+    for r in previous.rows_by_user.get(user, ()):
+        # (id, user, folder, subdir, name, uniq, size, mtime_ns, uid, gid, mode, ino, object)
+        folder, name, uniq = r[2], r[4], r[5]
+        if type(name) is bytes or type(folder) is bytes or type(uniq) is bytes:
+            folder, name, uniq = from_db(folder), from_db(name), from_db(uniq)
+        m = new(Message, (folder, r[3], name, uniq, name.partition(":")[2], r[6], r[7], r[8],
+                          r[9], r[10], r[11]))
+        messages.append(m)
+        rows[m] = r
+    prev_tree = maildir.UserTree(user, user_dir, messages, [], [], [], [], [], directories, [],
+                                 [], previous.scan_started_ns)
+    try:
+        tree = maildir.rescan_user(root, user, prev_tree)
+    except maildir.MaildirError as e:
+        return e, {}, {}
+    return tree, rows, now_state
+
+
+def scan_started_ns():
+    """The real clock (not the run's injectable one: directory mtimes come from it)."""
+    return time.time_ns()
+
+
+def state_meta(snapshot_id, started_ns, last_full_scan):
+    return json.dumps({"snapshot": snapshot_id, "scan_started_ns": started_ns,
+                       "last_full_scan": last_full_scan})
