@@ -28,7 +28,9 @@ the same file, with the same content, owner, mode and mtime.
 Everything that is not a message (control files, directories, the user's other files) is
 stat'ed on every run, and control files are re-read whenever their size or mtime moved.
 """
+import itertools
 import json
+import operator
 import os
 import stat
 import time
@@ -51,6 +53,48 @@ class Previous:
         self.dirs = dirs                  # user -> {relpath: mtime_ns} of every directory
         self.dir_state = dir_state        # user -> {relpath: (ino, ctime_ns)} (pre-listing)
         self.rows_by_user = rows_by_user  # user -> [message row, ...]
+
+
+class PreviousRow(tuple):
+    """A catalog row of the previous snapshot that passes for a maildir.Message.
+
+    (id, user, folder, subdir, name, uniq, size, mtime_ns, uid, gid, mode, ino, object)
+    maildir.rescan_user hands the previous scan's Message objects back for every name it
+    takes over; giving it the rows themselves (with Message's attributes) means no Message
+    per unchanged message is built and none is looked up: a PreviousRow in the new tree IS
+    the row to reuse. Only rows whose names are text (str) qualify (see to_db).
+    """
+    __slots__ = ()
+    folder = property(operator.itemgetter(2))
+    subdir = property(operator.itemgetter(3))
+    name = property(operator.itemgetter(4))
+    unique = property(operator.itemgetter(5))
+    size = property(operator.itemgetter(6))
+    mtime_ns = property(operator.itemgetter(7))
+    uid = property(operator.itemgetter(8))
+    gid = property(operator.itemgetter(9))
+    mode = property(operator.itemgetter(10))
+    inode = property(operator.itemgetter(11))
+
+    @property
+    def info(self):
+        return self[4].partition(":")[2]
+
+    @property
+    def relpath(self):
+        return maildir.message_relpath(self[2], self[3], self[4])
+
+    @property
+    def key(self):
+        return (self[2], self[5])
+
+    @property
+    def flags(self):
+        info = self.info
+        return info[2:] if info.startswith("2,") else ""
+
+    def message(self):
+        return maildir.Message(self[2], self[3], self[4], self[5], self.info, *self[6:12])
 
 
 def load_meta(db):
@@ -84,8 +128,9 @@ def choose(db, prev_snapshot, source_root, now, full_scan=False):
     return "incremental", None
 
 
-def load_previous(db, seq, meta, rows):
-    """Previous (for incremental scans) from snapshot `seq`'s catalog rows and scan state."""
+def load_previous(db, seq, meta, rows_by_user):
+    """Previous (for incremental scans) from snapshot `seq`'s catalog rows (by user) and
+    scan state."""
     dirs = {}
     for user, path, mtime_ns in db.execute(
             "SELECT user, path, mtime_ns FROM files WHERE snapshot = ? AND kind = 'dir'",
@@ -95,13 +140,7 @@ def load_previous(db, seq, meta, rows):
     for user, path, ino, ctime_ns in db.execute(
             "SELECT user, path, ino, ctime_ns FROM scan_dirs"):
         dir_state.setdefault(user, {})[from_db(path)] = (ino, ctime_ns)
-    by_user = {}
-    for r in rows:
-        got = by_user.get(r[1])
-        if got is None:
-            got = by_user[r[1]] = []
-        got.append(r)
-    return Previous(int(meta["scan_started_ns"]), dirs, dir_state, by_user)
+    return Previous(int(meta["scan_started_ns"]), dirs, dir_state, rows_by_user)
 
 
 def _message_dirs(dirs):
@@ -130,9 +169,10 @@ def stat_dirs(user_dir, rels):
 def scan_user(root, user, previous):
     """(tree or MaildirError, rows, dir_state) for one user.
 
-    `rows`: {Message: previous catalog row} for the messages the scan took over from the
-    previous snapshot unstat'ed (empty for a full scan). `dir_state`: inode and ctime of the
-    user's message directories, taken before they were listed, for the next run.
+    In the tree, a message the scan took over from the previous snapshot unstat'ed is a
+    PreviousRow (its catalog row); `rows` maps the few Message objects built for rows with
+    non-UTF-8 names to their rows. `dir_state`: inode and ctime of the user's message
+    directories, taken before they were listed, for the next run.
     """
     try:
         user_dir = maildir.user_path(root, user)
@@ -157,18 +197,21 @@ def scan_user(root, user, previous):
                                      and mtime_ns < trust_before):
             mtime_ns = -1           # never equal to a real mtime: list it again
         directories.append(maildir.Entry(rel, "dir", 0, mtime_ns, 0, 0, 0, 0))
-    messages, rows = [], {}
-    new = tuple.__new__
-    Message = maildir.Message
-    for r in previous.rows_by_user.get(user, ()):
-        # (id, user, folder, subdir, name, uniq, size, mtime_ns, uid, gid, mode, ino, object)
-        folder, name, uniq = r[2], r[4], r[5]
-        if type(name) is bytes or type(folder) is bytes or type(uniq) is bytes:
-            folder, name, uniq = from_db(folder), from_db(name), from_db(uniq)
-        m = new(Message, (folder, r[3], name, uniq, name.partition(":")[2], r[6], r[7], r[8],
-                          r[9], r[10], r[11]))
-        messages.append(m)
-        rows[m] = r
+    previous_rows = previous.rows_by_user.get(user, ())
+    messages = list(map(PreviousRow, previous_rows))
+    rows = {}
+    if bytes in set(map(type, itertools.chain.from_iterable(
+            map(operator.itemgetter(2, 4, 5), previous_rows)))):
+        # names that are not UTF-8 are stored as bytes (to_db): those rows become real
+        # Messages with the str names a listing gives, mapped back to their rows (rare,
+        # hence the check above at C speed before any loop in Python)
+        for i, r in enumerate(previous_rows):
+            if bytes in (type(r[2]), type(r[4]), type(r[5])):
+                name = from_db(r[4])
+                m = maildir.Message(from_db(r[2]), r[3], name, from_db(r[5]),
+                                    name.partition(":")[2], *r[6:12])
+                messages[i] = m
+                rows[m] = tuple(r)
     prev_tree = maildir.UserTree(user, user_dir, messages, [], [], [], [], [], directories, [],
                                  [], previous.scan_started_ns)
     try:

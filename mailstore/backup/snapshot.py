@@ -13,7 +13,9 @@ pack files the catalog does not name, which the next run (`clean_up`) deletes; a
 """
 import collections
 import errno
+import itertools
 import marshal
+import operator
 import os
 import secrets
 import shutil
@@ -40,6 +42,45 @@ def new_snapshot_id(now):
     return time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(2)
 
 
+class _KnownObjects:
+    """Which objects the repository holds, for deciding that new content is new without a
+    catalog lookup each (on a cold cache every lookup is a random read of the objects
+    table, and the nightly run's new messages are nearly all new content).
+
+    Loaded in a background thread while the run scans: the first 60 bits of every object id,
+    read from the covering index objects_pack (narrower than the table). An id whose prefix
+    is absent is certainly not stored; one whose prefix is present is looked up for real.
+    Nothing else writes objects while the run holds the exclusive lock.
+    """
+
+    def __init__(self, path):
+        self._prefixes = None        # None: not loaded (an error): every id is looked up
+        self._ready = threading.Event()
+        threading.Thread(target=self._load, args=(path,), daemon=True).start()
+
+    def _load(self, path):
+        try:
+            conn = catalog.connect(path, readonly=True, any_thread=True)
+            try:
+                self._prefixes = {int(p, 16) for p, in conn.execute(
+                    "SELECT substr(id, 1, 15) FROM objects")}
+            finally:
+                conn.close()
+        except (sqlite3.Error, ValueError, TypeError):
+            self._prefixes = None
+        finally:
+            self._ready.set()
+
+    def may_hold(self, oid):
+        self._ready.wait()
+        if self._prefixes is None:
+            return True
+        try:
+            return int(oid[:15], 16) in self._prefixes
+        except ValueError:
+            return True
+
+
 class _Run:
     """The state of one run (internal): the previous snapshot's index and what was added."""
 
@@ -58,6 +99,7 @@ class _Run:
         # connection (the run writes nothing to the catalog before its final commit).
         self._local = threading.local()
         self._readers = []
+        self.stored = _KnownObjects(os.path.join(repo.path, "catalog.sqlite"))
         self.pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
         self.jobs = collections.deque()
         self.window = 64
@@ -89,11 +131,21 @@ class _Run:
         if row is None:
             return
         rows = _previous_rows(self.repo, row[0], row[1], row[2])
-        for r in rows:
-            self.prev_messages[(r[1], r[2], r[5])] = r
-            self.prev_inodes[(r[11], r[6], r[7])] = r[12]
+        # (user, folder, uniq) -> row and (ino, size, mtime_ns) -> object, built at C speed
+        self.prev_messages = dict(zip(map(operator.itemgetter(1, 2, 5), rows), rows))
+        self.prev_inodes = dict(zip(map(operator.itemgetter(11, 6, 7), rows),
+                                    map(operator.itemgetter(12), rows)))
         if self.scan_mode == "incremental":
-            self.previous = scan.load_previous(self.db, row[0], meta, rows)
+            # rows of one user are contiguous in the cache (but for a few read late): group
+            # them at C speed
+            by_user = {}
+            for user, group in itertools.groupby(rows, operator.itemgetter(1)):
+                got = by_user.get(user)
+                if got is None:
+                    by_user[user] = list(group)
+                else:
+                    got.extend(group)
+            self.previous = scan.load_previous(self.db, row[0], meta, by_user)
         for r in self.db.execute(
                 "SELECT kind, user, path, size, mtime_ns, object FROM files"
                 " WHERE snapshot = ? AND object IS NOT NULL", (row[0],)):
@@ -133,6 +185,8 @@ class _Run:
         """Is this object in the repository already? Safe to call from any thread."""
         if oid in self.added:
             return True
+        if not self.stored.may_hold(oid):
+            return False
         conn = getattr(self._local, "db", None)
         if conn is None:
             conn = catalog.connect(os.path.join(self.repo.path, "catalog.sqlite"),
@@ -227,19 +281,24 @@ class _Run:
         keep = self.snapshot_messages.append
         index = self.index_rows.append
         count = total = 0
-        if reused:
-            # incremental scan: a message taken over unstat'ed keeps its previous row as is
-            reused_get = reused.get
+        if self.previous is not None:
+            # incremental scan: a message taken over unstat'ed (a PreviousRow, or a Message
+            # listed in `reused`) keeps its previous row as is
+            reused_get = (reused or {}).get
+            PreviousRow = scan.PreviousRow
             rest = []
             for m in messages:
-                prev = reused_get(m)
-                if prev is None:
-                    rest.append(m)
+                if type(m) is PreviousRow:
+                    prev = tuple(m)         # plain tuple: the index cache is marshalled
                 else:
-                    keep(prev[0])
-                    index(prev)
-                    count += 1
-                    total += prev[6]
+                    prev = reused_get(m)
+                    if prev is None:
+                        rest.append(m)
+                        continue
+                keep(prev[0])
+                index(prev)
+                count += 1
+                total += prev[6]
             messages = rest
         for m in messages:
             folder, subdir, name, unique, _info, size, mtime_ns, uid, gid, mode, inode = m
@@ -277,6 +336,7 @@ class _Run:
         if oid is not None:
             self._record(user, m, oid, prev)
             return
+        _prefetch(os.path.join(user_dir, m.relpath))
         self.jobs.append((self.pool.submit(_load_message, self.codec, self.known, user_dir, m),
                           user, prev))
         # a bounded window keeps memory flat however big the mailboxes are
@@ -470,6 +530,22 @@ def drop_stale_indexes(repo, keep_id):
                 os.unlink(os.path.join(directory, name))
             except OSError:
                 pass
+
+
+def _prefetch(path):
+    """Ask the kernel to start reading a file a worker will read soon (posix_fadvise
+    WILLNEED): the disk then works on all queued messages at once instead of one read per
+    worker at a time. Only a hint, never a read of our own: any error is ignored."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except (OSError, AttributeError):
+        pass
+    finally:
+        os.close(fd)
 
 
 def _read(path):
