@@ -81,6 +81,7 @@ class _KillSwitch:
 
 
 KILL = _KillSwitch()
+_STAGE_SEQ = itertools.count(1)      # staging names; next() is atomic under the GIL
 
 
 class Progress:
@@ -100,6 +101,11 @@ class Progress:
         self.label, self.total_msgs, self.total_bytes = label, total_msgs, total_bytes
         self.msgs = self.bytes = 0
         self.started = self.last = time.monotonic()
+
+    def add_totals(self, msgs: int, nbytes: int) -> None:
+        with self._lock:
+            self.total_msgs += msgs
+            self.total_bytes += nbytes
 
     def advance(self, msgs: int, nbytes: int) -> None:
         with self._lock:
@@ -233,7 +239,6 @@ class Executor:
         self.staging = staging_dir(target_root)
         self.progress = progress or Progress(stream=open(os.devnull, "w"))
         self.live = live
-        self._seq = itertools.count(1)       # thread-safe under the GIL
         self._pid = os.getpid()
         mask = os.umask(0)
         os.umask(mask)
@@ -248,7 +253,8 @@ class Executor:
         return self.dst_dir + "/" + rel if rel else self.dst_dir
 
     def _stage_name(self) -> str:
-        return "%s/%d.%d" % (self.staging, self._pid, next(self._seq))
+        # one counter for the process: executors of several users run side by side
+        return "%s/%d.%d" % (self.staging, self._pid, next(_STAGE_SEQ))
 
     def run(self, plan: mp.UserPlan) -> ExecResult:
         copied: Set[str] = set()
@@ -363,9 +369,10 @@ class Executor:
         e = a.entry
         path = self._dst(a.relpath)
         KILL.tick()
-        os.chown(path, e.uid, e.gid, follow_symlinks=False)
-        if a.kind != "symlink":
-            os.chmod(path, e.mode)
+        if not a.mtime_only:
+            os.chown(path, e.uid, e.gid, follow_symlinks=False)
+            if a.kind != "symlink":
+                os.chmod(path, e.mode)
         os.utime(path, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
 
 

@@ -15,8 +15,8 @@ unique)`` matches a source message under another name (flags changed, moved new-
 *renamed*, not copied again; a target message whose key is gone from the source is deleted.
 """
 from collections import defaultdict
-from itertools import compress, groupby
-from operator import attrgetter, itemgetter, ne
+from itertools import compress, groupby, repeat
+from operator import attrgetter, is_, is_not
 from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 from mailstore.maildir import Entry, Message, UserTree
@@ -41,6 +41,7 @@ class Action(NamedTuple):
     entry: Optional[Item] = None          # source metadata to apply (copy/meta/mkdir/...)
     old_relpath: Optional[str] = None     # RENAME: current target path
     kind: str = ""                        # message | control | index | other | symlink | dir
+    mtime_only: bool = False              # META/DIRMETA: owner and mode are right already
 
 
 class UserPlan(NamedTuple):
@@ -81,7 +82,7 @@ def _files(tree: UserTree) -> Dict[str, Entry]:
     return out
 
 
-def _message_dirs(tree: UserTree) -> Dict[Tuple[str, str], Dict[str, Message]]:
+def message_dirs(tree: UserTree) -> Dict[Tuple[str, str], Dict[str, Message]]:
     """(folder, subdir) -> {file name: Message}, in scan order.
 
     Planning and verification work per message directory on plain names: no per-message
@@ -100,7 +101,6 @@ def _message_dirs(tree: UserTree) -> Dict[Tuple[str, str], Dict[str, Message]]:
 
 _DIR_OF = attrgetter("folder", "subdir")
 _NAME_OF = attrgetter("name")
-_META_OF = itemgetter(slice(5, 10))        # size, mtime_ns, uid, gid, mode (not the inode)
 
 
 def _dir_relpath(key: Tuple[str, str]) -> str:
@@ -108,15 +108,33 @@ def _dir_relpath(key: Tuple[str, str]) -> str:
     return "Maildir/" + folder + "/" + subdir if folder else "Maildir/" + subdir
 
 
+def _only(names: Dict[str, Message], other: Dict[str, Message]) -> List[str]:
+    """Names of ``names`` not in ``other`` (per-name work in C: map/compress)."""
+    if names is other or not names:
+        return []
+    keys = list(names)
+    return list(compress(keys, map(is_, map(other.get, keys), repeat(None))))
+
+
 def _split(names: Dict[str, Message], other: Dict[str, Message]):
-    """(names only here, names in both whose size/mtime/owner/mode differ) - the common
-    names are compared in C (map/compress), the per-message hot path of every delta."""
-    only = [n for n in names if n not in other]
-    if len(only) == len(names):
-        return only, []
-    common = [n for n in names if n in other] if only else list(names)
-    differ = list(compress(common, map(ne, map(_META_OF, map(names.__getitem__, common)),
-                                       map(_META_OF, map(other.__getitem__, common)))))
+    """(names only here, names in both whose size/mtime/owner/mode differ).
+
+    The per-message hot path of every delta, so the per-name work is done in C (map/compress
+    over the two maps) and only the names that are not the very same Message object on both
+    sides get a Python step. Same object means equal (see migrate_delta.adopt_equal); a name
+    missing from ``other`` maps to None."""
+    if names is other or not names:
+        return [], []
+    keys = list(names)
+    mine = list(names.values())
+    theirs = list(map(other.get, keys))
+    only, differ = [], []
+    for i in compress(range(len(keys)), map(is_not, mine, theirs)):
+        t = theirs[i]
+        if t is None:
+            only.append(keys[i])
+        elif mine[i][5:10] != t[5:10]:
+            differ.append(keys[i])
     return only, differ
 
 
@@ -128,11 +146,20 @@ def plan_user(source: UserTree, target: Optional[UserTree],
     source scan even if size and mtime match (the final, quiesced pass uses it: Dovecot may
     rewrite a uidlist with the same size within one coarse timestamp tick).
     """
+    return plan_dirs(source, message_dirs(source), target,
+                     message_dirs(target) if target else {}, refresh_control)
+
+
+def plan_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]],
+              target: Optional[UserTree], t_by: Dict[Tuple[str, str], Dict[str, Message]],
+              refresh_control: bool = False) -> UserPlan:
+    """plan_user with the messages given per directory (``message_dirs`` shape, e.g. a
+    mailstore.migrate_delta.State); ``source.messages``/``target.messages`` are ignored.
+    Neither map is modified."""
     t_dirs = {d.relpath: d for d in target.directories} if target else {}
-    t_by = _message_dirs(target) if target else {}
+    t_by = dict(t_by) if target else {}
     t_files = _files(target) if target else {}
     s_dirs = {d.relpath: d for d in source.directories}
-    s_by = _message_dirs(source)
     s_files = _files(source)
     s_dir_rel = {_dir_relpath(k): k for k in s_by}
     t_dir_rel = {_dir_relpath(k): k for k in t_by}
@@ -146,8 +173,10 @@ def plan_user(source: UserTree, target: Optional[UserTree],
         t_names = t_by.get(t_dir_rel.get(parent)) if parent in t_dir_rel else None
         if (t_names is not None and name in t_names) or rel in t_files:
             clears.append(Action(CLEAR, rel))
-            if t_names is not None:
-                t_names.pop(name, None)
+            if t_names is not None and name in t_names:
+                key = t_dir_rel[parent]
+                t_by[key] = t_names = dict(t_names)      # the caller's map stays as it was
+                del t_names[name]
             t_files.pop(rel, None)
     conflicts = []
     for rel in t_dirs:
@@ -189,7 +218,7 @@ def plan_user(source: UserTree, target: Optional[UserTree],
                 metas.append(Action(META, m.relpath, m, kind="message"))
     for key, t_names in t_by.items():
         s_names = s_by.get(key, {})
-        for n in (t_names if not s_names else [n for n in t_names if n not in s_names]):
+        for n in _only(t_names, s_names):
             t = t_names[n]
             tgt_left[(t.folder, t.unique)].append(t)
     for key, srcs in src_left.items():
@@ -237,7 +266,9 @@ def plan_user(source: UserTree, target: Optional[UserTree],
     for rel, d in sorted(s_dirs.items(), key=lambda kv: _depth(kv[0]), reverse=True):
         t = t_dirs.get(rel)
         if t is None or not _same_meta(d, t) or rel in touched:
-            rmdirs.append(Action(DIRMETA, rel, d, kind="dir"))
+            # a rename or copy inside changes only the directory's mtime: one utime
+            same_owner_mode = t is not None and (t.uid, t.gid, t.mode) == (d.uid, d.gid, d.mode)
+            rmdirs.append(Action(DIRMETA, rel, d, kind="dir", mtime_only=same_owner_mode))
 
     actions = clears + mkdirs + renames + copies + links + deletes + metas + rmdirs
     return UserPlan(source.user, _ordered(actions))
@@ -295,6 +326,15 @@ def verify_user(source: UserTree, target: Optional[UserTree]) -> List[Difference
     as it writes each copy.)"""
     if target is None:
         return [Difference("", "target user directory missing")]
+    return verify_dirs(source, message_dirs(source), target, message_dirs(target))
+
+
+def verify_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]],
+                target: Optional[UserTree], t_by: Dict[Tuple[str, str], Dict[str, Message]]
+                ) -> List[Difference]:
+    """verify_user with the messages given per directory (see plan_dirs)."""
+    if target is None:
+        return [Difference("", "target user directory missing")]
     diffs: List[Difference] = []
 
     def compare(s_map, t_map, what):
@@ -316,7 +356,6 @@ def verify_user(source: UserTree, target: Optional[UserTree]) -> List[Difference
             if rel not in s_map:
                 diffs.append(Difference(rel, "extra %s in target" % what))
 
-    s_by, t_by = _message_dirs(source), _message_dirs(target)
     for key, s_names in s_by.items():
         t_names = t_by.get(key, {})
         missing, differ = _split(s_names, t_names)
@@ -326,8 +365,7 @@ def verify_user(source: UserTree, target: Optional[UserTree]) -> List[Difference
             d = _meta_diff(s_names[n], t_names[n], "message")
             diffs.append(Difference(s_names[n].relpath, "message differs: %s" % d))
     for key, t_names in t_by.items():
-        extra, _differ = _split(t_names, s_by.get(key, {}))
-        for n in extra:
+        for n in _only(t_names, s_by.get(key, {})):
             diffs.append(Difference(t_names[n].relpath, "extra message in target"))
     for kind in ("control", "index", "other", "symlinks"):
         compare({e.relpath: e for e in getattr(source, kind)},

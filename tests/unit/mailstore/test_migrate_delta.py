@@ -25,3 +25,126 @@ def test_skeleton_scan_is_scan_without_messages(tmp_path):
     assert skel._replace(scanned_ns=0) == full._replace(messages=[], anomalies=[],
                                                          scanned_ns=0)
     assert [e.relpath for e in skel.tmp_files] == ["Maildir/tmp/99.delivering"]
+
+
+from mailstore import migrate_delta as md      # noqa: E402
+from mailstore import migrate_plan as mp       # noqa: E402
+
+OLD_NS = 1_500_000_000_000_000_000             # a directory mtime far in the past
+
+
+def _names(state, key):
+    return sorted(state.dirs.get(key, {}))
+
+
+def _set_mtime(path, ns):
+    os.utime(path, ns=(ns, ns))
+
+
+def test_message_dir_key_matches_the_scan():
+    assert md.message_dir_key("Maildir/cur") == ("", "cur")
+    assert md.message_dir_key("Maildir/.Sent/new") == (".Sent", "new")
+    assert md.message_dir_key("Maildir/tmp") is None
+    assert md.message_dir_key("Maildir/.A/.B/cur") is None          # not a Maildir++ folder
+    assert md.message_dir_key("Maildir/courierimapkeywords/cur") is None
+    assert md.message_dir_key("sieve/cur") is None
+
+
+def test_refresh_without_previous_equals_a_full_scan(tmp_path):
+    root = str(tmp_path)
+    trees.make_user(root, "alice", MSGS)
+    full = maildir.scan_user(root, "alice")
+    state = md.refresh(root, "alice", None)
+    assert {k: v for k, v in state.dirs.items() if v} == mp.message_dirs(full)
+    assert state.dirs[(".Sent", "new")] == {}            # empty new/ and cur/ are there too
+    assert state.message_count == 3 and state.message_bytes == 8
+
+
+def test_unchanged_old_directory_is_not_listed_again_unless_asked(tmp_path):
+    """The skip is real: an old, unchanged mtime means 'same names' and the directory is not
+    listed (a file slipped in with the mtime put back stays unseen) - unless relisted."""
+    root = str(tmp_path)
+    md_dir = trees.make_user(root, "alice", MSGS)
+    cur = os.path.join(md_dir, "cur")
+    _set_mtime(cur, OLD_NS)
+    before = md.refresh(root, "alice", None)
+    trees.write(os.path.join(cur, "7.M7.h:2,S"), b"sneaked in")
+    _set_mtime(cur, OLD_NS)
+    again = md.refresh(root, "alice", before)
+    assert again.dirs[("", "cur")] is before.dirs[("", "cur")]
+    assert "7.M7.h:2,S" not in again.dirs[("", "cur")]
+    forced = md.refresh(root, "alice", before, relist=[("", "cur")])
+    assert "7.M7.h:2,S" in forced.dirs[("", "cur")]
+
+
+def test_directory_changed_in_the_same_second_as_the_look_is_listed_again(tmp_path):
+    """A directory whose mtime is within a timestamp tick of the previous look may have
+    changed after that look without its mtime moving: it is listed again."""
+    root = str(tmp_path)
+    md_dir = trees.make_user(root, "alice", MSGS)
+    cur = os.path.join(md_dir, "cur")
+    before = md.refresh(root, "alice", None)              # cur/ was written just now
+    recorded = os.lstat(cur).st_mtime_ns
+    # a flag change (rename) in the same tick: the mtime does not move
+    os.rename(os.path.join(cur, "2.M2.h,S=5:2,S"), os.path.join(cur, "2.M2.h,S=5:2,RS"))
+    _set_mtime(cur, recorded)
+    again = md.refresh(root, "alice", before)
+    assert _names(again, ("", "cur")) == ["2.M2.h,S=5:2,RS"]
+    # the renamed name was looked at (lstat), the message itself is the same file
+    m = again.dirs[("", "cur")]["2.M2.h,S=5:2,RS"]
+    assert (m.unique, m.info, m.size) == ("2.M2.h,S=5", "2,RS", 5)
+
+
+def test_rename_in_an_old_directory_is_seen(tmp_path):
+    """The normal case: a rename sets the directory's mtime to now, so an old recorded
+    mtime no longer matches; only the new name is lstat'ed, the others are reused."""
+    root = str(tmp_path)
+    md_dir = trees.make_user(root, "alice", MSGS)
+    sent = os.path.join(md_dir, ".Sent", "cur")
+    _set_mtime(sent, OLD_NS)
+    before = md.refresh(root, "alice", None)
+    os.rename(os.path.join(sent, "3.M3.h:2,RS"), os.path.join(sent, "3.M3.h:2,FRS"))
+    again = md.refresh(root, "alice", before)
+    assert _names(again, (".Sent", "cur")) == ["3.M3.h:2,FRS"]
+    assert again.dirs[("", "new")] is before.dirs[("", "new")] or \
+        again.dirs[("", "new")] == before.dirs[("", "new")]
+
+
+def test_restat_looks_at_a_file_changed_in_place(tmp_path):
+    """chmod/utime do not move the directory's mtime: names in restat are lstat'ed anew."""
+    root = str(tmp_path)
+    md_dir = trees.make_user(root, "alice", MSGS)
+    cur = os.path.join(md_dir, "cur")
+    _set_mtime(cur, OLD_NS)
+    before = md.refresh(root, "alice", None)
+    os.chmod(os.path.join(cur, "2.M2.h,S=5:2,S"), 0o640)
+    stale = md.refresh(root, "alice", before)
+    assert stale.dirs[("", "cur")]["2.M2.h,S=5:2,S"].mode == 0o600
+    fresh = md.refresh(root, "alice", before, restat={("", "cur"): {"2.M2.h,S=5:2,S"}})
+    assert fresh.dirs[("", "cur")]["2.M2.h,S=5:2,S"].mode == 0o640
+
+
+def test_refresh_reports_a_symlink_in_cur_and_does_not_follow_it(tmp_path):
+    root = str(tmp_path)
+    md_dir = trees.make_user(root, "alice", MSGS)
+    os.symlink("/etc/shadow", os.path.join(md_dir, "cur", "evil:2,S"))
+    state = md.refresh(root, "alice", None)
+    assert "evil:2,S" not in state.dirs[("", "cur")]
+    assert [(a.relpath, a.kind) for a in state.tree.anomalies] == [
+        ("Maildir/cur/evil:2,S", "symlink")]
+
+
+def test_adopt_equal_shares_equal_messages_and_keeps_different_ones(tmp_path):
+    src, dst = str(tmp_path / "s"), str(tmp_path / "d")
+    trees.make_user(src, "alice", MSGS)
+    trees.make_user(dst, "alice", MSGS)
+    os.chmod(os.path.join(dst, "alice", "Maildir", "cur", "2.M2.h,S=5:2,S"), 0o644)
+    s = md.refresh(src, "alice", None)
+    t = md.adopt_equal(md.refresh(dst, "alice", None), s)
+    assert t.dirs[("", "new")]["1.M1.h,S=3"] is s.dirs[("", "new")]["1.M1.h,S=3"]
+    assert t.dirs[("", "cur")]["2.M2.h,S=5:2,S"] is not s.dirs[("", "cur")]["2.M2.h,S=5:2,S"]
+    plan = mp.plan_dirs(s.tree, s.dirs, t.tree, t.dirs)
+    metas = [a.relpath for a in plan.actions if a.op == mp.META and a.kind == "message"]
+    assert metas == ["Maildir/cur/2.M2.h,S=5:2,S"]
+    diffs = mp.verify_dirs(s.tree, s.dirs, t.tree, t.dirs)
+    assert [d.relpath for d in diffs if "message" in d.problem] == ["Maildir/cur/2.M2.h,S=5:2,S"]

@@ -1,0 +1,181 @@
+"""Per-directory message state carried from the live copy into the cut-over.
+
+While delivery is deferred (the cut-over) the migration's work must follow what changed, not
+the size of the store. A :class:`State` is one look at one user's tree: the tree without its
+messages (:func:`mailstore.maildir.scan_user_skeleton`: directories with their mtimes, Dovecot
+and other files, tmp/, anomalies) plus ``dirs``: ``{(folder, subdir): {file name: Message}}``
+for every new/ and cur/. :func:`refresh` takes the next look from the previous one:
+
+- a new/ or cur/ whose mtime has not moved, and whose mtime was older than the previous look
+  by more than a timestamp tick, has the same names as then (adding, removing or renaming an
+  entry always sets the directory's mtime to "now"; a change in the same tick as the previous
+  look would not be visible, hence the margin). Maildir messages are immutable - Dovecot only
+  renames or deletes them - so its messages are reused without a system call;
+- any other new/ or cur/ is listed with one os.listdir, and only names not seen before (or
+  named in ``restat``: files this run has just written) are lstat'ed;
+- everything that is not a message is scanned afresh (a few dozen entries per user).
+
+The planner and verifier (:mod:`mailstore.migrate_plan`) take the ``dirs`` maps as they are,
+so a delta costs C-level set and tuple comparisons plus one Python step per changed name.
+"""
+import os
+import stat
+from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
+
+from mailstore import maildir
+from mailstore.maildir import Anomaly, Message, UserTree
+
+DirKey = Tuple[str, str]                         # (folder, subdir): ("", "cur"), (".Sent", "new")
+MessageDirs = Dict[DirKey, Dict[str, Message]]
+
+# Directory timestamps come from a coarse clock: trust an unchanged mtime only when it is
+# older than the previous look by more than this (the rule of maildir.rescan_user).
+TRUST_MARGIN_NS = 1_000_000_000
+
+
+class State(NamedTuple):
+    tree: UserTree          # no messages (see module doc); directories carry the mtimes
+    dirs: MessageDirs
+
+    @property
+    def message_count(self) -> int:
+        return sum(len(d) for d in self.dirs.values())
+
+    @property
+    def message_bytes(self) -> int:
+        return sum(m.size for d in self.dirs.values() for m in d.values())
+
+
+def message_dir_key(relpath: str) -> Optional[DirKey]:
+    """The (folder, subdir) of a new/ or cur/ directory relpath, None for any other one.
+    Mirrors where maildir's scan looks for messages: Maildir/{new,cur} and
+    Maildir/.Folder/{new,cur} (Maildir++ folders are flat: ".A.B" is one directory)."""
+    parts = relpath.split("/")
+    if parts[0] != maildir.MAILDIR:
+        return None
+    if len(parts) == 2 and parts[1] in maildir.MESSAGE_SUBDIRS:
+        return ("", parts[1])
+    if (len(parts) == 3 and parts[1].startswith(".") and parts[1] not in (".", "..")
+            and parts[2] in maildir.MESSAGE_SUBDIRS):
+        return (parts[1], parts[2])
+    return None
+
+
+def from_tree(tree: UserTree) -> State:
+    """A State from a full scan (maildir.scan_user / rescan_user)."""
+    from mailstore import migrate_plan as mp
+    return State(tree._replace(messages=[]), mp.message_dirs(tree))
+
+
+def adopt_equal(target: State, source: State) -> State:
+    """``target`` with each message whose size, mtime, owner and mode equal the source's
+    message of the same name replaced by that source Message object.
+
+    The planner and verifier treat two entries that are one object as equal without
+    comparing them (migrate_plan._split), and refresh() carries unchanged objects over: a
+    message found equal at the end of the live copy then costs one identity test in the
+    cut-over. Only the inode number differs between the two records, and the migration
+    never compares inodes. Run outside the cut-over (it looks at every message)."""
+    dirs: MessageDirs = {}
+    for key, t_names in target.dirs.items():
+        s_names = source.dirs.get(key)
+        if not s_names:
+            dirs[key] = t_names
+            continue
+        out = {}
+        for name, t in t_names.items():
+            m = s_names.get(name)
+            out[name] = m if m is not None and m[5:10] == t[5:10] else t
+        dirs[key] = out
+    return State(target.tree, dirs)
+
+
+def refresh(root: str, user: str, previous: Optional[State],
+            relist: Iterable[DirKey] = (), restat: Optional[Dict[DirKey, Set[str]]] = None
+            ) -> State:
+    """The next look at ROOT/<user> (see the module doc). ``previous`` None: list and lstat
+    everything (a full scan). ``relist``: new/cur directories to list whatever their mtime;
+    ``restat``: names to lstat although seen before. Raises MaildirError like scan_user."""
+    skel = maildir.scan_user_skeleton(root, user)
+    anomalies = list(skel.anomalies)
+    relist = set(relist)
+    restat = restat or {}
+    prev_dirs = {d.relpath: d for d in previous.tree.directories} if previous else {}
+    trust_before = previous.tree.scanned_ns - TRUST_MARGIN_NS if previous else 0
+    out: MessageDirs = {}
+    for d in skel.directories:
+        key = message_dir_key(d.relpath)
+        if key is None:
+            continue
+        prev = previous.dirs.get(key) if previous is not None else None
+        before = prev_dirs.get(d.relpath)
+        if (prev is not None and before is not None and key not in relist
+                and key not in restat and d.mtime_ns == before.mtime_ns
+                and before.mtime_ns < trust_before):
+            out[key] = prev                     # unchanged: shared, never mutated
+            continue
+        out[key] = _list(skel.path, d.relpath, key, prev or {}, restat.get(key, ()),
+                         anomalies)
+    return State(skel._replace(anomalies=anomalies), out)
+
+
+def refresh_optional(root: str, user: str, previous: Optional[State]) -> Optional[State]:
+    """refresh, or None when ROOT/<user> does not exist (a target not created yet)."""
+    if not os.path.lexists(os.path.join(root, maildir.check_user_name(user))):
+        return None
+    return refresh(root, user, previous)
+
+
+def _list(base: str, rel: str, key: DirKey, prev: Dict[str, Message], restat,
+          anomalies: List[Anomaly]) -> Dict[str, Message]:
+    path = base + "/" + rel
+    try:
+        names = os.listdir(path)               # plain names: cheaper than DirEntry objects
+    except FileNotFoundError:
+        anomalies.append(Anomaly(rel, "vanished", "directory disappeared"))
+        return {}
+    except NotADirectoryError:
+        anomalies.append(Anomaly(rel, "vanished", "replaced by a non-directory"))
+        return {}
+    except OSError as e:
+        anomalies.append(Anomaly(rel, "unreadable", e.strerror or str(e)))
+        return {}
+    if restat:
+        out = {n: prev[n] for n in names if n in prev and n not in restat}
+    else:
+        out = {n: prev[n] for n in names if n in prev}
+    if len(out) == len(names):
+        return out
+    folder, subdir = key
+    for name in names:
+        if name in out:
+            continue
+        r = rel + "/" + name
+        try:
+            st = os.lstat(path + "/" + name)
+        except FileNotFoundError:
+            # renamed or expunged between listing and lstat: normal on a live store
+            anomalies.append(Anomaly(r, "vanished", "deleted while scanning"))
+            continue
+        except OSError as e:
+            anomalies.append(Anomaly(r, "unreadable", e.strerror or str(e)))
+            continue
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            unique, _sep, info = name.partition(":")          # as maildir.parse_name
+            out[name] = Message(folder, subdir, name, unique, info, st.st_size,
+                                st.st_mtime_ns, st.st_uid, st.st_gid, mode & 0o7777,
+                                st.st_ino)
+        elif stat.S_ISLNK(mode):
+            try:
+                link = os.readlink(path + "/" + name)
+            except OSError:
+                link = "?"
+            anomalies.append(Anomaly(r, "symlink", "symbolic link to %r in a message "
+                                                   "directory; not followed" % (link,)))
+        elif stat.S_ISDIR(mode):
+            anomalies.append(Anomaly(r, "directory",
+                                     "a directory where a message file should be; skipped"))
+        else:
+            anomalies.append(Anomaly(r, "special", maildir._type_name(mode)))
+    return out
