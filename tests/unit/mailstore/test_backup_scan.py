@@ -213,3 +213,23 @@ def test_names_that_are_not_utf8_survive_incremental_runs(tmp_path, repo):
     assert fourth["messages"] == 17 and fourth["read_files"] == 0
     backup.restore(repo, "latest", tmp_path / "dst")
     assert snapshot_tree(tmp_path / "dst") == snapshot_tree(src)
+
+
+def test_snapshot_rows_copied_from_the_previous_snapshot_are_counted(tmp_path, repo):
+    """The new snapshot's message list is copied from the previous one inside SQLite; if
+    that copy does not give the expected count (here: the previous snapshot lost a row in
+    the catalog, its cached list did not), the list is written row by row instead."""
+    src = tmp_path / "src"
+    make_tree(src)
+    backup.run(repo, src)
+    with Repository(repo) as r:
+        r.db.execute("DELETE FROM snapshot_messages WHERE message = (SELECT min(message)"
+                     " FROM snapshot_messages)")
+    second = backup.run(repo, src)
+    assert second["messages"] == 16
+    with Repository(repo) as r:
+        count, = r.db.execute("SELECT count(*) FROM snapshot_messages WHERE snapshot ="
+                              " (SELECT max(seq) FROM snapshots)").fetchone()
+    assert count == 16
+    backup.restore(repo, "latest", tmp_path / "dst")
+    assert snapshot_tree(tmp_path / "dst") == snapshot_tree(src)
