@@ -75,7 +75,7 @@ from typing import Dict, List, NamedTuple, Optional
 MARKER_VAR = "managed_by"
 MARKER = "mailstore"
 COMMAND_PREFIX = "mailstore-"
-PLUGINS = ("backup", "cert", "maildir", "mailq", "volume")
+PLUGINS = ("backup", "cert", "crl", "maildir", "mailq", "volume")
 DEFAULT_TIMEOUT = 30
 # attributes the API refuses to modify: a difference means delete + create
 FIXED_ATTRS = ("zone", "templates")

@@ -82,6 +82,12 @@ def check_data(data):
         raise CrlDataError(f"selfservice_api_crl: {bundle!r} is not an absolute path")
 
 
+def source_files(data):
+    """The per-URL CRL files the refresh job keeps under SOURCES (validated; for monitoring)."""
+    check_data(data)
+    return [f"{SOURCES}/{posixpath.basename(urlsplit(url).path)}.pem" for url in data["crl_urls"]]
+
+
 def settings(data):
     """Template variables for this host, validated (names the key at fault)."""
     check_data(data)

@@ -6,7 +6,8 @@ What the deploy leaves on the server (all from inventory, nothing edited by hand
 - `/etc/mailstore/icinga/checks.json`: the description `mailstore icinga register` reads
   (format: mailstore/icinga.py). Services: `mailstore-volume` (data volume),
   `mailstore-maildir` (mail_root, against the database), `mailstore-cert-<pair>` (each pair of
-  `certificates`, with its key), `mailstore-mailq`, `mailstore-backup-repository` (age and
+  `certificates`, with its key), `mailstore-crl` (the CRL refresh job last succeeded recently
+  and no CRL is near its nextUpdate), `mailstore-mailq`, `mailstore-backup-repository` (age and
   verify state of backup_repository) — all active, run by the agent — and `mailstore-backup`,
   passive: the nightly backup job pushes its result (`mailstore-push-backup-result`).
 - `/etc/mailstore/icinga/api.credentials` (0600, root): the API user and its password (secret
@@ -37,7 +38,7 @@ from pyinfra.api import FactBase, deploy
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, server
 
-from operations import staging
+from operations import crl, staging
 
 REPO = Path(__file__).resolve().parents[1]
 MAILSTORE = "/usr/local/bin/mailstore"
@@ -134,6 +135,7 @@ def services(data):
         found.append((_cert_service(key), "cert",
                       [_path(pair["cert"], f"certificates[{key!r}] cert"), "--key",
                        _path(pair["key"], f"certificates[{key!r}] key")], "root"))
+    found.append(("mailstore-crl", "crl", crl.source_files(data), None))
     found.append(("mailstore-mailq", "mailq", [], None))
     found.append(("mailstore-backup-repository", "backup",
                   ["--repo", _path(data["backup_repository"], "backup_repository"),
@@ -143,7 +145,7 @@ def services(data):
 
 
 def _service_names(data):
-    names = {"mailstore-volume", "mailstore-maildir", "mailstore-mailq",
+    names = {"mailstore-volume", "mailstore-maildir", "mailstore-mailq", "mailstore-crl",
              "mailstore-backup-repository"}
     return names | {_cert_service(key) for key in data["certificates"]}
 

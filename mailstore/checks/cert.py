@@ -138,7 +138,7 @@ def load_crl(path):
         raise nagiosplugin.CheckError("%s: not a CRL (%s)" % (path, e))
 
 
-def _crl_next_update(crl):
+def crl_next_update(crl):
     value = getattr(crl, "next_update_utc", None)
     if value is not None:
         return value
@@ -213,7 +213,7 @@ class Certificate(nagiosplugin.Resource):
                                               "in --ca"), context="crl")
         elif not crl.is_signature_valid(issuer.public_key()):
             raise nagiosplugin.CheckError("CRL %s has an invalid signature" % self.crl_file)
-        next_update = _crl_next_update(crl)
+        next_update = crl_next_update(crl)
         if next_update is not None and next_update < now:
             yield nagiosplugin.Metric("crl", (False, "CRL %s is out of date (next update was "
                                               "due %s)" % (self.crl_file,

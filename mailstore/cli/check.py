@@ -131,6 +131,28 @@ def cert_command(file, key_file, crl_file, ca_file, warning, critical, timeout, 
         warning=warning, critical=critical), timeout, verbose)
 
 
+# --- crl ---------------------------------------------------------------------------------
+@check_group.command("crl")
+@click.argument("files", nargs=-1, required=True)
+@click.option("-w", "--warning", type=RANGE, default="10800", show_default=True,
+              help="WARNING range for the seconds since the refresh last rewrote every FILE.")
+@click.option("-c", "--critical", type=RANGE, default="86400", show_default=True,
+              help="CRITICAL range for the seconds since the last successful refresh.")
+@click.option("--next-update-warning", type=RANGE, default="21600:", show_default=True,
+              help="WARNING range for the seconds left until the earliest nextUpdate.")
+@click.option("--next-update-critical", type=RANGE, default="0:", show_default=True,
+              help="CRITICAL range for the seconds left until the earliest nextUpdate "
+              "(0: = critical once it has passed).")
+@_common
+def crl_command(files, warning, critical, next_update_warning, next_update_critical, timeout,
+                verbose):
+    """Installed CRL FILEs: time since the refresh job last succeeded, nextUpdate left."""
+    from mailstore.checks import crl
+    _finish("crl", lambda: crl.make_check(
+        files, warning=warning, critical=critical, next_update_warning=next_update_warning,
+        next_update_critical=next_update_critical), timeout, verbose)
+
+
 # --- mailq -------------------------------------------------------------------------------
 @check_group.command("mailq")
 @click.option("-w", "--warning", type=RANGE, default="100", show_default=True,

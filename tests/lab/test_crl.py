@@ -1,10 +1,12 @@
 """CRL checking in the lab: a client certificate of the lab CA is accepted by the self-service
 API; once it is revoked (a new CRL on the lab host) and the refresh job has run in the
 container (the command its timer starts), the API refuses it and `mailstore check cert --crl`
-says CRITICAL. A clean CRL is restored afterwards."""
+says CRITICAL. A refresh that keeps failing turns the master's `mailstore-crl` service
+CRITICAL. A clean CRL is restored afterwards."""
 import http.client
 import ssl
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ sys.path.insert(0, str(REPO))
 
 from lab import ca, lock  # noqa: E402
 from operations import crl  # noqa: E402
+from test_monitoring import wait_for_result  # noqa: E402
 from test_selfservice_api import SECRETS, client_context, health  # noqa: E402
 
 REFRESH = f"systemctl start {crl.UNIT}.service"  # what cacert-crl-refresh.timer starts
@@ -121,3 +124,21 @@ def test_a_crl_from_a_foreign_signer_is_not_installed(deployed, lab, ssh, clean_
     log = ssh(f"journalctl -u {crl.UNIT}.service -n 5 --no-pager").stdout
     assert "signature not verified" in log
     assert ssh(f"sha256sum {SOURCES}/intermediate.crl.pem").stdout == before
+
+
+def test_a_refresh_failing_for_a_day_turns_the_crl_service_critical(deployed, lab, ssh,
+                                                                     clean_crl_afterwards):
+    target = crl.LAB_CRL_DIR / "intermediate.crl"
+    with lock.held():   # a lab host deploy in between would publish the CRL again
+        target.unlink()                         # the CRL server answers 404 from now on
+        result = ssh(REFRESH, check=False)
+        assert result.returncode != 0
+        log = ssh(f"journalctl -u {crl.UNIT}.service -n 5 --no-pager").stdout
+        assert "download failed" in log
+        # A day of failed hourly runs leaves exactly this: no CRL file rewritten since.
+        ssh(f"touch -d '25 hours ago' {SOURCES}/*.pem")
+    since = time.time()
+    attrs = wait_for_result("mailstore-crl", since, lambda a: a["state"] != 0)
+    output = attrs["last_check_result"]["output"]
+    assert attrs["state"] == 2 and output.startswith("CRL CRITICAL"), output
+    assert "last successful refresh" in output

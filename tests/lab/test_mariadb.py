@@ -6,7 +6,9 @@ import pytest
 AS_ACCOUNT = {
     "postfix": "MYSQL_PWD=$(sed -n 's/^password = //p' /etc/postfix/mysql-aliases.cf) "
                "mariadb --batch --skip-column-names -u postfix cacertusers -e ",
-    "dovecot": "MYSQL_PWD=$(sed -n 's/.*password=\\([^ ]*\\).*/\\1/p' "
+    # Dovecot 2.3: `connect = ... password=X ...`; Dovecot 2.4: `password = X` in a mysql block.
+    "dovecot": "MYSQL_PWD=$(sed -n -e 's/.*password=\\([^ ]*\\).*/\\1/p' "
+               "-e 's/^ *password = //p' "
                "/etc/dovecot/dovecot-sql.conf.ext) "
                "mariadb --batch --skip-column-names -u dovecot cacertusers -e ",
 }

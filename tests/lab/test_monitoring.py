@@ -38,6 +38,7 @@ ACTIVE = {
     "mailstore-cert-community": ("CERT", {0}),
     "mailstore-cert-selfservice-api": ("CERT", {0}),
     "mailstore-mailq": ("MAILQ", {0, 1}),
+    "mailstore-crl": ("CRL", {0}),
     "mailstore-backup-repository": ("BACKUP", {0}),
 }
 

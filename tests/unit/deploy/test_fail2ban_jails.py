@@ -54,7 +54,11 @@ def test_ignoreip_has_no_duplicates():
 def test_staged_jail_local_is_checked_in_a_copy_of_the_config_before_install():
     op, _ = _jail_local()
     check = next(i for i, c in enumerate(op.commands) if "fail2ban-client -c $d -t" in c)
-    assert "cp /var/lib/cacert-deploy/staging/fail2ban/*.local $d/" in op.commands[check]
+    stage = "/var/lib/cacert-deploy/staging/fail2ban"
+    assert f"cp {stage}/*.local $d/" in op.commands[check]
+    # the filter addition is checked where fail2ban reads it, beside the stock filter
+    assert "mv -f $d/dovecot.local $d/filter.d/" in op.commands[check]
     assert "allowipv6 = auto" in op.uploads[STAGED.replace("jail", "fail2ban")]
-    install = next(i for i, c in enumerate(op.commands) if "mv -f" in c)
+    assert "%(known/failregex)s" in op.uploads[f"{stage}/dovecot.local"]
+    install = next(i for i, c in enumerate(op.commands) if "mv -f" in c and i != check)
     assert check < install
