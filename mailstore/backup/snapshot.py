@@ -18,6 +18,7 @@ import itertools
 import marshal
 import operator
 import os
+import queue
 import secrets
 import shutil
 import socket
@@ -109,6 +110,7 @@ class _Run:
         self._readers = []
         self.stored = _KnownObjects(os.path.join(repo.path, "catalog.sqlite"))
         self.pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
+        self.prefetch = _Prefetcher()
         self.jobs = collections.deque()
         self.window = 64
         self.sealed = []              # (name, size, time) of the packs this run finished
@@ -131,7 +133,7 @@ class _Run:
         self.prev_inodes = {}
         self.prev_files = {}
         self.previous = None          # scan.Previous when this run scans incrementally
-        self.prev_seq, self.prev_ids = None, frozenset()
+        self.prev_seq, self.prev_ids, self._prev_rows = None, frozenset(), ()
         meta = scan.load_meta(self.db)
         self.scan_mode, self.scan_reason = scan.choose(
             self.db, row and (row[0], row[1], row[3]), source_root, self.started, full_scan)
@@ -140,11 +142,7 @@ class _Run:
         if row is None:
             return
         rows = _previous_rows(self.repo, row[0], row[1], row[2])
-        self.prev_seq, self.prev_ids = row[0], frozenset(map(operator.itemgetter(0), rows))
-        # (user, folder, uniq) -> row and (ino, size, mtime_ns) -> object, built at C speed
-        self.prev_messages = dict(zip(map(operator.itemgetter(1, 2, 5), rows), rows))
-        self.prev_inodes = dict(zip(map(operator.itemgetter(11, 6, 7), rows),
-                                    map(operator.itemgetter(12), rows)))
+        self.prev_seq, self._prev_rows = row[0], rows
         if self.scan_mode == "incremental":
             # rows of one user are contiguous in the cache (but for a few read late): group
             # them at C speed
@@ -161,6 +159,19 @@ class _Run:
                 " WHERE snapshot = ? AND object IS NOT NULL", (row[0],)):
             # files carry no inode column; size+mtime+path is the same test rsync makes
             self.prev_files[(r[0], r[1], r[2])] = (r[3], r[4], r[5])
+
+    def index_previous(self):
+        """The lookups message() needs, from the previous snapshot's rows: built after the
+        scan threads have started (they only need the rows by user), so that this CPU work
+        overlaps with their waiting for the disk."""
+        rows, self._prev_rows = self._prev_rows, ()
+        if not rows:
+            return
+        self.prev_ids = frozenset(map(operator.itemgetter(0), rows))
+        # (user, folder, uniq) -> row and (ino, size, mtime_ns) -> object, built at C speed
+        self.prev_messages = dict(zip(map(operator.itemgetter(1, 2, 5), rows), rows))
+        self.prev_inodes = dict(zip(map(operator.itemgetter(11, 6, 7), rows),
+                                    map(operator.itemgetter(12), rows)))
 
     def warn(self, text):
         self.warnings.append(text)
@@ -182,6 +193,7 @@ class _Run:
         so that a full disk gets its space back. Never raises."""
         for future, _user, _prev in self.jobs:
             future.cancel()
+        self.prefetch.stop()
         self.pool.shutdown(wait=True)
         self.close_readers()
         self.writer.abort()
@@ -346,7 +358,7 @@ class _Run:
         if oid is not None:
             self._record(user, m, oid, prev)
             return
-        _prefetch(os.path.join(user_dir, m.relpath))
+        self.prefetch.put(os.path.join(user_dir, m.relpath))
         self.jobs.append((self.pool.submit(_load_message, self.codec, self.known, user_dir, m),
                           user, prev))
         # a bounded window keeps memory flat however big the mailboxes are
@@ -450,6 +462,7 @@ class _Run:
     # -- commit ----------------------------------------------------------------------------
     def commit(self, source, finished):
         self.drain()
+        self.prefetch.stop()
         self.pool.shutdown(wait=True)
         self.close_readers()
         self.writer.seal()
@@ -571,10 +584,37 @@ def drop_stale_indexes(repo, keep_id):
                 pass
 
 
+class _Prefetcher:
+    """A thread that asks the kernel to start reading the files the workers will read soon
+    (posix_fadvise WILLNEED): the disk then works on all queued messages at once instead of
+    one read per worker at a time. The call can wait for the I/O queue, hence not done by
+    the thread that decides what to read."""
+
+    def __init__(self):
+        self._queue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def put(self, path):
+        self._queue.put(path)
+
+    def stop(self):
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _loop(self):
+        while True:
+            path = self._queue.get()
+            if path is None:
+                return
+            _prefetch(path)
+
+
 def _prefetch(path):
-    """Ask the kernel to start reading a file a worker will read soon (posix_fadvise
-    WILLNEED): the disk then works on all queued messages at once instead of one read per
-    worker at a time. Only a hint, never a read of our own: any error is ignored."""
+    """Hint the kernel to read `path` ahead. Only a hint, never a read of our own: any error
+    is ignored."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
@@ -720,9 +760,10 @@ def _run(repo_path, source_root, key_file, include, mysql_dump, wait, now, progr
         previous = state.previous
         trees = scanners.map(lambda u: scan.scan_user(source_root, u, previous), users)
         try:
-            for a in anomalies:
-                state.warn("{}: {} ({})".format(a.relpath, a.kind, a.detail))
             with scanners:
+                state.index_previous()
+                for a in anomalies:
+                    state.warn("{}: {} ({})".format(a.relpath, a.kind, a.detail))
                 for user, (tree, reused, dir_state) in zip(users, trees):
                     state.user(user, tree, reused, dir_state)
             for path in include:
