@@ -155,7 +155,8 @@ class MigrationResult:
         self.hooks: Dict[str, Optional[HookResult]] = {"quiesce": None, "resume": None}
         self.error: Optional[str] = None
         self.seconds = 0.0
-        # wall time per phase; "cutover" is how long delivery was deferred minus the hooks
+        # wall time per phase; "cutover" is how long delivery was deferred minus the hooks,
+        # "cutover.delta"/".sync"/".verify" its parts
         self.phases: Dict[str, float] = {}
 
     @property
@@ -312,10 +313,18 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
     for r in copy_users:
         try:
             passes = 0
+            # what this run wrote into the target, as fstat saw each copy (see below)
+            known: Dict[str, maildir.Message] = {}
             while live_passes is None or passes < live_passes:
                 t_pass = time.monotonic()
                 live_state[r.user] = _pass(source_root, target_root, r, copied[r.user],
                                            progress, live=True)
+                plan, res = live_state[r.user][2], live_state[r.user][3]
+                for a in plan.actions:          # touched since: look at it again
+                    known.pop(a.relpath, None)
+                    if a.old_relpath is not None:
+                        known.pop(a.old_relpath, None)
+                known.update(res.written or {})
                 passes += 1
                 if live_passes is None and (passes >= LIVE_MAX_PASSES or
                                             time.monotonic() - t_pass < LIVE_REPEAT_AFTER):
@@ -324,8 +333,13 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
                 # what the target holds now, stat'ed while mail still flows, kept per
                 # directory: the cut-over then only looks at what changed since
                 # (mailstore.migrate_delta)
+                # (every new/ and cur/ listed afresh; a copy written by this run is taken
+                # as its fstat saw it before the rename into place, the rest lstat'ed)
                 src_state = md.from_tree(live_state[r.user][0])
-                tgt_state = md.from_tree(maildir.scan_user(target_root, r.user))
+                by_dir: md.MessageDirs = {}
+                for m in known.values():
+                    by_dir.setdefault((m.folder, m.subdir), {})[m.name] = m
+                tgt_state = md.listed(target_root, r.user, by_dir)
                 live_state[r.user] = (src_state, md.adopt_equal(tgt_state, src_state))
         except (OSError, maildir.MaildirError) as e:
             r.errors.append("live copy: %s" % e)
@@ -360,6 +374,7 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
 
         _each_user(final, [r for r in work if r.mode == "copy"])
         progress.finish()
+        result.phases["cutover.delta"] = time.monotonic() - t0
         for r in work:
             if r.mode == "rename":
                 try:
@@ -369,7 +384,10 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
         if finals:
             # durability before any user is declared migrated (migrate_exec); the journal
             # lives on the target file system too
+            t1 = time.monotonic()
             mx.sync_filesystem(target_root)
+            result.phases["cutover.sync"] = time.monotonic() - t1
+        t1 = time.monotonic()
         verified = []
 
         def verify(r: UserResult) -> None:
@@ -384,6 +402,7 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
         journal.record_many("done", [r.user for r in verified], mode="copy")
         for r in verified:
             r.done = True
+        result.phases["cutover.verify"] = time.monotonic() - t1
         result.phases["cutover"] = time.monotonic() - t0
     finally:
         if resume and (quiesce_started or not quiesce):
@@ -418,17 +437,18 @@ def _scan_both(source_root, target_root, user, previous=None):
 def _pass(source_root, target_root, r: UserResult, copied: set, progress: mx.Progress,
           live: bool, refresh_control: bool = False, previous: Optional[tuple] = None):
     """Scan (or rescan against ``previous`` scans), plan, execute for one user.
-    Returns (source scan, target scan, plan) as they were before executing."""
+    Returns (source scan, target scan, plan, ExecResult); the scans as they were before
+    executing."""
     source, target = _scan_both(source_root, target_root, r.user, previous)
     plan = mp.plan_user(source, target, refresh_control=refresh_control)
-    _execute(source_root, target_root, r, copied, progress, plan, live)
+    res = _execute(source_root, target_root, r, copied, progress, plan, live)
     if not live:
         r.anomalies = _anomaly_lines(source)
-    return source, target, plan
+    return source, target, plan, res
 
 
 def _execute(source_root, target_root, r: UserResult, copied: set, progress: mx.Progress,
-             plan: mp.UserPlan, live: bool) -> None:
+             plan: mp.UserPlan, live: bool) -> mx.ExecResult:
     s = plan.summary()
     if live:
         progress.start("live copy %s" % r.user, s["copy_messages"], s["copy_bytes"])
@@ -448,6 +468,7 @@ def _execute(source_root, target_root, r: UserResult, copied: set, progress: mx.
     r.deleted += s["delete_messages"]
     if not live:
         r.errors.extend(_diff_lines(res.errors))
+    return res
 
 
 def _final_pass(source_root, target_root, r: UserResult, copied: set,

@@ -85,7 +85,7 @@ def adopt_equal(target: State, source: State) -> State:
         out = {}
         for name, t in t_names.items():
             m = s_names.get(name)
-            out[name] = m if m is not None and m[5:10] == t[5:10] else t
+            out[name] = m if m is not None and (m is t or m[5:10] == t[5:10]) else t
         dirs[key] = out
     return State(target.tree, dirs)
 
@@ -116,6 +116,20 @@ def refresh(root: str, user: str, previous: Optional[State],
             continue
         out[key] = _list(skel.path, d.relpath, key, prev or {}, restat.get(key, ()),
                          anomalies)
+    return State(skel._replace(anomalies=anomalies), out)
+
+
+def listed(root: str, user: str, known: MessageDirs) -> State:
+    """A full look at ROOT/<user>: every new/ and cur/ is listed; a listed name found in
+    ``known`` (facts the caller observed itself, e.g. fstat of a copy it had just written -
+    migrate_exec.ExecResult.written) is taken from there, any other name is lstat'ed."""
+    skel = maildir.scan_user_skeleton(root, user)
+    anomalies = list(skel.anomalies)
+    out: MessageDirs = {}
+    for d in skel.directories:
+        key = message_dir_key(d.relpath)
+        if key is not None:
+            out[key] = _list(skel.path, d.relpath, key, known.get(key, {}), (), anomalies)
     return State(skel._replace(anomalies=anomalies), out)
 
 

@@ -31,9 +31,10 @@ import stat
 import sys
 import threading
 import time
-from typing import List, NamedTuple, Optional, Set
+from typing import Dict, List, NamedTuple, Optional, Set
 
 from mailstore import migrate_plan as mp
+from mailstore.maildir import Message
 
 STATE_DIR = ".mailstore-migrate"
 CHUNK = 1 << 20
@@ -139,6 +140,9 @@ class ExecResult(NamedTuple):
     copied: Set[str]            # relpaths written this run
     errors: List[mp.Difference]
     vanished: int               # sources gone between scan and copy (normal while live)
+    # message relpath -> the copy as fstat saw it just before it was renamed into place
+    # (renames keep size, mtime, owner and mode): lets the caller skip an lstat per copy
+    written: Optional[Dict[str, Message]] = None
 
 
 def staging_dir(target_root: str) -> str:
@@ -240,6 +244,7 @@ class Executor:
         self.progress = progress or Progress(stream=open(os.devnull, "w"))
         self.live = live
         self._pid = os.getpid()
+        self.written: Dict[str, Message] = {}
         mask = os.umask(0)
         os.umask(mask)
         self._created_mode = 0o600 & ~mask   # what os.open(..., 0o600) gives a new file
@@ -293,7 +298,7 @@ class Executor:
                     copies = []
                 continue
             one(action)
-        return ExecResult(copied, errors, vanished[0])
+        return ExecResult(copied, errors, vanished[0], self.written)
 
     # -- operations -------------------------------------------------------------------------
     def _clear(self, a: mp.Action) -> None:
@@ -332,6 +337,8 @@ class Executor:
                 if stat.S_IMODE(st.st_mode) != self._created_mode:
                     os.fchmod(dst, stat.S_IMODE(st.st_mode))
                 os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+                if a.kind == "message":
+                    self._note_written(a, os.fstat(dst))
             except BaseException:
                 os.close(dst)
                 os.unlink(tmp)
@@ -341,6 +348,15 @@ class Executor:
             os.close(src)
         KILL.tick()
         os.rename(tmp, self._dst(a.relpath))
+
+    def _note_written(self, a: mp.Action, st: os.stat_result) -> None:
+        m = a.entry
+        facts = (st.st_size, st.st_mtime_ns, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+        # the source's own record when the copy has its facts (the usual case): later
+        # comparisons are then an identity test (migrate_delta.adopt_equal)
+        self.written[a.relpath] = m if m[5:10] == facts else m._replace(
+            size=facts[0], mtime_ns=facts[1], uid=facts[2], gid=facts[3], mode=facts[4],
+            inode=st.st_ino)
 
     def _symlink(self, a: mp.Action) -> None:
         tmp = self._stage_name()

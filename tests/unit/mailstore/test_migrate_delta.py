@@ -148,3 +148,49 @@ def test_adopt_equal_shares_equal_messages_and_keeps_different_ones(tmp_path):
     assert metas == ["Maildir/cur/2.M2.h,S=5:2,S"]
     diffs = mp.verify_dirs(s.tree, s.dirs, t.tree, t.dirs)
     assert [d.relpath for d in diffs if "message" in d.problem] == ["Maildir/cur/2.M2.h,S=5:2,S"]
+
+
+def _facts(state):
+    return {(k, n): (m.size, m.mtime_ns, m.uid, m.gid, m.mode)
+            for k, d in state.dirs.items() for n, m in d.items()}
+
+
+def test_listed_takes_known_facts_and_lstats_the_rest(tmp_path):
+    root = str(tmp_path)
+    md_dir = trees.make_user(root, "alice", MSGS)
+    full = md.refresh(root, "alice", None)
+    known_msg = full.dirs[("", "cur")]["2.M2.h,S=5:2,S"]
+    # a stale "known" record for a name that is gone is simply not listed
+    gone = known_msg._replace(name="2.M2.h,S=5:2,T")
+    look = md.listed(root, "alice", {("", "cur"): {known_msg.name: known_msg,
+                                                   gone.name: gone}})
+    assert look.dirs[("", "cur")][known_msg.name] is known_msg        # not lstat'ed again
+    assert _facts(look) == _facts(full)
+    os.unlink(os.path.join(md_dir, "new", "1.M1.h,S=3"))
+    assert ("", "new") in md.listed(root, "alice", {}).dirs
+    assert md.listed(root, "alice", {}).dirs[("", "new")] == {}
+
+
+def test_copy_changed_in_place_between_live_passes_is_looked_at_again(tmp_path, monkeypatch):
+    """The live copy remembers the fstat of each copy it wrote instead of lstat'ing it
+    again; a copy that a later live pass changes in place (here: the mode, following the
+    source) still ends up exactly like the source after the cut-over."""
+    from mailstore import migrate as migration
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    os.makedirs(dst)
+    md_dir = trees.make_user(src, "alice", MSGS)
+    real_pass, calls = migration._pass, []
+
+    def pass_then_chmod(*args, **kw):
+        out = real_pass(*args, **kw)
+        calls.append(1)
+        if len(calls) == 1:          # after the first live pass: the source file changes
+            os.chmod(os.path.join(md_dir, "cur", "2.M2.h,S=5:2,S"), 0o640)
+        return out
+
+    monkeypatch.setattr(migration, "_pass", pass_then_chmod)
+    r = migration.migrate(src, dst, force_copy=True, live_passes=2, quiesce="true")
+    assert r.ok, r.as_dict()
+    assert os.stat(os.path.join(dst, "alice", "Maildir", "cur",
+                                "2.M2.h,S=5:2,S")).st_mode & 0o777 == 0o640
+    assert trees.snapshot(dst, "alice") == trees.snapshot(src, "alice")
