@@ -497,6 +497,12 @@ def _final_pass(source_root, target_root, r: UserResult, copied: set,
     return source, target, plan
 
 
+def _record(state: md.State, relpath: str) -> Optional[maildir.Message]:
+    parent, _sep, name = relpath.rpartition("/")
+    key = md.message_dir_key(parent)
+    return state.dirs.get(key, {}).get(name) if key is not None else None
+
+
 def _source_changed(source_root: str, source: maildir.UserTree) -> List[mp.Difference]:
     """Directories of the source whose mtime moved since ``source`` was scanned: an entry was
     added, removed or renamed there, i.e. the source is not quiet (the quiesce hook did not
@@ -520,22 +526,39 @@ def _verify(source_root, target_root, r: UserResult, final: tuple) -> bool:
     source must not have moved since. True when the user may be recorded as done.
 
     Every new/ or cur/ directory the plan touched is listed afresh and every message the
-    plan wrote (copied, renamed, re-stamped) is lstat'ed afresh; the others are the live
-    copy's full lstat scan, carried over only where the directory's mtime shows that
-    nothing was added, removed or renamed since (migrate_delta.refresh). Everything that
-    is not a message is scanned afresh. Bytes were compared as each copy was written."""
+    plan wrote (copied, re-stamped) is lstat'ed afresh; a message it renamed must show up
+    in that listing under its new name and keeps the facts of the file it was (rename(2)
+    changes no size, mtime, owner or mode). The others are the live copy's look at the
+    target, carried over only where the directory's mtime shows that nothing was added,
+    removed or renamed since (migrate_delta.refresh). Everything that is not a message is
+    scanned afresh. Bytes were compared as each copy was written."""
     source, target_before, plan = final
     relist: set = set()
     restat: Dict[tuple, set] = {}
+    moved: md.MessageDirs = {}
     for a in plan.actions:
+        renamed = (a.op == mp.RENAME and a.kind == "message" and target_before is not None)
         for rel in (a.relpath, a.old_relpath):
             if rel is not None:
                 parent, _sep, name = rel.rpartition("/")
                 key = md.message_dir_key(parent)
-                if key is not None:
-                    relist.add(key)
-                    restat.setdefault(key, set()).add(name)
-    target = md.refresh(target_root, r.user, target_before, relist=relist, restat=restat)
+                if key is None:
+                    continue
+                relist.add(key)
+                if renamed and rel == a.relpath:
+                    old = _record(target_before, a.old_relpath)
+                    if old is not None:
+                        # the file the target had under the old name: its facts (a rename
+                        # changes none), as the source's record when they are the same
+                        m = a.entry
+                        moved.setdefault(key, {})[name] = m if m[5:10] == old[5:10] else \
+                            old._replace(folder=m.folder, subdir=m.subdir, name=m.name,
+                                         unique=m.unique, info=m.info)
+                        continue
+                restat.setdefault(key, set()).add(name)
+    # a message re-stamped after its rename is in restat too, and restat wins
+    target = md.refresh(target_root, r.user, target_before, relist=relist, restat=restat,
+                        moved=moved)
     r.messages, r.bytes = source.message_count, source.message_bytes
     diffs = mp.verify_dirs(source.tree, source.dirs, target.tree, target.dirs)
     # Bytes: every copy was compared with its source as it was written (migrate_exec), and

@@ -91,11 +91,14 @@ def adopt_equal(target: State, source: State) -> State:
 
 
 def refresh(root: str, user: str, previous: Optional[State],
-            relist: Iterable[DirKey] = (), restat: Optional[Dict[DirKey, Set[str]]] = None
-            ) -> State:
+            relist: Iterable[DirKey] = (), restat: Optional[Dict[DirKey, Set[str]]] = None,
+            moved: Optional[MessageDirs] = None) -> State:
     """The next look at ROOT/<user> (see the module doc). ``previous`` None: list and lstat
     everything (a full scan). ``relist``: new/cur directories to list whatever their mtime;
-    ``restat``: names to lstat although seen before. Raises MaildirError like scan_user."""
+    ``restat``: names to lstat although seen before; ``moved``: records for names the
+    caller has just renamed(2) into place, taken instead of an lstat when the listing shows
+    the name (a rename changes no size, mtime, owner or mode). Raises MaildirError like
+    scan_user."""
     skel = maildir.scan_user_skeleton(root, user)
     anomalies = list(skel.anomalies)
     relist = set(relist)
@@ -114,6 +117,9 @@ def refresh(root: str, user: str, previous: Optional[State],
                 and before.mtime_ns < trust_before):
             out[key] = prev                     # unchanged: shared, never mutated
             continue
+        if moved and key in moved:
+            prev = dict(prev or {})
+            prev.update(moved[key])
         out[key] = _list(skel.path, d.relpath, key, prev or {}, restat.get(key, ()),
                          anomalies)
     return State(skel._replace(anomalies=anomalies), out)

@@ -194,3 +194,22 @@ def test_copy_changed_in_place_between_live_passes_is_looked_at_again(tmp_path, 
     assert os.stat(os.path.join(dst, "alice", "Maildir", "cur",
                                 "2.M2.h,S=5:2,S")).st_mode & 0o777 == 0o640
     assert trees.snapshot(dst, "alice") == trees.snapshot(src, "alice")
+
+
+def test_refresh_takes_moved_records_only_for_listed_names_and_restat_wins(tmp_path):
+    root = str(tmp_path)
+    md_dir = trees.make_user(root, "alice", MSGS)
+    cur = os.path.join(md_dir, "cur")
+    before = md.refresh(root, "alice", None)
+    old = before.dirs[("", "cur")]["2.M2.h,S=5:2,S"]
+    os.rename(os.path.join(cur, old.name), os.path.join(cur, "2.M2.h,S=5:2,RS"))
+    carried = old._replace(name="2.M2.h,S=5:2,RS", info="2,RS")
+    ghost = old._replace(name="2.M2.h,S=5:2,T", info="2,T")       # never renamed to
+    moved = {("", "cur"): {carried.name: carried, ghost.name: ghost}}
+    look = md.refresh(root, "alice", before, relist=[("", "cur")], moved=moved)
+    assert look.dirs[("", "cur")] == {carried.name: carried}
+    assert look.dirs[("", "cur")][carried.name] is carried            # no lstat
+    os.chmod(os.path.join(cur, carried.name), 0o640)
+    look = md.refresh(root, "alice", before, relist=[("", "cur")], moved=moved,
+                      restat={("", "cur"): {carried.name}})
+    assert look.dirs[("", "cur")][carried.name].mode == 0o640
