@@ -106,8 +106,9 @@ def container():
             name=f"Create container {name} (Debian {release})",
             commands=[
                 f"lxc-create -n {shlex.quote(name)} -t debian -f /dev/null -- "
-                f"-r {shlex.quote(release)} --mirror={shlex.quote(data.debian_mirror)} "
-                f"--security-mirror={shlex.quote(data.debian_security_mirror)}",
+                f"-r {shlex.quote(release)} --mirror={shlex.quote(data.debian_mirror)}" +
+                (f" --security-mirror={shlex.quote(data.debian_security_mirror)}"
+                 if data.debian_security_mirror else ""),
             ],
         )
 

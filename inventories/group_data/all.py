@@ -10,7 +10,8 @@ machine before any host is touched. Add a datum here, with a one-line comment, o
 debian_release = "bookworm"
 # Debian mirror the container's apt talks to (through apt_proxy when that is set).
 debian_mirror = "http://deb.debian.org/debian"
-# Debian security mirror (suite <release>-security) for the container's sources.list.
+# Debian security mirror (suite <release>-security) for the container's sources.list; None
+# leaves that suite out (only the bullseye lab does: see inventories/lab.py).
 debian_security_mirror = "http://deb.debian.org/debian-security"
 # http://host:port of an apt proxy the container must use, or None for direct access.
 apt_proxy = None

@@ -129,3 +129,20 @@ def test_symlinks_fact_is_asked_about_every_path_component():
     for path in ("etc", "etc/apt", "etc/apt/apt.conf.d", "etc/apt/apt.conf.d/01proxy",
                  "root", "root/.ssh", "root/.ssh/authorized_keys"):
         assert f"/var/lib/lxc/email/rootfs/{path}" in asked
+
+
+def test_without_a_security_mirror_the_security_suite_is_left_out():
+    ops = run(infra02.container, groups=("infra02",), facts={"Mounts": MOUNTED},
+              data={**DATA, "debian_release": "bullseye", "debian_security_mirror": None})
+    create = next(op for op in ops if op.name.endswith("(Debian bullseye)"))
+    assert "--security-mirror" not in create.commands[0]
+    sources = _uploads(ops)["/var/lib/lxc/email/rootfs/etc/apt/sources.list"]
+    assert "deb http://deb.debian.org/debian bullseye-updates main" in sources.splitlines()
+    assert "-security" not in sources.replace("# No bullseye-security suite", "")
+
+
+def test_the_security_suite_is_in_the_sources_by_default():
+    ops = run(infra02.container, data=DATA, groups=("infra02",), facts={"Mounts": MOUNTED})
+    sources = _uploads(ops)["/var/lib/lxc/email/rootfs/etc/apt/sources.list"]
+    assert "deb http://deb.debian.org/debian-security bookworm-security main" in \
+        sources.splitlines()

@@ -3,7 +3,7 @@ import pytest
 from conftest import write_secret
 from pki import DAY, NOW, PKI
 
-from inventories.validate import InventoryError, checked
+from inventories.validate import InventoryError, checked, defaults
 
 
 def test_valid_lab_data_passes(secrets, email_data):
@@ -200,3 +200,10 @@ def test_etc_aliases_entry_must_be_in_the_mail_domain(secrets, email_data):
     with pytest.raises(InventoryError, match=r"mail_aliases\[1\]: postmaster@elsewhere.test has "
                                              r"send_as False"):
         checked("email", email_data)
+
+
+def test_only_the_bullseye_lab_goes_without_the_security_suite():
+    lab = pytest.importorskip("inventories.lab", exc_type=InventoryError)
+    assert lab._security_mirror("bullseye") is None
+    for release in ("bookworm", "trixie"):
+        assert lab._security_mirror(release) == defaults()["debian_security_mirror"]
