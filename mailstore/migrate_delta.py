@@ -23,6 +23,7 @@ import stat
 from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from mailstore import maildir
+from mailstore import migrate_plan as mp
 from mailstore.maildir import Anomaly, Message, UserTree
 
 DirKey = Tuple[str, str]                         # (folder, subdir): ("", "cur"), (".Sent", "new")
@@ -63,7 +64,6 @@ def message_dir_key(relpath: str) -> Optional[DirKey]:
 
 def from_tree(tree: UserTree) -> State:
     """A State from a full scan (maildir.scan_user / rescan_user)."""
-    from mailstore import migrate_plan as mp
     return State(tree._replace(messages=[]), mp.message_dirs(tree))
 
 
