@@ -1,9 +1,12 @@
 """`run`: take one snapshot of a mail root (plus optional config paths and a database dump).
 
-Decide, then act, per message: a message whose (user, folder, unique name) was in the previous
-snapshot with the same size, mtime and inode is the same immutable file, whatever its flags now
-say, so it reuses that snapshot's object without being opened. Only new or rewritten files are
-read, hashed, and (when their content is new to the repository) compressed into a pack.
+Scan (scan.py): a full scan lstat's every message; the nightly incremental scan takes every
+name the previous snapshot saw in the same new/ or cur/ over with its catalog row, unstat'ed,
+and lists no directory that nothing touched. Then decide, then act, per remaining message: a
+message whose (user, folder, unique name) was in the previous snapshot with the same size,
+mtime and inode is the same immutable file, whatever its flags now say, so it reuses that
+snapshot's object without being opened. Only new or rewritten files are read, hashed, and
+(when their content is new to the repository) compressed into a pack.
 
 Atomicity: new objects go to packs that are made durable (fsync) during the run; the catalog
 learns about them, the snapshot row and its contents in ONE transaction at the very end. A run
@@ -472,7 +475,16 @@ class _Run:
         while self.db.execute("SELECT 1 FROM snapshots WHERE id = ?",
                               (snapshot_id,)).fetchone():
             snapshot_id = new_snapshot_id(self.started)
-        _write_index(self.repo, snapshot_id, self.index_rows)
+        # The index cache is written by another thread while this one fills the catalog
+        # (most of both is waiting for the disk); it must be complete before the COMMIT,
+        # and a failure to write it fails the run as before.
+        with ThreadPoolExecutor(max_workers=1) as index_writer:
+            index_written = index_writer.submit(_write_index, self.repo, snapshot_id,
+                                                self.index_rows)
+            self._commit_catalog(source, finished, snapshot_id, index_written)
+        return snapshot_id
+
+    def _commit_catalog(self, source, finished, snapshot_id, index_written):
         with catalog.transaction(self.db):
             self.db.executemany("INSERT INTO packs VALUES (?, ?, ?)", self.sealed)
             self.db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -496,7 +508,7 @@ class _Run:
             self.db.executemany("INSERT INTO scan_dirs VALUES (?, ?, ?, ?)", self.dir_state)
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (
                 scan.META_KEY, scan.state_meta(snapshot_id, self.scan_ns, self.last_full_scan)))
-        return snapshot_id
+            index_written.result()      # raises what the index writer raised: no COMMIT
 
 
     def _snapshot_messages(self, seq):
