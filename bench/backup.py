@@ -240,10 +240,11 @@ def main(argv=None):
     print()
     for r in runners:
         if isinstance(r, Mailstore):
-            print("{} incremental: read {} files ({:.1f} MB), {} new objects, {:.1f} MB in "
-                  "packs ({} renamed messages: 0 reads, 0 bytes)".format(
-                      r.name, r.last["read_files"], r.last["read_bytes"] / 1e6,
-                      r.last["new_objects"], r.last["new_bytes"] / 1e6, changes["renamed"]))
+            print("{} incremental ({} scan): read {} files ({:.1f} MB), {} new objects, "
+                  "{:.1f} MB in packs ({} renamed messages: 0 reads, 0 bytes)".format(
+                      r.name, r.last.get("scan", "full"), r.last["read_files"],
+                      r.last["read_bytes"] / 1e6, r.last["new_objects"],
+                      r.last["new_bytes"] / 1e6, changes["renamed"]))
 
 
 if __name__ == "__main__":
