@@ -6,9 +6,11 @@ from lab import lock
 
 def test_deploy_stops_and_purges_an_installed_puppet_agent(ssh, run_deploy):
     # Debian ships the agent as `puppet` up to bookworm and as `puppet-agent` from trixie on.
+    # bullseye knows `puppet-agent` only as a name without a candidate: ask apt whether it
+    # could install it, not whether it has heard of it.
     package = ssh("for p in puppet-agent puppet; do "
-                  "apt-cache show --no-all-versions $p >/dev/null 2>&1 && echo $p && exit 0; "
-                  "done; true").stdout.strip()
+                  "apt-get install -s -qq --no-install-recommends $p >/dev/null 2>&1 "
+                  "&& echo $p && exit 0; done; true").stdout.strip()
     if not package:
         pytest.skip("no Puppet agent package reachable through the lab's apt proxy")
     with lock.held():  # apt in the container: never beside someone else's deploy
