@@ -2,14 +2,17 @@
 """Backup benchmark: mailstore vs rsync --link-dest (rsnapshot's method), borg and restic.
 
     .venv/bin/python bench/backup.py [--messages 100000] [--users 50] [--work bench/out/backup]
+                                     [--days 1]
 
 Same corpus (bench/corpus.py), same machine, one run, every tool in turn:
   1. initial backup of the corpus (mailstore twice: compression "fast", the default, and
      "small"; ratios are against "fast"),
   2. a day of IMAP use (corpus.mutate: 10 % flag renames, 1 % new mail, 1 % expunged),
-     then the incremental backup; "new bytes" is how much the repository grew,
+     then the incremental backup; "new bytes" is how much the repository grew on day 1;
+     with --days N that many days, each tool's incremental after each (table: the median;
+     the machine is shared, so each day's side-by-side ratios are printed as well),
   3. restore of one user (the biggest mailbox) into an empty directory,
-  4. repository size after both backups.
+  4. repository size after all backups.
 Page cache is dropped before every timed step when /proc/sys/vm/drop_caches is writable
 (root), so reads come from the disk as they would for a nightly run. mailstore, borg and
 restic all encrypt (borg repokey, restic always, mailstore with a key file); borg and restic
@@ -19,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -179,6 +183,9 @@ def main(argv=None):
     p.add_argument("--users", type=int, default=50)
     p.add_argument("--work", default=os.path.join(HERE, "out", "backup"))
     p.add_argument("--tools", default="mailstore,mailstore-small,rsync,borg,restic")
+    p.add_argument("--days", type=int, default=1,
+                   help="days of changes, each followed by every tool's incremental backup "
+                        "(the table shows the median; each day's ratios are printed too)")
     a = p.parse_args(argv)
     tools = [t for t in a.tools.split(",")]
     missing = [t for t in tools if not t.startswith("mailstore") and not shutil.which(t)]
@@ -201,12 +208,20 @@ def main(argv=None):
         results[r.name]["initial"] = r.backup("s1")
         results[r.name]["size1"] = r.size()
         log("{}: initial {:.1f} s".format(r.name, results[r.name]["initial"]))
-    changes = corpus.mutate(src, seed=2, renames=0.10, new=0.01, expunged=0.01)
-    log("mutated: {}".format(changes))
+    for day in range(1, a.days + 1):
+        day_changes = corpus.mutate(src, seed=1 + day, renames=0.10, new=0.01, expunged=0.01)
+        if day == 1:
+            changes = day_changes       # the header names day 1's changes
+        log("day {} mutated: {}".format(day, day_changes))
+        for r in runners:
+            results[r.name].setdefault("days", []).append(r.backup("s{}".format(day + 1)))
+            if day == 1:
+                results[r.name]["size2"] = r.size()
+            log("{}: incremental (day {}) {:.2f} s".format(r.name, day,
+                                                        results[r.name]["days"][-1]))
     for r in runners:
-        results[r.name]["incremental"] = r.backup("s2")
-        results[r.name]["size2"] = r.size()
-        log("{}: incremental {:.1f} s".format(r.name, results[r.name]["incremental"]))
+        results[r.name]["incremental"] = statistics.median(results[r.name]["days"])
+        results[r.name]["size_end"] = r.size()
     biggest = max((u for u in os.listdir(src)), key=lambda u: du(os.path.join(src, u)))
     for r in runners:
         target = os.path.join(a.work, "restore-" + r.name.replace(" ", "").strip("()"))
@@ -226,7 +241,7 @@ def main(argv=None):
     for name, r in results.items():
         print("{:<18} {:>10.1f} {:>12.2f} {:>14.1f} {:>10.1f} {:>12.0f}".format(
             name, r["initial"], r["incremental"], (r["size2"] - r["size1"]) / 1e6, r["restore"],
-            r["size2"] / 1e6))
+            r["size_end"] / 1e6))
     if ms:
         print()
         print("ratios (tool time / mailstore time; >1 means mailstore is faster)")
@@ -236,7 +251,14 @@ def main(argv=None):
             print("{:<18} initial {:>6.2f}x   incremental {:>6.1f}x   restore {:>6.2f}x   "
                   "repo size {:>5.2f}x".format(
                       name, r["initial"] / ms["initial"], r["incremental"] / ms["incremental"],
-                      r["restore"] / ms["restore"], r["size2"] / ms["size2"]))
+                      r["restore"] / ms["restore"], r["size_end"] / ms["size_end"]))
+        if a.days > 1:
+            print()
+            print("incremental ratio per day (tool time / mailstore time that day)")
+            for name, r in results.items():
+                if name != "mailstore":
+                    print("{:<18} {}".format(name, "  ".join(
+                        "{:.1f}x".format(t / m) for t, m in zip(r["days"], ms["days"]))))
     print()
     for r in runners:
         if isinstance(r, Mailstore):
