@@ -510,7 +510,6 @@ class _Run:
                 scan.META_KEY, scan.state_meta(snapshot_id, self.scan_ns, self.last_full_scan)))
             index_written.result()      # raises what the index writer raised: no COMMIT
 
-
     def _snapshot_messages(self, seq):
         """Record which message rows snapshot `seq` holds.
 
