@@ -11,18 +11,22 @@ Procedure, per run::
         live pass(es) (scan both, plan, execute; mail keeps arriving, vanishing files are
                        fine; every copy is byte-checked against its source as it is written;
                        another pass if the previous one took longer than 30 s)
-        full lstat scan of the target as the live phase left it
+        a full look at the target as the live phase left it (every new/ and cur/
+        listed; what this run copied taken as fstat saw it, the rest lstat'ed), kept per
+        directory together with the source's scan (mailstore.migrate_delta)
     quiesce hook     (fails -> abort before the cut-over; the resume hook still runs; exit 1)
-    per user:
-        copy mode:   final pass: rescan (only changed directories are listed, only new names
-                     stat'ed: messages are immutable), plan (renames for flag changes and
-                     new->cur, deletions for expunges, copies for new mail, control files),
-                     execute (every copy byte-checked)
-        rename mode: (same file system, target absent) journal "rename", one rename(2) of
+    per copied user: final pass: look at the source again (only new/ and cur/ whose mtime
+                     moved are listed, only new names lstat'ed: messages are immutable;
+                     everything else afresh), plan against the target as the live phase
+                     left it (renames for flag changes and new->cur, deletions for
+                     expunges, copies for new mail, control files), execute (every copy
+                     byte-checked)
+    per renamed user: (same file system, target absent) journal "rename", one rename(2) of
                      the user directory, fsync both parents -> journal "done"
     syncfs(target)
     per copied user: verify the target (names, sizes, mtimes, owners, modes of everything,
-                     nothing extra), check that no source
+                     nothing extra; every directory the cut-over touched listed afresh,
+                     every file it wrote lstat'ed afresh), check that no source
                      directory changed since its scan (delivery really stopped); then one
                      journal record "done" for all verified users
     resume hook      (always, once the quiesce hook has been started)
@@ -84,14 +88,18 @@ class Journal:
     def record(self, event: str, user: str, **fields) -> None:
         self.record_many(event, [user], **fields)
 
-    def record_many(self, event: str, users: List[str], **fields) -> None:
+    def record_many(self, event: str, users: List[str], per_user: Optional[Dict[str, dict]]
+                    = None, **fields) -> None:
         """One write and one fsync for many users (on ext4 with data=ordered an fsync also
-        flushes every dirty data block of the file system: not once per user while copying)."""
+        flushes every dirty data block of the file system: not once per user while copying).
+        ``per_user``: extra fields for some users' records."""
         if not users:
             return
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         now = int(time.time())
-        entries = [dict(fields, event=event, user=u, time=now) for u in users]
+        per_user = per_user or {}
+        entries = [dict(fields, **per_user.get(u, {}), event=event, user=u, time=now)
+                   for u in users]
         data = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries).encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -399,7 +407,9 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
 
         _each_user(verify, [r for r in work if r.user in finals])
         # one journal write and fsync for every verified user
-        journal.record_many("done", [r.user for r in verified], mode="copy")
+        journal.record_many("done", [r.user for r in verified], mode="copy",
+                            per_user={r.user: {"messages": r.messages, "bytes": r.bytes}
+                                      for r in verified})
         for r in verified:
             r.done = True
         result.phases["cutover.verify"] = time.monotonic() - t1
