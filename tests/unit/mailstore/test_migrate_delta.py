@@ -213,3 +213,54 @@ def test_refresh_takes_moved_records_only_for_listed_names_and_restat_wins(tmp_p
     look = md.refresh(root, "alice", before, relist=[("", "cur")], moved=moved,
                       restat={("", "cur"): {carried.name}})
     assert look.dirs[("", "cur")][carried.name].mode == 0o640
+
+
+import pytest                                   # noqa: E402
+
+from mailstore import migrate_exec as mx       # noqa: E402
+
+
+@pytest.mark.parametrize("tamper", ["extra-in-touched", "extra-in-untouched",
+                                    "copy-mode-changed", "renamed-gone"])
+def test_cut_over_verification_looks_at_the_target_for_real(tmp_path, monkeypatch, tamper):
+    """Whatever happens to the target between the cut-over's actions and its verification
+    is seen: the verification is a fresh look, not the plan's bookkeeping."""
+    from mailstore import migrate as migration
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    os.makedirs(dst)
+    s_md = trees.make_user(src, "alice", MSGS)
+    for sub in ("cur", ".Sent/cur"):           # directories the live copy sees as old
+        _set_mtime(os.path.join(s_md, sub), OLD_NS)
+    t_md = os.path.join(dst, "alice", "Maildir")
+    real_run = mx.Executor.run
+
+    def run_then_tamper(self, plan):
+        res = real_run(self, plan)
+        if not self.live:
+            if tamper == "extra-in-touched":
+                trees.write(os.path.join(t_md, "cur", "66.M66.h:2,S"), b"not in the source")
+            elif tamper == "extra-in-untouched":
+                trees.write(os.path.join(t_md, ".Sent", "cur", "67.M67.h:2,S"), b"stray")
+            elif tamper == "copy-mode-changed":
+                os.chmod(os.path.join(t_md, "new", "5.M5.h"), 0o644)
+            elif tamper == "renamed-gone":
+                os.unlink(os.path.join(t_md, "cur", "2.M2.h,S=5:2,RS"))
+        return res
+
+    def traffic(command, out=None):             # the quiesce hook: a day of IMAP use
+        cur = os.path.join(s_md, "cur")
+        os.rename(os.path.join(cur, "2.M2.h,S=5:2,S"), os.path.join(cur, "2.M2.h,S=5:2,RS"))
+        trees.write(os.path.join(s_md, "new", "5.M5.h"), b"new mail")
+        return migration.HookResult(command, 0)
+
+    monkeypatch.setattr(mx.Executor, "run", run_then_tamper)
+    monkeypatch.setattr(migration, "run_hook", traffic)
+    r = migration.migrate(src, dst, force_copy=True, live_passes=1, quiesce="Q")
+    alice = r.users[0]
+    assert not r.ok and not alice.done and alice.differences, alice.as_dict()
+    # and a run without tampering repairs it (the user was not recorded as done)
+    monkeypatch.setattr(mx.Executor, "run", real_run)
+    monkeypatch.setattr(migration, "run_hook", lambda c, out=None: migration.HookResult(c, 0))
+    r = migration.migrate(src, dst, force_copy=True, live_passes=1, quiesce="Q")
+    assert r.ok, r.as_dict()
+    assert trees.snapshot(dst, "alice") == trees.snapshot(src, "alice")
