@@ -116,10 +116,13 @@ def init_cmd(repo, key_file, compression):
 @click.option("--mysql-defaults-file", type=click.Path(dir_okay=False), default=None,
               help="Client options file for the dump (credentials, socket); default: root's "
                    "unix socket login.")
+@click.option("--full-scan", is_flag=True,
+              help="lstat every message, not only new names (after a chown/chmod in place); "
+                   "a run does a full scan by itself at least once a week.")
 @wait_option
 @json_option
-def run_cmd(repo, source_root, key_file, include, mysql_dump, mysql_defaults_file, wait,
-            as_json):
+def run_cmd(repo, source_root, key_file, include, mysql_dump, mysql_defaults_file, full_scan,
+            wait, as_json):
     """Take a snapshot of every ROOT/<user>/ under SOURCE_ROOT.
 
     Prints a summary whose last word is the new snapshot id. Exits 1 if the run failed (no
@@ -128,7 +131,7 @@ def run_cmd(repo, source_root, key_file, include, mysql_dump, mysql_defaults_fil
     with _Errors():
         result = lib.run(repo, source_root, key_file=key_file, include=include,
                          mysql_dump=mysql_dump, mysql_defaults_file=mysql_defaults_file,
-                         wait=wait, progress=_progress())
+                         wait=wait, progress=_progress(), full_scan=full_scan)
     for text in result["warnings"]:
         click.echo("{} warning: {}".format(PREFIX, text), err=True)
     if as_json:

@@ -127,3 +127,19 @@ def test_prune_dry_run_lists_decisions(tmp_path):
             "--json")
     assert len(json.loads(r.stdout)["remove"]) == 1
     assert len(json.loads(cli("list", repo, "--json").stdout)) == 1
+
+
+def test_full_scan_option_records_an_in_place_chmod(tmp_path):
+    repo, src = tmp_path / "repo", tmp_path / "src"
+    make_tree(src)
+    assert cli("init", repo).returncode == 0
+    assert json.loads(cli("run", repo, src, "--json").stdout)["scan"] == "full"
+    path = sorted(message_paths(src))[0]
+    os.chmod(str(path), 0o604)                      # changed in place: no rename, no new name
+    second = json.loads(cli("run", repo, src, "--json").stdout)
+    assert second["scan"] == "incremental"
+    third = json.loads(cli("run", repo, src, "--full-scan", "--json").stdout)
+    assert third["scan"] == "full"
+    r = cli("restore", repo, "latest", tmp_path / "dst")
+    assert r.returncode == 0, r.stderr
+    assert snapshot_tree(tmp_path / "dst") == snapshot_tree(src)
