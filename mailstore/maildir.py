@@ -484,8 +484,8 @@ def rescan_user(root: str, user: str, previous: UserTree, force: Iterable[str] =
     return _scan(root, user, previous, force)
 
 
-def _scan(root: str, user: str, previous: Optional[UserTree], force: Iterable[str]
-          ) -> UserTree:
+def _user_directory(root: str, user: str):
+    """(path, lstat) of ROOT/<user>: a real directory, never followed through a symlink."""
     path = user_path(root, user)
     try:
         st = os.lstat(path)
@@ -497,6 +497,12 @@ def _scan(root: str, user: str, previous: Optional[UserTree], force: Iterable[st
         raise MaildirError("%s: is a symbolic link; refusing to follow it" % path)
     if not stat.S_ISDIR(st.st_mode):
         raise MaildirError("%s: not a directory" % path)
+    return path, st
+
+
+def _scan(root: str, user: str, previous: Optional[UserTree], force: Iterable[str]
+          ) -> UserTree:
+    path, st = _user_directory(root, user)
     scan = _Scan(user, path, previous, force)
     scan.directory("", st)
     scan.walk_home("")
@@ -573,17 +579,7 @@ def scan_user_skeleton(root: str, user: str) -> UserTree:
     cur/ directories whose mtime moved (the migration's cut-over, mailstore.migrate_delta).
     Raises MaildirError like scan_user.
     """
-    path = user_path(root, user)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise MaildirError("%s: no such user directory" % path)
-    except OSError as e:
-        raise MaildirError("%s: %s" % (path, e.strerror or e))
-    if stat.S_ISLNK(st.st_mode):
-        raise MaildirError("%s: is a symbolic link; refusing to follow it" % path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise MaildirError("%s: not a directory" % path)
+    path, st = _user_directory(root, user)
     scan = _SkeletonScan(user, path)
     scan.directory("", st)
     scan.walk_home("")
