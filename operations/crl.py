@@ -54,6 +54,11 @@ def _local_file(path, key):
     return resolved
 
 
+def _source_name(url):
+    """The file name the refresh job gives the CRL from `url` (its last path component)."""
+    return posixpath.basename(urlsplit(str(url)).path)
+
+
 def check_data(data):
     """Validate the crl_* data that needs no local file (inventories/validate.py runs this for
     every email host before any host is touched; the issuer files are read at deploy time)."""
@@ -68,7 +73,7 @@ def check_data(data):
                 not re.match(r"^[A-Za-z0-9._~:/?#\[\]@!&'()*+,;=-]+$", url) or \
                 re.search(r"['%\\]", url):
             raise CrlDataError(f"crl_urls: {url!r} is not a plain http(s) URL")
-        names.append(posixpath.basename(parts.path))
+        names.append(_source_name(url))
     if len(set(names)) != len(names) or "" in names:
         raise CrlDataError(f"crl_urls: each URL needs its own file name, got {names}")
     schedule = data["crl_schedule"]
@@ -85,7 +90,7 @@ def check_data(data):
 def source_files(data):
     """The per-URL CRL files the refresh job keeps under SOURCES (validated; for monitoring)."""
     check_data(data)
-    return [f"{SOURCES}/{posixpath.basename(urlsplit(url).path)}.pem" for url in data["crl_urls"]]
+    return [f"{SOURCES}/{_source_name(url)}.pem" for url in data["crl_urls"]]
 
 
 def settings(data):
