@@ -82,3 +82,14 @@ def run_infra02_deploy(lab):
     def run(*extra_args):
         return _deploy("infra02", extra_args)
     return run
+
+
+# The two lab accounts (lab.json "accounts"), for the tests that send mail between them.
+@pytest.fixture(scope="session")
+def alice(lab):
+    return lab["accounts"][0]
+
+
+@pytest.fixture(scope="session")
+def bob(lab):
+    return lab["accounts"][1]

@@ -36,16 +36,6 @@ def key_file(lab):
     return f"{dkim_deploy.KEY_ROOT}/{lab['domain']}/{SELECTOR}.private"
 
 
-@pytest.fixture(scope="module")
-def alice(lab):
-    return lab["accounts"][0]
-
-
-@pytest.fixture(scope="module")
-def bob(lab):
-    return lab["accounts"][1]
-
-
 def published_record(lab, ssh, key_file):
     """The TXT value the DNS report prints for the key on the server (as a resolver returns
     it: the character-strings joined)."""

@@ -20,16 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 OUTSIDE = "someone@example.net"
 
 
-@pytest.fixture(scope="module")
-def alice(lab):
-    return lab["accounts"][0]
-
-
-@pytest.fixture(scope="module")
-def bob(lab):
-    return lab["accounts"][1]
-
-
 def _alias(lab, send_as):
     return next(a for a in lab["aliases"] if a["send_as"] is send_as)
 

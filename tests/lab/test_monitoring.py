@@ -43,26 +43,32 @@ ACTIVE = {
 }
 
 
-def _get(path):
-    """JSON of a GET on the master's API as lab-reader (TLS verified: CA and CN)."""
+def _master(method, path, user):
+    """(status, JSON body) of `method path` on the master's API as `user` (TLS verified: CA
+    and the master's CN)."""
     context = ssl.create_default_context(cafile=str(lab_icinga_master.CA_CERT))
     # Icinga's certificates name the node, not the address; the name is checked below
     context.check_hostname = False
     context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
-    password = lab_icinga_master.api_password_file("lab-reader").read_text().strip()
-    auth = base64.b64encode(f"lab-reader:{password}".encode()).decode()
+    password = lab_icinga_master.api_password_file(user).read_text().strip()
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
     connection = http.client.HTTPSConnection(BRIDGE, 5665, context=context, timeout=10)
     try:
-        connection.request("GET", path, headers={"Accept": "application/json",
-                                                 "Authorization": "Basic " + auth})
+        connection.request(method, path, headers={"Accept": "application/json",
+                                                  "Authorization": "Basic " + auth})
         subject = dict(item for rdn in connection.sock.getpeercert()["subject"] for item in rdn)
         assert subject["commonName"] == "master.cacert.test"
         response = connection.getresponse()
-        body = json.loads(response.read() or b"null")
-        assert response.status == 200, body
-        return body
+        return response.status, json.loads(response.read() or b"null")
     finally:
         connection.close()
+
+
+def _get(path):
+    """JSON of a GET on the master's API as the read-only lab-reader."""
+    status, body = _master("GET", path, "lab-reader")
+    assert status == 200, body
+    return body
 
 
 def service(name):
@@ -174,20 +180,9 @@ def test_a_stale_backup_turns_the_pushed_backup_service_critical(deployed, lab, 
 
 def _delete_on_master(name):
     """Delete one of our services as the `mailstore` API user (as a restore or a hand might)."""
-    context = ssl.create_default_context(cafile=str(lab_icinga_master.CA_CERT))
-    context.check_hostname = False
-    context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
-    password = lab_icinga_master.api_password_file("mailstore").read_text().strip()
-    auth = base64.b64encode(f"mailstore:{password}".encode()).decode()
-    connection = http.client.HTTPSConnection(BRIDGE, 5665, context=context, timeout=10)
-    try:
-        connection.request("DELETE", "/v1/objects/services/" + urllib.parse.quote(
-            f"{AGENT}!{name}") + "?cascade=1", headers={"Accept": "application/json",
-                                                        "Authorization": "Basic " + auth})
-        response = connection.getresponse()
-        assert response.status == 200, response.read()
-    finally:
-        connection.close()
+    status, body = _master("DELETE", "/v1/objects/services/" + urllib.parse.quote(
+        f"{AGENT}!{name}") + "?cascade=1", "mailstore")
+    assert status == 200, body
 
 
 def test_a_service_lost_on_the_master_comes_back_with_the_next_deploy(deployed, run_deploy):
