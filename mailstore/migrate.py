@@ -54,6 +54,7 @@ from mailstore import maildir
 from mailstore import migrate_delta as md
 from mailstore import migrate_exec as mx
 from mailstore import migrate_plan as mp
+from mailstore import migrate_workers as mw
 
 JOURNAL = "journal.jsonl"
 # Live passes: one, and another while the previous one took long enough for much mail to
@@ -245,7 +246,8 @@ def _diff_lines(diffs) -> List[str]:
 def migrate(source_root: str, target_root: str, users: Optional[List[str]] = None,
             dry_run: bool = False, quiesce: Optional[str] = None, resume: Optional[str] = None,
             force_copy: bool = False, progress: Optional[mx.Progress] = None,
-            hook_output=None, live_passes: Optional[int] = None) -> MigrationResult:
+            hook_output=None, live_passes: Optional[int] = None,
+            processes: Optional[int] = None) -> MigrationResult:
     started = time.monotonic()
     result = MigrationResult(source_root, target_root, dry_run)
     progress = progress or mx.Progress()
@@ -312,46 +314,34 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
     if copy_users:
         mx.clear_staging(target_root)
     copied: Dict[str, set] = {r.user: set() for r in copy_users}
-    live_state: Dict[str, tuple] = {}
+    live_state: Dict[str, tuple] = {}      # per user: (source, target) after the live copy
+
+    def live(r: UserResult) -> None:
+        try:
+            live_state[r.user] = _live_copy(source_root, target_root, r, copied[r.user],
+                                            progress, live_passes)
+        except (OSError, maildir.MaildirError) as e:
+            r.errors.append("live copy: %s" % e)
+
+    def cutover(results: List[UserResult]) -> Dict[str, float]:
+        return _cut_over(source_root, target_root, results, copied, progress, live_state)
 
     # live passes: nothing is quiesced yet, the source changes while we read it
     t0 = time.monotonic()
     journal.record_many("claim", [r.user for r in copy_users
                                   if not journal.has("claim", r.user)])
-    for r in copy_users:
+    count = processes if processes is not None else mw.default_count()
+    workers = None
+    if count > 1 and len(copy_users) > 1:
+        workers = mw.Workers(copy_users, count, live, cutover, progress)
         try:
-            passes = 0
-            # what this run wrote into the target, as fstat saw each copy (see below)
-            known: Dict[str, maildir.Message] = {}
-            while live_passes is None or passes < live_passes:
-                t_pass = time.monotonic()
-                live_state[r.user] = _pass(source_root, target_root, r, copied[r.user],
-                                           progress, live=True)
-                plan, res = live_state[r.user][2], live_state[r.user][3]
-                for a in plan.actions:          # touched since: look at it again
-                    known.pop(a.relpath, None)
-                    if a.old_relpath is not None:
-                        known.pop(a.old_relpath, None)
-                known.update(res.written or {})
-                passes += 1
-                if live_passes is None and (passes >= LIVE_MAX_PASSES or
-                                            time.monotonic() - t_pass < LIVE_REPEAT_AFTER):
-                    break
-            if r.user in live_state:
-                # what the target holds now, stat'ed while mail still flows, kept per
-                # directory: the cut-over then only looks at what changed since
-                # (mailstore.migrate_delta)
-                # (every new/ and cur/ listed afresh; a copy written by this run is taken
-                # as its fstat saw it before the rename into place, the rest lstat'ed)
-                src_state = md.from_tree(live_state[r.user][0])
-                by_dir: md.MessageDirs = {}
-                for m in known.values():
-                    by_dir.setdefault((m.folder, m.subdir), {})[m.name] = m
-                tgt_state = md.listed(target_root, r.user, by_dir)
-                live_state[r.user] = (src_state, md.adopt_equal(tgt_state, src_state))
-        except (OSError, maildir.MaildirError) as e:
-            r.errors.append("live copy: %s" % e)
-
+            workers.wait_live()
+        except BaseException:
+            workers.close()
+            raise
+    else:
+        for r in copy_users:
+            live(r)
     result.phases["live_copy"] = time.monotonic() - t0
     work = [r for r in copy_users + rename_users if not r.errors]
     if not work and not rename_users and not copy_users:
@@ -370,51 +360,29 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
                 result.error = "quiesce hook failed (exit %d): no cut-over done" % h.exit
                 return result
         t0 = time.monotonic()
-        finals = {}
-        progress.start("cut-over", 0, 0)
-
-        def final(r: UserResult) -> None:
-            try:
-                finals[r.user] = _final_pass(source_root, target_root, r, copied[r.user],
-                                             progress, live_state.get(r.user))
-            except (OSError, maildir.MaildirError) as e:
-                r.errors.append("cut-over: %s" % e)
-
-        _each_user(final, [r for r in work if r.mode == "copy"])
-        progress.finish()
-        result.phases["cutover.delta"] = time.monotonic() - t0
+        if workers is not None:
+            workers.begin_cutover()
         for r in work:
             if r.mode == "rename":
                 try:
                     _rename_user(source_root, target_root, r, journal)
                 except (OSError, maildir.MaildirError) as e:
                     r.errors.append("cut-over: %s" % e)
-        if finals:
-            # durability before any user is declared migrated (migrate_exec); the journal
-            # lives on the target file system too
-            t1 = time.monotonic()
-            mx.sync_filesystem(target_root)
-            result.phases["cutover.sync"] = time.monotonic() - t1
-        t1 = time.monotonic()
-        verified = []
-
-        def verify(r: UserResult) -> None:
-            try:
-                if _verify(source_root, target_root, r, finals[r.user]):
-                    verified.append(r)
-            except (OSError, maildir.MaildirError) as e:
-                r.errors.append("verification: %s" % e)
-
-        _each_user(verify, [r for r in work if r.user in finals])
+        if workers is not None:
+            result.phases.update(workers.end_cutover())
+        else:
+            result.phases.update(cutover([r for r in work if r.mode == "copy"]))
+        verified = [r for r in copy_users if r.verified and not r.errors]
         # one journal write and fsync for every verified user
         journal.record_many("done", [r.user for r in verified], mode="copy",
                             per_user={r.user: {"messages": r.messages, "bytes": r.bytes}
                                       for r in verified})
         for r in verified:
             r.done = True
-        result.phases["cutover.verify"] = time.monotonic() - t1
         result.phases["cutover"] = time.monotonic() - t0
     finally:
+        if workers is not None:
+            workers.close()
         if resume and (quiesce_started or not quiesce):
             t0 = time.monotonic()
             result.hooks["resume"] = run_hook(resume, hook_output)
@@ -423,13 +391,88 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
     return result
 
 
-def _each_user(fn, results: List[UserResult]) -> None:
-    """fn(r) for every user, one after the other; fn records its own errors in r.
+def _live_copy(source_root, target_root, r: UserResult, copied: set, progress: mx.Progress,
+               live_passes: Optional[int]) -> tuple:
+    """The live passes for one user; returns (source state, target state) for the
+    cut-over (mailstore.migrate_delta)."""
+    passes = 0
+    # what this run wrote into the target, as fstat saw each copy (see below)
+    known: Dict[str, maildir.Message] = {}
+    state = None
+    while live_passes is None or passes < live_passes:
+        t_pass = time.monotonic()
+        state = _pass(source_root, target_root, r, copied, progress, live=True)
+        plan, res = state[2], state[3]
+        for a in plan.actions:          # touched since: look at it again
+            known.pop(a.relpath, None)
+            if a.old_relpath is not None:
+                known.pop(a.old_relpath, None)
+        known.update(res.written or {})
+        passes += 1
+        if live_passes is None and (passes >= LIVE_MAX_PASSES or
+                                    time.monotonic() - t_pass < LIVE_REPEAT_AFTER):
+            break
+    if state is None:
+        return None
+    # what the target holds now, stat'ed while mail still flows, kept per directory: the
+    # cut-over then only looks at what changed since (mailstore.migrate_delta)
+    # (every new/ and cur/ listed afresh; a copy written by this run is taken as its fstat
+    # saw it before the rename into place, the rest lstat'ed)
+    src_state = md.from_tree(state[0])
+    by_dir: md.MessageDirs = {}
+    for m in known.values():
+        by_dir.setdefault((m.folder, m.subdir), {})[m.name] = m
+    tgt_state = md.listed(target_root, r.user, by_dir)
+    return (src_state, md.adopt_equal(tgt_state, src_state))
 
-    (Measured: two users side by side on threads made the cut-over no faster on two cores -
-    its system calls are short, and the GIL changed hands at every one of them.)"""
+
+def _cut_over(source_root, target_root, results: List[UserResult], copied: Dict[str, set],
+              progress: mx.Progress, live_state: Dict[str, tuple]) -> Dict[str, float]:
+    """Final pass for each user, then the target file system is flushed while every user
+    is verified (verification looks at the names and metadata the file system shows, not
+    at the disk: both may run side by side; a user counts as verified only when both
+    succeeded). Sets r.verified; returns the time of each phase."""
+    phases = {}
+    t0 = time.monotonic()
+    finals = {}
+    progress.start("cut-over", 0, 0)
     for r in results:
-        fn(r)
+        if r.errors:
+            continue
+        try:
+            finals[r.user] = _final_pass(source_root, target_root, r, copied[r.user],
+                                         progress, live_state.get(r.user))
+        except (OSError, maildir.MaildirError) as e:
+            r.errors.append("cut-over: %s" % e)
+    progress.finish()
+    phases["cutover.delta"] = time.monotonic() - t0
+    if not finals:
+        return phases
+    # durability before any user is declared migrated (migrate_exec); the journal lives on
+    # the target file system too
+    sync = mx.thread_pool().submit(_timed, mx.sync_filesystem, target_root)
+    t1 = time.monotonic()
+    for r in results:
+        if r.user in finals:
+            try:
+                _verify(source_root, target_root, r, finals[r.user])
+            except (OSError, maildir.MaildirError) as e:
+                r.errors.append("verification: %s" % e)
+    phases["cutover.verify"] = time.monotonic() - t1
+    try:
+        phases["cutover.sync"] = sync.result()
+    except OSError as e:
+        for r in results:
+            if r.user in finals:
+                r.verified = False
+                r.errors.append("flushing the target file system: %s" % e)
+    return phases
+
+
+def _timed(fn, *args) -> float:
+    t0 = time.monotonic()
+    fn(*args)
+    return time.monotonic() - t0
 
 
 def _scan_both(source_root, target_root, user, previous=None):

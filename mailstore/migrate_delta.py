@@ -160,16 +160,27 @@ def _list(base: str, rel: str, key: DirKey, prev: Dict[str, Message], restat,
     except OSError as e:
         anomalies.append(Anomaly(rel, "unreadable", e.strerror or str(e)))
         return {}
-    if restat:
-        out = {n: prev[n] for n in names if n in prev and n not in restat}
+    # set operations in C: a delta touches a few names of a directory, not all of them
+    if prev:
+        present = set(names)
+        drop = prev.keys() - present
+        if restat:
+            drop.update(n for n in restat if n in prev)
+        if drop:
+            out = dict(prev)
+            for name in drop:
+                del out[name]
+        else:
+            out = prev                         # as it was: shared, never mutated
+        if len(out) == len(present):
+            return out
+        new = sorted(present.difference(out))
+        if out is prev:
+            out = dict(prev)
     else:
-        out = {n: prev[n] for n in names if n in prev}
-    if len(out) == len(names):
-        return out
+        out, new = {}, names
     folder, subdir = key
-    for name in names:
-        if name in out:
-            continue
+    for name in new:
         r = rel + "/" + name
         try:
             st = os.lstat(path + "/" + name)

@@ -28,6 +28,7 @@ import os
 import shutil
 import signal
 import stat
+import struct
 import sys
 import threading
 import time
@@ -55,6 +56,15 @@ def thread_pool() -> ThreadPoolExecutor:
     return _POOL
 
 
+def shutdown_thread_pool() -> None:
+    """Join the shared pool's threads (before fork: a child gets no copy of them, and forking
+    a process with threads may leave a lock held forever in the child)."""
+    global _POOL
+    if _POOL is not None:
+        _POOL.shutdown(wait=True)
+        _POOL = None
+
+
 def _parallel(fn, items, workers: int) -> None:
     """fn(item) for every item, on the shared threads when worth it; fn handles its errors."""
     if workers <= 1 or len(items) < 16:
@@ -67,17 +77,31 @@ def _parallel(fn, items, workers: int) -> None:
 
 
 class _KillSwitch:
-    """Counts file operations; SIGKILLs the process at the configured one (tests only)."""
+    """Counts file operations; SIGKILLs the migration at the configured one (tests only).
+
+    The count is shared by the worker processes (mailstore.migrate_workers: anonymous
+    shared memory, inherited through fork), and a worker that reaches the limit kills the
+    main process first: the test then sees what an operator's kill -9 of the migration
+    does (the workers die with it, PR_SET_PDEATHSIG)."""
 
     def __init__(self):
         value = os.environ.get("MAILSTORE_TEST_KILL_AFTER", "")
         self.limit = int(value) if value.isdigit() else 0
         self.count = 0
+        self.pid = os.getpid()
+        self._shared = None
+        if self.limit:
+            import mmap
+            self._shared = mmap.mmap(-1, 8)      # MAP_SHARED | MAP_ANONYMOUS
 
     def tick(self) -> None:
         if self.limit:
-            self.count += 1
+            # not atomic across processes: a lost count only moves the kill point
+            self.count = struct.unpack_from("q", self._shared)[0] + 1
+            struct.pack_into("q", self._shared, 0, self.count)
             if self.count >= self.limit:
+                if os.getpid() != self.pid:
+                    os.kill(self.pid, signal.SIGKILL)
                 os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -66,9 +66,12 @@ def _print_migration(result, as_json: bool) -> None:
 @click.option("--copy", "force_copy", is_flag=True,
               help="Copy even when both roots are on one file system (default there: rename "
                    "each user directory).")
+@click.option("--processes", type=click.IntRange(1, 64), metavar="N",
+              help="Worker processes that share out the users (default: one per CPU, at "
+                   "most 4). 1: everything in this process.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 def migrate_command(source_root, target_root, users, dry_run, quiesce, resume, force_copy,
-                    as_json):
+                    processes, as_json):
     """Move SOURCE_ROOT/<user>/ (with its Maildir) to TARGET_ROOT/<user>/, live.
 
     Copies while mail keeps arriving, runs --quiesce, copies the final delta (renames for flag
@@ -81,7 +84,8 @@ def migrate_command(source_root, target_root, users, dry_run, quiesce, resume, f
     try:
         result = migration.migrate(source_root, target_root, users=users or None,
                                    dry_run=dry_run, quiesce=quiesce, resume=resume,
-                                   force_copy=force_copy, progress=Progress(sys.stderr))
+                                   force_copy=force_copy, progress=Progress(sys.stderr),
+                                   processes=processes)
     except (migration.MigrateError, maildir.MaildirError) as e:
         if as_json:
             click.echo(json.dumps({"ok": False, "error": str(e)}))

@@ -1,0 +1,157 @@
+"""The migration's worker processes (mailstore.migrate_workers): users shared out across
+processes, a worker's death costs only this run, the workers die with the migration."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from mailstore import migrate as migration
+
+import _migrate_trees as trees
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))))
+USERS = ("alice", "bob", "carol", "dave")
+MSGS = [("", "new", "1.M1.h,S=3", "", b"abc", 1_500_000_000_000_000_000),
+        ("", "cur", "2.M2.h,S=5", "S", b"hello", 1_500_000_001_000_000_000),
+        (".Sent", "cur", "3.M3.h", "RS", b"x" * 5000, 1_500_000_002_000_000_000)]
+
+
+def _source(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    for i, user in enumerate(USERS):
+        trees.make_user(str(src), user, MSGS[:i + 1])
+    return str(src), str(dst)
+
+
+def _recording_live_copy(monkeypatch, log, die_for=None):
+    """Wrap the per-user live copy: note which process copied whom (in a file: a worker's
+    memory is its own); SIGKILL the worker that takes ``die_for``."""
+    real = migration._live_copy
+
+    def live_copy(source_root, target_root, r, *args):
+        with open(log, "a") as f:
+            f.write("%s %d\n" % (r.user, os.getpid()))
+        if r.user == die_for:
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.3)              # long enough for the other worker to take a user
+        return real(source_root, target_root, r, *args)
+    monkeypatch.setattr(migration, "_live_copy", live_copy)
+
+
+def test_users_are_copied_by_several_workers_exactly_as_by_one(tmp_path, monkeypatch):
+    src, dst = _source(tmp_path)
+    one = tmp_path / "one"
+    one.mkdir()
+    log = tmp_path / "pids"
+    _recording_live_copy(monkeypatch, log)
+    r = migration.migrate(src, dst, force_copy=True, processes=2, quiesce="true")
+    assert r.ok, r.as_dict()
+    pids = {line.split()[0]: int(line.split()[1]) for line in log.read_text().splitlines()}
+    assert sorted(pids) == sorted(USERS)
+    assert os.getpid() not in pids.values()
+    assert len(set(pids.values())) == 2
+    r1 = migration.migrate(src, str(one), force_copy=True, processes=1, quiesce="true")
+    assert r1.ok
+    for user in USERS:
+        assert trees.snapshot(dst, user) == trees.snapshot(src, user) == \
+            trees.snapshot(str(one), user)
+    assert [u.as_dict() for u in r.users] == [u.as_dict() for u in r1.users]
+    assert [u.messages for u in r.users] == [1, 2, 3, 3]
+
+
+def test_a_dying_worker_costs_its_users_this_run_only(tmp_path, monkeypatch):
+    src, dst = _source(tmp_path)
+    log = tmp_path / "pids"
+    hooks = tmp_path / "hooks"
+    _recording_live_copy(monkeypatch, log, die_for="bob")
+    r = migration.migrate(src, dst, force_copy=True, processes=2,
+                          quiesce="echo quiesce >> %s" % hooks,
+                          resume="echo resume >> %s" % hooks)
+    assert not r.ok
+    assert hooks.read_text() == "quiesce\nresume\n"        # delivery is resumed
+    bob = next(u for u in r.users if u.user == "bob")
+    assert not bob.done
+    assert any("worker process killed by signal 9" in e for e in bob.errors), bob.errors
+    for u in r.users:               # the other worker's users went through
+        assert u.done or any("killed by signal 9" in e for e in u.errors), u.as_dict()
+    assert any(u.done for u in r.users)
+    monkeypatch.undo()
+    r = migration.migrate(src, dst, force_copy=True, processes=2)
+    assert r.ok, r.as_dict()
+    for user in USERS:
+        assert trees.snapshot(dst, user) == trees.snapshot(src, user)
+
+
+def test_failing_quiesce_stops_the_workers_without_a_cut_over(tmp_path):
+    src, dst = _source(tmp_path)
+    hooks = tmp_path / "hooks"
+    r = migration.migrate(src, dst, force_copy=True, processes=2,
+                          quiesce="echo quiesce >> %s; exit 3" % hooks,
+                          resume="echo resume >> %s" % hooks)
+    assert not r.ok and "quiesce hook failed (exit 3)" in r.error
+    assert hooks.read_text() == "quiesce\nresume\n"
+    assert not any(u.done for u in r.users)
+    try:
+        assert os.waitpid(-1, os.WNOHANG) == (0, 0), "a worker was left running"
+    except ChildProcessError:
+        pass                                   # no child at all: every worker was reaped
+    assert migration.migrate(src, dst, force_copy=True, processes=2).ok
+
+
+def _children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _cmdline(pid):
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        return f.read()
+
+
+def _running(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def test_kill_minus_nine_of_the_migration_kills_its_workers(tmp_path):
+    src, dst = _source(tmp_path)
+    started = tmp_path / "quiesced"
+    proc = subprocess.Popen([sys.executable, "-m", "mailstore", "migrate", src, dst, "--copy",
+                             "--quiesce", "touch %s; exec sleep 60" % started],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hook, workers = [], []
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists():        # the workers wait for the cut-over now
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        children = _children(proc.pid)
+        # a worker is a fork: it has the migration's command line, the hook's shell has not
+        workers = [p for p in children if _cmdline(p) == _cmdline(proc.pid)]
+        hook = [p for p in children if p not in workers]
+        assert len(workers) == 2, children
+        # stopped, they cannot notice the closed pipes either: only PR_SET_PDEATHSIG's
+        # SIGKILL (which works on a stopped process) ends them
+        for p in workers:
+            os.kill(p, signal.SIGSTOP)
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_running(p) for p in workers)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in hook + workers:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
