@@ -55,6 +55,7 @@ from mailstore import migrate_delta as md
 from mailstore import migrate_exec as mx
 from mailstore import migrate_plan as mp
 from mailstore import migrate_workers as mw
+from mailstore.dirwatch import DirWatch, PerProcess
 
 JOURNAL = "journal.jsonl"
 # Live passes: one, and another while the previous one took long enough for much mail to
@@ -316,83 +317,90 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
     copied: Dict[str, set] = {r.user: set() for r in copy_users}
     live_state: Dict[str, tuple] = {}      # per user: (source, target) after the live copy
 
+    watches = PerProcess()            # inotify: each worker process makes its own
+
     def live(r: UserResult) -> None:
         try:
             live_state[r.user] = _live_copy(source_root, target_root, r, copied[r.user],
-                                            progress, live_passes)
+                                            progress, live_passes, watches.get())
         except (OSError, maildir.MaildirError) as e:
             r.errors.append("live copy: %s" % e)
 
     def cutover(results: List[UserResult]) -> Dict[str, float]:
-        return _cut_over(source_root, target_root, results, copied, progress, live_state)
+        return _cut_over(source_root, target_root, results, copied, progress, live_state,
+                         watches.get())
 
-    # live passes: nothing is quiesced yet, the source changes while we read it
-    t0 = time.monotonic()
-    journal.record_many("claim", [r.user for r in copy_users
-                                  if not journal.has("claim", r.user)])
-    count = processes if processes is not None else mw.default_count()
-    workers = None
-    if count > 1 and len(copy_users) > 1:
-        workers = mw.Workers(copy_users, count, live, cutover, progress)
-        try:
-            workers.wait_live()
-        except BaseException:
-            workers.close()
-            raise
-    else:
-        for r in copy_users:
-            live(r)
-    result.phases["live_copy"] = time.monotonic() - t0
-    work = [r for r in copy_users + rename_users if not r.errors]
-    if not work and not rename_users and not copy_users:
-        result.seconds = time.monotonic() - started
-        return result
-
-    quiesce_started = False
     try:
-        if quiesce:
-            quiesce_started = True
-            t0 = time.monotonic()
-            h = run_hook(quiesce, hook_output)
-            result.phases["quiesce"] = time.monotonic() - t0
-            result.hooks["quiesce"] = h
-            if h.exit != 0:
-                result.error = "quiesce hook failed (exit %d): no cut-over done" % h.exit
-                return result
+        # live passes: nothing is quiesced yet, the source changes while we read it
         t0 = time.monotonic()
-        if workers is not None:
-            workers.begin_cutover()
-        for r in work:
-            if r.mode == "rename":
-                try:
-                    _rename_user(source_root, target_root, r, journal)
-                except (OSError, maildir.MaildirError) as e:
-                    r.errors.append("cut-over: %s" % e)
-        if workers is not None:
-            result.phases.update(workers.end_cutover())
+        journal.record_many("claim", [r.user for r in copy_users
+                                      if not journal.has("claim", r.user)])
+        count = processes if processes is not None else mw.default_count()
+        workers = None
+        if count > 1 and len(copy_users) > 1:
+            workers = mw.Workers(copy_users, count, live, cutover, progress,
+                                 idle=lambda: watches.get().drain())
+            try:
+                workers.wait_live()
+            except BaseException:
+                workers.close()
+                raise
         else:
-            result.phases.update(cutover([r for r in work if r.mode == "copy"]))
-        verified = [r for r in copy_users if r.verified and not r.errors]
-        # one journal write and fsync for every verified user
-        journal.record_many("done", [r.user for r in verified], mode="copy",
-                            per_user={r.user: {"messages": r.messages, "bytes": r.bytes}
-                                      for r in verified})
-        for r in verified:
-            r.done = True
-        result.phases["cutover"] = time.monotonic() - t0
-    finally:
-        if workers is not None:
-            workers.close()
-        if resume and (quiesce_started or not quiesce):
+            for r in copy_users:
+                live(r)
+        result.phases["live_copy"] = time.monotonic() - t0
+        work = [r for r in copy_users + rename_users if not r.errors]
+        if not work and not rename_users and not copy_users:
+            result.seconds = time.monotonic() - started
+            return result
+
+        quiesce_started = False
+        try:
+            if quiesce:
+                quiesce_started = True
+                t0 = time.monotonic()
+                h = run_hook(quiesce, hook_output)
+                result.phases["quiesce"] = time.monotonic() - t0
+                result.hooks["quiesce"] = h
+                if h.exit != 0:
+                    result.error = "quiesce hook failed (exit %d): no cut-over done" % h.exit
+                    return result
             t0 = time.monotonic()
-            result.hooks["resume"] = run_hook(resume, hook_output)
-            result.phases["resume"] = time.monotonic() - t0
-        result.seconds = time.monotonic() - started
-    return result
+            if workers is not None:
+                workers.begin_cutover()
+            for r in work:
+                if r.mode == "rename":
+                    try:
+                        _rename_user(source_root, target_root, r, journal)
+                    except (OSError, maildir.MaildirError) as e:
+                        r.errors.append("cut-over: %s" % e)
+            if workers is not None:
+                result.phases.update(workers.end_cutover())
+            else:
+                result.phases.update(cutover([r for r in work if r.mode == "copy"]))
+            verified = [r for r in copy_users if r.verified and not r.errors]
+            # one journal write and fsync for every verified user
+            journal.record_many("done", [r.user for r in verified], mode="copy",
+                                per_user={r.user: {"messages": r.messages, "bytes": r.bytes}
+                                          for r in verified})
+            for r in verified:
+                r.done = True
+            result.phases["cutover"] = time.monotonic() - t0
+        finally:
+            if workers is not None:
+                workers.close()
+            if resume and (quiesce_started or not quiesce):
+                t0 = time.monotonic()
+                result.hooks["resume"] = run_hook(resume, hook_output)
+                result.phases["resume"] = time.monotonic() - t0
+            result.seconds = time.monotonic() - started
+        return result
+    finally:
+        watches.close()
 
 
 def _live_copy(source_root, target_root, r: UserResult, copied: set, progress: mx.Progress,
-               live_passes: Optional[int]) -> tuple:
+               live_passes: Optional[int], watch: Optional[DirWatch] = None) -> tuple:
     """The live passes for one user; returns (source state, target state) for the
     cut-over (mailstore.migrate_delta)."""
     passes = 0
@@ -401,6 +409,7 @@ def _live_copy(source_root, target_root, r: UserResult, copied: set, progress: m
     state = None
     while live_passes is None or passes < live_passes:
         t_pass = time.monotonic()
+        md.watch_user(watch, source_root, r.user)      # before the look the cut-over uses
         state = _pass(source_root, target_root, r, copied, progress, live=True)
         plan, res = state[2], state[3]
         for a in plan.actions:          # touched since: look at it again
@@ -422,12 +431,14 @@ def _live_copy(source_root, target_root, r: UserResult, copied: set, progress: m
     by_dir: md.MessageDirs = {}
     for m in known.values():
         by_dir.setdefault((m.folder, m.subdir), {})[m.name] = m
+    md.watch_user(watch, target_root, r.user)
     tgt_state = md.listed(target_root, r.user, by_dir)
     return (src_state, md.adopt_equal(tgt_state, src_state))
 
 
 def _cut_over(source_root, target_root, results: List[UserResult], copied: Dict[str, set],
-              progress: mx.Progress, live_state: Dict[str, tuple]) -> Dict[str, float]:
+              progress: mx.Progress, live_state: Dict[str, tuple],
+              watch: Optional[DirWatch] = None) -> Dict[str, float]:
     """Final pass for each user, then the target file system is flushed while every user
     is verified (verification looks at the names and metadata the file system shows, not
     at the disk: both may run side by side; a user counts as verified only when both
@@ -441,7 +452,7 @@ def _cut_over(source_root, target_root, results: List[UserResult], copied: Dict[
             continue
         try:
             finals[r.user] = _final_pass(source_root, target_root, r, copied[r.user],
-                                         progress, live_state.get(r.user))
+                                         progress, live_state.get(r.user), watch)
         except (OSError, maildir.MaildirError) as e:
             r.errors.append("cut-over: %s" % e)
     progress.finish()
@@ -455,7 +466,7 @@ def _cut_over(source_root, target_root, results: List[UserResult], copied: Dict[
     for r in results:
         if r.user in finals:
             try:
-                _verify(source_root, target_root, r, finals[r.user])
+                _verify(source_root, target_root, r, finals[r.user], watch)
             except (OSError, maildir.MaildirError) as e:
                 r.errors.append("verification: %s" % e)
     phases["cutover.verify"] = time.monotonic() - t1
@@ -525,7 +536,8 @@ def _execute(source_root, target_root, r: UserResult, copied: set, progress: mx.
 
 
 def _final_pass(source_root, target_root, r: UserResult, copied: set,
-                progress: mx.Progress, previous: Optional[tuple]):
+                progress: mx.Progress, previous: Optional[tuple],
+                watch: Optional[DirWatch] = None):
     """The cut-over's delta for one user: look again at both trees (only what changed since
     the live copy, migrate_delta), plan, execute. Returns (source state, target state,
     plan), the states as they were before executing."""
@@ -536,7 +548,7 @@ def _final_pass(source_root, target_root, r: UserResult, copied: set,
         # as it is. The verification looks again for real: a target directory whose mtime
         # moved since that scan is listed afresh.
         target = prev_tgt
-        source = md.refresh(source_root, r.user, prev_src)
+        source = md.refresh(source_root, r.user, prev_src, watch=watch)
     else:
         target_f = mx.thread_pool().submit(md.refresh_optional, target_root, r.user, None)
         try:
@@ -574,7 +586,8 @@ def _source_changed(source_root: str, source: maildir.UserTree) -> List[mp.Diffe
     return diffs
 
 
-def _verify(source_root, target_root, r: UserResult, final: tuple) -> bool:
+def _verify(source_root, target_root, r: UserResult, final: tuple,
+            watch: Optional[DirWatch] = None) -> bool:
     """The target, looked at again, against the source as the final pass saw it; then the
     source must not have moved since. True when the user may be recorded as done.
 
@@ -611,7 +624,7 @@ def _verify(source_root, target_root, r: UserResult, final: tuple) -> bool:
                 restat.setdefault(key, set()).add(name)
     # a message re-stamped after its rename is in restat too, and restat wins
     target = md.refresh(target_root, r.user, target_before, relist=relist, restat=restat,
-                        moved=moved)
+                        moved=moved, watch=watch)
     r.messages, r.bytes = source.message_count, source.message_bytes
     diffs = mp.verify_dirs(source.tree, source.dirs, target.tree, target.dirs)
     # Bytes: every copy was compared with its source as it was written (migrate_exec), and

@@ -6,6 +6,11 @@ messages (:func:`mailstore.maildir.scan_user_skeleton`: directories with their m
 and other files, tmp/, anomalies) plus ``dirs``: ``{(folder, subdir): {file name: Message}}``
 for every new/ and cur/. :func:`refresh` takes the next look from the previous one:
 
+- a new/ or cur/ watched since just before the previous look (:func:`watch_user`,
+  :mod:`mailstore.dirwatch`, inotify) is the previous look with the kernel's account of
+  every name created, removed or renamed since: only names that appeared are lstat'ed, and
+  nothing is listed. Where the watch cannot vouch (none set, queue overflow, directory gone
+  or replaced), the rules below apply;
 - a new/ or cur/ whose mtime has not moved, and whose mtime was older than the previous look
   by more than a timestamp tick, has the same names as then (adding, removing or renaming an
   entry always sets the directory's mtime to "now"; a change in the same tick as the previous
@@ -24,6 +29,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from mailstore import maildir
 from mailstore import migrate_plan as mp
+from mailstore.dirwatch import DirWatch
 from mailstore.maildir import Anomaly, Message, UserTree
 
 DirKey = Tuple[str, str]                         # (folder, subdir): ("", "cur"), (".Sent", "new")
@@ -90,9 +96,21 @@ def adopt_equal(target: State, source: State) -> State:
     return State(target.tree, dirs)
 
 
+def watch_user(watch: Optional[DirWatch], root: str, user: str) -> None:
+    """Set ``watch`` on every new/ and cur/ of ROOT/<user>, just before the look that a later
+    refresh(..., watch=watch) builds on. Raises MaildirError like scan_user."""
+    if watch is None or watch.fd is None:
+        return
+    skel = maildir.scan_user_skeleton(root, user)
+    for d in skel.directories:
+        key = message_dir_key(d.relpath)
+        if key is not None:
+            watch.watch((skel.path, key), skel.path + "/" + d.relpath)
+
+
 def refresh(root: str, user: str, previous: Optional[State],
             relist: Iterable[DirKey] = (), restat: Optional[Dict[DirKey, Set[str]]] = None,
-            moved: Optional[MessageDirs] = None) -> State:
+            moved: Optional[MessageDirs] = None, watch: Optional[DirWatch] = None) -> State:
     """The next look at ROOT/<user> (see the module doc). ``previous`` None: list and lstat
     everything (a full scan). ``relist``: new/cur directories to list whatever their mtime;
     ``restat``: names to lstat although seen before; ``moved``: records for names the
@@ -105,6 +123,13 @@ def refresh(root: str, user: str, previous: Optional[State],
     restat = restat or {}
     prev_dirs = {d.relpath: d for d in previous.tree.directories} if previous else {}
     trust_before = previous.tree.scanned_ns - TRUST_MARGIN_NS if previous else 0
+    # what the previous look found in new/ and cur/ that is not a message (a symlink, a
+    # directory): still there in a directory that is not listed again, so reported again
+    prev_odd: Dict[str, List[Anomaly]] = {}
+    for a in previous.tree.anomalies if previous else ():
+        parent, _sep, name = a.relpath.rpartition("/")
+        if a.kind != "vanished" and message_dir_key(parent) is not None:
+            prev_odd.setdefault(parent, []).append(a)
     out: MessageDirs = {}
     for d in skel.directories:
         key = message_dir_key(d.relpath)
@@ -112,10 +137,19 @@ def refresh(root: str, user: str, previous: Optional[State],
             continue
         prev = previous.dirs.get(key) if previous is not None else None
         before = prev_dirs.get(d.relpath)
+        changes = (watch.changes((skel.path, key), d.inode)
+                   if watch is not None and prev is not None and before is not None else None)
+        if changes is not None:
+            out[key] = _apply(skel.path, d.relpath, key, prev, changes, restat.get(key, ()),
+                              moved.get(key) if moved else None, anomalies)
+            anomalies.extend(a for a in prev_odd.get(d.relpath, ())
+                             if a.relpath.rpartition("/")[2] not in changes)
+            continue
         if (prev is not None and before is not None and key not in relist
                 and key not in restat and d.mtime_ns == before.mtime_ns
                 and before.mtime_ns < trust_before):
             out[key] = prev                     # unchanged: shared, never mutated
+            anomalies.extend(prev_odd.get(d.relpath, ()))
             continue
         if moved and key in moved:
             prev = dict(prev or {})
@@ -181,32 +215,71 @@ def _list(base: str, rel: str, key: DirKey, prev: Dict[str, Message], restat,
         out, new = {}, names
     folder, subdir = key
     for name in new:
-        r = rel + "/" + name
-        try:
-            st = os.lstat(path + "/" + name)
-        except FileNotFoundError:
-            # renamed or expunged between listing and lstat: normal on a live store
-            anomalies.append(Anomaly(r, "vanished", "deleted while scanning"))
-            continue
-        except OSError as e:
-            anomalies.append(Anomaly(r, "unreadable", e.strerror or str(e)))
-            continue
-        mode = st.st_mode
-        if stat.S_ISREG(mode):
-            unique, _sep, info = name.partition(":")          # as maildir.parse_name
-            out[name] = Message(folder, subdir, name, unique, info, st.st_size,
-                                st.st_mtime_ns, st.st_uid, st.st_gid, mode & 0o7777,
-                                st.st_ino)
-        elif stat.S_ISLNK(mode):
-            try:
-                link = os.readlink(path + "/" + name)
-            except OSError:
-                link = "?"
-            anomalies.append(Anomaly(r, "symlink", "symbolic link to %r in a message "
-                                                   "directory; not followed" % (link,)))
-        elif stat.S_ISDIR(mode):
-            anomalies.append(Anomaly(r, "directory",
-                                     "a directory where a message file should be; skipped"))
-        else:
-            anomalies.append(Anomaly(r, "special", maildir._type_name(mode)))
+        m = _look(path, rel, folder, subdir, name, anomalies)
+        if m is not None:
+            out[name] = m
     return out
+
+
+def _apply(base: str, rel: str, key: DirKey, prev: Dict[str, Message],
+           changes: Dict[str, bool], restat, moved: Optional[Dict[str, Message]],
+           anomalies: List[Anomaly]) -> Dict[str, Message]:
+    """The names of a watched directory now: ``prev`` (the look after the watch was set)
+    with the watch's ``changes`` applied; names that appeared are lstat'ed (or taken from
+    ``moved``), names in ``restat`` are lstat'ed too."""
+    if not changes and not restat:
+        return prev                              # as it was: shared, never mutated
+    out = dict(prev)
+    look = set()
+    for name, present in changes.items():
+        if present:
+            look.add(name)
+        else:
+            out.pop(name, None)
+    look.update(n for n in restat if n in out)
+    path = base + "/" + rel
+    folder, subdir = key
+    for name in look:
+        if moved and name in moved and name not in restat:
+            out[name] = moved[name]
+            continue
+        m = _look(path, rel, folder, subdir, name, anomalies)
+        if m is None:
+            out.pop(name, None)
+        else:
+            out[name] = m
+    return out
+
+
+def _look(path: str, rel: str, folder: str, subdir: str, name: str,
+          anomalies: List[Anomaly]) -> Optional[Message]:
+    """lstat one name of a new/ or cur/ directory: its Message, or None (with an anomaly
+    when it is not a regular file)."""
+    r = rel + "/" + name
+    try:
+        st = os.lstat(path + "/" + name)
+    except FileNotFoundError:
+        # renamed or expunged between listing and lstat: normal on a live store
+        anomalies.append(Anomaly(r, "vanished", "deleted while scanning"))
+        return None
+    except OSError as e:
+        anomalies.append(Anomaly(r, "unreadable", e.strerror or str(e)))
+        return None
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        unique, _sep, info = name.partition(":")          # as maildir.parse_name
+        return Message(folder, subdir, name, unique, info, st.st_size, st.st_mtime_ns,
+                       st.st_uid, st.st_gid, mode & 0o7777, st.st_ino)
+    if stat.S_ISLNK(mode):
+        try:
+            link = os.readlink(path + "/" + name)
+        except OSError:
+            link = "?"
+        anomalies.append(Anomaly(r, "symlink", "symbolic link to %r in a message "
+                                               "directory; not followed" % (link,)))
+    elif stat.S_ISDIR(mode):
+        anomalies.append(Anomaly(r, "directory",
+                                 "a directory where a message file should be; skipped"))
+    else:
+        anomalies.append(Anomaly(r, "special", maildir._type_name(mode)))
+    return None

@@ -16,6 +16,7 @@ the other users go on, the resume hook still runs, and the next run picks them u
 """
 import os
 import pickle
+import select
 import signal
 import struct
 import sys
@@ -37,14 +38,16 @@ def default_count() -> int:
 class Workers:
     """Runs ``live(r)`` for every item of ``results`` (UserResult objects) in ``count``
     forked processes, then, on :meth:`cutover`, ``cutover(items) -> phases`` in each process
-    for the items it took. Item attributes changed in a worker are copied back into the
+    for the items it took; while it waits for that, it calls ``idle()`` every 50 ms (the
+    migration drains its inotify queue: mailstore.dirwatch). Item attributes changed in a worker are copied back into the
     main process's objects (``__dict__``). ``progress``: the real progress display, given to
     the first worker (the others draw nothing, so that lines do not interleave)."""
 
     def __init__(self, results: list, count: int, live: Callable, cutover: Callable,
-                 progress: mx.Progress):
+                 progress: mx.Progress, idle: Optional[Callable] = None):
         self.results = results
         self.live_fn, self.cutover_fn = live, cutover
+        self.idle = idle
         self.progress = progress
         self.children: List[dict] = []
         self._start(min(count, len(results)))
@@ -176,6 +179,8 @@ class Workers:
             self.live_fn(self.results[i])
         os.close(work_r)
         _send(res_w, [(i, self.results[i].__dict__) for i in taken])
+        while self.idle is not None and not select.select([cmd_r], [], [], 0.05)[0]:
+            self.idle()
         if os.read(cmd_r, 1) != b"c":
             return
         phases = self.cutover_fn([self.results[i] for i in taken])

@@ -1,0 +1,131 @@
+"""inotify watches (mailstore.dirwatch) and the cut-over's use of them
+(migrate_delta.refresh with watch=): what a watch reports, and when it declines to vouch."""
+import os
+
+import pytest
+
+from mailstore import migrate_delta as md
+from mailstore.dirwatch import DirWatch
+
+import _migrate_trees as trees
+
+MSGS = [("", "new", "1.M1.h,S=3", "", b"abc", 1_500_000_000_000_000_000),
+        ("", "cur", "2.M2.h,S=5", "S", b"hello", 1_500_000_001_000_000_000),
+        (".Sent", "cur", "3.M3.h", "RS", b"", 1_500_000_002_000_000_000)]
+OLD_NS = 1_500_000_000_000_000_000
+
+
+@pytest.fixture
+def watch():
+    w = DirWatch()
+    if w.fd is None:
+        pytest.skip("no inotify on this system")
+    yield w
+    w.close()
+
+
+def _ino(path):
+    return os.lstat(path).st_ino
+
+
+def test_last_event_of_each_name_decides(tmp_path, watch):
+    d = tmp_path / "cur"
+    d.mkdir()
+    (d / "old").write_bytes(b"x")
+    (d / "flagged").write_bytes(b"y")
+    assert watch.watch("k", str(d))
+    (d / "new").write_bytes(b"z")                       # created
+    os.rename(d / "flagged", d / "flagged:2,S")         # renamed in place
+    os.unlink(d / "old")                                # expunged
+    (d / "brief").write_bytes(b"b")
+    os.rename(d / "brief", tmp_path / "elsewhere")      # came and went
+    assert watch.changes("k", _ino(d)) == {"new": True, "flagged": False,
+                                           "flagged:2,S": True, "old": False,
+                                           "brief": False}
+    assert watch.watch("k", str(d))                      # a new look: forgotten
+    assert watch.changes("k", _ino(d)) == {}
+
+
+def test_a_replaced_or_moved_directory_is_not_vouched_for(tmp_path, watch):
+    d = tmp_path / "cur"
+    d.mkdir()
+    assert watch.watch("k", str(d))
+    old_inode = _ino(d)
+    os.rename(d, tmp_path / "moved")
+    d.mkdir()
+    (d / "m").write_bytes(b"x")
+    assert watch.changes("k", _ino(d)) is None          # another directory at the path
+    assert watch.changes("k", old_inode) is None        # the watched one moved away
+    assert watch.changes("unknown", _ino(d)) is None
+
+
+def test_overflowed_queue_is_not_vouched_for_until_watched_again(tmp_path, watch):
+    d = tmp_path / "cur"
+    d.mkdir()
+    assert watch.watch("k", str(d))
+    limit = int(open("/proc/sys/fs/inotify/max_queued_events").read())
+    if limit > 40000:
+        pytest.skip("fs.inotify.max_queued_events is %d here" % limit)
+    for i in range(limit // 2 + 10):                    # 2 events each, never drained
+        p = d / str(i)
+        p.write_bytes(b"")
+        os.unlink(p)
+    assert watch.changes("k", _ino(d)) is None
+    assert watch.overflows == 1
+    assert watch.watch("k", str(d))
+    (d / "after").write_bytes(b"")
+    assert watch.changes("k", _ino(d)) == {"after": True}
+
+
+def test_refresh_sees_a_change_the_mtime_hides(tmp_path, watch):
+    """A rename whose directory mtime is put back to an old value: refresh without a watch
+    trusts the mtime and misses it (test_migrate_delta); with the watch it is seen."""
+    root = str(tmp_path)
+    md_dir = trees.make_user(root, "alice", MSGS)
+    cur = os.path.join(md_dir, "cur")
+    os.utime(cur, ns=(OLD_NS, OLD_NS))
+    md.watch_user(watch, root, "alice")
+    before = md.refresh(root, "alice", None)
+    os.rename(os.path.join(cur, "2.M2.h,S=5:2,S"), os.path.join(cur, "2.M2.h,S=5:2,RS"))
+    trees.write(os.path.join(cur, "7.M7.h:2,S"), b"new mail")
+    os.utime(cur, ns=(OLD_NS, OLD_NS))
+    blind = md.refresh(root, "alice", before)
+    assert sorted(blind.dirs[("", "cur")]) == ["2.M2.h,S=5:2,S"]
+    seen = md.refresh(root, "alice", before, watch=watch)
+    assert sorted(seen.dirs[("", "cur")]) == ["2.M2.h,S=5:2,RS", "7.M7.h:2,S"]
+    m = seen.dirs[("", "cur")]["7.M7.h:2,S"]
+    assert (m.size, m.unique, m.info) == (8, "7.M7.h", "2,S")
+    assert seen.dirs[(".Sent", "cur")] is before.dirs[(".Sent", "cur")]   # untouched: reused
+    assert md.refresh(root, "alice", None).dirs == seen.dirs                # = a full look
+
+
+def test_refresh_lists_a_replaced_directory_again(tmp_path, watch):
+    root = str(tmp_path)
+    md_dir = trees.make_user(root, "alice", MSGS)
+    cur = os.path.join(md_dir, "cur")
+    md.watch_user(watch, root, "alice")
+    before = md.refresh(root, "alice", None)
+    os.rename(cur, os.path.join(md_dir, "cur.old"))
+    os.mkdir(cur)
+    trees.write(os.path.join(cur, "8.M8.h:2,"), b"other")
+    again = md.refresh(root, "alice", before, watch=watch)
+    assert sorted(again.dirs[("", "cur")]) == ["8.M8.h:2,"]
+
+
+def test_refresh_keeps_reporting_what_is_not_a_message(tmp_path, watch):
+    """A symlink found in cur/ by the look the cut-over builds on is still reported when
+    cur/ is not listed again (watched, or an old unchanged mtime)."""
+    root = str(tmp_path)
+    md_dir = trees.make_user(root, "alice", MSGS)
+    cur = os.path.join(md_dir, "cur")
+    os.symlink("/etc/shadow", os.path.join(cur, "evil:2,S"))
+    os.utime(cur, ns=(OLD_NS, OLD_NS), follow_symlinks=False)
+    md.watch_user(watch, root, "alice")
+    before = md.refresh(root, "alice", None)
+    assert [a.relpath for a in before.tree.anomalies] == ["Maildir/cur/evil:2,S"]
+    for w in (watch, None):
+        again = md.refresh(root, "alice", before, watch=w)
+        assert [a.relpath for a in again.tree.anomalies] == ["Maildir/cur/evil:2,S"]
+    os.unlink(os.path.join(cur, "evil:2,S"))
+    gone = md.refresh(root, "alice", before, watch=watch)
+    assert gone.tree.anomalies == []
