@@ -34,7 +34,11 @@ IN_DONT_FOLLOW = 0x02000000
 _MASK = (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF
          | IN_ONLYDIR | IN_DONT_FOLLOW)
 _GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED
-_APPEARS = IN_CREATE | IN_MOVED_TO
+IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
+IN_CLOSE_WRITE = 0x00000008
+_FILES = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE          # also changes inside a file
+_REMOVED = IN_DELETE | IN_MOVED_FROM
 _EVENT = struct.Struct("iIII")          # wd, mask, cookie, len; then len bytes of name
 
 
@@ -61,10 +65,12 @@ class DirWatch:
         if fd >= 0:
             self.fd, self._add = fd, add
 
-    def watch(self, key: Hashable, path: str) -> bool:
+    def watch(self, key: Hashable, path: str, files: bool = False) -> bool:
         """Watch the directory at ``path`` under ``key`` from now on; what was recorded for
         ``key`` before is forgotten (the caller is about to look at the directory again).
-        False when it cannot be watched: changes(key) is then None."""
+        ``files``: report names whose content or metadata changed in place too (a
+        directory of Dovecot index files; not for new/ and cur/, whose messages never
+        change in place). False when it cannot be watched: changes(key) is then None."""
         self.drain()                       # events so far belong to the previous look
         self._forget(key)
         if self.fd is None:
@@ -73,7 +79,7 @@ class DirWatch:
             before = os.lstat(path).st_ino
         except OSError:
             return False
-        wd = self._add(self.fd, os.fsencode(path), _MASK)
+        wd = self._add(self.fd, os.fsencode(path), _MASK | (_FILES if files else 0))
         if wd < 0:
             return False
         try:
@@ -92,8 +98,8 @@ class DirWatch:
 
     def changes(self, key: Hashable, inode: int) -> Optional[Dict[str, bool]]:
         """{name: True if it exists now, False if it was removed} for every name created,
-        deleted or renamed in the directory since watch(key) - the last event of a name
-        decides. None when the watch cannot vouch for that: no watch, overflow, the
+        deleted, renamed (or, watched with ``files``, changed) in the directory since
+        watch(key) - the last event of a name decides. None when the watch cannot vouch for that: no watch, overflow, the
         directory went away, or ``inode`` (what the caller finds at the path now) is not
         the watched directory."""
         self.drain()
@@ -136,7 +142,8 @@ class DirWatch:
                 self._lost.add(key)
                 continue
             name = os.fsdecode(raw.split(b"\0", 1)[0])
-            self._changes[key][name] = bool(mask & _APPEARS)
+            if name:                          # "": the directory's own metadata
+                self._changes[key][name] = not mask & _REMOVED
 
     def _forget(self, key: Hashable) -> None:
         entry = self._dirs.pop(key, None)

@@ -25,6 +25,7 @@ so a delta costs C-level set and tuple comparisons plus one Python step per chan
 """
 import os
 import stat
+import time
 from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from mailstore import maildir
@@ -97,15 +98,92 @@ def adopt_equal(target: State, source: State) -> State:
 
 
 def watch_user(watch: Optional[DirWatch], root: str, user: str) -> None:
-    """Set ``watch`` on every new/ and cur/ of ROOT/<user>, just before the look that a later
-    refresh(..., watch=watch) builds on. Raises MaildirError like scan_user."""
+    """Set ``watch`` on every directory of ROOT/<user>, just before the look that a later
+    refresh(..., watch=watch) builds on: names in new/ and cur/, names and in-place changes
+    everywhere else. Raises MaildirError like scan_user."""
     if watch is None or watch.fd is None:
         return
     skel = maildir.scan_user_skeleton(root, user)
     for d in skel.directories:
+        path = skel.path + "/" + d.relpath if d.relpath else skel.path
         key = message_dir_key(d.relpath)
         if key is not None:
-            watch.watch((skel.path, key), skel.path + "/" + d.relpath)
+            watch.watch((skel.path, key), path)
+        else:
+            watch.watch((skel.path, "tree", d.relpath), path, files=True)
+
+
+def _skeleton(root: str, user: str, previous: Optional[State],
+              watch: Optional[DirWatch]) -> UserTree:
+    """maildir.scan_user_skeleton - or, where the watches vouch for every directory of the
+    previous look that is not new/ or cur/, that look brought up to date: every directory
+    lstat'ed again (its mtime, owner, mode), every file named in a watch's events lstat'ed
+    again. Anything else - a file or directory that appeared, a type change, an anomaly in
+    the previous look - takes the full skeleton scan."""
+    if watch is None or previous is None or watch.fd is None:
+        return maildir.scan_user_skeleton(root, user)
+    started = time.time_ns()
+    tree = previous.tree
+    path = os.path.join(root, maildir.check_user_name(user))
+    if tree.path != path or any(a.kind != "vanished" and message_dir_key(
+            a.relpath.rpartition("/")[0]) is None for a in tree.anomalies):
+        return maildir.scan_user_skeleton(root, user)
+    lists = {kind: list(getattr(tree, kind))
+             for kind in ("control", "index", "other", "symlinks", "tmp_files")}
+    where = {e.relpath: (kind, i) for kind, entries in lists.items()
+             for i, e in enumerate(entries)}
+    directories = []
+    dropped = set()
+    known_dirs = {d.relpath for d in tree.directories}    # each is lstat'ed below anyway
+    for d in tree.directories:
+        full = path + "/" + d.relpath if d.relpath else path
+        try:
+            st = os.lstat(full)
+        except OSError:
+            return maildir.scan_user_skeleton(root, user)   # it says what is wrong
+        if not stat.S_ISDIR(st.st_mode) or st.st_ino != d.inode:
+            return maildir.scan_user_skeleton(root, user)
+        directories.append(maildir._entry(d.relpath, "dir", st))
+        if message_dir_key(d.relpath) is not None:
+            continue                                 # names: refresh's business
+        changes = watch.changes((path, "tree", d.relpath), st.st_ino)
+        if changes is None:
+            return maildir.scan_user_skeleton(root, user)
+        for name, present in changes.items():
+            rel = d.relpath + "/" + name if d.relpath else name
+            if rel in known_dirs:
+                continue
+            if rel not in where:
+                if present:                          # new: the scan knows what it is
+                    return maildir.scan_user_skeleton(root, user)
+                continue                             # came and went
+            kind, i = where[rel]
+            old = lists[kind][i]
+            try:
+                st = os.lstat(path + "/" + rel)
+            except FileNotFoundError:
+                dropped.add(rel)
+                continue
+            except OSError:
+                return maildir.scan_user_skeleton(root, user)
+            if kind == "symlinks":
+                if not stat.S_ISLNK(st.st_mode):
+                    return maildir.scan_user_skeleton(root, user)
+                try:
+                    lists[kind][i] = maildir._entry(rel, old.kind, st, os.readlink(
+                        path + "/" + rel))
+                except OSError:
+                    return maildir.scan_user_skeleton(root, user)
+            elif stat.S_ISREG(st.st_mode):
+                lists[kind][i] = maildir._entry(rel, old.kind, st)
+            else:
+                return maildir.scan_user_skeleton(root, user)
+    if dropped:
+        for kind in lists:
+            lists[kind] = [e for e in lists[kind] if e.relpath not in dropped]
+    non_utf8 = [n for n in tree.non_utf8 if message_dir_key(n.rpartition("/")[0]) is None]
+    return tree._replace(messages=[], directories=directories, anomalies=[],
+                         non_utf8=non_utf8, scanned_ns=started, **lists)
 
 
 def refresh(root: str, user: str, previous: Optional[State],
@@ -117,7 +195,7 @@ def refresh(root: str, user: str, previous: Optional[State],
     caller has just renamed(2) into place, taken instead of an lstat when the listing shows
     the name (a rename changes no size, mtime, owner or mode). Raises MaildirError like
     scan_user."""
-    skel = maildir.scan_user_skeleton(root, user)
+    skel = _skeleton(root, user, previous, watch)
     anomalies = list(skel.anomalies)
     relist = set(relist)
     restat = restat or {}

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from mailstore import maildir
 from mailstore import migrate_delta as md
 from mailstore.dirwatch import DirWatch
 
@@ -129,3 +130,35 @@ def test_refresh_keeps_reporting_what_is_not_a_message(tmp_path, watch):
     os.unlink(os.path.join(cur, "evil:2,S"))
     gone = md.refresh(root, "alice", before, watch=watch)
     assert gone.tree.anomalies == []
+
+
+def test_refresh_brings_the_rest_of_the_tree_up_to_date_without_walking_it(
+        tmp_path, watch, monkeypatch):
+    """Dovecot files changed in place, removed, a directory's mode changed: refresh with the
+    watch equals a fresh skeleton scan, and took it from the events, not from a walk."""
+    root = str(tmp_path)
+    md_dir = trees.make_user(root, "alice", MSGS)
+    uidlist = os.path.join(md_dir, "dovecot-uidlist")
+    index = os.path.join(md_dir, ".Sent", "dovecot.index.log")
+    trees.write(index, b"log")
+    md.watch_user(watch, root, "alice")
+    before = md.refresh(root, "alice", None)
+    with open(uidlist, "ab") as f:                       # appended in place
+        f.write(b"3 S.M3.h\n")
+    os.unlink(index)
+    os.chmod(os.path.join(md_dir, ".Sent"), 0o750)
+    walks = []
+    real = maildir.scan_user_skeleton
+    monkeypatch.setattr(maildir, "scan_user_skeleton",
+                        lambda *a: walks.append(a) or real(*a))
+    again = md.refresh(root, "alice", before, watch=watch)
+    assert walks == []
+    fresh = real(root, "alice")
+    assert again.tree._replace(scanned_ns=0) == fresh._replace(scanned_ns=0)
+    assert [e.size for e in again.tree.control if e.relpath == "Maildir/dovecot-uidlist"] \
+        == [os.path.getsize(uidlist)]
+    # a file that appeared: only a walk can say what it is
+    trees.write(os.path.join(md_dir, ".Sent", "dovecot.index"), b"new index")
+    newer = md.refresh(root, "alice", before, watch=watch)
+    assert len(walks) == 1
+    assert newer.tree._replace(scanned_ns=0) == real(root, "alice")._replace(scanned_ns=0)
