@@ -562,12 +562,6 @@ def _final_pass(source_root, target_root, r: UserResult, copied: set,
     return source, target, plan
 
 
-def _record(state: md.State, relpath: str) -> Optional[maildir.Message]:
-    parent, _sep, name = relpath.rpartition("/")
-    key = md.message_dir_key(parent)
-    return state.dirs.get(key, {}).get(name) if key is not None else None
-
-
 def _source_changed(source_root: str, source: maildir.UserTree) -> List[mp.Difference]:
     """Directories of the source whose mtime moved since ``source`` was scanned: an entry was
     added, removed or renamed there, i.e. the source is not quiet (the quiesce hook did not
@@ -602,17 +596,24 @@ def _verify(source_root, target_root, r: UserResult, final: tuple,
     relist: set = set()
     restat: Dict[tuple, set] = {}
     moved: md.MessageDirs = {}
+    keys: Dict[str, Optional[tuple]] = {}         # parent relpath -> message_dir_key
     for a in plan.actions:
         renamed = (a.op == mp.RENAME and a.kind == "message" and target_before is not None)
         for rel in (a.relpath, a.old_relpath):
             if rel is not None:
                 parent, _sep, name = rel.rpartition("/")
-                key = md.message_dir_key(parent)
+                key = keys.get(parent, keys)
+                if key is keys:
+                    key = keys[parent] = md.message_dir_key(parent)
                 if key is None:
                     continue
                 relist.add(key)
                 if renamed and rel == a.relpath:
-                    old = _record(target_before, a.old_relpath)
+                    old_parent, _sep, old_name = a.old_relpath.rpartition("/")
+                    old_key = keys.get(old_parent, keys)
+                    if old_key is keys:
+                        old_key = keys[old_parent] = md.message_dir_key(old_parent)
+                    old = target_before.dirs.get(old_key, {}).get(old_name)
                     if old is not None:
                         # the file the target had under the old name: its facts (a rename
                         # changes none), as the source's record when they are the same
