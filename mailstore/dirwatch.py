@@ -99,9 +99,9 @@ class DirWatch:
     def changes(self, key: Hashable, inode: int) -> Optional[Dict[str, bool]]:
         """{name: True if it exists now, False if it was removed} for every name created,
         deleted, renamed (or, watched with ``files``, changed) in the directory since
-        watch(key) - the last event of a name decides. None when the watch cannot vouch for that: no watch, overflow, the
-        directory went away, or ``inode`` (what the caller finds at the path now) is not
-        the watched directory."""
+        watch(key) - the last event of a name decides. None when the watch cannot vouch
+        for that: no watch, overflow, the directory went away, or ``inode`` (what the
+        caller finds at the path now) is not the watched directory."""
         self.drain()
         entry = self._dirs.get(key)
         if entry is None or key in self._lost or entry[1] != inode:

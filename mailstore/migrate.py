@@ -338,8 +338,12 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
         count = processes if processes is not None else mw.default_count()
         workers = None
         if count > 1 and len(copy_users) > 1:
+            # largest first: the users taken last are then small, and the workers finish
+            # (the live copy, and so also the cut-over of the users each one took) together
+            order = sorted(range(len(copy_users)),
+                           key=lambda i: -_size_hint(source_root, copy_users[i].user))
             workers = mw.Workers(copy_users, count, live, cutover, progress,
-                                 idle=lambda: watches.get().drain())
+                                 idle=lambda: watches.get().drain(), order=order)
             try:
                 workers.wait_live()
             except BaseException:
@@ -397,6 +401,25 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
         return result
     finally:
         watches.close()
+
+
+def _size_hint(root: str, user: str) -> int:
+    """How much mail ROOT/<user> holds, roughly, without listing it: the sizes of its
+    Maildir's new/ and cur/ directories (a directory grows with its entries)."""
+    base = os.path.join(root, user, maildir.MAILDIR)
+    total = 0
+    try:
+        folders = [""] + [e.name for e in os.scandir(base)
+                          if e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return 0
+    for folder in folders:
+        for sub in maildir.MESSAGE_SUBDIRS:
+            try:
+                total += os.lstat(os.path.join(base, folder, sub)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def _live_copy(source_root, target_root, r: UserResult, copied: set, progress: mx.Progress,

@@ -37,17 +37,21 @@ def default_count() -> int:
 
 class Workers:
     """Runs ``live(r)`` for every item of ``results`` (UserResult objects) in ``count``
-    forked processes, then, on :meth:`cutover`, ``cutover(items) -> phases`` in each process
-    for the items it took; while it waits for that, it calls ``idle()`` every 50 ms (the
-    migration drains its inotify queue: mailstore.dirwatch). Item attributes changed in a worker are copied back into the
-    main process's objects (``__dict__``). ``progress``: the real progress display, given to
-    the first worker (the others draw nothing, so that lines do not interleave)."""
+    forked processes, then, on :meth:`begin_cutover`, ``cutover(items) -> phases`` in each
+    process for the items it took; while it waits for that, it calls ``idle()`` every 50 ms
+    (the migration drains its inotify queue: mailstore.dirwatch). Workers take the items in
+    ``order`` (indices; default: as given). Item attributes changed in a worker are copied
+    back into the main process's objects (``__dict__``). ``progress``: the real progress
+    display, given to the first worker (the others draw nothing, so that lines do not
+    interleave)."""
 
     def __init__(self, results: list, count: int, live: Callable, cutover: Callable,
-                 progress: mx.Progress, idle: Optional[Callable] = None):
+                 progress: mx.Progress, idle: Optional[Callable] = None,
+                 order: Optional[List[int]] = None):
         self.results = results
         self.live_fn, self.cutover_fn = live, cutover
         self.idle = idle
+        self.order = order if order is not None else list(range(len(results)))
         self.progress = progress
         self.children: List[dict] = []
         self._start(min(count, len(results)))
@@ -92,7 +96,7 @@ class Workers:
                                   "status": None})
         os.close(work_r)
         try:
-            for i in range(len(self.results)):
+            for i in self.order:
                 os.write(work_w, _INDEX.pack(i))
         except BrokenPipeError:
             pass                           # every worker died: reported below

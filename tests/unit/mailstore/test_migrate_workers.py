@@ -155,3 +155,17 @@ def test_kill_minus_nine_of_the_migration_kills_its_workers(tmp_path):
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_the_largest_mailboxes_are_handed_out_first(tmp_path, monkeypatch):
+    """So that the workers finish together: the users taken last are the small ones."""
+    src, dst = _source(tmp_path)
+    big = [("" if i % 2 else ".Sent", "cur", "%d.M%d.h" % (i, i), "S", b"m",
+            1_500_000_000_000_000_000) for i in range(400)]
+    trees.make_user(src, "zed", big)
+    assert migration._size_hint(src, "zed") > migration._size_hint(src, "dave") > 0
+    log = tmp_path / "pids"
+    _recording_live_copy(monkeypatch, log)
+    assert migration.migrate(src, dst, force_copy=True, processes=2).ok
+    first_two = [line.split()[0] for line in log.read_text().splitlines()[:2]]
+    assert "zed" in first_two
