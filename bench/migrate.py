@@ -171,8 +171,9 @@ def main(argv=None):
 
     base = full["cp -a"]
     print()
-    print("corpus: %d users, %d messages, %.2f GB; source on %s, target on a separate %s" % (
-        a.users, a.messages, gb, _fs_of(a.workdir), a.target_fs))
+    print("corpus: %d users, %d messages, %.2f GB; source on %s, target on a separate %s; "
+          "%d CPUs (mailstore's default: as many worker processes, at most 4)" % (
+              a.users, a.messages, gb, _fs_of(a.workdir), a.target_fs, os.cpu_count() or 1))
     print("%-28s %9s %9s   (best of %d)" % ("full copy (until sync)", "seconds", "× cp -a",
                                             a.repeat))
     for name, t in full.items():
