@@ -7,28 +7,32 @@ explicit removal of the source once the target verifies. The decisions are made 
 Procedure, per run::
 
     check roots; read the journal; decide each user's mode
-    copy mode (different file systems, or --copy):
-        live pass(es) (scan both, plan, execute; mail keeps arriving, vanishing files are
-                       fine; every copy is byte-checked against its source as it is written;
-                       another pass if the previous one took longer than 30 s)
-        a full look at the target as the live phase left it (every new/ and cur/
-        listed; what this run copied taken as fstat saw it, the rest lstat'ed), kept per
-        directory together with the source's scan (mailstore.migrate_delta)
+    copy mode (different file systems, or --copy), users shared out across worker processes
+    (mailstore.migrate_workers; largest first; one process when there is one user):
+        live pass(es) (watch every directory of the source user (inotify,
+                       mailstore.dirwatch), scan both, plan, execute; mail keeps arriving,
+                       vanishing files are fine; every copy is byte-checked against its
+                       source as it is written; another pass if the previous one took
+                       longer than 30 s)
+        watch the target user, then a full look at the target as the live phase left it
+        (every new/ and cur/ listed; what this run copied taken as fstat saw it, the rest
+        lstat'ed), kept per directory together with the source's scan (migrate_delta)
     quiesce hook     (fails -> abort before the cut-over; the resume hook still runs; exit 1)
-    per copied user: final pass: look at the source again (only new/ and cur/ whose mtime
-                     moved are listed, only new names lstat'ed: messages are immutable;
-                     everything else afresh), plan against the target as the live phase
-                     left it (renames for flag changes and new->cur, deletions for
-                     expunges, copies for new mail, control files), execute (every copy
-                     byte-checked)
+    per copied user, in the worker that copied it:
+        final pass:  look at the source again (a watched directory: the previous look plus
+                     the kernel's created/removed names, only names that appeared lstat'ed;
+                     an unwatched one: listed unless its old mtime did not move), plan
+                     against the target as the live phase left it (renames for flag changes
+                     and new->cur, deletions for expunges, copies for new mail, control
+                     files), execute (every copy byte-checked)
+        then syncfs(target) beside the verification of each user: names, sizes, mtimes,
+                     owners, modes of everything, nothing extra (the target looked at
+                     again the same way; every file the cut-over wrote lstat'ed afresh),
+                     and no source directory changed since its final look (delivery
+                     really stopped); verified = both succeeded
     per renamed user: (same file system, target absent) journal "rename", one rename(2) of
                      the user directory, fsync both parents -> journal "done"
-    syncfs(target)
-    per copied user: verify the target (names, sizes, mtimes, owners, modes of everything,
-                     nothing extra; every directory the cut-over touched listed afresh,
-                     every file it wrote lstat'ed afresh), check that no source
-                     directory changed since its scan (delivery really stopped); then one
-                     journal record "done" for all verified users
+    one journal record "done" for all verified copied users (main process)
     resume hook      (always, once the quiesce hook has been started)
 
 The journal (``TARGET_ROOT/.mailstore-migrate/journal.jsonl``, one JSON object per line,
@@ -608,13 +612,13 @@ def _verify(source_root, target_root, r: UserResult, final: tuple,
     """The target, looked at again, against the source as the final pass saw it; then the
     source must not have moved since. True when the user may be recorded as done.
 
-    Every new/ or cur/ directory the plan touched is listed afresh and every message the
-    plan wrote (copied, re-stamped) is lstat'ed afresh; a message it renamed must show up
-    in that listing under its new name and keeps the facts of the file it was (rename(2)
-    changes no size, mtime, owner or mode). The others are the live copy's look at the
-    target, carried over only where the directory's mtime shows that nothing was added,
-    removed or renamed since (migrate_delta.refresh). Everything that is not a message is
-    scanned afresh. Bytes were compared as each copy was written."""
+    The target is looked at again (migrate_delta.refresh): a watched directory is the live
+    copy's look at it plus every name the kernel reported created or removed since (by
+    this run or anybody); an unwatched new/ or cur/ the plan touched is listed afresh.
+    Every message the plan wrote (copied, re-stamped) is lstat'ed afresh; a message it
+    renamed must show up under its new name and keeps the facts of the file it was
+    (rename(2) changes no size, mtime, owner or mode). Bytes were compared as each copy
+    was written."""
     source, target_before, plan = final
     relist: set = set()
     restat: Dict[tuple, set] = {}
