@@ -410,7 +410,7 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
 def _size_hint(root: str, user: str) -> int:
     """How much mail ROOT/<user> holds, roughly, without listing it: the sizes of its
     Maildir's new/ and cur/ directories (a directory grows with its entries)."""
-    base = os.path.join(root, user, maildir.MAILDIR)
+    base = os.path.join(maildir.user_path(root, user), maildir.MAILDIR)
     total = 0
     try:
         folders = [""] + [e.name for e in os.scandir(base)
@@ -427,9 +427,10 @@ def _size_hint(root: str, user: str) -> int:
 
 
 def _live_copy(source_root, target_root, r: UserResult, copied: set, progress: mx.Progress,
-               live_passes: Optional[int], watch: Optional[DirWatch] = None) -> tuple:
+               live_passes: Optional[int], watch: Optional[DirWatch] = None
+               ) -> Optional[tuple]:
     """The live passes for one user; returns (source state, target state) for the
-    cut-over (mailstore.migrate_delta)."""
+    cut-over (mailstore.migrate_delta); None when no pass ran (live_passes=0)."""
     passes = 0
     # what this run wrote into the target, as fstat saw each copy (see below)
     known: Dict[str, maildir.Message] = {}
@@ -572,8 +573,7 @@ def _final_pass(source_root, target_root, r: UserResult, copied: set,
     if prev_tgt is not None:
         # The target as the live copy left it (full lstat scan): nothing but this migration
         # writes below TARGET_ROOT/<user> (claimed in the journal), so it is planned against
-        # as it is. The verification looks again for real: a target directory whose mtime
-        # moved since that scan is listed afresh.
+        # as it is. The verification looks again for real (_verify).
         target = prev_tgt
         source = md.refresh(source_root, r.user, prev_src, watch=watch)
     else:

@@ -128,7 +128,7 @@ def _skeleton(root: str, user: str, previous: Optional[State],
         return maildir.scan_user_skeleton(root, user)
     started = time.time_ns()
     tree = previous.tree
-    path = os.path.join(root, maildir.check_user_name(user))
+    path = maildir.user_path(root, user)
     if tree.path != path or any(a.kind != "vanished" and message_dir_key(
             a.relpath.rpartition("/")[0]) is None for a in tree.anomalies):
         return maildir.scan_user_skeleton(root, user)
@@ -257,7 +257,7 @@ def listed(root: str, user: str, known: MessageDirs) -> State:
 
 def refresh_optional(root: str, user: str, previous: Optional[State]) -> Optional[State]:
     """refresh, or None when ROOT/<user> does not exist (a target not created yet)."""
-    if not os.path.lexists(os.path.join(root, maildir.check_user_name(user))):
+    if not os.path.lexists(maildir.user_path(root, user)):
         return None
     return refresh(root, user, previous)
 
