@@ -12,8 +12,12 @@ directory as before:
   before is then unknown until it is set again;
 - the directory was deleted, moved or unmounted, or its path now holds another directory
   (the caller passes the inode it found there).
-In-place changes of a file (content, owner, mode) are not reported: Maildir messages are
-never changed in place, only renamed or deleted (the same rule as a directory's mtime).
+A rename between two watched directories (or within one) is reported with its origin
+(:meth:`DirWatch.moved_from`): the caller may then take the file's facts from its previous
+look instead of looking again, since rename(2) changes no size, mtime, owner or mode. An
+origin is given only for a name that had no event of its own (no change in place either:
+every watch also reports owner, mode, time and content changes of its files) between the
+watch and the rename, so the previous look still describes the file.
 """
 import errno
 import os
@@ -35,8 +39,8 @@ IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
 IN_DONT_FOLLOW = 0x02000000
 _MASK = (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF
-         | IN_ONLYDIR | IN_DONT_FOLLOW)
-_FILES = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE          # also changes inside a file
+         | IN_ONLYDIR | IN_DONT_FOLLOW | IN_ATTRIB | IN_CLOSE_WRITE)
+_FILES = IN_MODIFY                      # every write(2), not only the last one before close
 _GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED
 _REMOVED = IN_DELETE | IN_MOVED_FROM
 _EVENT = struct.Struct("iIII")          # wd, mask, cookie, len; then len bytes of name
@@ -52,6 +56,10 @@ class DirWatch:
         self._dirs: Dict[Hashable, Tuple[int, int]] = {}     # key -> (wd, inode)
         self._keys: Dict[int, Hashable] = {}                 # wd -> key
         self._changes: Dict[Hashable, Dict[str, bool]] = {}
+        # renames: cookie -> (key, name) of a MOVED_FROM that had no event of its own before;
+        # key -> {name: (from key, from name)} for names renamed there from such a name
+        self._cookies: Dict[int, Tuple[Hashable, str]] = {}
+        self._origins: Dict[Hashable, Dict[str, Tuple[Hashable, str]]] = {}
         self._lost = set()
         self.overflows = 0
         try:
@@ -68,9 +76,11 @@ class DirWatch:
     def watch(self, key: Hashable, path: str, files: bool = False) -> bool:
         """Watch the directory at ``path`` under ``key`` from now on; what was recorded for
         ``key`` before is forgotten (the caller is about to look at the directory again).
-        ``files``: report names whose content or metadata changed in place too (a
-        directory of Dovecot index files; not for new/ and cur/, whose messages never
-        change in place). False when it cannot be watched: changes(key) is then None."""
+        A name whose owner, mode or times change, or that is closed after writing, is
+        reported too; ``files``: also every write to it while it stays open (a directory
+        of Dovecot index files, appended in place; not for new/ and cur/, whose messages
+        never change in place). False when it cannot be watched: changes(key) is then
+        None."""
         self.drain()                       # events so far belong to the previous look
         self._forget(key)
         if self.fd is None:
@@ -94,11 +104,12 @@ class DirWatch:
         self._dirs[key] = (wd, after)
         self._keys[wd] = key
         self._changes[key] = {}
+        self._origins[key] = {}
         return True
 
     def changes(self, key: Hashable, inode: int) -> Optional[Dict[str, bool]]:
         """{name: True if it exists now, False if it was removed} for every name created,
-        deleted, renamed (or, watched with ``files``, changed) in the directory since
+        deleted, renamed or changed in place (see watch) in the directory since
         watch(key) - the last event of a name decides. None when the watch cannot vouch
         for that: no watch, overflow, the directory went away, or ``inode`` (what the
         caller finds at the path now) is not the watched directory."""
@@ -107,6 +118,19 @@ class DirWatch:
         if entry is None or key in self._lost or entry[1] != inode:
             return None
         return self._changes[key]
+
+    def moved_from(self, key: Hashable) -> Dict[str, Tuple[Hashable, str]]:
+        """{name: (key, name) it was renamed from} for names that exist now (per
+        changes(key), which must vouch) and were renamed into the directory from a watched
+        name that had no other event since its watch was set: the file the look after
+        that watch found under the old name. An origin whose watch cannot vouch any more
+        is left out."""
+        self.drain()
+        origins = self._origins.get(key, {})
+        if not self._lost:
+            return origins                   # every origin was watched since: all vouched
+        return {name: origin for name, origin in origins.items()
+                if origin[0] in self._dirs and origin[0] not in self._lost}
 
     def drain(self) -> None:
         """Read every event queued so far (the kernel's queue is bounded: drain it while
@@ -127,7 +151,7 @@ class DirWatch:
     def _parse(self, data: bytes) -> None:
         offset, end = 0, len(data)
         while offset < end:
-            wd, mask, _cookie, size = _EVENT.unpack_from(data, offset)
+            wd, mask, cookie, size = _EVENT.unpack_from(data, offset)
             offset += _EVENT.size
             raw = data[offset:offset + size]
             offset += size
@@ -142,14 +166,24 @@ class DirWatch:
                 self._lost.add(key)
                 continue
             name = os.fsdecode(raw.split(b"\0", 1)[0])
-            if name:                          # "": the directory's own metadata
-                self._changes[key][name] = not mask & _REMOVED
+            if not name:                      # the directory's own metadata
+                continue
+            changes = self._changes[key]
+            if mask & IN_MOVED_FROM and name not in changes:
+                self._cookies[cookie] = (key, name)
+            origin = self._cookies.pop(cookie, None) if mask & IN_MOVED_TO else None
+            if origin is not None:
+                self._origins[key][name] = origin
+            else:
+                self._origins[key].pop(name, None)
+            changes[name] = not mask & _REMOVED
 
     def _forget(self, key: Hashable) -> None:
         entry = self._dirs.pop(key, None)
         if entry is not None and self._keys.get(entry[0]) == key:
             del self._keys[entry[0]]
         self._changes.pop(key, None)
+        self._origins.pop(key, None)
         self._lost.discard(key)
 
     def close(self) -> None:

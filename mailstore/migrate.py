@@ -16,24 +16,31 @@ Procedure, per run::
                        longer than 30 s)
         watch the target user, then a full look at the target as the live phase left it
         (every new/ and cur/ listed; what this run copied taken as fstat saw it, the rest
-        lstat'ed), kept per directory together with the source's scan (migrate_delta)
+        lstat'ed), kept per directory together with the source's scan and the names
+        that differ between the two (migrate_delta.differing)
     quiesce hook     (fails -> abort before the cut-over; the resume hook still runs; exit 1)
     per copied user, in the worker that copied it:
         final pass:  look at the source again (a watched directory: the previous look plus
-                     the kernel's created/removed names, only names that appeared lstat'ed;
-                     an unwatched one: listed unless its old mtime did not move), plan
-                     against the target as the live phase left it (renames for flag changes
-                     and new->cur, deletions for expunges, copies for new mail, control
-                     files), execute (every copy byte-checked)
+                     the kernel's created/removed/changed names; a name renamed there from
+                     an untouched one takes that one's facts, any other that appeared is
+                     lstat'ed; an unwatched one: listed unless its old mtime did not move),
+                     plan against the target as the live phase left it (renames for flag
+                     changes and new->cur, deletions for expunges, copies for new mail,
+                     control files; in a directory known name by name, only the names that
+                     changed since or differed then are compared), execute (every copy
+                     byte-checked)
         then syncfs(target) beside the verification of each user: names, sizes, mtimes,
                      owners, modes of everything, nothing extra (the target looked at
-                     again the same way; every file the cut-over wrote lstat'ed afresh),
-                     and no source directory changed since its final look (delivery
-                     really stopped); verified = both succeeded
+                     again the same way - anybody's change to it is an event; every file
+                     the cut-over wrote lstat'ed afresh; names that changed in neither tree
+                     and were equal are equal still), and no source directory changed
+                     since its final look (delivery really stopped); verified = both
+                     succeeded
     per renamed user: (same file system, target absent) journal "rename", one rename(2) of
                      the user directory, fsync both parents -> journal "done"
     one journal record "done" for all verified copied users (main process)
-    resume hook      (always, once the quiesce hook has been started)
+    resume hook      (always, once the quiesce hook has been started; the workers are reaped
+                     after it: their exit takes tens of milliseconds)
 
 The journal (``TARGET_ROOT/.mailstore-migrate/journal.jsonl``, one JSON object per line,
 fsynced) holds only per-user facts: "claim" (this migration created TARGET_ROOT/<user>, so it
@@ -395,12 +402,18 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
                 r.done = True
             result.phases["cutover"] = time.monotonic() - t0
         finally:
-            if workers is not None:
-                workers.close()
-            if resume and (quiesce_started or not quiesce):
-                t0 = time.monotonic()
-                result.hooks["resume"] = run_hook(resume, hook_output)
-                result.phases["resume"] = time.monotonic() - t0
+            if workers is not None and workers.writing():
+                workers.close()           # nobody writes into the target once mail flows
+            try:
+                if resume and (quiesce_started or not quiesce):
+                    t0 = time.monotonic()
+                    result.hooks["resume"] = run_hook(resume, hook_output)
+                    result.phases["resume"] = time.monotonic() - t0
+            finally:
+                # reaping waits for each worker's exit (the kernel freeing its memory, tens
+                # of milliseconds): after the resume hook, not while delivery is deferred
+                if workers is not None:
+                    workers.close()
             result.seconds = time.monotonic() - started
         return result
     finally:
@@ -429,8 +442,9 @@ def _size_hint(root: str, user: str) -> int:
 def _live_copy(source_root, target_root, r: UserResult, copied: set, progress: mx.Progress,
                live_passes: Optional[int], watch: Optional[DirWatch] = None
                ) -> Optional[tuple]:
-    """The live passes for one user; returns (source state, target state) for the
-    cut-over (mailstore.migrate_delta); None when no pass ran (live_passes=0)."""
+    """The live passes for one user; returns (source state, target state, the names that
+    differ between them) for the cut-over (mailstore.migrate_delta); None when no pass ran
+    (live_passes=0)."""
     passes = 0
     # what this run wrote into the target, as fstat saw each copy (see below)
     known: Dict[str, maildir.Message] = {}
@@ -460,8 +474,8 @@ def _live_copy(source_root, target_root, r: UserResult, copied: set, progress: m
     for m in known.values():
         by_dir.setdefault((m.folder, m.subdir), {})[m.name] = m
     md.watch_user(watch, target_root, r.user)
-    tgt_state = md.listed(target_root, r.user, by_dir)
-    return (src_state, md.adopt_equal(tgt_state, src_state))
+    tgt_state = md.adopt_equal(md.listed(target_root, r.user, by_dir), src_state)
+    return (src_state, tgt_state, md.differing(src_state, tgt_state))
 
 
 def _cut_over(source_root, target_root, results: List[UserResult], copied: Dict[str, set],
@@ -568,14 +582,18 @@ def _final_pass(source_root, target_root, r: UserResult, copied: set,
                 watch: Optional[DirWatch] = None):
     """The cut-over's delta for one user: look again at both trees (only what changed since
     the live copy, migrate_delta), plan, execute. Returns (source state, target state,
-    plan), the states as they were before executing."""
-    prev_src, prev_tgt = previous if previous is not None else (None, None)
+    plan, the names that may differ between the two states or None), the states as they
+    were before executing."""
+    prev_src, prev_tgt, differed = previous if previous is not None else (None, None, None)
+    hints = None
     if prev_tgt is not None:
         # The target as the live copy left it (full lstat scan): nothing but this migration
         # writes below TARGET_ROOT/<user> (claimed in the journal), so it is planned against
-        # as it is. The verification looks again for real (_verify).
+        # as it is. The verification looks at it again (_verify).
         target = prev_tgt
         source = md.refresh(source_root, r.user, prev_src, watch=watch)
+        # only names that changed in the source since, or differed then, can differ now
+        hints = md.candidates(differed, source)
     else:
         target_f = mx.thread_pool().submit(md.refresh_optional, target_root, r.user, None)
         try:
@@ -583,10 +601,11 @@ def _final_pass(source_root, target_root, r: UserResult, copied: set,
         finally:
             target = target_f.result()
     plan = mp.plan_dirs(source.tree, source.dirs, target and target.tree,
-                        target.dirs if target else {}, refresh_control=True)
+                        target.dirs if target else {}, refresh_control=True,
+                        candidates=hints)
     _execute(source_root, target_root, r, copied, progress, plan, live=False)
     r.anomalies = _anomaly_lines(source.tree)
-    return source, target, plan
+    return source, target, plan, hints
 
 
 def _source_changed(source_root: str, source: maildir.UserTree) -> List[mp.Difference]:
@@ -619,7 +638,7 @@ def _verify(source_root, target_root, r: UserResult, final: tuple,
     renamed must show up under its new name and keeps the facts of the file it was
     (rename(2) changes no size, mtime, owner or mode). Bytes were compared as each copy
     was written."""
-    source, target_before, plan = final
+    source, target_before, plan, hints = final
     relist: set = set()
     restat: Dict[tuple, set] = {}
     moved: md.MessageDirs = {}
@@ -654,7 +673,9 @@ def _verify(source_root, target_root, r: UserResult, final: tuple,
     target = md.refresh(target_root, r.user, target_before, relist=relist, restat=restat,
                         moved=moved, watch=watch)
     r.messages, r.bytes = source.message_count, source.message_bytes
-    diffs = mp.verify_dirs(source.tree, source.dirs, target.tree, target.dirs)
+    # names that changed in neither tree and were equal before are equal still
+    diffs = mp.verify_dirs(source.tree, source.dirs, target.tree, target.dirs,
+                           md.candidates(hints, target) if hints is not None else None)
     # Bytes: every copy was compared with its source as it was written (migrate_exec), and
     # control files rewritten lately were copied again in the final pass (plan_user's
     # refresh_control); a later rewrite shows up as a changed source directory below.

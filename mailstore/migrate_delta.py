@@ -8,9 +8,11 @@ for every new/ and cur/. :func:`refresh` takes the next look from the previous o
 
 - a new/ or cur/ watched since just before the previous look (:func:`watch_user`,
   :mod:`mailstore.dirwatch`, inotify) is the previous look with the kernel's account of
-  every name created, removed or renamed since: only names that appeared are lstat'ed, and
-  nothing is listed. Where the watch cannot vouch (none set, queue overflow, directory gone
-  or replaced), the rules below apply;
+  every name created, removed, renamed or changed in place since. A name renamed there from
+  a name the previous look saw, untouched since, takes that look's facts (rename(2) keeps
+  them); other names that appeared are lstat'ed, and nothing is listed. Where the watch
+  cannot vouch (none set, queue overflow, directory gone or replaced), the rules below
+  apply;
 - a new/ or cur/ whose mtime has not moved, and whose mtime was older than the previous look
   by more than a timestamp tick, has the same names as then (adding, removing or renaming an
   entry always sets the directory's mtime to "now"; a change in the same tick as the previous
@@ -20,8 +22,11 @@ for every new/ and cur/. :func:`refresh` takes the next look from the previous o
   named in ``restat``: files this run has just written) are lstat'ed;
 - everything that is not a message is scanned afresh (a few dozen entries per user).
 
-The planner and verifier (:mod:`mailstore.migrate_plan`) take the ``dirs`` maps as they are,
-so a delta costs C-level set and tuple comparisons plus one Python step per changed name.
+The planner and verifier (:mod:`mailstore.migrate_plan`) take the ``dirs`` maps as they are.
+A refreshed State also says which names of each directory may have changed (``changed``);
+with the names that differed between source and target at the end of the live copy
+(:func:`differing`) that gives the only names the cut-over needs to compare
+(:func:`candidates`): its cost follows the day's changes, not the size of the store.
 """
 import os
 import stat
@@ -48,6 +53,11 @@ _SIZE = itemgetter(5)                            # Message.size, read in C
 class State(NamedTuple):
     tree: UserTree          # no messages (see module doc); directories carry the mtimes
     dirs: MessageDirs
+    # per new/ and cur/ whose change since the previous look is known name by name (a watch
+    # vouched, or an unchanged mtime): the names that may differ from that look; every other
+    # name maps to the very same Message object as then. A directory without an entry
+    # (listed afresh, new, or no previous look) may differ anywhere.
+    changed: Optional[Dict[DirKey, Set[str]]] = None
 
     @property
     def message_count(self) -> int:
@@ -99,6 +109,42 @@ def adopt_equal(target: State, source: State) -> State:
             out[name] = m if m is not None and (m is t or m[5:10] == t[5:10]) else t
         dirs[key] = out
     return State(target.tree, dirs)
+
+
+def differing(a: State, b: State) -> Dict[DirKey, Set[str]]:
+    """Per new/ or cur/ that both looks have: the names not mapped to the very same Message
+    object in both (present in one only, or different facts; see adopt_equal). Outside
+    these names the two maps agree without a comparison - the hint that lets the cut-over
+    plan only what changed (migrate_plan.plan_dirs ``candidates``). Run outside the
+    cut-over (it looks at every name)."""
+    out: Dict[DirKey, Set[str]] = {}
+    for key, a_names in a.dirs.items():
+        b_names = b.dirs.get(key)
+        if b_names is None:
+            continue
+        only_a, differ = mp._split(a_names, b_names)
+        only_b, _same = mp._split(b_names, a_names)
+        out[key] = set(only_a) | set(differ) | set(only_b)
+    return out
+
+
+def candidates(before: Dict[DirKey, Set[str]], *now: State) -> Dict[DirKey, Set[str]]:
+    """Names that may differ between two looks, per directory, given ``before`` =
+    differing(A, B) of two earlier looks and ``now``: the later looks that follow A or B
+    (refresh, ``changed``): a name no later look saw change and equal before is equal
+    still. A directory that is not in ``before`` and known in every later look may differ
+    anywhere (no entry)."""
+    out = {}
+    for key, names in before.items():
+        union = set(names)
+        for look in now:
+            changed = look.changed.get(key) if look.changed else None
+            if changed is None:
+                break
+            union |= changed
+        else:
+            out[key] = union
+    return out
 
 
 def watch_user(watch: Optional[DirWatch], root: str, user: str) -> None:
@@ -213,6 +259,7 @@ def refresh(root: str, user: str, previous: Optional[State],
         if a.kind != "vanished" and message_dir_key(parent) is not None:
             prev_odd.setdefault(parent, []).append(a)
     out: MessageDirs = {}
+    changed: Dict[DirKey, Set[str]] = {}
     for d in skel.directories:
         key = message_dir_key(d.relpath)
         if key is None:
@@ -223,7 +270,9 @@ def refresh(root: str, user: str, previous: Optional[State],
                    if watch is not None and prev is not None and before is not None else None)
         if changes is not None:
             out[key] = _apply(skel.path, d.relpath, key, prev, changes, restat.get(key, ()),
-                              moved.get(key) if moved else None, anomalies)
+                              moved.get(key) if moved else None,
+                              _Origins(watch, skel.path, key, previous), anomalies)
+            changed[key] = set(changes).union(restat.get(key, ()))
             anomalies.extend(a for a in prev_odd.get(d.relpath, ())
                              if a.relpath.rpartition("/")[2] not in changes)
             continue
@@ -231,6 +280,7 @@ def refresh(root: str, user: str, previous: Optional[State],
                 and key not in restat and d.mtime_ns == before.mtime_ns
                 and before.mtime_ns < trust_before):
             out[key] = prev                     # unchanged: shared, never mutated
+            changed[key] = set()
             anomalies.extend(prev_odd.get(d.relpath, ()))
             continue
         if moved and key in moved:
@@ -238,7 +288,30 @@ def refresh(root: str, user: str, previous: Optional[State],
             prev.update(moved[key])
         out[key] = _list(skel.path, d.relpath, key, prev or {}, restat.get(key, ()),
                          anomalies)
-    return State(skel._replace(anomalies=anomalies), out)
+    return State(skel._replace(anomalies=anomalies), out, changed)
+
+
+class _Origins:
+    """Records for names renamed into PATH's ``key`` directory from a name the previous look
+    saw and nothing touched since (DirWatch.moved_from): that look's record under the new
+    name. rename(2) keeps size, mtime, owner, mode and inode: no lstat needed."""
+
+    def __init__(self, watch: DirWatch, path: str, key: DirKey, previous: State):
+        self.origins = watch.moved_from((path, key))
+        self.path, self.key, self.previous = path, key, previous
+
+    def get(self, name: str) -> Optional[Message]:
+        origin = self.origins.get(name)
+        if origin is None:
+            return None
+        from_key, from_name = origin
+        if len(from_key) != 2 or from_key[0] != self.path:
+            return None                          # another user's, or not a new/ or cur/
+        m = self.previous.dirs.get(from_key[1], {}).get(from_name)
+        if m is None:
+            return None
+        unique, _sep, info = name.partition(":")              # as maildir.parse_name
+        return Message._make((self.key[0], self.key[1], name, unique, info) + m[5:])
 
 
 def listed(root: str, user: str, known: MessageDirs) -> State:
@@ -305,10 +378,11 @@ def _list(base: str, rel: str, key: DirKey, prev: Dict[str, Message], restat,
 
 def _apply(base: str, rel: str, key: DirKey, prev: Dict[str, Message],
            changes: Dict[str, bool], restat, moved: Optional[Dict[str, Message]],
-           anomalies: List[Anomaly]) -> Dict[str, Message]:
+           origins: "_Origins", anomalies: List[Anomaly]) -> Dict[str, Message]:
     """The names of a watched directory now: ``prev`` (the look after the watch was set)
-    with the watch's ``changes`` applied; names that appeared are lstat'ed (or taken from
-    ``moved``), names in ``restat`` are lstat'ed too."""
+    with the watch's ``changes`` applied; names that appeared are taken from ``moved`` (the
+    caller's records of files it renamed there) or ``origins`` (renamed there by anybody),
+    else lstat'ed; names in ``restat`` are lstat'ed anyway."""
     if not changes and not restat:
         return prev                              # as it was: shared, never mutated
     out = dict(prev)
@@ -322,9 +396,13 @@ def _apply(base: str, rel: str, key: DirKey, prev: Dict[str, Message],
     path = base + "/" + rel
     folder, subdir = key
     for name in look:
-        if moved and name in moved and name not in restat:
-            out[name] = moved[name]
-            continue
+        if name not in restat:
+            m = moved.get(name) if moved else None
+            if m is None:
+                m = origins.get(name)
+            if m is not None:
+                out[name] = m
+                continue
         m = _look(path, rel, folder, subdir, name, anomalies)
         if m is None:
             out.pop(name, None)

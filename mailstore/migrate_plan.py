@@ -17,7 +17,7 @@ unique)`` matches a source message under another name (flags changed, moved new-
 from collections import defaultdict
 from itertools import compress, groupby, repeat
 from operator import attrgetter, is_, is_not
-from typing import Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from mailstore.maildir import Entry, Message, UserTree
 
@@ -116,6 +116,18 @@ def _only(names: Dict[str, Message], other: Dict[str, Message]) -> List[str]:
     return list(compress(keys, map(is_, map(other.get, keys), repeat(None))))
 
 
+def _narrowed(s_by, t_by, candidates: Optional[Dict[Tuple[str, str], Set[str]]]) -> dict:
+    """key -> (source names, target names), each cut down to the key's candidates."""
+    out = {}
+    for key, keep in (candidates or {}).items():
+        if key in s_by and key in t_by:
+            keep = sorted(keep)                                  # a stable plan
+            s_names, t_names = s_by[key], t_by[key]
+            out[key] = ({n: s_names[n] for n in keep if n in s_names},
+                        {n: t_names[n] for n in keep if n in t_names})
+    return out
+
+
 def _split(names: Dict[str, Message], other: Dict[str, Message]):
     """(names only here, names in both whose size/mtime/owner/mode differ).
 
@@ -152,10 +164,18 @@ def plan_user(source: UserTree, target: Optional[UserTree],
 
 def plan_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]],
               target: Optional[UserTree], t_by: Dict[Tuple[str, str], Dict[str, Message]],
-              refresh_control: bool = False) -> UserPlan:
+              refresh_control: bool = False,
+              candidates: Optional[Dict[Tuple[str, str], Set[str]]] = None) -> UserPlan:
     """plan_user with the messages given per directory (``message_dirs`` shape, e.g. a
     mailstore.migrate_delta.State); ``source.messages``/``target.messages`` are ignored.
-    Neither map is modified."""
+    Neither map is modified.
+
+    ``candidates``: per directory, the only names that may differ - outside them both maps
+    hold the very same Message objects (migrate_delta.candidates). Only those names are
+    compared: a cut-over then costs what changed, not the size of the mailbox. A directory
+    without an entry is compared in full. Names outside the candidates compare equal here
+    anyway (same object, see _split): the hint saves the walk over them, it decides
+    nothing that the maps do not already say."""
     t_dirs = {d.relpath: d for d in target.directories} if target else {}
     t_by = dict(t_by) if target else {}
     t_files = _files(target) if target else {}
@@ -204,8 +224,11 @@ def plan_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]],
     # -- messages: exact names first, then by (folder, unique) for renames -------------------
     src_left: Dict[tuple, List[Message]] = defaultdict(list)
     tgt_left: Dict[tuple, List[Message]] = defaultdict(list)
+    narrow = _narrowed(s_by, t_by, candidates)
     for key, s_names in s_by.items():
         t_names = t_by.get(key, {})
+        if key in narrow:
+            s_names, t_names = narrow[key]
         only, differ = _split(s_names, t_names)
         for n in only:
             m = s_names[n]
@@ -218,6 +241,8 @@ def plan_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]],
                 metas.append(Action(META, m.relpath, m, kind="message"))
     for key, t_names in t_by.items():
         s_names = s_by.get(key, {})
+        if key in narrow:
+            s_names, t_names = narrow[key]
         for n in _only(t_names, s_names):
             t = t_names[n]
             tgt_left[(t.folder, t.unique)].append(t)
@@ -330,9 +355,12 @@ def verify_user(source: UserTree, target: Optional[UserTree]) -> List[Difference
 
 
 def verify_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]],
-                target: Optional[UserTree], t_by: Dict[Tuple[str, str], Dict[str, Message]]
+                target: Optional[UserTree], t_by: Dict[Tuple[str, str], Dict[str, Message]],
+                candidates: Optional[Dict[Tuple[str, str], Set[str]]] = None
                 ) -> List[Difference]:
-    """verify_user with the messages given per directory (see plan_dirs)."""
+    """verify_user with the messages given per directory (see plan_dirs, also for
+    ``candidates``: outside them the two maps hold the very same objects, which compare
+    equal without a look, so leaving them out changes no result)."""
     if target is None:
         return [Difference("", "target user directory missing")]
     diffs: List[Difference] = []
@@ -356,8 +384,11 @@ def verify_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]
             if rel not in s_map:
                 diffs.append(Difference(rel, "extra %s in target" % what))
 
+    narrow = _narrowed(s_by, t_by, candidates)
     for key, s_names in s_by.items():
         t_names = t_by.get(key, {})
+        if key in narrow:
+            s_names, t_names = narrow[key]
         missing, differ = _split(s_names, t_names)
         for n in missing:
             diffs.append(Difference(s_names[n].relpath, "message missing in target"))
@@ -365,7 +396,10 @@ def verify_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]
             d = _meta_diff(s_names[n], t_names[n], "message")
             diffs.append(Difference(s_names[n].relpath, "message differs: %s" % d))
     for key, t_names in t_by.items():
-        for n in _only(t_names, s_by.get(key, {})):
+        s_names = s_by.get(key, {})
+        if key in narrow:
+            s_names, t_names = narrow[key]
+        for n in _only(t_names, s_names):
             diffs.append(Difference(t_names[n].relpath, "extra message in target"))
     for kind in ("control", "index", "other", "symlinks"):
         compare({e.relpath: e for e in getattr(source, kind)},

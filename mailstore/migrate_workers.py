@@ -54,6 +54,7 @@ class Workers:
         self.order = order if order is not None else list(range(len(results)))
         self.progress = progress
         self.children: List[dict] = []
+        self._collected = False
         self._start(min(count, len(results)))
 
     # -- main process -----------------------------------------------------------------------
@@ -144,8 +145,13 @@ class Workers:
             self._merge(states)
             for key, value in worker_phases.items():
                 phases[key] = max(phases.get(key, 0.0), value)
-        self.close()
+        self._collected = True
         return phases
+
+    def writing(self) -> bool:
+        """True while a worker may still write into the target: its cut-over was begun and
+        its results are not in (end_cutover not done), or it waits for a command."""
+        return not self._collected and any(c["status"] is None for c in self.children)
 
     def close(self) -> None:
         """Tell the workers that are still waiting to exit (no cut-over), reap all."""

@@ -162,3 +162,49 @@ def test_refresh_brings_the_rest_of_the_tree_up_to_date_without_walking_it(
     newer = md.refresh(root, "alice", before, watch=watch)
     assert len(walks) == 1
     assert newer.tree._replace(scanned_ns=0) == real(root, "alice")._replace(scanned_ns=0)
+
+
+def test_a_rename_is_reported_with_its_origin_while_the_file_is_untouched(tmp_path, watch):
+    new, cur = tmp_path / "new", tmp_path / "cur"
+    for d in (new, cur):
+        d.mkdir()
+    for path in (new / "a", cur / "b", cur / "c", cur / "d"):
+        path.write_bytes(b"x")
+    (tmp_path / "outside").write_bytes(b"x")
+    assert watch.watch("new", str(new)) and watch.watch("cur", str(cur))
+    os.rename(new / "a", cur / "a:2,")                   # new -> cur
+    os.rename(cur / "b", cur / "b:2,S")                  # a flag change
+    os.chmod(cur / "c", 0o644)                           # changed in place, then renamed:
+    os.rename(cur / "c", cur / "c:2,T")                  # the old look is stale for it
+    os.rename(tmp_path / "outside", cur / "e")           # from an unwatched directory
+    os.rename(cur / "d", cur / "d:2,S")
+    os.rename(cur / "d:2,S", cur / "d:2,ST")             # its origin was itself renamed
+    assert watch.moved_from("cur") == {"a:2,": ("new", "a"), "b:2,S": ("cur", "b")}
+    assert watch.changes("cur", _ino(cur))["c:2,T"] is True
+    os.unlink(cur / "b:2,S")
+    (cur / "b:2,S").write_bytes(b"another file")         # the name now holds another file
+    assert watch.moved_from("cur") == {"a:2,": ("new", "a")}
+
+
+def test_refresh_takes_renamed_messages_from_the_previous_look(tmp_path, watch, monkeypatch):
+    """A flag change or a move new -> cur costs no lstat: rename(2) keeps the facts the
+    previous look recorded. A file changed in place before its rename is looked at."""
+    root = str(tmp_path)
+    md_dir = trees.make_user(root, "alice", MSGS)
+    md.watch_user(watch, root, "alice")
+    before = md.refresh(root, "alice", None)
+    cur = os.path.join(md_dir, "cur")
+    os.rename(os.path.join(md_dir, "new", "1.M1.h,S=3"), os.path.join(cur, "1.M1.h,S=3:2,"))
+    os.rename(os.path.join(cur, "2.M2.h,S=5:2,S"), os.path.join(cur, "2.M2.h,S=5:2,RS"))
+    sent = os.path.join(md_dir, ".Sent", "cur")
+    os.chmod(os.path.join(sent, "3.M3.h:2,RS"), 0o640)
+    os.rename(os.path.join(sent, "3.M3.h:2,RS"), os.path.join(sent, "3.M3.h:2,S"))
+    looked = []
+    real = md._look
+    monkeypatch.setattr(md, "_look", lambda *a: looked.append(a[4]) or real(*a))
+    again = md.refresh(root, "alice", before, watch=watch)
+    assert looked == ["3.M3.h:2,S"]
+    assert again.dirs == md.refresh(root, "alice", None).dirs          # = a full look
+    assert again.dirs[(".Sent", "cur")]["3.M3.h:2,S"].mode == 0o640
+    assert again.changed[("", "cur")] == {"1.M1.h,S=3:2,", "2.M2.h,S=5:2,S",
+                                          "2.M2.h,S=5:2,RS"}

@@ -221,7 +221,8 @@ from mailstore import migrate_exec as mx       # noqa: E402
 
 
 @pytest.mark.parametrize("tamper", ["extra-in-touched", "extra-in-untouched",
-                                    "copy-mode-changed", "renamed-gone"])
+                                    "copy-mode-changed", "renamed-gone",
+                                    "mode-changed-in-untouched"])
 def test_cut_over_verification_looks_at_the_target_for_real(tmp_path, monkeypatch, tamper):
     """Whatever happens to the target between the cut-over's actions and its verification
     is seen: the verification is a fresh look, not the plan's bookkeeping."""
@@ -245,6 +246,8 @@ def test_cut_over_verification_looks_at_the_target_for_real(tmp_path, monkeypatc
                 os.chmod(os.path.join(t_md, "new", "5.M5.h"), 0o644)
             elif tamper == "renamed-gone":
                 os.unlink(os.path.join(t_md, "cur", "2.M2.h,S=5:2,RS"))
+            elif tamper == "mode-changed-in-untouched":
+                os.chmod(os.path.join(t_md, ".Sent", "cur", "3.M3.h:2,RS"), 0o644)
         return res
 
     def traffic(command, out=None):             # the quiesce hook: a day of IMAP use
@@ -264,3 +267,45 @@ def test_cut_over_verification_looks_at_the_target_for_real(tmp_path, monkeypatc
     r = migration.migrate(src, dst, force_copy=True, live_passes=1, quiesce="Q")
     assert r.ok, r.as_dict()
     assert trees.snapshot(dst, "alice") == trees.snapshot(src, "alice")
+
+
+def test_cut_over_compares_only_the_names_that_changed(tmp_path, monkeypatch):
+    """A mailbox of 300 messages with one flag change, one new and one expunged message
+    during the quiesce: the cut-over's plan and verification compare those names (and
+    what differed at the end of the live copy), not the mailbox; the result is exact."""
+    from mailstore import migrate as migration
+    from mailstore.dirwatch import DirWatch
+    if DirWatch().fd is None:
+        pytest.skip("no inotify on this system")
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    os.makedirs(dst)
+    msgs = [("", "cur", "%d.M%d.h" % (i, i), "S", b"m%d" % i, OLD_NS + i) for i in range(300)]
+    s_md = trees.make_user(src, "alice", msgs)
+    cur = os.path.join(s_md, "cur")
+    compared = []
+    cut_over = []
+    real_split, real_final = mp._split, migration._final_pass
+
+    def split(names, other):
+        if cut_over:
+            compared.append(len(names))
+        return real_split(names, other)
+
+    def final_pass(*a, **k):
+        cut_over.append(True)
+        return real_final(*a, **k)
+
+    def traffic(command, out=None):             # the quiesce hook
+        os.rename(os.path.join(cur, "7.M7.h:2,S"), os.path.join(cur, "7.M7.h:2,RS"))
+        os.unlink(os.path.join(cur, "8.M8.h:2,S"))
+        trees.write(os.path.join(s_md, "new", "900.M900.h"), b"new mail")
+        return migration.HookResult(command, 0)
+
+    monkeypatch.setattr(mp, "_split", split)
+    monkeypatch.setattr(migration, "_final_pass", final_pass)
+    monkeypatch.setattr(migration, "run_hook", traffic)
+    r = migration.migrate(src, dst, force_copy=True, live_passes=1, quiesce="Q")
+    assert r.ok, r.as_dict()
+    assert trees.snapshot(dst, "alice") == trees.snapshot(src, "alice")
+    assert (r.users[0].renamed, r.users[0].deleted, r.users[0].copied_messages) == (1, 1, 301)
+    assert compared and sum(compared) < 20, compared

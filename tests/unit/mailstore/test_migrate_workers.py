@@ -169,3 +169,28 @@ def test_the_largest_mailboxes_are_handed_out_first(tmp_path, monkeypatch):
     assert migration.migrate(src, dst, force_copy=True, processes=2).ok
     first_two = [line.split()[0] for line in log.read_text().splitlines()[:2]]
     assert "zed" in first_two
+
+
+def test_mail_flows_again_before_the_workers_have_exited(tmp_path, monkeypatch):
+    """A worker's exit (the kernel freeing its memory) does not hold up the resume hook:
+    each worker here stays alive after its report until the resume hook has run."""
+    from mailstore import migrate_workers as mw
+    src, dst = _source(tmp_path)
+    main = os.getpid()
+    resumed, seen = tmp_path / "resumed", tmp_path / "seen"
+    real_send = mw._send
+
+    def send(fd, obj):
+        real_send(fd, obj)
+        if os.getpid() != main and isinstance(obj, tuple):     # a cut-over report
+            for _ in range(200):                                # 10 s at most
+                if resumed.exists():
+                    with open(seen, "a") as f:
+                        f.write("%d\n" % os.getpid())
+                    return
+                time.sleep(0.05)
+    monkeypatch.setattr(mw, "_send", send)
+    r = migration.migrate(src, dst, force_copy=True, processes=2, quiesce="true",
+                          resume="touch %s" % resumed)
+    assert r.ok, r.as_dict()
+    assert len(seen.read_text().split()) == 2
