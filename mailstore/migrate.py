@@ -632,12 +632,13 @@ def _verify(source_root, target_root, r: UserResult, final: tuple,
     source must not have moved since. True when the user may be recorded as done.
 
     The target is looked at again (migrate_delta.refresh): a watched directory is the live
-    copy's look at it plus every name the kernel reported created or removed since (by
-    this run or anybody); an unwatched new/ or cur/ the plan touched is listed afresh.
-    Every message the plan wrote (copied, re-stamped) is lstat'ed afresh; a message it
-    renamed must show up under its new name and keeps the facts of the file it was
-    (rename(2) changes no size, mtime, owner or mode). Bytes were compared as each copy
-    was written."""
+    copy's look at it plus every name the kernel reported created, removed or changed
+    since (by this run or anybody); an unwatched new/ or cur/ the plan touched is listed
+    afresh. Every message the plan wrote (copied, re-stamped) is lstat'ed afresh; a
+    message it renamed must show up under its new name and keeps the facts of the file it
+    was (rename(2) changes no size, mtime, owner or mode) - in a watched directory only
+    while the kernel reported nothing else done to it, else it is lstat'ed. Bytes were
+    compared as each copy was written."""
     source, target_before, plan, hints = final
     relist: set = set()
     restat: Dict[tuple, set] = {}

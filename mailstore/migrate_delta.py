@@ -292,15 +292,19 @@ def refresh(root: str, user: str, previous: Optional[State],
 
 
 class _Origins:
-    """Records for names renamed into PATH's ``key`` directory from a name the previous look
-    saw and nothing touched since (DirWatch.moved_from): that look's record under the new
-    name. rename(2) keeps size, mtime, owner, mode and inode: no lstat needed."""
+    """Names renamed into PATH's ``key`` directory from a name the previous look saw, with
+    neither name touched otherwise since (DirWatch.moved_from), and :meth:`record`: that
+    look's record under the new name. rename(2) keeps size, mtime, owner, mode and inode:
+    no lstat needed."""
 
     def __init__(self, watch: DirWatch, path: str, key: DirKey, previous: State):
         self.origins = watch.moved_from((path, key))
         self.path, self.key, self.previous = path, key, previous
 
-    def get(self, name: str) -> Optional[Message]:
+    def __contains__(self, name: str) -> bool:
+        return name in self.origins
+
+    def record(self, name: str) -> Optional[Message]:
         origin = self.origins.get(name)
         if origin is None:
             return None
@@ -378,11 +382,12 @@ def _list(base: str, rel: str, key: DirKey, prev: Dict[str, Message], restat,
 
 def _apply(base: str, rel: str, key: DirKey, prev: Dict[str, Message],
            changes: Dict[str, bool], restat, moved: Optional[Dict[str, Message]],
-           origins: "_Origins", anomalies: List[Anomaly]) -> Dict[str, Message]:
+           origins: _Origins, anomalies: List[Anomaly]) -> Dict[str, Message]:
     """The names of a watched directory now: ``prev`` (the look after the watch was set)
-    with the watch's ``changes`` applied; names that appeared are taken from ``moved`` (the
-    caller's records of files it renamed there) or ``origins`` (renamed there by anybody),
-    else lstat'ed; names in ``restat`` are lstat'ed anyway."""
+    with the watch's ``changes`` applied. A name renamed there from a name of the previous
+    look, neither touched otherwise, is taken from ``moved`` (the caller's records of
+    files it renamed there) or else from that look (``origins``); any other name that
+    appeared is lstat'ed, and so are names in ``restat``."""
     if not changes and not restat:
         return prev                              # as it was: shared, never mutated
     out = dict(prev)
@@ -396,10 +401,10 @@ def _apply(base: str, rel: str, key: DirKey, prev: Dict[str, Message],
     path = base + "/" + rel
     folder, subdir = key
     for name in look:
-        if name not in restat:
+        if name in origins and name not in restat:
             m = moved.get(name) if moved else None
             if m is None:
-                m = origins.get(name)
+                m = origins.record(name)
             if m is not None:
                 out[name] = m
                 continue

@@ -222,7 +222,7 @@ from mailstore import migrate_exec as mx       # noqa: E402
 
 @pytest.mark.parametrize("tamper", ["extra-in-touched", "extra-in-untouched",
                                     "copy-mode-changed", "renamed-gone",
-                                    "mode-changed-in-untouched"])
+                                    "mode-changed-in-untouched", "renamed-mode-changed"])
 def test_cut_over_verification_looks_at_the_target_for_real(tmp_path, monkeypatch, tamper):
     """Whatever happens to the target between the cut-over's actions and its verification
     is seen: the verification is a fresh look, not the plan's bookkeeping."""
@@ -246,6 +246,8 @@ def test_cut_over_verification_looks_at_the_target_for_real(tmp_path, monkeypatc
                 os.chmod(os.path.join(t_md, "new", "5.M5.h"), 0o644)
             elif tamper == "renamed-gone":
                 os.unlink(os.path.join(t_md, "cur", "2.M2.h,S=5:2,RS"))
+            elif tamper == "renamed-mode-changed":
+                os.chmod(os.path.join(t_md, "cur", "2.M2.h,S=5:2,RS"), 0o644)
             elif tamper == "mode-changed-in-untouched":
                 os.chmod(os.path.join(t_md, ".Sent", "cur", "3.M3.h:2,RS"), 0o644)
         return res
