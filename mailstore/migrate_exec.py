@@ -289,9 +289,21 @@ class Executor:
         copied: Set[str] = set()
         errors: List[mp.Difference] = []
         vanished = [0]
-        handlers = {mp.CLEAR: self._clear, mp.MKDIR: self._mkdir, mp.RENAME: self._rename,
+        handlers = {mp.CLEAR: self._clear, mp.MKDIR: self._mkdir,
                     mp.COPY: self._copy, mp.SYMLINK: self._symlink, mp.DELETE: self._delete,
                     mp.META: self._meta, mp.RMDIR: self._rmdir, mp.DIRMETA: self._meta}
+
+        def failed(action: mp.Action, e: OSError) -> None:
+            if isinstance(e, FileNotFoundError):
+                # While mail is live, Dovecot renames and expunges under our feet: the next
+                # pass sees the new state. Once quiesced, nothing may vanish.
+                vanished[0] += 1
+                if not self.live:
+                    errors.append(mp.Difference(action.relpath, "%s: %s (%s)" % (
+                        action.op, e.strerror, e.filename)))
+            else:
+                errors.append(mp.Difference(action.relpath, "%s failed: %s" % (
+                    action.op, e.strerror or e)))
 
         def one(action: mp.Action) -> None:
             try:
@@ -300,28 +312,30 @@ class Executor:
                     copied.add(action.relpath)
                     self.progress.advance(1 if action.kind == "message" else 0,
                                           action.entry.size)
-            except FileNotFoundError as e:
-                # While mail is live, Dovecot renames and expunges under our feet: the next
-                # pass sees the new state. Once quiesced, nothing may vanish.
-                vanished[0] += 1
-                if not self.live:
-                    errors.append(mp.Difference(action.relpath, "%s: %s (%s)" % (
-                        action.op, e.strerror, e.filename)))
             except OSError as e:
-                errors.append(mp.Difference(action.relpath, "%s failed: %s" % (
-                    action.op, e.strerror or e)))
+                failed(action, e)
 
         # Copies are independent of each other (distinct targets, staged under distinct
         # names) and spend their time in system calls that release the GIL: run them on a
-        # few threads. Everything else keeps the plan's order.
+        # few threads. Everything else keeps the plan's order. Renames - thousands after a
+        # day of flag changes, while delivery is deferred - are done right here: rename(2)
+        # from old to new name below the user's target directory, nothing else.
         copies = [a for a in plan.actions if a.op == mp.COPY]
+        rename, tick, dst = os.rename, KILL.tick, self.dst_dir + "/"
         for action in plan.actions:
-            if action.op == mp.COPY:
+            op = action.op
+            if op == mp.RENAME:
+                try:
+                    tick()
+                    rename(dst + action.old_relpath, dst + action.relpath)
+                except OSError as e:
+                    failed(action, e)
+            elif op == mp.COPY:
                 if copies:
                     _parallel(one, copies, self.workers)
                     copies = []
-                continue
-            one(action)
+            else:
+                one(action)
         return ExecResult(copied, errors, vanished[0], self.written)
 
     # -- operations -------------------------------------------------------------------------
@@ -340,10 +354,6 @@ class Executor:
             os.mkdir(self._dst(a.relpath), 0o700)
         except FileExistsError:
             pass
-
-    def _rename(self, a: mp.Action) -> None:
-        KILL.tick()
-        os.rename(self._dst(a.old_relpath), self._dst(a.relpath))
 
     def _copy(self, a: mp.Action) -> None:
         src = _open_source(self._src(a.relpath))
