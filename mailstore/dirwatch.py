@@ -21,6 +21,7 @@ watch and the rename, so the previous look still describes the file.
 """
 import errno
 import os
+import select
 import struct
 import sys
 from typing import Dict, Hashable, Optional, Tuple
@@ -74,6 +75,8 @@ class DirWatch:
             return
         if fd >= 0:
             self.fd, self._add = fd, add
+            self._pending = select.poll()
+            self._pending.register(fd, select.POLLIN)
 
     def watch(self, key: Hashable, path: str, files: bool = False) -> bool:
         """Watch the directory at ``path`` under ``key`` from now on; what was recorded for
@@ -137,7 +140,7 @@ class DirWatch:
     def drain(self) -> None:
         """Read every event queued so far (the kernel's queue is bounded: drain it while
         waiting, not only when asking)."""
-        if self.fd is None:
+        if self.fd is None or not self._pending.poll(0):    # asked per directory: cheap
             return
         while True:
             try:

@@ -566,10 +566,10 @@ def _execute(source_root, target_root, r: UserResult, copied: set, progress: mx.
     if live:
         progress.finish()
     copied |= res.copied
-    r.copied_messages += sum(1 for a in plan.actions
-                             if a.op == mp.COPY and a.kind == "message" and a.relpath in res.copied)
-    r.copied_bytes += sum(a.entry.size for a in plan.actions
-                          if a.op == mp.COPY and a.relpath in res.copied)
+    for a in plan.actions:
+        if a.op == mp.COPY and a.relpath in res.copied:
+            r.copied_bytes += a.entry.size
+            r.copied_messages += a.kind == "message"
     r.renamed += s["rename_messages"]
     r.deleted += s["delete_messages"]
     if not live:

@@ -14,7 +14,7 @@ Messages are immutable apart from their names: a message of the target whose ``(
 unique)`` matches a source message under another name (flags changed, moved new->cur) is
 *renamed*, not copied again; a target message whose key is gone from the source is deleted.
 """
-from collections import defaultdict
+from collections import Counter, defaultdict
 from itertools import compress, groupby, repeat
 from operator import attrgetter, is_, is_not
 from typing import Dict, List, NamedTuple, Optional, Set, Tuple, Union
@@ -56,14 +56,16 @@ class UserPlan(NamedTuple):
         return sum(a.entry.size for a in self.actions if a.op == COPY)
 
     def summary(self) -> Dict[str, int]:
-        return {"copy_messages": self.count(COPY, "message"),
-                "copy_files": self.count(COPY) - self.count(COPY, "message"),
+        # one pass: a cut-over's plan holds thousands of renames
+        by = Counter((a.op, a.kind == "message") for a in self.actions)
+        return {"copy_messages": by[COPY, True],
+                "copy_files": by[COPY, False],
                 "copy_bytes": self.copy_bytes,
-                "rename_messages": self.count(RENAME),
-                "delete_messages": self.count(DELETE, "message"),
-                "delete_files": self.count(DELETE) - self.count(DELETE, "message"),
-                "metadata": self.count(META) + self.count(DIRMETA),
-                "mkdir": self.count(MKDIR)}
+                "rename_messages": by[RENAME, True] + by[RENAME, False],
+                "delete_messages": by[DELETE, True],
+                "delete_files": by[DELETE, False],
+                "metadata": by[META, True] + by[META, False] + by[DIRMETA, False],
+                "mkdir": by[MKDIR, False]}
 
 
 def _same_meta(a: Item, b: Item) -> bool:
@@ -121,7 +123,6 @@ def _narrowed(s_by, t_by, candidates: Optional[Dict[Tuple[str, str], Set[str]]])
     out = {}
     for key, keep in (candidates or {}).items():
         if key in s_by and key in t_by:
-            keep = sorted(keep)                                  # a stable plan
             s_names, t_names = s_by[key], t_by[key]
             out[key] = ({n: s_names[n] for n in keep if n in s_names},
                         {n: t_names[n] for n in keep if n in t_names})
@@ -249,7 +250,10 @@ def plan_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]],
     for key, srcs in src_left.items():
         cands = tgt_left.get(key, [])
         for m in srcs:
-            match = next((t for t in cands if t.size == m.size), None)
+            if len(cands) == 1:                      # the usual case: one earlier name
+                match = cands[0] if cands[0].size == m.size else None
+            else:
+                match = next((t for t in cands if t.size == m.size), None)
             if match is None:
                 copies.append(Action(COPY, m.relpath, m, kind="message"))
                 continue
@@ -258,8 +262,8 @@ def plan_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]],
                                   kind="message"))
             if not _same_meta(m, match):
                 metas.append(Action(META, m.relpath, m, kind="message"))
-    for key in sorted(tgt_left):
-        for t in tgt_left[key]:
+    for left in tgt_left.values():          # mostly emptied by the renames above
+        for t in left:
             deletes.append(Action(DELETE, t.relpath, kind="message"))
 
     # -- everything else that is a file ------------------------------------------------------
