@@ -194,3 +194,45 @@ def test_mail_flows_again_before_the_workers_have_exited(tmp_path, monkeypatch):
                           resume="touch %s" % resumed)
     assert r.ok, r.as_dict()
     assert len(seen.read_text().split()) == 2
+
+
+def test_workers_look_ahead_while_the_quiesce_hook_runs(tmp_path, monkeypatch):
+    """Changes made while the quiesce hook runs are taken up by the waiting workers
+    (migrate._look_ahead) and again by the cut-over: flag changes of the same message twice,
+    a chmod then a rename, a new->cur move, an expunge, new mail - the target equals the
+    source, and the look-ahead did run."""
+    from mailstore import migrate_delta as md
+    src, dst = _source(tmp_path)
+    log = tmp_path / "lookahead"
+    real = md.refresh
+
+    def refresh(*a, **k):
+        if k.get("consume"):
+            with open(log, "a") as f:
+                f.write("%s\n" % a[1])
+        return real(*a, **k)
+    monkeypatch.setattr(md, "refresh", refresh)
+    md_dir = os.path.join(src, "dave", "Maildir")
+    cur = os.path.join(md_dir, "cur")
+    hook = tmp_path / "hook.py"
+    hook.write_text("""
+import os, time
+cur, md = %r, %r
+def step(f, *a):
+    f(*a)
+    time.sleep(0.3)                  # the workers look ahead in between
+step(os.rename, cur + "/2.M2.h,S=5:2,S", cur + "/2.M2.h,S=5:2,RS")
+step(os.rename, cur + "/2.M2.h,S=5:2,RS", cur + "/2.M2.h,S=5:2,FRS")
+step(os.chmod, md + "/.Sent/cur/3.M3.h:2,RS", 0o640)
+step(os.rename, md + "/.Sent/cur/3.M3.h:2,RS", md + "/.Sent/cur/3.M3.h:2,S")
+step(os.rename, md + "/new/1.M1.h,S=3", cur + "/1.M1.h,S=3:2,")
+with open(md + "/new/9.M9.h", "wb") as f:
+    f.write(b"new mail")
+step(os.unlink, cur + "/1.M1.h,S=3:2,")
+""" % (cur, md_dir))
+    r = migration.migrate(src, dst, force_copy=True, processes=2,
+                          quiesce="%s %s" % (sys.executable, hook))
+    assert r.ok, r.as_dict()
+    for user in USERS:
+        assert trees.snapshot(dst, user) == trees.snapshot(src, user)
+    assert "dave" in log.read_text().split()
