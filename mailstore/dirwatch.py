@@ -63,8 +63,6 @@ class DirWatch:
         # key -> {name: (from key, from name)} for names renamed there from such a name
         self._cookies: Dict[int, Tuple[Hashable, str]] = {}
         self._origins: Dict[Hashable, Dict[str, Tuple[Hashable, str]]] = {}
-        self._touched: Dict[Hashable, set] = {}          # names with any event since watch
-        self._dirty = set()                               # keys with events since a take
         self._lost = set()
         self.overflows = 0
         try:
@@ -112,7 +110,6 @@ class DirWatch:
         self._keys[wd] = key
         self._changes[key] = {}
         self._origins[key] = {}
-        self._touched[key] = set()
         return True
 
     def changes(self, key: Hashable, inode: int) -> Optional[Dict[str, bool]]:
@@ -127,38 +124,12 @@ class DirWatch:
             return None
         return self._changes[key]
 
-    def take(self, key: Hashable, inode: int
-             ) -> Optional[Tuple[Dict[str, bool], Dict[str, Tuple[Hashable, str]]]]:
-        """(changes(key, inode), moved_from(key)), and both start afresh: the caller has
-        looked at the directory with them, the next take reports what happened since.
-        None (nothing taken) when the watch cannot vouch."""
-        changes = self.changes(key, inode)
-        if changes is None:
-            return None
-        origins = self.moved_from(key)
-        if origins is self._origins[key]:
-            origins = dict(origins)
-        self._changes[key] = {}
-        self._origins[key] = {}
-        self._dirty.discard(key)
-        return changes, origins
-
-    def dirty(self) -> set:
-        """Keys with events since they were watched, taken or settled (after a drain)."""
-        self.drain()
-        return set(self._dirty)
-
-    def settle(self, keys) -> None:
-        """Forget that ``keys`` had events (the caller looked at those directories another
-        way): dirty() leaves them out until their next event."""
-        self._dirty.difference_update(keys)
-
     def moved_from(self, key: Hashable) -> Dict[str, Tuple[Hashable, str]]:
         """{name: (key, name) it was renamed from} for names that exist now (per
         changes(key), which must vouch) and were renamed into the directory from a watched
         name that had no other event since its watch was set: the file the look after
-        that watch found under the old name (it was never touched otherwise, so every look
-        since describes it). An origin whose watch cannot vouch any more is left out."""
+        that watch found under the old name. An origin whose watch cannot vouch any more
+        is left out."""
         self.drain()
         origins = self._origins.get(key, {})
         if not self._lost:
@@ -185,9 +156,8 @@ class DirWatch:
     def _parse(self, data: bytes) -> None:
         # the hot loop of a cut-over (two events per rename): locals, no helper calls
         unpack, head = _EVENT.unpack_from, _EVENT.size
-        keys, all_changes, origins, cookies, touched, dirty = (
-            self._keys, self._changes, self._origins, self._cookies, self._touched,
-            self._dirty)
+        keys, all_changes, origins, cookies = (self._keys, self._changes, self._origins,
+                                               self._cookies)
         offset, end = 0, len(data)
         while offset < end:
             wd, mask, cookie, size = unpack(data, offset)
@@ -204,11 +174,8 @@ class DirWatch:
                 continue
             name = data[offset - size:offset].rstrip(b"\0").decode(_FS_ENCODING, _FS_ERRORS)
             changes = all_changes[key]
-            seen = touched[key]
-            if mask & IN_MOVED_FROM and name not in seen:
+            if mask & IN_MOVED_FROM and name not in changes:
                 cookies[cookie] = (key, name)
-            seen.add(name)
-            dirty.add(key)
             origin = cookies.pop(cookie, None) if mask & IN_MOVED_TO else None
             if origin is not None:
                 origins[key][name] = origin
@@ -222,8 +189,6 @@ class DirWatch:
             del self._keys[entry[0]]
         self._changes.pop(key, None)
         self._origins.pop(key, None)
-        self._touched.pop(key, None)
-        self._dirty.discard(key)
         self._lost.discard(key)
 
     def close(self) -> None:

@@ -18,9 +18,7 @@ Procedure, per run::
         (every new/ and cur/ listed; what this run copied taken as fstat saw it, the rest
         lstat'ed), kept per directory together with the source's scan and the names
         that differ between the two (migrate_delta.differing)
-    quiesce hook     (fails -> abort before the cut-over; the resume hook still runs; exit 1;
-                     meanwhile the waiting workers bring their source looks up to date
-                     with what the watches report: _look_ahead)
+    quiesce hook     (fails -> abort before the cut-over; the resume hook still runs; exit 1)
     per copied user, in the worker that copied it:
         final pass:  look at the source again (a watched directory: the previous look plus
                      the kernel's created/removed/changed names; a name renamed there from
@@ -356,9 +354,7 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
             order = sorted(range(len(copy_users)),
                            key=lambda i: -_size_hint(source_root, copy_users[i].user))
             workers = mw.Workers(copy_users, count, live, cutover, progress,
-                                 idle=lambda: _look_ahead(source_root, live_state,
-                                                          watches.get()),
-                                 order=order)
+                                 idle=lambda: watches.get().drain(), order=order)
             try:
                 workers.wait_live()
             except BaseException:
@@ -441,31 +437,6 @@ def _size_hint(root: str, user: str) -> int:
             except OSError:
                 pass
     return total
-
-
-def _look_ahead(source_root: str, live_state: Dict[str, tuple], watch: DirWatch) -> bool:
-    """While a worker waits for the cut-over (the quiesce hook runs), bring the source looks
-    of its users up to date with what the watches report, so that the cut-over starts from
-    a look that is nearly current (it looks again, for the rest). One user per call;
-    True when another user has news. Also keeps the kernel's event queue drained."""
-    dirty = watch.dirty()
-    paths = {key[0] for key in dirty}
-    for user, state in live_state.items():
-        if state is None or state[0] is None or state[0].tree.path not in paths:
-            continue
-        source, target, differed = state
-        path = source.tree.path
-        watch.settle([key for key in dirty if key[0] == path])
-        try:
-            now = md.refresh(source_root, user, source, watch=watch, consume=True)
-        except (OSError, maildir.MaildirError):
-            # events may be taken already: the cut-over looks at this source afresh
-            live_state[user] = (None, target, {})
-            return True
-        # names that may differ from the target: those that did, and those changed since
-        live_state[user] = (now, target, md.candidates(differed, now))
-        return len(paths) > 1
-    return False
 
 
 def _live_copy(source_root, target_root, r: UserResult, copied: set, progress: mx.Progress,

@@ -32,7 +32,7 @@ import os
 import stat
 import time
 from operator import itemgetter
-from typing import Dict, Hashable, Iterable, List, NamedTuple, Optional, Set, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from mailstore import maildir
 from mailstore import migrate_plan as mp
@@ -163,17 +163,8 @@ def watch_user(watch: Optional[DirWatch], root: str, user: str) -> None:
             watch.watch((skel.path, "tree", d.relpath), path, files=True)
 
 
-def _peek(watch: DirWatch, key: Hashable, inode: int):
-    changes = watch.changes(key, inode)
-    return None if changes is None else (changes, watch.moved_from(key))
-
-
-def _take(watch: DirWatch, key: Hashable, inode: int):
-    return watch.take(key, inode)
-
-
 def _skeleton(root: str, user: str, previous: Optional[State],
-              watch: Optional[DirWatch], events=_peek) -> UserTree:
+              watch: Optional[DirWatch]) -> UserTree:
     """maildir.scan_user_skeleton - or, where the watches vouch for every directory of the
     previous look that is not new/ or cur/, that look brought up to date: every directory
     lstat'ed again (its mtime, owner, mode), every file named in a watch's events lstat'ed
@@ -205,10 +196,9 @@ def _skeleton(root: str, user: str, previous: Optional[State],
         directories.append(maildir._entry(d.relpath, "dir", st))
         if message_dir_key(d.relpath) is not None:
             continue                                 # names: refresh's business
-        seen = events(watch, (path, "tree", d.relpath), st.st_ino)
-        if seen is None:
+        changes = watch.changes((path, "tree", d.relpath), st.st_ino)
+        if changes is None:
             return maildir.scan_user_skeleton(root, user)
-        changes = seen[0]
         for name, present in changes.items():
             rel = d.relpath + "/" + name if d.relpath else name
             if rel in known_dirs:
@@ -248,18 +238,14 @@ def _skeleton(root: str, user: str, previous: Optional[State],
 
 def refresh(root: str, user: str, previous: Optional[State],
             relist: Iterable[DirKey] = (), restat: Optional[Dict[DirKey, Set[str]]] = None,
-            moved: Optional[MessageDirs] = None, watch: Optional[DirWatch] = None,
-            consume: bool = False) -> State:
+            moved: Optional[MessageDirs] = None, watch: Optional[DirWatch] = None) -> State:
     """The next look at ROOT/<user> (see the module doc). ``previous`` None: list and lstat
     everything (a full scan). ``relist``: new/cur directories to list whatever their mtime;
     ``restat``: names to lstat although seen before; ``moved``: records for names the
     caller has just renamed(2) into place, taken instead of an lstat when the listing shows
-    the name (a rename changes no size, mtime, owner or mode). ``consume``: take the
-    watch's events (DirWatch.take): the next refresh must then build on this look, and
-    ``changed`` says what changed since ``previous`` only. Raises MaildirError like
+    the name (a rename changes no size, mtime, owner or mode). Raises MaildirError like
     scan_user."""
-    events = _take if consume else _peek
-    skel = _skeleton(root, user, previous, watch, events)
+    skel = _skeleton(root, user, previous, watch)
     anomalies = list(skel.anomalies)
     relist = set(relist)
     restat = restat or {}
@@ -280,13 +266,12 @@ def refresh(root: str, user: str, previous: Optional[State],
             continue
         prev = previous.dirs.get(key) if previous is not None else None
         before = prev_dirs.get(d.relpath)
-        seen = (events(watch, (skel.path, key), d.inode)
-                if watch is not None and prev is not None and before is not None else None)
-        if seen is not None:
-            changes, origins = seen
+        changes = (watch.changes((skel.path, key), d.inode)
+                   if watch is not None and prev is not None and before is not None else None)
+        if changes is not None:
             out[key] = _apply(skel.path, d.relpath, key, prev, changes, restat.get(key, ()),
                               moved.get(key) if moved else None,
-                              _Origins(origins, skel.path, key, previous), anomalies)
+                              _Origins(watch, skel.path, key, previous), anomalies)
             changed[key] = set(changes).union(restat.get(key, ()))
             anomalies.extend(a for a in prev_odd.get(d.relpath, ())
                              if a.relpath.rpartition("/")[2] not in changes)
@@ -312,9 +297,8 @@ class _Origins:
     look's record under the new name. rename(2) keeps size, mtime, owner, mode and inode:
     no lstat needed."""
 
-    def __init__(self, origins: Dict[str, Tuple[Hashable, str]], path: str, key: DirKey,
-                 previous: State):
-        self.origins = origins
+    def __init__(self, watch: DirWatch, path: str, key: DirKey, previous: State):
+        self.origins = watch.moved_from((path, key))
         self.path, self.key, self.previous = path, key, previous
 
     def __contains__(self, name: str) -> bool:

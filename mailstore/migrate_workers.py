@@ -38,9 +38,8 @@ def default_count() -> int:
 class Workers:
     """Runs ``live(r)`` for every item of ``results`` (UserResult objects) in ``count``
     forked processes, then, on :meth:`begin_cutover`, ``cutover(items) -> phases`` in each
-    process for the items it took; while it waits for that, it calls ``idle()`` every 50 ms,
-    or at once again while idle() returns True (it has more to do; the migration looks
-    ahead at the source with its inotify watches: mailstore.migrate._look_ahead). Workers take the items in
+    process for the items it took; while it waits for that, it calls ``idle()`` every 50 ms
+    (the migration drains its inotify queue: mailstore.dirwatch). Workers take the items in
     ``order`` (indices; default: as given). Item attributes changed in a worker are copied
     back into the main process's objects (``__dict__``). ``progress``: the real progress
     display, given to the first worker (the others draw nothing, so that lines do not
@@ -189,10 +188,8 @@ class Workers:
             self.live_fn(self.results[i])
         os.close(work_r)
         _send(res_w, [(i, self.results[i].__dict__) for i in taken])
-        busy = False
-        while self.idle is not None and not select.select([cmd_r], [], [],
-                                                          0 if busy else 0.05)[0]:
-            busy = bool(self.idle())
+        while self.idle is not None and not select.select([cmd_r], [], [], 0.05)[0]:
+            self.idle()
         if os.read(cmd_r, 1) != b"c":
             return
         phases = self.cutover_fn([self.results[i] for i in taken])

@@ -208,32 +208,3 @@ def test_refresh_takes_renamed_messages_from_the_previous_look(tmp_path, watch, 
     assert again.dirs[(".Sent", "cur")]["3.M3.h:2,S"].mode == 0o640
     assert again.changed[("", "cur")] == {"1.M1.h,S=3:2,", "2.M2.h,S=5:2,S",
                                           "2.M2.h,S=5:2,RS"}
-
-
-def test_take_reports_once_and_starts_afresh(tmp_path, watch):
-    """take() hands over what happened and counts from then on; an origin needs a name
-    untouched since the watch, not since the last take (a look in between may have seen
-    it changed)."""
-    d = tmp_path / "cur"
-    d.mkdir()
-    for name in ("a", "b", "c"):
-        (d / name).write_bytes(b"x")
-    assert watch.watch("k", str(d))
-    assert watch.dirty() == set()
-    os.rename(d / "a", d / "a:2,S")
-    os.chmod(d / "b", 0o640)
-    assert watch.dirty() == {"k"}
-    assert watch.take("k", _ino(d)) == ({"a": False, "a:2,S": True, "b": True},
-                                        {"a:2,S": ("k", "a")})
-    assert watch.dirty() == set()
-    assert watch.take("k", _ino(d)) == ({}, {})
-    os.rename(d / "b", d / "b:2,S")                  # touched before the take: no origin
-    os.rename(d / "c", d / "c:2,S")
-    assert watch.take("k", _ino(d)) == ({"b": False, "b:2,S": True, "c": False,
-                                         "c:2,S": True}, {"c:2,S": ("k", "c")})
-    (d / "e").write_bytes(b"x")
-    watch.settle(watch.dirty())
-    assert watch.dirty() == set()
-    assert watch.changes("k", _ino(d)) == {"e": True}    # settled is not taken
-    assert watch.take("k", _ino(d) + 1) is None          # another directory: nothing taken
-    assert watch.changes("k", _ino(d)) == {"e": True}
