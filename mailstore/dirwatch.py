@@ -19,11 +19,14 @@ origin is given only for a name that had no event of its own (no change in place
 every watch also reports owner, mode, time and content changes of its files) between the
 watch and the rename, so the previous look still describes the file.
 """
+import array
 import errno
+import fcntl
 import os
 import select
 import struct
 import sys
+import termios
 from typing import Dict, Hashable, Optional, Tuple
 
 IN_MODIFY = 0x00000002
@@ -136,6 +139,15 @@ class DirWatch:
             return origins                   # every origin was watched since: all vouched
         return {name: origin for name, origin in origins.items()
                 if origin[0] in self._dirs and origin[0] not in self._lost}
+
+    def queued(self) -> int:
+        """Bytes of events waiting in the kernel's queue (FIONREAD): a caller that reads
+        them only later can drain before the queue overflows."""
+        if self.fd is None:
+            return 0
+        buf = array.array("i", [0])
+        fcntl.ioctl(self.fd, termios.FIONREAD, buf, True)
+        return buf[0]
 
     def drain(self) -> None:
         """Read every event queued so far (the kernel's queue is bounded: drain it while

@@ -328,18 +328,22 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
     copied: Dict[str, set] = {r.user: set() for r in copy_users}
     live_state: Dict[str, tuple] = {}      # per user: (source, target) after the live copy
 
-    watches = PerProcess()            # inotify: each worker process makes its own
+    # inotify, each worker process its own: one queue for the source, one for the target
+    # (the target's events - mostly this run's own renames - are read in the verification,
+    # not in the final passes)
+    watches, target_watches = PerProcess(), PerProcess()
 
     def live(r: UserResult) -> None:
         try:
             live_state[r.user] = _live_copy(source_root, target_root, r, copied[r.user],
-                                            progress, live_passes, watches.get())
+                                            progress, live_passes, watches.get(),
+                                            target_watches.get())
         except (OSError, maildir.MaildirError) as e:
             r.errors.append("live copy: %s" % e)
 
     def cutover(results: List[UserResult]) -> Dict[str, float]:
         return _cut_over(source_root, target_root, results, copied, progress, live_state,
-                         watches.get())
+                         watches.get(), target_watches.get())
 
     try:
         # live passes: nothing is quiesced yet, the source changes while we read it
@@ -354,7 +358,9 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
             order = sorted(range(len(copy_users)),
                            key=lambda i: -_size_hint(source_root, copy_users[i].user))
             workers = mw.Workers(copy_users, count, live, cutover, progress,
-                                 idle=lambda: watches.get().drain(), order=order)
+                                 idle=lambda: (watches.get().drain(),
+                                               target_watches.get().drain()),
+                                 order=order)
             try:
                 workers.wait_live()
             except BaseException:
@@ -418,6 +424,7 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
         return result
     finally:
         watches.close()
+        target_watches.close()
 
 
 def _size_hint(root: str, user: str) -> int:
@@ -440,7 +447,8 @@ def _size_hint(root: str, user: str) -> int:
 
 
 def _live_copy(source_root, target_root, r: UserResult, copied: set, progress: mx.Progress,
-               live_passes: Optional[int], watch: Optional[DirWatch] = None
+               live_passes: Optional[int], watch: Optional[DirWatch] = None,
+               target_watch: Optional[DirWatch] = None
                ) -> Optional[tuple]:
     """The live passes for one user; returns (source state, target state, the names that
     differ between them) for the cut-over (mailstore.migrate_delta); None when no pass ran
@@ -473,14 +481,18 @@ def _live_copy(source_root, target_root, r: UserResult, copied: set, progress: m
     by_dir: md.MessageDirs = {}
     for m in known.values():
         by_dir.setdefault((m.folder, m.subdir), {})[m.name] = m
-    md.watch_user(watch, target_root, r.user)
+    md.watch_user(target_watch, target_root, r.user)
     tgt_state = md.adopt_equal(md.listed(target_root, r.user, by_dir), src_state)
     return (src_state, tgt_state, md.differing(src_state, tgt_state))
 
 
+TARGET_QUEUE_DRAIN_AT = 256 << 10     # bytes, ~3000 events; the kernel keeps 16384 by default
+
+
 def _cut_over(source_root, target_root, results: List[UserResult], copied: Dict[str, set],
               progress: mx.Progress, live_state: Dict[str, tuple],
-              watch: Optional[DirWatch] = None) -> Dict[str, float]:
+              watch: Optional[DirWatch] = None, target_watch: Optional[DirWatch] = None
+              ) -> Dict[str, float]:
     """Final pass for each user, then the target file system is flushed while every user
     is verified (verification looks at the names and metadata the file system shows, not
     at the disk: both may run side by side; a user counts as verified only when both
@@ -497,6 +509,10 @@ def _cut_over(source_root, target_root, results: List[UserResult], copied: Dict[
                                          progress, live_state.get(r.user), watch)
         except (OSError, maildir.MaildirError) as e:
             r.errors.append("cut-over: %s" % e)
+        # the target's events are read by the verification; before that only if the
+        # kernel's queue fills up (an overflow would make every target directory listed)
+        if target_watch is not None and target_watch.queued() > TARGET_QUEUE_DRAIN_AT:
+            target_watch.drain()
     progress.finish()
     phases["cutover.delta"] = time.monotonic() - t0
     if not finals:
@@ -508,7 +524,7 @@ def _cut_over(source_root, target_root, results: List[UserResult], copied: Dict[
     for r in results:
         if r.user in finals:
             try:
-                _verify(source_root, target_root, r, finals[r.user], watch)
+                _verify(source_root, target_root, r, finals[r.user], target_watch)
             except (OSError, maildir.MaildirError) as e:
                 r.errors.append("verification: %s" % e)
     phases["cutover.verify"] = time.monotonic() - t1

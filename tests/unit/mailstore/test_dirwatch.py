@@ -208,3 +208,15 @@ def test_refresh_takes_renamed_messages_from_the_previous_look(tmp_path, watch, 
     assert again.dirs[(".Sent", "cur")]["3.M3.h:2,S"].mode == 0o640
     assert again.changed[("", "cur")] == {"1.M1.h,S=3:2,", "2.M2.h,S=5:2,S",
                                           "2.M2.h,S=5:2,RS"}
+
+
+def test_queued_says_how_much_waits_to_be_read(tmp_path, watch):
+    d = tmp_path / "cur"
+    d.mkdir()
+    assert watch.watch("k", str(d))
+    assert watch.queued() == 0
+    (d / "a").write_bytes(b"x")
+    assert watch.queued() > 0
+    watch.drain()
+    assert watch.queued() == 0
+    assert watch.changes("k", _ino(d)) == {"a": True}

@@ -220,13 +220,18 @@ import pytest                                   # noqa: E402
 from mailstore import migrate_exec as mx       # noqa: E402
 
 
+@pytest.mark.parametrize("drain_at", [None, 0])
 @pytest.mark.parametrize("tamper", ["extra-in-touched", "extra-in-untouched",
                                     "copy-mode-changed", "renamed-gone",
                                     "mode-changed-in-untouched", "renamed-mode-changed"])
-def test_cut_over_verification_looks_at_the_target_for_real(tmp_path, monkeypatch, tamper):
+def test_cut_over_verification_looks_at_the_target_for_real(tmp_path, monkeypatch, tamper,
+                                                           drain_at):
     """Whatever happens to the target between the cut-over's actions and its verification
-    is seen: the verification is a fresh look, not the plan's bookkeeping."""
+    is seen: the verification is a fresh look, not the plan's bookkeeping - also when the
+    target's events were read early (the queue filled up: drain_at 0)."""
     from mailstore import migrate as migration
+    if drain_at is not None:
+        monkeypatch.setattr(migration, "TARGET_QUEUE_DRAIN_AT", drain_at)
     src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
     os.makedirs(dst)
     s_md = trees.make_user(src, "alice", MSGS)
