@@ -112,11 +112,11 @@ def adopt_equal(target: State, source: State) -> State:
 
 
 def differing(a: State, b: State) -> Dict[DirKey, Set[str]]:
-    """Per new/ or cur/ that both looks have: the names not mapped to the very same Message
-    object in both (present in one only, or different facts; see adopt_equal). Outside
-    these names the two maps agree without a comparison - the hint that lets the cut-over
-    plan only what changed (migrate_plan.plan_dirs ``candidates``). Run outside the
-    cut-over (it looks at every name)."""
+    """Per new/ or cur/ that both looks have: the names present in one only, or with
+    different size, mtime, owner or mode. Every other name compares equal (mostly as the
+    very same Message object, see adopt_equal) - the hint that lets the cut-over compare
+    only what changed since (candidates; migrate_plan.plan_dirs ``candidates``). Run
+    outside the cut-over (it looks at every name)."""
     out: Dict[DirKey, Set[str]] = {}
     for key, a_names in a.dirs.items():
         b_names = b.dirs.get(key)
