@@ -326,7 +326,8 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
     if copy_users:
         mx.clear_staging(target_root)
     copied: Dict[str, set] = {r.user: set() for r in copy_users}
-    live_state: Dict[str, tuple] = {}      # per user: (source, target) after the live copy
+    # per user, after the live copy: (source state, target state, names that differ)
+    live_state: Dict[str, tuple] = {}
 
     # inotify, each worker process its own: one queue for the source, one for the target
     # (the target's events - mostly this run's own renames - are read in the verification,

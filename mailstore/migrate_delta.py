@@ -123,28 +123,17 @@ def differing(a: State, b: State) -> Dict[DirKey, Set[str]]:
         if b_names is None:
             continue
         only_a, differ = mp._split(a_names, b_names)
-        only_b, _same = mp._split(b_names, a_names)
-        out[key] = set(only_a) | set(differ) | set(only_b)
+        out[key] = set(only_a).union(differ, mp._only(b_names, a_names))
     return out
 
 
-def candidates(before: Dict[DirKey, Set[str]], *now: State) -> Dict[DirKey, Set[str]]:
-    """Names that may differ between two looks, per directory, given ``before`` =
-    differing(A, B) of two earlier looks and ``now``: the later looks that follow A or B
-    (refresh, ``changed``): a name no later look saw change and equal before is equal
-    still. A directory that is not in ``before`` and known in every later look may differ
-    anywhere (no entry)."""
-    out = {}
-    for key, names in before.items():
-        union = set(names)
-        for look in now:
-            changed = look.changed.get(key) if look.changed else None
-            if changed is None:
-                break
-            union |= changed
-        else:
-            out[key] = union
-    return out
+def candidates(before: Dict[DirKey, Set[str]], now: State) -> Dict[DirKey, Set[str]]:
+    """Names that may differ between two looks, per directory, given ``before`` - the names
+    that may differ between A and B - and ``now``, a refresh of A or B: a name ``now`` did
+    not see change (``changed``) and equal before is equal still. A directory missing from
+    ``before`` or not known name by name in ``now`` may differ anywhere (no entry)."""
+    changed = now.changed or {}
+    return {key: names | changed[key] for key, names in before.items() if key in changed}
 
 
 def watch_user(watch: Optional[DirWatch], root: str, user: str) -> None:

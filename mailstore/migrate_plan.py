@@ -48,9 +48,6 @@ class UserPlan(NamedTuple):
     user: str
     actions: List[Action]
 
-    def count(self, op: str, kind: Optional[str] = None) -> int:
-        return sum(1 for a in self.actions if a.op == op and (kind is None or a.kind == kind))
-
     @property
     def copy_bytes(self) -> int:
         return sum(a.entry.size for a in self.actions if a.op == COPY)
