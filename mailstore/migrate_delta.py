@@ -93,7 +93,7 @@ def adopt_equal(target: State, source: State) -> State:
     message of the same name replaced by that source Message object.
 
     The planner and verifier treat two entries that are one object as equal without
-    comparing them (migrate_plan._split), and refresh() carries unchanged objects over: a
+    comparing them (migrate_plan.split_names), and refresh() carries unchanged objects over: a
     message found equal at the end of the live copy then costs one identity test in the
     cut-over. Only the inode number differs between the two records, and the migration
     never compares inodes. Run outside the cut-over (it looks at every message)."""
@@ -122,8 +122,8 @@ def differing(a: State, b: State) -> Dict[DirKey, Set[str]]:
         b_names = b.dirs.get(key)
         if b_names is None:
             continue
-        only_a, differ = mp._split(a_names, b_names)
-        out[key] = set(only_a).union(differ, mp._only(b_names, a_names))
+        only_a, differ = mp.split_names(a_names, b_names)
+        out[key] = set(only_a).union(differ, mp.names_only_in(b_names, a_names))
     return out
 
 

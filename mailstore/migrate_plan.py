@@ -107,7 +107,7 @@ def _dir_relpath(key: Tuple[str, str]) -> str:
     return "Maildir/" + folder + "/" + subdir if folder else "Maildir/" + subdir
 
 
-def _only(names: Dict[str, Message], other: Dict[str, Message]) -> List[str]:
+def names_only_in(names: Dict[str, Message], other: Dict[str, Message]) -> List[str]:
     """Names of ``names`` not in ``other`` (per-name work in C: map/compress)."""
     if names is other or not names:
         return []
@@ -126,7 +126,7 @@ def _narrowed(s_by, t_by, candidates: Optional[Dict[Tuple[str, str], Set[str]]])
     return out
 
 
-def _split(names: Dict[str, Message], other: Dict[str, Message]):
+def split_names(names: Dict[str, Message], other: Dict[str, Message]):
     """(names only here, names in both whose size/mtime/owner/mode differ).
 
     The per-message hot path of every delta, so the per-name work is done in C (map/compress
@@ -172,7 +172,7 @@ def plan_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]],
     hold the very same Message objects (migrate_delta.candidates). Only those names are
     compared: a cut-over then costs what changed, not the size of the mailbox. A directory
     without an entry is compared in full. Names outside the candidates compare equal here
-    anyway (same object, see _split): the hint saves the walk over them, it decides
+    anyway (same object, see split_names): the hint saves the walk over them, it decides
     nothing that the maps do not already say."""
     t_dirs = {d.relpath: d for d in target.directories} if target else {}
     t_by = dict(t_by) if target else {}
@@ -227,7 +227,7 @@ def plan_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]],
         t_names = t_by.get(key, {})
         if key in narrow:
             s_names, t_names = narrow[key]
-        only, differ = _split(s_names, t_names)
+        only, differ = split_names(s_names, t_names)
         for n in only:
             m = s_names[n]
             src_left[(m.folder, m.unique)].append(m)
@@ -241,7 +241,7 @@ def plan_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]],
         s_names = s_by.get(key, {})
         if key in narrow:
             s_names, t_names = narrow[key]
-        for n in _only(t_names, s_names):
+        for n in names_only_in(t_names, s_names):
             t = t_names[n]
             tgt_left[(t.folder, t.unique)].append(t)
     for key, srcs in src_left.items():
@@ -390,7 +390,7 @@ def verify_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]
         t_names = t_by.get(key, {})
         if key in narrow:
             s_names, t_names = narrow[key]
-        missing, differ = _split(s_names, t_names)
+        missing, differ = split_names(s_names, t_names)
         for n in missing:
             diffs.append(Difference(s_names[n].relpath, "message missing in target"))
         for n in differ:
@@ -400,7 +400,7 @@ def verify_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]
         s_names = s_by.get(key, {})
         if key in narrow:
             s_names, t_names = narrow[key]
-        for n in _only(t_names, s_names):
+        for n in names_only_in(t_names, s_names):
             diffs.append(Difference(t_names[n].relpath, "extra message in target"))
     for kind in ("control", "index", "other", "symlinks"):
         compare({e.relpath: e for e in getattr(source, kind)},

@@ -291,7 +291,7 @@ def test_cut_over_compares_only_the_names_that_changed(tmp_path, monkeypatch):
     cur = os.path.join(s_md, "cur")
     compared = []
     cut_over = []
-    real_split, real_final = mp._split, migration._final_pass
+    real_split, real_final = mp.split_names, migration._final_pass
 
     def split(names, other):
         if cut_over:
@@ -308,7 +308,7 @@ def test_cut_over_compares_only_the_names_that_changed(tmp_path, monkeypatch):
         trees.write(os.path.join(s_md, "new", "900.M900.h"), b"new mail")
         return migration.HookResult(command, 0)
 
-    monkeypatch.setattr(mp, "_split", split)
+    monkeypatch.setattr(mp, "split_names", split)
     monkeypatch.setattr(migration, "_final_pass", final_pass)
     monkeypatch.setattr(migration, "run_hook", traffic)
     r = migration.migrate(src, dst, force_copy=True, live_passes=1, quiesce="Q")
