@@ -2,11 +2,14 @@
 """Benchmark `mailstore migrate` against `cp -a` and `rsync -aH` on one corpus, in one run.
 
     sudo .venv/bin/python bench/migrate.py [--messages 100000] [--users 50] [--target-fs ext4]
+    sudo .venv/bin/python bench/migrate.py --target-dir /srv/mail/bench   # a real volume
 
-Needs root (mounts the target file system), rsync and cp. Steps:
+Needs rsync and cp, and root to mount the target file system. Steps:
 1. generate the corpus (bench/corpus.py, seed 1) on the work directory's file system,
 2. mount a second file system for the target (a loop-mounted ext4 image like the production
-   data volume, or a tmpfs) so that every copy crosses file systems,
+   data volume, or a tmpfs) so that every copy crosses file systems - or, with --target-dir,
+   use a directory on a file system that is mounted already (on a host like production: the
+   data volume itself, or a spare volume like it; nothing outside that directory is touched),
 3. full copy, each timed until the target file system is flushed (`sync -f`): `cp -a`,
    `rsync -aH`, `mailstore migrate` (which also verifies: metadata of everything, bytes of
    every file it copied),
@@ -77,28 +80,41 @@ def main(argv=None):
     p.add_argument("--users", type=int, default=50)
     p.add_argument("--workdir", default="/var/tmp/mailstore-bench")
     p.add_argument("--target-fs", choices=("ext4", "tmpfs"), default="ext4")
+    p.add_argument("--target-dir", metavar="DIR",
+                   help="measure on this directory of an already mounted file system (another "
+                        "one than --workdir's) instead of a fresh loop-mounted image; it must "
+                        "be empty or absent, and is left empty")
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--repeat", type=int, default=2, help="full-copy runs per tool (best kept)")
     p.add_argument("--delta-rounds", type=int, default=3,
                    help="delta rounds (a new day of traffic each; the median ratio is kept)")
     a = p.parse_args(argv)
-    if os.geteuid() != 0:
-        sys.exit("bench/migrate.py needs root to mount the target file system")
+    if a.target_dir is None and os.geteuid() != 0:
+        sys.exit("bench/migrate.py needs root to mount the target file system "
+                 "(or --target-dir on one that is mounted)")
 
     src = os.path.join(a.workdir, "src")
-    mnt = os.path.join(a.workdir, "mnt")
-    image = os.path.join(a.workdir, "target.img")
-    if os.path.ismount(mnt):
-        sh(["umount", mnt])
+    os.makedirs(a.workdir, exist_ok=True)
+    if a.target_dir is not None:
+        mnt, image = os.path.abspath(a.target_dir), None
+        _check_target_dir(mnt, a.workdir)
+    else:
+        mnt = os.path.join(a.workdir, "mnt")
+        image = os.path.join(a.workdir, "target.img")
+        if os.path.ismount(mnt):
+            sh(["umount", mnt])
     if os.path.exists(src):
         shutil.rmtree(src)
-    os.makedirs(a.workdir, exist_ok=True)
     print("generating %d messages for %d users ..." % (a.messages, a.users), flush=True)
     stats = corpus.generate(src, a.messages, a.users, seed=1)
     gb = stats["bytes"] / 1e9
-    size = int(stats["bytes"] * 3.5) + (2 << 30)   # room for three copies
-    mount_target(a.target_fs, mnt, image, size)
-    results = {"corpus": stats, "target_fs": a.target_fs}
+    if image is not None:
+        size = int(stats["bytes"] * 3.5) + (2 << 30)   # room for three copies
+        mount_target(a.target_fs, mnt, image, size)
+    else:
+        os.makedirs(mnt, exist_ok=True)
+    target_fs = a.target_fs if image is not None else _fs_of(mnt)
+    results = {"corpus": stats, "target_fs": target_fs}
     try:
         os.sync()
         warm(src)
@@ -170,15 +186,20 @@ def main(argv=None):
                               stdout=subprocess.PIPE)
         results["rsync_equal"] = diff.returncode == 0
     finally:
-        sh(["umount", mnt])
-        if os.path.exists(image):
-            os.unlink(image)
+        if image is None:
+            for name in ("cp", "rsync", "mailstore"):
+                if os.path.lexists(os.path.join(mnt, name)):
+                    shutil.rmtree(os.path.join(mnt, name))
+        else:
+            sh(["umount", mnt])
+            if os.path.exists(image):
+                os.unlink(image)
 
     base = full["cp -a"]
     print()
     print("corpus: %d users, %d messages, %.2f GB; source on %s, target on a separate %s; "
           "%d CPUs (mailstore's default: as many worker processes, at most 4)" % (
-              a.users, a.messages, gb, _fs_of(a.workdir), a.target_fs, os.cpu_count() or 1))
+              a.users, a.messages, gb, _fs_of(a.workdir), target_fs, os.cpu_count() or 1))
     print("%-28s %9s %9s   (best of %d)" % ("full copy (until sync)", "seconds", "× cp -a",
                                             a.repeat))
     for name, t in full.items():
@@ -211,6 +232,20 @@ def main(argv=None):
     os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
     with open(os.path.join(HERE, "out", "migrate-%d.json" % a.messages), "w") as f:
         json.dump(results, f, indent=2)
+
+
+def _check_target_dir(target, workdir):
+    """--target-dir: refuse what would measure nothing, or clobber something."""
+    parent = target if os.path.isdir(target) else os.path.dirname(target)
+    if not os.path.isdir(parent):
+        sys.exit("--target-dir %s: no such directory (nor its parent)" % target)
+    if os.stat(parent).st_dev == os.stat(workdir).st_dev:
+        sys.exit("--target-dir %s is on the same file system as --workdir %s: every copy "
+                 "must cross file systems, as the migration to the data volume does" % (
+                     target, workdir))
+    if os.path.isdir(target) and os.listdir(target):
+        sys.exit("--target-dir %s is not empty: the benchmark writes and removes "
+                 "cp/, rsync/ and mailstore/ there" % target)
 
 
 def _fs_of(path):
