@@ -236,6 +236,8 @@ def main(argv=None):
 
 def _check_target_dir(target, workdir):
     """--target-dir: refuse what would measure nothing, or clobber something."""
+    if os.path.lexists(target) and not os.path.isdir(target):
+        sys.exit("--target-dir %s exists and is not a directory" % target)
     parent = target if os.path.isdir(target) else os.path.dirname(target)
     if not os.path.isdir(parent):
         sys.exit("--target-dir %s: no such directory (nor its parent)" % target)
