@@ -7,6 +7,7 @@ validated with `doveconf -c STAGED -n` before it is used.
 """
 from pyinfra import host, logger
 from pyinfra.api import deploy
+from pyinfra.facts.server import Users
 from pyinfra.operations import apt, files, server as server_ops, systemd
 
 from inventories.validate import InventoryError, read_password
@@ -53,8 +54,15 @@ def server():
 
     server_ops.group(name="vmail group", group=data["vmail_user"], gid=data["vmail_uid"],
                      system=True)
+    # vmail's home is set only when the user is made, never changed after (moving the
+    # mail changes mail_root): `usermod -d` refuses while any process runs as vmail - a
+    # Dovecot mail process, the maildir check (sudo -u vmail) - and nothing reads it:
+    # Dovecot takes each user's home from SQL, the check its paths from its arguments.
+    # Only the Users fact decides, and no earlier operation of the run creates vmail.
+    made = data["vmail_user"] in host.get_fact(Users)
     server_ops.user(name="vmail user (owns every Maildir)", user=data["vmail_user"],
-                    uid=data["vmail_uid"], group=data["vmail_user"], home=data["mail_root"],
+                    uid=data["vmail_uid"], group=data["vmail_user"],
+                    home=None if made else data["mail_root"], ensure_home=False,
                     shell="/usr/sbin/nologin", system=True, create_home=False)
     files.directory(name="Mail root", path=data["mail_root"], user=data["vmail_user"],
                     group=data["vmail_user"], mode="750")

@@ -1,6 +1,7 @@
 """The mail path's @deploy functions against a fake host (tests/unit/deploy/fake_host.py)."""
 from conftest import NAMES
 
+from inventories.validate import defaults
 from operations import certificates, dovecot, mariadb, postfix
 from tests.unit.deploy import fake_host
 
@@ -62,3 +63,29 @@ def test_dovecot_and_mariadb_deploys_never_show_a_password(secrets, email_data):
         for op in ops:
             for command in op.commands:
                 assert "Secret" not in command and "alice-pw-123" not in command, op.name
+
+
+def _vmail_op(email_data, users):
+    facts = dict(FRESH, Users=users)
+    ops = fake_host.run(dovecot.server, facts=facts, data=email_data)
+    return next(op for op in ops if op.name.endswith("vmail user (owns every Maildir)"))
+
+
+def test_vmail_is_made_with_the_mail_root_as_its_home(secrets, email_data):
+    email_data["mail_root"] = "/home/mailboxes"
+    op = _vmail_op(email_data, {})
+    assert any("useradd" in c and "-d /home/mailboxes" in c for c in op.commands), op.commands
+
+
+def test_moving_the_mail_root_leaves_vmails_home_alone(secrets, email_data):
+    # usermod -d refuses while any process runs as vmail (a Dovecot mail process, the
+    # maildir check): the deploy that moves the mail failed on it now and then in the lab
+    email_data["mail_root"] = "/srv/mail"
+    uid = defaults()["vmail_uid"]
+    existing = {defaults()["vmail_user"]: {
+        "home": "/home/mailboxes", "shell": "/usr/sbin/nologin", "group": "vmail",
+        "groups": [], "uid": uid, "gid": uid, "comment": None}}
+    op = _vmail_op(email_data, existing)
+    assert not any("usermod" in c for c in op.commands), op.commands
+    assert not any("/home/mailboxes" in c or "/srv/mail" in c for c in op.commands), \
+        op.commands
