@@ -10,9 +10,9 @@ FRESH = {"Os": "Linux", "LinuxName": "Debian", "Groups": [], "Users": {},
          "Which": "/usr/sbin/useradd"}
 
 
-def run(deploy, data):
+def run(deploy, data, facts=FRESH):
     """The operations of `deploy`, named without the "<Deploy> | " prefix."""
-    ops = fake_host.run(deploy, facts=FRESH, data=data)
+    ops = fake_host.run(deploy, facts=facts, data=data)
     for op in ops:
         op.name = op.name.split(" | ", 1)[-1]
     return ops
@@ -66,9 +66,8 @@ def test_dovecot_and_mariadb_deploys_never_show_a_password(secrets, email_data):
 
 
 def _vmail_op(email_data, users):
-    facts = dict(FRESH, Users=users)
-    ops = fake_host.run(dovecot.server, facts=facts, data=email_data)
-    return next(op for op in ops if op.name.endswith("vmail user (owns every Maildir)"))
+    ops = run(dovecot.server, email_data, facts=dict(FRESH, Users=users))
+    return next(op for op in ops if op.name == "vmail user (owns every Maildir)")
 
 
 def test_vmail_is_made_with_the_mail_root_as_its_home(secrets, email_data):
