@@ -18,6 +18,7 @@ Procedure, per run::
         (every new/ and cur/ listed; what this run copied taken as fstat saw it, the rest
         lstat'ed), kept per directory together with the source's scan and the names
         that differ between the two (migrate_delta.differing)
+    syncfs(target)   (the live copy's writes reach the disk while mail still flows)
     quiesce hook     (fails -> abort before the cut-over; the resume hook still runs; exit 1)
     per copied user, in the worker that copied it:
         final pass:  look at the source again (a watched directory: the previous look plus
@@ -371,6 +372,16 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
             for r in copy_users:
                 live(r)
         result.phases["live_copy"] = time.monotonic() - t0
+        if copy_users:
+            # the live copy's last ~30 s of writes are still in memory: writing them out now,
+            # while mail flows, keeps them out of the window in which delivery is deferred
+            # (the cut-over's flush then holds only its own changes)
+            t0 = time.monotonic()
+            try:
+                mx.sync_filesystem(target_root)
+            except OSError:
+                pass        # not fatal here: the cut-over's flush decides, and reports
+            result.phases["live_flush"] = time.monotonic() - t0
         work = [r for r in copy_users + rename_users if not r.errors]
         if not work and not rename_users and not copy_users:
             result.seconds = time.monotonic() - started

@@ -141,6 +141,26 @@ def test_delta_renames_instead_of_copying(roots):
     assert trees.snapshot(dst, "alice") == trees.snapshot(src, "alice")
 
 
+def test_live_copy_is_flushed_before_delivery_is_quiesced(roots, tmp_path, monkeypatch):
+    """The target is flushed once before the quiesce hook (the live copy's writes leave the
+    deferred-delivery window) and once after the cut-over's changes. The flush itself is the
+    real syncfs(2); only the order is recorded."""
+    src, dst = roots
+    log = tmp_path / "order.log"
+    real = mx.sync_filesystem
+
+    def recorded(path):
+        real(path)
+        with open(log, "a") as f:
+            f.write("flush %s\n" % path)
+    monkeypatch.setattr(mx, "sync_filesystem", recorded)
+    r = migration.migrate(src, dst, force_copy=True, processes=1,
+                          quiesce="echo quiesce >> %s" % log, resume="echo resume >> %s" % log)
+    assert r.ok, r.as_dict()
+    assert log.read_text() == "flush %s\nquiesce\nflush %s\nresume\n" % (dst, dst)
+    assert "live_flush" in r.phases
+
+
 def test_hooks_order_and_failing_quiesce(roots, tmp_path):
     src, dst = roots
     log = tmp_path / "hooks.log"
