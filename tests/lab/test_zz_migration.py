@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -156,8 +157,21 @@ def restore(ssh, lab):
 
 
 @pytest.fixture
-def lab_lock():
+def lab_lock(lab, ssh):
+    """The lab lock, and a data volume without an earlier failed run's leftovers.
+
+    The data volume outlives the container (as production's outlives an OS upgrade), so a
+    run whose restore failed leaves its copies and journal for the next release's container,
+    whose first move would then refuse them. While Dovecot reads the old root, nothing reads
+    them: they are set aside (and removed by this run's restore), with a warning."""
     with lock.held():
+        leftovers = ssh(f"find {NEW_ROOT} -mindepth 1 -maxdepth 1 ! -name lost+found "
+                        f"! -name '.stale-*'").stdout.split()
+        if leftovers and home(ssh, lab["accounts"][0]["email"]).startswith(OLD_ROOT + "/"):
+            aside = f"{NEW_ROOT}/.stale-{int(time.time())}"
+            ssh(f"mkdir {aside} && mv {' '.join(leftovers)} {aside}/")
+            warnings.warn(f"{NEW_ROOT} held an earlier run's leftovers "
+                          f"({', '.join(leftovers)}): set aside in {aside}")
         yield
 
 
