@@ -185,10 +185,15 @@ def mutate(out, seed=2, renames=0.10, new=0.01, expunged=0.01, owner=None):
         path, fdir, sub, name = msgs[i]
         unique, _, info = name.partition(":")
         flags = info[2:] if info.startswith("2,") else ""
+        old = "".join(sorted(flags))
         for letter in "FRS":
             if rng.random() < 0.3:
                 flags = flags.replace(letter, "") if letter in flags else flags + letter
         flags = "".join(sorted(set(flags) | {"S"}))
+        if sub == "cur" and flags == old:
+            # every chosen message really changes its name: a flag change that happens to
+            # land on the flags it had would be no rename at all (it did for ~4 in 10)
+            flags = "".join(sorted(set(flags) ^ {rng.choice("FR")}))
         os.rename(path, os.path.join(fdir, "cur", unique + ":2," + flags))
     users = sorted(u for u in os.listdir(out) if not u.startswith("."))
     for k in range(int(n * new)):
