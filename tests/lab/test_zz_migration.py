@@ -121,6 +121,11 @@ def home(ssh, email):
     return ssh(f"doveadm user -f home {email}").stdout.strip()
 
 
+def dovecot_reads(ssh, lab, root):
+    """Dovecot takes the lab's first account's mail from below ROOT."""
+    return home(ssh, lab["accounts"][0]["email"]).startswith(root + "/")
+
+
 def journal_done(ssh, root):
     out = ssh(f"cat {root}/.mailstore-migrate/journal.jsonl 2>/dev/null", check=False).stdout
     return {json.loads(line)["user"] for line in out.splitlines()
@@ -131,7 +136,7 @@ def restore(ssh, lab):
     """Back to the lab's state: mail in /home/mailboxes, /srv/mail empty, no journals."""
     problems = []
     if journal_done(ssh, NEW_ROOT):
-        if home(ssh, lab["accounts"][0]["email"]).startswith(NEW_ROOT + "/"):
+        if dovecot_reads(ssh, lab, NEW_ROOT):
             cleanup = ssh(f"mailstore cleanup-source {OLD_ROOT} {NEW_ROOT}", check=False)
             if cleanup.returncode != 0:
                 problems.append(f"cleanup of {OLD_ROOT}: {cleanup.stdout}{cleanup.stderr}")
@@ -142,7 +147,7 @@ def restore(ssh, lab):
         back = deploy()
         if back.returncode != 0:
             problems.append("default deploy failed:\n" + deploy_failure(back))
-    if home(ssh, lab["accounts"][0]["email"]).startswith(OLD_ROOT + "/"):
+    if dovecot_reads(ssh, lab, OLD_ROOT):
         cleanup = ssh(f"mailstore cleanup-source {NEW_ROOT} {OLD_ROOT}", check=False)
         if journal_done(ssh, OLD_ROOT) and cleanup.returncode != 0:
             problems.append(f"cleanup of {NEW_ROOT}: {cleanup.stdout}{cleanup.stderr}")
@@ -167,7 +172,7 @@ def lab_lock(lab, ssh):
     with lock.held():
         leftovers = ssh(f"find {NEW_ROOT} -mindepth 1 -maxdepth 1 ! -name lost+found "
                         f"! -name '.stale-*'").stdout.split()
-        if leftovers and home(ssh, lab["accounts"][0]["email"]).startswith(OLD_ROOT + "/"):
+        if leftovers and dovecot_reads(ssh, lab, OLD_ROOT):
             aside = f"{NEW_ROOT}/.stale-{int(time.time())}"
             ssh(f"mkdir {aside} && mv {' '.join(leftovers)} {aside}/")
             warnings.warn(f"{NEW_ROOT} held an earlier run's leftovers "
