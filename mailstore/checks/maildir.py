@@ -71,7 +71,9 @@ def load_cache(path, root):
 def save_cache(path, root, dirs):
     """Write atomically; False if it could not be written (the check still answers)."""
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        directory = os.path.dirname(path)
+        if directory:       # a bare name ("--cache c.json") lives in the working directory
+            os.makedirs(directory, exist_ok=True)
         tmp = "%s.%d.tmp" % (path, os.getpid())
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps({"version": CACHE_VERSION, "root": os.path.abspath(root),

@@ -162,6 +162,18 @@ def test_unwritable_cache_still_answers(store, tmp_path):
     assert code == 0 and "not writable" in line and perfdata(m)["messages"][0] == 5
 
 
+def test_cache_with_a_bare_relative_name_is_saved_and_used(store, tmp_path, monkeypatch):
+    # `--cache rel.json`: the file lands in the working directory (no directory part to make)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(str(work))
+    code, line, m = check("maildir", store, "--cache", "rel.json")
+    assert code == 0 and "not writable" not in line, line
+    assert json.loads((work / "rel.json").read_text())["dirs"]
+    code, line, m = check("maildir", store, "--cache", "rel.json")
+    assert perfdata(m)["rescanned"][0] == 0 and perfdata(m)["messages"][0] == 5
+
+
 def test_users_compared_with_the_database(store, tmp_path, monkeypatch):
     monkeypatch.setattr(mdcheck, "database_users",
                         lambda f, q=None: {"alice", "carol", "dave"})
