@@ -4,7 +4,7 @@ master (command_endpoint), registered on the master by `mailstore icinga registe
 What the deploy leaves on the server (all from inventory, nothing edited by hand):
 
 - `/etc/mailstore/icinga/checks.json`: the description `mailstore icinga register` reads
-  (format: mailstore/icinga.py). Services: `mailstore-volume` (data volume),
+  (format: mailstore/icinga/description.py). Services: `mailstore-volume` (data volume),
   `mailstore-maildir` (mail_root, against the database), `mailstore-cert-<pair>` (each pair of
   `certificates`, with its key), `mailstore-crl` (the CRL refresh job last succeeded recently
   and no CRL is near its nextUpdate), `mailstore-mailq`, `mailstore-backup-repository` (age and

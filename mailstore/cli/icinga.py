@@ -49,7 +49,8 @@ def icinga_group():
 @_connection
 @click.option("--description", "description_file", required=True,
               type=click.Path(dir_okay=False),
-              help="JSON description of the host's checks (format: mailstore.icinga).")
+              help="JSON description of the host's checks "
+              "(format: mailstore.icinga.description).")
 @click.option("--prune", is_flag=True,
               help="Delete objects this tool created that the description no longer has.")
 @click.option("--dry-run", is_flag=True, help="Only say what would change.")
