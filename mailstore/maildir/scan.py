@@ -1,229 +1,24 @@
-"""Maildir model: what is under ``ROOT/<user>/`` as plain data, from directory listings only.
+"""The scanner: ``ROOT/<user>/`` into a :class:`~mailstore.maildir.model.UserTree`, and the
+users of a root.
 
 Scanning never opens a message (enumeration is ``os.scandir`` plus one ``lstat`` per entry),
 never follows a symbolic link and never writes. Everything it finds lands in exactly one list
 of a :class:`UserTree`; whatever is not mail, a Dovecot file or an ordinary file of the user's
 home is an :class:`Anomaly`: reported, never descended into, never copied.
 
-API (plain named tuples, so planners built on it are pure functions)::
-
-    check_user_name(name) -> name            # raises InvalidUserName
-    list_users(root) -> (names, anomalies)   # direct children of ROOT that are user dirs
-    scan_user(root, user) -> UserTree        # raises MaildirError if ROOT/<user> is unusable
-    rescan_user(root, user, previous, force=()) -> UserTree   # same, reusing an earlier scan
-    iter_users(root) -> UserTree, ...        # every user of list_users, scanned
-    parse_name(name) -> (unique, info, size_field, vsize_field)
-    folder_display(folder) -> "INBOX" / "Sent" / "A.B";  folder_from_display(name) -> folder
-
-A ``UserTree`` holds, for one user:
-
-- ``messages``: :class:`Message` (folder, subdir, name, unique, info, size, mtime_ns, uid, gid,
-  mode, inode) for every regular file in a ``new/`` or ``cur/``. A message is identified by
-  ``(user, folder, unique)``: Dovecot's ``dovecot-uidlist`` keys a message by its base name
-  (``unique``); flag changes and the new->cur move only rename the file (``info`` changes).
-  ``folder`` is the Maildir++ directory name: ``""`` for INBOX (the Maildir itself), ``".Sent"``,
-  ``".A.B"`` (nested folder A/B, flat on disk). ``Message.relpath`` is the path below the user
-  directory, e.g. ``Maildir/.Sent/cur/1700000000.M1P2.host,S=1234:2,S``.
-- ``tmp_files``: :class:`Entry` for regular files in ``tmp/`` (deliveries in progress; old ones
-  are stale leftovers). They are not mail yet and a migration does not copy them.
-- ``control``: Dovecot state that must survive every copy (``dovecot-uidlist``,
-  ``dovecot-keywords``, ``subscriptions``, ``maildirfolder``, ``dovecot-uidvalidity*``).
-- ``index``: ``dovecot.index*``, ``dovecot.list.index*`` (rebuildable caches; copied when quiet).
-- ``other``: any other regular file below the user directory (sieve scripts, unknown files).
-- ``symlinks``: symbolic links *outside* new/cur/tmp (``.dovecot.sieve -> sieve/x.sieve`` is
-  Pigeonhole's normal layout); ``Entry.link`` holds the link text. Copying recreates the link,
-  it never reads through it.
-- ``directories``: every directory including the user directory itself (relpath ``""``), so
-  that owner, mode and mtime of directories survive a copy too.
-- ``anomalies``: :class:`Anomaly` (relpath, kind, detail). Kinds: ``symlink`` (in new/cur/tmp),
-  ``directory`` (where a message should be), ``special`` (fifo, socket, device),
-  ``unreadable`` (a directory that could not be listed), ``vanished`` (deleted while scanning).
-- ``non_utf8``: relpaths whose names are not valid UTF-8. They are still handled (as whatever
-  they are), byte-exactly: names are ``str`` decoded with the file-system encoding and
-  ``surrogateescape`` everywhere (``os.fsencode(name)`` gives the original bytes back).
-
-Every Entry/Message carries ``size``, ``mtime_ns`` (the mtime of a message is its IMAP
-INTERNALDATE), ``uid``, ``gid``, ``mode`` (permission bits only) and ``inode``. Helpers:
-``UserTree.message_bytes``, ``UserTree.maildir_present``.
+:func:`rescan_user` reuses an earlier scan (Maildir messages are immutable: only renamed or
+deleted), :func:`scan_user_skeleton` leaves new/ and cur/ unlisted for callers that keep their
+own message lists; :func:`list_users` and :func:`iter_users` find the users of a root.
 """
 import os
 import stat
 import time
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
-MAILDIR = "Maildir"
-MESSAGE_SUBDIRS = ("new", "cur")
-TMP = "tmp"
-SUBDIRS = ("new", "cur", "tmp")
-
-# Dovecot's own state next to the mail. The uidlist holds UIDVALIDITY, UIDNEXT and the
-# unique-name -> UID map: lose it and every client re-downloads every message.
-CONTROL_NAMES = frozenset(("dovecot-uidlist", "dovecot-keywords", "subscriptions",
-                           "maildirfolder"))
-CONTROL_PREFIXES = ("dovecot-uidvalidity",)
-INDEX_PREFIXES = ("dovecot.index", "dovecot.list.index")
-
-
-class MaildirError(Exception):
-    """A root or user directory that cannot be scanned safely."""
-
-
-class InvalidUserName(MaildirError, ValueError):
-    """A user name that is not one safe path component."""
-
-
-class Entry(NamedTuple):
-    relpath: str          # below the user directory, "/"-separated; "" is the user dir itself
-    kind: str             # dir | control | index | other | symlink | tmp
-    size: int
-    mtime_ns: int
-    uid: int
-    gid: int
-    mode: int             # permission bits (stat.S_IMODE)
-    inode: int
-    link: Optional[str] = None   # symlink text, for kind == "symlink"
-
-
-class Message(NamedTuple):
-    folder: str           # "" (INBOX) or ".Name" / ".A.B"
-    subdir: str           # "new" | "cur"
-    name: str             # full file name
-    unique: str           # base name before ":" (Dovecot's uidlist key)
-    info: str             # after ":" ("2,FS"), "" when the name has none
-    size: int
-    mtime_ns: int
-    uid: int
-    gid: int
-    mode: int
-    inode: int
-
-    @property
-    def relpath(self) -> str:
-        # hot (every planner and verifier looks messages up by it): no formatting
-        if self.folder:
-            return "Maildir/" + self.folder + "/" + self.subdir + "/" + self.name
-        return "Maildir/" + self.subdir + "/" + self.name
-
-    @property
-    def key(self) -> Tuple[str, str]:
-        return (self.folder, self.unique)
-
-    @property
-    def flags(self) -> str:
-        """The standard flags (letters after ``2,``), "" if none or not the ``2,`` form."""
-        return self.info[2:] if self.info.startswith("2,") else ""
-
-
-class Anomaly(NamedTuple):
-    relpath: str
-    kind: str             # symlink | directory | special | unreadable | vanished
-    detail: str
-
-
-class UserTree(NamedTuple):
-    user: str
-    path: str             # ROOT/<user>
-    messages: List[Message]
-    tmp_files: List[Entry]
-    control: List[Entry]
-    index: List[Entry]
-    other: List[Entry]
-    symlinks: List[Entry]
-    directories: List[Entry]
-    anomalies: List[Anomaly]
-    non_utf8: List[str]
-    scanned_ns: int = 0   # wall clock when the scan began (rescan_user trusts older mtimes)
-
-    @property
-    def message_bytes(self) -> int:
-        return sum(m.size for m in self.messages)
-
-    @property
-    def maildir_present(self) -> bool:
-        return any(d.relpath == MAILDIR for d in self.directories)
-
-    @property
-    def folders(self) -> List[str]:
-        """Maildir++ folders present ("" = INBOX), sorted."""
-        prefix = MAILDIR + "/"
-        found = set()
-        for d in self.directories:
-            if d.relpath == MAILDIR:
-                found.add("")
-            elif d.relpath.startswith(prefix + ".") and "/" not in d.relpath[len(prefix):]:
-                found.add(d.relpath[len(prefix):])
-        return sorted(found)
-
-
-def message_relpath(folder: str, subdir: str, name: str) -> str:
-    if folder:
-        return "%s/%s/%s/%s" % (MAILDIR, folder, subdir, name)
-    return "%s/%s/%s" % (MAILDIR, subdir, name)
-
-
-def folder_display(folder: str) -> str:
-    """``""`` -> ``INBOX``, ``".A.B"`` -> ``A.B`` (the name an IMAP client sees, separator ".")."""
-    return folder[1:] if folder else "INBOX"
-
-
-def folder_from_display(name: str) -> str:
-    """Inverse of folder_display; refuses names that would not be one path component."""
-    if name == "INBOX":
-        return ""
-    if not name or "/" in name or "\0" in name or name.startswith(".") or name in (".", ".."):
-        raise MaildirError("not a Maildir++ folder name: %r" % (name,))
-    return "." + name
-
-
-def check_user_name(name: str) -> str:
-    """Return ``name`` if it is one safe path component, else raise InvalidUserName.
-
-    Refused: empty, ``.``/``..``, a leading dot (hidden; also keeps the migration journal and
-    other dot-entries of a root from being taken for users), ``/``, NUL, other control
-    characters, names that are not valid UTF-8.
-    """
-    if not isinstance(name, str):
-        raise InvalidUserName("user name must be text, got %r" % (name,))
-    if not name:
-        raise InvalidUserName("empty user name")
-    if name.startswith("."):
-        raise InvalidUserName("user name %r starts with a dot" % (name,))
-    if "/" in name or "\0" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise InvalidUserName("user name %r is not a single path component" % (name,))
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidUserName("user name %r is not valid UTF-8" % (name,))
-    if len(name.encode("utf-8")) > 255:
-        raise InvalidUserName("user name longer than 255 bytes")
-    return name
-
-
-def parse_name(name: str) -> Tuple[str, str, Optional[int], Optional[int]]:
-    """Split a Maildir file name into (unique, info, S= size, W= virtual size).
-
-    ``1700000000.M1P2.host,S=1234,W=1260:2,RS`` -> (``1700000000.M1P2.host,S=1234,W=1260``,
-    ``2,RS``, 1234, 1260). ``unique`` is everything before the first ``:`` because that is what
-    Dovecot stores in dovecot-uidlist; the ``,S=``/``,W=`` fields are part of it. A malformed
-    field gives None, never an error: the name is still a message.
-    """
-    unique, sep, info = name.partition(":")
-    size = vsize = None
-    for field in unique.split(",")[1:]:
-        if field.startswith("S=") and field[2:].isdigit():
-            size = int(field[2:])
-        elif field.startswith("W=") and field[2:].isdigit():
-            vsize = int(field[2:])
-    return unique, info, size, vsize
-
-
-def classify_dovecot_file(name: str) -> Optional[str]:
-    """``control`` / ``index`` for Dovecot's files, None for anything else."""
-    if name in CONTROL_NAMES or name.startswith(CONTROL_PREFIXES):
-        return "control"
-    if name.startswith(INDEX_PREFIXES):
-        return "index"
-    return None
+from mailstore.maildir.errors import InvalidUserName, MaildirError
+from mailstore.maildir.layout import (LOST_AND_FOUND, MAILDIR, SUBDIRS, TMP, check_user_name,
+                                      classify_dovecot_file, message_relpath, user_path)
+from mailstore.maildir.model import Anomaly, Entry, Message, UserTree
 
 
 def _is_utf8(name: str) -> bool:
@@ -460,11 +255,6 @@ def _type_name(mode: int) -> str:
     return "unknown file type %o; skipped" % stat.S_IFMT(mode)
 
 
-def user_path(root: str, user: str) -> str:
-    """ROOT/<user> after validating the name (the only way paths are built from names)."""
-    return os.path.join(root, check_user_name(user))
-
-
 def scan_user(root: str, user: str) -> UserTree:
     """Scan ``ROOT/<user>``; raises MaildirError if it is missing, a symlink or not a dir."""
     return _scan(root, user, None, ())
@@ -507,9 +297,6 @@ def _scan(root: str, user: str, previous: Optional[UserTree], force: Iterable[st
     scan.directory("", st)
     scan.walk_home("")
     return scan.tree
-
-
-LOST_AND_FOUND = "lost+found"
 
 
 def list_users(root: str) -> Tuple[List[str], List[Anomaly]]:
@@ -555,11 +342,6 @@ def iter_users(root: str) -> Iterator[UserTree]:
     users, _ = list_users(root)
     for user in users:
         yield scan_user(root, user)
-
-
-def index_messages(tree: UserTree) -> Dict[str, Message]:
-    """relpath -> Message."""
-    return {m.relpath: m for m in tree.messages}
 
 
 class _SkeletonScan(_Scan):
