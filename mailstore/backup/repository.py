@@ -3,7 +3,7 @@
     REPO/config.json     format, version, encryption, a key check value (never the key)
     REPO/catalog.sqlite  the catalog (see catalog.py)
     REPO/packs/xx/*.pack objects (see objects.py)
-    REPO/index/<id>.marshal  a cache of the newest snapshot's message list (see snapshot.py)
+    REPO/index/<id>.marshal  a cache of the newest snapshot's message list (see index_cache.py)
     REPO/tmp/            packs being written; whatever is here when no run holds the lock is
                          left over from an interrupted run and is removed by the next one
     REPO/lock            flock(2) target: exclusive for run/prune, shared for verify/restore
