@@ -118,7 +118,7 @@ class Repository:
         if self.encrypted and need_key:
             if key_file is None:
                 raise KeyFileError("repository {} is encrypted: give its key with "
-                                   "--key-file".format(self.path))
+                                   "--key-file (or MAILSTORE_KEY_FILE)".format(self.path))
             key = keys.load_key_file(os.fspath(key_file))
             codec = Codec(key)
             try:

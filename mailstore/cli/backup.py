@@ -18,12 +18,13 @@ from mailstore import backup as lib
 from mailstore import maildir
 from mailstore.backup.find import format_date
 from mailstore.backup.errors import BackupError
+from mailstore.cli import repository
+from mailstore.cli.repository import repo_arguments
 
 PREFIX = "mailstore backup:"
 
-key_file_option = click.option(
-    "--key-file", type=click.Path(dir_okay=False), default=None,
-    help="Key file of an encrypted repository (mode 0600). Ignored by an unencrypted one.")
+key_file_option = repository.key_file_option(
+    "Key file of an encrypted repository (mode 0600). Ignored by an unencrypted one.")
 wait_option = click.option(
     "--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
     help="Seconds to wait for the repository lock held by another run before failing.")
@@ -82,18 +83,22 @@ def backup_group():
 
     A message is stored once, keyed by its content; a flag change (a rename) costs neither
     a read nor new space. See `mailstore backup COMMAND --help`.
+
+    Every command names the repository the same way: REPO (its first argument), or
+    -r/--repo REPO, or else the environment variable MAILSTORE_REPOSITORY; the key file with
+    --key-file F, or else MAILSTORE_KEY_FILE.
     """
 
 
 @backup_group.command("init")
-@click.argument("repo", type=click.Path(file_okay=False))
+@repo_arguments()
 @key_file_option
 @click.option("--compression", type=click.Choice(["fast", "small"]), default="fast",
               show_default=True,
               help="small: also Huffman-code attachments (about 25 % less space for them, "
                    "twice the CPU time of a first backup).")
 def init_cmd(repo, key_file, compression):
-    """Create an empty repository REPO (encrypted when --key-file is given).
+    """Create an empty repository REPO (encrypted when a key file is given).
 
     An existing key file is used as it is; a missing one is created with a new random key
     (mode 0600). Keep a copy of the key away from the repository: without it nothing can be
@@ -106,8 +111,7 @@ def init_cmd(repo, key_file, compression):
 
 
 @backup_group.command("run")
-@click.argument("repo", type=click.Path(file_okay=False))
-@click.argument("source_root", type=click.Path(file_okay=False))
+@repo_arguments("source_root")
 @key_file_option
 @click.option("--include", "include", multiple=True, type=click.Path(),
               help="A config file or directory to add to the snapshot (repeatable).")
@@ -148,7 +152,7 @@ def run_cmd(repo, source_root, key_file, include, mysql_dump, mysql_defaults_fil
 
 
 @backup_group.command("list")
-@click.argument("repo", type=click.Path(file_okay=False))
+@repo_arguments()
 @key_file_option
 @json_option
 def list_cmd(repo, key_file, as_json):
@@ -166,7 +170,7 @@ def list_cmd(repo, key_file, as_json):
 
 
 @backup_group.command("status")
-@click.argument("repo", type=click.Path(file_okay=False))
+@repo_arguments()
 @key_file_option
 @json_option
 def status_cmd(repo, key_file, as_json):
@@ -185,7 +189,7 @@ def status_cmd(repo, key_file, as_json):
 
 
 @backup_group.command("verify")
-@click.argument("repo", type=click.Path(file_okay=False))
+@repo_arguments()
 @click.option("--snapshot", default=None, help="Check only this snapshot (id or `latest`).")
 @click.option("--read-data", is_flag=True,
               help="Read back and re-hash every object (slow); names each damaged message.")
@@ -221,9 +225,7 @@ def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, as_json):
 
 
 @backup_group.command("restore")
-@click.argument("repo", type=click.Path(file_okay=False))
-@click.argument("snapshot")
-@click.argument("target_root", type=click.Path(file_okay=False))
+@repo_arguments("snapshot", "target_root")
 @click.option("--user", default=None, help="Only this user.")
 @click.option("--folder", default=None, help="Only this folder (INBOX, Sent, A.B or .Sent).")
 @click.option("--message", default=None,
@@ -262,7 +264,7 @@ def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extra
 
 
 @backup_group.command("prune")
-@click.argument("repo", type=click.Path(file_okay=False))
+@repo_arguments()
 @click.option("--keep-daily", type=click.IntRange(min=0), required=True,
               help="Keep the newest snapshot of each of the last N days that have one.")
 @click.option("--keep-weekly", type=click.IntRange(min=0), required=True,
@@ -319,7 +321,7 @@ def _parse_time(value):
 
 
 @backup_group.command("find")
-@click.argument("repo", type=click.Path(file_okay=False))
+@repo_arguments()
 @click.option("--user", default=None, help="Only this user.")
 @click.option("--folder", default=None, help="Only this folder (INBOX, Sent, .Sent ...).")
 @click.option("--since", default=None, help="Date on or after (YYYY-MM-DD, or 7d, 2w ago).")

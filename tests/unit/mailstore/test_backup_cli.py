@@ -13,10 +13,19 @@ from mailstore.cli.backup import backup_group
 from backup_fixtures import make_tree, message_paths, snapshot_tree
 
 
-def cli(*args):
-    """Run the real command in a subprocess (stdout/stderr not a tty, as under cron)."""
+def cli(*args, env=None):
+    """Run the real command in a subprocess (stdout/stderr not a tty, as under cron); `env`:
+    variables to set (None as a value: unset)."""
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("MAILSTORE_REPOSITORY", "MAILSTORE_KEY_FILE")}
+    for k, v in (env or {}).items():
+        if v is None:
+            environ.pop(k, None)
+        else:
+            environ[k] = str(v)
     proc = subprocess.run([sys.executable, "-m", "mailstore", "backup"] + [str(a) for a in args],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120,
+                          env=environ)
     return proc
 
 
@@ -67,7 +76,7 @@ def test_cli_errors_are_one_clear_line_and_exit_non_zero(tmp_path):
     r = cli("run", repo, src)
     assert r.returncode == 1
     assert r.stderr.strip() == ("mailstore backup: error: repository {} is encrypted: give its "
-                                "key with --key-file".format(repo))
+                                "key with --key-file (or MAILSTORE_KEY_FILE)".format(repo))
     cli("init", tmp_path / "other", "--key-file", tmp_path / "key2")
     r = cli("restore", repo, "latest", tmp_path / "dst", "--key-file", tmp_path / "key2")
     assert r.returncode == 1 and "wrong key" in r.stderr and "Traceback" not in r.stderr
@@ -143,3 +152,54 @@ def test_full_scan_option_records_an_in_place_chmod(tmp_path):
     r = cli("restore", repo, "latest", tmp_path / "dst")
     assert r.returncode == 0, r.stderr
     assert snapshot_tree(tmp_path / "dst") == snapshot_tree(src)
+
+
+def test_every_command_names_the_repository_and_key_the_same_ways(tmp_path):
+    """REPO, -r/--repo or MAILSTORE_REPOSITORY; --key-file or MAILSTORE_KEY_FILE."""
+    for name, command in backup_group.commands.items():
+        options = {o for p in command.params if isinstance(p, click.Option) for o in p.opts}
+        assert {"-r", "--repo", "--key-file"} <= options, name
+    key, repo, src = tmp_path / "key", tmp_path / "repo", tmp_path / "src"
+    make_tree(src)
+    assert cli("init", "-r", repo, "--key-file", key).returncode == 0
+    env = {"MAILSTORE_REPOSITORY": repo, "MAILSTORE_KEY_FILE": key}
+    r = cli("run", "--repo", repo, src, "--key-file", key)
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.split()[-1]
+    r = cli("run", src, env=env)                     # SOURCE_ROOT alone
+    assert r.returncode == 0, r.stderr
+    second = r.stdout.split()[-1]
+    r = cli("list", "--json", env=env)
+    assert [s["id"] for s in json.loads(r.stdout)] == [first, second]
+    assert cli("verify", env=env).returncode == 0
+    assert cli("status", "-r", repo, env={"MAILSTORE_KEY_FILE": key}).returncode == 0
+    r = cli("restore", first, tmp_path / "dst", env=env)     # SNAPSHOT TARGET_ROOT alone
+    assert r.returncode == 0, r.stderr
+    assert snapshot_tree(tmp_path / "dst") == snapshot_tree(src)
+    r = cli("restore", "-r", repo, "latest", tmp_path / "dst2", env={"MAILSTORE_KEY_FILE": key})
+    assert r.returncode == 0, r.stderr
+    # REPO given as argument wins over the environment
+    cli("init", tmp_path / "plain")
+    r = cli("list", tmp_path / "plain", "--json", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout) == []
+    r = cli("find", "--limit", "1", env=env)
+    assert r.returncode == 0 and r.stdout.count("\t") == 6
+    r = cli("prune", "--keep-daily", "1", "--keep-weekly", "0", "--keep-monthly", "0",
+            "--dry-run", env=env)
+    assert r.returncode == 0, r.stderr
+
+
+def test_repository_given_twice_differently_or_not_at_all_is_a_usage_error(tmp_path):
+    repo = tmp_path / "repo"
+    cli("init", repo)
+    r = cli("list", repo, "-r", tmp_path / "other")
+    assert r.returncode == 2 and "given twice" in r.stderr
+    assert cli("list", repo, "-r", str(repo) + "/").returncode == 0     # the same one
+    r = cli("run", tmp_path, "-r", repo, tmp_path / "src")
+    assert r.returncode == 2 and "given twice" in r.stderr
+    r = cli("list")
+    assert r.returncode == 2 and "MAILSTORE_REPOSITORY" in r.stderr
+    r = cli("run", tmp_path / "src")
+    assert r.returncode == 2 and "MAILSTORE_REPOSITORY" in r.stderr
+    r = cli("restore", "-r", repo, "a", "b", "c", "d")
+    assert r.returncode == 2 and "too many arguments" in r.stderr
