@@ -265,11 +265,11 @@ def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extra
 
 @backup_group.command("prune")
 @repo_arguments()
-@click.option("--keep-daily", type=click.IntRange(min=0), required=True,
+@click.option("--keep-daily", type=click.IntRange(min=0), default=0,
               help="Keep the newest snapshot of each of the last N days that have one.")
-@click.option("--keep-weekly", type=click.IntRange(min=0), required=True,
+@click.option("--keep-weekly", type=click.IntRange(min=0), default=0,
               help="... of each of the last N ISO weeks.")
-@click.option("--keep-monthly", type=click.IntRange(min=0), required=True,
+@click.option("--keep-monthly", type=click.IntRange(min=0), default=0,
               help="... of each of the last N months.")
 @click.option("--keep-last", type=click.IntRange(min=0), default=0, show_default=True,
               help="Keep the N newest snapshots.")
@@ -279,7 +279,11 @@ def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extra
 @json_option
 def prune_cmd(repo, keep_daily, keep_weekly, keep_monthly, keep_last, dry_run, key_file, wait,
               as_json):
-    """Forget snapshots the policy does not keep and free the space only they used."""
+    """Forget snapshots the policy does not keep and free the space only they used.
+
+    Any of the --keep-* options may be left out (0 of that kind); at least one must keep
+    something, or nothing is done.
+    """
     with _Errors():
         result = lib.prune(repo, key_file=key_file, keep_last=keep_last, keep_daily=keep_daily,
                            keep_weekly=keep_weekly, keep_monthly=keep_monthly, dry_run=dry_run,

@@ -85,8 +85,6 @@ def test_cli_errors_are_one_clear_line_and_exit_non_zero(tmp_path):
     r = cli("restore", repo, "no-such-snapshot", tmp_path / "dst", "--key-file",
             tmp_path / "key")
     assert r.returncode == 1 and "no snapshot no-such-snapshot" in r.stderr
-    r = cli("prune", repo, "--keep-daily", "1")
-    assert r.returncode == 2                 # usage: the three --keep options are required
 
 
 def test_run_with_skipped_files_completes_but_exits_1(tmp_path):
@@ -203,3 +201,27 @@ def test_repository_given_twice_differently_or_not_at_all_is_a_usage_error(tmp_p
     assert r.returncode == 2 and "MAILSTORE_REPOSITORY" in r.stderr
     r = cli("restore", "-r", repo, "a", "b", "c", "d")
     assert r.returncode == 2 and "too many arguments" in r.stderr
+
+
+def test_prune_takes_any_of_the_keep_options_and_refuses_none(tmp_path):
+    repo, src = tmp_path / "repo", tmp_path / "src"
+    make_tree(src)
+    cli("init", repo)
+    for _ in range(3):
+        cli("run", repo, src)
+    leftover = repo / "tmp" / "left-by-a-crash.pack"
+    leftover.write_bytes(b"x")
+    r = cli("prune", repo)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1 and "refusing to prune" in r.stderr
+    assert len(json.loads(cli("list", repo, "--json").stdout)) == 3
+    assert leftover.exists()                      # nothing at all was deleted
+    r = cli("prune", repo, "--keep-weekly", "2", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("keep    ") == 1 and r.stdout.count("remove  ") == 2
+    r = cli("prune", repo, "--keep-last", "2", "--keep-monthly", "1")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(cli("list", repo, "--json").stdout)) == 2
+    r = cli("prune", repo, "--keep-daily", "1")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(cli("list", repo, "--json").stdout)) == 1
