@@ -236,11 +236,13 @@ def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, as_json):
 @click.option("--extras", is_flag=True,
               help="Restore the --include paths and database dumps (below TARGET_ROOT) "
                    "instead of mail.")
+@click.option("--dry-run", is_flag=True,
+              help="Only list what would be restored; write nothing.")
 @key_file_option
 @wait_option
 @json_option
-def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extras, key_file,
-                wait, as_json):
+def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extras, dry_run,
+                key_file, wait, as_json):
     """Restore SNAPSHOT (an id or `latest`) into TARGET_ROOT/<user>/Maildir.
 
     Without --merge the restored folders must be empty: messages, Dovecot control files (so
@@ -249,15 +251,17 @@ def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extra
     with _Errors():
         result = lib.restore(repo, snapshot, target_root, key_file=key_file, user=user,
                              folder=folder, message=message, merge=merge, extras=extras,
-                             wait=wait, progress=_progress())
+                             wait=wait, progress=_progress(), dry_run=dry_run)
     for text in result["errors"]:
         click.echo("{} error: {}".format(PREFIX, text), err=True)
     if as_json:
         _emit_json(result)
     else:
-        click.echo("{} restored {} messages ({}) and {} files from {} into {}{}{}".format(
-            PREFIX, result["messages"], _size(result["bytes"]), result["files"],
-            result["snapshot"], target_root,
+        for path in result.get("paths", ()):
+            click.echo("restore  {}".format(path))
+        click.echo("{} {} {} messages ({}) and {} files from {} into {}{}{}".format(
+            PREFIX, "dry run: would restore" if dry_run else "restored", result["messages"],
+            _size(result["bytes"]), result["files"], result["snapshot"], target_root,
             ", {} already present".format(result["skipped"]) if result["skipped"] else "",
             ", {} FAILED".format(len(result["errors"])) if result["errors"] else ""))
     sys.exit(1 if result["errors"] else 0)

@@ -225,3 +225,35 @@ def test_prune_takes_any_of_the_keep_options_and_refuses_none(tmp_path):
     r = cli("prune", repo, "--keep-daily", "1")
     assert r.returncode == 0, r.stderr
     assert len(json.loads(cli("list", repo, "--json").stdout)) == 1
+
+
+def test_restore_dry_run_lists_what_it_would_restore_and_writes_nothing(tmp_path):
+    repo, src = tmp_path / "repo", tmp_path / "src"
+    make_tree(src)
+    cli("init", repo)
+    cli("run", repo, src)
+    messages = sorted(message_paths(src))
+    source_before = snapshot_tree(src)
+    r = cli("restore", repo, "latest", tmp_path / "new", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "new").exists()              # not even the target root
+    listed = [line.split("  ", 1)[1] for line in r.stdout.splitlines()
+              if line.startswith("restore  ")]
+    assert sorted(os.path.relpath(p, str(tmp_path / "new")) for p in listed
+                  if "/Maildir/" in p and os.path.basename(os.path.dirname(p)) in ("cur", "new")) \
+        == sorted(os.path.relpath(str(p), str(src)) for p in messages)
+    assert "dry run: would restore {} messages".format(len(messages)) in r.stdout.splitlines()[-1]
+    # an existing, empty target stays untouched, metadata included
+    (tmp_path / "empty").mkdir()
+    before = os.stat(str(tmp_path / "empty"))
+    r = cli("restore", repo, "latest", tmp_path / "empty", "--dry-run", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["messages"] == len(messages)
+    assert os.listdir(str(tmp_path / "empty")) == []
+    assert os.stat(str(tmp_path / "empty")).st_mtime_ns == before.st_mtime_ns
+    # --merge into what is there: nothing would be added; a conflict is reported as for real
+    r = cli("restore", repo, "latest", src, "--merge", "--dry-run", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["messages"] == 0
+    assert json.loads(r.stdout)["skipped"] == len(messages)
+    r = cli("restore", repo, "latest", src, "--dry-run")
+    assert r.returncode == 1 and "already holds messages" in r.stderr
+    assert snapshot_tree(src) == source_before
