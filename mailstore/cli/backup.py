@@ -31,8 +31,13 @@ wait_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 
 
-def _progress():
-    if sys.stderr.isatty():
+def quiet_option(what):
+    return click.option("-q", "--quiet", is_flag=True,
+                        help="Print {} (errors still go to stderr).".format(what))
+
+
+def _progress(quiet=False):
+    if sys.stderr.isatty() and not quiet:
         return lambda text: click.echo("{} {}".format(PREFIX, text), err=True)
     return None
 
@@ -124,9 +129,10 @@ def init_cmd(repo, key_file, compression):
               help="lstat every message, not only new names (after a chown/chmod in place); "
                    "a run does a full scan by itself at least once a week.")
 @wait_option
+@quiet_option("only the snapshot id, no progress and no summary")
 @json_option
 def run_cmd(repo, source_root, key_file, include, mysql_dump, mysql_defaults_file, full_scan,
-            wait, as_json):
+            wait, quiet, as_json):
     """Take a snapshot of every ROOT/<user>/ under SOURCE_ROOT.
 
     Prints a summary whose last word is the new snapshot id. Exits 1 if the run failed (no
@@ -135,11 +141,13 @@ def run_cmd(repo, source_root, key_file, include, mysql_dump, mysql_defaults_fil
     with _Errors():
         result = lib.run(repo, source_root, key_file=key_file, include=include,
                          mysql_dump=mysql_dump, mysql_defaults_file=mysql_defaults_file,
-                         wait=wait, progress=_progress(), full_scan=full_scan)
+                         wait=wait, progress=_progress(quiet), full_scan=full_scan)
     for text in result["warnings"]:
         click.echo("{} warning: {}".format(PREFIX, text), err=True)
     if as_json:
         _emit_json(result)
+    elif quiet:
+        click.echo(result["id"])
     else:
         click.echo("{} {} messages ({}), read {} files ({}), {} new objects ({} stored){}; "
                    "snapshot {}".format(
@@ -198,12 +206,13 @@ def status_cmd(repo, key_file, as_json):
                    "(e.g. 0.1 weekly).")
 @key_file_option
 @wait_option
+@quiet_option("nothing but what is damaged or missing, no progress and no summary")
 @json_option
-def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, as_json):
+def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, quiet, as_json):
     """Check that the snapshots are restorable; exit 1 if anything is damaged or missing."""
     with _Errors():
         result = lib.verify(repo, key_file=key_file, snapshot=snapshot, read_data=read_data,
-                            sample=sample, wait=wait, progress=_progress())
+                            sample=sample, wait=wait, progress=_progress(quiet))
     if as_json:
         _emit_json(result)
     else:
@@ -217,10 +226,11 @@ def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, as_json):
         for name in result["pack_size_mismatch"]:
             click.echo("{} pack {} has another size than recorded".format(PREFIX, name),
                        err=True)
-        click.echo("{} verify {}: {} snapshots, {} objects{}, {} damaged".format(
-            PREFIX, "ok" if result["ok"] else "FAILED", result["snapshots"], result["objects"],
-            " ({} read and re-hashed)".format(result["read"]) if read_data else " located",
-            len(result["damaged"])))
+        if not quiet:
+            click.echo("{} verify {}: {} snapshots, {} objects{}, {} damaged".format(
+                PREFIX, "ok" if result["ok"] else "FAILED", result["snapshots"],
+                result["objects"], " ({} read and re-hashed)".format(result["read"])
+                if read_data else " located", len(result["damaged"])))
     sys.exit(0 if result["ok"] else 1)
 
 
@@ -240,9 +250,10 @@ def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, as_json):
               help="Only list what would be restored; write nothing.")
 @key_file_option
 @wait_option
+@quiet_option("nothing but errors: no progress, no list, no summary")
 @json_option
 def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extras, dry_run,
-                key_file, wait, as_json):
+                key_file, wait, quiet, as_json):
     """Restore SNAPSHOT (an id or `latest`) into TARGET_ROOT/<user>/Maildir.
 
     Without --merge the restored folders must be empty: messages, Dovecot control files (so
@@ -251,12 +262,12 @@ def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extra
     with _Errors():
         result = lib.restore(repo, snapshot, target_root, key_file=key_file, user=user,
                              folder=folder, message=message, merge=merge, extras=extras,
-                             wait=wait, progress=_progress(), dry_run=dry_run)
+                             wait=wait, progress=_progress(quiet), dry_run=dry_run)
     for text in result["errors"]:
         click.echo("{} error: {}".format(PREFIX, text), err=True)
     if as_json:
         _emit_json(result)
-    else:
+    elif not quiet:
         for path in result.get("paths", ()):
             click.echo("restore  {}".format(path))
         click.echo("{} {} {} messages ({}) and {} files from {} into {}{}{}".format(
@@ -280,9 +291,10 @@ def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extra
 @click.option("--dry-run", is_flag=True, help="Only show what would be kept and removed.")
 @key_file_option
 @wait_option
+@quiet_option("nothing but errors: no list, no summary")
 @json_option
 def prune_cmd(repo, keep_daily, keep_weekly, keep_monthly, keep_last, dry_run, key_file, wait,
-              as_json):
+              quiet, as_json):
     """Forget snapshots the policy does not keep and free the space only they used.
 
     Any of the --keep-* options may be left out (0 of that kind); at least one must keep
@@ -294,6 +306,8 @@ def prune_cmd(repo, keep_daily, keep_weekly, keep_monthly, keep_last, dry_run, k
                            wait=wait)
     if as_json:
         _emit_json(result)
+        return
+    if quiet:
         return
     if sys.stdout.isatty() or dry_run:
         for k in result["keep"]:

@@ -257,3 +257,28 @@ def test_restore_dry_run_lists_what_it_would_restore_and_writes_nothing(tmp_path
     r = cli("restore", repo, "latest", src, "--dry-run")
     assert r.returncode == 1 and "already holds messages" in r.stderr
     assert snapshot_tree(src) == source_before
+
+
+def test_quiet_leaves_only_the_snapshot_id_and_errors(tmp_path):
+    repo, src = tmp_path / "repo", tmp_path / "src"
+    make_tree(src)
+    cli("init", repo)
+    r = cli("run", repo, src, "--quiet")
+    assert r.returncode == 0 and r.stderr == ""
+    snapshot_id = r.stdout.strip()
+    assert r.stdout == snapshot_id + "\n"
+    assert [s["id"] for s in json.loads(cli("list", repo, "--json").stdout)] == [snapshot_id]
+    r = cli("run", repo, src)                          # without: a summary, the id last
+    assert r.stdout.split()[-1] != snapshot_id and len(r.stdout.splitlines()) == 1
+    for args in (("verify", repo, "-q"), ("verify", repo, "--read-data", "--quiet"),
+                 ("restore", repo, "latest", tmp_path / "dst", "-q"),
+                 ("restore", repo, "latest", tmp_path / "dry", "--dry-run", "-q"),
+                 ("prune", repo, "--keep-last", "1", "--dry-run", "-q"),
+                 ("prune", repo, "--keep-last", "1", "-q")):
+        r = cli(*args)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), args
+    assert snapshot_tree(tmp_path / "dst") == snapshot_tree(src)
+    assert len(json.loads(cli("list", repo, "--json").stdout)) == 1
+    # errors are not silenced
+    r = cli("restore", repo, "latest", tmp_path / "dst", "-q")
+    assert r.returncode == 1 and r.stdout == "" and "already holds messages" in r.stderr
