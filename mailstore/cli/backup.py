@@ -4,6 +4,10 @@ Cron-friendly: one summary line per command on stdout (`backup run` ends it with
 id), errors and warnings one per line on stderr prefixed `mailstore backup:`, progress only
 when stderr is a terminal, exit 0 only on full success (1 on any failure or warning, 2 on bad
 usage). `--json` prints one JSON document instead of the text.
+
+Every error is ONE line on stderr, never a traceback: cron mails it and syslog keeps it
+(the nightly job logs every line), so a bad argument, an unreadable repository and a bug
+alike must read as one `mailstore backup: error: ...` line.
 """
 import datetime
 import json
@@ -43,28 +47,68 @@ def _progress(quiet=False):
 
 
 def _fail(text, code=1):
-    for line in str(text).splitlines() or [""]:
-        click.echo("{} error: {}".format(PREFIX, line), err=True)
+    # several lines (a database dump's stderr...) joined into one
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    click.echo("{} error: {}".format(PREFIX, "; ".join(lines)), err=True)
     sys.exit(code)
 
 
+def _describe(exc):
+    """The error line for an exception that ends a command."""
+    if isinstance(exc, (BackupError, maildir.MaildirError)):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return "{}{}".format(exc.strerror or exc, ": " + str(exc.filename)
+                             if exc.filename else "")
+    if isinstance(exc, sqlite3.Error):
+        return "catalog: {}".format(exc)
+    return "unexpected {}: {} (a bug in mailstore)".format(type(exc).__name__, exc)
+
+
 class _Errors:
-    """Turns the library's operator-facing errors into one stderr line and exit 1."""
+    """Turns any error of the library into one stderr line and exit 1."""
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            return False
-        if issubclass(exc_type, (BackupError, maildir.MaildirError)):
-            _fail(exc)
-        if issubclass(exc_type, OSError):
-            _fail("{}{}".format(exc.strerror or exc, ": " + str(exc.filename)
-                                if exc.filename else ""))
-        if issubclass(exc_type, sqlite3.Error):
-            _fail("catalog: {}".format(exc))
+        if exc_type is not None and issubclass(exc_type, Exception) \
+                and not issubclass(exc_type, click.ClickException):     # usage: _OneLineGroup
+            _fail(_describe(exc))
         return False
+
+
+class _OneLineGroup(click.Group):
+    """`mailstore backup`: a usage error (click's own is several lines: usage, hint, error)
+    and whatever else escapes a command become one stderr line too."""
+
+    def parse_args(self, ctx, args):
+        with _one_line_errors():
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
+# click >= 8.2 shows the help of a group called without a command through this error
+_SHOWS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class _one_line_errors:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None or not issubclass(exc_type, Exception) \
+                or issubclass(exc_type, (click.exceptions.Exit, click.Abort)) \
+                or (_SHOWS_HELP and issubclass(exc_type, _SHOWS_HELP)):
+            return False
+        if issubclass(exc_type, click.ClickException):
+            hint = " (see `{} --help`)".format(exc.ctx.command_path) \
+                if getattr(exc, "ctx", None) is not None else ""
+            _fail(exc.format_message() + hint, exc.exit_code)
+        _fail(_describe(exc))
 
 
 def _emit_json(data):
@@ -82,7 +126,7 @@ def _when(t):
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
 
-@click.group("backup")
+@click.group("backup", cls=_OneLineGroup)
 def backup_group():
     """Maildir-aware backups: incremental, deduplicated, optionally encrypted.
 

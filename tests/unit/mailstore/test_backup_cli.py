@@ -282,3 +282,40 @@ def test_quiet_leaves_only_the_snapshot_id_and_errors(tmp_path):
     # errors are not silenced
     r = cli("restore", repo, "latest", tmp_path / "dst", "-q")
     assert r.returncode == 1 and r.stdout == "" and "already holds messages" in r.stderr
+
+
+def _one_error_line(r, code):
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("mailstore backup: error: ")
+    return r.stderr
+
+
+def test_every_error_is_one_line_on_stderr_without_a_traceback(tmp_path):
+    repo = tmp_path / "repo"
+    cli("init", repo)
+    # usage errors: click's own are three lines and more
+    assert "SOURCE_ROOT" in _one_error_line(cli("run"), 2)
+    assert "nosuch" in _one_error_line(cli("nosuch"), 2)
+    assert "--keep-daily" in _one_error_line(cli("prune", repo, "--keep-daily", "x"), 2)
+    assert "--bogus" in _one_error_line(cli("list", repo, "--bogus"), 2)
+    assert "'soon'" in _one_error_line(cli("find", repo, "--since", "soon"), 2)
+    # something the library did not foresee: still one line
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "config.json").write_text("[]")
+    _one_error_line(cli("list", tmp_path / "odd"), 1)
+    # an error of several lines (a database dump's stderr) is joined into one
+    r = cli("run", repo, tmp_path, "--mysql-dump", "db", env={"PATH": "/nonexistent"})
+    _one_error_line(r, 1)
+
+
+def test_an_error_text_of_several_lines_is_printed_as_one(monkeypatch):
+    from mailstore import backup as lib
+
+    def run(*args, **kwargs):
+        raise lib.BackupError("database dump db failed (exit 2): first\nsecond\n")
+    monkeypatch.setattr(lib, "run", run)
+    result = CliRunner().invoke(main, ["backup", "run", "repo", "src"])
+    assert result.exit_code == 1
+    assert result.output == ("mailstore backup: error: database dump db failed (exit 2): "
+                             "first; second\n")
