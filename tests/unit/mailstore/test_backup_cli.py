@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from mailstore.cli import main
@@ -319,3 +320,28 @@ def test_an_error_text_of_several_lines_is_printed_as_one(monkeypatch):
     assert result.exit_code == 1
     assert result.output == ("mailstore backup: error: database dump db failed (exit 2): "
                              "first; second\n")
+
+
+DAMAGED_CONFIGS = [
+    ("a field missing", lambda c: c.pop("encryption"), "field 'encryption' is missing"),
+    ("key_check null", lambda c: c.update(key_check=None), "field 'key_check'"),
+    ("pack_size not a number", lambda c: c.update(pack_size="big"), "field 'pack_size'"),
+    ("a JSON list", lambda c: None, "not a JSON object"),
+]
+
+
+@pytest.mark.parametrize("name,damage,reason", DAMAGED_CONFIGS, ids=[d[0] for d in
+                                                                       DAMAGED_CONFIGS])
+def test_a_damaged_config_json_is_one_clear_error_line(tmp_path, name, damage, reason):
+    repo, key, src = tmp_path / "repo", tmp_path / "key", tmp_path / "src"
+    make_tree(src)
+    cli("init", repo, "--key-file", key)
+    config = json.loads((repo / "config.json").read_text())
+    damaged = [config] if name == "a JSON list" else config
+    damage(config)
+    (repo / "config.json").write_text(json.dumps(damaged))
+    for args in (("list", repo), ("status", repo), ("run", repo, src, "--key-file", key),
+                 ("verify", repo, "--key-file", key), ("prune", repo, "--keep-last", "1")):
+        err = _one_error_line(cli(*args), 1)
+        assert "config.json is damaged" in err and reason in err, (args, err)
+

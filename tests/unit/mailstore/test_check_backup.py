@@ -160,3 +160,22 @@ def test_the_repository_is_named_as_for_mailstore_backup(monkeypatch, tmp_path):
     monkeypatch.delenv("MAILSTORE_REPOSITORY")
     code, line, m = check("backup")
     assert code == 3 and "MAILSTORE_REPOSITORY" in line
+
+
+@pytest.mark.parametrize("damage", ["missing", "null", "text", "list"])
+def test_a_damaged_config_json_is_unknown_in_one_line(tmp_path, damage):
+    import json
+    repo = tmp_path / "repo"
+    backup.init(str(repo), key_file=str(tmp_path / "key"))
+    config = json.loads((repo / "config.json").read_text())
+    if damage == "missing":
+        del config["encryption"]
+    elif damage == "null":
+        config["key_check"] = None
+    elif damage == "text":
+        config["pack_size"] = "32M"
+    else:
+        config = [config]
+    (repo / "config.json").write_text(json.dumps(config))
+    code, line, m = check("backup", repo, "--key-file", tmp_path / "key")
+    assert code == 3 and "config.json is damaged" in line
