@@ -345,3 +345,32 @@ def test_a_damaged_config_json_is_one_clear_error_line(tmp_path, name, damage, r
         err = _one_error_line(cli(*args), 1)
         assert "config.json is damaged" in err and reason in err, (args, err)
 
+
+def test_a_key_file_of_32_raw_bytes_is_refused_by_name(tmp_path):
+    repo, key = tmp_path / "repo", tmp_path / "key"
+    cli("init", repo, "--key-file", key)
+    raw = tmp_path / "raw"
+    raw.write_bytes(bytes(range(200, 232)))          # not UTF-8, not hex
+    os.chmod(str(raw), 0o600)
+    for args in (("find", repo, "--key-file", raw), ("init", tmp_path / "new", "--key-file",
+                                                    raw)):
+        err = _one_error_line(cli(*args), 1)
+        assert "not 64 hex digits" in err and "32 raw bytes" in err and "xxd -p -c32" in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_fifo_as_key_file_is_refused_at_once(tmp_path):
+    repo, key = tmp_path / "repo", tmp_path / "key"
+    cli("init", repo, "--key-file", key)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(str(fifo), 0o600)
+    for args in (("find", repo, "--key-file", fifo), ("list", repo, "--key-file", fifo),
+                 ("init", tmp_path / "new", "--key-file", fifo)):
+        r = cli(*args)                                # cli() times out after 120 s
+        if args[0] == "list":                         # needs no key: does not open it
+            assert r.returncode == 0, r.stderr
+            continue
+        err = _one_error_line(r, 1)
+        assert "is a FIFO, not a regular file" in err
+    r = cli("run", repo, tmp_path, env={"MAILSTORE_KEY_FILE": fifo})
+    assert "is a FIFO" in _one_error_line(r, 1)
