@@ -49,24 +49,42 @@ def create_key_file(path):
 def load_key_file(path):
     """Read a key file; refuse one that group or others may read (it protects every backup)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: opening a FIFO (or a tty) would otherwise wait for a writer, forever
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise KeyFileError("key file {} does not exist".format(path))
     except OSError as e:
         raise KeyFileError("cannot read key file {}: {}".format(path, e.strerror or e))
-    with os.fdopen(fd, "r") as f:
-        st = os.fstat(f.fileno())
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise KeyFileError("key file {} is not a regular file".format(path))
+            raise KeyFileError("key file {} is {}, not a regular file".format(
+                path, _kind(st.st_mode)))
         if st.st_mode & 0o077:
             raise KeyFileError(
                 "key file {} has mode {:04o}; it must be readable by its owner only "
                 "(chmod 600 {})".format(path, stat.S_IMODE(st.st_mode), path))
-        text = f.read(200).strip()
+        data = os.read(fd, 200)
+    except OSError as e:
+        raise KeyFileError("cannot read key file {}: {}".format(path, e.strerror or e))
+    finally:
+        os.close(fd)
     try:
-        master = bytes.fromhex(text)
-    except ValueError:
+        master = bytes.fromhex(data.decode("ascii").strip())
+    except ValueError:      # UnicodeDecodeError too: binary content
         master = b""
     if len(master) != KEY_BYTES:
+        if len(data) == KEY_BYTES:
+            raise KeyFileError("key file {} does not hold a key: not 64 hex digits (32 raw "
+                               "bytes? write them as hex: xxd -p -c32 {})".format(path, path))
         raise KeyFileError("key file {} does not hold a key (expected 64 hex digits)".format(path))
     return Key(master)
+
+
+def _kind(mode):
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a file"

@@ -22,6 +22,15 @@ from mailstore.backup.repository import Repository
 _PERIODS = (("daily", "%Y-%m-%d"), ("weekly", "%G-W%V"), ("monthly", "%Y-%m"))
 
 
+def check_policy(keep_last=0, keep_daily=0, keep_weekly=0, keep_monthly=0):
+    """Refuse a policy that keeps nothing (BackupError): it would forget every snapshot."""
+    if min(keep_last, keep_daily, keep_weekly, keep_monthly) < 0:
+        raise BackupError("--keep-* values must be 0 or more")
+    if not (keep_last or keep_daily or keep_weekly or keep_monthly):
+        raise BackupError("refusing to prune with every --keep-* at 0 (or none given): that "
+                          "would forget every snapshot; give e.g. --keep-daily 7")
+
+
 def plan(snapshots, keep_last=0, keep_daily=0, keep_weekly=0, keep_monthly=0):
     """Decide which snapshots stay. `snapshots`: iterable of (id, unix time).
 
@@ -29,11 +38,7 @@ def plan(snapshots, keep_last=0, keep_daily=0, keep_weekly=0, keep_monthly=0):
     remove is the list of ids to forget, newest first.
     """
     counts = {"daily": keep_daily, "weekly": keep_weekly, "monthly": keep_monthly}
-    if min(keep_last, keep_daily, keep_weekly, keep_monthly) < 0:
-        raise BackupError("--keep-* values must be 0 or more")
-    if not (keep_last or keep_daily or keep_weekly or keep_monthly):
-        raise BackupError("refusing to prune with every --keep-* at 0: that would forget every "
-                          "snapshot")
+    check_policy(keep_last, keep_daily, keep_weekly, keep_monthly)
     ordered = sorted(snapshots, key=lambda s: (s[1], s[0]), reverse=True)
     keep = {}
     for sid, _t in ordered[:keep_last]:
@@ -59,6 +64,8 @@ def prune(repo_path, key_file=None, keep_last=0, keep_daily=0, keep_weekly=0, ke
     Keys: keep [{"id", "time", "reasons"}], remove [ids], objects_removed, bytes_freed,
     packs_deleted, packs_rewritten, dry_run.
     """
+    # before the repository is even opened: a policy that keeps nothing touches nothing
+    check_policy(keep_last, keep_daily, keep_weekly, keep_monthly)
     with Repository(repo_path, key_file=key_file, need_key=False) as repo:
         repo.lock(exclusive=True, wait=wait)
         repo.clean_up()

@@ -3,7 +3,7 @@
     REPO/config.json     format, version, encryption, a key check value (never the key)
     REPO/catalog.sqlite  the catalog (see catalog.py)
     REPO/packs/xx/*.pack objects (see objects.py)
-    REPO/index/<id>.marshal  a cache of the newest snapshot's message list (see snapshot.py)
+    REPO/index/<id>.marshal  a cache of the newest snapshot's message list (see index_cache.py)
     REPO/tmp/            packs being written; whatever is here when no run holds the lock is
                          left over from an interrupted run and is removed by the next one
     REPO/lock            flock(2) target: exclusive for run/prune, shared for verify/restore
@@ -99,12 +99,44 @@ def read_config(path):
                               "create one with `mailstore backup init`)".format(path))
     except (OSError, ValueError) as e:
         raise RepositoryError("cannot read {}: {}".format(config_path, e))
+    if not isinstance(config, dict):
+        raise RepositoryError("{} is damaged: not a JSON object".format(config_path))
     if config.get("format") != FORMAT:
         raise RepositoryError("{} is not a mailstore backup repository".format(path))
     if config.get("version") != VERSION:
         raise RepositoryError("repository {} has format version {}; this mailstore knows "
                               "version {}".format(path, config.get("version"), VERSION))
+    problem = _config_problem(config)
+    if problem:
+        raise RepositoryError("{} is damaged: {}".format(config_path, problem))
     return config
+
+
+def _config_problem(config):
+    """What is wrong with the fields of a config.json of this version (None: nothing).
+
+    Checked when the repository is opened, so that a damaged file is named as such rather
+    than failing later somewhere in the code that uses the field."""
+    if "encryption" not in config:
+        return "field 'encryption' is missing"
+    if config["encryption"] not in ("none", "aes-256-gcm"):
+        return "field 'encryption' is {!r}, not 'none' or 'aes-256-gcm'".format(
+            config["encryption"])
+    if config["encryption"] != "none":
+        check = config.get("key_check")
+        try:
+            bytes.fromhex(check)
+        except (TypeError, ValueError):
+            return "field 'key_check' of an encrypted repository must be hex digits, not " \
+                "{}".format(json.dumps(check))
+    size = config.get("pack_size", DEFAULT_PACK_SIZE)
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        return "field 'pack_size' must be a whole number above 0, not {}".format(
+            json.dumps(size))
+    if config.get("compression", "fast") not in COMPRESSION_MODES:
+        return "field 'compression' must be one of {}, not {}".format(
+            ", ".join(COMPRESSION_MODES), json.dumps(config.get("compression")))
+    return None
 
 
 class Repository:
@@ -118,7 +150,7 @@ class Repository:
         if self.encrypted and need_key:
             if key_file is None:
                 raise KeyFileError("repository {} is encrypted: give its key with "
-                                   "--key-file".format(self.path))
+                                   "--key-file (or MAILSTORE_KEY_FILE)".format(self.path))
             key = keys.load_key_file(os.fspath(key_file))
             codec = Codec(key)
             try:

@@ -62,11 +62,17 @@ class _Target:
     """Directories below the target root, opened one component at a time without following
     symlinks; records the directories it created so their metadata can be set at the end."""
 
-    def __init__(self, root):
-        os.makedirs(root, exist_ok=True)
+    def __init__(self, root, create=True):
+        if create:
+            os.makedirs(root, exist_ok=True)
         self.root = root
-        self.fds = {(): os.open(root, os.O_RDONLY | os.O_DIRECTORY)}
+        self.fds = {}
         self.created = set()
+        try:
+            self.fds[()] = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            if create:
+                raise       # (a dry run only looks: a missing root holds nothing)
 
     def close(self):
         for fd in self.fds.values():
@@ -78,6 +84,8 @@ class _Target:
         fd = self.fds.get(parts)
         if fd is not None:
             return fd
+        if not parts:
+            return None     # the root of a dry run, missing
         parent = self.dir(parts[:-1], create)
         if parent is None:
             return None
@@ -169,7 +177,7 @@ def _apply_meta_fd(fd, meta):
 
 
 def restore(repo_path, snapshot, target_root, key_file=None, user=None, folder=None,
-            message=None, merge=False, extras=False, wait=0, progress=None):
+            message=None, merge=False, extras=False, wait=0, progress=None, dry_run=False):
     """Restore from `snapshot` (an id or `latest`) into `target_root`; return a summary dict.
 
     Filters: `user`, `folder` (IMAP name such as `INBOX`/`Sent` or directory name `.Sent`),
@@ -179,6 +187,8 @@ def restore(repo_path, snapshot, target_root, key_file=None, user=None, folder=N
     Summary: messages, skipped (already present, merge), files, errors (list of text).
     Raises NotFoundError if nothing matches, RestoreConflict if the target is not empty where
     it must be (and nothing has been written then).
+    `dry_run`: write nothing, not even the target root; the summary counts what would be
+    restored and `paths` lists the files that would be written.
     """
     target_root = os.path.abspath(os.fspath(target_root))
     folder = normalise_folder(folder)
@@ -191,14 +201,18 @@ def restore(repo_path, snapshot, target_root, key_file=None, user=None, folder=N
             plan = _plan_extras(repo.db, seq)
         else:
             plan = _plan_mail(repo.db, seq, user, folder, message, merge)
-        target = _Target(target_root)
+        target = _Target(target_root, create=not dry_run)
         try:
             if not extras and not merge:
                 _check_empty(target, plan)
-            result = _execute(repo, target, plan, merge, progress)
+            if dry_run:
+                result = _dry_run(target, plan, merge)
+            else:
+                result = _execute(repo, target, plan, merge, progress)
         finally:
             target.close()
     result["snapshot"] = snapshot_id
+    result["dry_run"] = dry_run
     return result
 
 
@@ -215,7 +229,7 @@ def _plan_mail(db, seq, user, folder, message, merge):
         args.append(to_db(message))
     messages = db.execute(
         "SELECT m.user, m.folder, m.subdir, m.name, m.uniq, m.mode, m.uid, m.gid, m.mtime_ns,"
-        " m.object, o.pack, o.offset, o.length FROM snapshot_messages s JOIN messages m ON m.id ="
+        " m.object, o.pack, o.offset, o.length, m.size FROM snapshot_messages s JOIN messages m ON m.id ="
         " s.message LEFT JOIN objects o ON o.id = m.object WHERE " + " AND ".join(where) +
         " ORDER BY o.pack, o.offset", args).fetchall()
     messages = [(m[0], from_db(m[1]), m[2], from_db(m[3]), from_db(m[4])) + tuple(m[5:])
@@ -303,6 +317,38 @@ def _check_empty(target, plan):
                                   "--merge".format(target.show(_file_parts(f))))
 
 
+def _present(target, user, folder):
+    """The unique names of the messages a folder of the target holds (merge)."""
+    return {maildir.parse_name(n)[0] for s in maildir.MESSAGE_SUBDIRS
+            for n in target.names(_folder_parts(user, folder, s))}
+
+
+def _dry_run(target, plan, merge):
+    """What _execute would do with `plan`, counted and listed, without writing anything."""
+    result = {"messages": 0, "skipped": 0, "files": 0, "bytes": 0, "errors": [], "paths": []}
+    present = {}
+    for m in plan["messages"]:
+        user, folder, subdir, name, uniq = m[0], m[1], m[2], m[3], m[4]
+        if merge:
+            key = (user, folder)
+            if key not in present:
+                present[key] = _present(target, user, folder)
+            if uniq in present[key]:
+                result["skipped"] += 1
+                continue
+            present[key].add(uniq)
+        result["messages"] += 1
+        result["bytes"] += m[13]
+        result["paths"].append(target.show(_folder_parts(user, folder, subdir) + (name,)))
+    for f in plan["files"]:
+        parts = _file_parts(f)
+        # what is there already is never replaced (_execute's writes fail on it)
+        if f[0] not in ("dir", "include-dir") and not target.exists(parts):
+            result["files"] += 1
+            result["paths"].append(target.show(parts))
+    return result
+
+
 def _execute(repo, target, plan, merge, progress):
     result = {"messages": 0, "skipped": 0, "files": 0, "bytes": 0, "errors": []}
     dirs = sorted((f for f in plan["files"] if f[0] in ("dir", "include-dir")),
@@ -317,9 +363,7 @@ def _execute(repo, target, plan, merge, progress):
         if merge:
             key = (user, folder)
             if key not in present:
-                present[key] = {maildir.parse_name(n)[0]
-                                for s in maildir.MESSAGE_SUBDIRS
-                                for n in target.names(_folder_parts(user, folder, s))}
+                present[key] = _present(target, user, folder)
             if uniq in present[key]:
                 result["skipped"] += 1
                 continue

@@ -4,6 +4,10 @@ Cron-friendly: one summary line per command on stdout (`backup run` ends it with
 id), errors and warnings one per line on stderr prefixed `mailstore backup:`, progress only
 when stderr is a terminal, exit 0 only on full success (1 on any failure or warning, 2 on bad
 usage). `--json` prints one JSON document instead of the text.
+
+Every error is ONE line on stderr, never a traceback: cron mails it and syslog keeps it
+(the nightly job logs every line), so a bad argument, an unreadable repository and a bug
+alike must read as one `mailstore backup: error: ...` line.
 """
 import datetime
 import json
@@ -18,47 +22,93 @@ from mailstore import backup as lib
 from mailstore import maildir
 from mailstore.backup.find import format_date
 from mailstore.backup.errors import BackupError
+from mailstore.cli import repository
+from mailstore.cli.repository import repo_arguments
 
 PREFIX = "mailstore backup:"
 
-key_file_option = click.option(
-    "--key-file", type=click.Path(dir_okay=False), default=None,
-    help="Key file of an encrypted repository (mode 0600). Ignored by an unencrypted one.")
+key_file_option = repository.key_file_option(
+    "Key file of an encrypted repository (mode 0600). Ignored by an unencrypted one.")
 wait_option = click.option(
     "--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
     help="Seconds to wait for the repository lock held by another run before failing.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 
 
-def _progress():
-    if sys.stderr.isatty():
+def quiet_option(what):
+    return click.option("-q", "--quiet", is_flag=True,
+                        help="Print {} (errors still go to stderr).".format(what))
+
+
+def _progress(quiet=False):
+    if sys.stderr.isatty() and not quiet:
         return lambda text: click.echo("{} {}".format(PREFIX, text), err=True)
     return None
 
 
 def _fail(text, code=1):
-    for line in str(text).splitlines() or [""]:
-        click.echo("{} error: {}".format(PREFIX, line), err=True)
+    # several lines (a database dump's stderr...) joined into one
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    click.echo("{} error: {}".format(PREFIX, "; ".join(lines)), err=True)
     sys.exit(code)
 
 
+def _describe(exc):
+    """The error line for an exception that ends a command."""
+    if isinstance(exc, (BackupError, maildir.MaildirError)):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return "{}{}".format(exc.strerror or exc, ": " + str(exc.filename)
+                             if exc.filename else "")
+    if isinstance(exc, sqlite3.Error):
+        return "catalog: {}".format(exc)
+    return "unexpected {}: {} (a bug in mailstore)".format(type(exc).__name__, exc)
+
+
 class _Errors:
-    """Turns the library's operator-facing errors into one stderr line and exit 1."""
+    """Turns any error of the library into one stderr line and exit 1."""
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            return False
-        if issubclass(exc_type, (BackupError, maildir.MaildirError)):
-            _fail(exc)
-        if issubclass(exc_type, OSError):
-            _fail("{}{}".format(exc.strerror or exc, ": " + str(exc.filename)
-                                if exc.filename else ""))
-        if issubclass(exc_type, sqlite3.Error):
-            _fail("catalog: {}".format(exc))
+        if exc_type is not None and issubclass(exc_type, Exception) \
+                and not issubclass(exc_type, click.ClickException):     # usage: _OneLineGroup
+            _fail(_describe(exc))
         return False
+
+
+class _OneLineGroup(click.Group):
+    """`mailstore backup`: a usage error (click's own is several lines: usage, hint, error)
+    and whatever else escapes a command become one stderr line too."""
+
+    def parse_args(self, ctx, args):
+        with _one_line_errors():
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
+# click >= 8.2 shows the help of a group called without a command through this error
+_SHOWS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class _one_line_errors:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None or not issubclass(exc_type, Exception) \
+                or issubclass(exc_type, (click.exceptions.Exit, click.Abort)) \
+                or (_SHOWS_HELP and issubclass(exc_type, _SHOWS_HELP)):
+            return False
+        if issubclass(exc_type, click.ClickException):
+            hint = " (see `{} --help`)".format(exc.ctx.command_path) \
+                if getattr(exc, "ctx", None) is not None else ""
+            _fail(exc.format_message() + hint, exc.exit_code)
+        _fail(_describe(exc))
 
 
 def _emit_json(data):
@@ -76,24 +126,28 @@ def _when(t):
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
 
-@click.group("backup")
+@click.group("backup", cls=_OneLineGroup)
 def backup_group():
     """Maildir-aware backups: incremental, deduplicated, optionally encrypted.
 
     A message is stored once, keyed by its content; a flag change (a rename) costs neither
     a read nor new space. See `mailstore backup COMMAND --help`.
+
+    Every command names the repository the same way: REPO (its first argument), or
+    -r/--repo REPO, or else the environment variable MAILSTORE_REPOSITORY; the key file with
+    --key-file F, or else MAILSTORE_KEY_FILE.
     """
 
 
 @backup_group.command("init")
-@click.argument("repo", type=click.Path(file_okay=False))
+@repo_arguments()
 @key_file_option
 @click.option("--compression", type=click.Choice(["fast", "small"]), default="fast",
               show_default=True,
               help="small: also Huffman-code attachments (about 25 % less space for them, "
                    "twice the CPU time of a first backup).")
 def init_cmd(repo, key_file, compression):
-    """Create an empty repository REPO (encrypted when --key-file is given).
+    """Create an empty repository REPO (encrypted when a key file is given).
 
     An existing key file is used as it is; a missing one is created with a new random key
     (mode 0600). Keep a copy of the key away from the repository: without it nothing can be
@@ -106,8 +160,7 @@ def init_cmd(repo, key_file, compression):
 
 
 @backup_group.command("run")
-@click.argument("repo", type=click.Path(file_okay=False))
-@click.argument("source_root", type=click.Path(file_okay=False))
+@repo_arguments("source_root")
 @key_file_option
 @click.option("--include", "include", multiple=True, type=click.Path(),
               help="A config file or directory to add to the snapshot (repeatable).")
@@ -120,9 +173,10 @@ def init_cmd(repo, key_file, compression):
               help="lstat every message, not only new names (after a chown/chmod in place); "
                    "a run does a full scan by itself at least once a week.")
 @wait_option
+@quiet_option("only the snapshot id, no progress and no summary")
 @json_option
 def run_cmd(repo, source_root, key_file, include, mysql_dump, mysql_defaults_file, full_scan,
-            wait, as_json):
+            wait, quiet, as_json):
     """Take a snapshot of every ROOT/<user>/ under SOURCE_ROOT.
 
     Prints a summary whose last word is the new snapshot id. Exits 1 if the run failed (no
@@ -131,11 +185,13 @@ def run_cmd(repo, source_root, key_file, include, mysql_dump, mysql_defaults_fil
     with _Errors():
         result = lib.run(repo, source_root, key_file=key_file, include=include,
                          mysql_dump=mysql_dump, mysql_defaults_file=mysql_defaults_file,
-                         wait=wait, progress=_progress(), full_scan=full_scan)
+                         wait=wait, progress=_progress(quiet), full_scan=full_scan)
     for text in result["warnings"]:
         click.echo("{} warning: {}".format(PREFIX, text), err=True)
     if as_json:
         _emit_json(result)
+    elif quiet:
+        click.echo(result["id"])
     else:
         click.echo("{} {} messages ({}), read {} files ({}), {} new objects ({} stored){}; "
                    "snapshot {}".format(
@@ -148,7 +204,7 @@ def run_cmd(repo, source_root, key_file, include, mysql_dump, mysql_defaults_fil
 
 
 @backup_group.command("list")
-@click.argument("repo", type=click.Path(file_okay=False))
+@repo_arguments()
 @key_file_option
 @json_option
 def list_cmd(repo, key_file, as_json):
@@ -166,7 +222,7 @@ def list_cmd(repo, key_file, as_json):
 
 
 @backup_group.command("status")
-@click.argument("repo", type=click.Path(file_okay=False))
+@repo_arguments()
 @key_file_option
 @json_option
 def status_cmd(repo, key_file, as_json):
@@ -185,7 +241,7 @@ def status_cmd(repo, key_file, as_json):
 
 
 @backup_group.command("verify")
-@click.argument("repo", type=click.Path(file_okay=False))
+@repo_arguments()
 @click.option("--snapshot", default=None, help="Check only this snapshot (id or `latest`).")
 @click.option("--read-data", is_flag=True,
               help="Read back and re-hash every object (slow); names each damaged message.")
@@ -194,12 +250,13 @@ def status_cmd(repo, key_file, as_json):
                    "(e.g. 0.1 weekly).")
 @key_file_option
 @wait_option
+@quiet_option("nothing but what is damaged or missing, no progress and no summary")
 @json_option
-def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, as_json):
+def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, quiet, as_json):
     """Check that the snapshots are restorable; exit 1 if anything is damaged or missing."""
     with _Errors():
         result = lib.verify(repo, key_file=key_file, snapshot=snapshot, read_data=read_data,
-                            sample=sample, wait=wait, progress=_progress())
+                            sample=sample, wait=wait, progress=_progress(quiet))
     if as_json:
         _emit_json(result)
     else:
@@ -213,17 +270,16 @@ def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, as_json):
         for name in result["pack_size_mismatch"]:
             click.echo("{} pack {} has another size than recorded".format(PREFIX, name),
                        err=True)
-        click.echo("{} verify {}: {} snapshots, {} objects{}, {} damaged".format(
-            PREFIX, "ok" if result["ok"] else "FAILED", result["snapshots"], result["objects"],
-            " ({} read and re-hashed)".format(result["read"]) if read_data else " located",
-            len(result["damaged"])))
+        if not quiet:
+            click.echo("{} verify {}: {} snapshots, {} objects{}, {} damaged".format(
+                PREFIX, "ok" if result["ok"] else "FAILED", result["snapshots"],
+                result["objects"], " ({} read and re-hashed)".format(result["read"])
+                if read_data else " located", len(result["damaged"])))
     sys.exit(0 if result["ok"] else 1)
 
 
 @backup_group.command("restore")
-@click.argument("repo", type=click.Path(file_okay=False))
-@click.argument("snapshot")
-@click.argument("target_root", type=click.Path(file_okay=False))
+@repo_arguments("snapshot", "target_root")
 @click.option("--user", default=None, help="Only this user.")
 @click.option("--folder", default=None, help="Only this folder (INBOX, Sent, A.B or .Sent).")
 @click.option("--message", default=None,
@@ -234,11 +290,14 @@ def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, as_json):
 @click.option("--extras", is_flag=True,
               help="Restore the --include paths and database dumps (below TARGET_ROOT) "
                    "instead of mail.")
+@click.option("--dry-run", is_flag=True,
+              help="Only list what would be restored; write nothing.")
 @key_file_option
 @wait_option
+@quiet_option("nothing but errors: no progress, no list, no summary")
 @json_option
-def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extras, key_file,
-                wait, as_json):
+def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extras, dry_run,
+                key_file, wait, quiet, as_json):
     """Restore SNAPSHOT (an id or `latest`) into TARGET_ROOT/<user>/Maildir.
 
     Without --merge the restored folders must be empty: messages, Dovecot control files (so
@@ -247,43 +306,52 @@ def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extra
     with _Errors():
         result = lib.restore(repo, snapshot, target_root, key_file=key_file, user=user,
                              folder=folder, message=message, merge=merge, extras=extras,
-                             wait=wait, progress=_progress())
+                             wait=wait, progress=_progress(quiet), dry_run=dry_run)
     for text in result["errors"]:
         click.echo("{} error: {}".format(PREFIX, text), err=True)
     if as_json:
         _emit_json(result)
-    else:
-        click.echo("{} restored {} messages ({}) and {} files from {} into {}{}{}".format(
-            PREFIX, result["messages"], _size(result["bytes"]), result["files"],
-            result["snapshot"], target_root,
+    elif not quiet:
+        for path in result.get("paths", ()):
+            click.echo("restore  {}".format(path))
+        click.echo("{} {} {} messages ({}) and {} files from {} into {}{}{}".format(
+            PREFIX, "dry run: would restore" if dry_run else "restored", result["messages"],
+            _size(result["bytes"]), result["files"], result["snapshot"], target_root,
             ", {} already present".format(result["skipped"]) if result["skipped"] else "",
             ", {} FAILED".format(len(result["errors"])) if result["errors"] else ""))
     sys.exit(1 if result["errors"] else 0)
 
 
 @backup_group.command("prune")
-@click.argument("repo", type=click.Path(file_okay=False))
-@click.option("--keep-daily", type=click.IntRange(min=0), required=True,
+@repo_arguments()
+@click.option("--keep-daily", type=click.IntRange(min=0), default=0,
               help="Keep the newest snapshot of each of the last N days that have one.")
-@click.option("--keep-weekly", type=click.IntRange(min=0), required=True,
+@click.option("--keep-weekly", type=click.IntRange(min=0), default=0,
               help="... of each of the last N ISO weeks.")
-@click.option("--keep-monthly", type=click.IntRange(min=0), required=True,
+@click.option("--keep-monthly", type=click.IntRange(min=0), default=0,
               help="... of each of the last N months.")
 @click.option("--keep-last", type=click.IntRange(min=0), default=0, show_default=True,
               help="Keep the N newest snapshots.")
 @click.option("--dry-run", is_flag=True, help="Only show what would be kept and removed.")
 @key_file_option
 @wait_option
+@quiet_option("nothing but errors: no list, no summary")
 @json_option
 def prune_cmd(repo, keep_daily, keep_weekly, keep_monthly, keep_last, dry_run, key_file, wait,
-              as_json):
-    """Forget snapshots the policy does not keep and free the space only they used."""
+              quiet, as_json):
+    """Forget snapshots the policy does not keep and free the space only they used.
+
+    Any of the --keep-* options may be left out (0 of that kind); at least one must keep
+    something, or nothing is done.
+    """
     with _Errors():
         result = lib.prune(repo, key_file=key_file, keep_last=keep_last, keep_daily=keep_daily,
                            keep_weekly=keep_weekly, keep_monthly=keep_monthly, dry_run=dry_run,
                            wait=wait)
     if as_json:
         _emit_json(result)
+        return
+    if quiet:
         return
     if sys.stdout.isatty() or dry_run:
         for k in result["keep"]:
@@ -319,7 +387,7 @@ def _parse_time(value):
 
 
 @backup_group.command("find")
-@click.argument("repo", type=click.Path(file_okay=False))
+@repo_arguments()
 @click.option("--user", default=None, help="Only this user.")
 @click.option("--folder", default=None, help="Only this folder (INBOX, Sent, .Sent ...).")
 @click.option("--since", default=None, help="Date on or after (YYYY-MM-DD, or 7d, 2w ago).")

@@ -15,6 +15,7 @@ import click
 import nagiosplugin
 
 from mailstore.checks.plugin import DEFAULT_TIMEOUT, run, unknown
+from mailstore.cli.repository import key_file_option, repo_arguments
 
 
 class NagiosRange(click.ParamType):
@@ -177,8 +178,8 @@ def mailq_command(warning, critical, age_warning, age_critical, postqueue, timeo
 
 # --- backup ------------------------------------------------------------------------------
 @check_group.command("backup")
-@click.option("--repo", required=True, help="Backup repository.")
-@click.option("--key-file", help="Key file of an encrypted repository.")
+@repo_arguments()
+@key_file_option("Key file of an encrypted repository.")
 @click.option("-w", "--warning", type=RANGE, default="93600", show_default=True,
               help="WARNING range for the age of the last complete snapshot (seconds).")
 @click.option("-c", "--critical", type=RANGE, default="180000", show_default=True,
@@ -193,7 +194,11 @@ def mailq_command(warning, critical, age_warning, age_critical, postqueue, timeo
 @_common
 def backup_command(repo, key_file, warning, critical, verify_warning, verify_critical,
                    snapshots_warning, snapshots_critical, timeout, verbose):
-    """Backup repository: age of the last complete snapshot, last verify, snapshot count."""
+    """Backup repository REPO: age of the last complete snapshot, last verify, snapshot count.
+
+    REPO may be given as -r/--repo REPO or in MAILSTORE_REPOSITORY instead, the key file in
+    MAILSTORE_KEY_FILE instead of --key-file (as for `mailstore backup`).
+    """
     from mailstore.checks import backup
     _finish("backup", lambda: backup.make_check(
         repo, key_file=key_file, warning=warning, critical=critical,

@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # (no cleanup, no atexit, open files and a half-written SQLite transaction left behind).
 KILLER = r"""
 import os, signal, sys
-from mailstore.backup import objects, snapshot, catalog
+from mailstore.backup import feed, newobjects, objects, snapshot, catalog
 point, repo, src = sys.argv[1], sys.argv[2], sys.argv[3]
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
@@ -38,16 +38,16 @@ if point == "mid-pack":
             die()
     objects.PackWriter.add = add
 elif point == "after-seal":
-    orig_sealed = snapshot._Run._sealed
+    orig_sealed = newobjects.NewObjects._sealed
     seals = [0]
     def sealed(self, *a):
         orig_sealed(self, *a)
         seals[0] += 1
         if seals[0] == 3:
             die()
-    snapshot._Run._sealed = sealed
+    newobjects.NewObjects._sealed = sealed
 elif point == "mid-commit":
-    orig_commit = snapshot._Run.commit
+    orig_commit = feed.Feed.commit
     def commit(self, source, finished):
         class Dying:
             def __init__(self, db): self.db = db
@@ -59,7 +59,7 @@ elif point == "mid-commit":
                 return result
         self.db = Dying(self.db)
         return orig_commit(self, source, finished)
-    snapshot._Run.commit = commit
+    feed.Feed.commit = commit
 snapshot.run(repo, src)
 print("finished")
 """

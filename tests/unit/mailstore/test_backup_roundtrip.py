@@ -276,8 +276,8 @@ def test_a_message_renamed_between_scan_and_read_is_still_backed_up(tmp_path, re
     """Dovecot renames (flag change) at any moment; the run must follow the message."""
     repo_path, key = repo
     make_tree(tmp_path / "src")
-    from mailstore.backup import snapshot
-    real_read = snapshot._read
+    from mailstore.backup import reading
+    real_read = reading.read_file
     moved = {}
 
     def racing_read(path):
@@ -289,7 +289,7 @@ def test_a_message_renamed_between_scan_and_read_is_still_backed_up(tmp_path, re
             moved[path] = new
         return real_read(path)
 
-    monkeypatch.setattr(snapshot, "_read", racing_read)
+    monkeypatch.setattr(reading, "read_file", racing_read)
     result = backup.run(repo_path, tmp_path / "src", key_file=key)
     assert moved and result["messages"] == 16 and not result["warnings"]
     backup.restore(repo_path, "latest", tmp_path / "dst", key_file=key)
@@ -347,9 +347,9 @@ def test_the_index_cache_is_only_a_cache(tmp_path, repo):
 def test_runs_in_the_same_second_get_distinct_snapshot_ids(tmp_path, repo, monkeypatch):
     # The id is the start second plus a short random suffix: a repeated suffix within one
     # second must not make the second run fail on the catalog's unique id.
-    from mailstore.backup import snapshot
+    from mailstore.backup import snapshot_commit
     ids = iter(["2026-11-25T120000Z-abcd", "2026-11-25T120000Z-abcd", "2026-11-25T120000Z-ef01"])
-    monkeypatch.setattr(snapshot, "new_snapshot_id", lambda started: next(ids))
+    monkeypatch.setattr(snapshot_commit, "new_snapshot_id", lambda started: next(ids))
     repo_path, key = repo
     make_tree(tmp_path / "src")
     first = backup.run(repo_path, tmp_path / "src", key_file=key, now=lambda: 1790000000.0)

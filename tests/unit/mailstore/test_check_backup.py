@@ -140,3 +140,42 @@ def test_real_repository_through_its_life(tmp_path):
     assert code == 1
     code, line, m = check("backup", "--repo", repo, "--key-file", key)
     assert code == 2 and "damaged" in line and perfdata(m)["damaged"][0] >= 1
+
+
+def test_the_repository_is_named_as_for_mailstore_backup(monkeypatch, tmp_path):
+    """REPO, -r/--repo or MAILSTORE_REPOSITORY; --key-file or MAILSTORE_KEY_FILE."""
+    calls = fake_status(monkeypatch)
+    monkeypatch.delenv("MAILSTORE_REPOSITORY", raising=False)
+    monkeypatch.delenv("MAILSTORE_KEY_FILE", raising=False)
+    assert check("backup", "/srv/a")[0] == 0
+    assert check("backup", "-r", "/srv/b", "--key-file", "/etc/k")[0] == 0
+    monkeypatch.setenv("MAILSTORE_REPOSITORY", "/srv/c")
+    monkeypatch.setenv("MAILSTORE_KEY_FILE", "/etc/k2")
+    assert check("backup")[0] == 0
+    assert check("backup", "/srv/d")[0] == 0
+    assert calls == [("/srv/a", None), ("/srv/b", "/etc/k"), ("/srv/c", "/etc/k2"),
+                     ("/srv/d", "/etc/k2")]
+    code, line, m = check("backup", "/srv/a", "--repo", "/srv/b")
+    assert code == 3 and "given twice" in line and len(line.splitlines()) == 1
+    monkeypatch.delenv("MAILSTORE_REPOSITORY")
+    code, line, m = check("backup")
+    assert code == 3 and "MAILSTORE_REPOSITORY" in line
+
+
+@pytest.mark.parametrize("damage", ["missing", "null", "text", "list"])
+def test_a_damaged_config_json_is_unknown_in_one_line(tmp_path, damage):
+    import json
+    repo = tmp_path / "repo"
+    backup.init(str(repo), key_file=str(tmp_path / "key"))
+    config = json.loads((repo / "config.json").read_text())
+    if damage == "missing":
+        del config["encryption"]
+    elif damage == "null":
+        config["key_check"] = None
+    elif damage == "text":
+        config["pack_size"] = "32M"
+    else:
+        config = [config]
+    (repo / "config.json").write_text(json.dumps(config))
+    code, line, m = check("backup", repo, "--key-file", tmp_path / "key")
+    assert code == 3 and "config.json is damaged" in line

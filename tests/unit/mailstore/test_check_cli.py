@@ -18,7 +18,7 @@ from mailstore.checks import plugin, volume
     (["volume", "-w", "20:10", "/"], "invalid range '20:10'"),
     (["volume", "-t", "-1", "/"], "--timeout"),
     (["cert"], "Missing argument 'FILE'"),
-    (["backup"], "Missing option '--repo'"),
+    (["backup"], "no repository: give REPO, -r/--repo REPO or set MAILSTORE_REPOSITORY"),
     (["maildir", "/", "--owner", "no-such-user-here"], "no such user"),
 ])
 def test_bad_arguments_are_unknown_not_click_exit_2(args, reason):

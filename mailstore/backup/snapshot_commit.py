@@ -1,0 +1,88 @@
+"""The end of a run: the snapshot's id, and the ONE catalog transaction that records it.
+
+Everything a run learnt goes in together: the packs and objects it wrote, the message rows new
+to the catalog, the snapshot row, which messages and files it holds, and the scan state the
+next run's incremental scan relies on (scan.py). A run that dies before this COMMIT leaves no
+snapshot and no catalog change behind.
+"""
+import secrets
+import socket
+import time
+
+from mailstore.backup import catalog, scan
+
+
+def new_snapshot_id(now):
+    return time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(2)
+
+
+def unused_snapshot_id(db, started):
+    """A new id for a snapshot started at `started`, not yet in the catalog."""
+    # Runs that start in the same second share the time part of the id; the random suffix
+    # is short, so make sure (under the exclusive lock) that this one is not taken.
+    snapshot_id = new_snapshot_id(started)
+    while db.execute("SELECT 1 FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone():
+        snapshot_id = new_snapshot_id(started)
+    return snapshot_id
+
+
+def write_catalog(feed, source, finished, snapshot_id, index_written):
+    """Record snapshot `snapshot_id` with what `feed` (a feed.Feed, all its work done)
+    collected, in one transaction on `feed.db`. `index_written`: the future of the index
+    cache's writer; what it raised is raised before the COMMIT."""
+    db = feed.db
+    stats = feed.stats
+    with catalog.transaction(db):
+        db.executemany("INSERT INTO packs VALUES (?, ?, ?)", feed.objects.sealed)
+        db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       feed.objects.new_objects)
+        db.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       feed.new_messages)
+        cur = db.execute(
+            "INSERT INTO snapshots (id, started, finished, source, host, messages, bytes,"
+            " new_objects, new_bytes, read_files, read_bytes, warnings)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (snapshot_id, feed.started, finished, source, socket.gethostname(),
+             stats["messages"], stats["bytes"], stats["new_objects"],
+             stats["new_bytes"], stats["read_files"], stats["read_bytes"],
+             stats["warnings"]))
+        seq = cur.lastrowid
+        _snapshot_messages(db, seq, feed.snapshot_messages, feed.prev_seq, feed.prev_ids)
+        db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                       ((seq,) + row for row in feed.files))
+        # what the next run's incremental scan may rely on (scan.py)
+        db.execute("DELETE FROM scan_dirs")
+        db.executemany("INSERT INTO scan_dirs VALUES (?, ?, ?, ?)", feed.dir_state)
+        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (
+            scan.META_KEY, scan.state_meta(snapshot_id, feed.scan_ns, feed.last_full_scan)))
+        index_written.result()      # raises what the index writer raised: no COMMIT
+
+
+def _snapshot_messages(db, seq, messages, prev_seq, prev_ids):
+    """Record which message rows (ids `messages`) snapshot `seq` holds.
+
+    A nightly snapshot holds nearly the same rows as the previous one (`prev_seq`, holding
+    `prev_ids`): those are copied inside SQLite (one INSERT ... SELECT minus the rows that are
+    gone), only the rest is bound from Python. The row count is checked; should it differ (a
+    previous-row list that does not match the catalog), the plain way is used instead.
+    """
+    current = set(messages)
+    gone = prev_ids - current
+    if prev_seq is not None and len(gone) < len(current) // 2:
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (message INTEGER PRIMARY KEY)")
+        db.execute("DELETE FROM temp.gone")
+        db.executemany("INSERT INTO temp.gone VALUES (?)", ((m,) for m in gone))
+        db.execute("INSERT OR IGNORE INTO snapshot_messages SELECT ?, message FROM"
+                   " snapshot_messages WHERE snapshot = ? AND message NOT IN"
+                   " (SELECT message FROM temp.gone)", (seq, prev_seq))
+        # in key order: B-tree inserts in order are several times faster than at random
+        db.executemany("INSERT OR IGNORE INTO snapshot_messages VALUES (?, ?)",
+                       ((seq, mid) for mid in sorted(current - prev_ids)))
+        db.execute("DELETE FROM temp.gone")
+        count, = db.execute("SELECT count(*) FROM snapshot_messages WHERE snapshot = ?",
+                            (seq,)).fetchone()
+        if count == len(current):
+            return
+        db.execute("DELETE FROM snapshot_messages WHERE snapshot = ?", (seq,))
+    db.executemany("INSERT OR IGNORE INTO snapshot_messages VALUES (?, ?)",
+                   ((seq, mid) for mid in sorted(current)))
