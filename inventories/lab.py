@@ -7,7 +7,9 @@ import copy
 import os
 from pathlib import Path
 
-from inventories.validate import InventoryError, checked, defaults
+from inventories.defaults import defaults
+from inventories.secrets import InventoryError
+from inventories.validate import checked
 from lab import topology as t
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,85 +5,16 @@ inventories/lab.py pass each host's data through `checked()`: a bad datum or a m
 malformed secret stops the run there, with an error naming the key or the file.
 """
 import logging
-import os
 import re
-import runpy
-from pathlib import Path
 
-SECRETS_ENV = "CACERT_EMAIL_SECRETS"
-_ALL = Path(__file__).parent / "group_data" / "all.py"
-
+from inventories.defaults import defaults
+from inventories.secrets import (InventoryError, read_backup_key, read_password, read_secret,
+                                 secrets_dir)
+from operations import backup, certificates, crl, dkim
 
 # pyinfra's own connection data may appear in a host's data beside ours.
 _CONNECTION_KEYS = {"ssh_user", "ssh_key", "ssh_port", "ssh_known_hosts_file",
                     "ssh_strict_host_key_checking", "ssh_hostname", "_sudo"}
-
-
-class InventoryError(Exception):
-    """The inventory or a secret is unusable; the message names which and why."""
-
-
-def defaults():
-    """The data of group_data/all.py, as pyinfra itself will load it."""
-    data = runpy.run_path(str(_ALL))
-    return {k: v for k, v in data.items() if not k.startswith("_")}
-
-
-def secrets_dir():
-    """The secrets directory named by $CACERT_EMAIL_SECRETS; never inside the repository."""
-    value = os.environ.get(SECRETS_ENV)
-    if not value:
-        raise InventoryError(f"${SECRETS_ENV} is not set: it must name the secrets directory")
-    path = Path(value).resolve()
-    if not path.is_dir():
-        raise InventoryError(f"${SECRETS_ENV}={value}: not a directory")
-    return path
-
-
-def read_secret(name):
-    """The content of one secret file, refusing a missing, empty or world-readable one."""
-    path = secrets_dir() / name
-    if not path.is_file():
-        raise InventoryError(f"secret {path} is missing")
-    if path.stat().st_mode & 0o004:
-        raise InventoryError(f"secret {path} is world-readable: chmod o-r it")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InventoryError(f"secret {path} is unreadable: {exc}") from None
-    if not text.strip():
-        raise InventoryError(f"secret {path} is empty")
-    return text
-
-
-def read_password(name):
-    """A password secret: one line (a trailing newline is allowed and dropped).
-
-    Passwords end up in Postfix's and Dovecot's map files and in SQL, so quotes, backslashes,
-    whitespace and control characters are refused rather than escaped in three dialects.
-    """
-    path = secrets_dir() / name
-    value = read_secret(name)
-    if value.endswith("\n"):
-        value = value[:-1]
-    if "\n" in value or "\r" in value:
-        raise InventoryError(f"secret {path}: a password must be a single line")
-    bad = sorted({c for c in value if c in "'\"`\\" or c.isspace() or not c.isprintable()})
-    if bad:
-        raise InventoryError(f"secret {path}: characters not allowed in a password: "
-                             f"{', '.join(repr(c) for c in bad)}")
-    return value
-
-
-def read_backup_key(name):
-    """The backup repository's key secret: 64 hex digits on one line (mailstore's key file
-    format, `openssl rand -hex 32`); the text is returned as it goes to the server."""
-    path = secrets_dir() / name
-    value = read_secret(name).strip()
-    if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
-        raise InventoryError(f"secret {path}: a backup key must be 64 hex digits on one line "
-                             "(make one with `openssl rand -hex 32`)")
-    return value + "\n"
 
 
 def checked(group, data):
@@ -199,18 +130,16 @@ def _check_mail_data(data):
 
 def _check_certificates(data):
     """Each pair of `certificates`: well-formed entry, then the cryptographic checks."""
-    from operations.certificates import CertificateError, check_pair
-
-    certificates = data["certificates"]
-    unknown = sorted(set(certificates) - _CERTIFICATE_KEYS)
+    pairs = data["certificates"]
+    unknown = sorted(set(pairs) - _CERTIFICATE_KEYS)
     if unknown:
         raise InventoryError(f"certificates: unknown key(s) {', '.join(unknown)} "
                              f"(known: {', '.join(sorted(_CERTIFICATE_KEYS))})")
-    missing = sorted(_CERTIFICATE_KEYS - set(certificates))
+    missing = sorted(_CERTIFICATE_KEYS - set(pairs))
     if missing:
         raise InventoryError(f"certificates: missing {', '.join(missing)}")
     ca_pem = read_secret("ca.pem")
-    for key, cert in sorted(certificates.items()):
+    for key, cert in sorted(pairs.items()):
         where = f"certificates[{key!r}]"
         fields = set(cert)
         if not _CERTIFICATE_FIELDS <= fields or fields - _CERTIFICATE_FIELDS - _CERTIFICATE_OPTIONAL:
@@ -223,11 +152,11 @@ def _check_certificates(data):
         if not cert["names"]:
             raise InventoryError(f"{where}: names must list the hostnames it serves")
         try:
-            warnings = check_pair(
+            warnings = certificates.check_pair(
                 read_secret(f"{key}.chain.pem"), read_secret(f"{key}.key.pem"), ca_pem,
                 cert["names"], data["certificate_warn_days"],
                 what=f"{where} ({secrets_dir() / key}.chain.pem)")
-        except CertificateError as exc:
+        except certificates.CertificateError as exc:
             raise InventoryError(str(exc)) from None
         for warning in warnings:
             logging.getLogger("pyinfra").warning("WARNING: %s", warning)
@@ -243,10 +172,9 @@ def _check_mail_secrets(data):
 
 def _check_backup(data):
     """The nightly backup's data (operations/backup.py) and, when encrypted, its key."""
-    from operations.backup import BackupDataError, settings
     try:
-        settings(data)
-    except BackupDataError as exc:
+        backup.settings(data)
+    except backup.BackupDataError as exc:
         raise InventoryError(str(exc)) from None
     if data["backup_encrypt"]:
         read_backup_key(data["backup_key_secret"])
@@ -254,10 +182,8 @@ def _check_backup(data):
 
 def _check_dkim_and_crl(data):
     """DKIM (operations/dkim.py) and CRL refresh (operations/crl.py) data."""
-    from operations.crl import CrlDataError, check_data
-    from operations.dkim import DkimDataError, settings
     try:
-        settings(data)
-        check_data(data)
-    except (DkimDataError, CrlDataError) as exc:
+        dkim.settings(data)
+        crl.check_data(data)
+    except (dkim.DkimDataError, crl.CrlDataError) as exc:
         raise InventoryError(str(exc)) from None

@@ -24,6 +24,7 @@ from pyinfra.facts.files import File
 from pyinfra.operations import apt, files
 from pyinfra.operations import server as shell_ops  # `server` is this module's deploy
 
+from inventories.secrets import read_backup_key
 from operations import staging
 
 MAILSTORE = "/usr/local/bin/mailstore"
@@ -139,7 +140,6 @@ def server():
     apt.packages(name="cron for the nightly job", packages=["cron"])
     key = None
     if conf["key_file"]:
-        from inventories.validate import read_backup_key
         text = read_backup_key(host.data.backup_key_secret)
         # Only made if missing; its owner and mode are left alone (and the uploads below do not
         # touch them either): it may be shared, e.g. /etc/mailstore or /etc/ssl/private.

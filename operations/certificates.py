@@ -19,6 +19,8 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
+from inventories.secrets import secrets_dir  # the control machine's secrets directory
+
 
 class CertificateError(Exception):
     """A certificate pair is unusable; the message says which check failed."""
@@ -171,8 +173,6 @@ def _reload_running(services):
 @deploy("Certificates")
 def install():
     """Each pair of inventory `certificates` at its path; reload the services that use it."""
-    from inventories.validate import secrets_dir  # the control machine's secrets directory
-
     secrets = secrets_dir()
     for key, cert in sorted(host.data.certificates.items()):
         group = cert.get("key_group", "root")

@@ -20,6 +20,7 @@ from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
+from inventories.secrets import InventoryError, read_secret
 from operations import staging
 
 PACKAGES = ["icinga2", "monitoring-plugins-basic", "openssl"]
@@ -105,8 +106,6 @@ def secret_file(content, dest, mode="600"):
 
 
 def _ticket():
-    from inventories.validate import InventoryError, read_secret
-
     name = host.data.icinga2_ticket_secret
     ticket = read_secret(name).strip()
     if not re.match(r"^[0-9a-f]{40}$", ticket):

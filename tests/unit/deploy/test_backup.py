@@ -7,7 +7,9 @@ from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on s
 from tests.unit.deploy.conftest import write_secret
 from tests.unit.deploy.fake_host import run
 
-from inventories.validate import InventoryError, checked, defaults
+from inventories.defaults import defaults
+from inventories.secrets import InventoryError
+from inventories.validate import checked
 from operations import backup
 
 KEY = "0123456789abcdef" * 4

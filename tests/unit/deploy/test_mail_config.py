@@ -10,11 +10,13 @@ import pytest
 from conftest import NAMES, REPO, write_secret
 
 from inventories import validate
+from inventories.defaults import defaults
+from inventories.secrets import SECRETS_ENV, InventoryError
 from operations import certificates, dovecot, mariadb, postfix
 
 
 def merged(overrides):
-    return {**validate.defaults(), **copy.deepcopy(overrides)}
+    return {**defaults(), **copy.deepcopy(overrides)}
 
 
 @pytest.fixture
@@ -36,7 +38,7 @@ def prod_data(tmp_path, monkeypatch, pki):
     write_secret(directory, "mysql_postfix.password", "p1-secret\n")
     write_secret(directory, "mysql_dovecot.password", "p2-secret\n")
     write_secret(directory, "backup.key", "fedcba9876543210" * 4 + "\n")
-    monkeypatch.setenv(validate.SECRETS_ENV, str(directory))
+    monkeypatch.setenv(SECRETS_ENV, str(directory))
     inventory = runpy.run_path(str(REPO / "inventories" / "prod.py"))
     (name, data), = inventory["email"]
     assert name == "email.cacert.org"
@@ -50,8 +52,8 @@ def by_dest(files):
 # --- production inventory -----------------------------------------------------------------
 
 def test_prod_inventory_without_secrets_stops_before_any_host(monkeypatch):
-    monkeypatch.delenv(validate.SECRETS_ENV, raising=False)
-    with pytest.raises(validate.InventoryError, match="CACERT_EMAIL_SECRETS is not set"):
+    monkeypatch.delenv(SECRETS_ENV, raising=False)
+    with pytest.raises(InventoryError, match="CACERT_EMAIL_SECRETS is not set"):
         runpy.run_path(str(REPO / "inventories" / "prod.py"))
 
 
@@ -180,7 +182,7 @@ def test_trixie_gets_the_dovecot_2_4_templates(lab_data):
 
 def test_a_release_without_templates_is_refused(lab_data):
     lab_data["debian_release"] = "forky"
-    with pytest.raises(validate.InventoryError, match="forky: no Dovecot templates"):
+    with pytest.raises(InventoryError, match="forky: no Dovecot templates"):
         dovecot.config_files(lab_data, "pw")
 
 

@@ -3,7 +3,9 @@ import pytest
 from conftest import write_secret
 from pki import DAY, NOW, PKI
 
-from inventories.validate import InventoryError, checked, defaults
+from inventories.defaults import defaults
+from inventories.secrets import InventoryError
+from inventories.validate import checked
 
 
 def test_valid_lab_data_passes(secrets, email_data):
