@@ -105,12 +105,13 @@ def secret_file(content, dest, mode="600"):
     yield f"chmod {mode} {dest}"
 
 
-def _ticket():
-    name = host.data.icinga2_ticket_secret
+def read_ticket(name, node_name):
+    """The agent's PKI ticket from the secret `name` (also checked by the production
+    inventory's validation, before any host is touched)."""
     ticket = read_secret(name).strip()
     if not re.match(r"^[0-9a-f]{40}$", ticket):
         raise InventoryError(f"secret {name}: not an Icinga2 ticket (40 hex digits, from "
-                             f"`icinga2 pki ticket --cn {host.data.icinga2_node_name}`)")
+                             f"`icinga2 pki ticket --cn {node_name}`)")
     return ticket
 
 
@@ -130,7 +131,8 @@ def agent():
         if parent is None:
             raise Icinga2DataError("icinga2_parent_endpoints: the agent has no certificate yet "
                                    "and no parent endpoint has a `host` to request one from")
-        secret_file(name="Icinga2 ticket (from the secrets directory)", content=_ticket(),
+        ticket = read_ticket(host.data.icinga2_ticket_secret, host.data.icinga2_node_name)
+        secret_file(name="Icinga2 ticket (from the secrets directory)", content=ticket,
                     dest=TICKET_FILE)
         changes.append(server.shell(
             name=f"Icinga2 certificate signed by {parent['name']} (ticket)",

@@ -48,6 +48,7 @@ def secrets(tmp_path, monkeypatch, pki):
     write_secret(directory, "mysql_postfix.password", "postfix-Secret-1\n")
     write_secret(directory, "mysql_dovecot.password", "dovecot-Secret-2\n")
     write_secret(directory, "backup.key", "0123456789abcdef" * 4 + "\n")
+    write_secret(directory, "icinga2_api.password", "icinga-Secret-3\n")
     for account in ACCOUNTS:
         write_secret(directory, f"accounts/{account['email']}.password", "alice-pw-123\n")
     monkeypatch.setenv(SECRETS_ENV, str(directory))

@@ -246,6 +246,7 @@ def test_lab_ca_from_inventory_is_uploaded_and_used(api_secret, email_data, pki,
 
 
 def test_missing_secret_or_ca_is_named(secrets, email_data, tmp_path):
+    (secrets / "icinga2_api.password").unlink()
     with pytest.raises(InventoryError, match="icinga2_api.password"):
         run(monitoring.checks, data=email_data)
     write_secret(secrets, "icinga2_api.password", PASSWORD + "\n")
