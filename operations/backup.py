@@ -25,7 +25,7 @@ from pyinfra.operations import apt, files
 from pyinfra.operations import server as shell_ops  # `server` is this module's deploy
 
 from inventories.secrets import read_backup_key
-from operations import staging
+from operations import secret_file, staging
 
 MAILSTORE = "/usr/local/bin/mailstore"
 JOB = "/usr/local/sbin/mailstore-backup-job"
@@ -145,13 +145,9 @@ def server():
         # touch them either): it may be shared, e.g. /etc/mailstore or /etc/ssl/private.
         files.directory(name="Directory of the backup key",
                         path=str(PurePosixPath(conf["key_file"]).parent))
-        # Empty and 0600 before the key goes in: the upload keeps the mode of the file it
-        # overwrites, so the key is never readable by others, not even for a moment.
-        files.file(name="Backup key file exists, 0600 root", path=conf["key_file"],
-                   user="root", group="root", mode="600", create_remote_dir=False)
-        key = files.put(name="Backup key (0600, root)", src=io.StringIO(text),
-                        dest=conf["key_file"], user="root", group="root", mode="600",
-                        create_remote_dir=False)
+        # Never readable by others, not even for a moment, and never shown (secret_file).
+        key = secret_file.upload(name="Backup key (0600, root)", content=text,
+                                 dest=conf["key_file"], user="root", group="root", mode="600")
     # The repository itself is 0700 (init makes it so); its parent may be shared (/srv).
     files.directory(name="Directory holding the backup repository",
                     path=str(PurePosixPath(conf["repository"]).parent))

@@ -36,8 +36,8 @@ class Operation:
         for command in self.commands_raw:
             if isinstance(command, FileUploadCommand):
                 src = command.src
-                result[command.dest] = src.getvalue() if hasattr(src, "getvalue") \
-                    else Path(src).read_text()
+                text = src.getvalue() if hasattr(src, "getvalue") else Path(src).read_text()
+                result[command.dest] = text.decode() if isinstance(text, bytes) else text
         return result
 
     def __repr__(self):
