@@ -7,7 +7,9 @@ import copy
 import os
 from pathlib import Path
 
-from inventories.validate import InventoryError, checked, defaults
+from inventories.defaults import defaults
+from inventories.secrets import InventoryError
+from inventories.validate import stop_unless_valid
 from lab import topology as t
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,11 +113,11 @@ _SHARED = {
     "mail_aliases": copy.deepcopy(t.ALIASES),
 }
 
-infra02 = [("@local", checked("infra02", dict(_SHARED)))]
+infra02 = [("@local", dict(_SHARED))]
 # Only the lab's Infra02 gets the lab host preparation (bridge, apt proxy, DNS, loop volume).
 lab_host = ["@local"]
 email = [
-    (t.HOSTNAMES["email"], checked("email", {
+    (t.HOSTNAMES["email"], {
         **_SHARED,
         "ssh_hostname": t.CONTAINER_ADDRESS,
         "ssh_user": "root",
@@ -123,5 +125,6 @@ email = [
         # lab up writes the container's host keys here, read from its rootfs on this host.
         "ssh_known_hosts_file": str(LAB / "known_hosts"),
         "ssh_strict_host_key_checking": "yes",
-    })),
+    }),
 ]
+stop_unless_valid(infra02=infra02, email=email)

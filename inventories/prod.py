@@ -7,13 +7,14 @@
 Facts from CAcert's infrastructure documentation ("Email", see DESIGN.md). No secret lives
 here: the secrets directory ($CACERT_EMAIL_SECRETS) holds ca.pem, <pair>.chain.pem and
 <pair>.key.pem for each pair of `certificates`, mysql_postfix.password and
-mysql_dovecot.password. Everything is validated when this file is loaded, before any host is
-touched (inventories/validate.py).
+mysql_dovecot.password, backup.key, icinga2_api.password and icinga2-agent.ticket. Everything
+is validated when this file is loaded, before any host is touched (inventories/validate.py):
+the run stops with a list of what is missing or wrong, one line each.
 
 SSH: both hosts are reached under these names; put the admins' jump host, user and key in
 ~/.ssh/config (pyinfra's paramiko connector reads it).
 """
-from inventories.validate import checked
+from inventories.validate import stop_unless_valid
 
 # Addresses of the container (eth0, MAC 00:ff:8f:e0:4a:90 on Infra02's bridge). The intranet
 # (email.intra.cacert.org 172.16.2.19) and internal (email.infra.cacert.org 10.0.0.19)
@@ -85,5 +86,7 @@ EMAIL = {
     },
 }
 
-infra02 = [("infra02", checked("infra02", dict(EMAIL)))]
-email = [("email.cacert.org", checked("email", dict(EMAIL)))]
+infra02 = [("infra02", dict(EMAIL))]
+email = [("email.cacert.org", dict(EMAIL))]
+# Stops here, listing every problem, unless both hosts' data and the secrets are usable.
+stop_unless_valid(production=True, infra02=infra02, email=email)

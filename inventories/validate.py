@@ -1,111 +1,143 @@
 """Validation of the inventory, on the control machine, before any host is touched.
 
 pyinfra reads the inventory file before it connects anywhere, so inventories/prod.py and
-inventories/lab.py pass each host's data through `checked()`: a bad datum or a missing or
-malformed secret stops the run there, with an error naming the key or the file.
+inventories/lab.py hand all their hosts to `stop_unless_valid()`: every bad datum and every
+missing or malformed secret of every host is found, and if there is any, the run stops there
+with one line per problem (naming the host and the key or the file) and no traceback.
+
+Rules that only a production inventory can meet (a gateway, trusted hosts, no placeholder,
+the Icinga ticket, the self-service API's files) apply where the inventory says
+`production=True`: the lab makes some of those files in its own first deploy phase.
+`checked()` validates one host's data and raises InventoryError listing all its problems
+(for tests and tools that want an exception).
 """
+import contextlib
+import ipaddress
 import logging
-import os
 import re
-import runpy
-from pathlib import Path
+import sys
 
-SECRETS_ENV = "CACERT_EMAIL_SECRETS"
-_ALL = Path(__file__).parent / "group_data" / "all.py"
-
+from inventories.defaults import defaults
+from inventories.secrets import (InventoryError, read_backup_key, read_password, read_secret,
+                                 secrets_dir)
+from operations import backup, certificates, crl, dkim, firewall, icinga2_agent, selfservice_api
 
 # pyinfra's own connection data may appear in a host's data beside ours.
 _CONNECTION_KEYS = {"ssh_user", "ssh_key", "ssh_port", "ssh_known_hosts_file",
                     "ssh_strict_host_key_checking", "ssh_hostname", "_sudo"}
+# What the operations' own data checks raise besides InventoryError: each names the key.
+_DATA_ERRORS = (InventoryError, ValueError, certificates.CertificateError,
+                firewall.FirewallError)
+# Marks a value the operators must replace before the first production run (group_data/all.py).
+PLACEHOLDER = "PLACEHOLDER"
+_SSH_PUBLIC_KEY = re.compile(r"^(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+) "
+                             r"[A-Za-z0-9+/]+={0,3}( .*)?$")
 
 
-class InventoryError(Exception):
-    """The inventory or a secret is unusable; the message names which and why."""
+class _Problems:
+    """The problems found so far, one line each, in the order found, without repeats."""
+
+    def __init__(self):
+        self.lines = []
+
+    def add(self, message):
+        line = " ".join(str(message).split())  # one line, whatever the message held
+        if line not in self.lines:
+            self.lines.append(line)
+
+    def run(self, check, *args):
+        """`check(*args)`, recording the problem it raises."""
+        with self.check():
+            check(*args)
+
+    @contextlib.contextmanager
+    def check(self):
+        """Record the problem the block raises and go on with the next check."""
+        try:
+            yield
+        except _DATA_ERRORS as exc:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                self.add(line)
+        except (KeyError, TypeError, AttributeError) as exc:
+            # A datum of the wrong shape met a check that expected another: name it.
+            self.add(f"malformed inventory data ({type(exc).__name__}: {exc})")
 
 
-def defaults():
-    """The data of group_data/all.py, as pyinfra itself will load it."""
-    data = runpy.run_path(str(_ALL))
-    return {k: v for k, v in data.items() if not k.startswith("_")}
-
-
-def secrets_dir():
-    """The secrets directory named by $CACERT_EMAIL_SECRETS; never inside the repository."""
-    value = os.environ.get(SECRETS_ENV)
-    if not value:
-        raise InventoryError(f"${SECRETS_ENV} is not set: it must name the secrets directory")
-    path = Path(value).resolve()
-    if not path.is_dir():
-        raise InventoryError(f"${SECRETS_ENV}={value}: not a directory")
-    return path
-
-
-def read_secret(name):
-    """The content of one secret file, refusing a missing, empty or world-readable one."""
-    path = secrets_dir() / name
-    if not path.is_file():
-        raise InventoryError(f"secret {path} is missing")
-    if path.stat().st_mode & 0o004:
-        raise InventoryError(f"secret {path} is world-readable: chmod o-r it")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InventoryError(f"secret {path} is unreadable: {exc}") from None
-    if not text.strip():
-        raise InventoryError(f"secret {path} is empty")
-    return text
-
-
-def read_password(name):
-    """A password secret: one line (a trailing newline is allowed and dropped).
-
-    Passwords end up in Postfix's and Dovecot's map files and in SQL, so quotes, backslashes,
-    whitespace and control characters are refused rather than escaped in three dialects.
-    """
-    path = secrets_dir() / name
-    value = read_secret(name)
-    if value.endswith("\n"):
-        value = value[:-1]
-    if "\n" in value or "\r" in value:
-        raise InventoryError(f"secret {path}: a password must be a single line")
-    bad = sorted({c for c in value if c in "'\"`\\" or c.isspace() or not c.isprintable()})
-    if bad:
-        raise InventoryError(f"secret {path}: characters not allowed in a password: "
-                             f"{', '.join(repr(c) for c in bad)}")
-    return value
-
-
-def read_backup_key(name):
-    """The backup repository's key secret: 64 hex digits on one line (mailstore's key file
-    format, `openssl rand -hex 32`); the text is returned as it goes to the server."""
-    path = secrets_dir() / name
-    value = read_secret(name).strip()
-    if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
-        raise InventoryError(f"secret {path}: a backup key must be 64 hex digits on one line "
-                             "(make one with `openssl rand -hex 32`)")
-    return value + "\n"
-
-
-def checked(group, data):
-    """Return `data` (this host's overrides) after validating it merged over the defaults.
+def problems(group, data, production=False):
+    """Every problem of one host's data merged over the defaults, one line each ([] if none).
 
     + group: the inventory group the host is in ("infra02" or "email")
     + data: the host's own data, as given in the inventory file
+    + production: apply the production-only rules too
     """
+    found = _Problems()
     merged = {**defaults(), **data}
     unknown = sorted(set(data) - set(defaults()) - _CONNECTION_KEYS)
     if unknown:
-        raise InventoryError(f"unknown inventory keys: {', '.join(unknown)}")
-    release = merged["debian_release"]
+        found.add(f"unknown inventory keys: {', '.join(unknown)}")
+    release = merged.get("debian_release")
     if release not in ("bullseye", "bookworm", "trixie"):
-        raise InventoryError(f"debian_release={release!r}: use bullseye, bookworm or trixie")
+        found.add(f"debian_release={release!r}: use bullseye, bookworm or trixie")
+    if group == "infra02":
+        found.run(_check_root_keys, merged)
     if group == "email":
-        _check_mail_data(merged)
-        _check_certificates(merged)
-        _check_mail_secrets(merged)
-        _check_backup(merged)
-        _check_dkim_and_crl(merged)
+        _check_mail_data(merged, found)
+        _check_certificates(merged, found)
+        _check_mail_secrets(merged, found)
+        found.run(_check_backup, merged)
+        found.run(dkim.settings, merged)
+        found.run(crl.check_data, merged)
+        found.run(firewall.rules, merged["ports"], merged["trusted_hosts"])
+        found.run(read_password, merged["icinga2_api_password_secret"])
+    if production:
+        _check_production(group, merged, found)
+    return found.lines
+
+
+def checked(group, data, production=False):
+    """Return `data` (this host's overrides) after validating it merged over the defaults;
+    raise InventoryError listing every problem, one per line."""
+    found = problems(group, data, production)
+    if found:
+        raise InventoryError("\n".join(found))
     return data
+
+
+def stop_unless_valid(production=False, **groups):
+    """Validate every host of the inventory's `groups` ({group: [(name, data)]}); on any
+    problem, print them all to stderr, one line each, and exit with status 2.
+
+    Called at the end of an inventory file, so pyinfra stops while loading the inventory,
+    before it connects anywhere. A problem several hosts share is printed once, naming them.
+    """
+    hosts_of = {}  # problem -> the hosts that have it, in order
+    for group, hosts in groups.items():
+        for name, data in hosts:
+            for line in problems(group, data, production):
+                hosts_of.setdefault(line, []).append(name)
+    if hosts_of:
+        count = len(hosts_of)
+        print(f"The inventory has {count} problem{'s' if count > 1 else ''}; "
+              "no host was contacted:", file=sys.stderr)
+        for line, names in hosts_of.items():
+            print(f"  {', '.join(names)}: {line}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+# --- rules every inventory meets ------------------------------------------------------------
+
+def _check_root_keys(data):
+    """Infra02 writes these into the container's /root/.ssh/authorized_keys: empty, it would
+    lock every later deploy (and every admin) out of the container."""
+    keys = data["root_authorized_keys"]
+    if not isinstance(keys, list) or not keys:
+        raise InventoryError("root_authorized_keys: empty; the container's root would accept "
+                             "no key and every later deploy would be locked out: list the "
+                             "deploy's and the admins' public SSH keys")
+    for i, key in enumerate(keys):
+        if not isinstance(key, str) or not _SSH_PUBLIC_KEY.match(key):
+            raise InventoryError(f"root_authorized_keys[{i}]: {str(key)[:40]!r}... is not an "
+                                 "OpenSSH public key line (type base64 [comment])")
 
 
 # --- the email container's data --------------------------------------------------------------
@@ -133,131 +165,200 @@ def _line(value, where):
         raise InventoryError(f"{where}: {value!r} must be a non-empty single-line string")
 
 
-def _check_mail_data(data):
-    root = data["mail_root"]
-    if not isinstance(root, str) or not root.startswith("/") or ".." in root.split("/"):
-        raise InventoryError(f"mail_root={root!r}: must be an absolute path without '..'")
+def _check_mail_data(data, found):
+    with found.check():
+        root = data["mail_root"]
+        if not isinstance(root, str) or not root.startswith("/") or ".." in root.split("/"):
+            raise InventoryError(f"mail_root={root!r}: must be an absolute path without '..'")
     seen = set()
     for i, account in enumerate(data["mail_accounts"]):
-        where = f"mail_accounts[{i}]"
-        if not isinstance(account, dict) or set(account) != {"user", "email"}:
-            raise InventoryError(f"{where}: must be {{'user': ..., 'email': ...}}, got {account!r}")
-        user = account["user"]
-        if not isinstance(user, str) or not _USER.match(user):
-            raise InventoryError(
-                f"{where}: user {user!r} is not a valid mailbox name (a-z, 0-9, '.', '_', '-', "
-                f"not starting with '.' or '-'): it becomes the directory <mail_root>/<user>")
-        _address(account["email"], f"{where} email")
-        for name in (user, account["email"].lower()):
-            if name in seen:
-                raise InventoryError(f"{where}: {name!r} appears twice in mail_accounts")
-            seen.add(name)
+        found.run(_check_account, i, account, seen)
     for i, alias in enumerate(data["mail_aliases"]):
-        where = f"mail_aliases[{i}]"
-        if not isinstance(alias, dict) or set(alias) != {"alias", "owner", "send_as"}:
-            raise InventoryError(
-                f"{where}: must be {{'alias': ..., 'owner': ..., 'send_as': bool}}, got {alias!r}")
-        _address(alias["alias"], f"{where} alias")
-        _address(alias["owner"], f"{where} owner")
-        if not isinstance(alias["send_as"], bool):
-            raise InventoryError(f"{where}: send_as must be True or False")
-        domain = alias["alias"].rsplit("@", 1)[1].lower()
-        if not alias["send_as"] and domain != data["mail_domain"]:
-            # Those go to /etc/aliases, which knows local parts of the mail domain only.
-            raise InventoryError(f"{where}: {alias['alias']} has send_as False, so it goes to "
-                                 f"/etc/aliases, which serves @{data['mail_domain']} only")
+        found.run(_check_alias, i, alias, data["mail_domain"])
     for local, target in data["etc_aliases"].items():
-        if not _USER.match(local):
-            raise InventoryError(f"etc_aliases: {local!r} is not a local part for /etc/aliases")
-        _line(target, f"etc_aliases[{local!r}]")
+        with found.check():
+            if not _USER.match(local):
+                raise InventoryError(f"etc_aliases: {local!r} is not a local part for "
+                                     "/etc/aliases")
+            _line(target, f"etc_aliases[{local!r}]")
     for i, rule in enumerate(data["arbitration_rewrites"]):
-        where = f"arbitration_rewrites[{i}]"
-        if not isinstance(rule, dict) or set(rule) != {"match", "to"}:
-            raise InventoryError(f"{where}: must be {{'match': regexp, 'to': address}}")
-        _line(rule["match"], f"{where} match")
-        try:
-            re.compile(rule["match"])
-        except re.error as exc:
-            raise InventoryError(f"{where}: match {rule['match']!r} is no regexp: {exc}") from None
-        if "/" in rule["match"]:
-            raise InventoryError(f"{where}: match must not contain '/' (Postfix's delimiter)")
-        _address(rule["to"], f"{where} to")
+        found.run(_check_rewrite, i, rule)
     for recipient, copy_to in data["recipient_bcc"].items():
-        _address(recipient, "recipient_bcc key")
-        _address(copy_to, f"recipient_bcc[{recipient!r}]")
+        with found.check():
+            _address(recipient, "recipient_bcc key")
+            _address(copy_to, f"recipient_bcc[{recipient!r}]")
     for domain, nexthop in data["transports"].items():
-        if not _DOMAIN_ONLY.match(domain):
-            raise InventoryError(f"transports: {domain!r} is not a domain")
-        _line(nexthop, f"transports[{domain!r}]")
-        if " " in nexthop:
-            raise InventoryError(f"transports[{domain!r}]: {nexthop!r} contains a space")
+        with found.check():
+            if not _DOMAIN_ONLY.match(domain):
+                raise InventoryError(f"transports: {domain!r} is not a domain")
+            _line(nexthop, f"transports[{domain!r}]")
+            if " " in nexthop:
+                raise InventoryError(f"transports[{domain!r}]: {nexthop!r} contains a space")
     for name, value in data["postfix_main_cf_extra"].items():
-        if not _POSTFIX_PARAMETER.match(name):
-            raise InventoryError(f"postfix_main_cf_extra: {name!r} is not a Postfix parameter name")
-        _line(str(value), f"postfix_main_cf_extra[{name!r}]")
+        with found.check():
+            if not _POSTFIX_PARAMETER.match(name):
+                raise InventoryError(f"postfix_main_cf_extra: {name!r} is not a Postfix "
+                                     "parameter name")
+            _line(str(value), f"postfix_main_cf_extra[{name!r}]")
 
 
-def _check_certificates(data):
+def _check_account(i, account, seen):
+    where = f"mail_accounts[{i}]"
+    if not isinstance(account, dict) or set(account) != {"user", "email"}:
+        raise InventoryError(f"{where}: must be {{'user': ..., 'email': ...}}, got {account!r}")
+    user = account["user"]
+    if not isinstance(user, str) or not _USER.match(user):
+        raise InventoryError(
+            f"{where}: user {user!r} is not a valid mailbox name (a-z, 0-9, '.', '_', '-', "
+            f"not starting with '.' or '-'): it becomes the directory <mail_root>/<user>")
+    _address(account["email"], f"{where} email")
+    for name in (user, account["email"].lower()):
+        if name in seen:
+            raise InventoryError(f"{where}: {name!r} appears twice in mail_accounts")
+        seen.add(name)
+
+
+def _check_alias(i, alias, mail_domain):
+    where = f"mail_aliases[{i}]"
+    if not isinstance(alias, dict) or set(alias) != {"alias", "owner", "send_as"}:
+        raise InventoryError(
+            f"{where}: must be {{'alias': ..., 'owner': ..., 'send_as': bool}}, got {alias!r}")
+    _address(alias["alias"], f"{where} alias")
+    _address(alias["owner"], f"{where} owner")
+    if not isinstance(alias["send_as"], bool):
+        raise InventoryError(f"{where}: send_as must be True or False")
+    domain = alias["alias"].rsplit("@", 1)[1].lower()
+    if not alias["send_as"] and domain != mail_domain:
+        # Those go to /etc/aliases, which knows local parts of the mail domain only.
+        raise InventoryError(f"{where}: {alias['alias']} has send_as False, so it goes to "
+                             f"/etc/aliases, which serves @{mail_domain} only")
+
+
+def _check_rewrite(i, rule):
+    where = f"arbitration_rewrites[{i}]"
+    if not isinstance(rule, dict) or set(rule) != {"match", "to"}:
+        raise InventoryError(f"{where}: must be {{'match': regexp, 'to': address}}")
+    _line(rule["match"], f"{where} match")
+    try:
+        re.compile(rule["match"])
+    except re.error as exc:
+        raise InventoryError(f"{where}: match {rule['match']!r} is no regexp: {exc}") from None
+    if "/" in rule["match"]:
+        raise InventoryError(f"{where}: match must not contain '/' (Postfix's delimiter)")
+    _address(rule["to"], f"{where} to")
+
+
+def _check_certificates(data, found):
     """Each pair of `certificates`: well-formed entry, then the cryptographic checks."""
-    from operations.certificates import CertificateError, check_pair
-
-    certificates = data["certificates"]
-    unknown = sorted(set(certificates) - _CERTIFICATE_KEYS)
+    pairs = data["certificates"]
+    unknown = sorted(set(pairs) - _CERTIFICATE_KEYS)
     if unknown:
-        raise InventoryError(f"certificates: unknown key(s) {', '.join(unknown)} "
-                             f"(known: {', '.join(sorted(_CERTIFICATE_KEYS))})")
-    missing = sorted(_CERTIFICATE_KEYS - set(certificates))
+        found.add(f"certificates: unknown key(s) {', '.join(unknown)} "
+                  f"(known: {', '.join(sorted(_CERTIFICATE_KEYS))})")
+    missing = sorted(_CERTIFICATE_KEYS - set(pairs))
     if missing:
-        raise InventoryError(f"certificates: missing {', '.join(missing)}")
-    ca_pem = read_secret("ca.pem")
-    for key, cert in sorted(certificates.items()):
-        where = f"certificates[{key!r}]"
-        fields = set(cert)
-        if not _CERTIFICATE_FIELDS <= fields or fields - _CERTIFICATE_FIELDS - _CERTIFICATE_OPTIONAL:
-            raise InventoryError(
-                f"{where}: needs exactly {', '.join(sorted(_CERTIFICATE_FIELDS))} "
-                f"(optional: key_group), got {', '.join(sorted(fields))}")
-        for path in (cert["cert"], cert["key"]):
-            if not path.startswith("/"):
-                raise InventoryError(f"{where}: {path!r} must be an absolute path")
-        if not cert["names"]:
-            raise InventoryError(f"{where}: names must list the hostnames it serves")
-        try:
-            warnings = check_pair(
-                read_secret(f"{key}.chain.pem"), read_secret(f"{key}.key.pem"), ca_pem,
-                cert["names"], data["certificate_warn_days"],
-                what=f"{where} ({secrets_dir() / key}.chain.pem)")
-        except CertificateError as exc:
-            raise InventoryError(str(exc)) from None
-        for warning in warnings:
-            logging.getLogger("pyinfra").warning("WARNING: %s", warning)
+        found.add(f"certificates: missing {', '.join(missing)}")
+    ca_pem = _read(found, "ca.pem")
+    for key, cert in sorted(pairs.items()):
+        found.run(_check_entry, key, cert)
+        # Each missing or unreadable file of the pair is a problem of its own.
+        chain_pem, key_pem = _read(found, f"{key}.chain.pem"), _read(found, f"{key}.key.pem")
+        if ca_pem and chain_pem and key_pem:
+            with found.check():
+                warnings = certificates.check_pair(
+                    chain_pem, key_pem, ca_pem, cert["names"], data["certificate_warn_days"],
+                    what=f"certificates[{key!r}] ({secrets_dir() / key}.chain.pem)")
+                for warning in warnings:
+                    logging.getLogger("pyinfra").warning("WARNING: %s", warning)
 
 
-def _check_mail_secrets(data):
+def _read(found, name):
+    """The secret `name`, or None after recording why it is unusable."""
+    with found.check():
+        return read_secret(name)
+    return None
+
+
+def _check_entry(key, cert):
+    where = f"certificates[{key!r}]"
+    fields = set(cert)
+    if not _CERTIFICATE_FIELDS <= fields or fields - _CERTIFICATE_FIELDS - _CERTIFICATE_OPTIONAL:
+        raise InventoryError(
+            f"{where}: needs exactly {', '.join(sorted(_CERTIFICATE_FIELDS))} "
+            f"(optional: key_group), got {', '.join(sorted(fields))}")
+    for path in (cert["cert"], cert["key"]):
+        if not path.startswith("/"):
+            raise InventoryError(f"{where}: {path!r} must be an absolute path")
+    if not cert["names"]:
+        raise InventoryError(f"{where}: names must list the hostnames it serves")
+
+
+def _check_mail_secrets(data, found):
     """The database passwords and one password per seeded account exist and are usable."""
-    for name in ("mysql_postfix.password", "mysql_dovecot.password"):
-        read_password(name)
-    for account in data["mail_accounts"]:
-        read_password(f"accounts/{account['email']}.password")
+    names = ["mysql_postfix.password", "mysql_dovecot.password"]
+    names += [f"accounts/{account['email']}.password" for account in data["mail_accounts"]
+              if isinstance(account, dict) and "email" in account]
+    for name in names:
+        found.run(read_password, name)
 
 
 def _check_backup(data):
     """The nightly backup's data (operations/backup.py) and, when encrypted, its key."""
-    from operations.backup import BackupDataError, settings
-    try:
-        settings(data)
-    except BackupDataError as exc:
-        raise InventoryError(str(exc)) from None
+    backup.settings(data)
     if data["backup_encrypt"]:
         read_backup_key(data["backup_key_secret"])
 
 
-def _check_dkim_and_crl(data):
-    """DKIM (operations/dkim.py) and CRL refresh (operations/crl.py) data."""
-    from operations.crl import CrlDataError, check_data
-    from operations.dkim import DkimDataError, settings
+# --- production only ------------------------------------------------------------------------
+
+def _check_production(group, data, found):
+    """What the lab cannot meet when its inventory is read (it makes some of these files in
+    its own first phase) but production must before anything is touched."""
+    found.run(_check_gateway, data["container_net"])
+    for name, entry in sorted(data["ports"].items()):
+        origin = entry.get("from") if isinstance(entry, dict) else None
+        if origin not in (None, "any", "local") and not data["trusted_hosts"].get(origin):
+            found.add(f"trusted_hosts[{origin!r}]: empty, so nothing may reach "
+                      f"ports[{name!r}] (port {entry.get('port')}): list the {origin} "
+                      "host's addresses")
+    for where, value in _placeholders(data):
+        found.add(f"{where}: {value!r} is a placeholder; set the real value in the "
+                  "inventory before the first production run")
+    if group == "email":
+        # The placeholders are named above; these find what else is wrong with those data.
+        if not any(where.startswith(("selfservice_api_", "crl_")) for where, _ in
+                   _placeholders(data)):
+            found.run(selfservice_api.settings, data)
+            found.run(crl.settings, data)
+        found.run(icinga2_agent.read_ticket, data["icinga2_ticket_secret"],
+                  data["icinga2_node_name"])
+
+
+def _check_gateway(net):
+    gateway = net.get("ipv4_gateway")
+    if not gateway:
+        raise InventoryError("container_net ipv4_gateway: missing; the container would have "
+                             "no route beyond its own network")
     try:
-        settings(data)
-        check_data(data)
-    except (DkimDataError, CrlDataError) as exc:
-        raise InventoryError(str(exc)) from None
+        address = ipaddress.ip_address(gateway)
+        network = ipaddress.ip_interface(net["ipv4"]).network
+    except ValueError as exc:
+        raise InventoryError(f"container_net: {exc}") from None
+    if address.version != 4 or address not in network:
+        raise InventoryError(f"container_net ipv4_gateway: {gateway} is not an address of "
+                             f"the container's network {network}")
+
+
+def _placeholders(data, where=""):
+    """(key, value) of every string in `data` (nested) that still holds PLACEHOLDER."""
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, (list, tuple)):
+        items = enumerate(data)
+    else:
+        return [(where, data)] if isinstance(data, str) and PLACEHOLDER in data else []
+    found = []
+    for key, value in items:
+        inner = (f"{where}[{key!r}]" if where else str(key))
+        found += _placeholders(value, inner)
+    return found

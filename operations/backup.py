@@ -24,7 +24,8 @@ from pyinfra.facts.files import File
 from pyinfra.operations import apt, files
 from pyinfra.operations import server as shell_ops  # `server` is this module's deploy
 
-from operations import staging
+from inventories.secrets import read_backup_key
+from operations import secret_file, staging
 
 MAILSTORE = "/usr/local/bin/mailstore"
 JOB = "/usr/local/sbin/mailstore-backup-job"
@@ -139,19 +140,14 @@ def server():
     apt.packages(name="cron for the nightly job", packages=["cron"])
     key = None
     if conf["key_file"]:
-        from inventories.validate import read_backup_key
         text = read_backup_key(host.data.backup_key_secret)
         # Only made if missing; its owner and mode are left alone (and the uploads below do not
         # touch them either): it may be shared, e.g. /etc/mailstore or /etc/ssl/private.
         files.directory(name="Directory of the backup key",
                         path=str(PurePosixPath(conf["key_file"]).parent))
-        # Empty and 0600 before the key goes in: the upload keeps the mode of the file it
-        # overwrites, so the key is never readable by others, not even for a moment.
-        files.file(name="Backup key file exists, 0600 root", path=conf["key_file"],
-                   user="root", group="root", mode="600", create_remote_dir=False)
-        key = files.put(name="Backup key (0600, root)", src=io.StringIO(text),
-                        dest=conf["key_file"], user="root", group="root", mode="600",
-                        create_remote_dir=False)
+        # Never readable by others, not even for a moment, and never shown (secret_file).
+        key = secret_file.upload(name="Backup key (0600, root)", content=text,
+                                 dest=conf["key_file"], user="root", group="root", mode="600")
     # The repository itself is 0700 (init makes it so); its parent may be shared (/srv).
     files.directory(name="Directory holding the backup repository",
                     path=str(PurePosixPath(conf["repository"]).parent))

@@ -5,7 +5,8 @@ inventory validation (inventories/validate.py), before any host is touched: a ke
 not match, a chain that does not reach the trust anchor (`ca.pem` in the secrets directory), an
 expired certificate or one whose names do not cover the hostnames that use it stops the run.
 
-`install()` uploads each pair from the secrets directory to its documented path and reloads
+`install()` uploads each pair from the secrets directory to its documented path (the private
+key through operations/secret_file.py: never shown, not even by `--diff`) and reloads
 exactly the services listed for that pair, and only those that are running (a stopped or not
 yet installed service reads the new files when it starts).
 """
@@ -18,6 +19,9 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
+
+from inventories.secrets import secrets_dir  # the control machine's secrets directory
+from operations import secret_file
 
 
 class CertificateError(Exception):
@@ -171,15 +175,13 @@ def _reload_running(services):
 @deploy("Certificates")
 def install():
     """Each pair of inventory `certificates` at its path; reload the services that use it."""
-    from inventories.validate import secrets_dir  # the control machine's secrets directory
-
     secrets = secrets_dir()
     for key, cert in sorted(host.data.certificates.items()):
         group = cert.get("key_group", "root")
         chain = files.put(
             name=f"{key} certificate chain", src=str(secrets / f"{key}.chain.pem"),
             dest=cert["cert"], user="root", group="root", mode="644")
-        private = files.put(
+        private = secret_file.upload(
             name=f"{key} private key", src=str(secrets / f"{key}.key.pem"),
             dest=cert["key"], user="root", group=group,
             mode="640" if group != "root" else "600")

@@ -1,17 +1,21 @@
 """The DNS records the deployed email host needs, read from the host's real state.
 
     python -m operations.dns_report inventories/prod.py
+    python -m operations.dns_report --json inventories/prod.py
 
 Connects (over SSH, with the inventory's connection settings) to every host of group `email`
 and prints zone-file lines: A and AAAA (the addresses of the interface holding the default
 route), MX, SSHFP (from the host's SSH host keys), SPF, DKIM (once a key exists on the host)
-and TLSRPT. Nothing is changed on the host. The formatting functions are pure, so they are
-tested without a host.
+and TLSRPT. With --json the same records, one object each (name, class, type, value), and the
+report's comments as notes, per host. Nothing is changed on the host. The formatting functions
+are pure, so they are tested without a host.
 """
+import argparse
 import base64
 import datetime
 import hashlib
 import ipaddress
+import json
 import re
 import sys
 
@@ -205,12 +209,45 @@ def read_state(host):
     }
 
 
+def render(reports, as_json, now):
+    """The command's output for [(host name, lines of `report`)] generated at `now` (pure).
+
+    Text: per host, a comment with the time, then its lines (a zone-file fragment).
+    JSON: {"generated": ISO time, "hosts": [{"host", "records": [{"name", "class", "type",
+    "value"}], "notes": [comment text]}]}.
+    """
+    if not as_json:
+        return "\n".join(f"; {now:%Y-%m-%d %H:%M} UTC\n" + "\n".join(lines)
+                         for _, lines in reports)
+    hosts = []
+    for name, lines in reports:
+        records, notes = [], []
+        for line in lines:
+            if line.startswith(";"):
+                notes.append(line[1:].strip())
+            else:
+                owner, cls, rtype, value = line.split("\t", 3)
+                records.append({"name": owner, "class": cls, "type": rtype, "value": value})
+        hosts.append({"host": name, "records": records, "notes": notes})
+    return json.dumps({"generated": now.isoformat(), "hosts": hosts}, indent=2)
+
+
+def _parser():
+    usage = __doc__.split("\n\n")
+    return argparse.ArgumentParser(
+        prog="python -m operations.dns_report", description=usage[0],
+        epilog="examples:\n" + usage[1] + "\n\n" + "\n\n".join(usage[2:]).strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def main(argv=None):
-    """`python -m operations.dns_report INVENTORY`: print the records for each email host."""
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print(__doc__.strip(), file=sys.stderr)
-        return 2
+    """`python -m operations.dns_report [--json] INVENTORY`: the records for each email host."""
+    parser = _parser()
+    parser.add_argument("inventory", help="inventory file, e.g. inventories/prod.py")
+    parser.add_argument("--json", action="store_true",
+                        help="machine-readable records (one JSON document) instead of "
+                             "zone-file lines")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     from pyinfra.api import Config, State
     from pyinfra.api.connect import connect_all, disconnect_all
     from pyinfra.api.exceptions import PyinfraError
@@ -220,28 +257,30 @@ def main(argv=None):
     # As pyinfra's own CLI does: the inventory file is read with a state in context.
     state = State()
     ctx_state.set(state)
-    inventory = make_inventory(argv[0])
+    inventory = make_inventory(args.inventory)
     hosts = inventory.get_group("email", [])
     if not hosts:
-        print(f"{argv[0]}: no host in group `email`", file=sys.stderr)
+        print(f"{args.inventory}: no host in group `email`", file=sys.stderr)
         return 2
     state.init(inventory, Config(), initial_limit=hosts)  # connect to the email hosts only
     try:
         connect_all(state)
     except PyinfraError as exc:
-        print(f"{argv[0]}: could not connect to the email host(s): {exc}", file=sys.stderr)
+        print(f"{args.inventory}: could not connect to the email host(s): {exc}",
+              file=sys.stderr)
         return 1
+    reports = []
     try:
         for host in hosts:
             if host not in state.activated_hosts:
                 print(f"{host.name}: could not connect", file=sys.stderr)
                 return 1
-            print(f"; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
             data = {"mail_domain": host.data.mail_domain, "hostnames": host.data.hostnames,
                     "relayhost": host.data.relayhost}
-            print("\n".join(report(data, read_state(host))))
+            reports.append((host.name, report(data, read_state(host))))
     finally:
         disconnect_all(state)
+    print(render(reports, args.json, datetime.datetime.now(datetime.timezone.utc)))
     return 0
 
 

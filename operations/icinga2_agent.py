@@ -10,17 +10,16 @@ certificate, uploaded to a root-only file without ever appearing in the deploy's
 A changed configuration is validated (`icinga2 daemon -C`) on a staged copy before it replaces
 the live files (operations/staging.py): a broken template never reaches /etc/icinga2.
 """
-import io
 import re
 
 from pyinfra import host
-from pyinfra.api import deploy, operation
-from pyinfra.api.command import FileUploadCommand
+from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from operations import staging
+from inventories.secrets import InventoryError, read_secret
+from operations import secret_file, staging
 
 PACKAGES = ["icinga2", "monitoring-plugins-basic", "openssl"]
 ETC = "/etc/icinga2"
@@ -92,26 +91,13 @@ def settings(data):
     }
 
 
-@operation()
-def secret_file(content, dest, mode="600"):
-    """Upload `content` to `dest` without ever printing it (files.put shows it with --diff).
-
-    The temporary upload is made in the destination's directory, which must not be readable
-    by others (the ticket goes to /root).
-    """
-    yield FileUploadCommand(io.BytesIO(content.encode()), dest,
-                            remote_temp_filename=f"{dest}.upload")
-    yield f"chmod {mode} {dest}"
-
-
-def _ticket():
-    from inventories.validate import InventoryError, read_secret
-
-    name = host.data.icinga2_ticket_secret
+def read_ticket(name, node_name):
+    """The agent's PKI ticket from the secret `name` (also checked by the production
+    inventory's validation, before any host is touched)."""
     ticket = read_secret(name).strip()
     if not re.match(r"^[0-9a-f]{40}$", ticket):
         raise InventoryError(f"secret {name}: not an Icinga2 ticket (40 hex digits, from "
-                             f"`icinga2 pki ticket --cn {host.data.icinga2_node_name}`)")
+                             f"`icinga2 pki ticket --cn {node_name}`)")
     return ticket
 
 
@@ -131,8 +117,9 @@ def agent():
         if parent is None:
             raise Icinga2DataError("icinga2_parent_endpoints: the agent has no certificate yet "
                                    "and no parent endpoint has a `host` to request one from")
-        secret_file(name="Icinga2 ticket (from the secrets directory)", content=_ticket(),
-                    dest=TICKET_FILE)
+        ticket = read_ticket(host.data.icinga2_ticket_secret, host.data.icinga2_node_name)
+        secret_file.upload(name="Icinga2 ticket (from the secrets directory)", content=ticket,
+                           dest=TICKET_FILE)
         changes.append(server.shell(
             name=f"Icinga2 certificate signed by {parent['name']} (ticket)",
             commands=[f"{PKI_SCRIPT} {values['node_name']} {parent['host']} {parent['port']} "

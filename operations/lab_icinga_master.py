@@ -19,6 +19,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server
 
+from inventories.secrets import secrets_dir
 from operations.lab_host import PidAlive
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,8 +54,6 @@ def settings(data):
 @deploy("Lab: Icinga2 master")
 def master():
     """Install, configure and (re)start the lab's Icinga2 master; write the agent's ticket."""
-    from inventories.validate import secrets_dir
-
     values = settings(host.data.dict())
     ticket = secrets_dir() / host.data.icinga2_ticket_secret
     apt.packages(name="Icinga2 (daemon only)", packages=["icinga2-bin", "icinga2-common"])

@@ -38,6 +38,7 @@ from pyinfra.api import FactBase, deploy
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, server
 
+from inventories.secrets import InventoryError, read_password
 from operations import crl, staging
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,7 +213,6 @@ def sudoers_commands(data):
 
 def _read_ca(data):
     """(path on the server, content to upload or None) of the master's API CA."""
-    from inventories.validate import InventoryError
     if data["icinga2_api_ca"] is None:
         return AGENT_CA, None
     path = Path(data["icinga2_api_ca"])
@@ -227,7 +227,6 @@ def _read_ca(data):
 
 
 def _credentials(data):
-    from inventories.validate import read_password
     user = _name(data["icinga2_api_user"], "icinga2_api_user")
     password = read_password(data["icinga2_api_password_secret"])
     return json.dumps({"username": user, "password": password}) + "\n"
@@ -275,7 +274,6 @@ def checks():
     files.directory(name="mailstore state directory", path=str(Path(REGISTERED_MARKER).parent),
                     mode="755")
 
-    from inventories.validate import read_password
     staging.files(
         name="check maildir: database access (postfix's read-only account)",
         config_files=[staging.ConfigFile(

@@ -28,6 +28,8 @@ from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.facts.files import File, FileContents, Sha1File
 from pyinfra.operations.util.files import generate_color_diff
 
+from inventories.defaults import defaults
+
 REPO = Path(__file__).resolve().parent.parent
 # Staging directories live here, one per service, outside the directories daemons read.
 STAGING_ROOT = "/var/lib/cacert-deploy/staging"
@@ -52,7 +54,6 @@ _TEMPLATES.filters["sql"] = _sql_literal
 
 def data_context(data):
     """Every inventory datum (group_data/all.py's keys) of `data`, for templates."""
-    from inventories.validate import defaults
     return {key: getattr(data, key) if not isinstance(data, dict) else data[key]
             for key in defaults()}
 

@@ -34,7 +34,8 @@ container_autostart = True
 # inside the container.
 data_volume_host_path = "/srv/email-data"
 data_volume = "/srv/mail"
-# Public SSH keys allowed to log in as root to the container (the deploy's own key first).
+# Public SSH keys allowed to log in as root to the container (the deploy's own key first);
+# never empty (validated): an empty list would lock every later deploy out of the container.
 root_authorized_keys = []
 
 # --- names ---------------------------------------------------------------------------------
@@ -67,7 +68,8 @@ ports = {
     "icinga2": {"port": 5665, "from": "monitor"},
     "selfservice_api": {"port": 9443, "from": "community"},
 }
-# Addresses of the hosts named as origins above.
+# Addresses of the hosts named as origins above (production: none may be empty for a port
+# that names it).
 trusted_hosts = {
     "monitor": [],
     "community": [],
@@ -153,8 +155,8 @@ vmail_uid = 5000
 # repository's ASCII-armoured public signing key, a path relative to the repository root (or
 # absolute), installed as /etc/apt/keyrings/cacert-selfservice-api.asc (`Signed-By`); `suite`
 # None means the container's debian_release; `direct` makes apt bypass apt_proxy for this host.
-# PLACEHOLDER values: fill in the real URL and key before the first production run (the deploy
-# refuses anything containing "PLACEHOLDER").
+# PLACEHOLDER values: fill in the real URL and key before the first production run (the
+# production inventory's validation refuses any value containing "PLACEHOLDER").
 selfservice_api_repo = {
     "url": "https://PLACEHOLDER-cacert-apt-repository.invalid/debian",
     "suite": None,

@@ -11,7 +11,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from pki import PKI  # noqa: E402
 
-from inventories import validate  # noqa: E402
+from inventories.defaults import defaults  # noqa: E402
+from inventories.secrets import SECRETS_ENV  # noqa: E402
 
 ACCOUNTS = [{"user": "alice", "email": "alice@cacert.test"},
             {"user": "bob", "email": "bob@cacert.test"}]
@@ -47,16 +48,17 @@ def secrets(tmp_path, monkeypatch, pki):
     write_secret(directory, "mysql_postfix.password", "postfix-Secret-1\n")
     write_secret(directory, "mysql_dovecot.password", "dovecot-Secret-2\n")
     write_secret(directory, "backup.key", "0123456789abcdef" * 4 + "\n")
+    write_secret(directory, "icinga2_api.password", "icinga-Secret-3\n")
     for account in ACCOUNTS:
         write_secret(directory, f"accounts/{account['email']}.password", "alice-pw-123\n")
-    monkeypatch.setenv(validate.SECRETS_ENV, str(directory))
+    monkeypatch.setenv(SECRETS_ENV, str(directory))
     return directory
 
 
 @pytest.fixture
 def email_data():
     """The email host's inventory data as the lab gives it (overrides of group_data/all.py)."""
-    certs = copy.deepcopy(validate.defaults()["certificates"])
+    certs = copy.deepcopy(defaults()["certificates"])
     for key, names in NAMES.items():
         certs[key]["names"] = names
     return {

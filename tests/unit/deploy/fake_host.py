@@ -18,7 +18,7 @@ from pyinfra.api.deploy import add_deploy  # noqa: E402
 from pyinfra.api.command import FileUploadCommand, StringCommand  # noqa: E402
 from pyinfra.context import ctx_host, ctx_state  # noqa: E402
 
-from inventories.validate import defaults  # noqa: E402
+from inventories.defaults import defaults  # noqa: E402
 
 
 class Operation:
@@ -36,8 +36,8 @@ class Operation:
         for command in self.commands_raw:
             if isinstance(command, FileUploadCommand):
                 src = command.src
-                result[command.dest] = src.getvalue() if hasattr(src, "getvalue") \
-                    else Path(src).read_text()
+                text = src.getvalue() if hasattr(src, "getvalue") else Path(src).read_text()
+                result[command.dest] = text.decode() if isinstance(text, bytes) else text
         return result
 
     def __repr__(self):

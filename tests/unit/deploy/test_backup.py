@@ -7,8 +7,10 @@ from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on s
 from tests.unit.deploy.conftest import write_secret
 from tests.unit.deploy.fake_host import run
 
-from inventories.validate import InventoryError, checked, defaults
-from operations import backup
+from inventories.defaults import defaults
+from inventories.secrets import InventoryError
+from inventories.validate import checked
+from operations import backup, secret_file
 
 KEY = "0123456789abcdef" * 4
 REPO = "/srv/backup/mailstore"
@@ -53,7 +55,8 @@ def _uploads(ops):
 def test_fresh_host_gets_key_repository_job_and_cron(backup_key):
     ops = run(backup.server)
     uploads = _uploads(ops)
-    assert uploads["/etc/mailstore/backup.key"] == KEY + "\n"
+    staged = secret_file.staged_path("/etc/mailstore/backup.key")
+    assert uploads[staged] == KEY + "\n"
     inits = [c for c in _commands(ops) if "backup init" in c]
     assert inits == [f"/usr/local/bin/mailstore backup init {REPO} "
                      "--key-file /etc/mailstore/backup.key"]
@@ -61,8 +64,8 @@ def test_fresh_host_gets_key_repository_job_and_cron(backup_key):
     # the key is uploaded, never part of a command line pyinfra prints
     assert not any(KEY in c for c in _commands(ops) if not c.startswith("FileUpload"))
     key_op = next(op for op in ops if op.name.endswith("Backup key (0600, root)"))
-    assert any("chmod 600 /etc/mailstore/backup.key" in c for c in key_op.commands)
-    assert any("chown root:root /etc/mailstore/backup.key" in c for c in key_op.commands)
+    assert any(f"chown root:root {staged} && chmod 600 {staged} && "
+               f"mv -f {staged} /etc/mailstore/backup.key" in c for c in key_op.commands)
 
 
 def test_shared_parent_directories_keep_their_mode(backup_key):
@@ -82,7 +85,8 @@ def test_existing_repository_is_not_initialised_again_but_must_open_with_the_key
 def test_unencrypted_repository_needs_no_key(secrets):
     (secrets / "backup.key").unlink()
     ops = run(backup.server, data={"backup_encrypt": False})
-    assert "/etc/mailstore/backup.key" not in _uploads(ops)
+    assert secret_file.staged_path("/etc/mailstore/backup.key") not in _uploads(ops)
+    assert not any("backup.key" in op.name.lower() or "Backup key" in op.name for op in ops)
     assert [c for c in _commands(ops) if "backup init" in c] == [
         f"/usr/local/bin/mailstore backup init {REPO}"]
     assert "--key-file" not in _uploads(ops)[backup.JOB]

@@ -13,7 +13,8 @@ from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on s
 from tests.unit.deploy.conftest import REPO
 from tests.unit.deploy.fake_host import run
 
-from inventories.validate import defaults
+from inventories.defaults import defaults
+from inventories.secrets import InventoryError
 from lab import ca
 from operations import crl, staging
 
@@ -200,5 +201,5 @@ def test_the_inventory_check_refuses_bad_crl_and_dkim_data_before_any_host(secre
     from inventories import validate
     validate.checked("email", email_data)  # the lab's data passes
     for key, value in (("crl_urls", ["ftp://x.example/a.crl"]), ("dkim_selector", "a b")):
-        with pytest.raises(validate.InventoryError, match=key):
+        with pytest.raises(InventoryError, match=key):
             validate.checked("email", {**email_data, key: value})

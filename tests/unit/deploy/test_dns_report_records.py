@@ -1,13 +1,18 @@
 """operations/dns_report.py: record formatting, independent of any host."""
 import base64
+import datetime
 import hashlib
+import json
+import os
 import subprocess
+import sys
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on sys.path)
+from tests.unit.deploy.conftest import REPO
 from operations import dns_report as dns
 
 
@@ -158,5 +163,50 @@ def test_read_state_parses_what_the_host_answers(host_keys):
     assert any(line.startswith("202611._domainkey.cacert.test.\tIN\tTXT\t") for line in lines)
 
 
-def test_command_without_inventory_prints_usage():
-    assert dns.main([]) == 2
+def test_command_without_inventory_prints_usage(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        dns.main([])
+    assert exit_.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_help_goes_to_stdout_with_exit_0():
+    """As every command's --help: readable with `| less`, and not an error."""
+    result = subprocess.run([sys.executable, "-m", "operations.dns_report", "--help"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:") and "--json" in result.stdout
+    assert "inventories/prod.py" in result.stdout and result.stderr == ""
+
+
+REPORT_DATA = {"mail_domain": "cacert.test", "relayhost": None,
+               "hostnames": {"email": "email.cacert.test", "community": "community.cacert.test"}}
+
+
+def test_json_output_carries_every_record_and_note(host_keys):
+    lines = dns.report(REPORT_DATA, {"public_keys": [host_keys["ed25519"]],
+                                     "addresses": ["10.0.3.19"], "dkim": {}})
+    text = dns.render([("email.cacert.test", lines)], as_json=True,
+                      now=datetime.datetime(2026, 12, 5, 21, 0, tzinfo=datetime.timezone.utc))
+    document = json.loads(text)
+    assert document["generated"] == "2026-12-05T21:00:00+00:00"
+    (host,) = document["hosts"]
+    assert host["host"] == "email.cacert.test"
+    records = host["records"]
+    assert {"name": "email.cacert.test.", "class": "IN", "type": "A",
+            "value": "10.0.3.19"} in records
+    assert {"name": "cacert.test.", "class": "IN", "type": "MX",
+            "value": "10 email.cacert.test."} in records
+    assert [r["type"] for r in records].count("SSHFP") == 2
+    # Every zone-file line is one record, every comment one note: nothing is lost.
+    assert len(records) == sum(not line.startswith(";") for line in lines)
+    assert any("DKIM is not set up" in note for note in host["notes"])
+    assert not any(note.startswith(";") for note in host["notes"])
+
+
+def test_text_output_is_the_zone_file_lines():
+    now = datetime.datetime(2026, 12, 5, 21, 0, tzinfo=datetime.timezone.utc)
+    lines = ["; a note", "cacert.test.\tIN\tMX\t10 email.cacert.test."]
+    assert dns.render([("email.cacert.test", lines)], as_json=False, now=now) == \
+        "; 2026-12-05 21:00 UTC\n" + "\n".join(lines)

@@ -9,8 +9,9 @@ from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on s
 from tests.unit.deploy.conftest import REPO, write_secret
 from tests.unit.deploy.fake_host import run
 
-from inventories.validate import InventoryError, defaults
-from operations import icinga2_agent, staging
+from inventories.defaults import defaults
+from inventories.secrets import InventoryError
+from operations import icinga2_agent, secret_file, staging
 
 TICKET = "0123456789abcdef0123456789abcdef01234567"
 LAB = {
@@ -120,7 +121,7 @@ def test_new_agent_gets_ticket_uploaded_not_on_a_command_line(secrets):
                        f"{icinga2_agent.TICKET_FILE}"]
     upload = next(op for op in ops
                   if op.name.endswith("Icinga2 ticket (from the secrets directory)"))
-    assert upload.commands_raw[0].src.getvalue() == TICKET.encode()
+    assert upload.uploads == {secret_file.staged_path(icinga2_agent.TICKET_FILE): TICKET}
     # The certificate is there before the staged config is checked (the ApiListener needs it),
     # the check runs on the staged copy before anything is moved into place, then the reload.
     staged = names.index("Icinga2 configuration (checked before it is used)")

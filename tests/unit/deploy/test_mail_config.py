@@ -1,5 +1,7 @@
 """The mail path's files rendered with the lab's and production's inventory data."""
 import copy
+import json
+import os
 import runpy
 import shutil
 import subprocess
@@ -10,11 +12,13 @@ import pytest
 from conftest import NAMES, REPO, write_secret
 
 from inventories import validate
+from inventories.defaults import defaults
+from inventories.secrets import SECRETS_ENV, InventoryError
 from operations import certificates, dovecot, mariadb, postfix
 
 
 def merged(overrides):
-    return {**validate.defaults(), **copy.deepcopy(overrides)}
+    return {**defaults(), **copy.deepcopy(overrides)}
 
 
 @pytest.fixture
@@ -23,10 +27,8 @@ def lab_data(secrets, email_data):
     return merged(email_data)
 
 
-@pytest.fixture
-def prod_data(tmp_path, monkeypatch, pki):
-    """inventories/prod.py, loaded (and so validated) with production-named test secrets."""
-    directory = tmp_path / "prod-secrets"
+def write_prod_secrets(directory, pki):
+    """A secrets directory with production-named certificates and every secret prod needs."""
     write_secret(directory, "ca.pem", pki.pem_root())
     for key, names in {"email": ["email.cacert.org"], "community": ["community.cacert.org"],
                        "selfservice_api": ["email.infra.cacert.org"]}.items():
@@ -36,8 +38,74 @@ def prod_data(tmp_path, monkeypatch, pki):
     write_secret(directory, "mysql_postfix.password", "p1-secret\n")
     write_secret(directory, "mysql_dovecot.password", "p2-secret\n")
     write_secret(directory, "backup.key", "fedcba9876543210" * 4 + "\n")
-    monkeypatch.setenv(validate.SECRETS_ENV, str(directory))
-    inventory = runpy.run_path(str(REPO / "inventories" / "prod.py"))
+    write_secret(directory, "icinga2_api.password", "p3-secret\n")
+    write_secret(directory, "icinga2-agent.ticket", "0123456789abcdef" * 2 + "01234567\n")
+    return directory
+
+
+def prod_completion(tmp_path, pki):
+    """What inventories/prod.py leaves to the operators (keys, gateway, trusted hosts, the
+    self-service API's repository and client CA), with test values."""
+    files = tmp_path / "prod-files"
+    files.mkdir(exist_ok=True)
+    (files / "archive-key.asc").write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
+    (files / "client-ca.pem").write_text(pki.pem_root())
+    return {
+        "root_authorized_keys": [
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE "
+            "deploy@control"],
+        "gateway": "213.154.225.1",
+        "trusted_hosts": {"monitor": ["192.0.2.10"], "community": ["192.0.2.20"]},
+        "selfservice_api_repo": {"url": "https://apt.example.org/debian", "suite": None,
+                                 "components": ["main"], "key": str(files / "archive-key.asc"),
+                                 "direct": False},
+        "selfservice_api_client_ca": str(files / "client-ca.pem"),
+    }
+
+
+# inventories/prod.py with prod_completion()'s values filled in, as an inventory file (for
+# pyinfra, and loaded in-process by the prod_data fixture).
+COMPLETED_PROD = """
+import copy, json, runpy
+from inventories import validate
+
+_fill = json.loads(FILL)
+_stop_unless_valid = validate.stop_unless_valid
+
+
+def _completed(production=False, **groups):
+    for hosts in groups.values():
+        for _name, _data in hosts:
+            _data.update(copy.deepcopy({k: v for k, v in _fill.items() if k != "gateway"}))
+            _data["container_net"] = dict(_data["container_net"], ipv4_gateway=_fill["gateway"])
+    _stop_unless_valid(production=production, **groups)
+
+
+validate.stop_unless_valid = _completed
+try:
+    _prod = runpy.run_path(PROD)
+finally:
+    validate.stop_unless_valid = _stop_unless_valid
+infra02, email = _prod["infra02"], _prod["email"]
+"""
+
+
+def completed_prod_inventory(tmp_path, pki):
+    """The path of a COMPLETED_PROD inventory file."""
+    fill = json.dumps(prod_completion(tmp_path, pki))
+    path = tmp_path / "completed_prod.py"
+    path.write_text(COMPLETED_PROD.replace("FILL", repr(fill))
+                    .replace("PROD", repr(str(REPO / "inventories" / "prod.py"))))
+    return path
+
+
+@pytest.fixture
+def prod_data(tmp_path, monkeypatch, pki):
+    """inventories/prod.py, loaded (and so validated, as production) with production-named
+    test secrets and test values where the operators fill in theirs."""
+    directory = write_prod_secrets(tmp_path / "prod-secrets", pki)
+    monkeypatch.setenv(SECRETS_ENV, str(directory))
+    inventory = runpy.run_path(str(completed_prod_inventory(tmp_path, pki)))
     (name, data), = inventory["email"]
     assert name == "email.cacert.org"
     return merged(data)
@@ -49,10 +117,12 @@ def by_dest(files):
 
 # --- production inventory -----------------------------------------------------------------
 
-def test_prod_inventory_without_secrets_stops_before_any_host(monkeypatch):
-    monkeypatch.delenv(validate.SECRETS_ENV, raising=False)
-    with pytest.raises(validate.InventoryError, match="CACERT_EMAIL_SECRETS is not set"):
+def test_prod_inventory_without_secrets_stops_before_any_host(monkeypatch, capsys):
+    monkeypatch.delenv(SECRETS_ENV, raising=False)
+    with pytest.raises(SystemExit) as exit_:
         runpy.run_path(str(REPO / "inventories" / "prod.py"))
+    assert exit_.value.code == 2
+    assert "email.cacert.org: $CACERT_EMAIL_SECRETS is not set" in capsys.readouterr().err
 
 
 def test_prod_inventory_holds_the_documented_facts(prod_data):
@@ -67,14 +137,55 @@ def test_prod_inventory_holds_the_documented_facts(prod_data):
     assert prod_data["mail_accounts"] == [] and prod_data["mail_aliases"] == []
 
 
-def test_pyinfra_loads_the_prod_inventory_without_connecting(prod_data):
-    result = subprocess.run([str(REPO / ".venv" / "bin" / "pyinfra"), "inventories/prod.py",
-                             "debug-inventory"], cwd=REPO, capture_output=True, text=True,
-                            timeout=120)
-    output = result.stdout + result.stderr      # pyinfra logs to stderr
+def _pyinfra(*args, env):
+    result = subprocess.run([str(REPO / ".venv" / "bin" / "pyinfra"), *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO), **env})
+    return result, result.stdout + result.stderr      # pyinfra logs to stderr
+
+
+def test_pyinfra_loads_the_completed_prod_inventory_without_connecting(tmp_path, pki):
+    directory = write_prod_secrets(tmp_path / "prod-secrets", pki)
+    inventory = completed_prod_inventory(tmp_path, pki)
+    result, output = _pyinfra(str(inventory), "debug-inventory",
+                              env={SECRETS_ENV: str(directory)})
     assert result.returncode == 0, output
     assert "[infra02]" in output and "[email.cacert.org]" in output
     assert "--> Groups: email" in output
+
+
+def test_pyinfra_stops_on_the_prod_inventory_listing_every_problem(tmp_path, pki):
+    """As prod.py stands (values the operators must still fill in) and with two secrets
+    missing: every problem on one line each, the run ends before any connection, without
+    a traceback."""
+    directory = write_prod_secrets(tmp_path / "prod-secrets", pki)
+    (directory / "icinga2_api.password").unlink()
+    (directory / "icinga2-agent.ticket").unlink()
+    result, output = _pyinfra("inventories/prod.py", "deploy.py", "--dry",
+                              env={SECRETS_ENV: str(directory)})
+    assert result.returncode == 2, output
+    assert "Traceback" not in output and "Connecting" not in output, output
+    problems = [line.strip() for line in result.stderr.splitlines() if line.startswith("  ")]
+    expected = [
+        "infra02: root_authorized_keys: empty",
+        "infra02, email.cacert.org: container_net ipv4_gateway: missing",
+        "infra02, email.cacert.org: trusted_hosts['monitor']: empty, so nothing may reach "
+        "ports['icinga2'] (port 5665)",
+        "infra02, email.cacert.org: trusted_hosts['community']: empty, so nothing may reach "
+        "ports['selfservice_api'] (port 9443)",
+        "infra02, email.cacert.org: selfservice_api_repo['url']: 'https://PLACEHOLDER",
+        "infra02, email.cacert.org: selfservice_api_repo['key']: 'files/selfservice_api/"
+        "PLACEHOLDER",
+        "infra02, email.cacert.org: selfservice_api_client_ca: 'files/selfservice_api/"
+        "PLACEHOLDER",
+        f"email.cacert.org: secret {directory.resolve()}/icinga2_api.password is missing",
+        f"email.cacert.org: secret {directory.resolve()}/icinga2-agent.ticket is missing",
+    ]
+    assert len(problems) == len(expected), result.stderr
+    for line, start in zip(problems, expected):
+        assert line.startswith(start), (line, start)
+    assert f"The inventory has {len(expected)} problems; no host was contacted:" in \
+        result.stderr
 
 
 def test_no_secret_in_the_repository():
@@ -180,7 +291,7 @@ def test_trixie_gets_the_dovecot_2_4_templates(lab_data):
 
 def test_a_release_without_templates_is_refused(lab_data):
     lab_data["debian_release"] = "forky"
-    with pytest.raises(validate.InventoryError, match="forky: no Dovecot templates"):
+    with pytest.raises(InventoryError, match="forky: no Dovecot templates"):
         dovecot.config_files(lab_data, "pw")
 
 

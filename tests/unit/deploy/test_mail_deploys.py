@@ -1,8 +1,8 @@
 """The mail path's @deploy functions against a fake host (tests/unit/deploy/fake_host.py)."""
 from conftest import NAMES
 
-from inventories.validate import defaults
-from operations import certificates, dovecot, mariadb, postfix
+from inventories.defaults import defaults
+from operations import certificates, dovecot, mariadb, postfix, secret_file
 from tests.unit.deploy import fake_host
 
 # A Debian host that has none of the mail path yet.
@@ -28,7 +28,11 @@ def test_certificates_on_a_fresh_host(secrets, email_data):
     for key in NAMES:
         assert f"{key} certificate chain" in names and f"{key} private key" in names
     key_op = next(op for op in ops if op.name == "email private key")
-    assert "chmod 600 /etc/ssl/private/email.cacert.org.key.pem" in key_op.commands
+    dest = "/etc/ssl/private/email.cacert.org.key.pem"
+    staged = secret_file.staged_path(dest)
+    assert f"chown root:root {staged} && chmod 600 {staged} && mv -f {staged} {dest} && " \
+        f"rmdir {staged.rsplit('/', 1)[0]}" in key_op.commands
+    assert key_op.uploads[staged] == (secrets / "email.key.pem").read_text()
     reload = next(op for op in ops if op.name.startswith("Reload the services using the "
                                                          "community"))
     assert reload.commands == certificates._reload_running(["postfix", "dovecot", "nginx"])
@@ -38,7 +42,8 @@ def test_a_key_group_makes_the_key_group_readable(secrets, email_data):
     email_data["certificates"]["selfservice_api"]["key_group"] = "cacert-selfservice-api"
     ops = run(certificates.install, data=email_data)
     key_op = next(op for op in ops if op.name == "selfservice_api private key")
-    assert "chmod 640 /etc/cacert-selfservice-api/private/server.key.pem" in key_op.commands
+    staged = secret_file.staged_path("/etc/cacert-selfservice-api/private/server.key.pem")
+    assert any(f"chmod 640 {staged}" in c for c in key_op.commands)
     assert any("cacert-selfservice-api" in c and "chown" in c for c in key_op.commands)
 
 

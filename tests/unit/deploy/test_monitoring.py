@@ -11,7 +11,8 @@ from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on s
 from tests.unit.deploy.conftest import write_secret
 from tests.unit.deploy.fake_host import run
 
-from inventories.validate import InventoryError, defaults
+from inventories.defaults import defaults
+from inventories.secrets import InventoryError
 from operations import monitoring, staging
 
 PASSWORD = "0123456789abcdef-icinga-api-secret"
@@ -245,6 +246,7 @@ def test_lab_ca_from_inventory_is_uploaded_and_used(api_secret, email_data, pki,
 
 
 def test_missing_secret_or_ca_is_named(secrets, email_data, tmp_path):
+    (secrets / "icinga2_api.password").unlink()
     with pytest.raises(InventoryError, match="icinga2_api.password"):
         run(monitoring.checks, data=email_data)
     write_secret(secrets, "icinga2_api.password", PASSWORD + "\n")

@@ -3,16 +3,116 @@ import pytest
 from conftest import write_secret
 from pki import DAY, NOW, PKI
 
-from inventories.validate import InventoryError, checked, defaults
+from inventories.defaults import defaults
+from inventories.secrets import InventoryError
+from inventories.validate import checked, problems, stop_unless_valid
 
 
 def test_valid_lab_data_passes(secrets, email_data):
     assert checked("email", email_data) == email_data
 
 
+ROOT_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE "
+            "deploy@control")
+
+
 def test_infra02_needs_no_secrets(monkeypatch):
     monkeypatch.delenv("CACERT_EMAIL_SECRETS", raising=False)
-    assert checked("infra02", {"debian_release": "trixie"}) == {"debian_release": "trixie"}
+    data = {"debian_release": "trixie", "root_authorized_keys": [ROOT_KEY]}
+    assert checked("infra02", data) == data
+
+
+@pytest.mark.parametrize("keys, message", [
+    ([], r"root_authorized_keys: empty; .* locked out"),
+    (["AAAAC3Nza... no type"], r"root_authorized_keys\[0\]: .* is not an OpenSSH public key"),
+])
+def test_infra02_refuses_root_keys_that_lock_the_deploy_out(keys, message):
+    """infra02.container() writes them into the container's /root/.ssh/authorized_keys."""
+    with pytest.raises(InventoryError, match=message):
+        checked("infra02", {"root_authorized_keys": keys})
+
+
+def test_every_problem_is_reported_at_once(secrets, email_data):
+    (secrets / "ca.pem").unlink()
+    (secrets / "mysql_postfix.password").unlink()
+    email_data["mail_accounts"][1]["user"] = "Bob"
+    email_data["transports"] = {"lists.cacert.test": "smtp:[a] b"}
+    email_data["dkim_selector"] = "a b"
+    email_data["backup_schedule"] = "daily"
+    with pytest.raises(InventoryError) as error:
+        checked("email", email_data)
+    lines = str(error.value).splitlines()
+    for part in ("ca.pem is missing", "mysql_postfix.password is missing",
+                 "mail_accounts[1]: user 'Bob'", "transports['lists.cacert.test']",
+                 "dkim_selector", "backup_schedule"):
+        assert sum(part in line for line in lines) == 1, (part, lines)
+    assert len(lines) == 6
+    assert problems("email", email_data) == lines
+
+
+def test_production_rules_apply_only_to_production(secrets, email_data):
+    """The lab's data (placeholders overridden there, but no gateway, no trusted hosts, the
+    ticket made later by the lab's own first phase) passes unless production is asked for."""
+    email_data["selfservice_api_repo"] = {**defaults()["selfservice_api_repo"],
+                                          "url": "http://10.0.3.1:8080/"}
+    assert problems("email", email_data) == []
+    found = problems("email", email_data, production=True)
+    assert [line.split(":")[0] for line in found] == [
+        "container_net ipv4_gateway",
+        "trusted_hosts['monitor']",
+        "trusted_hosts['community']",
+        "selfservice_api_repo['key']",
+        "selfservice_api_client_ca",
+        f"secret {secrets.resolve()}/icinga2-agent.ticket is missing",
+    ], found
+
+
+def test_production_gateway_and_ticket_are_checked(secrets, email_data, pki, tmp_path):
+    ca = tmp_path / "client-ca.pem"
+    ca.write_text(pki.pem_root())
+    email_data.update(
+        container_net={**defaults()["container_net"], "ipv4_gateway": "10.9.9.9"},
+        trusted_hosts={"monitor": ["192.0.2.10"], "community": ["192.0.2.20"]},
+        selfservice_api_repo={**defaults()["selfservice_api_repo"],
+                              "url": "https://apt.example.org/debian", "key": str(ca)},
+        selfservice_api_client_ca=str(ca))
+    write_secret(secrets, "icinga2-agent.ticket", "not a ticket\n")
+    assert problems("email", email_data, production=True) == [
+        "container_net ipv4_gateway: 10.9.9.9 is not an address of the container's network "
+        "213.154.225.0/24",
+        "secret icinga2-agent.ticket: not an Icinga2 ticket (40 hex digits, from "
+        "`icinga2 pki ticket --cn email.infra.cacert.org`)",
+    ]
+    email_data["container_net"]["ipv4_gateway"] = "213.154.225.1"
+    write_secret(secrets, "icinga2-agent.ticket", "0123456789abcdef" * 2 + "01234567\n")
+    assert problems("email", email_data, production=True) == []
+
+
+def test_icinga_api_password_is_checked_before_any_host(secrets, email_data):
+    (secrets / "icinga2_api.password").unlink()
+    with pytest.raises(InventoryError, match=r"icinga2_api.password is missing"):
+        checked("email", email_data)
+
+
+def test_bad_trusted_host_address(secrets, email_data):
+    email_data["trusted_hosts"] = {"monitor": ["not-an-address"], "community": []}
+    with pytest.raises(InventoryError, match=r"trusted_hosts\['monitor'\]: 'not-an-address'"):
+        checked("email", email_data)
+
+
+def test_stop_unless_valid_prints_one_line_per_problem_and_exits(monkeypatch, capsys):
+    monkeypatch.delenv("CACERT_EMAIL_SECRETS", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        stop_unless_valid(infra02=[("infra02", {})], email=[("email.test", {})])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "The inventory has 2 problems; no host was contacted:",
+        "  infra02: root_authorized_keys: empty; the container's root would accept no key "
+        "and every later deploy would be locked out: list the deploy's and the admins' "
+        "public SSH keys",
+        "  email.test: $CACERT_EMAIL_SECRETS is not set: it must name the secrets directory",
+    ]
+    stop_unless_valid(infra02=[("infra02", {"root_authorized_keys": [ROOT_KEY]})])
 
 
 def test_secrets_directory_unset(monkeypatch, email_data):
