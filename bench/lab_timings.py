@@ -9,18 +9,28 @@ DESTRUCTIVE for the lab: it runs ./lab/down first (the caches stay unless --cold
      host packages);
   2. ./lab/up from nothing — its phase 2 is the first deploy of the container;
   3. ./lab/up again (everything exists);
-  4. the full deploy once more with --json: time and pyinfra's change totals.
+  4. the full deploy once more with --json: time and pyinfra's change totals;
+  5. how long the lab DNS takes to answer NXDOMAIN for a name outside the lab zone (the median
+     of 20 queries from the lab host; tests/lab checks that it answers, and from its own data).
 Prints a table and writes bench/out/lab_timings.json. Not a test.
 """
 import argparse
 import json
 import os
+import random
 import shutil
+import socket
+import statistics
+import struct
 import subprocess
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from lab import topology  # noqa: E402
+
 LXC_CACHE = "/var/cache/lxc/debian"
 ACNG_CACHE = "/var/cache/apt-cacher-ng"
 
@@ -32,6 +42,25 @@ def timed(argv, **kwargs):
     if result.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed ({result.returncode})")
     return took, result
+
+
+def dns_nxdomain_ms(name="www.example.org", queries=20):
+    """Median milliseconds from sending an A query for NAME to the lab DNS to its answer."""
+    question = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    times = []
+    for _ in range(queries):
+        qid = random.getrandbits(16)
+        packet = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + question + \
+            struct.pack(">HH", 1, 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(3.0)
+            start = time.monotonic()
+            s.sendto(packet, (topology.BRIDGE_ADDRESS, 53))
+            reply = s.recv(4096)
+            times.append((time.monotonic() - start) * 1000)
+        if struct.unpack(">H", reply[:2])[0] != qid or reply[3] & 0xF != 3:
+            sys.exit(f"the lab DNS did not answer NXDOMAIN for {name}")
+    return round(statistics.median(times), 2)
 
 
 def lab_timings():
@@ -73,6 +102,7 @@ def main():
         "second_deploy_operations": results["totals"]["hosts"],
         "second_deploy_changes": results["totals"]["success"],
         "second_deploy_changed_operations": changed,
+        "lab_dns_nxdomain_ms": dns_nxdomain_ms(),
     }
     os.makedirs(os.path.join(REPO, "bench", "out"), exist_ok=True)
     with open(os.path.join(REPO, "bench", "out", "lab_timings.json"), "w") as f:

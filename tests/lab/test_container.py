@@ -50,7 +50,8 @@ def test_data_volume_is_a_separate_filesystem(ssh, lab):
 
 
 def _dns(name, qtype, server=topology.BRIDGE_ADDRESS, timeout=3.0):
-    """One UDP DNS query: (rcode, answer count, seconds taken)."""
+    """One UDP DNS query: (rcode, answer count, authority count). No answer within
+    ``timeout`` raises socket.timeout."""
     types = {"A": 1, "MX": 15}
     qid = random.getrandbits(16)
     question = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
@@ -58,13 +59,11 @@ def _dns(name, qtype, server=topology.BRIDGE_ADDRESS, timeout=3.0):
         struct.pack(">HH", types[qtype], 1)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
-        start = time.monotonic()
         s.sendto(packet, (server, 53))
         reply = s.recv(4096)
-        took = time.monotonic() - start
-    rid, flags, _, ancount = struct.unpack(">HHHH", reply[:8])
+    rid, flags, _, ancount, nscount = struct.unpack(">HHHHH", reply[:10])
     assert rid == qid
-    return flags & 0xF, ancount, took
+    return flags & 0xF, ancount, nscount
 
 
 def test_lab_dns_knows_the_lab_zone(lab):
@@ -76,10 +75,18 @@ def test_lab_dns_knows_the_lab_zone(lab):
 
 
 def test_lab_dns_answers_nxdomain_at_once_for_other_names():
+    """At once: the lab DNS answers from its own data (local=/#/), it neither waits on an
+    upstream (no answer, or SERVFAIL, after the upstream's timeout) nor refuses (REFUSED: the
+    container's resolver would try its next server). How long the answer takes is measured
+    by bench/lab_timings.py."""
     for name in ("deb.debian.org", "www.example.org", "nothing.cacert.test"):
-        rcode, answers, took = _dns(name, "A")
+        try:
+            rcode, answers, authority = _dns(name, "A")
+        except socket.timeout:
+            pytest.fail(f"{name}: no answer within 3 s: the lab DNS waits on an upstream")
         assert (rcode, answers) == (3, 0), name  # NXDOMAIN
-        assert took < 0.5, f"{name}: {took:.2f}s"
+        # an upstream's NXDOMAIN carries its zone's SOA (RFC 2308); a local=/#/ one has none
+        assert authority == 0, f"{name}: an NXDOMAIN from an upstream"
 
 
 def test_container_resolves_through_the_lab_dns(ssh, lab):

@@ -150,8 +150,10 @@ def _executable(path, text):
 
 @pytest.fixture
 def job(tmp_path):
-    """`job(*args, fail=(), push=True)`: run the rendered job with a fake mailstore that fails
-    the subcommands in `fail`; returns (exit code, mailstore calls, syslog lines)."""
+    """`job(*args, fail=(), push=True, weekday=3)`: run the rendered job with a fake mailstore
+    that fails the subcommands in `fail`, on ISO weekday `weekday` (a stand-in `date` answers
+    `date +%u`: the job asks it which day it is); returns (exit code, mailstore calls, syslog
+    lines)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls, log = tmp_path / "calls", tmp_path / "syslog"
@@ -164,6 +166,10 @@ while [ $# -gt 0 ]; do
 done
 if [ $# -gt 0 ]; then echo "$tag $prio $*" >> {log}
 else while IFS= read -r line; do echo "$tag $prio $line" >> {log}; done; fi
+""")
+    _executable(bin_dir / "date", """#!/bin/sh
+# the day of the week is the test's; anything else is the real date's
+case "$*" in "+%u") echo "$WEEKDAY" ;; *) PATH=/usr/bin:/bin exec date "$@" ;; esac
 """)
     mailstore = _executable(tmp_path / "mailstore", f"""#!/bin/sh
 echo "$*" >> {calls}
@@ -178,7 +184,7 @@ echo "mailstore backup: $2 fine"
 """)
     push = tmp_path / "push"
 
-    def call(*args, fail=(), push_present=True, lock=None):
+    def call(*args, fail=(), push_present=True, lock=None, weekday=3):
         if push_present:
             _executable(push, f"#!/bin/sh\necho push >> {calls}\necho submitted OK\n")
         elif push.exists():
@@ -187,7 +193,8 @@ echo "mailstore backup: $2 fine"
         script = script.replace(backup.MAILSTORE, str(mailstore)) \
             .replace(backup.PUSH, str(push)).replace(backup.LOCK, str(tmp_path / "lock"))
         path = _executable(tmp_path / "job", script)
-        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAIL": " ".join(fail)}
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAIL": " ".join(fail),
+               "WEEKDAY": str(weekday)}
         code = subprocess.run([str(path), *args], env=env, stdin=subprocess.DEVNULL,
                               capture_output=True).returncode
         read = (lambda p: p.read_text().splitlines() if p.exists() else [])
@@ -195,24 +202,21 @@ echo "mailstore backup: $2 fine"
     return call
 
 
-def test_a_good_night_runs_every_step_and_exits_0(job):
-    code, calls, log = job()
+@pytest.mark.parametrize("weekday", range(1, 8))
+def test_a_good_night_runs_every_step_and_exits_0(job, weekday):
+    """Every night; on Sundays (the default backup_verify_weekday, 7) the data is re-read too."""
+    code, calls, log = job(weekday=weekday)
     assert code == 0
     key = "--wait 900 --key-file /etc/mailstore/backup.key"
     assert calls[0] == (f"backup run {REPO} /home/mailboxes --include /etc/postfix --include "
                         f"/etc/dovecot --include /etc/aliases --mysql-dump cacertusers {key}")
     assert calls[1] == f"backup verify {REPO} --snapshot latest {key}"
-    weekly = [f"backup verify {REPO} --read-data --sample 0.1 {key}"] if _today_is(7) else []
+    weekly = [f"backup verify {REPO} --read-data --sample 0.1 {key}"] if weekday == 7 else []
     assert calls[2:] == weekly + [
         f"backup prune {REPO} --keep-daily 7 --keep-weekly 5 --keep-monthly 12 {key}", "push"]
     assert f"mailstore-backup user.info run: mailstore backup: 3 messages (1 KiB), 0 new " \
            f"objects; snapshot {SNAPSHOT}" in log
     assert log[-1] == f"mailstore-backup user.info done: snapshot {SNAPSHOT}"
-
-
-def _today_is(weekday):
-    return subprocess.run(["date", "+%u"], capture_output=True, text=True).stdout.strip() \
-        == str(weekday)
 
 
 def test_read_data_re_reads_a_sample(job):

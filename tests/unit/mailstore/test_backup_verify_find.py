@@ -16,7 +16,12 @@ def two_snapshots(tmp_path):
     backup.init(tmp_path / "repo", key_file=tmp_path / "key")
     make_tree(tmp_path / "src")
     first = backup.run(tmp_path / "repo", tmp_path / "src", key_file=tmp_path / "key")["id"]
-    # rename one message so the two snapshots hold it under different names
+    # rename one message so the two snapshots hold it under different names: a flag change
+    # (bob's INBOX message 1 is flagged), same file, same object, a new name in the second
+    cur = tmp_path / "src/bob/Maildir/cur"
+    seen, = [n for n in os.listdir(cur) if "M7P101" in n]
+    assert seen.endswith(":2,S")
+    os.rename(cur / seen, cur / (seen[:-len(":2,S")] + ":2,FS"))
     second = backup.run(tmp_path / "repo", tmp_path / "src", key_file=tmp_path / "key")["id"]
     return str(tmp_path / "repo"), str(tmp_path / "key"), first, second
 
@@ -32,7 +37,8 @@ def _locate(repo_path, key, user, name_part):
 def test_verify_read_data_names_the_damaged_message_and_its_snapshots(two_snapshots):
     repo_path, key, first, second = two_snapshots
     assert backup.verify(repo_path, key_file=key, read_data=True)["ok"]
-    name, oid, pack, offset, length = _locate(repo_path, key, "bob", "M7P101")
+    name, oid, pack, offset, length = _locate(repo_path, key, "bob", "M7P101%:2,FS")
+    old_name = name[:-len(":2,FS")] + ":2,S"
     path = pack_path(os.path.join(repo_path, "packs"), pack)
     with open(path, "r+b") as f:
         f.seek(offset + length - 5)
@@ -44,9 +50,10 @@ def test_verify_read_data_names_the_damaged_message_and_its_snapshots(two_snapsh
     result = backup.verify(repo_path, key_file=key, read_data=True)
     assert not result["ok"]
     assert [d["object"] for d in result["damaged"]] == [oid]
+    # one damaged object, both of its names, each with the snapshot that holds it
     uses = result["damaged"][0]["uses"]
-    assert len(uses) == 1 and uses[0]["user"] == "bob" and uses[0]["path"].endswith(name)
-    assert uses[0]["snapshots"] == [first, second]
+    assert sorted((u["user"], u["path"], u["snapshots"]) for u in uses) == [
+        ("bob", "Maildir/cur/" + name, [second]), ("bob", "Maildir/cur/" + old_name, [first])]
     st = backup.status(repo_path)
     assert st["last_verify"]["ok"] is False and st["last_verify"]["damaged"] == 1
     # restore goes on with everything else and names what it could not restore

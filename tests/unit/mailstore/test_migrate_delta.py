@@ -101,13 +101,24 @@ def test_rename_in_an_old_directory_is_seen(tmp_path):
     root = str(tmp_path)
     md_dir = trees.make_user(root, "alice", MSGS)
     sent = os.path.join(md_dir, ".Sent", "cur")
-    _set_mtime(sent, OLD_NS)
+    inbox_new = os.path.join(md_dir, "new")
+    trees.write(os.path.join(sent, "4.M4.h:2,S"), b"kept")
+    for d in (sent, inbox_new):
+        _set_mtime(d, OLD_NS)
     before = md.refresh(root, "alice", None)
+    # what a look would see but a reuse does not: a mode changed in place (the directory's
+    # mtime does not move), a file slipped into INBOX/new with the old mtime put back
+    os.chmod(os.path.join(sent, "4.M4.h:2,S"), 0o640)
+    trees.write(os.path.join(inbox_new, "8.M8.h"), b"sneaked in")
+    _set_mtime(inbox_new, OLD_NS)
     os.rename(os.path.join(sent, "3.M3.h:2,RS"), os.path.join(sent, "3.M3.h:2,FRS"))
     again = md.refresh(root, "alice", before)
-    assert _names(again, (".Sent", "cur")) == ["3.M3.h:2,FRS"]
-    assert again.dirs[("", "new")] is before.dirs[("", "new")] or \
-        again.dirs[("", "new")] == before.dirs[("", "new")]
+    assert _names(again, (".Sent", "cur")) == ["3.M3.h:2,FRS", "4.M4.h:2,S"]
+    # the other name of the renamed-in directory was not lstat'ed again
+    assert again.dirs[(".Sent", "cur")]["4.M4.h:2,S"].mode == 0o600
+    # the unchanged old directory was not listed again: the very same record
+    assert again.dirs[("", "new")] is before.dirs[("", "new")]
+    assert _names(again, ("", "new")) == ["1.M1.h,S=3"]
 
 
 def test_restat_looks_at_a_file_changed_in_place(tmp_path):

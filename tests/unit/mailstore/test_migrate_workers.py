@@ -86,19 +86,46 @@ def test_a_dying_worker_costs_its_users_this_run_only(tmp_path, monkeypatch):
         assert trees.snapshot(dst, user) == trees.snapshot(src, user)
 
 
-def test_failing_quiesce_stops_the_workers_without_a_cut_over(tmp_path):
+def _recording_forks(monkeypatch):
+    """Note the pid of every process os.fork makes (the workers; the hooks' shells are
+    started by subprocess, which does not go through os.fork)."""
+    forked = []
+    real = os.fork
+
+    def fork():
+        pid = real()
+        if pid:
+            forked.append(pid)
+        return pid
+    monkeypatch.setattr(os, "fork", fork)
+    return forked
+
+
+def _assert_reaped(pids):
+    """Each pid, once our child, is no longer: waitpid on a child that still runs (or has
+    exited unreaped) answers (0, 0) or its status; only a reaped one raises."""
+    for pid in pids:
+        try:
+            state = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        raise AssertionError("worker %d was left %s" % (
+            pid, "running" if state == (0, 0) else "unreaped"))
+
+
+def test_failing_quiesce_stops_the_workers_without_a_cut_over(tmp_path, monkeypatch):
     src, dst = _source(tmp_path)
     hooks = tmp_path / "hooks"
+    forked = _recording_forks(monkeypatch)
     r = migration.migrate(src, dst, force_copy=True, processes=2,
                           quiesce="echo quiesce >> %s; exit 3" % hooks,
                           resume="echo resume >> %s" % hooks)
+    monkeypatch.undo()
     assert not r.ok and "quiesce hook failed (exit 3)" in r.error
     assert hooks.read_text() == "quiesce\nresume\n"
     assert not any(u.done for u in r.users)
-    try:
-        assert os.waitpid(-1, os.WNOHANG) == (0, 0), "a worker was left running"
-    except ChildProcessError:
-        pass                                   # no child at all: every worker was reaped
+    assert len(forked) == 2, forked            # the workers were there to be stopped
+    _assert_reaped(forked)
     assert migration.migrate(src, dst, force_copy=True, processes=2).ok
 
 
