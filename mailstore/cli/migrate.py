@@ -6,7 +6,7 @@ import click
 
 from mailstore import maildir
 from mailstore import migrate as migration
-from mailstore.migrate_exec import Progress
+from mailstore.migrate import Progress
 
 
 def _user_names(ctx, param, value):

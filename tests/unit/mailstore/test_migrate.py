@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from mailstore import migrate as migration
+from mailstore.migrate import run as migrate_run
 from mailstore import migrate_exec as mx
 from mailstore.cli import main
 
@@ -269,7 +270,7 @@ def test_progress_draws_on_a_terminal():
 # -- as an unprivileged user: unreadable files for real ------------------------------------
 NOBODY_MIGRATE = textwrap.dedent("""
     import json, os, sys
-    from mailstore import migrate, migrate_exec, migrate_plan, maildir
+    from mailstore import maildir, migrate
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
     r = migrate.migrate(sys.argv[1], sys.argv[2], force_copy=True)
     print(json.dumps(r.as_dict()))
@@ -326,7 +327,7 @@ def test_source_changing_during_cut_over_is_detected(roots, monkeypatch):
             os.rename(os.path.join(cur, "2.M2.h,S=5:2,S"), os.path.join(cur, "2.M2.h,S=5:2,RS"))
         return migration.HookResult(command, 0)
     monkeypatch.setattr(mx, "KILL", LateDelivery())
-    monkeypatch.setattr(migration, "run_hook", hook)
+    monkeypatch.setattr(migrate_run, "run_hook", hook)
     r = migration.migrate(src, dst, users=["alice"], force_copy=True, quiesce="QUIESCE")
     assert state["done"] and not r.ok
     assert any("source changed during the cut-over" in d for d in r.users[0].differences)
