@@ -22,7 +22,7 @@ for every new/ and cur/. :func:`refresh` takes the next look from the previous o
   named in ``restat``: files this run has just written) are lstat'ed;
 - everything that is not a message is scanned afresh (a few dozen entries per user).
 
-The planner and verifier (:mod:`mailstore.migrate_plan`) take the ``dirs`` maps as they are.
+The planner and verifier (:mod:`mailstore.migrate.plan`) take the ``dirs`` maps as they are.
 A refreshed State also says which names of each directory may have changed (``changed``);
 with the names that differed between source and target at the end of the live copy
 (:func:`differing`) that gives the only names the cut-over needs to compare
@@ -35,7 +35,7 @@ from operator import itemgetter
 from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from mailstore import maildir
-from mailstore import migrate_plan as mp
+from mailstore.migrate import plan as mp
 from mailstore.dirwatch import DirWatch
 from mailstore.maildir import Anomaly, Message, UserTree
 
@@ -93,7 +93,7 @@ def adopt_equal(target: State, source: State) -> State:
     message of the same name replaced by that source Message object.
 
     The planner and verifier treat two entries that are one object as equal without
-    comparing them (migrate_plan.split_names), and refresh() carries unchanged objects over: a
+    comparing them (plan.split_names), and refresh() carries unchanged objects over: a
     message found equal at the end of the live copy then costs one identity test in the
     cut-over. Only the inode number differs between the two records, and the migration
     never compares inodes. Run outside the cut-over (it looks at every message)."""
@@ -115,7 +115,7 @@ def differing(a: State, b: State) -> Dict[DirKey, Set[str]]:
     """Per new/ or cur/ that both looks have: the names present in one only, or with
     different size, mtime, owner or mode. Every other name compares equal (mostly as the
     very same Message object, see adopt_equal) - the hint that lets the cut-over compare
-    only what changed since (candidates; migrate_plan.plan_dirs ``candidates``). Run
+    only what changed since (candidates; plan.plan_dirs ``candidates``). Run
     outside the cut-over (it looks at every name)."""
     out: Dict[DirKey, Set[str]] = {}
     for key, a_names in a.dirs.items():

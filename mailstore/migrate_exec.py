@@ -1,4 +1,4 @@
-"""Migration executor: carries out a :mod:`mailstore.migrate_plan` plan, and nothing else.
+"""Migration executor: carries out a :mod:`mailstore.migrate.plan` plan, and nothing else.
 
 Crash safety does not depend on remembering individual files: the planner rescans both trees
 on every run, so after a kill -9 the next run simply plans again. What this module guarantees
@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Dict, List, NamedTuple, Optional, Set
 
-from mailstore import migrate_plan as mp
+from mailstore.migrate import plan as mp
 from mailstore.maildir import Message
 
 STATE_DIR = ".mailstore-migrate"

@@ -2,7 +2,7 @@
 
 ``migrate()`` runs the whole procedure of DESIGN.md; ``cleanup_source()`` is the separate,
 explicit removal of the source once the target verifies. The decisions are made by
-:mod:`mailstore.migrate_plan` (pure), the file operations by :mod:`mailstore.migrate_exec`.
+:mod:`mailstore.migrate.plan` (pure), the file operations by :mod:`mailstore.migrate_exec`.
 
 Procedure, per run::
 
@@ -65,7 +65,7 @@ from typing import Dict, List, NamedTuple, Optional
 from mailstore import maildir
 from mailstore import migrate_delta as md
 from mailstore import migrate_exec as mx
-from mailstore import migrate_plan as mp
+from mailstore.migrate import plan as mp
 from mailstore import migrate_workers as mw
 from mailstore.dirwatch import DirWatch, PerProcess
 

@@ -28,7 +28,7 @@ def test_skeleton_scan_is_scan_without_messages(tmp_path):
 
 
 from mailstore import migrate_delta as md      # noqa: E402
-from mailstore import migrate_plan as mp       # noqa: E402
+from mailstore.migrate import plan as mp       # noqa: E402
 
 OLD_NS = 1_500_000_000_000_000_000             # a directory mtime far in the past
 

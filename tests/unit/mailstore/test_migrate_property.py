@@ -19,7 +19,7 @@ from mailstore import maildir
 from mailstore import migrate as migration
 from mailstore.migrate import run as migrate_run
 from mailstore import migrate_exec as mx
-from mailstore import migrate_plan as mp
+from mailstore.migrate import plan as mp
 
 import _migrate_trees as trees
 
