@@ -310,7 +310,7 @@ class _Origins:
 def listed(root: str, user: str, known: MessageDirs) -> State:
     """A full look at ROOT/<user>: every new/ and cur/ is listed; a listed name found in
     ``known`` (facts the caller observed itself, e.g. fstat of a copy it had just written -
-    migrate_exec.ExecResult.written) is taken from there, any other name is lstat'ed."""
+    execute.ExecResult.written) is taken from there, any other name is lstat'ed."""
     skel = maildir.scan_user_skeleton(root, user)
     anomalies = list(skel.anomalies)
     out: MessageDirs = {}

@@ -23,7 +23,7 @@ import sys
 import traceback
 from typing import Callable, Dict, List, Optional
 
-from mailstore import migrate_exec as mx
+from mailstore.migrate import execute as mx
 
 _LENGTH = struct.Struct("!Q")
 _INDEX = struct.Struct("!I")       # 4 bytes: pipe reads of <= PIPE_BUF are never split

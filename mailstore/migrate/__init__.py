@@ -9,7 +9,7 @@ Errors that stop a run before it changes anything: MigrateError (and maildir.Mai
 from mailstore.migrate.run import (JOURNAL, CleanupResult, HookResult, MigrateError,
                                    MigrationResult, UserResult, check_source_in_target,
                                    cleanup_source, migrate)
-from mailstore.migrate_exec import Progress
+from mailstore.migrate.execute import Progress
 
 __all__ = ["JOURNAL", "CleanupResult", "HookResult", "MigrateError", "MigrationResult",
            "Progress", "UserResult", "check_source_in_target", "cleanup_source", "migrate"]

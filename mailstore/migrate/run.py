@@ -2,7 +2,7 @@
 
 ``migrate()`` runs the whole procedure of DESIGN.md; ``cleanup_source()`` is the separate,
 explicit removal of the source once the target verifies. The decisions are made by
-:mod:`mailstore.migrate.plan` (pure), the file operations by :mod:`mailstore.migrate_exec`.
+:mod:`mailstore.migrate.plan` (pure), the file operations by :mod:`mailstore.migrate.execute`.
 
 Procedure, per run::
 
@@ -64,7 +64,7 @@ from typing import Dict, List, NamedTuple, Optional
 
 from mailstore import maildir
 from mailstore import migrate_delta as md
-from mailstore import migrate_exec as mx
+from mailstore.migrate import execute as mx
 from mailstore.migrate import plan as mp
 from mailstore import migrate_workers as mw
 from mailstore.dirwatch import DirWatch, PerProcess
@@ -529,7 +529,7 @@ def _cut_over(source_root, target_root, results: List[UserResult], copied: Dict[
     phases["cutover.delta"] = time.monotonic() - t0
     if not finals:
         return phases
-    # durability before any user is declared migrated (migrate_exec); the journal lives on
+    # durability before any user is declared migrated (mailstore.migrate.execute); the journal lives on
     # the target file system too
     sync = mx.thread_pool().submit(_timed, mx.sync_filesystem, target_root)
     t1 = time.monotonic()
@@ -705,7 +705,7 @@ def _verify(source_root, target_root, r: UserResult, final: tuple,
     # names that changed in neither tree and were equal before are equal still
     diffs = mp.verify_dirs(source.tree, source.dirs, target.tree, target.dirs,
                            md.candidates(hints, target) if hints is not None else None)
-    # Bytes: every copy was compared with its source as it was written (migrate_exec), and
+    # Bytes: every copy was compared with its source as it was written (mailstore.migrate.execute), and
     # control files rewritten lately were copied again in the final pass (plan_user's
     # refresh_control); a later rewrite shows up as a changed source directory below.
     diffs += _source_changed(source_root, source.tree)

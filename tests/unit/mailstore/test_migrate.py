@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from mailstore import migrate as migration
 from mailstore.migrate import run as migrate_run
-from mailstore import migrate_exec as mx
+from mailstore.migrate import execute as mx
 from mailstore.cli import main
 
 import _migrate_trees as trees

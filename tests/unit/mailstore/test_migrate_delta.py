@@ -218,7 +218,7 @@ def test_refresh_takes_moved_records_only_for_listed_names_and_restat_wins(tmp_p
 
 import pytest                                   # noqa: E402
 
-from mailstore import migrate_exec as mx       # noqa: E402
+from mailstore.migrate import execute as mx       # noqa: E402
 
 
 @pytest.mark.parametrize("drain_at", [None, 0])

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from mailstore import maildir
 from mailstore import migrate as migration
 from mailstore.migrate import run as migrate_run
-from mailstore import migrate_exec as mx
+from mailstore.migrate import execute as mx
 from mailstore.migrate import plan as mp
 
 import _migrate_trees as trees
