@@ -6,7 +6,7 @@ no faster than one on two cores). So the migration forks workers once it has rea
 and claimed its users. Each worker takes users one at a time from a shared pipe (a large
 mailbox does not leave the other worker idle), copies them live, reports, and waits. After the
 quiesce hook it carries out the cut-over for the same users (it holds what it learnt about
-them during the live copy, :mod:`mailstore.migrate_delta`) and reports again. The main
+them during the live copy, :mod:`mailstore.migrate.delta`) and reports again. The main
 process alone runs the hooks and writes the journal's "done" records.
 
 Death: a worker gets SIGKILL when the main process dies (PR_SET_PDEATHSIG), so a kill -9 of

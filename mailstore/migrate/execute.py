@@ -387,7 +387,7 @@ class Executor:
         m = a.entry
         facts = (st.st_size, st.st_mtime_ns, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
         # the source's own record when the copy has its facts (the usual case): later
-        # comparisons are then an identity test (migrate_delta.adopt_equal)
+        # comparisons are then an identity test (delta.adopt_equal)
         self.written[a.relpath] = m if m[5:10] == facts else m._replace(
             size=facts[0], mtime_ns=facts[1], uid=facts[2], gid=facts[3], mode=facts[4],
             inode=st.st_ino)

@@ -17,7 +17,7 @@ Procedure, per run::
         watch the target user, then a full look at the target as the live phase left it
         (every new/ and cur/ listed; what this run copied taken as fstat saw it, the rest
         lstat'ed), kept per directory together with the source's scan and the names
-        that differ between the two (migrate_delta.differing)
+        that differ between the two (delta.differing)
     syncfs(target)   (the live copy's writes reach the disk while mail still flows)
     quiesce hook     (fails -> abort before the cut-over; the resume hook still runs; exit 1)
     per copied user, in the worker that copied it:
@@ -63,7 +63,7 @@ import time
 from typing import Dict, List, NamedTuple, Optional
 
 from mailstore import maildir
-from mailstore import migrate_delta as md
+from mailstore.migrate import delta as md
 from mailstore.migrate import execute as mx
 from mailstore.migrate import plan as mp
 from mailstore import migrate_workers as mw
@@ -463,7 +463,7 @@ def _live_copy(source_root, target_root, r: UserResult, copied: set, progress: m
                target_watch: Optional[DirWatch] = None
                ) -> Optional[tuple]:
     """The live passes for one user; returns (source state, target state, the names that
-    differ between them) for the cut-over (mailstore.migrate_delta); None when no pass ran
+    differ between them) for the cut-over (mailstore.migrate.delta); None when no pass ran
     (live_passes=0)."""
     passes = 0
     # what this run wrote into the target, as fstat saw each copy (see below)
@@ -486,7 +486,7 @@ def _live_copy(source_root, target_root, r: UserResult, copied: set, progress: m
     if state is None:
         return None
     # what the target holds now, stat'ed while mail still flows, kept per directory: the
-    # cut-over then only looks at what changed since (mailstore.migrate_delta)
+    # cut-over then only looks at what changed since (mailstore.migrate.delta)
     # (every new/ and cur/ listed afresh; a copy written by this run is taken as its fstat
     # saw it before the rename into place, the rest lstat'ed)
     src_state = md.from_tree(state[0])
@@ -609,7 +609,7 @@ def _final_pass(source_root, target_root, r: UserResult, copied: set,
                 progress: mx.Progress, previous: Optional[tuple],
                 watch: Optional[DirWatch] = None):
     """The cut-over's delta for one user: look again at both trees (only what changed since
-    the live copy, migrate_delta), plan, execute. Returns (source state, target state,
+    the live copy, mailstore.migrate.delta), plan, execute. Returns (source state, target state,
     plan, the names that may differ between the two states or None), the states as they
     were before executing."""
     prev_src, prev_tgt, differed = previous if previous is not None else (None, None, None)
@@ -659,7 +659,7 @@ def _verify(source_root, target_root, r: UserResult, final: tuple,
     """The target, looked at again, against the source as the final pass saw it; then the
     source must not have moved since. True when the user may be recorded as done.
 
-    The target is looked at again (migrate_delta.refresh): a watched directory is the live
+    The target is looked at again (delta.refresh): a watched directory is the live
     copy's look at it plus every name the kernel reported created, removed or changed
     since (by this run or anybody); an unwatched new/ or cur/ the plan touched is listed
     afresh. Every message the plan wrote (copied, re-stamped) is lstat'ed afresh; a

@@ -1,4 +1,4 @@
-"""The cut-over's per-directory message state (mailstore.migrate_delta) and the scan it
+"""The cut-over's per-directory message state (mailstore.migrate.delta) and the scan it
 builds on (maildir.scan_user_skeleton): what may be reused, what must be listed again."""
 import os
 
@@ -27,7 +27,7 @@ def test_skeleton_scan_is_scan_without_messages(tmp_path):
     assert [e.relpath for e in skel.tmp_files] == ["Maildir/tmp/99.delivering"]
 
 
-from mailstore import migrate_delta as md      # noqa: E402
+from mailstore.migrate import delta as md      # noqa: E402
 from mailstore.migrate import plan as mp       # noqa: E402
 
 OLD_NS = 1_500_000_000_000_000_000             # a directory mtime far in the past
