@@ -79,7 +79,7 @@ def _parallel(fn, items, workers: int) -> None:
 class _KillSwitch:
     """Counts file operations; SIGKILLs the migration at the configured one (tests only).
 
-    The count is shared by the worker processes (mailstore.migrate_workers: anonymous
+    The count is shared by the worker processes (mailstore.migrate.workers: anonymous
     shared memory, inherited through fork), and a worker that reaches the limit kills the
     main process first: the test then sees what an operator's kill -9 of the migration
     does (the workers die with it, PR_SET_PDEATHSIG)."""

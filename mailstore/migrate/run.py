@@ -8,7 +8,7 @@ Procedure, per run::
 
     check roots; read the journal; decide each user's mode
     copy mode (different file systems, or --copy), users shared out across worker processes
-    (mailstore.migrate_workers; largest first; one process when there is one user):
+    (mailstore.migrate.workers; largest first; one process when there is one user):
         live pass(es) (watch every directory of the source user (inotify,
                        mailstore.dirwatch), scan both, plan, execute; mail keeps arriving,
                        vanishing files are fine; every copy is byte-checked against its
@@ -66,7 +66,7 @@ from mailstore import maildir
 from mailstore.migrate import delta as md
 from mailstore.migrate import execute as mx
 from mailstore.migrate import plan as mp
-from mailstore import migrate_workers as mw
+from mailstore.migrate import workers as mw
 from mailstore.dirwatch import DirWatch, PerProcess
 
 JOURNAL = "journal.jsonl"

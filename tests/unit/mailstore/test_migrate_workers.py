@@ -1,4 +1,4 @@
-"""The migration's worker processes (mailstore.migrate_workers): users shared out across
+"""The migration's worker processes (mailstore.migrate.workers): users shared out across
 processes, a worker's death costs only this run, the workers die with the migration."""
 import os
 import signal
@@ -175,7 +175,7 @@ def test_the_largest_mailboxes_are_handed_out_first(tmp_path, monkeypatch):
 def test_mail_flows_again_before_the_workers_have_exited(tmp_path, monkeypatch):
     """A worker's exit (the kernel freeing its memory) does not hold up the resume hook:
     each worker here stays alive after its report until the resume hook has run."""
-    from mailstore import migrate_workers as mw
+    from mailstore.migrate import workers as mw
     src, dst = _source(tmp_path)
     main = os.getpid()
     resumed, seen = tmp_path / "resumed", tmp_path / "seen"
