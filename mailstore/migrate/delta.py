@@ -7,7 +7,7 @@ and other files, tmp/, anomalies) plus ``dirs``: ``{(folder, subdir): {file name
 for every new/ and cur/. :func:`refresh` takes the next look from the previous one:
 
 - a new/ or cur/ watched since just before the previous look (:func:`watch_user`,
-  :mod:`mailstore.dirwatch`, inotify) is the previous look with the kernel's account of
+  :mod:`mailstore.migrate.dirwatch`, inotify) is the previous look with the kernel's account of
   every name created, removed, renamed or changed in place since. A name renamed there from
   a name the previous look saw, untouched since, takes that look's facts (rename(2) keeps
   them); other names that appeared are lstat'ed, and nothing is listed. Where the watch
@@ -36,7 +36,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from mailstore import maildir
 from mailstore.migrate import plan as mp
-from mailstore.dirwatch import DirWatch
+from mailstore.migrate.dirwatch import DirWatch
 from mailstore.maildir import Anomaly, Message, UserTree
 
 DirKey = Tuple[str, str]                         # (folder, subdir): ("", "cur"), (".Sent", "new")

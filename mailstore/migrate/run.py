@@ -10,7 +10,7 @@ Procedure, per run::
     copy mode (different file systems, or --copy), users shared out across worker processes
     (mailstore.migrate.workers; largest first; one process when there is one user):
         live pass(es) (watch every directory of the source user (inotify,
-                       mailstore.dirwatch), scan both, plan, execute; mail keeps arriving,
+                       mailstore.migrate.dirwatch), scan both, plan, execute; mail keeps arriving,
                        vanishing files are fine; every copy is byte-checked against its
                        source as it is written; another pass if the previous one took
                        longer than 30 s)
@@ -67,7 +67,7 @@ from mailstore.migrate import delta as md
 from mailstore.migrate import execute as mx
 from mailstore.migrate import plan as mp
 from mailstore.migrate import workers as mw
-from mailstore.dirwatch import DirWatch, PerProcess
+from mailstore.migrate.dirwatch import DirWatch, PerProcess
 
 JOURNAL = "journal.jsonl"
 # Live passes: one, and another while the previous one took long enough for much mail to

@@ -39,7 +39,7 @@ class Workers:
     """Runs ``live(r)`` for every item of ``results`` (UserResult objects) in ``count``
     forked processes, then, on :meth:`begin_cutover`, ``cutover(items) -> phases`` in each
     process for the items it took; while it waits for that, it calls ``idle()`` every 50 ms
-    (the migration drains its inotify queue: mailstore.dirwatch). Workers take the items in
+    (the migration drains its inotify queue: mailstore.migrate.dirwatch). Workers take the items in
     ``order`` (indices; default: as given). Item attributes changed in a worker are copied
     back into the main process's objects (``__dict__``). ``progress``: the real progress
     display, given to the first worker (the others draw nothing, so that lines do not

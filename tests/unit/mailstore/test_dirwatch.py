@@ -1,4 +1,4 @@
-"""inotify watches (mailstore.dirwatch) and the cut-over's use of them
+"""inotify watches (mailstore.migrate.dirwatch) and the cut-over's use of them
 (delta.refresh with watch=): what a watch reports, and when it declines to vouch."""
 import os
 
@@ -6,7 +6,7 @@ import pytest
 
 from mailstore import maildir
 from mailstore.migrate import delta as md
-from mailstore.dirwatch import DirWatch
+from mailstore.migrate.dirwatch import DirWatch
 
 import _migrate_trees as trees
 

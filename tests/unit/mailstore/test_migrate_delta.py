@@ -284,7 +284,7 @@ def test_cut_over_compares_only_the_names_that_changed(tmp_path, monkeypatch):
     what differed at the end of the live copy), not the mailbox; the result is exact."""
     from mailstore import migrate as migration
     from mailstore.migrate import run as migrate_run
-    from mailstore.dirwatch import DirWatch
+    from mailstore.migrate.dirwatch import DirWatch
     if DirWatch().fd is None:
         pytest.skip("no inotify on this system")
     src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
