@@ -56,11 +56,10 @@ copied either, and make the run exit non-zero so that an operator looks at them.
 """
 import json
 import os
-import stat
 import subprocess
 import sys
 import time
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, Optional
 
 from mailstore import maildir
 from mailstore.migrate import delta as md
@@ -68,6 +67,8 @@ from mailstore.migrate import execute as mx
 from mailstore.migrate import plan as mp
 from mailstore.migrate import workers as mw
 from mailstore.migrate.dirwatch import DirWatch, PerProcess
+from mailstore.migrate.results import (HookResult, MigrationResult, UserResult, anomaly_lines,
+                                       check_roots, diff_lines)
 
 JOURNAL = "journal.jsonl"
 # Live passes: one, and another while the previous one took long enough for much mail to
@@ -75,10 +76,6 @@ JOURNAL = "journal.jsonl"
 # the quiesced window). live_passes=N forces exactly N.
 LIVE_REPEAT_AFTER = 30.0
 LIVE_MAX_PASSES = 3
-
-
-class MigrateError(Exception):
-    """The migration cannot start (bad roots, bad user names): nothing was changed."""
 
 
 # -- journal --------------------------------------------------------------------------------
@@ -130,92 +127,7 @@ class Journal:
         return sorted({e["user"] for e in self.events if e.get("event") == event})
 
 
-# -- results --------------------------------------------------------------------------------
-class UserResult:
-    """What happened to one user (also the shape of one entry of the --json summary)."""
-
-    def __init__(self, user: str, mode: str):
-        self.user = user
-        self.mode = mode              # copy | rename | already-migrated | refused | failed
-        self.messages = 0
-        self.bytes = 0
-        self.copied_messages = 0
-        self.copied_bytes = 0
-        self.renamed = 0
-        self.deleted = 0
-        self.verified = False
-        self.done = False
-        self.differences: List[str] = []
-        self.errors: List[str] = []
-        self.anomalies: List[str] = []
-
-    @property
-    def ok(self) -> bool:
-        return (self.mode in ("already-migrated",) or
-                (self.done and self.verified and not self.errors and not self.anomalies
-                 and not self.differences))
-
-    def as_dict(self) -> dict:
-        return {"user": self.user, "mode": self.mode, "ok": self.ok, "messages": self.messages,
-                "bytes": self.bytes, "copied_messages": self.copied_messages,
-                "copied_bytes": self.copied_bytes, "renamed_messages": self.renamed,
-                "deleted_messages": self.deleted, "verified": self.verified,
-                "differences": self.differences, "errors": self.errors,
-                "anomalies": self.anomalies}
-
-
-class HookResult(NamedTuple):
-    command: str
-    exit: int
-
-
-class MigrationResult:
-    def __init__(self, source_root: str, target_root: str, dry_run: bool):
-        self.source_root, self.target_root, self.dry_run = source_root, target_root, dry_run
-        self.same_filesystem = False
-        self.users: List[UserResult] = []
-        self.hooks: Dict[str, Optional[HookResult]] = {"quiesce": None, "resume": None}
-        self.error: Optional[str] = None
-        self.seconds = 0.0
-        # wall time per phase; "cutover" is how long delivery was deferred minus the hooks,
-        # "cutover.delta"/".sync"/".verify" its parts
-        self.phases: Dict[str, float] = {}
-
-    @property
-    def ok(self) -> bool:
-        hooks_ok = all(h is None or h.exit == 0 for h in self.hooks.values())
-        if self.dry_run:       # the plan can be carried out
-            return self.error is None and not any(u.errors for u in self.users)
-        return self.error is None and hooks_ok and all(u.ok for u in self.users)
-
-    def as_dict(self) -> dict:
-        return {"ok": self.ok, "dry_run": self.dry_run, "source_root": self.source_root,
-                "target_root": self.target_root, "same_filesystem": self.same_filesystem,
-                "error": self.error, "seconds": round(self.seconds, 3),
-                "phases": {k: round(v, 3) for k, v in self.phases.items()},
-                "hooks": {k: (v._asdict() if v else None) for k, v in self.hooks.items()},
-                "totals": {"users": len(self.users),
-                           "messages": sum(u.messages for u in self.users),
-                           "bytes": sum(u.bytes for u in self.users),
-                           "copied_messages": sum(u.copied_messages for u in self.users),
-                           "copied_bytes": sum(u.copied_bytes for u in self.users)},
-                "users": [u.as_dict() for u in self.users]}
-
-
 # -- helpers --------------------------------------------------------------------------------
-def _check_roots(source_root: str, target_root: str) -> bool:
-    """Validate both roots; return True when they are on the same file system."""
-    for name, path in (("source", source_root), ("target", target_root)):
-        try:
-            st = os.stat(path)
-        except OSError as e:
-            raise MigrateError("%s root %s: %s" % (name, path, e.strerror or e))
-        if not stat.S_ISDIR(st.st_mode):
-            raise MigrateError("%s root %s is not a directory" % (name, path))
-    src, dst = os.path.realpath(source_root), os.path.realpath(target_root)
-    if src == dst or dst.startswith(src.rstrip("/") + "/") or src.startswith(dst.rstrip("/") + "/"):
-        raise MigrateError("source %s and target %s overlap" % (source_root, target_root))
-    return os.stat(source_root).st_dev == os.stat(target_root).st_dev
 
 
 def _scan_optional(root: str, user: str) -> Optional[maildir.UserTree]:
@@ -246,15 +158,6 @@ def run_hook(command: str, out=None) -> HookResult:
     return HookResult(command, proc.returncode)
 
 
-def _anomaly_lines(tree: maildir.UserTree) -> List[str]:
-    return ["%s: %s (%s)" % (a.relpath, a.kind, a.detail) for a in tree.anomalies
-            if a.kind != "vanished"]
-
-
-def _diff_lines(diffs) -> List[str]:
-    return ["%s: %s" % (d.relpath, d.problem) for d in diffs]
-
-
 # -- the procedure ------------------------------------------------------------------------
 def migrate(source_root: str, target_root: str, users: Optional[List[str]] = None,
             dry_run: bool = False, quiesce: Optional[str] = None, resume: Optional[str] = None,
@@ -266,7 +169,7 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
     progress = progress or mx.Progress()
     for u in users or []:
         maildir.check_user_name(u)                       # InvalidUserName before anything
-    result.same_filesystem = same_fs = _check_roots(source_root, target_root)
+    result.same_filesystem = same_fs = check_roots(source_root, target_root)
     journal = Journal(target_root)
     if users:
         names = list(dict.fromkeys(users))
@@ -314,7 +217,7 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
             if tree is None:
                 continue
             r.messages, r.bytes = len(tree.messages), tree.message_bytes
-            r.anomalies = _anomaly_lines(tree)
+            r.anomalies = anomaly_lines(tree)
             if r.mode == "copy":
                 target = _scan_optional(target_root, r.user)
                 plan = mp.plan_user(tree, target)
@@ -577,7 +480,7 @@ def _pass(source_root, target_root, r: UserResult, copied: set, progress: mx.Pro
     plan = mp.plan_user(source, target, refresh_control=refresh_control)
     res = _execute(source_root, target_root, r, copied, progress, plan, live)
     if not live:
-        r.anomalies = _anomaly_lines(source)
+        r.anomalies = anomaly_lines(source)
     return source, target, plan, res
 
 
@@ -601,7 +504,7 @@ def _execute(source_root, target_root, r: UserResult, copied: set, progress: mx.
     r.renamed += s["rename_messages"]
     r.deleted += s["delete_messages"]
     if not live:
-        r.errors.extend(_diff_lines(res.errors))
+        r.errors.extend(diff_lines(res.errors))
     return res
 
 
@@ -632,7 +535,7 @@ def _final_pass(source_root, target_root, r: UserResult, copied: set,
                         target.dirs if target else {}, refresh_control=True,
                         candidates=hints)
     _execute(source_root, target_root, r, copied, progress, plan, live=False)
-    r.anomalies = _anomaly_lines(source.tree)
+    r.anomalies = anomaly_lines(source.tree)
     return source, target, plan, hints
 
 
@@ -709,7 +612,7 @@ def _verify(source_root, target_root, r: UserResult, final: tuple,
     # control files rewritten lately were copied again in the final pass (plan_user's
     # refresh_control); a later rewrite shows up as a changed source directory below.
     diffs += _source_changed(source_root, source.tree)
-    r.differences = _diff_lines(sorted(diffs))
+    r.differences = diff_lines(sorted(diffs))
     r.verified = not diffs
     return r.verified and not r.errors
 
@@ -720,7 +623,7 @@ def _rename_user(source_root, target_root, r: UserResult, journal) -> None:
     if os.path.lexists(src):
         tree = maildir.scan_user(source_root, r.user)
         r.messages, r.bytes = len(tree.messages), tree.message_bytes
-        r.anomalies = _anomaly_lines(tree)
+        r.anomalies = anomaly_lines(tree)
         journal.record("rename", r.user, messages=r.messages, bytes=r.bytes)
         mx.KILL.tick()
         os.rename(src, dst)            # fails (ENOTEMPTY/EEXIST) rather than merge
@@ -810,7 +713,7 @@ def cleanup_source(source_root: str, target_root: str, users: Optional[List[str]
     result = CleanupResult()
     for u in users or []:
         maildir.check_user_name(u)
-    _check_roots(source_root, target_root)
+    check_roots(source_root, target_root)
     journal = Journal(target_root)
     names = list(dict.fromkeys(users)) if users else journal.users("done")
     for user in names:
@@ -837,7 +740,7 @@ def cleanup_source(source_root: str, target_root: str, users: Optional[List[str]
             diffs = _compare_pairs(src_dir, os.path.join(target_root, user), src_paths,
                                    tgt_paths)
         if diffs:
-            entry["problems"] = _diff_lines(diffs)
+            entry["problems"] = diff_lines(diffs)
             continue
         deleted, problems = _delete_tree(src_dir, source)
         entry["deleted_files"] = deleted
