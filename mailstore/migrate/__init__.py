@@ -7,8 +7,9 @@ The public API (the CLI in mailstore.cli.migrate is a thin layer over it):
 Errors that stop a run before it changes anything: MigrateError (and maildir.MaildirError).
 """
 from mailstore.migrate.execute import Progress
+from mailstore.migrate.journal import JOURNAL
 from mailstore.migrate.results import HookResult, MigrateError, MigrationResult, UserResult
-from mailstore.migrate.run import (JOURNAL, CleanupResult, check_source_in_target,
+from mailstore.migrate.run import (CleanupResult, check_source_in_target,
                                    cleanup_source, migrate)
 
 __all__ = ["JOURNAL", "CleanupResult", "HookResult", "MigrateError", "MigrationResult",

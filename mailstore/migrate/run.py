@@ -54,7 +54,6 @@ allowed). Files in tmp/ are deliveries in progress and are not copied; anomalies
 (symlinks in new/cur, directories where messages should be, unreadable directories) are not
 copied either, and make the run exit non-zero so that an operator looks at them.
 """
-import json
 import os
 import subprocess
 import sys
@@ -67,64 +66,15 @@ from mailstore.migrate import execute as mx
 from mailstore.migrate import plan as mp
 from mailstore.migrate import workers as mw
 from mailstore.migrate.dirwatch import DirWatch, PerProcess
+from mailstore.migrate.journal import Journal
 from mailstore.migrate.results import (HookResult, MigrationResult, UserResult, anomaly_lines,
                                        check_roots, diff_lines)
 
-JOURNAL = "journal.jsonl"
 # Live passes: one, and another while the previous one took long enough for much mail to
 # have arrived meanwhile (what arrives now is copied while delivery is still running, not in
 # the quiesced window). live_passes=N forces exactly N.
 LIVE_REPEAT_AFTER = 30.0
 LIVE_MAX_PASSES = 3
-
-
-# -- journal --------------------------------------------------------------------------------
-class Journal:
-    """Append-only per-user facts, fsynced, tolerant of a torn last line (kill -9)."""
-
-    def __init__(self, target_root: str):
-        self.dir = os.path.join(target_root, mx.STATE_DIR)
-        self.path = os.path.join(self.dir, JOURNAL)
-        self.events: List[dict] = []
-        try:
-            with open(self.path, "rb") as f:
-                for line in f:
-                    try:
-                        self.events.append(json.loads(line))
-                    except ValueError:
-                        pass        # torn by a kill in the middle of a write
-        except FileNotFoundError:
-            pass
-
-    def record(self, event: str, user: str, **fields) -> None:
-        self.record_many(event, [user], **fields)
-
-    def record_many(self, event: str, users: List[str], per_user: Optional[Dict[str, dict]]
-                    = None, **fields) -> None:
-        """One write and one fsync for many users (on ext4 with data=ordered an fsync also
-        flushes every dirty data block of the file system: not once per user while copying).
-        ``per_user``: extra fields for some users' records."""
-        if not users:
-            return
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        now = int(time.time())
-        per_user = per_user or {}
-        entries = [dict(fields, **per_user.get(u, {}), event=event, user=u, time=now)
-                   for u in users]
-        data = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries).encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self.events.extend(entries)
-
-    def has(self, event: str, user: str) -> bool:
-        return any(e.get("event") == event and e.get("user") == user for e in self.events)
-
-    def users(self, event: str) -> List[str]:
-        return sorted({e["user"] for e in self.events if e.get("event") == event})
 
 
 # -- helpers --------------------------------------------------------------------------------
