@@ -66,26 +66,13 @@ from mailstore.migrate import execute as mx
 from mailstore.migrate import plan as mp
 from mailstore.migrate import workers as mw
 from mailstore.migrate.dirwatch import DirWatch, PerProcess
+from mailstore.migrate import passes
 from mailstore.migrate.journal import Journal
 from mailstore.migrate.results import (HookResult, MigrationResult, UserResult, anomaly_lines,
                                        check_roots, diff_lines)
 
-# Live passes: one, and another while the previous one took long enough for much mail to
-# have arrived meanwhile (what arrives now is copied while delivery is still running, not in
-# the quiesced window). live_passes=N forces exactly N.
-LIVE_REPEAT_AFTER = 30.0
-LIVE_MAX_PASSES = 3
-
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def _scan_optional(root: str, user: str) -> Optional[maildir.UserTree]:
-    try:
-        os.lstat(os.path.join(root, user))
-    except FileNotFoundError:
-        return None
-    return maildir.scan_user(root, user)
 
 
 def run_hook(command: str, out=None) -> HookResult:
@@ -160,7 +147,7 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
     if dry_run:
         for r in copy_users + rename_users:
             try:
-                tree = _scan_optional(source_root, r.user)
+                tree = passes.scan_optional(source_root, r.user)
             except maildir.MaildirError as e:
                 r.errors.append(str(e))
                 continue
@@ -169,7 +156,7 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
             r.messages, r.bytes = len(tree.messages), tree.message_bytes
             r.anomalies = anomaly_lines(tree)
             if r.mode == "copy":
-                target = _scan_optional(target_root, r.user)
+                target = passes.scan_optional(target_root, r.user)
                 plan = mp.plan_user(tree, target)
                 s = plan.summary()
                 r.copied_messages, r.copied_bytes = s["copy_messages"], s["copy_bytes"]
@@ -190,9 +177,9 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
 
     def live(r: UserResult) -> None:
         try:
-            live_state[r.user] = _live_copy(source_root, target_root, r, copied[r.user],
-                                            progress, live_passes, watches.get(),
-                                            target_watches.get())
+            live_state[r.user] = passes.live_copy(source_root, target_root, r,
+                                                  copied[r.user], progress, live_passes,
+                                                  watches.get(), target_watches.get())
         except (OSError, maildir.MaildirError) as e:
             r.errors.append("live copy: %s" % e)
 
@@ -311,46 +298,6 @@ def _size_hint(root: str, user: str) -> int:
     return total
 
 
-def _live_copy(source_root, target_root, r: UserResult, copied: set, progress: mx.Progress,
-               live_passes: Optional[int], watch: Optional[DirWatch] = None,
-               target_watch: Optional[DirWatch] = None
-               ) -> Optional[tuple]:
-    """The live passes for one user; returns (source state, target state, the names that
-    differ between them) for the cut-over (mailstore.migrate.delta); None when no pass ran
-    (live_passes=0)."""
-    passes = 0
-    # what this run wrote into the target, as fstat saw each copy (see below)
-    known: Dict[str, maildir.Message] = {}
-    state = None
-    while live_passes is None or passes < live_passes:
-        t_pass = time.monotonic()
-        md.watch_user(watch, source_root, r.user)      # before the look the cut-over uses
-        state = _pass(source_root, target_root, r, copied, progress, live=True)
-        plan, res = state[2], state[3]
-        for a in plan.actions:          # touched since: look at it again
-            known.pop(a.relpath, None)
-            if a.old_relpath is not None:
-                known.pop(a.old_relpath, None)
-        known.update(res.written or {})
-        passes += 1
-        if live_passes is None and (passes >= LIVE_MAX_PASSES or
-                                    time.monotonic() - t_pass < LIVE_REPEAT_AFTER):
-            break
-    if state is None:
-        return None
-    # what the target holds now, stat'ed while mail still flows, kept per directory: the
-    # cut-over then only looks at what changed since (mailstore.migrate.delta)
-    # (every new/ and cur/ listed afresh; a copy written by this run is taken as its fstat
-    # saw it before the rename into place, the rest lstat'ed)
-    src_state = md.from_tree(state[0])
-    by_dir: md.MessageDirs = {}
-    for m in known.values():
-        by_dir.setdefault((m.folder, m.subdir), {})[m.name] = m
-    md.watch_user(target_watch, target_root, r.user)
-    tgt_state = md.adopt_equal(md.listed(target_root, r.user, by_dir), src_state)
-    return (src_state, tgt_state, md.differing(src_state, tgt_state))
-
-
 TARGET_QUEUE_DRAIN_AT = 256 << 10     # bytes, ~3000 events; the kernel keeps 16384 by default
 
 
@@ -409,55 +356,6 @@ def _timed(fn, *args) -> float:
     return time.monotonic() - t0
 
 
-def _scan_both(source_root, target_root, user, previous=None):
-    """Scan source and target side by side: lstat releases the GIL, two cores both work."""
-    pool = mx.thread_pool()
-    if previous is not None and previous[1] is not None:
-        target = pool.submit(maildir.rescan_user, target_root, user, previous[1])
-        source = maildir.rescan_user(source_root, user, previous[0])
-    else:
-        target = pool.submit(_scan_optional, target_root, user)
-        source = maildir.scan_user(source_root, user)
-    return source, target.result()
-
-
-def _pass(source_root, target_root, r: UserResult, copied: set, progress: mx.Progress,
-          live: bool, refresh_control: bool = False, previous: Optional[tuple] = None):
-    """Scan (or rescan against ``previous`` scans), plan, execute for one user.
-    Returns (source scan, target scan, plan, ExecResult); the scans as they were before
-    executing."""
-    source, target = _scan_both(source_root, target_root, r.user, previous)
-    plan = mp.plan_user(source, target, refresh_control=refresh_control)
-    res = _execute(source_root, target_root, r, copied, progress, plan, live)
-    if not live:
-        r.anomalies = anomaly_lines(source)
-    return source, target, plan, res
-
-
-def _execute(source_root, target_root, r: UserResult, copied: set, progress: mx.Progress,
-             plan: mp.UserPlan, live: bool) -> mx.ExecResult:
-    s = plan.summary()
-    if live:
-        progress.start("live copy %s" % r.user, s["copy_messages"], s["copy_bytes"])
-    else:                       # one progress line for the whole cut-over
-        progress.add_totals(s["copy_messages"], s["copy_bytes"])
-    ex = mx.Executor(os.path.join(source_root, r.user), os.path.join(target_root, r.user),
-                     target_root, progress, live=live)
-    res = ex.run(plan)
-    if live:
-        progress.finish()
-    copied |= res.copied
-    for a in plan.actions:
-        if a.op == mp.COPY and a.relpath in res.copied:
-            r.copied_bytes += a.entry.size
-            r.copied_messages += a.kind == "message"
-    r.renamed += s["rename_messages"]
-    r.deleted += s["delete_messages"]
-    if not live:
-        r.errors.extend(diff_lines(res.errors))
-    return res
-
-
 def _final_pass(source_root, target_root, r: UserResult, copied: set,
                 progress: mx.Progress, previous: Optional[tuple],
                 watch: Optional[DirWatch] = None):
@@ -484,7 +382,7 @@ def _final_pass(source_root, target_root, r: UserResult, copied: set,
     plan = mp.plan_dirs(source.tree, source.dirs, target and target.tree,
                         target.dirs if target else {}, refresh_control=True,
                         candidates=hints)
-    _execute(source_root, target_root, r, copied, progress, plan, live=False)
+    passes.execute_plan(source_root, target_root, r, copied, progress, plan, live=False)
     r.anomalies = anomaly_lines(source.tree)
     return source, target, plan, hints
 

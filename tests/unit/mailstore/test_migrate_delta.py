@@ -176,11 +176,11 @@ def test_copy_changed_in_place_between_live_passes_is_looked_at_again(tmp_path, 
     again; a copy that a later live pass changes in place (here: the mode, following the
     source) still ends up exactly like the source after the cut-over."""
     from mailstore import migrate as migration
-    from mailstore.migrate import run as migrate_run
+    from mailstore.migrate import passes
     src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
     os.makedirs(dst)
     md_dir = trees.make_user(src, "alice", MSGS)
-    real_pass, calls = migrate_run._pass, []
+    real_pass, calls = passes.run_pass, []
 
     def pass_then_chmod(*args, **kw):
         out = real_pass(*args, **kw)
@@ -189,7 +189,7 @@ def test_copy_changed_in_place_between_live_passes_is_looked_at_again(tmp_path, 
             os.chmod(os.path.join(md_dir, "cur", "2.M2.h,S=5:2,S"), 0o640)
         return out
 
-    monkeypatch.setattr(migrate_run, "_pass", pass_then_chmod)
+    monkeypatch.setattr(passes, "run_pass", pass_then_chmod)
     r = migration.migrate(src, dst, force_copy=True, live_passes=2, quiesce="true")
     assert r.ok, r.as_dict()
     assert os.stat(os.path.join(dst, "alice", "Maildir", "cur",

@@ -7,6 +7,7 @@ import sys
 import time
 
 from mailstore import migrate as migration
+from mailstore.migrate import passes
 from mailstore.migrate import run as migrate_run
 
 import _migrate_trees as trees
@@ -31,7 +32,7 @@ def _source(tmp_path):
 def _recording_live_copy(monkeypatch, log, die_for=None):
     """Wrap the per-user live copy: note which process copied whom (in a file: a worker's
     memory is its own); SIGKILL the worker that takes ``die_for``."""
-    real = migrate_run._live_copy
+    real = passes.live_copy
 
     def live_copy(source_root, target_root, r, *args):
         with open(log, "a") as f:
@@ -40,7 +41,7 @@ def _recording_live_copy(monkeypatch, log, die_for=None):
             os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(0.3)              # long enough for the other worker to take a user
         return real(source_root, target_root, r, *args)
-    monkeypatch.setattr(migrate_run, "_live_copy", live_copy)
+    monkeypatch.setattr(passes, "live_copy", live_copy)
 
 
 def test_users_are_copied_by_several_workers_exactly_as_by_one(tmp_path, monkeypatch):
