@@ -231,9 +231,9 @@ def test_cut_over_verification_looks_at_the_target_for_real(tmp_path, monkeypatc
     is seen: the verification is a fresh look, not the plan's bookkeeping - also when the
     target's events were read early (the queue filled up: drain_at 0)."""
     from mailstore import migrate as migration
-    from mailstore.migrate import run as migrate_run
+    from mailstore.migrate import cutover, run as migrate_run
     if drain_at is not None:
-        monkeypatch.setattr(migrate_run, "TARGET_QUEUE_DRAIN_AT", drain_at)
+        monkeypatch.setattr(cutover, "TARGET_QUEUE_DRAIN_AT", drain_at)
     src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
     os.makedirs(dst)
     s_md = trees.make_user(src, "alice", MSGS)
@@ -283,7 +283,7 @@ def test_cut_over_compares_only_the_names_that_changed(tmp_path, monkeypatch):
     during the quiesce: the cut-over's plan and verification compare those names (and
     what differed at the end of the live copy), not the mailbox; the result is exact."""
     from mailstore import migrate as migration
-    from mailstore.migrate import run as migrate_run
+    from mailstore.migrate import cutover, run as migrate_run
     from mailstore.migrate.dirwatch import DirWatch
     if DirWatch().fd is None:
         pytest.skip("no inotify on this system")
@@ -294,7 +294,7 @@ def test_cut_over_compares_only_the_names_that_changed(tmp_path, monkeypatch):
     cur = os.path.join(s_md, "cur")
     compared = []
     cut_over = []
-    real_split, real_final = mp.split_names, migrate_run._final_pass
+    real_split, real_final = mp.split_names, cutover.final_pass
 
     def split(names, other):
         if cut_over:
@@ -312,7 +312,7 @@ def test_cut_over_compares_only_the_names_that_changed(tmp_path, monkeypatch):
         return migration.HookResult(command, 0)
 
     monkeypatch.setattr(mp, "split_names", split)
-    monkeypatch.setattr(migrate_run, "_final_pass", final_pass)
+    monkeypatch.setattr(cutover, "final_pass", final_pass)
     monkeypatch.setattr(migrate_run, "run_hook", traffic)
     r = migration.migrate(src, dst, force_copy=True, live_passes=1, quiesce="Q")
     assert r.ok, r.as_dict()
