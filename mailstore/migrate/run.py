@@ -62,17 +62,14 @@ from typing import Dict, List, Optional
 
 from mailstore import maildir
 from mailstore.migrate import execute as mx
+from mailstore.migrate import passes
 from mailstore.migrate import plan as mp
 from mailstore.migrate import workers as mw
-from mailstore.migrate.dirwatch import PerProcess
-from mailstore.migrate import passes
-from mailstore.migrate.journal import Journal
 from mailstore.migrate.cutover import cut_over, rename_user
+from mailstore.migrate.dirwatch import PerProcess
+from mailstore.migrate.journal import Journal
 from mailstore.migrate.results import (HookResult, MigrationResult, UserResult, anomaly_lines,
                                        check_roots)
-
-
-# -- helpers --------------------------------------------------------------------------------
 
 
 def run_hook(command: str, out=None) -> HookResult:
@@ -95,7 +92,7 @@ def run_hook(command: str, out=None) -> HookResult:
     return HookResult(command, proc.returncode)
 
 
-# -- the procedure ------------------------------------------------------------------------
+
 def migrate(source_root: str, target_root: str, users: Optional[List[str]] = None,
             dry_run: bool = False, quiesce: Optional[str] = None, resume: Optional[str] = None,
             force_copy: bool = False, progress: Optional[mx.Progress] = None,
