@@ -52,7 +52,9 @@ exists without a claim is never touched: the migration refuses that user.
 Across file systems the source is never modified (not even atimes where O_NOATIME is
 allowed). Files in tmp/ are deliveries in progress and are not copied; anomalies of the scan
 (symlinks in new/cur, directories where messages should be, unreadable directories) are not
-copied either, and make the run exit non-zero so that an operator looks at them.
+copied either, and make the run exit non-zero so that an operator looks at them; a copied
+user with such entries is not recorded as done (its mail there was never copied), so a later
+run, once they are mended, copies the rest.
 """
 import os
 import subprocess
@@ -248,6 +250,13 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
                 result.phases.update(workers.end_cutover())
             else:
                 result.phases.update(cutover([r for r in work if r.mode == "copy"]))
+            for r in copy_users:
+                if r.verified and r.anomalies and not r.errors:
+                    # what the scan skipped was never copied: "done" would make every later
+                    # run leave the user alone, and that mail would stay behind
+                    r.errors.append("not recorded as migrated: the source has entries that "
+                                    "were not copied (skipped); run again once they are "
+                                    "mended")
             verified = [r for r in copy_users if r.verified and not r.errors]
             # one journal write and fsync for every verified user
             journal.record_many("done", [r.user for r in verified], mode="copy",

@@ -108,14 +108,27 @@ def test_anomalies_are_skipped_reported_and_fail_the_run(roots):
         f.write(b"non-utf8 name")
     r = migration.migrate(src, dst, users=["alice"], force_copy=True)
     alice = r.users[0]
-    assert not r.ok and alice.verified and alice.done
+    # what was copied verifies, but the user is not recorded as migrated: the skipped
+    # entries were never copied, and a "done" user is left alone by every later run
+    assert not r.ok and alice.verified and not alice.done
     assert sorted(a.split(":")[0] for a in alice.anomalies) == [
         "Maildir/cur/evil", "Maildir/new/adir"]
+    assert any("not recorded as migrated" in e for e in alice.errors)
     tcur = os.path.join(dst, "alice", "Maildir", "cur")
     assert not os.path.lexists(os.path.join(tcur, "evil:2,S"))
     assert not os.path.exists(os.path.join(dst, "alice", "Maildir", "new", "adir"))
     with open(os.path.join(os.fsencode(tcur), b"5.M5.h\xff:2,S"), "rb") as f:
         assert f.read() == b"non-utf8 name"
+    # still there: the next run is not "already-migrated", and fails again
+    r = migration.migrate(src, dst, users=["alice"], force_copy=True)
+    assert not r.ok and r.users[0].mode == "copy" and not r.users[0].done
+    # mended (the directory gone, a message delivered in its place): migrated fully
+    os.rmdir(os.path.join(md, "new", "adir"))
+    os.unlink(os.path.join(md, "cur", "evil:2,S"))
+    trees.write(os.path.join(md, "new", "6.M6.h"), b"delivered since")
+    r = migration.migrate(src, dst, users=["alice"], force_copy=True)
+    assert r.ok and r.users[0].done, r.as_dict()
+    assert trees.snapshot(dst, "alice") == trees.snapshot(src, "alice")
 
 
 def test_delta_renames_instead_of_copying(roots):
@@ -307,6 +320,34 @@ def test_unreadable_message_is_reported_others_copied():
         for dirpath, dirnames, filenames in os.walk(base):
             os.chmod(dirpath, 0o755)
         shutil.rmtree(base)
+
+
+def test_unreadable_folder_keeps_the_user_pending_until_it_can_be_copied(roots, monkeypatch):
+    """A folder the source scan cannot list (EIO, or permissions for a non-root run): what
+    could be read is copied and verifies, but the user is not recorded as migrated, so that
+    a later run, once the folder reads again, copies it."""
+    src, dst = roots
+    sent = os.path.join(src, "alice", "Maildir", ".Sent", "cur")
+    real_scandir, real_listdir = os.scandir, os.listdir
+
+    def refuse(real):
+        def listing(path="."):
+            if os.fspath(path).rstrip("/") == sent:
+                raise OSError(5, "Input/output error", path)
+            return real(path)
+        return listing
+    monkeypatch.setattr(os, "scandir", refuse(real_scandir))
+    monkeypatch.setattr(os, "listdir", refuse(real_listdir))
+    for attempt in (1, 2):         # a second run does not take the user as migrated either
+        r = migration.migrate(src, dst, users=["alice"], force_copy=True, processes=1)
+        alice = r.users[0]
+        assert not r.ok and alice.mode == "copy" and not alice.done, (attempt, alice.as_dict())
+        assert any(a.startswith("Maildir/.Sent/cur: unreadable") for a in alice.anomalies)
+    monkeypatch.setattr(os, "scandir", real_scandir)
+    monkeypatch.setattr(os, "listdir", real_listdir)
+    r = migration.migrate(src, dst, users=["alice"], force_copy=True, processes=1)
+    assert r.ok and r.users[0].done, r.as_dict()
+    assert trees.snapshot(dst, "alice") == trees.snapshot(src, "alice")
 
 
 def test_source_changing_during_cut_over_is_detected(roots, monkeypatch):
