@@ -53,7 +53,7 @@ def _print_migration(result, as_json: bool) -> None:
 
 @click.command("migrate")
 @click.argument("source_root", type=click.Path(exists=True, file_okay=False))
-@click.argument("target_root", type=click.Path(exists=True, file_okay=False))
+@click.argument("target_root", type=click.Path(file_okay=False))
 @click.option("--user", "users", multiple=True, callback=_user_names,
               help="Migrate only this user (repeatable). Default: every user under SOURCE_ROOT.")
 @click.option("--dry-run", is_flag=True,
@@ -78,8 +78,8 @@ def migrate_command(source_root, target_root, users, dry_run, quiesce, resume, f
     changes, deletions for expunges), verifies everything (bytes, names, mtimes, owners,
     modes, Dovecot control files; nothing extra), then runs --resume. Across file systems the
     source is never modified; remove it later with `mailstore cleanup-source`. Safe to run
-    again after any interruption. Progress goes to stderr on a terminal. Exit 0 only when
-    every user is migrated and verified.
+    again after any interruption. TARGET_ROOT is made when its parent exists. Progress goes
+    to stderr on a terminal. Exit 0 only when every user is migrated and verified.
     """
     try:
         result = migration.migrate(source_root, target_root, users=users or None,

@@ -87,9 +87,20 @@ class MigrationResult:
                 "users": [u.as_dict() for u in self.users]}
 
 
-def check_roots(source_root: str, target_root: str) -> bool:
-    """Validate both roots; return True when they are on the same file system."""
-    for name, path in (("source", source_root), ("target", target_root)):
+def check_roots(source_root: str, target_root: str, target_may_be_missing: bool = False
+                ) -> bool:
+    """Validate both roots; return True when they are on the same file system.
+
+    ``target_may_be_missing``: a target root that does not exist yet is fine when its parent
+    is a directory (the migration makes it, as `cp -a` and `rsync` do); it then lies on the
+    parent's file system."""
+    target_dir = target_root
+    if target_may_be_missing and not os.path.lexists(target_root):
+        target_dir = os.path.dirname(os.path.abspath(target_root))
+        if not os.path.isdir(target_dir):
+            raise MigrateError("target root %s: its parent directory %s does not exist"
+                               % (target_root, target_dir))
+    for name, path in (("source", source_root), ("target", target_dir)):
         try:
             st = os.stat(path)
         except OSError as e:
@@ -99,7 +110,7 @@ def check_roots(source_root: str, target_root: str) -> bool:
     src, dst = os.path.realpath(source_root), os.path.realpath(target_root)
     if src == dst or dst.startswith(src.rstrip("/") + "/") or src.startswith(dst.rstrip("/") + "/"):
         raise MigrateError("source %s and target %s overlap" % (source_root, target_root))
-    return os.stat(source_root).st_dev == os.stat(target_root).st_dev
+    return os.stat(source_root).st_dev == os.stat(target_dir).st_dev
 
 
 def anomaly_lines(tree: maildir.UserTree) -> List[str]:

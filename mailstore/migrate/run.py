@@ -57,6 +57,7 @@ user with such entries is not recorded as done (its mail there was never copied)
 run, once they are mended, copies the rest.
 """
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -105,7 +106,10 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
     progress = progress or mx.Progress()
     for u in users or []:
         maildir.check_user_name(u)                       # InvalidUserName before anything
-    result.same_filesystem = same_fs = check_roots(source_root, target_root)
+    result.same_filesystem = same_fs = check_roots(source_root, target_root,
+                                                   target_may_be_missing=True)
+    if not dry_run and not os.path.lexists(target_root):
+        _make_target_root(source_root, target_root)
     journal = Journal(target_root)
     if users:
         names = list(dict.fromkeys(users))
@@ -283,6 +287,16 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
     finally:
         watches.close()
         target_watches.close()
+
+
+def _make_target_root(source_root: str, target_root: str) -> None:
+    """TARGET_ROOT with the source root's mode and (as root) owner, as `cp -a` makes it."""
+    st = os.stat(source_root)
+    os.mkdir(target_root, 0o700)
+    if os.geteuid() == 0:
+        os.chown(target_root, st.st_uid, st.st_gid)
+    os.chmod(target_root, stat.S_IMODE(st.st_mode))
+    mx.fsync_dir(os.path.dirname(os.path.abspath(target_root)))
 
 
 def _size_hint(root: str, user: str) -> int:

@@ -21,6 +21,13 @@ MSGS = [("", "new", "1.M1.h,S=3", "", b"abc", 1_500_000_000_000_000_000),
         (".A.B", "cur", "4.M4.h", "FS", b"x" * 300000, 1_500_000_003_000_000_000)]
 
 
+def _cli(*args):
+    """`python -m mailstore ARGS`, stdout and stderr apart (as cron and pipes see them)."""
+    return subprocess.run([sys.executable, "-m", "mailstore"] + list(args),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True)
+
+
 @pytest.fixture
 def roots(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -91,7 +98,7 @@ def test_bad_roots_and_users(tmp_path, roots):
     with pytest.raises(migration.MigrateError, match="overlap"):
         migration.migrate(src, os.path.join(src, "alice"))
     with pytest.raises(migration.MigrateError, match="target root"):
-        migration.migrate(src, str(tmp_path / "missing"))
+        migration.migrate(src, str(tmp_path / "missing" / "root"))     # parent missing too
     with pytest.raises(ValueError):
         migration.migrate(src, dst, users=[".."])
     r = migration.migrate(src, dst, users=["carol"], force_copy=True)
@@ -250,6 +257,26 @@ def test_cli_failing_quiesce_exits_nonzero(roots):
     assert res.exit_code == 1
     data = json.loads(res.output)
     assert data["hooks"]["quiesce"]["exit"] == 1 and data["hooks"]["resume"]["exit"] == 0
+
+
+def test_cli_creates_target_root_when_its_parent_exists(roots, tmp_path):
+    """As `cp -a` and `rsync` do: TARGET_ROOT is made (with the source root's mode and
+    owner); a missing parent is one clear error line, and nothing is made."""
+    src, _dst = roots
+    os.chmod(src, 0o751)
+    target = str(tmp_path / "new-root")
+    res = CliRunner().invoke(main, ["migrate", src, target, "--copy", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert not os.path.exists(target)                # a dry run makes nothing
+    res = CliRunner().invoke(main, ["migrate", src, target, "--copy"])
+    assert res.exit_code == 0, res.output
+    assert os.stat(target).st_mode & 0o7777 == 0o751
+    assert trees.snapshot(target, "alice") == trees.snapshot(src, "alice")
+    deep = str(tmp_path / "missing" / "new-root")
+    proc = _cli("migrate", src, deep, "--copy")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and "missing" in proc.stderr
+    assert not os.path.exists(str(tmp_path / "missing"))
 
 
 def test_cli_bad_user_is_usage_error(roots):
