@@ -18,6 +18,21 @@ def _user_names(ctx, param, value):
     return list(value)
 
 
+def _problem(command: str, text: str) -> None:
+    """A line about something that went wrong: stderr, so that it reaches the operator (cron
+    mails stderr) and stays out of a report or summary that is read from stdout."""
+    click.echo("mailstore %s: %s" % (command, text), err=True)
+
+
+def _print_problems(command: str, user: str, labelled) -> None:
+    for label, items in labelled:
+        for item in items[:50]:
+            _problem(command, "%s: %s: %s" % (user, label, item))
+        if len(items) > 50:
+            _problem(command, "%s: ... %d more %ss (see --json)" % (
+                user, len(items) - 50, label))
+
+
 def _print_migration(result, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
@@ -36,17 +51,15 @@ def _print_migration(result, as_json: bool) -> None:
                 u.copied_messages, u.copied_bytes, u.renamed, u.deleted,
                 "verified" if u.verified else "NOT verified")
         click.echo(line)
-        for label, items in (("error", u.errors), ("difference", u.differences),
-                             ("skipped", u.anomalies)):
-            for item in items[:50]:
-                click.echo("      %s: %s" % (label, item))
-            if len(items) > 50:
-                click.echo("      ... %d more %ss (see --json)" % (len(items) - 50, label))
+        _print_problems("migrate", u.user, (("error", u.errors), ("difference", u.differences),
+                                            ("skipped", u.anomalies)))
     for name, hook in result.hooks.items():
-        if hook is not None:
+        if hook is not None and hook.exit != 0:
+            _problem("migrate", "%s hook exited %d" % (name, hook.exit))
+        elif hook is not None:
             click.echo("  %s hook exited %d" % (name, hook.exit))
     if result.error:
-        click.echo("ERROR: %s" % result.error)
+        _problem("migrate", "ERROR: %s" % result.error)
     if not result.dry_run:
         click.echo("%s in %.1f s" % ("OK" if result.ok else "FAILED", result.seconds))
 
@@ -90,7 +103,7 @@ def migrate_command(source_root, target_root, users, dry_run, quiesce, resume, f
         if as_json:
             click.echo(json.dumps({"ok": False, "error": str(e)}))
         else:
-            click.echo("mailstore migrate: %s" % e, err=True)
+            _problem("migrate", str(e))
         sys.exit(2)
     _print_migration(result, as_json)
     sys.exit(0 if result.ok else 1)
@@ -116,7 +129,7 @@ def cleanup_source_command(source_root, target_root, users, as_json):
         if as_json:
             click.echo(json.dumps({"ok": False, "error": str(e)}))
         else:
-            click.echo("mailstore cleanup-source: %s" % e, err=True)
+            _problem("cleanup-source", str(e))
         sys.exit(2)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
@@ -124,8 +137,7 @@ def cleanup_source_command(source_root, target_root, users, as_json):
         for u in result.users:
             click.echo("  %-20s %s, %d files deleted" % (
                 u["user"], "cleaned" if u["ok"] else "LEFT IN PLACE", u["deleted_files"]))
-            for p in u["problems"][:50]:
-                click.echo("      %s" % p)
+            _print_problems("cleanup-source", u["user"], (("problem", u["problems"]),))
         if not result.users:
             click.echo("no migrated users to clean up")
         click.echo("OK" if result.ok else "FAILED")

@@ -259,6 +259,29 @@ def test_cli_failing_quiesce_exits_nonzero(roots):
     assert data["hooks"]["quiesce"]["exit"] == 1 and data["hooks"]["resume"]["exit"] == 0
 
 
+def test_cli_errors_go_to_stderr_json_to_stdout(roots):
+    """What went wrong is on stderr, naming the user; stdout keeps the report (or the JSON
+    summary, complete, alone)."""
+    src, dst = roots
+    md = os.path.join(src, "alice", "Maildir")
+    os.symlink("/etc/shadow", os.path.join(md, "cur", "evil:2,S"))
+    proc = _cli("migrate", src, dst, "--copy", "--quiesce", "exit 3")
+    assert proc.returncode == 1
+    assert "ERROR" not in proc.stdout and "evil" not in proc.stdout, proc.stdout
+    assert "alice" in proc.stdout and "FAILED" in proc.stdout
+    assert "quiesce hook failed (exit 3)" in proc.stderr
+    assert "quiesce hook exited 3" in proc.stderr
+    proc = _cli("migrate", src, dst, "--copy")
+    assert proc.returncode == 1 and "evil" not in proc.stdout
+    assert "alice: skipped: Maildir/cur/evil" in proc.stderr
+    assert "alice: error: not recorded as migrated" in proc.stderr
+    proc = _cli("migrate", src, dst, "--copy", "--json")
+    assert proc.returncode == 1 and json.loads(proc.stdout)["ok"] is False
+    proc = _cli("cleanup-source", src, dst, "--user", "carol")
+    assert proc.returncode == 1 and "not recorded" not in proc.stdout
+    assert "cleanup-source: carol: problem: not recorded as migrated" in proc.stderr
+
+
 def test_cli_creates_target_root_when_its_parent_exists(roots, tmp_path):
     """As `cp -a` and `rsync` do: TARGET_ROOT is made (with the source root's mode and
     owner); a missing parent is one clear error line, and nothing is made."""
