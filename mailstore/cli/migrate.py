@@ -1,5 +1,6 @@
 """`mailstore migrate` and `mailstore cleanup-source`: parse, call mailstore.migrate, print."""
 import json
+import os
 import sys
 
 import click
@@ -114,8 +115,11 @@ def migrate_command(source_root, target_root, users, dry_run, quiesce, resume, f
 @click.argument("target_root", type=click.Path(exists=True, file_okay=False))
 @click.option("--user", "users", multiple=True, callback=_user_names,
               help="Clean up only this user (repeatable). Default: every migrated user.")
+@click.option("--dry-run", is_flag=True,
+              help="Check everything (bytes too) and print what would be deleted; delete "
+                   "nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
-def cleanup_source_command(source_root, target_root, users, as_json):
+def cleanup_source_command(source_root, target_root, users, dry_run, as_json):
     """Delete migrated users from SOURCE_ROOT, only where TARGET_ROOT verifies.
 
     Only users that `mailstore migrate` recorded as done are touched. Every source message is
@@ -124,7 +128,8 @@ def cleanup_source_command(source_root, target_root, users, as_json):
     source is left alone and the run exits non-zero.
     """
     try:
-        result = migration.cleanup_source(source_root, target_root, users=users or None)
+        result = migration.cleanup_source(source_root, target_root, users=users or None,
+                                          dry_run=dry_run)
     except (migration.MigrateError, maildir.MaildirError) as e:
         if as_json:
             click.echo(json.dumps({"ok": False, "error": str(e)}))
@@ -134,9 +139,16 @@ def cleanup_source_command(source_root, target_root, users, as_json):
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
     else:
+        if dry_run:
+            click.echo("DRY RUN: nothing is deleted")
         for u in result.users:
-            click.echo("  %-20s %s, %d files deleted" % (
-                u["user"], "cleaned" if u["ok"] else "LEFT IN PLACE", u["deleted_files"]))
+            if dry_run:
+                click.echo("  %-20s %s" % (u["user"], "would delete %d files under %s" % (
+                    u["would_delete_files"], os.path.join(source_root, u["user"]))
+                    if u["ok"] else "would be LEFT IN PLACE"))
+            else:
+                click.echo("  %-20s %s, %d files deleted" % (
+                    u["user"], "cleaned" if u["ok"] else "LEFT IN PLACE", u["deleted_files"]))
             _print_problems("cleanup-source", u["user"], (("problem", u["problems"]),))
         if not result.users:
             click.echo("no migrated users to clean up")

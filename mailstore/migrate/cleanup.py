@@ -15,7 +15,8 @@ from mailstore.migrate.results import check_roots, diff_lines
 
 
 class CleanupResult:
-    def __init__(self):
+    def __init__(self, dry_run: bool = False):
+        self.dry_run = dry_run
         self.users: List[dict] = []
         self.error: Optional[str] = None
 
@@ -24,7 +25,8 @@ class CleanupResult:
         return self.error is None and all(u["ok"] for u in self.users)
 
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "error": self.error, "users": self.users}
+        return {"ok": self.ok, "dry_run": self.dry_run, "error": self.error,
+                "users": self.users}
 
 
 def check_source_in_target(source: maildir.UserTree, target: Optional[maildir.UserTree]
@@ -74,8 +76,8 @@ def _target_paths(source: maildir.UserTree, target: maildir.UserTree) -> List[st
     return paths
 
 
-def cleanup_source(source_root: str, target_root: str, users: Optional[List[str]] = None
-                   ) -> CleanupResult:
+def cleanup_source(source_root: str, target_root: str, users: Optional[List[str]] = None,
+                   dry_run: bool = False) -> CleanupResult:
     """Delete migrated users' source trees, file by file, only after the target verifies.
 
     Only users the journal records as done are considered. Every message is byte-compared
@@ -83,15 +85,19 @@ def cleanup_source(source_root: str, target_root: str, users: Optional[List[str]
     user's source is left entirely alone. Only files that were verified (plus tmp/ leftovers)
     are unlinked, then the directories that became empty: a file that appears meanwhile
     stays, and is reported.
+
+    ``dry_run``: every check as above (the byte comparison too: it decides), then nothing is
+    deleted; each user's ``would_delete_files`` says how many files would have been.
     """
-    result = CleanupResult()
+    result = CleanupResult(dry_run)
     for u in users or []:
         maildir.check_user_name(u)
     check_roots(source_root, target_root)
     journal = Journal(target_root)
     names = list(dict.fromkeys(users)) if users else journal.users("done")
     for user in names:
-        entry = {"user": user, "ok": False, "deleted_files": 0, "problems": []}
+        entry = {"user": user, "ok": False, "deleted_files": 0, "would_delete_files": 0,
+                 "problems": []}
         result.users.append(entry)
         if not journal.has("done", user):
             entry["problems"].append("not recorded as migrated in %s" % journal.path)
@@ -116,6 +122,10 @@ def cleanup_source(source_root: str, target_root: str, users: Optional[List[str]
         if diffs:
             entry["problems"] = diff_lines(diffs)
             continue
+        entry["would_delete_files"] = len(_files(source))
+        if dry_run:
+            entry["ok"] = True
+            continue
         deleted, problems = _delete_tree(src_dir, source)
         entry["deleted_files"] = deleted
         entry["problems"] = problems
@@ -130,12 +140,16 @@ def _compare_pairs(src_dir, dst_dir, src_paths, dst_paths) -> List[mp.Difference
     return diffs
 
 
+def _files(tree: maildir.UserTree) -> List[str]:
+    """What the clean-up unlinks: the verified files, and tmp/ leftovers."""
+    return ([m.relpath for m in tree.messages] +
+            [e.relpath for e in tree.control + tree.index + tree.other + tree.symlinks +
+             tree.tmp_files])
+
+
 def _delete_tree(src_dir: str, tree: maildir.UserTree):
     deleted, problems = 0, []
-    files = ([m.relpath for m in tree.messages] +
-             [e.relpath for e in tree.control + tree.index + tree.other + tree.symlinks +
-              tree.tmp_files])
-    for rel in files:
+    for rel in _files(tree):
         try:
             os.unlink(os.path.join(src_dir, rel))
             deleted += 1

@@ -219,6 +219,22 @@ def test_cleanup_source_refuses_unless_target_verifies(roots):
     assert by_user["bob"]["ok"] and not os.path.exists(os.path.join(src, "bob"))
 
 
+def test_cleanup_source_dry_run_deletes_nothing(roots):
+    src, dst = roots
+    assert migration.migrate(src, dst, force_copy=True).ok
+    before = {u: trees.snapshot(src, u) for u in ("alice", "bob")}
+    proc = _cli("cleanup-source", src, dst, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "DRY RUN" in proc.stdout
+    assert "would delete 12 files" in proc.stdout and "would delete 10 files" in proc.stdout
+    assert {u: trees.snapshot(src, u) for u in ("alice", "bob")} == before
+    r = migration.cleanup_source(src, dst, users=["bob"], dry_run=True)
+    assert r.ok and r.users[0]["would_delete_files"] == 10 and r.users[0]["deleted_files"] == 0
+    assert trees.snapshot(src, "bob") == before["bob"]
+    proc = _cli("cleanup-source", src, dst)
+    assert proc.returncode == 0 and not os.path.exists(os.path.join(src, "alice"))
+
+
 def test_cleanup_source_refuses_unmigrated_user(roots):
     src, dst = roots
     r = migration.cleanup_source(src, dst, users=["alice"])
