@@ -34,14 +34,15 @@ def _print_problems(command: str, user: str, labelled) -> None:
                 user, len(items) - 50, label))
 
 
-def _print_migration(result, as_json: bool) -> None:
+def _print_migration(result, as_json: bool, quiet: bool) -> None:
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
         return
+    say = (lambda text: None) if quiet else click.echo
     how = "one file system: a user is renamed unless --copy" if result.same_filesystem else \
         "different file systems: users are copied"
-    click.echo("%s%s -> %s (%s)" % ("DRY RUN: " if result.dry_run else "", result.source_root,
-                                    result.target_root, how))
+    say("%s%s -> %s (%s)" % ("DRY RUN: " if result.dry_run else "", result.source_root,
+                             result.target_root, how))
     for u in result.users:
         line = "  %-20s %-16s %7d messages %12d bytes" % (u.user, u.mode, u.messages, u.bytes)
         if result.dry_run and u.mode == "copy":
@@ -51,18 +52,18 @@ def _print_migration(result, as_json: bool) -> None:
             line += "  copied %d (%d bytes), renamed %d, deleted %d, %s" % (
                 u.copied_messages, u.copied_bytes, u.renamed, u.deleted,
                 "verified" if u.verified else "NOT verified")
-        click.echo(line)
+        say(line)
         _print_problems("migrate", u.user, (("error", u.errors), ("difference", u.differences),
                                             ("skipped", u.anomalies)))
     for name, hook in result.hooks.items():
         if hook is not None and hook.exit != 0:
             _problem("migrate", "%s hook exited %d" % (name, hook.exit))
         elif hook is not None:
-            click.echo("  %s hook exited %d" % (name, hook.exit))
+            say("  %s hook exited %d" % (name, hook.exit))
     if result.error:
         _problem("migrate", "ERROR: %s" % result.error)
     if not result.dry_run:
-        click.echo("%s in %.1f s" % ("OK" if result.ok else "FAILED", result.seconds))
+        say("%s in %.1f s" % ("OK" if result.ok else "FAILED", result.seconds))
 
 
 @click.command("migrate")
@@ -84,8 +85,11 @@ def _print_migration(result, as_json: bool) -> None:
               help="Worker processes that share out the users (default: one per CPU, at "
                    "most 4). 1: everything in this process.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress and no report; only errors (stderr) and the exit status "
+                   "(--json is still printed).")
 def migrate_command(source_root, target_root, users, dry_run, quiesce, resume, force_copy,
-                    processes, as_json):
+                    processes, as_json, quiet):
     """Move SOURCE_ROOT/<user>/ (with its Maildir) to TARGET_ROOT/<user>/, live.
 
     Copies while mail keeps arriving, runs --quiesce, copies the final delta (renames for flag
@@ -98,7 +102,7 @@ def migrate_command(source_root, target_root, users, dry_run, quiesce, resume, f
     try:
         result = migration.migrate(source_root, target_root, users=users or None,
                                    dry_run=dry_run, quiesce=quiesce, resume=resume,
-                                   force_copy=force_copy, progress=Progress(sys.stderr),
+                                   force_copy=force_copy, progress=Progress(sys.stderr, quiet=quiet),
                                    processes=processes)
     except (migration.MigrateError, maildir.MaildirError) as e:
         if as_json:
@@ -106,7 +110,7 @@ def migrate_command(source_root, target_root, users, dry_run, quiesce, resume, f
         else:
             _problem("migrate", str(e))
         sys.exit(2)
-    _print_migration(result, as_json)
+    _print_migration(result, as_json, quiet)
     sys.exit(0 if result.ok else 1)
 
 
@@ -119,7 +123,10 @@ def migrate_command(source_root, target_root, users, dry_run, quiesce, resume, f
               help="Check everything (bytes too) and print what would be deleted; delete "
                    "nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
-def cleanup_source_command(source_root, target_root, users, dry_run, as_json):
+@click.option("-q", "--quiet", is_flag=True,
+              help="No report; only errors (stderr) and the exit status (--json is still "
+                   "printed).")
+def cleanup_source_command(source_root, target_root, users, dry_run, as_json, quiet):
     """Delete migrated users from SOURCE_ROOT, only where TARGET_ROOT verifies.
 
     Only users that `mailstore migrate` recorded as done are touched. Every source message is
@@ -139,20 +146,21 @@ def cleanup_source_command(source_root, target_root, users, dry_run, as_json):
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
     else:
+        say = (lambda text: None) if quiet else click.echo
         if dry_run:
-            click.echo("DRY RUN: nothing is deleted")
+            say("DRY RUN: nothing is deleted")
         for u in result.users:
             if dry_run:
-                click.echo("  %-20s %s" % (u["user"], "would delete %d files under %s" % (
+                say("  %-20s %s" % (u["user"], "would delete %d files under %s" % (
                     u["would_delete_files"], os.path.join(source_root, u["user"]))
                     if u["ok"] else "would be LEFT IN PLACE"))
             else:
-                click.echo("  %-20s %s, %d files deleted" % (
+                say("  %-20s %s, %d files deleted" % (
                     u["user"], "cleaned" if u["ok"] else "LEFT IN PLACE", u["deleted_files"]))
             _print_problems("cleanup-source", u["user"], (("problem", u["problems"]),))
         if not result.users:
-            click.echo("no migrated users to clean up")
-        click.echo("OK" if result.ok else "FAILED")
+            say("no migrated users to clean up")
+        say("OK" if result.ok else "FAILED")
     sys.exit(0 if result.ok else 1)
 
 

@@ -110,11 +110,13 @@ _STAGE_SEQ = itertools.count(1)      # staging names; next() is atomic under the
 
 
 class Progress:
-    """Messages and bytes done, rate and ETA on a terminal; silent otherwise (cron)."""
+    """Messages and bytes done, rate and ETA on a terminal; silent otherwise (cron), and
+    when ``quiet``."""
 
-    def __init__(self, stream=None, interval: float = 0.5):
+    def __init__(self, stream=None, interval: float = 0.5, quiet: bool = False):
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.enabled = (not quiet and hasattr(self.stream, "isatty") and
+                        self.stream.isatty())
         self.interval = interval
         self._lock = threading.Lock()
         self.label = ""

@@ -298,6 +298,26 @@ def test_cli_errors_go_to_stderr_json_to_stdout(roots):
     assert "cleanup-source: carol: problem: not recorded as migrated" in proc.stderr
 
 
+def test_cli_quiet_prints_only_errors(roots):
+    src, dst = roots
+    md = os.path.join(src, "alice", "Maildir")
+    proc = _cli("migrate", src, dst, "--copy", "--quiet", "--user", "bob")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    os.symlink("/etc/shadow", os.path.join(md, "cur", "evil:2,S"))
+    proc = _cli("migrate", src, dst, "--copy", "--quiet")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "alice: skipped: Maildir/cur/evil" in proc.stderr
+    proc = _cli("migrate", src, dst, "--copy", "--quiet", "--json")     # asked for: given
+    assert proc.returncode == 1 and json.loads(proc.stdout)["ok"] is False
+    proc = _cli("cleanup-source", src, dst, "--quiet", "--dry-run")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    proc = _cli("cleanup-source", src, dst, "--quiet", "--user", "alice")
+    assert proc.returncode == 1 and proc.stdout == "" and "alice: problem" in proc.stderr
+    proc = _cli("cleanup-source", src, dst, "--quiet")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    assert not os.path.exists(os.path.join(src, "bob"))
+
+
 def test_cli_creates_target_root_when_its_parent_exists(roots, tmp_path):
     """As `cp -a` and `rsync` do: TARGET_ROOT is made (with the source root's mode and
     owner); a missing parent is one clear error line, and nothing is made."""
@@ -344,6 +364,12 @@ def test_progress_draws_on_a_terminal():
     p.advance(5, 500)
     p.finish()
     assert "5/10 messages" in out.getvalue() and "ETA" in out.getvalue()
+    quiet = Tty()
+    p = mx.Progress(quiet, interval=0, quiet=True)       # --quiet: not even on a terminal
+    p.start("live copy alice", 10, 1000)
+    p.advance(5, 500)
+    p.finish()
+    assert quiet.getvalue() == ""
 
 
 # -- as an unprivileged user: unreadable files for real ------------------------------------
