@@ -33,7 +33,7 @@ SCRIPTS = {
     "mail-resume": "start Dovecot, resume delivery, flush the queue",
     "mail-migrate": "mailstore migrate with the hooks, for the deploy",
 }
-# Where `mailstore migrate` keeps its journal in the target root (mailstore/migrate.py).
+# Where `mailstore migrate` keeps its journal in the target root (mailstore/migrate/journal.py).
 JOURNAL = ".mailstore-migrate/journal.jsonl"
 # Not user directories: ext4 puts lost+found at the root of the data volume.
 NOT_USERS = ("lost+found",)

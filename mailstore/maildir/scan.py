@@ -358,7 +358,7 @@ def scan_user_skeleton(root: str, user: str) -> UserTree:
     symlinks; anomalies outside new/ and cur/) is scanned afresh.
 
     For callers that keep their own per-directory message lists and list only the new/ and
-    cur/ directories whose mtime moved (the migration's cut-over, mailstore.migrate_delta).
+    cur/ directories whose mtime moved (the migration's cut-over, mailstore.migrate.delta).
     Raises MaildirError like scan_user.
     """
     path, st = _user_directory(root, user)

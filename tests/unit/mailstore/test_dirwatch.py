@@ -1,12 +1,12 @@
-"""inotify watches (mailstore.dirwatch) and the cut-over's use of them
-(migrate_delta.refresh with watch=): what a watch reports, and when it declines to vouch."""
+"""inotify watches (mailstore.migrate.dirwatch) and the cut-over's use of them
+(delta.refresh with watch=): what a watch reports, and when it declines to vouch."""
 import os
 
 import pytest
 
 from mailstore import maildir
-from mailstore import migrate_delta as md
-from mailstore.dirwatch import DirWatch
+from mailstore.migrate import delta as md
+from mailstore.migrate.dirwatch import DirWatch
 
 import _migrate_trees as trees
 

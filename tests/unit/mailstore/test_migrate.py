@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from mailstore import migrate as migration
-from mailstore import migrate_exec as mx
+from mailstore.migrate import run as migrate_run
+from mailstore.migrate import execute as mx
 from mailstore.cli import main
 
 import _migrate_trees as trees
@@ -18,6 +19,13 @@ MSGS = [("", "new", "1.M1.h,S=3", "", b"abc", 1_500_000_000_000_000_000),
         ("", "cur", "2.M2.h,S=5", "S", b"hello", 1_500_000_001_000_000_000),
         (".Sent", "cur", "3.M3.h", "RS", b"", 1_500_000_002_000_000_000),     # zero bytes
         (".A.B", "cur", "4.M4.h", "FS", b"x" * 300000, 1_500_000_003_000_000_000)]
+
+
+def _cli(*args):
+    """`python -m mailstore ARGS`, stdout and stderr apart (as cron and pipes see them)."""
+    return subprocess.run([sys.executable, "-m", "mailstore"] + list(args),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True)
 
 
 @pytest.fixture
@@ -90,7 +98,7 @@ def test_bad_roots_and_users(tmp_path, roots):
     with pytest.raises(migration.MigrateError, match="overlap"):
         migration.migrate(src, os.path.join(src, "alice"))
     with pytest.raises(migration.MigrateError, match="target root"):
-        migration.migrate(src, str(tmp_path / "missing"))
+        migration.migrate(src, str(tmp_path / "missing" / "root"))     # parent missing too
     with pytest.raises(ValueError):
         migration.migrate(src, dst, users=[".."])
     r = migration.migrate(src, dst, users=["carol"], force_copy=True)
@@ -107,14 +115,27 @@ def test_anomalies_are_skipped_reported_and_fail_the_run(roots):
         f.write(b"non-utf8 name")
     r = migration.migrate(src, dst, users=["alice"], force_copy=True)
     alice = r.users[0]
-    assert not r.ok and alice.verified and alice.done
+    # what was copied verifies, but the user is not recorded as migrated: the skipped
+    # entries were never copied, and a "done" user is left alone by every later run
+    assert not r.ok and alice.verified and not alice.done
     assert sorted(a.split(":")[0] for a in alice.anomalies) == [
         "Maildir/cur/evil", "Maildir/new/adir"]
+    assert any("not recorded as migrated" in e for e in alice.errors)
     tcur = os.path.join(dst, "alice", "Maildir", "cur")
     assert not os.path.lexists(os.path.join(tcur, "evil:2,S"))
     assert not os.path.exists(os.path.join(dst, "alice", "Maildir", "new", "adir"))
     with open(os.path.join(os.fsencode(tcur), b"5.M5.h\xff:2,S"), "rb") as f:
         assert f.read() == b"non-utf8 name"
+    # still there: the next run is not "already-migrated", and fails again
+    r = migration.migrate(src, dst, users=["alice"], force_copy=True)
+    assert not r.ok and r.users[0].mode == "copy" and not r.users[0].done
+    # mended (the directory gone, a message delivered in its place): migrated fully
+    os.rmdir(os.path.join(md, "new", "adir"))
+    os.unlink(os.path.join(md, "cur", "evil:2,S"))
+    trees.write(os.path.join(md, "new", "6.M6.h"), b"delivered since")
+    r = migration.migrate(src, dst, users=["alice"], force_copy=True)
+    assert r.ok and r.users[0].done, r.as_dict()
+    assert trees.snapshot(dst, "alice") == trees.snapshot(src, "alice")
 
 
 def test_delta_renames_instead_of_copying(roots):
@@ -198,6 +219,22 @@ def test_cleanup_source_refuses_unless_target_verifies(roots):
     assert by_user["bob"]["ok"] and not os.path.exists(os.path.join(src, "bob"))
 
 
+def test_cleanup_source_dry_run_deletes_nothing(roots):
+    src, dst = roots
+    assert migration.migrate(src, dst, force_copy=True).ok
+    before = {u: trees.snapshot(src, u) for u in ("alice", "bob")}
+    proc = _cli("cleanup-source", src, dst, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "DRY RUN" in proc.stdout
+    assert "would delete 12 files" in proc.stdout and "would delete 10 files" in proc.stdout
+    assert {u: trees.snapshot(src, u) for u in ("alice", "bob")} == before
+    r = migration.cleanup_source(src, dst, users=["bob"], dry_run=True)
+    assert r.ok and r.users[0]["would_delete_files"] == 10 and r.users[0]["deleted_files"] == 0
+    assert trees.snapshot(src, "bob") == before["bob"]
+    proc = _cli("cleanup-source", src, dst)
+    assert proc.returncode == 0 and not os.path.exists(os.path.join(src, "alice"))
+
+
 def test_cleanup_source_refuses_unmigrated_user(roots):
     src, dst = roots
     r = migration.cleanup_source(src, dst, users=["alice"])
@@ -238,6 +275,69 @@ def test_cli_failing_quiesce_exits_nonzero(roots):
     assert data["hooks"]["quiesce"]["exit"] == 1 and data["hooks"]["resume"]["exit"] == 0
 
 
+def test_cli_errors_go_to_stderr_json_to_stdout(roots):
+    """What went wrong is on stderr, naming the user; stdout keeps the report (or the JSON
+    summary, complete, alone)."""
+    src, dst = roots
+    md = os.path.join(src, "alice", "Maildir")
+    os.symlink("/etc/shadow", os.path.join(md, "cur", "evil:2,S"))
+    proc = _cli("migrate", src, dst, "--copy", "--quiesce", "exit 3")
+    assert proc.returncode == 1
+    assert "ERROR" not in proc.stdout and "evil" not in proc.stdout, proc.stdout
+    assert "alice" in proc.stdout and "FAILED" in proc.stdout
+    assert "quiesce hook failed (exit 3)" in proc.stderr
+    assert "quiesce hook exited 3" in proc.stderr
+    proc = _cli("migrate", src, dst, "--copy")
+    assert proc.returncode == 1 and "evil" not in proc.stdout
+    assert "alice: skipped: Maildir/cur/evil" in proc.stderr
+    assert "alice: error: not recorded as migrated" in proc.stderr
+    proc = _cli("migrate", src, dst, "--copy", "--json")
+    assert proc.returncode == 1 and json.loads(proc.stdout)["ok"] is False
+    proc = _cli("cleanup-source", src, dst, "--user", "carol")
+    assert proc.returncode == 1 and "not recorded" not in proc.stdout
+    assert "cleanup-source: carol: problem: not recorded as migrated" in proc.stderr
+
+
+def test_cli_quiet_prints_only_errors(roots):
+    src, dst = roots
+    md = os.path.join(src, "alice", "Maildir")
+    proc = _cli("migrate", src, dst, "--copy", "--quiet", "--user", "bob")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    os.symlink("/etc/shadow", os.path.join(md, "cur", "evil:2,S"))
+    proc = _cli("migrate", src, dst, "--copy", "--quiet")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "alice: skipped: Maildir/cur/evil" in proc.stderr
+    proc = _cli("migrate", src, dst, "--copy", "--quiet", "--json")     # asked for: given
+    assert proc.returncode == 1 and json.loads(proc.stdout)["ok"] is False
+    proc = _cli("cleanup-source", src, dst, "--quiet", "--dry-run")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    proc = _cli("cleanup-source", src, dst, "--quiet", "--user", "alice")
+    assert proc.returncode == 1 and proc.stdout == "" and "alice: problem" in proc.stderr
+    proc = _cli("cleanup-source", src, dst, "--quiet")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    assert not os.path.exists(os.path.join(src, "bob"))
+
+
+def test_cli_creates_target_root_when_its_parent_exists(roots, tmp_path):
+    """As `cp -a` and `rsync` do: TARGET_ROOT is made (with the source root's mode and
+    owner); a missing parent is one clear error line, and nothing is made."""
+    src, _dst = roots
+    os.chmod(src, 0o751)
+    target = str(tmp_path / "new-root")
+    res = CliRunner().invoke(main, ["migrate", src, target, "--copy", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert not os.path.exists(target)                # a dry run makes nothing
+    res = CliRunner().invoke(main, ["migrate", src, target, "--copy"])
+    assert res.exit_code == 0, res.output
+    assert os.stat(target).st_mode & 0o7777 == 0o751
+    assert trees.snapshot(target, "alice") == trees.snapshot(src, "alice")
+    deep = str(tmp_path / "missing" / "new-root")
+    proc = _cli("migrate", src, deep, "--copy")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and "missing" in proc.stderr
+    assert not os.path.exists(str(tmp_path / "missing"))
+
+
 def test_cli_bad_user_is_usage_error(roots):
     src, dst = roots
     res = CliRunner().invoke(main, ["migrate", src, dst, "--user", "a/../etc"])
@@ -264,12 +364,18 @@ def test_progress_draws_on_a_terminal():
     p.advance(5, 500)
     p.finish()
     assert "5/10 messages" in out.getvalue() and "ETA" in out.getvalue()
+    quiet = Tty()
+    p = mx.Progress(quiet, interval=0, quiet=True)       # --quiet: not even on a terminal
+    p.start("live copy alice", 10, 1000)
+    p.advance(5, 500)
+    p.finish()
+    assert quiet.getvalue() == ""
 
 
 # -- as an unprivileged user: unreadable files for real ------------------------------------
 NOBODY_MIGRATE = textwrap.dedent("""
     import json, os, sys
-    from mailstore import migrate, migrate_exec, migrate_plan, maildir
+    from mailstore import maildir, migrate
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
     r = migrate.migrate(sys.argv[1], sys.argv[2], force_copy=True)
     print(json.dumps(r.as_dict()))
@@ -308,6 +414,34 @@ def test_unreadable_message_is_reported_others_copied():
         shutil.rmtree(base)
 
 
+def test_unreadable_folder_keeps_the_user_pending_until_it_can_be_copied(roots, monkeypatch):
+    """A folder the source scan cannot list (EIO, or permissions for a non-root run): what
+    could be read is copied and verifies, but the user is not recorded as migrated, so that
+    a later run, once the folder reads again, copies it."""
+    src, dst = roots
+    sent = os.path.join(src, "alice", "Maildir", ".Sent", "cur")
+    real_scandir, real_listdir = os.scandir, os.listdir
+
+    def refuse(real):
+        def listing(path="."):
+            if os.fspath(path).rstrip("/") == sent:
+                raise OSError(5, "Input/output error", path)
+            return real(path)
+        return listing
+    monkeypatch.setattr(os, "scandir", refuse(real_scandir))
+    monkeypatch.setattr(os, "listdir", refuse(real_listdir))
+    for attempt in (1, 2):         # a second run does not take the user as migrated either
+        r = migration.migrate(src, dst, users=["alice"], force_copy=True, processes=1)
+        alice = r.users[0]
+        assert not r.ok and alice.mode == "copy" and not alice.done, (attempt, alice.as_dict())
+        assert any(a.startswith("Maildir/.Sent/cur: unreadable") for a in alice.anomalies)
+    monkeypatch.setattr(os, "scandir", real_scandir)
+    monkeypatch.setattr(os, "listdir", real_listdir)
+    r = migration.migrate(src, dst, users=["alice"], force_copy=True, processes=1)
+    assert r.ok and r.users[0].done, r.as_dict()
+    assert trees.snapshot(dst, "alice") == trees.snapshot(src, "alice")
+
+
 def test_source_changing_during_cut_over_is_detected(roots, monkeypatch):
     """A quiesce hook that does not really stop delivery must not pass verification."""
     src, dst = roots
@@ -326,7 +460,7 @@ def test_source_changing_during_cut_over_is_detected(roots, monkeypatch):
             os.rename(os.path.join(cur, "2.M2.h,S=5:2,S"), os.path.join(cur, "2.M2.h,S=5:2,RS"))
         return migration.HookResult(command, 0)
     monkeypatch.setattr(mx, "KILL", LateDelivery())
-    monkeypatch.setattr(migration, "run_hook", hook)
+    monkeypatch.setattr(migrate_run, "run_hook", hook)
     r = migration.migrate(src, dst, users=["alice"], force_copy=True, quiesce="QUIESCE")
     assert state["done"] and not r.ok
     assert any("source changed during the cut-over" in d for d in r.users[0].differences)

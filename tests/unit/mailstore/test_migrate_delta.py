@@ -1,4 +1,4 @@
-"""The cut-over's per-directory message state (mailstore.migrate_delta) and the scan it
+"""The cut-over's per-directory message state (mailstore.migrate.delta) and the scan it
 builds on (maildir.scan_user_skeleton): what may be reused, what must be listed again."""
 import os
 
@@ -27,8 +27,8 @@ def test_skeleton_scan_is_scan_without_messages(tmp_path):
     assert [e.relpath for e in skel.tmp_files] == ["Maildir/tmp/99.delivering"]
 
 
-from mailstore import migrate_delta as md      # noqa: E402
-from mailstore import migrate_plan as mp       # noqa: E402
+from mailstore.migrate import delta as md      # noqa: E402
+from mailstore.migrate import plan as mp       # noqa: E402
 
 OLD_NS = 1_500_000_000_000_000_000             # a directory mtime far in the past
 
@@ -187,10 +187,11 @@ def test_copy_changed_in_place_between_live_passes_is_looked_at_again(tmp_path, 
     again; a copy that a later live pass changes in place (here: the mode, following the
     source) still ends up exactly like the source after the cut-over."""
     from mailstore import migrate as migration
+    from mailstore.migrate import passes
     src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
     os.makedirs(dst)
     md_dir = trees.make_user(src, "alice", MSGS)
-    real_pass, calls = migration._pass, []
+    real_pass, calls = passes.run_pass, []
 
     def pass_then_chmod(*args, **kw):
         out = real_pass(*args, **kw)
@@ -199,7 +200,7 @@ def test_copy_changed_in_place_between_live_passes_is_looked_at_again(tmp_path, 
             os.chmod(os.path.join(md_dir, "cur", "2.M2.h,S=5:2,S"), 0o640)
         return out
 
-    monkeypatch.setattr(migration, "_pass", pass_then_chmod)
+    monkeypatch.setattr(passes, "run_pass", pass_then_chmod)
     r = migration.migrate(src, dst, force_copy=True, live_passes=2, quiesce="true")
     assert r.ok, r.as_dict()
     assert os.stat(os.path.join(dst, "alice", "Maildir", "cur",
@@ -228,7 +229,7 @@ def test_refresh_takes_moved_records_only_for_listed_names_and_restat_wins(tmp_p
 
 import pytest                                   # noqa: E402
 
-from mailstore import migrate_exec as mx       # noqa: E402
+from mailstore.migrate import execute as mx       # noqa: E402
 
 
 @pytest.mark.parametrize("drain_at", [None, 0])
@@ -241,8 +242,9 @@ def test_cut_over_verification_looks_at_the_target_for_real(tmp_path, monkeypatc
     is seen: the verification is a fresh look, not the plan's bookkeeping - also when the
     target's events were read early (the queue filled up: drain_at 0)."""
     from mailstore import migrate as migration
+    from mailstore.migrate import cutover, run as migrate_run
     if drain_at is not None:
-        monkeypatch.setattr(migration, "TARGET_QUEUE_DRAIN_AT", drain_at)
+        monkeypatch.setattr(cutover, "TARGET_QUEUE_DRAIN_AT", drain_at)
     src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
     os.makedirs(dst)
     s_md = trees.make_user(src, "alice", MSGS)
@@ -275,13 +277,13 @@ def test_cut_over_verification_looks_at_the_target_for_real(tmp_path, monkeypatc
         return migration.HookResult(command, 0)
 
     monkeypatch.setattr(mx.Executor, "run", run_then_tamper)
-    monkeypatch.setattr(migration, "run_hook", traffic)
+    monkeypatch.setattr(migrate_run, "run_hook", traffic)
     r = migration.migrate(src, dst, force_copy=True, live_passes=1, quiesce="Q")
     alice = r.users[0]
     assert not r.ok and not alice.done and alice.differences, alice.as_dict()
     # and a run without tampering repairs it (the user was not recorded as done)
     monkeypatch.setattr(mx.Executor, "run", real_run)
-    monkeypatch.setattr(migration, "run_hook", lambda c, out=None: migration.HookResult(c, 0))
+    monkeypatch.setattr(migrate_run, "run_hook", lambda c, out=None: migration.HookResult(c, 0))
     r = migration.migrate(src, dst, force_copy=True, live_passes=1, quiesce="Q")
     assert r.ok, r.as_dict()
     assert trees.snapshot(dst, "alice") == trees.snapshot(src, "alice")
@@ -292,7 +294,8 @@ def test_cut_over_compares_only_the_names_that_changed(tmp_path, monkeypatch):
     during the quiesce: the cut-over's plan and verification compare those names (and
     what differed at the end of the live copy), not the mailbox; the result is exact."""
     from mailstore import migrate as migration
-    from mailstore.dirwatch import DirWatch
+    from mailstore.migrate import cutover, run as migrate_run
+    from mailstore.migrate.dirwatch import DirWatch
     if DirWatch().fd is None:
         pytest.skip("no inotify on this system")
     src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
@@ -302,7 +305,7 @@ def test_cut_over_compares_only_the_names_that_changed(tmp_path, monkeypatch):
     cur = os.path.join(s_md, "cur")
     compared = []
     cut_over = []
-    real_split, real_final = mp.split_names, migration._final_pass
+    real_split, real_final = mp.split_names, cutover.final_pass
 
     def split(names, other):
         if cut_over:
@@ -320,8 +323,8 @@ def test_cut_over_compares_only_the_names_that_changed(tmp_path, monkeypatch):
         return migration.HookResult(command, 0)
 
     monkeypatch.setattr(mp, "split_names", split)
-    monkeypatch.setattr(migration, "_final_pass", final_pass)
-    monkeypatch.setattr(migration, "run_hook", traffic)
+    monkeypatch.setattr(cutover, "final_pass", final_pass)
+    monkeypatch.setattr(migrate_run, "run_hook", traffic)
     r = migration.migrate(src, dst, force_copy=True, live_passes=1, quiesce="Q")
     assert r.ok, r.as_dict()
     assert trees.snapshot(dst, "alice") == trees.snapshot(src, "alice")

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from mailstore import maildir
 from mailstore import migrate as migration
-from mailstore import migrate_exec as mx
-from mailstore import migrate_plan as mp
+from mailstore.migrate import run as migrate_run
+from mailstore.migrate import execute as mx
+from mailstore.migrate import plan as mp
 
 import _migrate_trees as trees
 
@@ -199,7 +200,7 @@ class Traffic:
 @given(initial, timed_events, st.integers(1, 2), st.booleans())
 def test_live_migration_with_traffic_ends_exact(init, events, live_passes, pre_existing):
     base = tempfile.mkdtemp(prefix="mailstore-prop-")
-    real_kill, real_hook = mx.KILL, migration.run_hook
+    real_kill, real_hook = mx.KILL, migrate_run.run_hook
     try:
         src, dst = os.path.join(base, "src"), os.path.join(base, "dst")
         os.makedirs(dst)
@@ -216,7 +217,7 @@ def test_live_migration_with_traffic_ends_exact(init, events, live_passes, pre_e
             return migration.HookResult(command, 0)
 
         mx.KILL = traffic
-        migration.run_hook = hook
+        migrate_run.run_hook = hook
         r = migration.migrate(src, dst, force_copy=True, quiesce="QUIESCE", resume="RESUME",
                               live_passes=live_passes)
         assert not traffic.events
@@ -226,5 +227,5 @@ def test_live_migration_with_traffic_ends_exact(init, events, live_passes, pre_e
         assert all(len(v) == 1 for v in by_key.values())
         assert by_key.keys() == trees.messages_by_key(src, "alice").keys()
     finally:
-        mx.KILL, migration.run_hook = real_kill, real_hook
+        mx.KILL, migrate_run.run_hook = real_kill, real_hook
         shutil.rmtree(base)

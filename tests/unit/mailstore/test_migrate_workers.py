@@ -1,4 +1,4 @@
-"""The migration's worker processes (mailstore.migrate_workers): users shared out across
+"""The migration's worker processes (mailstore.migrate.workers): users shared out across
 processes, a worker's death costs only this run, the workers die with the migration."""
 import os
 import signal
@@ -7,6 +7,8 @@ import sys
 import time
 
 from mailstore import migrate as migration
+from mailstore.migrate import passes
+from mailstore.migrate import run as migrate_run
 
 import _migrate_trees as trees
 
@@ -30,7 +32,7 @@ def _source(tmp_path):
 def _recording_live_copy(monkeypatch, log, die_for=None):
     """Wrap the per-user live copy: note which process copied whom (in a file: a worker's
     memory is its own); SIGKILL the worker that takes ``die_for``."""
-    real = migration._live_copy
+    real = passes.live_copy
 
     def live_copy(source_root, target_root, r, *args):
         with open(log, "a") as f:
@@ -39,7 +41,7 @@ def _recording_live_copy(monkeypatch, log, die_for=None):
             os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(0.3)              # long enough for the other worker to take a user
         return real(source_root, target_root, r, *args)
-    monkeypatch.setattr(migration, "_live_copy", live_copy)
+    monkeypatch.setattr(passes, "live_copy", live_copy)
 
 
 def test_users_are_copied_by_several_workers_exactly_as_by_one(tmp_path, monkeypatch):
@@ -190,7 +192,7 @@ def test_the_largest_mailboxes_are_handed_out_first(tmp_path, monkeypatch):
     big = [("" if i % 2 else ".Sent", "cur", "%d.M%d.h" % (i, i), "S", b"m",
             1_500_000_000_000_000_000) for i in range(400)]
     trees.make_user(src, "zed", big)
-    assert migration._size_hint(src, "zed") > migration._size_hint(src, "dave") > 0
+    assert migrate_run._size_hint(src, "zed") > migrate_run._size_hint(src, "dave") > 0
     log = tmp_path / "pids"
     _recording_live_copy(monkeypatch, log)
     assert migration.migrate(src, dst, force_copy=True, processes=2).ok
@@ -201,7 +203,7 @@ def test_the_largest_mailboxes_are_handed_out_first(tmp_path, monkeypatch):
 def test_mail_flows_again_before_the_workers_have_exited(tmp_path, monkeypatch):
     """A worker's exit (the kernel freeing its memory) does not hold up the resume hook:
     each worker here stays alive after its report until the resume hook has run."""
-    from mailstore import migrate_workers as mw
+    from mailstore.migrate import workers as mw
     src, dst = _source(tmp_path)
     main = os.getpid()
     resumed, seen = tmp_path / "resumed", tmp_path / "seen"

@@ -7,7 +7,7 @@ and other files, tmp/, anomalies) plus ``dirs``: ``{(folder, subdir): {file name
 for every new/ and cur/. :func:`refresh` takes the next look from the previous one:
 
 - a new/ or cur/ watched since just before the previous look (:func:`watch_user`,
-  :mod:`mailstore.dirwatch`, inotify) is the previous look with the kernel's account of
+  :mod:`mailstore.migrate.dirwatch`, inotify) is the previous look with the kernel's account of
   every name created, removed, renamed or changed in place since. A name renamed there from
   a name the previous look saw, untouched since, takes that look's facts (rename(2) keeps
   them); other names that appeared are lstat'ed, and nothing is listed. Where the watch
@@ -22,7 +22,7 @@ for every new/ and cur/. :func:`refresh` takes the next look from the previous o
   named in ``restat``: files this run has just written) are lstat'ed;
 - everything that is not a message is scanned afresh (a few dozen entries per user).
 
-The planner and verifier (:mod:`mailstore.migrate_plan`) take the ``dirs`` maps as they are.
+The planner and verifier (:mod:`mailstore.migrate.plan`) take the ``dirs`` maps as they are.
 A refreshed State also says which names of each directory may have changed (``changed``);
 with the names that differed between source and target at the end of the live copy
 (:func:`differing`) that gives the only names the cut-over needs to compare
@@ -35,8 +35,8 @@ from operator import itemgetter
 from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from mailstore import maildir
-from mailstore import migrate_plan as mp
-from mailstore.dirwatch import DirWatch
+from mailstore.migrate import plan as mp
+from mailstore.migrate.dirwatch import DirWatch
 from mailstore.maildir import Anomaly, Message, UserTree
 
 DirKey = Tuple[str, str]                         # (folder, subdir): ("", "cur"), (".Sent", "new")
@@ -93,7 +93,7 @@ def adopt_equal(target: State, source: State) -> State:
     message of the same name replaced by that source Message object.
 
     The planner and verifier treat two entries that are one object as equal without
-    comparing them (migrate_plan.split_names), and refresh() carries unchanged objects over: a
+    comparing them (plan.split_names), and refresh() carries unchanged objects over: a
     message found equal at the end of the live copy then costs one identity test in the
     cut-over. Only the inode number differs between the two records, and the migration
     never compares inodes. Run outside the cut-over (it looks at every message)."""
@@ -115,7 +115,7 @@ def differing(a: State, b: State) -> Dict[DirKey, Set[str]]:
     """Per new/ or cur/ that both looks have: the names present in one only, or with
     different size, mtime, owner or mode. Every other name compares equal (mostly as the
     very same Message object, see adopt_equal) - the hint that lets the cut-over compare
-    only what changed since (candidates; migrate_plan.plan_dirs ``candidates``). Run
+    only what changed since (candidates; plan.plan_dirs ``candidates``). Run
     outside the cut-over (it looks at every name)."""
     out: Dict[DirKey, Set[str]] = {}
     for key, a_names in a.dirs.items():
@@ -310,7 +310,7 @@ class _Origins:
 def listed(root: str, user: str, known: MessageDirs) -> State:
     """A full look at ROOT/<user>: every new/ and cur/ is listed; a listed name found in
     ``known`` (facts the caller observed itself, e.g. fstat of a copy it had just written -
-    migrate_exec.ExecResult.written) is taken from there, any other name is lstat'ed."""
+    execute.ExecResult.written) is taken from there, any other name is lstat'ed."""
     skel = maildir.scan_user_skeleton(root, user)
     anomalies = list(skel.anomalies)
     out: MessageDirs = {}

@@ -1,4 +1,4 @@
-"""Migration executor: carries out a :mod:`mailstore.migrate_plan` plan, and nothing else.
+"""Migration executor: carries out a :mod:`mailstore.migrate.plan` plan, and nothing else.
 
 Crash safety does not depend on remembering individual files: the planner rescans both trees
 on every run, so after a kill -9 the next run simply plans again. What this module guarantees
@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Dict, List, NamedTuple, Optional, Set
 
-from mailstore import migrate_plan as mp
+from mailstore.migrate import plan as mp
 from mailstore.maildir import Message
 
 STATE_DIR = ".mailstore-migrate"
@@ -79,7 +79,7 @@ def _parallel(fn, items, workers: int) -> None:
 class _KillSwitch:
     """Counts file operations; SIGKILLs the migration at the configured one (tests only).
 
-    The count is shared by the worker processes (mailstore.migrate_workers: anonymous
+    The count is shared by the worker processes (mailstore.migrate.workers: anonymous
     shared memory, inherited through fork), and a worker that reaches the limit kills the
     main process first: the test then sees what an operator's kill -9 of the migration
     does (the workers die with it, PR_SET_PDEATHSIG)."""
@@ -110,11 +110,13 @@ _STAGE_SEQ = itertools.count(1)      # staging names; next() is atomic under the
 
 
 class Progress:
-    """Messages and bytes done, rate and ETA on a terminal; silent otherwise (cron)."""
+    """Messages and bytes done, rate and ETA on a terminal; silent otherwise (cron), and
+    when ``quiet``."""
 
-    def __init__(self, stream=None, interval: float = 0.5):
+    def __init__(self, stream=None, interval: float = 0.5, quiet: bool = False):
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.enabled = (not quiet and hasattr(self.stream, "isatty") and
+                        self.stream.isatty())
         self.interval = interval
         self._lock = threading.Lock()
         self.label = ""
@@ -387,7 +389,7 @@ class Executor:
         m = a.entry
         facts = (st.st_size, st.st_mtime_ns, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
         # the source's own record when the copy has its facts (the usual case): later
-        # comparisons are then an identity test (migrate_delta.adopt_equal)
+        # comparisons are then an identity test (delta.adopt_equal)
         self.written[a.relpath] = m if m[5:10] == facts else m._replace(
             size=facts[0], mtime_ns=facts[1], uid=facts[2], gid=facts[3], mode=facts[4],
             inode=st.st_ino)

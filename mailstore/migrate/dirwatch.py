@@ -1,7 +1,7 @@
 """Which names were created or removed in a directory since a moment: Linux inotify.
 
 The migration's cut-over asks this instead of listing every new/ and cur/ directory again
-(mailstore.migrate_delta). A watch is set before the directory is looked at; from then on the
+(mailstore.migrate.delta). A watch is set before the directory is looked at; from then on the
 kernel reports, in order, every name created, deleted or renamed in it - also names that
 changed within one timestamp tick, which a directory's mtime cannot show.
 

@@ -6,7 +6,7 @@ no faster than one on two cores). So the migration forks workers once it has rea
 and claimed its users. Each worker takes users one at a time from a shared pipe (a large
 mailbox does not leave the other worker idle), copies them live, reports, and waits. After the
 quiesce hook it carries out the cut-over for the same users (it holds what it learnt about
-them during the live copy, :mod:`mailstore.migrate_delta`) and reports again. The main
+them during the live copy, :mod:`mailstore.migrate.delta`) and reports again. The main
 process alone runs the hooks and writes the journal's "done" records.
 
 Death: a worker gets SIGKILL when the main process dies (PR_SET_PDEATHSIG), so a kill -9 of
@@ -23,7 +23,7 @@ import sys
 import traceback
 from typing import Callable, Dict, List, Optional
 
-from mailstore import migrate_exec as mx
+from mailstore.migrate import execute as mx
 
 _LENGTH = struct.Struct("!Q")
 _INDEX = struct.Struct("!I")       # 4 bytes: pipe reads of <= PIPE_BUF are never split
@@ -39,7 +39,7 @@ class Workers:
     """Runs ``live(r)`` for every item of ``results`` (UserResult objects) in ``count``
     forked processes, then, on :meth:`begin_cutover`, ``cutover(items) -> phases`` in each
     process for the items it took; while it waits for that, it calls ``idle()`` every 50 ms
-    (the migration drains its inotify queue: mailstore.dirwatch). Workers take the items in
+    (the migration drains its inotify queue: mailstore.migrate.dirwatch). Workers take the items in
     ``order`` (indices; default: as given). Item attributes changed in a worker are copied
     back into the main process's objects (``__dict__``). ``progress``: the real progress
     display, given to the first worker (the others draw nothing, so that lines do not

@@ -131,7 +131,7 @@ def split_names(names: Dict[str, Message], other: Dict[str, Message]):
 
     The per-message hot path of every delta, so the per-name work is done in C (map/compress
     over the two maps) and only the names that are not the very same Message object on both
-    sides get a Python step. Same object means equal (see migrate_delta.adopt_equal); a name
+    sides get a Python step. Same object means equal (see delta.adopt_equal); a name
     missing from ``other`` maps to None."""
     if names is other or not names:
         return [], []
@@ -165,11 +165,11 @@ def plan_dirs(source: UserTree, s_by: Dict[Tuple[str, str], Dict[str, Message]],
               refresh_control: bool = False,
               candidates: Optional[Dict[Tuple[str, str], Set[str]]] = None) -> UserPlan:
     """plan_user with the messages given per directory (``message_dirs`` shape, e.g. a
-    mailstore.migrate_delta.State); ``source.messages``/``target.messages`` are ignored.
+    mailstore.migrate.delta.State); ``source.messages``/``target.messages`` are ignored.
     Neither map is modified.
 
     ``candidates``: per directory, the only names that may differ - outside them both maps
-    hold the very same Message objects (migrate_delta.candidates). Only those names are
+    hold the very same Message objects (delta.candidates). Only those names are
     compared: a cut-over then costs what changed, not the size of the mailbox. A directory
     without an entry is compared in full. Names outside the candidates compare equal here
     anyway (same object, see split_names): the hint saves the walk over them, it decides
