@@ -7,8 +7,8 @@ import copy
 import os
 from pathlib import Path
 
-from inventories.defaults import defaults
-from inventories.secrets import InventoryError
+from operations.defaults import defaults
+from operations.secrets import InventoryError
 from inventories.validate import stop_unless_valid
 from lab import topology as t
 

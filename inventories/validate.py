@@ -17,8 +17,8 @@ import logging
 import re
 import sys
 
-from inventories.defaults import defaults
-from inventories.secrets import (InventoryError, read_backup_key, read_password, read_secret,
+from operations.defaults import defaults
+from operations.secrets import (InventoryError, read_backup_key, read_password, read_secret,
                                  secrets_dir)
 from operations import backup, certificates, crl, dkim, firewall, icinga2_agent, selfservice_api
 

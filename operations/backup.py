@@ -24,7 +24,7 @@ from pyinfra.facts.files import File
 from pyinfra.operations import apt, files
 from pyinfra.operations import server as shell_ops  # `server` is this module's deploy
 
-from inventories.secrets import read_backup_key
+from operations.secrets import read_backup_key
 from operations import secret_file, staging
 
 MAILSTORE = "/usr/local/bin/mailstore"

@@ -20,7 +20,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
-from inventories.secrets import secrets_dir  # the control machine's secrets directory
+from operations.secrets import secrets_dir  # the control machine's secrets directory
 from operations import secret_file
 
 

@@ -10,7 +10,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.server import Users
 from pyinfra.operations import apt, files, server as server_ops, systemd
 
-from inventories.secrets import InventoryError, read_password
+from operations.secrets import InventoryError, read_password
 from operations import staging
 
 # Dovecot major version of each Debian release: the folder of templates it gets.

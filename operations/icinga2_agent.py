@@ -18,7 +18,7 @@ from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from inventories.secrets import InventoryError, read_secret
+from operations.secrets import InventoryError, read_secret
 from operations import secret_file, staging
 
 PACKAGES = ["icinga2", "monitoring-plugins-basic", "openssl"]

@@ -19,7 +19,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server
 
-from inventories.secrets import secrets_dir
+from operations.secrets import secrets_dir
 from operations.lab_host import PidAlive
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, systemd
 
-from inventories.secrets import read_password
+from operations.secrets import read_password
 from operations import staging
 
 STATE_DIR = "/var/lib/cacert-deploy/mariadb"

@@ -25,7 +25,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, deploy
 from pyinfra.operations import files, server
 
-from inventories.secrets import InventoryError
+from operations.secrets import InventoryError
 
 SBIN = "/usr/local/sbin"
 SCRIPTS = {

@@ -38,7 +38,7 @@ from pyinfra.api import FactBase, deploy
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, server
 
-from inventories.secrets import InventoryError, read_password
+from operations.secrets import InventoryError, read_password
 from operations import crl, staging
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, systemd
 
-from inventories.secrets import read_password
+from operations.secrets import read_password
 from operations import staging
 
 # Each map on the views: file name, what it answers, the query (%s is the looked-up address).

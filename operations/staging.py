@@ -28,7 +28,7 @@ from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.facts.files import File, FileContents, Sha1File
 from pyinfra.operations.util.files import generate_color_diff
 
-from inventories.defaults import defaults
+from operations.defaults import defaults
 
 REPO = Path(__file__).resolve().parent.parent
 # Staging directories live here, one per service, outside the directories daemons read.

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from mailclients import deploy_failure, imaps, message, smtp_25, wait_for_delivery  # noqa: E402
 
-from inventories.defaults import defaults  # noqa: E402
+from operations.defaults import defaults  # noqa: E402
 from operations import backup  # noqa: E402
 
 DATA = defaults()

@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO))
 
 from operations import dns_report  # noqa: E402
 from operations import dkim as dkim_deploy  # noqa: E402
-from inventories.defaults import defaults  # noqa: E402
+from operations.defaults import defaults  # noqa: E402
 
 SELECTOR = defaults()["dkim_selector"]
 

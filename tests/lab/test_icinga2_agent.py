@@ -124,7 +124,7 @@ def test_config_that_fails_validation_is_never_activated(deployed, ssh, tmp_path
     inventory.write_text(
         "import copy\n"
         "from inventories import lab as _lab\n"
-        "from inventories.defaults import defaults as _defaults\n"
+        "from operations.defaults import defaults as _defaults\n"
         "_name, _data = _lab.email[0]\n"
         "# Outside inventories/, pyinfra finds no group_data: merge the defaults here.\n"
         "_data = {**_defaults(), **copy.deepcopy(_data)}\n"

@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from inventories.defaults import defaults  # noqa: E402
+from operations.defaults import defaults  # noqa: E402
 from operations import lab_icinga_master, monitoring  # noqa: E402
 
 AGENT = "email.infra.cacert.test"

@@ -11,8 +11,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from pki import PKI  # noqa: E402
 
-from inventories.defaults import defaults  # noqa: E402
-from inventories.secrets import SECRETS_ENV  # noqa: E402
+from operations.defaults import defaults  # noqa: E402
+from operations.secrets import SECRETS_ENV  # noqa: E402
 
 ACCOUNTS = [{"user": "alice", "email": "alice@cacert.test"},
             {"user": "bob", "email": "bob@cacert.test"}]

@@ -18,7 +18,7 @@ from pyinfra.api.deploy import add_deploy  # noqa: E402
 from pyinfra.api.command import FileUploadCommand, StringCommand  # noqa: E402
 from pyinfra.context import ctx_host, ctx_state  # noqa: E402
 
-from inventories.defaults import defaults  # noqa: E402
+from operations.defaults import defaults  # noqa: E402
 
 
 class Operation:

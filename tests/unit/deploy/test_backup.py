@@ -7,8 +7,8 @@ from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on s
 from tests.unit.deploy.conftest import write_secret
 from tests.unit.deploy.fake_host import run
 
-from inventories.defaults import defaults
-from inventories.secrets import InventoryError
+from operations.defaults import defaults
+from operations.secrets import InventoryError
 from inventories.validate import checked
 from operations import backup, secret_file
 

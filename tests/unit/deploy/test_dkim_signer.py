@@ -8,7 +8,7 @@ import pytest
 from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on sys.path)
 from tests.unit.deploy.fake_host import run
 
-from inventories.defaults import defaults
+from operations.defaults import defaults
 from operations import dkim, staging
 
 LAB = {"mail_domain": "cacert.test", "dkim_selector": "202611"}

@@ -9,8 +9,8 @@ from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on s
 from tests.unit.deploy.conftest import REPO, write_secret
 from tests.unit.deploy.fake_host import run
 
-from inventories.defaults import defaults
-from inventories.secrets import InventoryError
+from operations.defaults import defaults
+from operations.secrets import InventoryError
 from operations import icinga2_agent, secret_file, staging
 
 TICKET = "0123456789abcdef0123456789abcdef01234567"

@@ -10,7 +10,7 @@ import pytest
 from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on sys.path)
 from tests.unit.deploy.conftest import REPO
 
-from inventories.defaults import defaults
+from operations.defaults import defaults
 from operations import lab_icinga_master
 
 LAB = {

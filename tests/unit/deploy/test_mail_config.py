@@ -12,8 +12,8 @@ import pytest
 from conftest import NAMES, REPO, write_secret
 
 from inventories import validate
-from inventories.defaults import defaults
-from inventories.secrets import SECRETS_ENV, InventoryError
+from operations.defaults import defaults
+from operations.secrets import SECRETS_ENV, InventoryError
 from operations import certificates, dovecot, mariadb, postfix
 
 

@@ -1,7 +1,7 @@
 """The mail path's @deploy functions against a fake host (tests/unit/deploy/fake_host.py)."""
 from conftest import NAMES
 
-from inventories.defaults import defaults
+from operations.defaults import defaults
 from operations import certificates, dovecot, mariadb, postfix, secret_file
 from tests.unit.deploy import fake_host
 

@@ -7,7 +7,7 @@ import pytest
 from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on sys.path)
 from tests.unit.deploy.fake_host import run
 
-from inventories.secrets import InventoryError
+from operations.secrets import InventoryError
 from operations import migration
 
 MOVE = {"mail_root": "/srv/mail", "mail_root_previous": "/home/mailboxes"}

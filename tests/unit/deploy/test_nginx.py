@@ -65,5 +65,5 @@ class _Data:
     """Inventory defaults with attribute access, as pyinfra's host.data gives them."""
 
     def __getattr__(self, name):
-        from inventories.defaults import defaults
+        from operations.defaults import defaults
         return defaults()[name]

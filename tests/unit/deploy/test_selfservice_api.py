@@ -10,7 +10,7 @@ from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on s
 from tests.unit.deploy.conftest import REPO
 from tests.unit.deploy.fake_host import run
 
-from inventories.defaults import defaults
+from operations.defaults import defaults
 from operations import selfservice_api
 
 

@@ -3,8 +3,8 @@ import pytest
 from conftest import write_secret
 from pki import DAY, NOW, PKI
 
-from inventories.defaults import defaults
-from inventories.secrets import InventoryError
+from operations.defaults import defaults
+from operations.secrets import InventoryError
 from inventories.validate import checked, problems, stop_unless_valid
 
 

@@ -4,7 +4,8 @@ Secrets (certificates' keys, passwords, the backup key, the Icinga ticket) live 
 directory named by $CACERT_EMAIL_SECRETS, never in the repository. The validator
 (inventories/validate.py) reads them before any host is touched; the operations read them
 again when they upload them. Both import from here, and this module imports nothing of
-either, so the validator may call the operations' own data checks without a circle.
+either, so the validator may call the operations' own data checks without a circle, and
+every import between inventories/ and operations/ points from the inventories down.
 """
 import os
 import re
