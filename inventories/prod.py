@@ -4,8 +4,8 @@
     pyinfra inventories/prod.py deploy.py --limit infra02     # the container
     pyinfra inventories/prod.py deploy.py --dry --diff        # what would change
 
-Facts from CAcert's infrastructure documentation ("Email", see DESIGN.md). No secret lives
-here: the secrets directory ($CACERT_EMAIL_SECRETS) holds ca.pem, <pair>.chain.pem and
+Facts from CAcert's infrastructure documentation ("Email", see docs/architecture.md). No secret
+lives here: the secrets directory ($CACERT_EMAIL_SECRETS) holds ca.pem, <pair>.chain.pem and
 <pair>.key.pem for each pair of `certificates`, mysql_postfix.password and
 mysql_dovecot.password, backup.key, icinga2_api.password and icinga2-agent.ticket. Everything
 is validated when this file is loaded, before any host is touched (inventories/validate.py):

@@ -10,8 +10,8 @@ up, under the lab lock (lab/lock.py), each step reusing what a previous (even ki
   6. phase 1 again: the lab DNS publishes what the deploy made on the server (the DKIM key's
      TXT record), as an operator publishes DNS after a deploy; so that every later run of
      either phase changes nothing;
-  7. `.lab/lab.json` (DESIGN.md, "Lab contract"), written last: it exists only for a lab that
-     came up completely.
+  7. `.lab/lab.json` (docs/architecture.md, "Lab contract"), written last: it exists only for a
+     lab that came up completely.
 down: stops and destroys the container, the daemons, the data volume, the bridge and `.lab/`;
 keeps the apt-cacher-ng cache and the LXC template cache so the next `up` is fast.
 """
@@ -148,7 +148,7 @@ def _settle_packages():
 
 # --- lab.json ----------------------------------------------------------------------------
 def lab_description(release, accounts):
-    """The contents of .lab/lab.json, exactly the contract in DESIGN.md."""
+    """The contents of .lab/lab.json, exactly the contract in docs/architecture.md."""
     return {
         "release": release,
         "container": t.CONTAINER,

@@ -1,10 +1,10 @@
 """How a run scans the source: a full scan, or an incremental one that trusts the previous
 snapshot for names it has seen before.
 
-The Maildir rule this relies on (DESIGN.md): a message file is written once (in tmp/, then
-renamed into new/) and never changed afterwards; Dovecot only renames it (flags, new -> cur)
-or deletes it. So a name that the previous snapshot saw in the same new/ or cur/ directory is
-the same file, with the same content, owner, mode and mtime.
+The Maildir rule this relies on (docs/architecture.md): a message file is written once (in tmp/,
+then renamed into new/) and never changed afterwards; Dovecot only renames it (flags, new ->
+cur) or deletes it. So a name that the previous snapshot saw in the same new/ or cur/ directory
+is the same file, with the same content, owner, mode and mtime.
 
 - Full scan (maildir.scan_user): one lstat per file. Used for the first snapshot, when the
   previous snapshot has no scan state (made by an older mailstore, or the state is missing),

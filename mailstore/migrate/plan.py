@@ -4,11 +4,11 @@ Nothing here touches the file system. ``plan_user(source, target)`` says what to
 target so that it equals the source; ``verify_user(source, target)`` says where they differ.
 Both work on :class:`mailstore.maildir.UserTree` values (``target`` may be None: not there yet).
 
-What "equal" means (DESIGN.md): every message, Dovecot control file, index file, other file,
-symlink and directory of the source exists in the target at the same relative path with the
-same size, mtime, owner and mode (and link text); nothing else exists in the target. Files in
-``tmp/`` are deliveries in progress, not mail: never copied. Anomalies (symlinks in new/cur,
-directories where a message should be, unreadable directories) are never copied.
+What "equal" means (docs/architecture.md): every message, Dovecot control file, index file,
+other file, symlink and directory of the source exists in the target at the same relative path
+with the same size, mtime, owner and mode (and link text); nothing else exists in the target.
+Files in ``tmp/`` are deliveries in progress, not mail: never copied. Anomalies (symlinks in
+new/cur, directories where a message should be, unreadable directories) are never copied.
 
 Messages are immutable apart from their names: a message of the target whose ``(folder,
 unique)`` matches a source message under another name (flags changed, moved new->cur) is

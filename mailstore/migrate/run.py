@@ -1,10 +1,10 @@
 """Move every user's mail from SOURCE_ROOT/<user>/ to TARGET_ROOT/<user>/, live.
 
-``migrate()`` runs the whole procedure of DESIGN.md; the separate, explicit removal of the
-source once the target verifies is :mod:`mailstore.migrate.cleanup`. The decisions are made by
-:mod:`mailstore.migrate.plan` (pure), the file operations by :mod:`mailstore.migrate.execute`;
-one user's passes are :mod:`mailstore.migrate.passes`, the cut-over
-:mod:`mailstore.migrate.cutover`.
+``migrate()`` runs the whole procedure of docs/architecture.md; the separate, explicit removal
+of the source once the target verifies is :mod:`mailstore.migrate.cleanup`. The decisions are
+made by :mod:`mailstore.migrate.plan` (pure), the file operations by
+:mod:`mailstore.migrate.execute`; one user's passes are :mod:`mailstore.migrate.passes`, the
+cut-over :mod:`mailstore.migrate.cutover`.
 
 Procedure, per run::
 

@@ -1,7 +1,7 @@
 """Fixtures for every lab test: the lab's description, a root shell in the container, a deploy.
 
-The lab is built by `./lab/up`, which writes `.lab/lab.json` (contract: DESIGN.md). These tests
-never build it themselves; without it they fail at once, saying so.
+The lab is built by `./lab/up`, which writes `.lab/lab.json` (contract: docs/architecture.md).
+These tests never build it themselves; without it they fail at once, saying so.
 """
 import json
 import os

@@ -1,4 +1,5 @@
-"""The `mailstore backup` command line: contract (DESIGN.md), exit codes, cron-friendly output."""
+"""The `mailstore backup` command line: contract (docs/architecture.md), exit codes, cron-friendly
+output."""
 import json
 import os
 import subprocess

@@ -1,7 +1,8 @@
 """Through Dovecot's eyes: a restore keeps UIDs, UIDVALIDITY and flags; --merge adds new UIDs.
 
 The mailbox is made by Dovecot itself (doveadm as `nobody`, never root, no server running;
-see DESIGN.md), backed up by root, restored into an empty root and read back with doveadm.
+see docs/architecture.md), backed up by root, restored into an empty root and read back with
+doveadm.
 Index files are not in a backup, so the UIDs can only come from the restored dovecot-uidlist.
 """
 import os

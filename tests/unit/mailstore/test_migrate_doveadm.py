@@ -1,8 +1,8 @@
 """Through Dovecot's eyes: UIDs, UIDVALIDITY and flags survive a migration (doveadm, no server).
 
 doveadm runs as the mail owner (`nobody` here, never root) with USER/HOME set and
-``-o mail_location=maildir:...`` (DESIGN.md). The mailbox is made by Dovecot itself (save,
-create, flags, expunge), changed again while the live copy is done (inside the quiesce hook,
+``-o mail_location=maildir:...`` (docs/architecture.md). The mailbox is made by Dovecot itself
+(save, create, flags, expunge), changed again while the live copy is done (inside the quiesce hook,
 i.e. after the live passes and before the final delta), migrated by root with --copy, then
 read from the target; once more after deleting the target's index files, so that the UIDs
 can only come from the migrated dovecot-uidlist.
