@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from lab import lock  # noqa: E402  (the repository root is not always on sys.path)
+from mailclients import deploy_failure  # noqa: E402
 
 LAB_JSON = REPO / ".lab" / "lab.json"
 KNOWN_HOSTS = REPO / ".lab" / "known_hosts"
@@ -82,6 +83,19 @@ def run_infra02_deploy(lab):
     def run(*extra_args):
         return _deploy("infra02", extra_args)
     return run
+
+
+@pytest.fixture(scope="module")
+def deployed(request, lab):
+    """The lab as the deploy leaves it, once per test module.
+
+    Deploys each `--limit` in the module's `DEPLOY` in turn (default: "infra02", the host side,
+    then "email", the container) and fails with the deploy's errors. A module that needs more
+    overrides `deployed` with a fixture that asks for this one under the same name.
+    """
+    for limit in getattr(request.module, "DEPLOY", ("infra02", "email")):
+        result = _deploy(limit, ())
+        assert result.returncode == 0, deploy_failure(result)
 
 
 # The two lab accounts (lab.json "accounts"), for the tests that send mail between them.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from mailclients import deploy_failure, wait_for
+from mailclients import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -25,13 +25,6 @@ from test_selfservice_api import SECRETS, client_context, health  # noqa: E402
 REFRESH = f"systemctl start {crl.UNIT}.service"  # what cacert-crl-refresh.timer starts
 SOURCES = crl.SOURCES
 SERVICE = "cacert-selfservice-api"
-
-
-@pytest.fixture(scope="module")
-def deployed(lab, run_infra02_deploy, run_deploy):
-    for run in (run_infra02_deploy, run_deploy):
-        result = run()
-        assert result.returncode == 0, deploy_failure(result)
 
 
 @pytest.fixture(scope="module")

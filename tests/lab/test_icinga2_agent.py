@@ -67,14 +67,6 @@ def service(name):
     return results[0]["attrs"]
 
 
-@pytest.fixture(scope="module")
-def deployed(lab, run_infra02_deploy, run_deploy):
-    """The master (host side) and the agent (container) as the deploy leaves them."""
-    for run in (run_infra02_deploy, run_deploy):
-        result = run()
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
 def test_agent_is_connected_and_its_checks_are_ok(deployed, ssh):
     assert ssh("systemctl is-active icinga2").stdout.strip() == "active"
     ssh("icinga2 daemon -C >/dev/null")

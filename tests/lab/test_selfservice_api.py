@@ -72,13 +72,6 @@ def community_client(lab):
     return client_context(lab, SECRETS / "community.chain.pem", SECRETS / "community.key.pem")
 
 
-@pytest.fixture(scope="module")
-def deployed(lab, run_infra02_deploy, run_deploy):
-    for run in (run_infra02_deploy, run_deploy):
-        result = run()
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
 def main_pid(ssh):
     return int(ssh(f"systemctl show -p MainPID --value {SERVICE}").stdout.strip())
 
