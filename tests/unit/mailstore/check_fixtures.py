@@ -1,7 +1,5 @@
-"""Helpers for the check plugin tests: run the CLI, run code as `nobody`, a throwaway PKI."""
+"""Helpers for the check plugin tests: run the CLI and read its status line, a throwaway PKI."""
 import datetime
-import os
-import pickle
 import re
 
 from click.testing import CliRunner
@@ -49,35 +47,6 @@ def perfdata(m):
         fields += [""] * (5 - len(fields))
         out[label] = (float(vm.group(1)), vm.group(2)) + tuple(fields[1:5])
     return out
-
-
-def as_nobody(func, *args):
-    """Run func(*args) in a forked child with uid/gid nobody; return its result.
-
-    Tests run as root in CI, and root reads a mode-000 file; only a real unprivileged process
-    proves that an unreadable target gives UNKNOWN.
-    """
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:   # child
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            result = ("ok", func(*args))
-        except BaseException as e:   # noqa: BLE001 - report anything to the parent
-            result = ("error", repr(e))
-        with os.fdopen(w, "wb") as f:
-            pickle.dump(result, f)
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    kind, value = pickle.loads(data)
-    assert kind == "ok", value
-    return value
 
 
 # --- a throwaway PKI ---------------------------------------------------------------------
@@ -146,11 +115,3 @@ class PKI:
         cert = make_cert(cn, key, self.inter, self.inter_key,
                          not_after=now + datetime.timedelta(days=days), **kwargs)
         return cert, key
-
-
-def public_tmpdir():
-    """A fresh directory under /tmp that `nobody` can traverse (pytest's tmp_path cannot)."""
-    import tempfile
-    path = tempfile.mkdtemp(prefix="mailstore-check-")
-    os.chmod(path, 0o755)
-    return path

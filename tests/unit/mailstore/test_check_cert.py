@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from check_fixtures import (DAY, PKI, UTC, as_nobody, check, make_cert, make_crl, new_key,
-                            perfdata, public_tmpdir, write_pem)
+from check_fixtures import DAY, PKI, UTC, check, make_cert, make_crl, new_key, perfdata, write_pem
 from mailstore.checks import cert as certcheck
 from mailstore.checks import plugin
+from tests.harness import as_nobody, public_tmpdir
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,10 @@ import time
 
 import pytest
 
-from check_fixtures import as_nobody, check, perfdata, public_tmpdir
+from check_fixtures import check, perfdata
 from mailstore.checks import maildir as mdcheck
 from mailstore.checks import plugin
+from tests.harness import as_nobody, public_tmpdir
 
 HOUR = 3600
 OLD = time.time() - 5 * HOUR     # directory mtimes well before the scan (not "racy")

@@ -5,8 +5,9 @@ import subprocess
 
 import pytest
 
-from check_fixtures import as_nobody, check, perfdata, public_tmpdir
+from check_fixtures import check, perfdata
 from mailstore.checks import plugin, volume
+from tests.harness import as_nobody, public_tmpdir
 
 
 def test_ok_with_perfdata_in_percent_and_absolute(tmp_path):
