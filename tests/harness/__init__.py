@@ -1,17 +1,22 @@
 """Shared test harnesses, for every tier that needs them (imported as `tests.harness`).
 
+- `pki`: a throwaway root -> intermediate -> leaf PKI and CRLs (deploy and check plugin tests)
 - `nobody`: running code as uid/gid nobody, and a /tmp directory nobody can traverse
 - `doveadm`: doveadm as nobody on a Maildir tree, and what an IMAP client sees there
 
-Tests import from here (`from tests.harness import as_nobody`); pytest is started from the
+Tests import from here (`from tests.harness import PKI`); pytest is started from the
 repository root (`python -m pytest`), which puts that root on sys.path, on every Python the
 tests run on.
 """
 from tests.harness.doveadm import (DOVEADM, NEEDS_DOVEADM, doveadm, doveadm_cmd, doveadm_shell,
                                    dovecot_base, imap_view, make_mailbox)
 from tests.harness.nobody import NOBODY, as_nobody, become_nobody, public_tmpdir
+from tests.harness.pki import (DAY, NOW, PKI, UTC, certificate, make_crl, new_key, pem,
+                               pem_bytes, write_pem)
 
 __all__ = [
-    "DOVEADM", "NEEDS_DOVEADM", "NOBODY", "as_nobody", "become_nobody", "doveadm",
-    "doveadm_cmd", "doveadm_shell", "dovecot_base", "imap_view", "make_mailbox", "public_tmpdir",
+    "DAY", "DOVEADM", "NEEDS_DOVEADM", "NOBODY", "NOW", "PKI", "UTC", "as_nobody",
+    "become_nobody", "certificate", "doveadm", "doveadm_cmd", "doveadm_shell", "dovecot_base",
+    "imap_view", "make_crl", "make_mailbox", "new_key", "pem", "pem_bytes", "public_tmpdir",
+    "write_pem",
 ]

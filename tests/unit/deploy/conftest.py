@@ -9,10 +9,9 @@ REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pki import PKI  # noqa: E402
-
 from operations.defaults import defaults  # noqa: E402
 from operations.secrets import SECRETS_ENV  # noqa: E402
+from tests.harness import PKI  # noqa: E402
 
 ACCOUNTS = [{"user": "alice", "email": "alice@cacert.test"},
             {"user": "bob", "email": "bob@cacert.test"}]
@@ -42,7 +41,7 @@ def secrets(tmp_path, monkeypatch, pki):
     directory.mkdir()
     write_secret(directory, "ca.pem", pki.pem_root())
     for key, names in NAMES.items():
-        chain, private = pki.leaf(names)
+        chain, private = pki.leaf_pem(names)
         write_secret(directory, f"{key}.chain.pem", chain)
         write_secret(directory, f"{key}.key.pem", private)
     write_secret(directory, "mysql_postfix.password", "postfix-Secret-1\n")

@@ -32,7 +32,7 @@ def write_prod_secrets(directory, pki):
     write_secret(directory, "ca.pem", pki.pem_root())
     for key, names in {"email": ["email.cacert.org"], "community": ["community.cacert.org"],
                        "selfservice_api": ["email.infra.cacert.org"]}.items():
-        chain, private = pki.leaf(names)
+        chain, private = pki.leaf_pem(names)
         write_secret(directory, f"{key}.chain.pem", chain)
         write_secret(directory, f"{key}.key.pem", private)
     write_secret(directory, "mysql_postfix.password", "p1-secret\n")

@@ -1,11 +1,11 @@
 """Inventory validation: every bad input stops the run with an error naming it."""
 import pytest
 from conftest import write_secret
-from pki import DAY, NOW, PKI
 
 from operations.defaults import defaults
 from operations.secrets import InventoryError
 from inventories.validate import checked, problems, stop_unless_valid
+from tests.harness import DAY, NOW, PKI
 
 
 def test_valid_lab_data_passes(secrets, email_data):
@@ -183,7 +183,7 @@ def test_key_not_matching_certificate(secrets, email_data):
 
 
 def test_expired_certificate(secrets, email_data, pki):
-    chain, key = pki.leaf(["email.cacert.test"], not_before=NOW - 400 * DAY,
+    chain, key = pki.leaf_pem(["email.cacert.test"], not_before=NOW - 400 * DAY,
                           not_after=NOW - 2 * DAY)
     write_secret(secrets, "email.chain.pem", chain)
     write_secret(secrets, "email.key.pem", key)
@@ -192,7 +192,7 @@ def test_expired_certificate(secrets, email_data, pki):
 
 
 def test_expiring_certificate_warns(secrets, email_data, pki, caplog):
-    chain, key = pki.leaf(["community.cacert.test"], not_after=NOW + 10 * DAY)
+    chain, key = pki.leaf_pem(["community.cacert.test"], not_after=NOW + 10 * DAY)
     write_secret(secrets, "community.chain.pem", chain)
     write_secret(secrets, "community.key.pem", key)
     checked("email", email_data)
@@ -209,7 +209,7 @@ def test_incomplete_chain(secrets, email_data):
 
 def test_chain_from_another_ca(secrets, email_data):
     other = PKI()
-    chain, key = other.leaf(["email.cacert.test"])
+    chain, key = other.leaf_pem(["email.cacert.test"])
     write_secret(secrets, "email.chain.pem", chain)
     write_secret(secrets, "email.key.pem", key)
     with pytest.raises(InventoryError, match=r"'email'.*incomplete chain: .*Test Root CA"):
@@ -223,7 +223,7 @@ def test_names_not_covered(secrets, email_data):
 
 
 def test_wildcard_covers_one_label(secrets, email_data, pki):
-    chain, key = pki.leaf(["*.cacert.test"])
+    chain, key = pki.leaf_pem(["*.cacert.test"])
     write_secret(secrets, "community.chain.pem", chain)
     write_secret(secrets, "community.key.pem", key)
     checked("email", email_data)

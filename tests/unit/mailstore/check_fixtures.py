@@ -1,17 +1,10 @@
-"""Helpers for the check plugin tests: run the CLI and read its status line, a throwaway PKI."""
-import datetime
+"""Helpers for the check plugin tests: run the CLI and read its status line."""
 import re
 
 from click.testing import CliRunner
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from mailstore.cli import main
 
-UTC = datetime.timezone.utc
-DAY = datetime.timedelta(days=1)
 # NAME STATE - text | perfdata ; perfdata items: label=value[uom];[warn];[crit];[min];[max]
 STATUS_LINE = re.compile(r"^(?P<name>[A-Z ]+) (?P<state>OK|WARNING|CRITICAL|UNKNOWN)"
                          r"(?: - (?P<text>[^|\n]*?))?(?: \| (?P<perf>[^\n]*))?$")
@@ -47,71 +40,3 @@ def perfdata(m):
         fields += [""] * (5 - len(fields))
         out[label] = (float(vm.group(1)), vm.group(2)) + tuple(fields[1:5])
     return out
-
-
-# --- a throwaway PKI ---------------------------------------------------------------------
-def _name(cn):
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def new_key(kind="ec"):
-    if kind == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def make_cert(cn, key, issuer=None, issuer_key=None, ca=False, not_before=None,
-              not_after=None, serial=None):
-    now = datetime.datetime.now(UTC)
-    return (x509.CertificateBuilder()
-            .subject_name(_name(cn))
-            .issuer_name(issuer.subject if issuer is not None else _name(cn))
-            .public_key(key.public_key())
-            .serial_number(serial or x509.random_serial_number())
-            .not_valid_before(not_before or now - DAY)
-            .not_valid_after(not_after or now + 365 * DAY)
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .sign(issuer_key or key, hashes.SHA256()))
-
-
-def make_crl(issuer, issuer_key, revoked_serials=(), next_update=None, last_update=None):
-    now = datetime.datetime.now(UTC)
-    builder = (x509.CertificateRevocationListBuilder()
-               .issuer_name(issuer.subject)
-               .last_update(last_update or now - DAY)
-               .next_update(next_update or now + 7 * DAY))
-    for serial in revoked_serials:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial)
-            .revocation_date(now - DAY).build())
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def write_pem(path, *objs):
-    with open(str(path), "wb") as f:
-        for obj in objs:
-            if hasattr(obj, "private_bytes"):
-                f.write(obj.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-            else:
-                f.write(obj.public_bytes(serialization.Encoding.PEM))
-    return str(path)
-
-
-class PKI:
-    """Root CA -> intermediate CA -> leaf certificates."""
-
-    def __init__(self):
-        self.root_key = new_key()
-        self.root = make_cert("Check Test Root", self.root_key, ca=True)
-        self.inter_key = new_key()
-        self.inter = make_cert("Check Test Intermediate", self.inter_key, self.root,
-                               self.root_key, ca=True)
-
-    def leaf(self, cn="community.cacert.test", days=90.0, **kwargs):
-        key = new_key()
-        now = datetime.datetime.now(UTC)
-        cert = make_cert(cn, key, self.inter, self.inter_key,
-                         not_after=now + datetime.timedelta(days=days), **kwargs)
-        return cert, key

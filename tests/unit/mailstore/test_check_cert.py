@@ -6,10 +6,11 @@ import shutil
 
 import pytest
 
-from check_fixtures import DAY, PKI, UTC, check, make_cert, make_crl, new_key, perfdata, write_pem
+from check_fixtures import check, perfdata
 from mailstore.checks import cert as certcheck
 from mailstore.checks import plugin
-from tests.harness import as_nobody, public_tmpdir
+from tests.harness import (DAY, PKI, UTC, as_nobody, certificate, make_crl, new_key,
+                           public_tmpdir, write_pem)
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +58,10 @@ def test_custom_day_thresholds(tmp_path, pki):
 def test_an_expiring_intermediate_counts(tmp_path, pki):
     now = datetime.datetime.now(UTC)
     inter_key = new_key()
-    inter = make_cert("Short Intermediate", inter_key, pki.root, pki.root_key, ca=True,
+    inter = certificate("Short Intermediate", inter_key, pki.root, pki.root_key, ca=True,
                       not_after=now + 10 * DAY)
     key = new_key()
-    leaf = make_cert("mx.cacert.test", key, inter, inter_key, not_after=now + 300 * DAY)
+    leaf = certificate("mx.cacert.test", key, inter, inter_key, not_after=now + 300 * DAY)
     chain = write_pem(tmp_path / "chain.pem", leaf, inter)
     code, line, m = check("cert", chain)
     assert code == 2 and 9.9 < perfdata(m)["days"][0] <= 10
@@ -82,7 +83,7 @@ def test_wrong_key_is_critical(tmp_path, pki):
 
 def test_rsa_key_matches(tmp_path, pki):
     key = new_key("rsa")
-    leaf = make_cert("rsa.cacert.test", key, pki.inter, pki.inter_key)
+    leaf = certificate("rsa.cacert.test", key, pki.inter, pki.inter_key)
     chain = write_pem(tmp_path / "c.pem", leaf, pki.inter)
     assert check("cert", chain, "--key", write_pem(tmp_path / "k.pem", key))[0] == 0
 

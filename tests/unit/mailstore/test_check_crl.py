@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from check_fixtures import DAY, PKI, UTC, check, make_crl, perfdata, write_pem
+from check_fixtures import check, perfdata
+from tests.harness import DAY, PKI, UTC, make_crl, write_pem
 
 
 @pytest.fixture(scope="module")

@@ -210,8 +210,8 @@ def test_refuses_to_run_without_a_ca(tmp_path):
 
 @pytest.fixture
 def ca_file(tmp_path):
-    from check_fixtures import make_cert, new_key, write_pem
-    return write_pem(tmp_path / "ca.pem", make_cert("CA", new_key(), ca=True))
+    from tests.harness import certificate, new_key, write_pem
+    return write_pem(tmp_path / "ca.pem", certificate("CA", new_key(), ca=True))
 
 
 @pytest.fixture
