@@ -3,13 +3,17 @@
 - `pki`: a throwaway root -> intermediate -> leaf PKI and CRLs (deploy and check plugin tests)
 - `nobody`: running code as uid/gid nobody, and a /tmp directory nobody can traverse
 - `doveadm`: doveadm as nobody on a Maildir tree, and what an IMAP client sees there
+- `maildir_trees`: building, changing and comparing Maildir trees (migration and backup tests)
 
-Tests import from here (`from tests.harness import PKI`); pytest is started from the
-repository root (`python -m pytest`), which puts that root on sys.path, on every Python the
-tests run on.
+Tests import from here (`from tests.harness import PKI`, `from tests.harness import
+maildir_trees as trees`); pytest is started from the repository root (`python -m pytest`),
+which puts that root on sys.path, on every Python the tests run on.
 """
+from tests.harness import maildir_trees
 from tests.harness.doveadm import (DOVEADM, NEEDS_DOVEADM, doveadm, doveadm_cmd, doveadm_shell,
                                    dovecot_base, imap_view, make_mailbox)
+from tests.harness.maildir_trees import (make_tree, message_bytes, message_paths,
+                                         snapshot_tree, write)
 from tests.harness.nobody import NOBODY, as_nobody, become_nobody, public_tmpdir
 from tests.harness.pki import (DAY, NOW, PKI, UTC, certificate, make_crl, new_key, pem,
                                pem_bytes, write_pem)
@@ -17,6 +21,7 @@ from tests.harness.pki import (DAY, NOW, PKI, UTC, certificate, make_crl, new_ke
 __all__ = [
     "DAY", "DOVEADM", "NEEDS_DOVEADM", "NOBODY", "NOW", "PKI", "UTC", "as_nobody",
     "become_nobody", "certificate", "doveadm", "doveadm_cmd", "doveadm_shell", "dovecot_base",
-    "imap_view", "make_crl", "make_mailbox", "new_key", "pem", "pem_bytes", "public_tmpdir",
-    "write_pem",
+    "imap_view", "maildir_trees", "make_crl", "make_mailbox", "make_tree", "message_bytes",
+    "message_paths", "new_key", "pem", "pem_bytes", "public_tmpdir", "snapshot_tree",
+    "write", "write_pem",
 ]

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from mailstore.cli import main
 from mailstore.cli.backup import backup_group
 
-from backup_fixtures import make_tree, message_paths, snapshot_tree
+from tests.harness import make_tree, message_paths, snapshot_tree
 
 
 def cli(*args, env=None):

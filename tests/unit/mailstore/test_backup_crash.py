@@ -15,7 +15,7 @@ import pytest
 from mailstore import backup
 from mailstore.backup.repository import Repository
 
-from backup_fixtures import make_tree, snapshot_tree, write
+from tests.harness import make_tree, snapshot_tree, write
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -10,7 +10,7 @@ from mailstore import backup
 from mailstore.backup.prune import plan
 from mailstore.backup.repository import Repository
 
-from backup_fixtures import make_tree, message_bytes, write
+from tests.harness import make_tree, message_bytes, write
 
 DAY = 86400
 

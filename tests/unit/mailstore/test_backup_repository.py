@@ -105,7 +105,7 @@ def test_second_locker_fails_clearly(tmp_path):
 def test_every_repository_file_is_private(tmp_path):
     import sys
     sys.path.insert(0, os.path.dirname(__file__))
-    from backup_fixtures import make_tree
+    from tests.harness import make_tree
     make_tree(tmp_path / "src")
     backup.init(tmp_path / "repo", key_file=tmp_path / "key")
     backup.run(tmp_path / "repo", tmp_path / "src", key_file=tmp_path / "key")

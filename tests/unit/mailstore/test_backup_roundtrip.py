@@ -7,7 +7,7 @@ import pytest
 from mailstore import backup
 from mailstore.backup.repository import Repository
 
-from backup_fixtures import make_tree, message_bytes, message_paths, snapshot_tree, write
+from tests.harness import make_tree, message_bytes, message_paths, snapshot_tree, write
 
 
 @pytest.fixture(params=["plain", "encrypted"])

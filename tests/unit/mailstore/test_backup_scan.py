@@ -9,7 +9,7 @@ from mailstore import backup, maildir
 from mailstore.backup import scan
 from mailstore.backup.repository import Repository
 
-from backup_fixtures import make_tree, message_bytes, message_paths, snapshot_tree, write
+from tests.harness import make_tree, message_bytes, message_paths, snapshot_tree, write
 
 OLD = 1_650_000_000_000_000_000     # make_tree's directory mtime: far older than any run
 

@@ -8,7 +8,7 @@ from mailstore import backup
 from mailstore.backup.repository import Repository
 from mailstore.backup.objects import pack_path
 
-from backup_fixtures import make_tree, message_paths, snapshot_tree
+from tests.harness import make_tree, message_paths, snapshot_tree
 
 
 @pytest.fixture

@@ -107,7 +107,7 @@ def _backup_cli(*args):
 
 def test_real_repository_through_its_life(tmp_path):
     """init, run, verify, damage — made with `mailstore backup`, judged by `check backup`."""
-    from backup_fixtures import make_tree
+    from tests.harness import make_tree
     repo, key = tmp_path / "repo", tmp_path / "key"
     assert _backup_cli("init", repo, "--key-file", key)[0] == 0
     make_tree(str(tmp_path / "src"))

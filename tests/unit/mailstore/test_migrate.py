@@ -13,7 +13,7 @@ from mailstore.migrate import run as migrate_run
 from mailstore.migrate import execute as mx
 from mailstore.cli import main
 
-import _migrate_trees as trees
+from tests.harness import maildir_trees as trees
 
 MSGS = [("", "new", "1.M1.h,S=3", "", b"abc", 1_500_000_000_000_000_000),
         ("", "cur", "2.M2.h,S=5", "S", b"hello", 1_500_000_001_000_000_000),

@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 
-import _migrate_trees as trees
+from tests.harness import maildir_trees as trees
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))))

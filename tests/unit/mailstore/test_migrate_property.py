@@ -21,7 +21,7 @@ from mailstore.migrate import run as migrate_run
 from mailstore.migrate import execute as mx
 from mailstore.migrate import plan as mp
 
-import _migrate_trees as trees
+from tests.harness import maildir_trees as trees
 
 FOLDERS = ["", ".Sent", ".A.B"]
 FLAGS = ["", "S", "RS", "FS", "ST"]

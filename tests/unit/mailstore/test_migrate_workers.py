@@ -10,7 +10,7 @@ from mailstore import migrate as migration
 from mailstore.migrate import passes
 from mailstore.migrate import run as migrate_run
 
-import _migrate_trees as trees
+from tests.harness import maildir_trees as trees
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))))
