@@ -5,7 +5,6 @@ set and ``-o mail_location=maildir:ROOT/alice/Maildir`` (docs/architecture.md), 
 make a mailbox the way Dovecot does (save, create, flags, expunge) and read back UIDs,
 UIDVALIDITY and flags after mailstore has copied, backed up or restored it.
 """
-import contextlib
 import os
 import shutil
 import subprocess
@@ -23,9 +22,10 @@ NEEDS_DOVEADM = [
 ]
 
 
-@contextlib.contextmanager
+@pytest.fixture(name="base")
 def dovecot_base():
-    """A directory with a minimal dovecot.conf and a base_dir (run/) that nobody owns."""
+    """The fixture `base` for a test module that imports this: a directory nobody can traverse,
+    with a minimal dovecot.conf and a base_dir (run/) that nobody owns; removed afterwards."""
     base = public_tmpdir("mailstore-doveadm-")
     run = os.path.join(base, "run")
     os.mkdir(run)

@@ -7,18 +7,11 @@ Index files are not in a backup, so the UIDs can only come from the restored dov
 """
 import os
 
-import pytest
-
 from mailstore import backup
-from tests.harness import NEEDS_DOVEADM, dovecot_base, doveadm, imap_view, make_mailbox
+from tests.harness import NEEDS_DOVEADM, doveadm, imap_view, make_mailbox
+from tests.harness import dovecot_base  # noqa: F401  (the fixture `base`)
 
 pytestmark = NEEDS_DOVEADM
-
-
-@pytest.fixture
-def base():
-    with dovecot_base() as d:
-        yield d
 
 
 def test_restore_keeps_uids_uidvalidity_and_flags(base):

@@ -10,19 +10,11 @@ can only come from the migrated dovecot-uidlist.
 import os
 import sys
 
-import pytest
-
 from mailstore import migrate as migration
-from tests.harness import (NEEDS_DOVEADM, dovecot_base, doveadm, doveadm_shell, imap_view,
-                           make_mailbox)
+from tests.harness import NEEDS_DOVEADM, doveadm_shell, imap_view, make_mailbox
+from tests.harness import dovecot_base  # noqa: F401  (the fixture `base`)
 
 pytestmark = NEEDS_DOVEADM
-
-
-@pytest.fixture
-def base():
-    with dovecot_base() as d:
-        yield d
 
 
 def test_uids_uidvalidity_and_flags_survive_migration(base):
