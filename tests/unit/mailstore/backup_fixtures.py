@@ -117,3 +117,11 @@ def flip_bit(path, position):
         byte = f.read(1)
         f.seek(position)
         f.write(bytes([byte[0] ^ 0x40]))
+
+
+def pack_files(repo):
+    """The pack files of a repository (at least one)."""
+    packs = sorted(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(str(repo), "packs"))
+                   for f in fs)
+    assert packs
+    return packs
