@@ -6,8 +6,13 @@ Two modes:
   Refused if a restored folder already holds messages or a file to restore already exists.
 - `merge`: into a live Maildir. Only messages whose unique name is in none of the folder's
   cur/ and new/ are added (Dovecot gives them new UIDs); nothing present is touched, control
-  files are left alone, and nothing is ever overwritten (files are linked into place with
-  link(2), which fails rather than replace).
+  files are left alone, directories that exist keep their owner and mode, and nothing is ever
+  overwritten (files are linked into place with link(2), which fails rather than replace).
+  What is in the way is skipped and named (`skipped_entries`), the rest still merged: a
+  message's unique name held by a symbolic link, by something not a file or by a file of
+  another size than the backed-up message (a file of the same size under the same unique
+  name counts as present: Maildir names carry the size, its bytes are not compared), and a
+  folder or directory that is a symbolic link (nothing below it is restored).
 
 Safety: every path is built from checked single components and opened below the target with
 O_NOFOLLOW, one directory at a time, so neither a hostile name in the catalog nor a symlink
@@ -16,6 +21,7 @@ planted in the target can make a restore write outside TARGET_ROOT.
 import errno
 import os
 import secrets
+import stat
 
 from mailstore import maildir
 from mailstore.backup.catalog import from_db, to_db
@@ -24,6 +30,17 @@ from mailstore.backup.objects import DamagedObject
 from mailstore.backup.repository import Repository
 
 _TEMP_PREFIX = ".mailstore-restore."
+
+_LINK_REASON = "a symbolic link or not a directory; not followed, nothing restored below it"
+_EXISTS_REASON = "exists already; not replaced"
+
+
+class _InTheWay(RestoreConflict):
+    """A directory of the target is a symbolic link or not a directory (`parts`: which)."""
+
+    def __init__(self, text, parts):
+        super().__init__(text)
+        self.parts = parts
 
 
 def resolve_snapshot(db, snapshot):
@@ -101,8 +118,8 @@ class _Target:
             fd = os.open(name, flags, dir_fd=parent)
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise RestoreConflict("{} is a symbolic link or not a directory; refusing to "
-                                      "restore through it".format(self.show(parts)))
+                raise _InTheWay("{} is a symbolic link or not a directory; refusing to "
+                                "restore through it".format(self.show(parts)), parts)
             raise
         self.fds[parts] = fd
         return fd
@@ -184,7 +201,9 @@ def restore(repo_path, snapshot, target_root, key_file=None, user=None, folder=N
     `message` (the unique name printed by `find`, i.e. the file name before `:2,`).
     `extras`: restore the included config paths and database dumps instead of mail, below
     `target_root` (an included /etc/postfix/main.cf lands at TARGET/etc/postfix/main.cf).
-    Summary: messages, skipped (already present, merge), files, errors (list of text).
+    Summary: messages, present (already there under the same unique name, merge), skipped
+    and skipped_entries (what was in the way and not restored: [{path, reason}]), files,
+    bytes, errors (list of text).
     Raises NotFoundError if nothing matches, RestoreConflict if the target is not empty where
     it must be (and nothing has been written then).
     `dry_run`: write nothing, not even the target root; the summary counts what would be
@@ -318,55 +337,116 @@ def _check_empty(target, plan):
 
 
 def _present(target, user, folder):
-    """The unique names of the messages a folder of the target holds (merge)."""
-    return {maildir.parse_name(n)[0] for s in maildir.MESSAGE_SUBDIRS
-            for n in target.names(_folder_parts(user, folder, s))}
+    """unique name -> (subdir, file name) of the messages a folder of the target holds."""
+    found = {}
+    for s in maildir.MESSAGE_SUBDIRS:
+        for n in target.names(_folder_parts(user, folder, s)):
+            found.setdefault(maildir.parse_name(n)[0], (s, n))
+    return found
+
+
+def _new_result():
+    return {"messages": 0, "present": 0, "skipped": 0, "skipped_entries": [], "files": 0,
+            "bytes": 0, "errors": []}
+
+
+def _skip(result, target, parts, reason):
+    path = target.show(parts)
+    if any(e["path"] == path for e in result["skipped_entries"]):
+        return
+    result["skipped_entries"].append({"path": path, "reason": reason})
+    result["skipped"] += 1
+
+
+def _different(target, parts, size):
+    """Why the file at `parts`, under the unique name of a backed-up message of `size`
+    bytes, is not that message; None when it counts as the same (merge)."""
+    st = os.stat(parts[-1], dir_fd=target.dir(parts[:-1], create=False),
+                 follow_symlinks=False)
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link holds the message's unique name; not followed, not replaced"
+    if not stat.S_ISREG(st.st_mode):
+        return "something that is not a file holds the message's unique name; not replaced"
+    if st.st_size != size:
+        return ("present with other content ({} bytes, {} in the snapshot); not "
+                "replaced".format(st.st_size, size))
+    return None
+
+
+def _messages_to_restore(target, plan, merge, result):
+    """The messages of `plan` to write; in merge mode those already present are counted and
+    what is in the way is skipped (named in `result`)."""
+    present = {}
+    for m in plan["messages"]:
+        user, folder, uniq = m[0], m[1], m[4]
+        key = (user, folder)
+        if merge:
+            if key not in present:
+                try:
+                    present[key] = _present(target, user, folder)
+                except _InTheWay as e:
+                    _skip(result, target, e.parts, _LINK_REASON)
+                    present[key] = None
+            if present[key] is None:
+                continue
+            if uniq in present[key]:
+                subdir, name = present[key][uniq]
+                parts = _folder_parts(user, folder, subdir) + (name,)
+                reason = _different(target, parts, m[13])
+                if reason:
+                    _skip(result, target, parts, reason)
+                else:
+                    result["present"] += 1
+                continue
+            present[key][uniq] = (m[2], m[3])
+        yield m
+
+
+def _make_dirs(target, dirs, merge, result, create=True):
+    """Open (and create) the directories of the plan; in merge mode a symbolic link among
+    them is skipped and named, otherwise it ends the restore."""
+    for f in dirs:
+        try:
+            target.dir(_file_parts(f), create=create)
+        except _InTheWay as e:
+            if not merge:
+                raise
+            _skip(result, target, e.parts, _LINK_REASON)
 
 
 def _dry_run(target, plan, merge):
     """What _execute would do with `plan`, counted and listed, without writing anything."""
-    result = {"messages": 0, "skipped": 0, "files": 0, "bytes": 0, "errors": [], "paths": []}
-    present = {}
-    for m in plan["messages"]:
-        user, folder, subdir, name, uniq = m[0], m[1], m[2], m[3], m[4]
-        if merge:
-            key = (user, folder)
-            if key not in present:
-                present[key] = _present(target, user, folder)
-            if uniq in present[key]:
-                result["skipped"] += 1
-                continue
-            present[key].add(uniq)
+    result = _new_result()
+    result["paths"] = []
+    _make_dirs(target, [f for f in plan["files"] if f[0] in ("dir", "include-dir")], merge,
+               result, create=False)
+    for m in _messages_to_restore(target, plan, merge, result):
+        user, folder, subdir, name = m[0], m[1], m[2], m[3]
         result["messages"] += 1
         result["bytes"] += m[13]
         result["paths"].append(target.show(_folder_parts(user, folder, subdir) + (name,)))
     for f in plan["files"]:
         parts = _file_parts(f)
+        if f[0] in ("dir", "include-dir"):
+            continue
         # what is there already is never replaced (_execute's writes fail on it)
-        if f[0] not in ("dir", "include-dir") and not target.exists(parts):
+        if target.exists(parts):
+            _skip(result, target, parts, _EXISTS_REASON)
+        else:
             result["files"] += 1
             result["paths"].append(target.show(parts))
     return result
 
 
 def _execute(repo, target, plan, merge, progress):
-    result = {"messages": 0, "skipped": 0, "files": 0, "bytes": 0, "errors": []}
+    result = _new_result()
     dirs = sorted((f for f in plan["files"] if f[0] in ("dir", "include-dir")),
                   key=lambda f: len(_file_parts(f)))
-    for f in dirs:
-        target.dir(_file_parts(f))
+    _make_dirs(target, dirs, merge, result)
     recorded = {_file_parts(f) for f in dirs}
     temp_dirs = {}
-    present = {}
-    for m in plan["messages"]:
-        user, folder, subdir, name, uniq = m[0], m[1], m[2], m[3], m[4]
-        if merge:
-            key = (user, folder)
-            if key not in present:
-                present[key] = _present(target, user, folder)
-            if uniq in present[key]:
-                result["skipped"] += 1
-                continue
+    for m in _messages_to_restore(target, plan, merge, result):
+        user, folder, subdir, name = m[0], m[1], m[2], m[3]
         try:
             data = repo.read_at(m[9], m[10], m[11], m[12])
         except DamagedObject as e:
@@ -374,19 +454,26 @@ def _execute(repo, target, plan, merge, progress):
                 user, maildir.message_relpath(folder, subdir, name), e))
             continue
         parts = _folder_parts(user, folder, subdir) + (name,)
-        if (user, folder) not in temp_dirs:
-            # Write into the Maildir's own tmp/ (where Dovecot expects unfinished files), but
-            # do not create a tmp/ the snapshot did not have: the copy would not be exact.
-            tmp = _folder_parts(user, folder, "tmp")
-            temp_dirs[(user, folder)] = tmp if tmp in recorded or target.exists(tmp) else None
-        if target.write(parts, data, (m[5], m[6], m[7], m[8]),
-                        temp_dir=temp_dirs[(user, folder)]):
+        try:
+            if (user, folder) not in temp_dirs:
+                # Write into the Maildir's own tmp/ (where Dovecot expects unfinished files),
+                # but do not create a tmp/ the snapshot did not have: the copy would not be
+                # exact.
+                tmp = _folder_parts(user, folder, "tmp")
+                temp_dirs[(user, folder)] = tmp if tmp in recorded or target.exists(tmp) \
+                    else None
+            written = target.write(parts, data, (m[5], m[6], m[7], m[8]),
+                                   temp_dir=temp_dirs[(user, folder)])
+        except _InTheWay as e:
+            if not merge:
+                raise
+            _skip(result, target, e.parts, _LINK_REASON)
+            continue
+        if written:
             result["messages"] += 1
             result["bytes"] += len(data)
-            if merge:
-                present[(user, folder)].add(uniq)
         else:
-            result["skipped"] += 1
+            _skip(result, target, parts, _EXISTS_REASON)
         if progress and result["messages"] % 10000 == 0:
             progress("{} messages restored".format(result["messages"]))
     for f in plan["files"]:
@@ -396,6 +483,8 @@ def _execute(repo, target, plan, merge, progress):
         if kind in ("symlink", "include-symlink"):
             if target.symlink(parts, f[9], meta):
                 result["files"] += 1
+            else:
+                _skip(result, target, parts, _EXISTS_REASON)
             continue
         try:
             data = repo.read_object(f[8])
@@ -404,6 +493,8 @@ def _execute(repo, target, plan, merge, progress):
             continue
         if target.write(parts, data, meta):
             result["files"] += 1
+        else:
+            _skip(result, target, parts, _EXISTS_REASON)
     # Directory metadata last, deepest first: adding files above changed their mtimes. In
     # merge mode, directories that were already there keep their own metadata.
     for f in sorted(dirs, key=lambda f: -len(_file_parts(f))):

@@ -3,7 +3,8 @@
 Cron-friendly: one summary line per command on stdout (`backup run` ends it with the snapshot
 id), errors and warnings one per line on stderr prefixed `mailstore backup:`, progress only
 when stderr is a terminal, exit 0 only on full success (1 on any failure or warning, 2 on bad
-usage). `--json` prints one JSON document instead of the text.
+usage; `restore` exits 3 when it restored all it could but skipped something in its way, each
+named on stderr). `--json` prints one JSON document instead of the text.
 
 Every error is ONE line on stderr, never a traceback: cron mails it and syslog keeps it
 (the nightly job logs every line), so a bad argument, an unreadable repository and a bug
@@ -26,6 +27,8 @@ from mailstore.cli import repository
 from mailstore.cli.repository import repo_arguments
 
 PREFIX = "mailstore backup:"
+# `restore`'s exit status when it restored what it could but skipped something in its way
+RESTORE_SKIPPED = 3
 
 key_file_option = repository.key_file_option(
     "Key file of an encrypted repository (mode 0600). Ignored by an unencrypted one.")
@@ -302,11 +305,19 @@ def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extra
 
     Without --merge the restored folders must be empty: messages, Dovecot control files (so
     IMAP UIDs are kept), owner, mode and mtime all come back as they were.
+
+    Nothing is overwritten and no symbolic link followed: what is in the way (with --merge,
+    a message's name held by a link or by another content, a folder that is a link) is
+    skipped, named on stderr (`mailstore backup: skipped PATH: REASON`) and counted.
+    Exit 0: all restored (or already present); 3: the rest restored, something skipped;
+    1: a failure (a damaged object, a refused target).
     """
     with _Errors():
         result = lib.restore(repo, snapshot, target_root, key_file=key_file, user=user,
                              folder=folder, message=message, merge=merge, extras=extras,
                              wait=wait, progress=_progress(quiet), dry_run=dry_run)
+    for entry in result["skipped_entries"]:
+        click.echo("{} skipped {}: {}".format(PREFIX, entry["path"], entry["reason"]), err=True)
     for text in result["errors"]:
         click.echo("{} error: {}".format(PREFIX, text), err=True)
     if as_json:
@@ -314,12 +325,15 @@ def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extra
     elif not quiet:
         for path in result.get("paths", ()):
             click.echo("restore  {}".format(path))
-        click.echo("{} {} {} messages ({}) and {} files from {} into {}{}{}".format(
+        click.echo("{} {} {} messages ({}) and {} files from {} into {}{}{}{}".format(
             PREFIX, "dry run: would restore" if dry_run else "restored", result["messages"],
             _size(result["bytes"]), result["files"], result["snapshot"], target_root,
-            ", {} already present".format(result["skipped"]) if result["skipped"] else "",
+            ", {} already present".format(result["present"]) if result["present"] else "",
+            ", {} SKIPPED".format(result["skipped"]) if result["skipped"] else "",
             ", {} FAILED".format(len(result["errors"])) if result["errors"] else ""))
-    sys.exit(1 if result["errors"] else 0)
+    if result["errors"]:
+        sys.exit(1)
+    sys.exit(RESTORE_SKIPPED if result["skipped"] else 0)
 
 
 @backup_group.command("prune")

@@ -12,14 +12,15 @@ which puts that root on sys.path, on every Python the tests run on.
 from tests.harness import maildir_trees
 from tests.harness.doveadm import (DOVEADM, NEEDS_DOVEADM, doveadm, doveadm_cmd, doveadm_shell,
                                    dovecot_base, imap_view, make_mailbox)
-from tests.harness.maildir_trees import (make_tree, message_bytes, message_paths,
-                                         snapshot_tree, write)
+from tests.harness.maildir_trees import (flip_bit, make_tree, message_bytes, message_paths,
+                                         pack_files, snapshot_tree, write)
 from tests.harness.nobody import NOBODY, as_nobody, become_nobody, public_tmpdir
 from tests.harness.pki import (DAY, NOW, PKI, UTC, certificate, make_crl, new_key, pem,
                                pem_bytes, write_pem)
 
 __all__ = [
     "DAY", "DOVEADM", "NEEDS_DOVEADM", "NOBODY", "NOW", "PKI", "UTC", "as_nobody",
+    "flip_bit", "pack_files",
     "become_nobody", "certificate", "doveadm", "doveadm_cmd", "doveadm_shell", "dovecot_base",
     "imap_view", "maildir_trees", "make_crl", "make_mailbox", "make_tree", "message_bytes",
     "message_paths", "new_key", "pem", "pem_bytes", "public_tmpdir", "snapshot_tree",

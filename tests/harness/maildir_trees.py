@@ -189,3 +189,20 @@ def message_paths(root):
         if os.path.basename(dirpath) in ("cur", "new"):
             found.extend(os.path.join(dirpath, f) for f in files)
     return sorted(found)
+
+
+def flip_bit(path, position):
+    """Damage a pack file in place: one bit of the byte at `position` flipped."""
+    with open(path, "r+b") as f:
+        f.seek(position)
+        byte = f.read(1)
+        f.seek(position)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+
+def pack_files(repo):
+    """The pack files of a backup repository (at least one)."""
+    packs = sorted(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(str(repo), "packs"))
+                   for f in fs)
+    assert packs
+    return packs

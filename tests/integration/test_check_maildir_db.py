@@ -125,3 +125,24 @@ def test_a_query_beyond_the_grant_is_unknown(mariadb, store, tmp_path):
         store, db_defaults_file=defaults_file(mariadb, tmp_path),
         db_query="SELECT password FROM users", cache_file=str(tmp_path / "cache.json")))
     assert outcome.exitcode == 3 and "query failed" in outcome.text
+
+
+def test_the_command_line_names_orphans_and_missing_users(mariadb, store, tmp_path):
+    """`mailstore check maildir --db-defaults-file`: the status line and its thresholds."""
+    from click.testing import CliRunner
+    from mailstore.cli import main
+    shutil.rmtree(os.path.join(store, "dave"))
+
+    def check(*opts):
+        result = CliRunner().invoke(main, [
+            "check", "maildir", store, "--cache", str(tmp_path / "cache.json"),
+            "--db-defaults-file", defaults_file(mariadb, tmp_path)] + list(opts))
+        return result.exit_code, result.output.split("\n", 1)[0]
+
+    code, line = check()
+    assert code == 1, line
+    # bob: a Maildir without a row; carol (active) and dave (inactive): rows without one
+    assert "orphans=1;" in line and "missing=2;" in line
+    assert "1 Maildir(s) without a database user (e.g. bob)" in line
+    assert "2 database user(s) without a Maildir (e.g. carol)" in line
+    assert check("--missing-critical", "1")[0] == 2

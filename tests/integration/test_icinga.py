@@ -518,3 +518,25 @@ def test_tls_name_verifies_the_node_name_instead_of_the_urls_host(master, tmp_pa
                 "--description", desc, "--dry-run")
     assert wrong.exit_code == 1
     assert "TLS verification" in wrong.output and "other.example" in wrong.output
+
+
+def test_a_per_object_failure_of_the_real_api_is_reported(master):
+    """What Icinga2 itself answers when one object cannot be changed or created (a code per
+    object in `results`, whatever the HTTP status), and what mailstore makes of it."""
+    from mailstore.icinga import Api, IcingaError
+    api = Api(master.url, master.ca_file, "reader", master.passwords["reader"], timeout=20)
+    with pytest.raises(IcingaError) as e:
+        api.update("Service", HOST + "!ping", {"zone": "elsewhere"})
+    # HTTP 200, {"results": [{"code": 500, "status": "Attribute 'zone' could not be set..."}]}
+    assert str(e.value) == ("update Service '%s!ping': Attribute 'zone' could not be set: "
+                            "Error: Attribute cannot be modified." % HOST)
+    assert master.obj("services", HOST + "!ping")["zone"] != "elsewhere"
+    with pytest.raises(IcingaError) as e:
+        api.create("Service", HOST + "!broken", None,
+                   {"check_command": "no-such-command", "enable_active_checks": False})
+    assert str(e.value).startswith("create Service '%s!broken': " % HOST)
+    # HTTP 500, the code 500 and "Object could not be created." per object, the reason in
+    # its `errors`: mailstore names it
+    assert "Object could not be created. Error: Validation failed for object" in str(e.value)
+    assert "Object 'no-such-command' of type 'CheckCommand' does not exist." in str(e.value)
+    assert HOST + "!broken" not in master.services()

@@ -1,11 +1,19 @@
 """operations/backup.py: the repository is made once, the key goes up as a file, and the job
 script it installs does run, verify, prune and push, logs every step, and fails loudly."""
+import json
+import os
+import shutil
 import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on sys.path)
 from tests.unit.deploy.conftest import write_secret
 from tests.unit.deploy.fake_host import run
+from tests.harness import maildir_trees
 
 from operations.defaults import defaults
 from operations.secrets import InventoryError
@@ -141,6 +149,11 @@ def test_cron_line_runs_the_job_as_root_niced_at_the_schedule():
 
 
 # --- the job script, run for real with stand-ins for mailstore, logger and the push ----------
+# The stand-in mailstore makes any one step fail on demand (run, a run that skipped a file,
+# verify, prune) and answers at once; the job with the real mailstore is tested further down
+# (test_a_night_with_the_real_mailstore...). The stand-in logger writes what syslog would
+# receive to a file (there is no syslog here); the push to Icinga is tested against a real
+# Icinga2 in tests/integration/test_icinga.py.
 
 def _executable(path, text):
     path.write_text(text)
@@ -148,15 +161,11 @@ def _executable(path, text):
     return path
 
 
-@pytest.fixture
-def job(tmp_path):
-    """`job(*args, fail=(), push=True, weekday=3)`: run the rendered job with a fake mailstore
-    that fails the subcommands in `fail`, on ISO weekday `weekday` (a stand-in `date` answers
-    `date +%u`: the job asks it which day it is); returns (exit code, mailstore calls, syslog
-    lines)."""
-    bin_dir = tmp_path / "bin"
+def _logger_and_date(tmp_path):
+    """Stand-ins for logger (into the file `syslog`: there is no syslog here) and date (`date
+    +%u` answers $WEEKDAY); returns (their directory, the log file)."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "syslog"
     bin_dir.mkdir()
-    calls, log = tmp_path / "calls", tmp_path / "syslog"
     _executable(bin_dir / "logger", f"""#!/bin/sh
 # priority and message of every call; lines from stdin when there is no message
 tag= prio=user.notice
@@ -171,6 +180,17 @@ else while IFS= read -r line; do echo "$tag $prio $line" >> {log}; done; fi
 # the day of the week is the test's; anything else is the real date's
 case "$*" in "+%u") echo "$WEEKDAY" ;; *) PATH=/usr/bin:/bin exec date "$@" ;; esac
 """)
+    return bin_dir, log
+
+
+@pytest.fixture
+def job(tmp_path):
+    """`job(*args, fail=(), push=True, weekday=3)`: run the rendered job with a fake mailstore
+    that fails the subcommands in `fail`, on ISO weekday `weekday` (a stand-in `date` answers
+    `date +%u`: the job asks it which day it is); returns (exit code, mailstore calls, syslog
+    lines)."""
+    calls = tmp_path / "calls"
+    bin_dir, log = _logger_and_date(tmp_path)
     mailstore = _executable(tmp_path / "mailstore", f"""#!/bin/sh
 echo "$*" >> {calls}
 case " $FAIL " in *" $2 "*) echo "mailstore backup: error: $2 went wrong" >&2; exit 1 ;; esac
@@ -278,3 +298,84 @@ def test_the_job_is_valid_posix_sh():
     for shell in ("sh", "bash"):
         checked = subprocess.run([shell, "-n"], input=script, text=True, capture_output=True)
         assert checked.returncode == 0, checked.stderr
+
+
+# --- the job script with the real mailstore -------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def real_job(tmp_path):
+    """`real_job(*args, weekday=3)` -> (exit code, syslog lines, base): the rendered job run
+    with the real mailstore (this checkout, this Python) on a Maildir tree and an included
+    config directory below `base`, into an encrypted repository there. Only logger, date and
+    the push are the stand-ins of `job`. No database dump: there is no MariaDB in this tier
+    (tests/integration/test_backup_mysql.py dumps from a real one)."""
+    # the job's paths must be plain (letters, digits, ._/+-): not pytest's tmp_path
+    base = Path(tempfile.gettempdir()) / ("mailstore-nightly-" + os.urandom(6).hex())
+    base.mkdir()
+    maildir_trees.make_tree(str(base / "mail"))
+    (base / "etc/postfix").mkdir(parents=True)
+    (base / "etc/postfix/main.cf").write_text("myhostname = mail.cacert.test\n")
+    mailstore = _executable(tmp_path / "real-mailstore", f"""#!/bin/sh
+PYTHONPATH={ROOT} exec {sys.executable} -m mailstore "$@"
+""")
+    data = dict(defaults(), backup_repository=str(base / "repo"), mail_root=str(base / "mail"),
+                backup_key_file=str(base / "backup.key"), backup_include=[str(base / "etc")],
+                backup_mysql_dump=False)
+    subprocess.run([str(mailstore), "backup", "init", data["backup_repository"],
+                    "--key-file", data["backup_key_file"]], check=True, capture_output=True)
+    bin_dir, log = _logger_and_date(tmp_path)
+    push = tmp_path / "push"
+
+    def call(*args, weekday=3):
+        _executable(push, "#!/bin/sh\necho submitted OK\n")
+        script = backup.job_script(backup.settings(data))
+        script = script.replace(backup.MAILSTORE, str(mailstore)) \
+            .replace(backup.PUSH, str(push)).replace(backup.LOCK, str(tmp_path / "lock"))
+        path = _executable(tmp_path / "job", script)
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "WEEKDAY": str(weekday)}
+        code = subprocess.run([str(path), *args], env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True).returncode
+        return code, (log.read_text().splitlines() if log.exists() else []), base, mailstore
+    try:
+        yield call
+    finally:
+        shutil.rmtree(str(base))
+
+
+def test_a_night_with_the_real_mailstore_snapshots_verifies_prunes_and_restores(real_job):
+    code, log, base, mailstore = real_job(weekday=7)
+    assert code == 0, log
+    snapshot = log[-1].split("done: snapshot ")[-1]
+    assert log[-1] == f"mailstore-backup user.info done: snapshot {snapshot}"
+    assert any(line.startswith("mailstore-backup user.info verify-data: mailstore backup: "
+                               "verify ok") for line in log), log
+    assert not [line for line in log if "user.err" in line]
+    key = ["--key-file", str(base / "backup.key")]
+    # a second night the same day: the daily prune keeps its snapshot only
+    code, log, base, mailstore = real_job(weekday=1)
+    assert code == 0, log
+    second = log[-1].split("done: snapshot ")[-1]
+    listed = subprocess.run([str(mailstore), "backup", "list", str(base / "repo"), "--json",
+                             *key], check=True, capture_output=True, text=True).stdout
+    assert [s["id"] for s in json.loads(listed)] == [second] and second != snapshot
+    restored = subprocess.run([str(mailstore), "backup", "restore", str(base / "repo"),
+                               "latest", str(base / "restored"), *key],
+                              capture_output=True, text=True)
+    assert restored.returncode == 0, restored.stderr
+    tree = maildir_trees.snapshot_tree
+    assert tree(str(base / "restored")) == tree(str(base / "mail"))
+
+
+def test_a_night_with_the_real_mailstore_and_no_repository_fails_loudly(real_job):
+    code, log, base, mailstore = real_job()
+    assert code == 0
+    shutil.rmtree(str(base / "repo"))
+    code, log, base, mailstore = real_job()
+    assert code == 1
+    assert any(line.startswith("mailstore-backup user.err run: mailstore backup: error: ")
+               for line in log), log
+    assert "mailstore-backup user.err prune skipped: no new snapshot" in log
+    assert log[-1] == "mailstore-backup user.err FAILED: run verify"

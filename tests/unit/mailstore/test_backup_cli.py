@@ -255,7 +255,7 @@ def test_restore_dry_run_lists_what_it_would_restore_and_writes_nothing(tmp_path
     # --merge into what is there: nothing would be added; a conflict is reported as for real
     r = cli("restore", repo, "latest", src, "--merge", "--dry-run", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["messages"] == 0
-    assert json.loads(r.stdout)["skipped"] == len(messages)
+    assert json.loads(r.stdout)["present"] == len(messages)
     r = cli("restore", repo, "latest", src, "--dry-run")
     assert r.returncode == 1 and "already holds messages" in r.stderr
     assert snapshot_tree(src) == source_before

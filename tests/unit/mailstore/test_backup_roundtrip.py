@@ -217,7 +217,7 @@ def test_merge_into_a_live_maildir_adds_only_what_is_missing(tmp_path, repo):
     assert not [p for p in os.listdir(live / "alice/Maildir/tmp")]
     # merging again adds nothing
     again = backup.restore(repo_path, "latest", live, key_file=key, user="alice", merge=True)
-    assert again["messages"] == 0 and again["skipped"] == 11
+    assert again["messages"] == 0 and again["present"] == 11
 
 
 def test_restore_never_writes_outside_the_target(tmp_path, repo):

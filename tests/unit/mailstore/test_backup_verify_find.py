@@ -8,7 +8,7 @@ from mailstore import backup
 from mailstore.backup.repository import Repository
 from mailstore.backup.objects import pack_path
 
-from tests.harness import make_tree, message_paths, snapshot_tree
+from tests.harness import flip_bit, make_tree, message_paths, snapshot_tree
 
 
 @pytest.fixture
@@ -40,11 +40,7 @@ def test_verify_read_data_names_the_damaged_message_and_its_snapshots(two_snapsh
     name, oid, pack, offset, length = _locate(repo_path, key, "bob", "M7P101%:2,FS")
     old_name = name[:-len(":2,FS")] + ":2,S"
     path = pack_path(os.path.join(repo_path, "packs"), pack)
-    with open(path, "r+b") as f:
-        f.seek(offset + length - 5)
-        byte = f.read(1)
-        f.seek(offset + length - 5)
-        f.write(bytes([byte[0] ^ 0x40]))
+    flip_bit(path, offset + length - 5)
     # the cheap check cannot see a flipped bit; reading the data does
     assert backup.verify(repo_path, key_file=key)["ok"]
     result = backup.verify(repo_path, key_file=key, read_data=True)

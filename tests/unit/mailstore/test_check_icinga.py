@@ -302,7 +302,9 @@ def test_update_wraps_attrs_and_sends_timeout_and_ca(ca_file, monkeypatch):
 
 
 def test_failed_per_object_result_is_an_error(ca_file, monkeypatch):
-    # what Icinga really answers when an attribute cannot be changed: HTTP 200 + code 500
+    # what Icinga really answers when an attribute cannot be changed: HTTP 200 + code 500.
+    # Kept here, without the daemon, for the unit tier: tests/integration/test_icinga.py
+    # provokes the same answer from a real Icinga2 (test_a_per_object_failure_...).
     api, sent = fake_api(ca_file, monkeypatch, 200, {"results": [
         {"code": 500, "name": "h!s", "type": "Service",
          "status": "Attribute 'zone' could not be set: Error: Attribute cannot be modified.\n"}]})

@@ -175,19 +175,6 @@ def test_cache_with_a_bare_relative_name_is_saved_and_used(store, tmp_path, monk
     assert perfdata(m)["rescanned"][0] == 0 and perfdata(m)["messages"][0] == 5
 
 
-def test_users_compared_with_the_database(store, tmp_path, monkeypatch):
-    monkeypatch.setattr(mdcheck, "database_users",
-                        lambda f, q=None: {"alice", "carol", "dave"})
-    code, line, m = run(store, tmp_path, "--db-defaults-file", tmp_path / "my.cnf")
-    assert code == 1
-    perf = perfdata(m)
-    assert perf["orphans"][0] == 1 and perf["missing"][0] == 2
-    assert "1 Maildir(s) without a database user (e.g. bob)" in line
-    assert "2 database user(s) without a Maildir (e.g. carol)" in line
-    assert run(store, tmp_path, "--db-defaults-file", tmp_path / "my.cnf",
-               "--missing-critical", "1")[0] == 2
-
-
 def test_database_not_reachable_is_unknown(store, tmp_path):
     cnf = tmp_path / "my.cnf"
     cnf.write_text("[client]\nhost = 127.0.0.1\nport = 1\nuser = check\npassword = x\n"

@@ -1,4 +1,10 @@
-"""check mailq: a fake `postqueue` prints what the real `postqueue -j` prints."""
+"""check mailq: a fake `postqueue` prints what the real `postqueue -j` prints.
+
+A stand-in on purpose: these tests need queues of a chosen size and messages of a chosen age
+(a day-old deferred message), which a real queue cannot be given in a test. The entries have
+the fields and shape Postfix 3.7's `postqueue -j` prints; that output itself, from a real
+Postfix instance, is tested in tests/integration/test_check_mailq_postfix.py.
+"""
 import json
 import os
 import time
