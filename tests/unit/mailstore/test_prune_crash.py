@@ -206,10 +206,15 @@ def test_kill_9_at_each_step_then_rerun(pristine, repo, tmp_path, point):
     _assert_intact(repo, kept, tmp_path)
 
 
-def _fails_cleanly(repo, every, after, tmp_path, exc, match):
+def _fails_cleanly(repo, every, tmp_path, exc, match):
     with pytest.raises(exc, match=match):
         backup.prune(repo, keep_last=KEEP_LAST)
     _assert_intact(repo, every, tmp_path)       # nothing forgotten, nothing damaged
+    with Repository(repo) as r:
+        known = {n for n, in r.db.execute("SELECT name FROM packs")}
+    on_disk = {f[:-5] for _d, _s, fs in os.walk(os.path.join(repo, "packs")) for f in fs}
+    assert on_disk == known, "the failed prune left new packs behind"
+    assert os.listdir(os.path.join(repo, "tmp")) == []
 
 
 def test_eio_reading_an_old_pack_during_the_rewrite(pristine, repo, tmp_path, monkeypatch):
@@ -225,7 +230,7 @@ def test_eio_reading_an_old_pack_during_the_rewrite(pristine, repo, tmp_path, mo
         return orig(self, *a)
     with monkeypatch.context() as m:
         m.setattr(objects.PackReader, "read", read)
-        _fails_cleanly(repo, every, after, tmp_path, OSError, "Input/output error")
+        _fails_cleanly(repo, every, tmp_path, OSError, "Input/output error")
     backup.prune(repo, keep_last=KEEP_LAST)
     assert _state(repo) == after
 
@@ -245,7 +250,7 @@ def test_eio_on_fsync_of_a_new_pack(pristine, repo, tmp_path, monkeypatch):
         return orig(fd)
     with monkeypatch.context() as m:
         m.setattr(os, "fsync", fsync)
-        _fails_cleanly(repo, every, after, tmp_path, OSError, "Input/output error")
+        _fails_cleanly(repo, every, tmp_path, OSError, "Input/output error")
     assert calls[0] == 2
     backup.prune(repo, keep_last=KEEP_LAST)
     assert _state(repo) == after
@@ -259,7 +264,9 @@ def test_enospc_during_the_rewrite_then_room_is_made(pristine, tmp_path):
         repo = str(mnt / "repo")
         shutil.copytree(_repo, repo)
         filler = mounts.fill(mnt, leave=24 * 1024)
-        _fails_cleanly(repo, every, after, tmp_path, OSError, "No space left on device")
+        free = mounts.free_bytes(mnt)
+        _fails_cleanly(repo, every, tmp_path, OSError, "No space left on device")
+        assert mounts.free_bytes(mnt) >= free      # the failed prune gave its space back
         os.unlink(filler)
         backup.prune(repo, keep_last=KEEP_LAST)
         assert _state(repo) == after
