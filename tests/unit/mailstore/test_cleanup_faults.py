@@ -1,11 +1,13 @@
 """cleanup-source, which deletes the source mail, interrupted and failing.
 
 kill -9 at every kind of point of the deletion (between unlinks, between the unlinks and the
-directory removals, between those), a source that refuses deletion (a real read-only mount:
-EROFS), and a target user that cannot be scanned. Whatever happens, the target is untouched, a user is either left alone or its
+directory removals, between those), a read error (EIO) in the byte comparison that decides,
+a source that refuses deletion (a real read-only mount: EROFS), and a target user that cannot
+be scanned. Whatever happens, the target is untouched, a user is either left alone or its
 source partly deleted with every deleted file's copy in the target, and a re-run finishes
 the job.
 """
+import errno
 import os
 import signal
 import stat
@@ -117,6 +119,51 @@ def test_kill_9_at_every_deletion_step_then_rerun(tmp_path):
                        (stat.S_ISDIR(facts[0]) and rel in source[u])     # an mtime moved
                        for rel, facts in left.items()), (n, u)
         _assert_done(src, dst, target)
+
+
+def test_eio_reading_the_source_in_the_comparison_leaves_that_user_alone(migrated,
+                                                                       monkeypatch):
+    # Injected at a seam (os.read): a real read error needs a failing block device
+    # (dm-error, dm-flakey), which the test machine does not have.
+    src, dst, target = migrated
+    source = trees.snapshot(src, "alice")
+    alice = os.path.join(os.path.realpath(src), "alice") + "/"
+    orig = os.read
+
+    def read(fd, n):
+        if os.readlink("/proc/self/fd/%d" % fd).startswith(alice):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return orig(fd, n)
+    with monkeypatch.context() as m:
+        m.setattr(os, "read", read)
+        r = migration.cleanup_source(src, dst)
+    by_user = {u["user"]: u for u in r.users}
+    assert not r.ok
+    assert not by_user["alice"]["ok"] and by_user["alice"]["deleted_files"] == 0
+    assert any("Input/output error" in p for p in by_user["alice"]["problems"]), by_user
+    assert trees.snapshot(src, "alice") == source        # not one file deleted
+    assert by_user["bob"]["ok"] and not os.path.lexists(os.path.join(src, "bob"))
+    _assert_done(src, dst, target)                       # the disk answers again: re-run
+
+
+def test_eio_reading_the_target_in_the_comparison_leaves_that_user_alone(migrated,
+                                                                       monkeypatch):
+    src, dst, target = migrated                          # (seam: as above)
+    source = trees.snapshot(src, "alice")
+    alice = os.path.join(os.path.realpath(dst), "alice") + "/"
+    orig = os.read
+
+    def read(fd, n):
+        if os.readlink("/proc/self/fd/%d" % fd).startswith(alice):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return orig(fd, n)
+    with monkeypatch.context() as m:
+        m.setattr(os, "read", read)
+        r = migration.cleanup_source(src, dst, users=["alice"])
+    assert not r.ok and r.users[0]["deleted_files"] == 0
+    assert any("Input/output error" in p for p in r.users[0]["problems"]), r.as_dict()
+    assert trees.snapshot(src, "alice") == source
+    _assert_done(src, dst, target)
 
 
 def test_a_read_only_source_is_reported_and_a_rerun_finishes(migrated):
