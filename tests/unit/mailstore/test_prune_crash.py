@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -68,10 +69,19 @@ elif point in ("after-switch", "mid-unlink"):
             die()
         return orig_path(*a)
     P.pack_path = pack_path
+elif point == "before-vacuum":          # every old pack unlinked, the catalog not compacted
+    from mailstore.backup import repository
+    orig_lock = repository.Repository.lock
+    def lock(self, *a, **k):
+        result = orig_lock(self, *a, **k)
+        self.db.set_trace_callback(lambda sql: die() if sql.strip() == "VACUUM" else None)
+        return result
+    repository.Repository.lock = lock
 P.prune(repo, keep_last=keep_last)
 print("finished")
 """
-POINTS = ["mid-rewrite", "before-switch", "mid-switch", "after-switch", "mid-unlink"]
+POINTS = ["mid-rewrite", "before-switch", "mid-switch", "after-switch", "mid-unlink",
+          "before-vacuum"]
 
 
 def _clock(times):
@@ -193,7 +203,7 @@ def test_kill_9_at_each_step_then_rerun(pristine, repo, tmp_path, point):
     assert child.returncode == -signal.SIGKILL, child.stderr
     assert b"finished" not in child.stdout
     # before the commit every snapshot is still there; from the commit on only the kept ones
-    switched = point in ("after-switch", "mid-unlink")
+    switched = point in ("after-switch", "mid-unlink", "before-vacuum")
     _assert_intact(repo, kept if switched else every, tmp_path)
     if point == "mid-rewrite":
         # the dead run's new pack is on disk, unknown to the catalog: garbage
@@ -267,6 +277,32 @@ def test_enospc_during_the_rewrite_then_room_is_made(pristine, tmp_path):
         free = mounts.free_bytes(mnt)
         _fails_cleanly(repo, every, tmp_path, OSError, "No space left on device")
         assert mounts.free_bytes(mnt) >= free      # the failed prune gave its space back
+        os.unlink(filler)
+        backup.prune(repo, keep_last=KEEP_LAST)
+        assert _state(repo) == after
+        _assert_intact(repo, pristine[2], tmp_path)
+
+
+def test_enospc_in_the_catalog_switch(pristine, tmp_path):
+    """A real full disk one step later: the new packs fit, the catalog's transaction does
+    not (SQLite needs room for its journal and the changed pages)."""
+    _repo, every, _kept, after = pristine
+    with mounts.small_tmpfs(tmp_path / "small", "8m") as mnt:
+        repo = str(mnt / "repo")
+        shutil.copytree(_repo, repo)
+        # room for exactly the new packs (whole pages, as tmpfs counts), from the reference
+        ref = os.path.join(os.path.dirname(_repo), "reference")
+        with Repository(ref) as r:
+            sizes = dict(r.db.execute("SELECT name, size FROM packs"))
+        with Repository(repo) as r:
+            old = {n for n, in r.db.execute("SELECT name FROM packs")}
+        page = os.statvfs(str(mnt)).f_frsize
+        room = sum(-(-size // page) * page for name, size in sizes.items() if name not in old)
+        filler = mounts.fill(mnt, leave=room)
+        free = mounts.free_bytes(mnt)
+        _fails_cleanly(repo, every, tmp_path, sqlite3.OperationalError,
+                       "database or disk is full")
+        assert mounts.free_bytes(mnt) >= free      # the new packs were given back
         os.unlink(filler)
         backup.prune(repo, keep_last=KEEP_LAST)
         assert _state(repo) == after
