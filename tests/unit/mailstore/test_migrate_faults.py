@@ -7,7 +7,12 @@ source. The full disk is real (the target on a small tmpfs); EIO comes from seam
 saying why no real component gives it here.
 """
 import errno
+import json
 import os
+import subprocess
+import sys
+
+import pytest
 
 from mailstore import migrate as migration
 from mailstore.migrate import cutover
@@ -188,3 +193,64 @@ def test_the_target_disk_fills_up_in_the_final_pass(tmp_path):
         assert not os.path.exists(os.path.join(dst, "alice", "Maildir", "new", LATE))
         os.unlink(os.path.join(str(mnt), "filler"))
         _assert_rerun_finishes(src, dst)
+
+
+# The journal on a full disk. write(2) to a regular file that meets ENOSPC part-way returns
+# a short count, not an error: the record would be torn, and the next record appended to
+# the same line - both lost to every later run (a lost "done" makes a later run treat a
+# user whose mail is already delivered to the target as one still to copy).
+PAD_AND_FILL = r"""
+import json, os, sys
+journal, mnt = sys.argv[1], sys.argv[2]
+page = os.statvfs(mnt).f_frsize
+size = os.path.getsize(journal)
+# earlier records (as a long-running migration has them): the journal ends 10 bytes before
+# a page boundary, so the next record needs a page
+pad = -(size + len('{"event": "pad", "x": ""}\n') + 10) % page
+with open(journal, "a") as f:
+    f.write(json.dumps({"event": "pad", "x": "x" * pad}) + "\n")
+assert (os.path.getsize(journal) + 10) % page == 0
+with open(os.path.join(mnt, "filler"), "wb", buffering=0) as f:
+    try:
+        while True:
+            f.write(b"\0" * 4096)
+    except OSError:
+        pass
+"""
+
+
+def _pad_and_fill(journal, mnt):
+    subprocess.run([sys.executable, "-c", PAD_AND_FILL, journal, str(mnt)], check=True,
+                   stderr=subprocess.PIPE)
+
+
+def test_a_journal_record_the_full_disk_cuts_short_is_not_half_written(tmp_path):
+    with mounts.small_tmpfs(tmp_path / "target", "1m") as mnt:
+        journal = Journal(str(mnt))
+        journal.record("claim", "alice")
+        _pad_and_fill(journal.path, mnt)
+        with pytest.raises(OSError) as e:
+            journal.record("done", "alice", mode="copy", messages=4, bytes=300008)
+        assert e.value.errno == errno.ENOSPC
+        assert not journal.has("done", "alice")                 # not believed written
+        assert not Journal(str(mnt)).has("done", "alice")
+        os.unlink(os.path.join(str(mnt), "filler"))
+        journal.record("done", "bob", mode="copy")
+        again = Journal(str(mnt))
+        assert again.has("claim", "alice") and again.has("done", "bob")
+        assert not again.has("done", "alice")
+        with open(journal.path, "rb") as f:
+            data = f.read()
+        assert data.endswith(b"\n") and all(json.loads(l) for l in data.splitlines())
+
+
+def test_a_journal_with_a_torn_last_line_takes_the_next_record_whole(tmp_path):
+    """A kill -9 (or power loss) in the middle of an append leaves a torn last line."""
+    journal = Journal(str(tmp_path))
+    journal.record("claim", "alice")
+    with open(journal.path, "ab") as f:
+        f.write(b'{"event": "done", "us')
+    Journal(str(tmp_path)).record("done", "bob", mode="copy")
+    again = Journal(str(tmp_path))
+    assert again.has("claim", "alice") and again.has("done", "bob")
+    assert not again.has("done", "alice")
