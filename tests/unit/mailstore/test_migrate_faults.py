@@ -254,3 +254,43 @@ def test_a_journal_with_a_torn_last_line_takes_the_next_record_whole(tmp_path):
     again = Journal(str(tmp_path))
     assert again.has("claim", "alice") and again.has("done", "bob")
     assert not again.has("done", "alice")
+
+
+def test_the_target_disk_full_when_the_verified_users_are_recorded(tmp_path):
+    """The cut-over verified every user, then the journal's "done" records do not fit:
+    the run says so, records nobody, runs the resume hook; a re-run finishes."""
+    src = str(tmp_path / "src")
+    log = tmp_path / "hooks.log"
+    with mounts.small_tmpfs(tmp_path / "target", "4m") as mnt:
+        dst = str(mnt / "mail")
+        _roots(tmp_path, src=src, dst=dst)
+        journal = os.path.join(dst, mx.STATE_DIR, "journal.jsonl")
+        script = tmp_path / "pad_and_fill.py"
+        script.write_text(PAD_AND_FILL)
+        hook = "echo quiesce >> %s && %s %s %s %s" % (log, sys.executable, script, journal,
+                                                     mnt)
+        r = migration.migrate(src, dst, force_copy=True, processes=1, quiesce=hook,
+                              resume="echo resume >> %s" % log)
+        assert not r.ok
+        assert "journal" in (r.error or "") and "No space left on device" in r.error, \
+            r.as_dict()
+        assert all(u.verified and not u.done for u in r.users), r.as_dict()
+        assert log.read_text() == "quiesce\nresume\n"
+        assert _done(dst) == []
+        os.unlink(os.path.join(str(mnt), "filler"))
+        _assert_rerun_finishes(src, dst)
+
+
+def test_the_target_disk_full_before_the_run_refuses_it(tmp_path):
+    """No room for the journal's claims: the run stops before it writes into any user's
+    target directory, with one clear error (no traceback)."""
+    src = str(tmp_path / "src")
+    with mounts.small_tmpfs(tmp_path / "target", "1m") as mnt:
+        dst = str(mnt / "mail")
+        _roots(tmp_path, src=src, dst=dst)
+        mounts.fill(mnt, leave=0)
+        with pytest.raises(migration.MigrateError, match="cannot write the journal.*No space"):
+            migration.migrate(src, dst, force_copy=True, processes=1)
+        assert not any(os.path.lexists(os.path.join(dst, u)) for u in USERS)
+        os.unlink(os.path.join(str(mnt), "filler"))
+        _assert_rerun_finishes(src, dst)
