@@ -9,9 +9,12 @@ Freeing space: objects no remaining snapshot needs (including leftovers of inter
 are dropped. A pack holding only such objects is deleted; a pack holding some is rewritten
 with just the live records (copied as they are: no key needed, nothing decoded). New packs are
 made durable first, then one catalog transaction switches over, then old packs are unlinked;
-a crash anywhere leaves either the old or the new state, plus garbage the next run removes.
+a crash anywhere leaves either the old or the new state, plus garbage the next run removes;
+a failure before the switch (ENOSPC, EIO) leaves the old state and unlinks the new packs
+itself, so that a full disk gets its space back at once.
 """
 import os
+import sqlite3
 import time
 
 from mailstore.backup import catalog
@@ -94,19 +97,26 @@ def prune(repo_path, key_file=None, keep_last=0, keep_daily=0, keep_weekly=0, ke
         result["packs_rewritten"] = len(partial)
         if dry_run:
             return result
-        new_packs, moved = _rewrite(repo, {p: by_pack[p][0] for p in partial})
-        with catalog.transaction(db):
-            for seq in removed:
-                db.execute("DELETE FROM snapshot_messages WHERE snapshot = ?", (seq,))
-                db.execute("DELETE FROM files WHERE snapshot = ?", (seq,))
-                db.execute("DELETE FROM snapshots WHERE seq = ?", (seq,))
-            db.execute("DELETE FROM messages WHERE id NOT IN"
-                       " (SELECT message FROM snapshot_messages)")
-            db.executemany("DELETE FROM objects WHERE id = ?", ((oid,) for oid in dead))
-            db.executemany("UPDATE objects SET pack = ?, offset = ? WHERE id = ?", moved)
-            db.executemany("INSERT INTO packs VALUES (?, ?, ?)", new_packs)
-            db.executemany("DELETE FROM packs WHERE name = ?",
-                           ((p,) for p in dead_packs + partial))
+        new_packs, moved = [], []
+        try:
+            _rewrite(repo, {p: by_pack[p][0] for p in partial}, new_packs, moved)
+            with catalog.transaction(db):
+                for seq in removed:
+                    db.execute("DELETE FROM snapshot_messages WHERE snapshot = ?", (seq,))
+                    db.execute("DELETE FROM files WHERE snapshot = ?", (seq,))
+                    db.execute("DELETE FROM snapshots WHERE seq = ?", (seq,))
+                db.execute("DELETE FROM messages WHERE id NOT IN"
+                           " (SELECT message FROM snapshot_messages)")
+                db.executemany("DELETE FROM objects WHERE id = ?", ((oid,) for oid in dead))
+                db.executemany("UPDATE objects SET pack = ?, offset = ? WHERE id = ?", moved)
+                db.executemany("INSERT INTO packs VALUES (?, ?, ?)", new_packs)
+                db.executemany("DELETE FROM packs WHERE name = ?",
+                               ((p,) for p in dead_packs + partial))
+        except BaseException:
+            # ENOSPC, EIO, a failed switch: the old state stands; give back the space the new
+            # packs took (a full disk stays full otherwise until the next run's clean-up)
+            _discard(repo, [name for name, _size, _t in new_packs])
+            raise
         for name in dead_packs + partial:
             try:
                 os.unlink(pack_path(repo.packs_dir, name))
@@ -127,9 +137,12 @@ def _live_objects(db, seqs):
     return live
 
 
-def _rewrite(repo, keep_by_pack):
-    """Copy the live records of partly dead packs into new packs (durable before returning)."""
-    new_packs, moved = [], []
+def _rewrite(repo, keep_by_pack, new_packs, moved):
+    """Copy the live records of partly dead packs into new packs (durable before returning).
+
+    Appends (name, size, time) of each sealed pack to `new_packs` as it is sealed (so that a
+    caller whose rewrite failed half-way knows which to discard) and (pack, offset, object)
+    to `moved`."""
 
     def sealed(name, size, entries):
         new_packs.append((name, size, time.time()))
@@ -145,4 +158,20 @@ def _rewrite(repo, keep_by_pack):
         writer.abort()
         raise
     repo.reader.close()
-    return new_packs, moved
+
+
+def _discard(repo, names):
+    """After a failure: unlink those new packs the catalog does not name. The catalog
+    decides (a switch whose COMMIT raised may have committed): a pack it names stays, and if
+    it cannot be asked, every pack stays for the next run's clean-up. Never raises."""
+    repo.reader.close()
+    try:
+        stray = [n for n in names if repo.db.execute(
+            "SELECT 1 FROM packs WHERE name = ?", (n,)).fetchone() is None]
+    except sqlite3.Error:
+        return
+    for name in stray:
+        try:
+            os.unlink(pack_path(repo.packs_dir, name))
+        except OSError:
+            pass

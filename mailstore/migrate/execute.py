@@ -441,8 +441,16 @@ def compare_files(a_path: str, b_path: str, rel: str) -> List[mp.Difference]:
             return [mp.Difference(rel, "cannot read target: %s" % (e.strerror or e))]
         try:
             while True:
-                x = os.read(a, CHUNK)
-                y = os.read(b, CHUNK)
+                # a read error (EIO) is a difference like any other: the caller (the source's
+                # clean-up) then leaves that user alone and goes on with the others
+                try:
+                    x = os.read(a, CHUNK)
+                except OSError as e:
+                    return [mp.Difference(rel, "cannot read source: %s" % (e.strerror or e))]
+                try:
+                    y = os.read(b, CHUNK)
+                except OSError as e:
+                    return [mp.Difference(rel, "cannot read target: %s" % (e.strerror or e))]
                 if x != y:
                     return [mp.Difference(rel, "contents differ")]
                 if not x:

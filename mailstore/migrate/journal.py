@@ -40,7 +40,8 @@ class Journal:
                     = None, **fields) -> None:
         """One write and one fsync for many users (on ext4 with data=ordered an fsync also
         flushes every dirty data block of the file system: not once per user while copying).
-        ``per_user``: extra fields for some users' records."""
+        ``per_user``: extra fields for some users' records. Raises OSError (ENOSPC, EIO)
+        when the records could not be written whole; none of them is then recorded."""
         if not users:
             return
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
@@ -49,10 +50,26 @@ class Journal:
         entries = [dict(fields, **per_user.get(u, {}), event=event, user=u, time=now)
                    for u in users]
         data = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries).encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
+            start = os.fstat(fd).st_size
+            if start and os.pread(fd, 1, start - 1) != b"\n":
+                # a torn last line (kill -9 or power loss mid-append): ours starts afresh,
+                # or the torn bytes would make our first record unreadable too
+                data = b"\n" + data
+            try:
+                # write(2) that meets a full disk part-way returns a short count; the rest
+                # then fails with ENOSPC (raised), rather than leaving a torn record behind
+                view, written = memoryview(data), 0
+                while written < len(data):
+                    written += os.write(fd, view[written:])
+                os.fsync(fd)
+            except OSError:
+                try:
+                    os.ftruncate(fd, start)      # no half record stays behind
+                except OSError:
+                    pass
+                raise
         finally:
             os.close(fd)
         self.events.extend(entries)

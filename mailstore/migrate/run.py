@@ -73,8 +73,8 @@ from mailstore.migrate import workers as mw
 from mailstore.migrate.cutover import cut_over, rename_user
 from mailstore.migrate.dirwatch import PerProcess
 from mailstore.migrate.journal import Journal
-from mailstore.migrate.results import (HookResult, MigrationResult, UserResult, anomaly_lines,
-                                       check_roots)
+from mailstore.migrate.results import (HookResult, MigrateError, MigrationResult, UserResult,
+                                       anomaly_lines, check_roots)
 
 
 def run_hook(command: str, out=None) -> HookResult:
@@ -195,8 +195,13 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
     try:
         # live passes: nothing is quiesced yet, the source changes while we read it
         t0 = time.monotonic()
-        journal.record_many("claim", [r.user for r in copy_users
-                                      if not journal.has("claim", r.user)])
+        try:
+            journal.record_many("claim", [r.user for r in copy_users
+                                          if not journal.has("claim", r.user)])
+        except OSError as e:
+            # before anything is written into a user's target directory
+            raise MigrateError("cannot write the journal %s: %s" % (journal.path,
+                                                                   e.strerror or e))
         count = processes if processes is not None else mw.default_count()
         workers = None
         if count > 1 and len(copy_users) > 1:
@@ -265,9 +270,18 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
                                     "mended")
             verified = [r for r in copy_users if r.verified and not r.errors]
             # one journal write and fsync for every verified user
-            journal.record_many("done", [r.user for r in verified], mode="copy",
-                                per_user={r.user: {"messages": r.messages, "bytes": r.bytes}
-                                          for r in verified})
+            try:
+                journal.record_many("done", [r.user for r in verified], mode="copy",
+                                    per_user={r.user: {"messages": r.messages,
+                                                       "bytes": r.bytes}
+                                              for r in verified})
+            except OSError as e:
+                # e.g. the target disk full: nobody is recorded, so a later run verifies
+                # these users again (their claims let it) instead of trusting a torn record
+                result.error = ("recording the verified users as migrated in %s failed: %s; "
+                                "none is recorded, run again" % (journal.path,
+                                                                  e.strerror or e))
+                verified = []
             for r in verified:
                 r.done = True
             result.phases["cutover"] = time.monotonic() - t0
