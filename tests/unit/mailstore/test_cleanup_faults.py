@@ -18,7 +18,7 @@ import pytest
 
 from mailstore import migrate as migration
 
-import _migrate_trees as trees
+from tests.harness import maildir_trees as trees
 import mounts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(

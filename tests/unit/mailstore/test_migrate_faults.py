@@ -19,7 +19,7 @@ from mailstore.migrate import cutover
 from mailstore.migrate import execute as mx
 from mailstore.migrate.journal import Journal
 
-import _migrate_trees as trees
+from tests.harness import maildir_trees as trees
 import mounts
 
 USERS = ("alice", "bob")

@@ -23,7 +23,7 @@ from mailstore import backup
 from mailstore.backup import objects
 from mailstore.backup.repository import Repository
 
-from backup_fixtures import make_tree, snapshot_tree, write
+from tests.harness import make_tree, snapshot_tree, write
 import mounts
 
 DAYS = 6
