@@ -8,7 +8,7 @@ Two modes:
   cur/ and new/ are added (Dovecot gives them new UIDs); nothing present is touched, control
   files are left alone, directories that exist keep their owner and mode, and nothing is ever
   overwritten (files are linked into place with link(2), which fails rather than replace).
-  What is in the way is skipped and named (`skipped_entries`), the rest still merged: a
+  What is in the way is skipped and named (`conflict_entries`), the rest still merged: a
   message's unique name held by a symbolic link, by something not a file or by a file of
   another size than the backed-up message (a file of the same size under the same unique
   name counts as present: Maildir names carry the size, its bytes are not compared), and a
@@ -201,9 +201,9 @@ def restore(repo_path, snapshot, target_root, key_file=None, user=None, folder=N
     `message` (the unique name printed by `find`, i.e. the file name before `:2,`).
     `extras`: restore the included config paths and database dumps instead of mail, below
     `target_root` (an included /etc/postfix/main.cf lands at TARGET/etc/postfix/main.cf).
-    Summary: messages, present (already there under the same unique name, merge), skipped
-    and skipped_entries (what was in the way and not restored: [{path, reason}]), files,
-    bytes, errors (list of text).
+    Summary: messages, present (already there under the same unique name, merge; `skipped`
+    is its older name, kept for scripts that read it), conflicts and conflict_entries (what
+    was in the way and not restored: [{path, reason}]), files, bytes, errors (list of text).
     Raises NotFoundError if nothing matches, RestoreConflict if the target is not empty where
     it must be (and nothing has been written then).
     `dry_run`: write nothing, not even the target root; the summary counts what would be
@@ -346,16 +346,16 @@ def _present(target, user, folder):
 
 
 def _new_result():
-    return {"messages": 0, "present": 0, "skipped": 0, "skipped_entries": [], "files": 0,
-            "bytes": 0, "errors": []}
+    return {"messages": 0, "present": 0, "skipped": 0, "conflicts": 0, "conflict_entries": [],
+            "files": 0, "bytes": 0, "errors": []}
 
 
 def _skip(result, target, parts, reason):
     path = target.show(parts)
-    if any(e["path"] == path for e in result["skipped_entries"]):
+    if any(e["path"] == path for e in result["conflict_entries"]):
         return
-    result["skipped_entries"].append({"path": path, "reason": reason})
-    result["skipped"] += 1
+    result["conflict_entries"].append({"path": path, "reason": reason})
+    result["conflicts"] += 1
 
 
 def _different(target, parts, size):
@@ -397,6 +397,7 @@ def _messages_to_restore(target, plan, merge, result):
                     _skip(result, target, parts, reason)
                 else:
                     result["present"] += 1
+                    result["skipped"] += 1  # the older name of `present`
                 continue
             present[key][uniq] = (m[2], m[3])
         yield m

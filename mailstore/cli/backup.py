@@ -316,7 +316,7 @@ def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extra
         result = lib.restore(repo, snapshot, target_root, key_file=key_file, user=user,
                              folder=folder, message=message, merge=merge, extras=extras,
                              wait=wait, progress=_progress(quiet), dry_run=dry_run)
-    for entry in result["skipped_entries"]:
+    for entry in result["conflict_entries"]:
         click.echo("{} skipped {}: {}".format(PREFIX, entry["path"], entry["reason"]), err=True)
     for text in result["errors"]:
         click.echo("{} error: {}".format(PREFIX, text), err=True)
@@ -329,11 +329,11 @@ def restore_cmd(repo, snapshot, target_root, user, folder, message, merge, extra
             PREFIX, "dry run: would restore" if dry_run else "restored", result["messages"],
             _size(result["bytes"]), result["files"], result["snapshot"], target_root,
             ", {} already present".format(result["present"]) if result["present"] else "",
-            ", {} SKIPPED".format(result["skipped"]) if result["skipped"] else "",
+            ", {} SKIPPED (in the way)".format(result["conflicts"]) if result["conflicts"] else "",
             ", {} FAILED".format(len(result["errors"])) if result["errors"] else ""))
     if result["errors"]:
         sys.exit(1)
-    sys.exit(RESTORE_SKIPPED if result["skipped"] else 0)
+    sys.exit(RESTORE_SKIPPED if result["conflicts"] else 0)
 
 
 @backup_group.command("prune")

@@ -34,7 +34,7 @@ def test_merge_keeps_the_metadata_of_existing_directories(tmp_path, backed_up):
     os.chmod(inbox_cur, 0o750)
     shutil.rmtree(live / "alice/Maildir/.Sent")
     r = backup.restore(repo, "latest", live, user="alice", merge=True)
-    assert r["messages"] == 4 and r["skipped"] == 0 and not r["errors"]
+    assert r["messages"] == 4 and r["conflicts"] == 0 and not r["errors"]
     # there before: its own mode stays; created again: the snapshot's mode and mtime
     assert stat.S_IMODE(os.stat(inbox_cur).st_mode) == 0o750
     sent = os.stat(live / "alice/Maildir/.Sent")
@@ -50,8 +50,8 @@ def test_merge_skips_and_names_a_message_present_with_other_content(tmp_path, ba
     os.unlink(second)
     before = snapshot_tree(live)
     r = backup.restore(repo, "latest", live, user="alice", merge=True)
-    assert r["messages"] == 1 and r["skipped"] == 1 and r["present"] == 9
-    entry, = r["skipped_entries"]
+    assert r["messages"] == 1 and r["conflicts"] == 1 and r["present"] == 9 == r["skipped"]
+    entry, = r["conflict_entries"]
     assert entry["path"] == str(first) and "other content" in entry["reason"]
     assert snapshot_tree(live)[os.path.relpath(str(first), str(live))] == \
         before[os.path.relpath(str(first), str(live))]
@@ -65,10 +65,10 @@ def test_merge_skips_and_names_a_message_present_with_other_content(tmp_path, ba
     p = cli("restore", repo, "latest", live, "--user", "alice", "--merge", "--json")
     assert p.returncode == 3
     doc = json.loads(p.stdout)
-    assert (doc["skipped"], doc["present"], doc["messages"]) == (1, 10, 0)
+    assert (doc["conflicts"], doc["present"], doc["messages"]) == (1, 10, 0)
     # the dry run tells the same
     p = cli("restore", repo, "latest", live, "--user", "alice", "--merge", "--dry-run", "--json")
-    assert p.returncode == 3 and json.loads(p.stdout)["skipped"] == 1
+    assert p.returncode == 3 and json.loads(p.stdout)["conflicts"] == 1
 
 
 def test_merge_never_follows_an_existing_symlink(tmp_path, backed_up):
@@ -91,10 +91,10 @@ def test_merge_never_follows_an_existing_symlink(tmp_path, backed_up):
     assert os.path.islink(msg)
     # the other folders are still merged
     assert r["messages"] == 1 and os.path.isfile(deleted)
-    reasons = {e["path"]: e["reason"] for e in r["skipped_entries"]}
+    reasons = {e["path"]: e["reason"] for e in r["conflict_entries"]}
     assert "symbolic link" in reasons[str(msg)]
     assert "symbolic link" in reasons[str(live / "alice/Maildir/.Sent")]
-    assert r["skipped"] == 2
+    assert r["conflicts"] == 2
 
 
 def test_a_damaged_non_message_file_is_named_and_the_rest_restored(tmp_path, backed_up):
