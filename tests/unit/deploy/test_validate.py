@@ -4,6 +4,7 @@ from conftest import write_secret
 from pki import DAY, NOW, PKI
 
 from inventories.validate import InventoryError, checked, defaults
+from lab import topology
 
 
 def test_valid_lab_data_passes(secrets, email_data):
@@ -203,7 +204,7 @@ def test_etc_aliases_entry_must_be_in_the_mail_domain(secrets, email_data):
 
 
 def test_only_the_bullseye_lab_goes_without_the_security_suite():
-    lab = pytest.importorskip("inventories.lab", exc_type=InventoryError)
-    assert lab._security_mirror("bullseye") is None
+    mirror = defaults()["debian_security_mirror"]
+    assert topology.security_mirror("bullseye", mirror) is None
     for release in ("bookworm", "trixie"):
-        assert lab._security_mirror(release) == defaults()["debian_security_mirror"]
+        assert topology.security_mirror(release, mirror) == mirror
