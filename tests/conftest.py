@@ -2,8 +2,9 @@
 
 Outside CI a skip stays a skip and prints its reason at the end of the run (-rs). Under CI
 (`CI` set and not "0"/"false", as .ci/run sets it) a skipped test becomes a failure that gives
-the reason, and a module skipped as a whole fails the run, listed with its reason at the end: tests/setup installs everything the tests need, so a
-test that cannot run in CI is a finding, never a silent gap.
+the reason, and a module skipped as a whole fails the run, listed with its reason at the end.
+tests/setup installs everything the tests need, so a test that cannot run in CI is a finding,
+never a silent gap.
 """
 import os
 
