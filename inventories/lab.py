@@ -41,21 +41,10 @@ def _certificates():
     return certs
 
 
-
-def _security_mirror(release):
-    """bullseye: None. This machine's Debian mirror lacks part of bullseye-security's pool
-    (dovecot-sieve, -managesieved, -mysql, -pop3d 2.3.13+dfsg1-2+deb11u4 and icinga2
-    2.12.3-1+deb11u1 answer 404 while their Packages entries and other packages of the same
-    versions are there; measured 2026-11-25), and packages built from one source must share
-    one version. So the bullseye lab installs from bullseye and bullseye-updates only, like
-    the container's base system (debootstrap takes no security updates). Production keeps
-    the security suite."""
-    return None if release == "bullseye" else defaults()["debian_security_mirror"]
-
-
 _SHARED = {
     "debian_release": _release(),
-    "debian_security_mirror": _security_mirror(_release()),
+    "debian_security_mirror": t.security_mirror(_release(),
+                                                defaults()["debian_security_mirror"]),
     "apt_proxy": f"http://{t.BRIDGE_ADDRESS}:{t.APT_PROXY_PORT}",
     "container_name": t.CONTAINER,
     "container_net": {

@@ -47,3 +47,15 @@ ALIASES = [
 
 PORTS = {"smtp": 25, "smtps": 465, "submission": 587, "imap": 143, "imaps": 993,
          "pop3": 110, "pop3s": 995, "sieve": 4190, "http": 80, "https": 443}
+
+
+def security_mirror(release, mirror):
+    """The Debian security mirror of the lab's container on `release`: `mirror`, but None on
+    bullseye. This machine's Debian mirror lacks part of bullseye-security's pool
+    (dovecot-sieve, -managesieved, -mysql, -pop3d 2.3.13+dfsg1-2+deb11u4 and icinga2
+    2.12.3-1+deb11u1 answer 404 while their Packages entries and other packages of the same
+    versions are there; measured 2026-11-25), and packages built from one source must share
+    one version. So the bullseye lab installs from bullseye and bullseye-updates only, like
+    the container's base system (debootstrap takes no security updates). Production keeps
+    the security suite."""
+    return None if release == "bullseye" else mirror

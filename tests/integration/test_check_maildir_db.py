@@ -22,9 +22,8 @@ SCHEMA = os.path.join(os.path.dirname(__file__), "..", "..", "files", "mariadb",
 @pytest.fixture(scope="module")
 def mariadb(tmp_path_factory):
     if shutil.which("mariadbd") is None or shutil.which("mariadb-install-db") is None:
-        if os.environ.get("CI"):
-            pytest.fail("mariadb-server is not installed (.ci/apt-packages lists it)")
-        pytest.skip("mariadb-server is not installed")
+        # under CI a failure (tests/conftest.py); tests/setup installs it
+        pytest.skip("mariadb-server is not installed (tests/packages lists it)")
     base = str(tmp_path_factory.mktemp("mariadb"))
     data, sock = os.path.join(base, "data"), os.path.join(base, "mysqld.sock")
     subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + data, "--user=root",

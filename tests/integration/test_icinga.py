@@ -260,9 +260,8 @@ class Master:
 @pytest.fixture(scope="module")
 def master(tmp_path_factory):
     if shutil.which("icinga2") is None:
-        if os.environ.get("CI"):
-            pytest.fail("icinga2 is not installed (.ci/apt-packages lists it)")
-        pytest.skip("icinga2 is not installed (apt install icinga2)")
+        # under CI a failure (tests/conftest.py); tests/setup installs it
+        pytest.skip("icinga2 is not installed (tests/packages lists it)")
     # the free port may be taken between choosing and binding it: then try another one
     for attempt in range(3):
         m = Master(str(tmp_path_factory.mktemp("icinga2")))

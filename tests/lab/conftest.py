@@ -1,7 +1,7 @@
 """Fixtures for every lab test: the lab's description, a root shell in the container, a deploy.
 
 The lab is built by `./lab/up`, which writes `.lab/lab.json` (contract: docs/architecture.md).
-These tests never build it themselves; without it they fail at once, saying so.
+These tests never build it themselves; without it the run stops at once with one line saying so.
 """
 import json
 import os
@@ -19,6 +19,13 @@ from mailclients import deploy_failure  # noqa: E402
 
 LAB_JSON = REPO / ".lab" / "lab.json"
 KNOWN_HOSTS = REPO / ".lab" / "known_hosts"
+
+
+def pytest_sessionstart(session):
+    # One line instead of an error for every test.
+    if not LAB_JSON.is_file():
+        pytest.exit(f"lab not up: run ./lab/up ({LAB_JSON.relative_to(REPO)} is missing)",
+                    returncode=pytest.ExitCode.TESTS_FAILED)
 
 
 @pytest.fixture(scope="session")

@@ -120,7 +120,8 @@ def test_lab_crls_revoke_on_the_intermediate_and_are_renewed_when_dirty(tmp_path
 # --- the refresh script, for real ----------------------------------------------------------
 
 needs_tools = pytest.mark.skipif(not (shutil.which("curl") and shutil.which("openssl")),
-                                 reason="curl and openssl are in .ci/apt-packages")
+                                 reason="curl and openssl are not installed "
+                                        "(tests/packages lists them)")
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from conftest import write_secret
 from operations.defaults import defaults
 from operations.secrets import InventoryError
 from inventories.validate import checked, problems, stop_unless_valid
+from lab import topology
 from tests.harness import DAY, NOW, PKI
 
 
@@ -303,7 +304,7 @@ def test_etc_aliases_entry_must_be_in_the_mail_domain(secrets, email_data):
 
 
 def test_only_the_bullseye_lab_goes_without_the_security_suite():
-    lab = pytest.importorskip("inventories.lab", exc_type=InventoryError)
-    assert lab._security_mirror("bullseye") is None
+    mirror = defaults()["debian_security_mirror"]
+    assert topology.security_mirror("bullseye", mirror) is None
     for release in ("bookworm", "trixie"):
-        assert lab._security_mirror(release) == defaults()["debian_security_mirror"]
+        assert topology.security_mirror(release, mirror) == mirror
