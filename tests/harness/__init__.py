@@ -3,6 +3,7 @@
 - `pki`: a throwaway root -> intermediate -> leaf PKI and CRLs (deploy and check plugin tests)
 - `nobody`: running code as uid/gid nobody, and a /tmp directory nobody can traverse
 - `doveadm`: doveadm as nobody on a Maildir tree, and what an IMAP client sees there
+- `clock`: a fake clock for backup runs (snapshots on chosen days)
 - `maildir_trees`: building, changing and comparing Maildir trees (migration and backup tests)
 
 Tests import from here (`from tests.harness import PKI`, `from tests.harness import
@@ -10,6 +11,7 @@ maildir_trees as trees`); pytest is started from the repository root (`python -m
 which puts that root on sys.path, on every Python the tests run on.
 """
 from tests.harness import maildir_trees
+from tests.harness.clock import run_clock
 from tests.harness.doveadm import (DOVEADM, NEEDS_DOVEADM, doveadm, doveadm_cmd, doveadm_shell,
                                    dovecot_base, imap_view, make_mailbox)
 from tests.harness.maildir_trees import (flip_bit, make_tree, message_bytes, message_paths,
@@ -20,9 +22,8 @@ from tests.harness.pki import (DAY, NOW, PKI, UTC, certificate, make_crl, new_ke
 
 __all__ = [
     "DAY", "DOVEADM", "NEEDS_DOVEADM", "NOBODY", "NOW", "PKI", "UTC", "as_nobody",
-    "flip_bit", "pack_files",
     "become_nobody", "certificate", "doveadm", "doveadm_cmd", "doveadm_shell", "dovecot_base",
-    "imap_view", "maildir_trees", "make_crl", "make_mailbox", "make_tree", "message_bytes",
-    "message_paths", "new_key", "pem", "pem_bytes", "public_tmpdir", "snapshot_tree",
-    "write", "write_pem",
+    "flip_bit", "imap_view", "maildir_trees", "make_crl", "make_mailbox", "make_tree",
+    "message_bytes", "message_paths", "new_key", "pack_files", "pem", "pem_bytes",
+    "public_tmpdir", "run_clock", "snapshot_tree", "write", "write_pem",
 ]

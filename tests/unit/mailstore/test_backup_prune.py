@@ -10,7 +10,7 @@ from mailstore import backup
 from mailstore.backup.prune import plan
 from mailstore.backup.repository import Repository
 
-from tests.harness import make_tree, message_bytes, write
+from tests.harness import make_tree, message_bytes, run_clock, write
 
 DAY = 86400
 
@@ -69,25 +69,11 @@ def test_plan_properties(times, last, daily, weekly, monthly):
     assert len(keep) <= last + daily + weekly + monthly
 
 
-def _clock(times):
-    it = iter(times)
-    current = [None]
-
-    def now():
-        # each run asks twice (start, finish): hand out the same fake time for both
-        if current[0] is None:
-            current[0] = next(it)
-            return current[0]
-        t, current[0] = current[0], None
-        return t + 60
-    return now
-
-
 def test_prune_forgets_the_right_snapshots_and_frees_their_objects(tmp_path):
     backup.init(tmp_path / "repo", pack_size=4096)
     make_tree(tmp_path / "src")
     times = [_t(2026, 11, d) for d in range(1, 26)]      # one snapshot a day, Nov 1..25
-    clock = _clock(times)
+    clock = run_clock(times)
     ids = {}
     for i, t in enumerate(times):
         # a message that lives in exactly one snapshot: its object must go with it

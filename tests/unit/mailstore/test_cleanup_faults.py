@@ -121,21 +121,27 @@ def test_kill_9_at_every_deletion_step_then_rerun(tmp_path):
         _assert_done(src, dst, target)
 
 
+def _eio_below(directory):
+    """An os.read that fails with EIO for every file below `directory` (found through
+    /proc/self/fd), and reads every other file."""
+    below = os.path.realpath(directory) + "/"
+    orig = os.read
+
+    def read(fd, n):
+        if os.readlink("/proc/self/fd/%d" % fd).startswith(below):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return orig(fd, n)
+    return read
+
+
 def test_eio_reading_the_source_in_the_comparison_leaves_that_user_alone(migrated,
                                                                        monkeypatch):
     # Injected at a seam (os.read): a real read error needs a failing block device
     # (dm-error, dm-flakey), which the test machine does not have.
     src, dst, target = migrated
     source = trees.snapshot(src, "alice")
-    alice = os.path.join(os.path.realpath(src), "alice") + "/"
-    orig = os.read
-
-    def read(fd, n):
-        if os.readlink("/proc/self/fd/%d" % fd).startswith(alice):
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return orig(fd, n)
     with monkeypatch.context() as m:
-        m.setattr(os, "read", read)
+        m.setattr(os, "read", _eio_below(os.path.join(src, "alice")))
         r = migration.cleanup_source(src, dst)
     by_user = {u["user"]: u for u in r.users}
     assert not r.ok
@@ -150,15 +156,8 @@ def test_eio_reading_the_target_in_the_comparison_leaves_that_user_alone(migrate
                                                                        monkeypatch):
     src, dst, target = migrated                          # (seam: as above)
     source = trees.snapshot(src, "alice")
-    alice = os.path.join(os.path.realpath(dst), "alice") + "/"
-    orig = os.read
-
-    def read(fd, n):
-        if os.readlink("/proc/self/fd/%d" % fd).startswith(alice):
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return orig(fd, n)
     with monkeypatch.context() as m:
-        m.setattr(os, "read", read)
+        m.setattr(os, "read", _eio_below(os.path.join(dst, "alice")))
         r = migration.cleanup_source(src, dst, users=["alice"])
     assert not r.ok and r.users[0]["deleted_files"] == 0
     assert any("Input/output error" in p for p in r.users[0]["problems"]), r.as_dict()

@@ -23,7 +23,7 @@ from mailstore import backup
 from mailstore.backup import objects
 from mailstore.backup.repository import Repository
 
-from tests.harness import make_tree, snapshot_tree, write
+from tests.harness import make_tree, run_clock, snapshot_tree, write
 import mounts
 
 DAYS = 6
@@ -84,20 +84,6 @@ POINTS = ["mid-rewrite", "before-switch", "mid-switch", "after-switch", "mid-unl
           "before-vacuum"]
 
 
-def _clock(times):
-    it = iter(times)
-    current = [None]
-
-    def now():
-        # each run asks twice (start, finish): the same fake time for both
-        if current[0] is None:
-            current[0] = next(it)
-            return current[0]
-        t, current[0] = current[0], None
-        return t + 60
-    return now
-
-
 def _mail(path, rng, size):
     data = b"Subject: x\r\n\r\n" + bytes(rng.getrandbits(8) for _ in range(size))
     # an mtime of its own: a backup run takes a file with the inode, size and mtime of one
@@ -112,7 +98,7 @@ def _build(repo, src):
     backup.init(repo, pack_size=16 * 1024)
     make_tree(src)
     rng = random.Random(7)
-    clock = _clock([1_790_000_000 + d * 86400 for d in range(DAYS)])
+    clock = run_clock([1_790_000_000 + d * 86400 for d in range(DAYS)])
     inbox = os.path.join(str(src), "alice", "Maildir", "cur")
     snaps = []
     for day in range(DAYS):
