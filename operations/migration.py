@@ -15,6 +15,10 @@ What runs on the server (files/migration/, installed to /usr/local/sbin):
   and Dovecot's switch to NEW; when no user was cut over it resumes on OLD and fails, which
   stops the deploy before Dovecot is switched.
 - mail-resume: Dovecot started, defer removed, `postqueue -f`.
+While delivery is held, HELD_FILE says why in one line and the monitoring is CRITICAL (the
+mailq check's --held): a move that stops half-way, or a dovecot.server() that fails after a
+complete move (then resume_delivery never runs), never defers the mail silently. The next
+deploy finishes either: it moves the users not cut over yet, switches Dovecot, resumes.
 
 A second run changes nothing: every user of OLD is then recorded as done in NEW's journal.
 """
@@ -33,6 +37,10 @@ SCRIPTS = {
     "mail-resume": "start Dovecot, resume delivery, flush the queue",
     "mail-migrate": "mailstore migrate with the hooks, for the deploy",
 }
+# Present while the scripts hold delivery on purpose (mail-quiesce writes it, mail-resume
+# removes it, mail-migrate puts in the one line that says what to do next); the mailq check
+# (operations/monitoring.py) is CRITICAL while it exists. The scripts' default, kept equal.
+HELD_FILE = "/var/lib/mailstore/delivery-held"
 # Where `mailstore migrate` keeps its journal in the target root (mailstore/migrate/journal.py).
 JOURNAL = ".mailstore-migrate/journal.jsonl"
 # Not user directories: ext4 puts lost+found at the root of the data volume.
@@ -42,17 +50,18 @@ NOT_USERS = ("lost+found",)
 class MailMigration(FactBase):
     """The state of a move from `old` to `new`: {"users": user directories under old,
     "done": users the journal in new records as migrated, "deferred": Postfix's
-    defer_transports (non-empty while a cut-over holds delivery)}."""
+    defer_transports (non-empty while a cut-over holds delivery), "held": HELD_FILE exists}."""
 
     def command(self, old, new):
         skip = " ".join(f"! -name '{n}'" for n in NOT_USERS)
         return (f"echo '# users'; [ -d '{old}' ] && find '{old}' -mindepth 1 -maxdepth 1 "
                 f"-type d ! -name '.*' {skip} -printf '%f\\n'; "
                 f"echo '# journal'; cat '{new}/{JOURNAL}' 2>/dev/null; "
-                f"echo '# deferred'; postconf -h defer_transports 2>/dev/null; true")
+                f"echo '# deferred'; postconf -h defer_transports 2>/dev/null; "
+                f"echo '# held'; [ -e '{HELD_FILE}' ] && echo yes; true")
 
     def process(self, output):
-        section, state = None, {"users": [], "done": [], "deferred": ""}
+        section, state = None, {"users": [], "done": [], "deferred": "", "held": False}
         for line in output:
             if line.startswith("# "):
                 section = line[2:]
@@ -67,6 +76,8 @@ class MailMigration(FactBase):
                     state["done"].append(event.get("user"))
             elif section == "deferred":
                 state["deferred"] += line.strip()
+            elif section == "held":
+                state["held"] = state["held"] or line.strip() == "yes"
         state["users"].sort()
         state["done"] = sorted(set(state["done"]))
         return state
@@ -145,11 +156,12 @@ def move_mail():
 @deploy("Resume mail delivery after the move")
 def resume_delivery():
     """After dovecot.server(): once Dovecot reads the new root, let the waiting mail in.
-    Also finishes a run that stopped between the cut-over and this step."""
+    Also finishes a run that stopped between the cut-over and this step, or whose
+    mail-resume failed half-way (the held file, and the CRITICAL, would stay)."""
     moving = roots(host.data.dict())
     if moving is None:
         return
     state = host.get_fact(MailMigration, old=moving[0], new=moving[1])
-    if pending(state) or state["deferred"]:
+    if pending(state) or state["deferred"] or state.get("held"):
         server.shell(name="Resume delivery (Dovecot reads the new root now)",
                      commands=[f"{SBIN}/mail-resume"])

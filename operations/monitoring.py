@@ -7,8 +7,9 @@ What the deploy leaves on the server (all from inventory, nothing edited by hand
   (format: mailstore/icinga/description.py). Services: `mailstore-volume` (data volume),
   `mailstore-maildir` (mail_root, against the database), `mailstore-cert-<pair>` (each pair of
   `certificates`, with its key), `mailstore-crl` (the CRL refresh job last succeeded recently
-  and no CRL is near its nextUpdate), `mailstore-mailq`, `mailstore-backup-repository` (age and
-  verify state of backup_repository) — all active, run by the agent — and `mailstore-backup`,
+  and no CRL is near its nextUpdate), `mailstore-mailq` (also CRITICAL while the mail
+  migration holds delivery: operations/migration.py HELD_FILE), `mailstore-backup-repository`
+  (age and verify state of backup_repository) — all active, run by the agent — and `mailstore-backup`,
   passive: the nightly backup job pushes its result (`mailstore-push-backup-result`).
 - `/etc/mailstore/icinga/api.credentials` (0600, root): the API user and its password (secret
   `icinga2_api_password_secret`), and the CA of the master's API certificate.
@@ -39,7 +40,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, server
 
 from operations.secrets import InventoryError, read_password
-from operations import crl, staging
+from operations import crl, migration, staging
 
 REPO = Path(__file__).resolve().parents[1]
 MAILSTORE = "/usr/local/bin/mailstore"
@@ -137,7 +138,8 @@ def services(data):
                       [_path(pair["cert"], f"certificates[{key!r}] cert"), "--key",
                        _path(pair["key"], f"certificates[{key!r}] key")], "root"))
     found.append(("mailstore-crl", "crl", crl.source_files(data), None))
-    found.append(("mailstore-mailq", "mailq", [], None))
+    # CRITICAL while the mail migration holds delivery (operations/migration.py)
+    found.append(("mailstore-mailq", "mailq", ["--held", migration.HELD_FILE], None))
     found.append(("mailstore-backup-repository", "backup",
                   ["--repo", _path(data["backup_repository"], "backup_repository"),
                    "--key-file", _path(data["backup_key_file"], "backup_key_file")], "root"))

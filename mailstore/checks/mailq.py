@@ -10,14 +10,22 @@ Metrics: ``queue`` (all messages; ``-w/-c``), ``deferred``, ``active``, ``hold``
 ``oldest_deferred`` (seconds; ``--age-warning/--age-critical``; 0 when none is deferred).
 ``postqueue`` failing (Postfix down: "mail system is down") or printing something that is not
 this JSON is UNKNOWN with postqueue's own message.
+
+``--held FILE``: the file the migration's mail-quiesce writes while it holds delivery on
+purpose (``defer_transports``, Dovecot stopped) and mail-resume removes (files/migration/).
+While it exists the check is CRITICAL with the file's one line, which says what the operator
+does next: a migration that stopped half-way (some users cut over, or the deploy failed before
+Dovecot read the new root) would otherwise defer all mail silently until the age threshold
+(a day) noticed it.
 """
+import os
 import json
 import subprocess
 import time
 
 import nagiosplugin
 
-from mailstore.checks.plugin import Headline
+from mailstore.checks.plugin import Fact, Headline
 
 NAME = "MAILQ"
 QUEUES = ("active", "deferred", "hold", "incoming", "maildrop")
@@ -90,6 +98,32 @@ class Queue(nagiosplugin.Resource):
         return self.summary
 
 
+class Held(nagiosplugin.Resource):
+    """Is delivery held on purpose (the held FILE exists), since when, and why."""
+
+    def __init__(self, path, now=None):
+        self.path = path
+        self.now = now
+
+    @property
+    def name(self):
+        return NAME
+
+    def probe(self):
+        try:
+            with open(self.path, "rb") as f:
+                line = f.readline(1000).decode("utf-8", "replace")
+                since = os.fstat(f.fileno()).st_mtime
+        except FileNotFoundError:
+            yield nagiosplugin.Metric("held", (True, ""), context="held")
+            return
+        now = self.now if self.now is not None else time.time()
+        why = " ".join(line.split()).replace("|", "/") or "(no reason given)"
+        yield nagiosplugin.Metric(
+            "held", (False, "delivery held for %s (%s): %s"
+                     % (_duration(max(0, int(now - since))), self.path, why)), context="held")
+
+
 def _duration(seconds):
     if seconds < 3600:
         return "%dm" % (seconds // 60)
@@ -99,10 +133,12 @@ def _duration(seconds):
 
 
 def make_check(postqueue="postqueue", warning="100", critical="500", age_warning="21600",
-               age_critical="86400", timeout=None, now=None):
+               age_critical="86400", timeout=None, now=None, held=None):
     queue = Queue(postqueue, timeout, now)
+    resources = [queue] + ([Held(held, now)] if held else [])
     return nagiosplugin.Check(
-        queue,
+        *resources,
+        Fact("held"),
         nagiosplugin.ScalarContext("queue", warning, critical,
                                    fmt_metric="{value} messages queued"),
         nagiosplugin.ScalarContext("count"),

@@ -166,13 +166,17 @@ def crl_command(files, warning, critical, next_update_warning, next_update_criti
               help="CRITICAL range for the age of the oldest deferred message (seconds).")
 @click.option("--postqueue", default="postqueue", show_default=True,
               help="postqueue command (path) to run as `postqueue -j`.")
+@click.option("--held", metavar="FILE",
+              help="CRITICAL while FILE exists (delivery held on purpose by the mail "
+                   "migration's mail-quiesce), with its one line as the reason.")
 @_common
-def mailq_command(warning, critical, age_warning, age_critical, postqueue, timeout, verbose):
+def mailq_command(warning, critical, age_warning, age_critical, postqueue, held, timeout,
+                  verbose):
     """Postfix queue size and age of the oldest deferred message (`postqueue -j`)."""
     from mailstore.checks import mailq
     _finish("mailq", lambda: mailq.make_check(
         postqueue=postqueue, warning=warning, critical=critical,
-        age_warning=age_warning, age_critical=age_critical, timeout=timeout),
+        age_warning=age_warning, age_critical=age_critical, timeout=timeout, held=held),
         timeout, verbose)
 
 

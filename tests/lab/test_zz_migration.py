@@ -5,6 +5,12 @@ UIDs, UIDVALIDITY and flags are recorded. A thread keeps sending numbered mail o
 while the deploy runs with mail_root=/srv/mail. Afterwards IMAP shows the recorded state
 unchanged, every numbered mail exactly once, and Dovecot reads /srv/mail.
 
+Two tests make the move fail first, each after a first mail to alice and bob (a fresh lab has
+no mail directories, and the deploy moves only users that have one): nobody cut over (the
+deploy stops, delivery resumes on /home/mailboxes), and only alice cut over (delivery stays
+held, Dovecot stopped, the mailq check CRITICAL with the operator's instruction, until the next
+deploy finishes the move). Each restores the lab when it fails.
+
 The file sorts last: it moves the lab's mail and moves it back (the deploy in the other
 direction, with mail_root_previous=/srv/mail), then removes the copies and journals, so that
 the tests that assume /home/mailboxes pass after it. It holds the lab lock throughout, so no
@@ -31,6 +37,8 @@ from lab import lock  # noqa: E402  (the repository root is not always on sys.pa
 
 NEW_ROOT = "/srv/mail"
 OLD_ROOT = "/home/mailboxes"
+# While it exists the migration holds delivery on purpose (operations/migration.py HELD_FILE)
+HELD = "/var/lib/mailstore/delivery-held"
 
 
 def deploy(*data):
@@ -121,9 +129,22 @@ def home(ssh, email):
     return ssh(f"doveadm user -f home {email}").stdout.strip()
 
 
+def dovecot_root(ssh):
+    """The root Dovecot's userdb puts the homes under, from its configuration (as the
+    deploy's DovecotMailRoot fact reads it): known while a held migration stops Dovecot."""
+    out = ssh("grep -ho \"CONCAT('/[^']*/', mailbox) AS home\" "
+              "/etc/dovecot/dovecot-sql.conf.ext", check=False).stdout
+    found = re.search(r"CONCAT\('(/[^']*?)/?', mailbox\)", out)
+    return found.group(1) if found else None
+
+
 def dovecot_reads(ssh, lab, root):
-    """Dovecot takes the lab's first account's mail from below ROOT."""
-    return home(ssh, lab["accounts"][0]["email"]).startswith(root + "/")
+    """Dovecot takes the mail from below ROOT: the lab's first account's home when Dovecot
+    answers, else its configuration."""
+    lookup = ssh(f"doveadm user -f home {lab['accounts'][0]['email']}", check=False)
+    if lookup.returncode == 0:
+        return lookup.stdout.strip().startswith(root + "/")
+    return dovecot_root(ssh) == root
 
 
 def journal_done(ssh, root):
@@ -132,21 +153,34 @@ def journal_done(ssh, root):
             if line.strip() and '"done"' in line}
 
 
+def held(ssh):
+    """Delivery held: the held file, or Postfix deferring the mailbox transports."""
+    return ssh(f"test -e {HELD} || [ -n \"$(postconf -h defer_transports)\" ]",
+               check=False).returncode == 0
+
+
 def restore(ssh, lab):
-    """Back to the lab's state: mail in /home/mailboxes, /srv/mail empty, no journals."""
+    """Back to the lab's state: mail in /home/mailboxes, /srv/mail empty, no journals,
+    delivery not held."""
     problems = []
-    if journal_done(ssh, NEW_ROOT):
-        if dovecot_reads(ssh, lab, NEW_ROOT):
-            cleanup = ssh(f"mailstore cleanup-source {OLD_ROOT} {NEW_ROOT}", check=False)
-            if cleanup.returncode != 0:
-                problems.append(f"cleanup of {OLD_ROOT}: {cleanup.stdout}{cleanup.stderr}")
+    if journal_done(ssh, NEW_ROOT) and dovecot_reads(ssh, lab, NEW_ROOT):
+        cleanup = ssh(f"mailstore cleanup-source {OLD_ROOT} {NEW_ROOT}", check=False)
+        if cleanup.returncode != 0:
+            problems.append(f"cleanup of {OLD_ROOT}: {cleanup.stdout}{cleanup.stderr}")
         back = deploy(f"mail_root_previous={NEW_ROOT}")
         if back.returncode != 0:
             problems.append("deploy moving the mail back failed:\n" + deploy_failure(back))
     else:
+        # Dovecot never read /srv/mail (nothing, or only some users, cut over; or the deploy
+        # stopped before the switch): /home/mailboxes is intact and no mail reached the copies,
+        # which are removed below. The default deploy moves nothing and resumes nothing.
         back = deploy()
         if back.returncode != 0:
             problems.append("default deploy failed:\n" + deploy_failure(back))
+    if held(ssh):
+        resumed = ssh("/usr/local/sbin/mail-resume", check=False)
+        if resumed.returncode != 0:
+            problems.append(f"mail-resume: {resumed.stdout}{resumed.stderr}")
     if dovecot_reads(ssh, lab, OLD_ROOT):
         cleanup = ssh(f"mailstore cleanup-source {NEW_ROOT} {OLD_ROOT}", check=False)
         if journal_done(ssh, OLD_ROOT) and cleanup.returncode != 0:
@@ -180,13 +214,26 @@ def lab_lock(lab, ssh):
         yield
 
 
+def deliver_to_each(lab, ssh, accounts, run):
+    """One mail to each account, delivered under /home/mailboxes: on a fresh lab nobody has
+    a mail directory yet, and the deploy moves only users that have one."""
+    for account in accounts:
+        send(lab, account["email"], f"first {run}")
+    for account in accounts:
+        wait_for(lambda a=account: delivered(ssh, OLD_ROOT, a["user"], f"first {run}"),
+                 timeout=60, what=f"a first mail for {account['user']} under {OLD_ROOT}")
+
+
 def test_a_failed_move_stops_the_deploy_and_dovecot_keeps_the_old_root(lab, ssh, lab_lock):
     """User directories in the target that no migration created: mailstore refuses to write
     into them, no user is cut over, delivery resumes on the old root, the deploy fails."""
     alice = lab["accounts"][0]
     users = " ".join(f"{NEW_ROOT}/{a['user']}" for a in lab["accounts"])
     assert home(ssh, alice["email"]) == f"{OLD_ROOT}/{alice['user']}", "lab not on /home/mailboxes"
+    run = f"F{uuid.uuid4().hex[:8]}"
+    deliver_to_each(lab, ssh, lab["accounts"][:2], run)
     ssh(f"mkdir {users}")
+    passed = False
     try:
         result = deploy(f"mail_root={NEW_ROOT}")
         output = result.stdout + result.stderr
@@ -195,12 +242,66 @@ def test_a_failed_move_stops_the_deploy_and_dovecot_keeps_the_old_root(lab, ssh,
         assert home(ssh, alice["email"]) == f"{OLD_ROOT}/{alice['user']}"
         assert ssh("systemctl is-active dovecot").stdout.strip() == "active"
         assert ssh("postconf -h defer_transports").stdout.strip() == ""
-        run = f"F{uuid.uuid4().hex[:8]}"
+        assert not held(ssh), "delivery still held after a move that cut nobody over"
         send(lab, alice["email"], f"after failure {run}")
-        wait_for(lambda: delivered(ssh, OLD_ROOT, alice["user"], run), timeout=60,
-                 what=f"mail delivered to {OLD_ROOT} after the failed move")
+        wait_for(lambda: delivered(ssh, OLD_ROOT, alice["user"], f"after failure {run}"),
+                 timeout=60, what=f"mail delivered to {OLD_ROOT} after the failed move")
+        passed = True
     finally:
         ssh(f"rmdir {users}; rm -rf {NEW_ROOT}/.mailstore-migrate", check=False)
+        if not passed:
+            restore(ssh, lab)
+
+
+def test_a_partial_cut_over_holds_delivery_loudly_until_the_next_deploy(lab, ssh, lab_lock):
+    """bob's target holds a directory no migration created: alice is cut over, bob is not.
+    Dovecot serves one root, and alice's mail must not land in /home/mailboxes any more:
+    delivery stays held, Dovecot stopped, the deploy fails, and the monitoring's mailq check
+    is CRITICAL with the one line that says what to do. Mail sent meanwhile waits in the
+    queue; once the cause is gone, the next deploy finishes the move and delivers it."""
+    alice, bob = lab["accounts"][:2]
+    assert home(ssh, alice["email"]) == f"{OLD_ROOT}/{alice['user']}", "lab not on /home/mailboxes"
+    assert not journal_done(ssh, NEW_ROOT), f"{NEW_ROOT} holds a migration journal already"
+    run = f"P{uuid.uuid4().hex[:8]}"
+    deliver_to_each(lab, ssh, [alice, bob], run)
+    ssh(f"mkdir {NEW_ROOT}/{bob['user']}")
+    try:
+        result = deploy(f"mail_root={NEW_ROOT}")
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, "the deploy went on after a partial cut-over"
+        assert "Move the mail of" in output and "Reload Dovecot" not in output
+        done = journal_done(ssh, NEW_ROOT)
+        assert alice["user"] in done and bob["user"] not in done
+        assert dovecot_root(ssh) == OLD_ROOT, "Dovecot switched after a partial cut-over"
+        assert ssh("systemctl is-active dovecot", check=False).stdout.strip() != "active"
+        assert ssh("postconf -h defer_transports").stdout.strip() == "local lmtp"
+        line = ssh(f"cat {HELD}").stdout.strip()
+        assert line.startswith("only ") and f"cut over to {NEW_ROOT}" in line \
+            and "run the deploy again" in line, line
+        assert line.split(" (mail-migrate, ")[0] in output, "the instruction is not in the output"
+        check = ssh(f"mailstore check mailq --held {HELD}", check=False)
+        assert check.returncode == 2, check.stdout + check.stderr
+        assert check.stdout.startswith("MAILQ CRITICAL - delivery held"), check.stdout
+        # mail arriving now waits in the queue, delivered to neither tree
+        send(lab, alice["email"], f"held {run}")
+        time.sleep(5)
+        for root in (OLD_ROOT, NEW_ROOT):
+            assert not delivered(ssh, root, alice["user"], f"held {run}"), f"delivered to {root}"
+
+        # --- the operator removes the cause; the next deploy finishes ------------------------
+        ssh(f"rmdir {NEW_ROOT}/{bob['user']}")
+        again = deploy(f"mail_root={NEW_ROOT}")
+        assert again.returncode == 0, deploy_failure(again)
+        assert home(ssh, alice["email"]) == f"{NEW_ROOT}/{alice['user']}"
+        assert journal_done(ssh, NEW_ROOT) >= {alice["user"], bob["user"]}
+        assert not held(ssh), "delivery still held after the deploy finished the move"
+        assert ssh(f"mailstore check mailq --held {HELD}", check=False).returncode in (0, 1)
+        ssh("postqueue -f")
+        wait_for(lambda: delivered(ssh, NEW_ROOT, alice["user"], f"held {run}"), timeout=60,
+                 what=f"the mail held in the queue, delivered under {NEW_ROOT}")
+    finally:
+        ssh(f"rmdir {NEW_ROOT}/{bob['user']}", check=False)
+        restore(ssh, lab)
 
 
 def test_deploy_moves_mail_to_the_data_volume_while_mail_flows(lab, ssh, lab_lock):

@@ -13,8 +13,8 @@ from operations import migration
 MOVE = {"mail_root": "/srv/mail", "mail_root_previous": "/home/mailboxes"}
 
 
-def _state(users, done=(), deferred=""):
-    return {"users": sorted(users), "done": sorted(done), "deferred": deferred}
+def _state(users, done=(), deferred="", held=False):
+    return {"users": sorted(users), "done": sorted(done), "deferred": deferred, "held": held}
 
 
 def _commands(ops):
@@ -26,12 +26,15 @@ def test_fact_reads_users_journal_and_deferral():
                json.dumps({"event": "done", "user": "alice", "mode": "copy"}),
                '{"event": "done", "us',                       # torn by kill -9
                json.dumps({"event": "claim", "user": "bob"})]
-    output = ["# users", "bob", "alice", "# journal", *journal, "# deferred", "local lmtp"]
+    output = ["# users", "bob", "alice", "# journal", *journal, "# deferred", "local lmtp",
+              "# held", "yes"]
     assert migration.MailMigration().process(output) == \
-        {"users": ["alice", "bob"], "done": ["alice"], "deferred": "local lmtp"}
+        {"users": ["alice", "bob"], "done": ["alice"], "deferred": "local lmtp", "held": True}
+    assert migration.MailMigration().process(output[:-2])["held"] is False
     command = migration.MailMigration().command("/home/mailboxes", "/srv/mail")
     assert "! -name 'lost+found'" in command and "/srv/mail/.mailstore-migrate/journal.jsonl" \
         in command
+    assert "[ -e '/var/lib/mailstore/delivery-held' ] && echo yes" in command
 
 
 def test_dovecot_root_fact_parses_the_userdb_query():
@@ -72,6 +75,14 @@ def test_delivery_left_deferred_by_an_interrupted_run_is_resumed():
         ["/usr/local/sbin/mail-resume"]
 
 
+def test_a_hold_left_by_a_failed_resume_is_resumed():
+    # mail-resume lifted the deferral, then failed (postqueue -f): the held file stays
+    facts = {"DovecotMailRoot": "/srv/mail",
+             "MailMigration": _state(["alice"], done=["alice"], held=True)}
+    assert _commands(run(migration.resume_delivery, facts=facts, data=MOVE)) == \
+        ["/usr/local/sbin/mail-resume"]
+
+
 def test_dovecot_on_a_root_the_inventory_does_not_name_is_refused():
     # mail moved to /srv/mail, then mail_root set back without asking for a move
     with pytest.raises(InventoryError, match="mail_root_previous = '/srv/mail'"):
@@ -94,3 +105,16 @@ def test_scripts_are_valid_shell_and_python():
     for name in ("mail-quiesce", "mail-resume"):
         subprocess.run(["sh", "-n", f"{fake_host.REPO}/files/migration/{name}"], check=True)
     ast.parse((fake_host.REPO / "files/migration/mail-migrate").read_text())
+
+
+def test_deploy_frames_the_dovecot_switch_with_the_move_and_the_resume():
+    """deploy.py: the move before dovecot.server(), the resume right after it. Should
+    dovecot.server() fail, pyinfra runs nothing more on the host: the hold mail-migrate left
+    (its held file: CRITICAL) stays until the next deploy resumes it
+    (test_migration_scripts.py shows both halves)."""
+    import ast
+    tree = ast.parse((fake_host.REPO / "deploy.py").read_text())
+    calls = [ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    steps = [c for c in calls if c in ("migration.move_mail", "dovecot.server",
+                                       "migration.resume_delivery")]
+    assert steps == ["migration.move_mail", "dovecot.server", "migration.resume_delivery"]

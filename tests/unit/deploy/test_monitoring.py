@@ -42,6 +42,7 @@ def test_description_declares_every_check_run_by_the_agent():
     assert svc["mailstore-volume"]["args"] == ["/srv/mail"]
     assert svc["mailstore-maildir"]["args"][0] == "/home/mailboxes"
     assert svc["mailstore-mailq"]["check"] == "mailq"
+    assert svc["mailstore-mailq"]["args"] == ["--held", "/var/lib/mailstore/delivery-held"]
     assert svc["mailstore-backup-repository"]["args"] == [
         "--repo", "/srv/backup/mailstore", "--key-file", "/etc/mailstore/backup.key"]
     for key, pair in defaults()["certificates"].items():

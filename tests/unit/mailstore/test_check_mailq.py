@@ -112,3 +112,24 @@ def test_hanging_postqueue_hits_the_timeout(tmp_path):
     code, line, m = check("mailq", "--postqueue", fake_postqueue(tmp_path, sleep=10), "-t", "1")
     assert code == 3 and "1s" in line
     assert time.monotonic() - started < 5
+
+
+def test_held_file_is_critical_with_its_line(tmp_path):
+    """The migration's mail-quiesce left delivery held (files/migration/): CRITICAL, saying
+    why and what to do, even though the queue itself looks harmless."""
+    held = tmp_path / "delivery-held"
+    held.write_text("only alice of alice, bob cut over to /srv/mail | fix, deploy again\n")
+    old = time.time() - 7200
+    os.utime(str(held), (old, old))
+    pq = fake_postqueue(tmp_path, [entry("deferred", 60, reason="deferred transport")])
+    code, line, m = check("mailq", "--postqueue", pq, "--held", held)
+    assert code == 2, line
+    assert "delivery held for 2h00m" in line and "only alice of alice, bob cut over" in line
+    assert "/ fix, deploy again" in line            # a | would start the perfdata
+    assert "1 queued" in line
+
+
+def test_no_held_file_changes_nothing(tmp_path):
+    code, line, m = check("mailq", "--postqueue", fake_postqueue(tmp_path),
+                          "--held", tmp_path / "delivery-held")
+    assert code == 0 and "0 queued" in line and "held" not in line
