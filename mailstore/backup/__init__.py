@@ -9,11 +9,12 @@ The public API (the CLI in mailstore.cli.backup is a thin layer over it):
     restore(repo, snapshot, target_root, ...) -> dict
     prune(repo, keep_daily=..., ...) -> dict
     find(repo, ...) -> [dict]
+    format_date(t) -> str                          a found message's Date, as find prints it
 Errors meant for the operator are subclasses of BackupError (mailstore.backup.errors).
 """
 from mailstore.backup.errors import (BackupError, KeyFileError, LockedError, NotFoundError,
                                      RepositoryError, RestoreConflict)
-from mailstore.backup.find import find
+from mailstore.backup.find import find, format_date
 from mailstore.backup.prune import prune
 from mailstore.backup.repository import init
 from mailstore.backup.restore import restore
@@ -35,5 +36,5 @@ def list_snapshots(repo_path, key_file=None):
 
 
 __all__ = ["BackupError", "KeyFileError", "LockedError", "NotFoundError", "RepositoryError",
-           "RestoreConflict", "find", "init", "list_snapshots", "prune", "restore", "run",
-           "status", "verify"]
+           "RestoreConflict", "find", "format_date", "init", "list_snapshots", "prune",
+           "restore", "run", "status", "verify"]

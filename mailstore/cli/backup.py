@@ -21,8 +21,6 @@ import click
 
 from mailstore import backup as lib
 from mailstore import maildir
-from mailstore.backup.find import format_date
-from mailstore.backup.errors import BackupError
 from mailstore.cli import repository
 from mailstore.cli.repository import repo_arguments
 
@@ -58,7 +56,7 @@ def _fail(text, code=1):
 
 def _describe(exc):
     """The error line for an exception that ends a command."""
-    if isinstance(exc, (BackupError, maildir.MaildirError)):
+    if isinstance(exc, (lib.BackupError, maildir.MaildirError)):
         return str(exc)
     if isinstance(exc, OSError):
         return "{}{}".format(exc.strerror or exc, ": " + str(exc.filename)
@@ -428,7 +426,7 @@ def find_cmd(repo, user, folder, since, until, sender, subject, limit, key_file,
     for f in found:
         click.echo("{}\t{}\t{}\t{}\t{}\t{}\t{}".format(
             f["snapshot"], f["user"], f["folder"], f["message"],
-            format_date(f["date"]), f["from"] or "-", f["subject"] or "-"))
+            lib.format_date(f["date"]), f["from"] or "-", f["subject"] or "-"))
 
 
 COMMANDS = {"backup": backup_group}
