@@ -1,62 +1,23 @@
 """`mailstore check maildir --db-defaults-file`: users vs. Maildirs against a real MariaDB.
 
-The test starts its own mariadbd (Debian's package) on a Unix socket in a temp dir (no TCP
-port, no systemd), loads the project's own schema (files/mariadb/schema.sql.j2) and gives the
-check an account that may read only the `mailbox` column.
+The test starts its own mariadbd with the project's schema (tests/integration/mariadb_server.py)
+and gives the check an account that may read only the `mailbox` column.
 """
 import os
 import shutil
-import subprocess
-import time
 
-import pymysql
 import pytest
 
 from mailstore.checks import maildir as mdcheck
 from mailstore.checks import plugin
-
-SCHEMA = os.path.join(os.path.dirname(__file__), "..", "..", "files", "mariadb",
-                      "schema.sql.j2")
+from tests.integration import mariadb_server
 
 
 @pytest.fixture(scope="module")
 def mariadb(tmp_path_factory):
-    if shutil.which("mariadbd") is None or shutil.which("mariadb-install-db") is None:
-        # under CI a failure (tests/conftest.py); tests/setup installs it
-        pytest.skip("mariadb-server is not installed (tests/packages lists it)")
     base = str(tmp_path_factory.mktemp("mariadb"))
-    data, sock = os.path.join(base, "data"), os.path.join(base, "mysqld.sock")
-    subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + data, "--user=root",
-                    "--skip-test-db", "--auth-root-authentication-method=socket"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    log = open(os.path.join(base, "mariadbd.log"), "wb")
-    proc = subprocess.Popen(["mariadbd", "--no-defaults", "--datadir=" + data,
-                             "--socket=" + sock, "--skip-networking", "--user=root",
-                             "--pid-file=" + os.path.join(base, "mariadbd.pid"),
-                             "--log-error=" + os.path.join(base, "error.log")],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("mariadbd exited: %s" % open(
-                    os.path.join(base, "error.log")).read()[-2000:])
-            try:
-                root = pymysql.connect(unix_socket=sock, user="root", autocommit=True)
-                break
-            except pymysql.MySQLError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        with open(SCHEMA) as f:
-            schema = f.read().replace("{{ mysql_database }}", "cacertusers")
-        # comments go first: they may hold a ";" themselves
-        schema = "\n".join(line for line in schema.splitlines()
-                           if not line.lstrip().startswith("--"))
+    with mariadb_server.running(base) as (sock, root):
         with root.cursor() as cur:
-            for statement in [s.strip() for s in schema.split(";")]:
-                if statement:
-                    cur.execute(statement)
             cur.execute("INSERT INTO cacertusers.users (login, mailbox, password, active) "
                         "VALUES ('alice@cacert.test', 'alice', 'x', 1), "
                         "('carol@cacert.test', 'carol', 'x', 1), "
@@ -64,16 +25,7 @@ def mariadb(tmp_path_factory):
             cur.execute("CREATE USER 'mailcheck'@'localhost' IDENTIFIED BY 'check-pw'")
             # the check needs to read one column and nothing else
             cur.execute("GRANT SELECT (mailbox) ON cacertusers.users TO 'mailcheck'@'localhost'")
-        root.close()
         yield {"socket": sock, "base": base}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def defaults_file(mariadb, tmp_path, password="check-pw"):
