@@ -20,7 +20,9 @@ from operations import staging
 STATE_DIR = "/var/lib/cacert-deploy/mariadb"
 # The views each service account may read, and nothing else.
 ACCOUNT_VIEWS = {
-    "postfix": ["postfix_mailboxes", "postfix_aliases", "postfix_sender_logins"],
+    # mailstore_mailboxes: read by `mailstore check maildir` with this account's .cnf
+    "postfix": ["postfix_mailboxes", "postfix_aliases", "postfix_sender_logins",
+                "mailstore_mailboxes"],
     "dovecot": ["dovecot_users"],
 }
 BCRYPT_COST = 10

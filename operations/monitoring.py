@@ -70,7 +70,8 @@ BACKUP_FRESHNESS = 26 * 3600
 BACKUP_PUSH_WARNING = 4 * 3600
 BACKUP_PUSH_CRITICAL = 6 * 3600
 # Only the postfix account's view of active mailboxes: no password hashes.
-MAILDIR_DB_QUERY = "SELECT mailbox FROM postfix_mailboxes"
+# Deactivated users too (their Maildir is kept, no orphan); only active ones can be missing.
+MAILDIR_DB_QUERY = "SELECT mailbox, active FROM mailstore_mailboxes"
 
 # Values go into sudoers, a shell script and Icinga's command lines: no quoting needed, ever.
 _PATH = re.compile(r"^/[A-Za-z0-9._/+-]*$")

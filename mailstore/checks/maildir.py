@@ -8,7 +8,10 @@ Findings (perfdata name, default thresholds):
   (``--owner``, default: the owner of each ``ROOT/<user>/Maildir``) — ``--owner-critical 0``:
   Dovecot cannot read a root-owned message, the user silently loses it.
 - ``orphans`` / ``missing`` (only with ``--db-defaults-file``): Maildirs whose user is not in
-  the user database (cacertusers), database users without a Maildir — warn on any.
+  the user database (cacertusers) — warn on any; active database users without a Maildir —
+  no threshold by default: a new user has none until the first mail arrives (Dovecot makes
+  it). A deactivated user (``active`` 0) is known: his Maildir is kept, it is no orphan, and
+  it is never missing.
 - ``messages``, ``bytes``, ``users``: totals for the graphs; ``rescanned``: directories listed
   this run (the cache's hit rate).
 
@@ -45,7 +48,8 @@ from mailstore.checks.plugin import Headline
 NAME = "MAILDIR"
 # files/mariadb/schema.sql.j2: users.mailbox is the user's directory under the mail root.
 # Inactive users count as known: their mail is kept, their Maildir is no orphan.
-DEFAULT_USER_QUERY = "SELECT mailbox FROM users"
+# A second column, if the query gives one, is `active`; without it every user is active.
+DEFAULT_USER_QUERY = "SELECT mailbox, active FROM users"
 CACHE_VERSION = 1
 RACY_NS = 2 * 10 ** 9
 
@@ -98,7 +102,8 @@ def resolve_owner(owner):
 
 
 def database_users(defaults_file, query=None, timeout=5):
-    """The user directory names the user database knows (first column of `query`)."""
+    """{user directory name: active} of the users the user database knows (columns of `query`:
+    the name, and whether the user is active; a query of one column: all active)."""
     import pymysql
     try:
         conn = pymysql.connect(read_default_file=defaults_file, connect_timeout=timeout,
@@ -108,7 +113,8 @@ def database_users(defaults_file, query=None, timeout=5):
     try:
         with conn.cursor() as cur:
             cur.execute(query or DEFAULT_USER_QUERY)
-            return {str(row[0]) for row in cur.fetchall() if row and row[0] is not None}
+            return {str(row[0]): bool(row[1]) if len(row) > 1 else True
+                    for row in cur.fetchall() if row and row[0] is not None}
     except pymysql.MySQLError as e:
         raise nagiosplugin.CheckError("user database query failed: %s" % e)
     finally:
@@ -307,8 +313,9 @@ class Maildirs(nagiosplugin.Resource):
         yield nagiosplugin.Metric("wrong_owner", scan.wrong, min=0, context="wrong_owner")
         if self.db_defaults_file:
             known = database_users(self.db_defaults_file, self.db_query)
-            orphans = sorted(scan.users_with_maildir - known)
-            missing = sorted(known - scan.users_with_maildir)
+            orphans = sorted(scan.users_with_maildir - set(known))
+            missing = sorted({user for user, active in known.items() if active}
+                             - scan.users_with_maildir)
             if orphans:
                 self.examples["orphans"] = orphans[0]
             if missing:
@@ -332,7 +339,7 @@ class Maildirs(nagiosplugin.Resource):
 
 def make_check(root, stale_warning="0", stale_critical=None, stale_age=36 * 3600, owner=None,
                owner_warning=None, owner_critical="0", db_defaults_file=None, db_query=None,
-               orphans_warning="0", orphans_critical=None, missing_warning="0",
+               orphans_warning="0", orphans_critical=None, missing_warning=None,
                missing_critical=None, cache_file=None, max_cache_age=3600):
     resource = Maildirs(root, owner=owner, stale_age=stale_age,
                         db_defaults_file=db_defaults_file, db_query=db_query,
@@ -346,6 +353,6 @@ def make_check(root, stale_warning="0", stale_critical=None, stale_age=36 * 3600
         Counted("orphans", orphans_warning, orphans_critical,
                 fmt_metric="{value} Maildir(s) without a database user"),
         Counted("missing", missing_warning, missing_critical,
-                fmt_metric="{value} database user(s) without a Maildir"),
+                fmt_metric="{value} active database user(s) without a Maildir"),
         nagiosplugin.ScalarContext("total"),
         Headline(resource.headline))

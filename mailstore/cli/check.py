@@ -228,16 +228,18 @@ def backup_command(repo, key_file, warning, critical, verify_warning, verify_cri
               help="CRITICAL range for the number of files with the wrong owner.")
 @click.option("--db-defaults-file", help="MySQL option file ([client] host, user, password, "
               "database) for the user database; without it users are not compared.")
-@click.option("--db-query", help="SQL returning one column: the user directory names "
+@click.option("--db-query", help="SQL returning the user directory names and, optionally, "
+              "whether each user is active (0/1) "
               "[default: mailstore.checks.maildir.DEFAULT_USER_QUERY].")
 @click.option("--orphans-warning", type=RANGE, default="0", show_default=True,
               help="WARNING range for Maildirs whose user is not in the database.")
 @click.option("--orphans-critical", type=RANGE,
               help="CRITICAL range for Maildirs whose user is not in the database.")
-@click.option("--missing-warning", type=RANGE, default="0", show_default=True,
-              help="WARNING range for database users without a Maildir.")
+@click.option("--missing-warning", type=RANGE,
+              help="WARNING range for active database users without a Maildir (default: none; "
+              "a new user has no Maildir until the first mail).")
 @click.option("--missing-critical", type=RANGE,
-              help="CRITICAL range for database users without a Maildir.")
+              help="CRITICAL range for active database users without a Maildir.")
 @click.option("--cache", "cache_file",
               help="Scan cache file [default: ~/.cache/mailstore/check-maildir-<hash>.json].")
 @click.option("--max-cache-age", type=click.IntRange(min=0), default=3600, show_default=True,

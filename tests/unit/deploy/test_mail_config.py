@@ -348,7 +348,7 @@ def test_sql_files(lab_data):
     assert all(f.mode == "600" for f in (schema, accounts, seed))
     assert "CREATE DATABASE IF NOT EXISTS `cacertusers`" in schema.content
     assert "CREATE TABLE IF NOT EXISTS users" in schema.content
-    assert schema.content.count("CREATE OR REPLACE SQL SECURITY DEFINER VIEW") == 4
+    assert schema.content.count("CREATE OR REPLACE SQL SECURITY DEFINER VIEW") == 5
     assert "ALTER USER 'postfix'@'localhost' IDENTIFIED BY 'postfix-Secret-1';" in accounts.content
     grants = [line for line in accounts.content.splitlines() if line.startswith("GRANT")]
     assert grants == [
@@ -356,6 +356,7 @@ def test_sql_files(lab_data):
         "GRANT SELECT ON `cacertusers`.`postfix_mailboxes` TO 'postfix'@'localhost';",
         "GRANT SELECT ON `cacertusers`.`postfix_aliases` TO 'postfix'@'localhost';",
         "GRANT SELECT ON `cacertusers`.`postfix_sender_logins` TO 'postfix'@'localhost';",
+        "GRANT SELECT ON `cacertusers`.`mailstore_mailboxes` TO 'postfix'@'localhost';",
     ]
     assert "VALUES ('alice@cacert.test', 'alice', '{BLF-CRYPT}$2b$10$" in seed.content
     assert "VALUES ('pr@cacert.test', 'alice@cacert.test', 1)" in seed.content
