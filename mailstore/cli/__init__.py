@@ -11,6 +11,7 @@ from mailstore import __version__
 
 # verb -> module in mailstore.cli that defines a click command or group named `command`
 _SUBCOMMANDS = {
+    "account": "mailstore.cli.account",
     "migrate": "mailstore.cli.migrate",
     "cleanup-source": "mailstore.cli.migrate",
     "backup": "mailstore.cli.backup",
