@@ -46,7 +46,8 @@ def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait
     scan (scan.py says when a run does a full scan by itself: at least once a week).
     The summary has the snapshot `id`, counters (messages, bytes, new_objects, new_bytes,
     read_files, read_bytes), `scan` ("full" or "incremental") and `warnings` (text); a snapshot with warnings is complete but
-    something was skipped (a symlink in a message directory, an unreadable directory...).
+    something was skipped (a symlink in a message directory, an unreadable directory or
+    message...).
     """
     # The cyclic garbage collector is off for the run: it would walk the hundreds of
     # thousands of row tuples the run holds again and again (a tenth of an incremental
