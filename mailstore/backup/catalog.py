@@ -17,6 +17,8 @@ Tables (the catalog is the source of truth; a pack or object it does not name is
 - `scan_dirs` (+ meta `scan_state`): what the next run's incremental scan needs from the newest
   snapshot (scan.py); not part of any snapshot.
 - `verifications`: the result of each `verify`, for `status()` and the monitoring check.
+- `damaged_objects` (made by lost.py): objects verify found damaged or a run found in a
+  missing pack, which the next run stores anew from the source instead of reusing.
 """
 import os
 import sqlite3

@@ -26,8 +26,11 @@ class Feed:
     """The state of one run: the previous snapshot's index and what was added."""
 
     def __init__(self, repo, started, progress, workers=None, source_root=None,
-                 full_scan=False, scan_ns=0):
+                 full_scan=False, scan_ns=0, lost=frozenset(), missing_packs=()):
         self.repo = repo
+        # objects the repository lost (lost.py): never reused, their content read again
+        self.lost = lost
+        self.missing_packs = missing_packs    # packs gone from the disk (lost.py)
         self.db = repo.db
         self.codec = repo.codec
         self.progress = progress
@@ -35,7 +38,7 @@ class Feed:
         self.stats = dict(messages=0, bytes=0, new_objects=0, new_bytes=0, read_files=0,
                           read_bytes=0, warnings=0)
         self.warnings = []
-        self.objects = NewObjects(repo)
+        self.objects = NewObjects(repo, lost)
         self.pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
         self.prefetch = reading.Prefetcher()
         self.jobs = collections.deque()
@@ -82,6 +85,8 @@ class Feed:
                 "SELECT kind, user, path, size, mtime_ns, object FROM files"
                 " WHERE snapshot = ? AND object IS NOT NULL", (row[0],)):
             # files carry no inode column; size+mtime+path is the same test rsync makes
+            if r[5] in self.lost:
+                continue
             self.prev_files[(r[0], r[1], r[2])] = (r[3], r[4], r[5])
 
     def index_previous(self):
@@ -92,6 +97,9 @@ class Feed:
         if not rows:
             return
         self.prev_ids = frozenset(map(operator.itemgetter(0), rows))
+        if self.lost:
+            # a message whose object is lost is read again, as if it were new
+            rows = [r for r in rows if r[12] not in self.lost]
         # (user, folder, uniq) -> row and (ino, size, mtime_ns) -> object, built at C speed
         self.prev_messages = dict(zip(map(operator.itemgetter(1, 2, 5), rows), rows))
         self.prev_inodes = dict(zip(map(operator.itemgetter(11, 6, 7), rows),
@@ -195,13 +203,17 @@ class Feed:
             # listed in `reused`) keeps its previous row as is
             reused_get = (reused or {}).get
             PreviousRow = scan.PreviousRow
+            lost = self.lost
             rest = []
             for m in messages:
                 if type(m) is PreviousRow:
                     prev = tuple(m)         # plain tuple: the index cache is marshalled
+                    if lost and prev[12] in lost:
+                        rest.append(m.message())
+                        continue
                 else:
                     prev = reused_get(m)
-                    if prev is None:
+                    if prev is None or (lost and prev[12] in lost):
                         rest.append(m)
                         continue
                 keep(prev[0])

@@ -77,8 +77,9 @@ class NewObjects:
     table. Both are written to the catalog by the run's commit, nowhere else.
     """
 
-    def __init__(self, repo):
+    def __init__(self, repo, lost=frozenset()):
         self.repo = repo
+        self.lost = lost              # in the catalog but lost (lost.py): stored anew
         self.codec = repo.codec
         self.added = set()            # ids of the objects this run wrote
         # Workers ask the catalog whether an object exists through their own read-only
@@ -104,7 +105,7 @@ class NewObjects:
         """Is this object in the repository already? Safe to call from any thread."""
         if oid in self.added:
             return True
-        if not self.stored.may_hold(oid):
+        if oid in self.lost or not self.stored.may_hold(oid):
             return False
         conn = getattr(self._local, "db", None)
         if conn is None:

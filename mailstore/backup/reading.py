@@ -15,7 +15,9 @@ from mailstore import maildir
 
 def read_file(path):
     """(bytes, stat) of a regular file, never through a symlink; None if it vanished; a
-    warning text if it is no longer a regular file. Safe to call from worker threads."""
+    warning text if it is no longer a regular file or cannot be read (a permission, an I/O
+    error): one unreadable message is skipped and named, it never costs the whole snapshot.
+    Safe to call from worker threads."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
     except PermissionError:
@@ -24,12 +26,14 @@ def read_file(path):
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return None
+        except OSError as e:
+            return _unreadable(path, e)
     except FileNotFoundError:
         return None
     except OSError as e:
         if e.errno == errno.ELOOP:
             return "{}: became a symbolic link; not followed".format(path)
-        raise
+        return _unreadable(path, e)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -40,9 +44,15 @@ def read_file(path):
             if not chunk:
                 break
             chunks.append(chunk)
+    except OSError as e:
+        return _unreadable(path, e)
     finally:
         os.close(fd)
     return b"".join(chunks), st
+
+
+def _unreadable(path, e):
+    return "{}: cannot read ({}); skipped".format(path, e.strerror or e)
 
 
 class Prefetcher:

@@ -7,6 +7,8 @@
     REPO/tmp/            packs being written; whatever is here when no run holds the lock is
                          left over from an interrupted run and is removed by the next one
     REPO/lock            flock(2) target: exclusive for run/prune, shared for verify/restore
+                         (a read-only copy: the shared lock through a read-only descriptor,
+                         none if the copy has no lock file; run/prune refuse it)
 """
 import errno
 import fcntl
@@ -184,7 +186,19 @@ class Repository:
     def lock(self, exclusive=True, wait=0):
         """Take the repository lock; wait up to `wait` seconds, then raise LockedError."""
         lock_path = os.path.join(self.path, "lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as e:
+            if e.errno not in _READ_ONLY:
+                raise
+            if exclusive:
+                raise RepositoryError(
+                    "repository {} is read-only ({}: {}); only restore, verify, list, find "
+                    "and status work on a read-only copy".format(
+                        self.path, e.strerror, lock_path)) from None
+            fd = _open_for_shared_lock(lock_path)
+            if fd is None:
+                return
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         deadline = time.monotonic() + max(0, wait)
         while True:
@@ -256,6 +270,21 @@ class Repository:
         except OSError as e:
             raise DamagedObject("cannot read pack {}: {}".format(pack, e))
         return self.codec.decode(object_id, record)
+
+
+# What opening REPO/lock for writing raises on a read-only copy of a repository: a read-only
+# mount (a backup disk, a filesystem snapshot) or files the user may read but not write.
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _open_for_shared_lock(lock_path):
+    """A read-only descriptor of the lock file for a shared lock (flock(2) takes one on any
+    descriptor), or None if there is no lock file and none can be made: then no process
+    can have locked this copy either (a run or prune makes the file before anything else)."""
+    try:
+        return os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
 
 
 def _read_holder(fd):

@@ -5,7 +5,9 @@ The run, in order: lock the repository and clean up after an interrupted run; sc
 the previous snapshot saw in the same new/ or cur/ over with its catalog row, unstat'ed, and
 lists no directory that nothing touched); feed each scanned user to the run's Feed (feed.py),
 which decides per message to reuse the previous snapshot's object or to read the file; add
-the extras (extras.py); commit (snapshot_commit.py).
+the extras (extras.py); commit (snapshot_commit.py). Objects the repository lost (a missing
+pack, an object verify found damaged: lost.py) are never reused: the messages and files
+that used them are read again, and their content stored anew.
 
 Atomicity: new objects go to packs that are made durable (fsync) during the run; the catalog
 learns about them, the snapshot row and its contents in ONE transaction at the very end. A run
@@ -22,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from mailstore import maildir
-from mailstore.backup import catalog, extras, scan
+from mailstore.backup import catalog, extras, lost, scan
 from mailstore.backup.errors import BackupError
 from mailstore.backup.feed import Feed
 from mailstore.backup.index_cache import drop_stale_indexes
@@ -46,7 +48,8 @@ def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait
     scan (scan.py says when a run does a full scan by itself: at least once a week).
     The summary has the snapshot `id`, counters (messages, bytes, new_objects, new_bytes,
     read_files, read_bytes), `scan` ("full" or "incremental") and `warnings` (text); a snapshot with warnings is complete but
-    something was skipped (a symlink in a message directory, an unreadable directory...).
+    something was skipped (a symlink in a message directory, an unreadable directory or
+    message...).
     """
     # The cyclic garbage collector is off for the run: it would walk the hundreds of
     # thousands of row tuples the run holds again and again (a tenth of an incremental
@@ -70,13 +73,16 @@ def _run(repo_path, source_root, key_file, include, mysql_dump, wait, now, progr
         repo.lock(exclusive=True, wait=wait)
         repo.clean_up()
         catalog.create(repo.db)     # tables added since the repository was made
+        lost.create(repo.db)
+        lost_ids, missing_packs = lost.find_lost(repo.db, repo.packs_dir)
         started = now()
         scan_ns = scan.scan_started_ns()
         try:
             users, anomalies = maildir.list_users(source_root)
         except maildir.MaildirError as e:
             raise BackupError(str(e)) from e
-        state = Feed(repo, started, progress, workers, source_root, full_scan, scan_ns)
+        state = Feed(repo, started, progress, workers, source_root, full_scan, scan_ns,
+                     frozenset(lost_ids), missing_packs)
         # Scanning waits for the disk (directory listings, and lstat(2) of the messages a
         # full scan or a new name needs): several users are scanned at once (the GIL is
         # released while waiting).
@@ -112,6 +118,9 @@ def _run(repo_path, source_root, key_file, include, mysql_dump, wait, now, progr
     result["warnings"] = state.warnings
     result["started"] = state.started
     result["scan"] = state.scan_mode
+    # objects the repository had lost (lost.py): stored anew now / not found in the source
+    result["restored_lost"] = len(state.lost & state.objects.added)
+    result["lost_for_good"] = len(state.lost - state.objects.added)
     return result
 
 

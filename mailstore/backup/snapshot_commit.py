@@ -9,7 +9,7 @@ import secrets
 import socket
 import time
 
-from mailstore.backup import catalog, scan
+from mailstore.backup import catalog, lost, scan
 
 
 def new_snapshot_id(now):
@@ -34,7 +34,8 @@ def write_catalog(feed, source, finished, snapshot_id, index_written):
     stats = feed.stats
     with catalog.transaction(db):
         db.executemany("INSERT INTO packs VALUES (?, ?, ?)", feed.objects.sealed)
-        db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        # OR REPLACE: a lost object stored anew (lost.py) gets its new place
+        db.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        feed.objects.new_objects)
         db.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        feed.new_messages)
@@ -47,6 +48,9 @@ def write_catalog(feed, source, finished, snapshot_id, index_written):
              stats["new_bytes"], stats["read_files"], stats["read_bytes"],
              stats["warnings"]))
         seq = cur.lastrowid
+        if feed.lost:
+            lost.record_run(db, feed.lost, feed.lost & feed.objects.added, feed.missing_packs,
+                            snapshot_id, finished)
         _snapshot_messages(db, seq, feed.snapshot_messages, feed.prev_seq, feed.prev_ids)
         db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        ((seq,) + row for row in feed.files))

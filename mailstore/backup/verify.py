@@ -13,7 +13,7 @@ import sqlite3
 import time
 
 from mailstore import maildir
-from mailstore.backup import catalog
+from mailstore.backup import catalog, lost
 from mailstore.backup.catalog import from_db
 from mailstore.backup.errors import BackupError
 from mailstore.backup.objects import DamagedObject, pack_path
@@ -29,7 +29,12 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None
     that a weekly cron job can spread reading the whole repository over several weeks.
 
     Keys: ok (bool), snapshots (checked), objects (checked), damaged (list of dicts: object,
-    problem, uses: [{"user", "path", "snapshots": [ids]}]), missing_packs (names).
+    problem, uses: [{"user", "path", "snapshots": [ids]}], lost_at: None while the next run
+    may still store it anew from the source, else the id of the snapshot whose run no longer
+    found its content there: lost for good), missing_packs (names).
+
+    Every damaged object found is recorded in the catalog: the next run does not reuse it
+    but reads its messages again (lost.py).
     """
     with Repository(repo_path, key_file=key_file, need_key=read_data) as repo:
         repo.lock(exclusive=False, wait=wait)
@@ -81,6 +86,9 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None
             checked = len(needed)
         size_mismatch = [n for n in packs if n in disk_sizes and disk_sizes[n] != packs[n]]
         report = [_describe(db, oid, problem) for oid, problem in sorted(damaged.items())]
+        lost_for_good = lost.lost_at(db, damaged)
+        for d in report:
+            d["lost_at"] = lost_for_good.get(d["object"])
         ok = not damaged and not size_mismatch
         snapshot_id = resolve_snapshot(db, snapshot)[1] if snapshot is not None else None
         try:
@@ -88,6 +96,8 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None
                 db.execute("INSERT INTO verifications VALUES (?, ?, ?, ?, ?, ?)",
                            (time.time(), snapshot_id, int(bool(read_data)), int(ok),
                             len(damaged), checked))
+                # for the next run, which stores these anew if the source still has them
+                lost.record_damaged(db, damaged, time.time())
             recorded = True
         except sqlite3.Error:
             recorded = False    # e.g. a full disk: the check itself still counts

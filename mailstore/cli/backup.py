@@ -263,9 +263,12 @@ def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, quiet, as_json
     else:
         for d in result["damaged"]:
             for use in d["uses"] or [{"user": None, "path": "(unused object)", "snapshots": []}]:
-                click.echo("{} DAMAGED {}{} ({}) in snapshots {}".format(
+                click.echo("{} DAMAGED {}{} ({}) in snapshots {}; {}".format(
                     PREFIX, use["user"] + "/" if use["user"] else "", use["path"], d["problem"],
-                    ", ".join(use["snapshots"]) or "-"), err=True)
+                    ", ".join(use["snapshots"]) or "-",
+                    "lost for good (no longer in the source at snapshot {})".format(
+                        d["lost_at"]) if d.get("lost_at") else
+                    "the next run stores it again if the source still has it"), err=True)
         for name in result["missing_packs"]:
             click.echo("{} MISSING pack {}".format(PREFIX, name), err=True)
         for name in result["pack_size_mismatch"]:

@@ -14,8 +14,8 @@ from tests.harness import maildir_trees
 from tests.harness.clock import run_clock
 from tests.harness.doveadm import (DOVEADM, NEEDS_DOVEADM, doveadm, doveadm_cmd, doveadm_shell,
                                    dovecot_base, imap_view, make_mailbox)
-from tests.harness.maildir_trees import (flip_bit, make_tree, message_bytes, message_paths,
-                                         pack_files, snapshot_tree, write)
+from tests.harness.maildir_trees import (flip_bit, locate_message, make_tree, message_bytes,
+                                         message_paths, pack_files, snapshot_tree, write)
 from tests.harness.nobody import NOBODY, as_nobody, become_nobody, public_tmpdir
 from tests.harness.pki import (DAY, NOW, PKI, UTC, certificate, make_crl, new_key, pem,
                                pem_bytes, write_pem)
@@ -23,7 +23,7 @@ from tests.harness.pki import (DAY, NOW, PKI, UTC, certificate, make_crl, new_ke
 __all__ = [
     "DAY", "DOVEADM", "NEEDS_DOVEADM", "NOBODY", "NOW", "PKI", "UTC", "as_nobody",
     "become_nobody", "certificate", "doveadm", "doveadm_cmd", "doveadm_shell", "dovecot_base",
-    "flip_bit", "imap_view", "maildir_trees", "make_crl", "make_mailbox", "make_tree",
-    "message_bytes", "message_paths", "new_key", "pack_files", "pem", "pem_bytes",
+    "flip_bit", "imap_view", "locate_message", "maildir_trees", "make_crl", "make_mailbox",
+    "make_tree", "message_bytes", "message_paths", "new_key", "pack_files", "pem", "pem_bytes",
     "public_tmpdir", "run_clock", "snapshot_tree", "write", "write_pem",
 ]

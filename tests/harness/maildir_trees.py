@@ -206,3 +206,14 @@ def pack_files(repo):
                    for f in fs)
     assert packs
     return packs
+
+
+def locate_message(repo_path, key, user, name_part):
+    """(name, object id, pack, offset, length) of `user`'s message whose file name contains
+    `name_part` (a LIKE pattern) in a backup repository."""
+    from mailstore.backup.repository import Repository
+    with Repository(repo_path, key_file=key) as r:
+        return r.db.execute(
+            "SELECT m.name, o.id, o.pack, o.offset, o.length FROM messages m JOIN objects o"
+            " ON o.id = m.object WHERE m.user = ? AND m.name LIKE ?",
+            (user, "%" + name_part + "%")).fetchone()

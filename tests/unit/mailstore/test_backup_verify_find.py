@@ -5,10 +5,9 @@ import sys
 import pytest
 
 from mailstore import backup
-from mailstore.backup.repository import Repository
 from mailstore.backup.objects import pack_path
 
-from tests.harness import flip_bit, make_tree, message_paths, snapshot_tree
+from tests.harness import flip_bit, locate_message, make_tree, message_paths, snapshot_tree
 
 
 @pytest.fixture
@@ -26,18 +25,10 @@ def two_snapshots(tmp_path):
     return str(tmp_path / "repo"), str(tmp_path / "key"), first, second
 
 
-def _locate(repo_path, key, user, name_part):
-    with Repository(repo_path, key_file=key) as r:
-        return r.db.execute(
-            "SELECT m.name, o.id, o.pack, o.offset, o.length FROM messages m JOIN objects o"
-            " ON o.id = m.object WHERE m.user = ? AND m.name LIKE ?",
-            (user, "%" + name_part + "%")).fetchone()
-
-
 def test_verify_read_data_names_the_damaged_message_and_its_snapshots(two_snapshots):
     repo_path, key, first, second = two_snapshots
     assert backup.verify(repo_path, key_file=key, read_data=True)["ok"]
-    name, oid, pack, offset, length = _locate(repo_path, key, "bob", "M7P101%:2,FS")
+    name, oid, pack, offset, length = locate_message(repo_path, key, "bob", "M7P101%:2,FS")
     old_name = name[:-len(":2,FS")] + ":2,S"
     path = pack_path(os.path.join(repo_path, "packs"), pack)
     flip_bit(path, offset + length - 5)
@@ -61,7 +52,7 @@ def test_verify_read_data_names_the_damaged_message_and_its_snapshots(two_snapsh
 
 def test_verify_without_data_finds_a_missing_or_truncated_pack(two_snapshots):
     repo_path, key, first, second = two_snapshots
-    _name, _oid, pack, _offset, _length = _locate(repo_path, key, "alice", "M0P100")
+    _name, _oid, pack, _offset, _length = locate_message(repo_path, key, "alice", "M0P100")
     path = pack_path(os.path.join(repo_path, "packs"), pack)
     os.truncate(path, 100)
     result = backup.verify(repo_path)       # no key needed for the catalog check
