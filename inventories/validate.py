@@ -71,8 +71,9 @@ def problems(group, data, production=False):
     + production: apply the production-only rules too
     """
     found = _Problems()
-    merged = {**defaults(), **data}
-    unknown = sorted(set(data) - set(defaults()) - _CONNECTION_KEYS)
+    known = defaults()  # runs group_data/all.py: once per host
+    merged = {**known, **data}
+    unknown = sorted(set(data) - set(known) - _CONNECTION_KEYS)
     if unknown:
         found.add(f"unknown inventory keys: {', '.join(unknown)}")
     release = merged.get("debian_release")

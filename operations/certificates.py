@@ -178,6 +178,8 @@ def install():
     secrets = secrets_dir()
     for key, cert in sorted(host.data.certificates.items()):
         group = cert.get("key_group", "root")
+        # The chain is public (every TLS client is sent it), so files.put and its --diff
+        # are fine here; the private key goes through secret_file, which shows no content.
         chain = files.put(
             name=f"{key} certificate chain", src=str(secrets / f"{key}.chain.pem"),
             dest=cert["cert"], user="root", group="root", mode="644")

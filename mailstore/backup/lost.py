@@ -38,7 +38,7 @@ def create(db):
 def record_damaged(db, damaged, now):
     """Record `damaged` ({object id: problem}, found by verify) in a transaction of the
     caller; an object recorded before keeps its `lost_at`."""
-    db.execute(SCHEMA)
+    create(db)
     db.executemany(
         "INSERT INTO damaged_objects (id, problem, found) VALUES (?, ?, ?)"
         " ON CONFLICT (id) DO UPDATE SET problem = excluded.problem, found = excluded.found",
