@@ -43,6 +43,17 @@ _CRON_FIELD = re.compile(r"^(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?"
                          r"(,(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*$")
 
 
+# What a rebuild needs that no deploy can make again, added to every snapshot besides
+# `backup_include`: the SSH host keys (the published SSHFP records name them), the Icinga
+# agent's certificate and key (signed by the master), the self-service API's config and keys,
+# and (with dkim_signing) the DKIM signing key, whose public half is published in DNS. The
+# same paths as operations/dkim.py KEY_ROOT, operations/icinga2_agent.py CERTS and
+# operations/selfservice_api.py ETC (a unit test holds them equal); named here so that this
+# module imports no sibling.
+REBUILD_MATERIAL = ["/etc/ssh", "/var/lib/icinga2/certs", "/etc/cacert-selfservice-api"]
+DKIM_KEYS = "/etc/opendkim/keys"
+
+
 class BackupDataError(ValueError):
     """A backup datum is unusable; the message names the key."""
 
@@ -96,6 +107,14 @@ def settings(data):
     if not isinstance(include, list):
         raise BackupDataError("backup_include: must be a list of absolute paths")
     include = [_path(p, f"backup_include[{i}]") for i, p in enumerate(include)]
+    if key_file:
+        for path in include:
+            if key_file == path or key_file.startswith(path + "/"):
+                raise BackupDataError(f"backup_include: {path} holds backup_key_file "
+                                      f"({key_file}); the key must never be stored in the "
+                                      "repository it opens")
+    material = REBUILD_MATERIAL + ([DKIM_KEYS] if data.get("dkim_signing") else [])
+    include += [p for p in material if p not in include]
     if not isinstance(data["backup_mysql_dump"], bool):
         raise BackupDataError("backup_mysql_dump: must be True or False")
     database = data["mysql_database"]

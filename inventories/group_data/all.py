@@ -212,7 +212,9 @@ backup_verify_sample = 0.1
 # Snapshots prune keeps: the newest of each of the last N days, ISO weeks and months.
 backup_keep = {"daily": 7, "weekly": 5, "monthly": 12}
 # Config paths added to every snapshot, and whether to add a dump of mysql_database: with the
-# deploy, enough to rebuild the server.
+# deploy, enough to rebuild the server. The keys a rebuild cannot make again (SSH host keys,
+# DKIM, the Icinga agent's certificate, the self-service API's config) are always added
+# (operations/backup.py REBUILD_MATERIAL); a path holding backup_key_file is refused.
 backup_include = ["/etc/postfix", "/etc/dovecot", "/etc/aliases"]
 backup_mysql_dump = True
 

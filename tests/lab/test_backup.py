@@ -178,6 +178,34 @@ def test_the_installed_cron_job_makes_a_snapshot_that_restores_alice_bit_exact(
     ssh(f"rm -rf {RESTORE_TARGET}")
 
 
+def test_a_snapshot_holds_the_keys_a_rebuild_needs_and_never_the_backup_key(deployed, ssh):
+    """A rebuild from the backup must give the new container the SSH host keys (SSHFP), the
+    DKIM key (the published TXT record), the Icinga agent's certificate and the self-service
+    API's config: `restore --extras` brings them back bit-exact, with owner and mode."""
+    ssh(backup.JOB)
+    target = RESTORE_TARGET + "-extras"
+    ssh(f"rm -rf {target}")
+    try:
+        ssh(f"mailstore backup restore {REPOSITORY} latest {target} --extras "
+            f"--key-file {KEY_FILE}")
+        material = backup.settings(DATA)["include"]
+        assert {"/etc/ssh", backup.DKIM_KEYS, "/var/lib/icinga2/certs"} <= set(material)
+        for path in material:
+            if ssh(f"test -d {path}", check=False).returncode == 0:
+                live = inventory(ssh, path)
+                assert live, f"{path} is empty in the container"
+                assert inventory(ssh, target + path) == live, path
+            else:  # a file such as /etc/aliases
+                same = "stat -c '%a %u %g %Y' {0} && sha256sum < {0}"
+                assert ssh(same.format(target + path)).stdout == ssh(same.format(path)).stdout
+        private = ssh(f"find {target}/etc/ssh {target}{backup.DKIM_KEYS} -name '*.private' "
+                      "-o -name 'ssh_host_*_key'").stdout.split()
+        assert len(private) >= 2, private
+        assert ssh(f"test -e {target}{KEY_FILE}", check=False).returncode != 0
+    finally:
+        ssh(f"rm -rf {target}")
+
+
 def test_a_failing_night_exits_non_zero_and_logs_why(deployed, ssh):
     """The installed job with its key file gone (a copy of the job, so that the checks that
     run meanwhile keep their key): the snapshot fails, nothing is pruned, the job says so."""

@@ -18,7 +18,7 @@ from tests.harness import maildir_trees
 from operations.defaults import defaults
 from operations.secrets import InventoryError
 from inventories.validate import checked
-from operations import backup, secret_file
+from operations import backup, dkim, icinga2_agent, secret_file, selfservice_api
 
 KEY = "0123456789abcdef" * 4
 REPO = "/srv/backup/mailstore"
@@ -138,6 +138,32 @@ def test_bad_backup_data_is_named(change, key):
         backup.settings({**defaults(), **change})
 
 
+def test_every_snapshot_holds_what_a_rebuild_cannot_make_again():
+    conf = backup.settings(defaults())
+    assert conf["include"][:3] == ["/etc/postfix", "/etc/dovecot", "/etc/aliases"]
+    assert set(conf["include"][3:]) == {"/etc/ssh", "/var/lib/icinga2/certs",
+                                        "/etc/cacert-selfservice-api", "/etc/opendkim/keys"}
+    script = backup.job_script(conf)
+    assert "--include /etc/ssh " in script and "--include /etc/opendkim/keys " in script
+    # the paths are where the services keep them
+    assert backup.DKIM_KEYS == dkim.KEY_ROOT
+    assert icinga2_agent.CERTS in backup.REBUILD_MATERIAL
+    assert selfservice_api.ETC in backup.REBUILD_MATERIAL
+    # no DKIM key without signing; a path named twice is included once
+    conf = backup.settings({**defaults(), "dkim_signing": False,
+                            "backup_include": ["/etc/postfix", "/etc/ssh"]})
+    assert conf["include"] == ["/etc/postfix", "/etc/ssh", "/var/lib/icinga2/certs",
+                               "/etc/cacert-selfservice-api"]
+
+
+@pytest.mark.parametrize("path", ["/etc", "/etc/mailstore", "/etc/mailstore/backup.key"])
+def test_the_backup_key_is_never_included_in_its_own_repository(path):
+    with pytest.raises(backup.BackupDataError, match="backup_include: .* holds backup_key_file"):
+        backup.settings({**defaults(), "backup_include": ["/etc/postfix", path]})
+    # unencrypted, there is no key to hold
+    backup.settings({**defaults(), "backup_include": [path], "backup_encrypt": False})
+
+
 def test_cron_line_runs_the_job_as_root_niced_at_the_schedule():
     text = backup.cron_file(backup.settings({**defaults(), "backup_schedule": "15 3 * * 1-6"}))
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
@@ -229,7 +255,9 @@ def test_a_good_night_runs_every_step_and_exits_0(job, weekday):
     assert code == 0
     key = "--wait 900 --key-file /etc/mailstore/backup.key"
     assert calls[0] == (f"backup run {REPO} /home/mailboxes --include /etc/postfix --include "
-                        f"/etc/dovecot --include /etc/aliases --mysql-dump cacertusers {key}")
+                        f"/etc/dovecot --include /etc/aliases --include /etc/ssh --include "
+                        f"/var/lib/icinga2/certs --include /etc/cacert-selfservice-api "
+                        f"--include /etc/opendkim/keys --mysql-dump cacertusers {key}")
     assert calls[1] == f"backup verify {REPO} --snapshot latest {key}"
     weekly = [f"backup verify {REPO} --read-data --sample 0.1 {key}"] if weekday == 7 else []
     assert calls[2:] == weekly + [
@@ -306,7 +334,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
-def real_job(tmp_path):
+def real_job(tmp_path, monkeypatch):
     """`real_job(*args, weekday=3)` -> (exit code, syslog lines, base): the rendered job run
     with the real mailstore (this checkout, this Python) on a Maildir tree and an included
     config directory below `base`, into an encrypted repository there. Only logger, date and
@@ -323,7 +351,10 @@ PYTHONPATH={ROOT} exec {sys.executable} -m mailstore "$@"
 """)
     data = dict(defaults(), backup_repository=str(base / "repo"), mail_root=str(base / "mail"),
                 backup_key_file=str(base / "backup.key"), backup_include=[str(base / "etc")],
-                backup_mysql_dump=False)
+                backup_mysql_dump=False, dkim_signing=False)
+    # This machine is no deployed server: its /etc/ssh and Icinga certificates are not the
+    # job's business here (the lab's backup test restores the real ones).
+    monkeypatch.setattr(backup, "REBUILD_MATERIAL", [])
     subprocess.run([str(mailstore), "backup", "init", data["backup_repository"],
                     "--key-file", data["backup_key_file"]], check=True, capture_output=True)
     bin_dir, log = _logger_and_date(tmp_path)
