@@ -16,9 +16,13 @@ SSH: both hosts are reached under these names; put the admins' jump host, user a
 """
 from inventories.validate import stop_unless_valid
 
-# Addresses of the container (eth0, MAC 00:ff:8f:e0:4a:90 on Infra02's bridge). The intranet
-# (email.intra.cacert.org 172.16.2.19) and internal (email.infra.cacert.org 10.0.0.19)
-# addresses are further interfaces of the same host, documented here for the reader.
+# Addresses of the container: eth0 (public, MAC 00:ff:8f:e0:4a:90 on Infra02's bridge br0),
+# eth1 (intranet, email.intra.cacert.org 172.16.2.19) and eth2 (internal,
+# email.infra.cacert.org 10.0.0.19: Icinga and the self-service API). The bridges, MACs and
+# prefix lengths of eth1 and eth2 are not documented: the PLACEHOLDER values below stop every
+# run until they are copied from the live config (/var/lib/lxc/email/config on Infra02,
+# lxc.net.1.* and lxc.net.2.*; an hwaddr the live config lacks is None). The deploy keeps
+# every other line of that config (inventories/group_data/all.py, container_extra_nets).
 EMAIL = {
     "debian_release": "bullseye",   # Debian 11 today; bookworm and trixie are served too
     "container_name": "email",
@@ -30,6 +34,14 @@ EMAIL = {
         "ipv6": "2001:7b8:616:162:2::228/64",
         "ipv6_gateway": None,
     },
+    "container_extra_nets": [
+        {"name": "eth1", "link": "PLACEHOLDER-intranet-bridge", "hwaddr": "PLACEHOLDER-eth1-mac",
+         "ipv4": "172.16.2.19/PLACEHOLDER-prefix-length", "ipv4_gateway": None,
+         "ipv6": None, "ipv6_gateway": None},
+        {"name": "eth2", "link": "PLACEHOLDER-internal-bridge", "hwaddr": "PLACEHOLDER-eth2-mac",
+         "ipv4": "10.0.0.19/PLACEHOLDER-prefix-length", "ipv4_gateway": None,
+         "ipv6": None, "ipv6_gateway": None},
+    ],
     "mail_domain": "cacert.org",
     "hostnames": {
         "email": "email.cacert.org",

@@ -20,7 +20,8 @@ import sys
 from operations.defaults import defaults
 from operations.secrets import (InventoryError, read_backup_key, read_password, read_secret,
                                  secrets_dir)
-from operations import backup, certificates, crl, dkim, firewall, icinga2_agent, selfservice_api
+from operations import (backup, certificates, crl, dkim, firewall, icinga2_agent, lxc_config,
+                        selfservice_api)
 
 # pyinfra's own connection data may appear in a host's data beside ours.
 _CONNECTION_KEYS = {"ssh_user", "ssh_key", "ssh_port", "ssh_known_hosts_file",
@@ -81,6 +82,8 @@ def problems(group, data, production=False):
         found.add(f"debian_release={release!r}: use bullseye, bookworm or trixie")
     if group == "infra02":
         found.run(_check_root_keys, merged)
+    _check_container_nets(merged, found)
+    _check_container_mounts(merged, found)
     if group == "email":
         _check_mail_data(merged, found)
         _check_certificates(merged, found)
@@ -139,6 +142,205 @@ def _check_root_keys(data):
         if not isinstance(key, str) or not _SSH_PUBLIC_KEY.match(key):
             raise InventoryError(f"root_authorized_keys[{i}]: {str(key)[:40]!r}... is not an "
                                  "OpenSSH public key line (type base64 [comment])")
+
+
+# --- the container's NICs and mounts (its LXC config: operations/lxc_config.py) ------------
+
+_NIC_FIELDS = ("link", "hwaddr", "ipv4", "ipv4_gateway", "ipv6", "ipv6_gateway")
+# A Linux interface name (at most 15 characters), also safe in the config and interfaces files.
+_IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+_HWADDR = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_MOUNT_FIELDS = ("source", "target", "type", "options")
+_FSTYPE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_MOUNT_OPTION = re.compile(r"^[A-Za-z0-9_.:/@+-]+(=[A-Za-z0-9_.:/@+=-]*)?$")
+
+
+def _placeholder_line(where, value):
+    return (f"{where}: {value!r} is a placeholder; set the real value in the inventory before "
+            "the first production run")
+
+
+def _check_container_nets(data, found):
+    """eth0 (container_net) and container_extra_nets: shape, names, MACs, addresses, gateways.
+    A PLACEHOLDER value is named as such (as the production rule names it), not as malformed."""
+    nets = []  # (where, name, net) of every NIC whose shape is usable
+    with found.check():
+        net = data["container_net"]
+        fields = set(net) if isinstance(net, dict) else None
+        if fields is None or not {"link", "ipv4"} <= fields or fields - set(_NIC_FIELDS):
+            raise InventoryError(f"container_net: must be a dict with link and ipv4 (and "
+                                 f"{', '.join(_NIC_FIELDS[1:])} or None), got {net!r}")
+        nets.append(("container_net", "eth0", net))
+    extra = data["container_extra_nets"]
+    if not isinstance(extra, list):
+        found.add("container_extra_nets: must be a list of NICs (dicts)")
+        extra = []
+    names = {"eth0": "container_net"}
+    for i, net in enumerate(extra):
+        where = f"container_extra_nets[{i}]"
+        fields = set(net) if isinstance(net, dict) else None
+        if fields is None or not {"name", "link"} <= fields or \
+                fields - set(_NIC_FIELDS) - {"name"}:
+            found.add(f"{where}: must be a dict with name and link (and "
+                      f"{', '.join(_NIC_FIELDS[1:])} or None), got {net!r}")
+            continue
+        name = net["name"]
+        if not isinstance(name, str) or not _IFNAME.match(name) or name in (".", "..", "lo"):
+            found.add(f"{where} name: {name!r} is not an interface name (at most 15 of "
+                      "A-Z a-z 0-9 _ . -)")
+        elif name in names:
+            found.add(f"{where} name: {name} is already {names[name]}'s (eth0 is "
+                      "container_net; each NIC needs its own name)")
+        else:
+            names[name] = where
+            nets.append((where, name, net))
+    seen = {}       # a MAC or an address -> the NIC that has it
+    gateways = {}   # "ipv4_gateway"/"ipv6_gateway" -> the NICs that set one
+    for where, name, net in nets:
+        for line in _nic_problems(where, name, net, seen, gateways):
+            found.add(line)
+    for field, wheres in gateways.items():
+        if len(wheres) > 1:
+            found.add(f"{field}: set on {' and '.join(wheres)}; the container has one default "
+                      f"route per address family: keep it on one NIC")
+
+
+def _nic_problems(where, name, net, seen, gateways):
+    """The problems of one NIC's fields, one line each."""
+    placeholders = [(f"{where}[{field!r}]", net[field]) for field in _NIC_FIELDS
+                    if isinstance(net.get(field), str) and PLACEHOLDER in net[field]]
+    lines = [_placeholder_line(w, value) for w, value in placeholders]
+    skip = {w for w, _ in placeholders}
+
+    def usable(field):
+        return net.get(field) is not None and f"{where}[{field!r}]" not in skip
+
+    link = net["link"]
+    if usable("link") and (not isinstance(link, str) or not _IFNAME.match(link)):
+        lines.append(f"{where} link: {link!r} is not a bridge name on the host")
+    if usable("hwaddr"):
+        mac = net["hwaddr"]
+        if not isinstance(mac, str) or not _HWADDR.match(mac):
+            lines.append(f"{where} hwaddr: {mac!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+        elif int(mac[:2], 16) & 1:
+            lines.append(f"{where} hwaddr: {mac} is a multicast address; a NIC needs a "
+                         "unicast one (even first octet)")
+        elif mac.lower() in seen:
+            lines.append(f"{where} hwaddr: {mac} is also {seen[mac.lower()]}'s")
+        else:
+            seen[mac.lower()] = where
+    if where != "container_net" and net.get("ipv4") is None and net.get("ipv6") is None:
+        lines.append(f"{where}: neither ipv4 nor ipv6 is set; LXC configures a NIC's addresses "
+                     "(the container leaves them alone), so it would have none")
+    for family, version in (("ipv4", 4), ("ipv6", 6)):
+        interface = None
+        if usable(family) or (family == "ipv4" and where == "container_net" and
+                              f"{where}['ipv4']" not in skip):
+            interface, problem = _interface(net.get(family), version)
+            if problem:
+                lines.append(f"{where} {family}: {problem}")
+            elif str(interface.ip) in seen:
+                lines.append(f"{where} {family}: {interface.ip} is also "
+                             f"{seen[str(interface.ip)]}'s")
+            else:
+                seen[str(interface.ip)] = where
+        gateway_field = f"{family}_gateway"
+        if not usable(gateway_field):
+            continue
+        gateways.setdefault(gateway_field, []).append(where)
+        gateway = net[gateway_field]
+        network = ("the container's network" if where == "container_net"
+                   else f"{name}'s network")
+        try:
+            address = ipaddress.ip_address(gateway)
+        except ValueError:
+            lines.append(f"{where} {gateway_field}: {gateway!r} is not an IPv{version} address")
+            continue
+        if net.get(family) is None:
+            lines.append(f"{where} {gateway_field}: {gateway} is set but {family} is not")
+        elif interface is not None and (address.version != version or
+                                        address not in interface.network):
+            lines.append(f"{where} {gateway_field}: {gateway} is not an address of {network} "
+                         f"{interface.network}")
+        elif interface is not None and address == interface.ip:
+            lines.append(f"{where} {gateway_field}: {gateway} is the NIC's own address")
+    return lines
+
+
+def _interface(value, version):
+    """(ipaddress interface, None) for an address in CIDR form, or (None, the problem)."""
+    if not isinstance(value, str) or "/" not in value:
+        return None, f"{value!r} is not an address in CIDR form (address/prefix length)"
+    try:
+        interface = ipaddress.ip_interface(value)
+    except ValueError:
+        return None, f"{value!r} is not an address in CIDR form (address/prefix length)"
+    if interface.version != version:
+        return None, f"{value} is not an IPv{version} address"
+    network = interface.network
+    if version == 4 and network.prefixlen < 31 and \
+            interface.ip in (network.network_address, network.broadcast_address):
+        return None, f"{value} is the network's own or broadcast address, not a host's"
+    return interface, None
+
+
+def _check_container_mounts(data, found):
+    """container_mounts: the four fields of a mount entry, a target inside the container that
+    no other mount (the data volume's included) has."""
+    mounts = data["container_mounts"]
+    if not isinstance(mounts, list):
+        found.add("container_mounts: must be a list of mounts (dicts)")
+        return
+    targets = {lxc_config.mount_target(data["data_volume"]): "data_volume"}
+    for i, mount in enumerate(mounts):
+        where = f"container_mounts[{i}]"
+        if not isinstance(mount, dict) or set(mount) != set(_MOUNT_FIELDS):
+            found.add(f"{where}: must be a dict with exactly {', '.join(_MOUNT_FIELDS)}, "
+                      f"got {mount!r}")
+            continue
+        for line in _mount_problems(where, mount, targets):
+            found.add(line)
+
+
+def _mount_problems(where, mount, targets):
+    lines, usable = [], {}
+    for field in _MOUNT_FIELDS:
+        value = mount[field]
+        if isinstance(value, str) and PLACEHOLDER in value:
+            lines.append(_placeholder_line(f"{where}[{field!r}]", value))
+        elif not isinstance(value, str) or not value or \
+                any(c.isspace() or not c.isprintable() for c in value):
+            lines.append(f"{where} {field}: {value!r} must be a non-empty string without "
+                         "spaces (it is one field of the mount entry)")
+        else:
+            usable[field] = value
+    kind, options = usable.get("type"), usable.get("options")
+    if kind is not None and not _FSTYPE.match(kind):
+        lines.append(f"{where} type: {kind!r} is not a filesystem type (none for a bind mount)")
+    if options is not None:
+        bad = [o for o in options.split(",") if not _MOUNT_OPTION.match(o)]
+        if bad:
+            lines.append(f"{where} options: {', '.join(map(repr, bad))} in {options!r} is not "
+                         "a mount option")
+        elif kind == "none" and not {"bind", "rbind"} & set(options.split(",")):
+            lines.append(f"{where} options: type none needs bind or rbind in {options!r}")
+    source = usable.get("source")
+    if source is not None and kind == "none" and \
+            (not source.startswith("/") or ".." in source.split("/")):
+        lines.append(f"{where} source: {source!r} must be an absolute path on the host "
+                     "without '..' (a bind mount's source)")
+    target = usable.get("target")
+    if target is not None:
+        parts = target.split("/")
+        normal = lxc_config.mount_target(target)
+        if ".." in parts or "." in parts or not normal:
+            lines.append(f"{where} target: {target!r} must be a path inside the container "
+                         "(below its root, without '.' or '..')")
+        elif normal in targets:
+            lines.append(f"{where} target: {normal} is already {targets[normal]}'s mount point")
+        else:
+            targets[normal] = where
+    return lines
 
 
 # --- the email container's data --------------------------------------------------------------
@@ -323,8 +525,7 @@ def _check_production(group, data, found):
                       f"ports[{name!r}] (port {entry.get('port')}): list the {origin} "
                       "host's addresses")
     for where, value in _placeholders(data):
-        found.add(f"{where}: {value!r} is a placeholder; set the real value in the "
-                  "inventory before the first production run")
+        found.add(_placeholder_line(where, value))
     if group == "email":
         # The placeholders are named above; these find what else is wrong with those data.
         if not any(where.startswith(("selfservice_api_", "crl_")) for where, _ in
@@ -336,18 +537,11 @@ def _check_production(group, data, found):
 
 
 def _check_gateway(net):
-    gateway = net.get("ipv4_gateway")
-    if not gateway:
+    """Production's container needs a route out; the address itself is checked for every
+    inventory (_check_container_nets)."""
+    if not net.get("ipv4_gateway"):
         raise InventoryError("container_net ipv4_gateway: missing; the container would have "
                              "no route beyond its own network")
-    try:
-        address = ipaddress.ip_address(gateway)
-        network = ipaddress.ip_interface(net["ipv4"]).network
-    except ValueError as exc:
-        raise InventoryError(f"container_net: {exc}") from None
-    if address.version != 4 or address not in network:
-        raise InventoryError(f"container_net ipv4_gateway: {gateway} is not an address of "
-                             f"the container's network {network}")
 
 
 def _placeholders(data, where=""):

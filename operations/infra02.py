@@ -5,8 +5,15 @@ that must be right before SSH works (network, DNS, apt proxy, root's keys) is wr
 host into the container's rootfs, so the first SSH connection already meets a usable system.
 Re-running changes nothing. A container of another Debian release is never replaced here:
 that would destroy production's data, so the run stops and says so.
+
+The container's LXC config is merged, not overwritten (operations/lxc_config.py): the keys the
+inventory describes are set, every other line of a hand-written config stays. The container
+is restarted only when a managed key that the running container reads changed, and the
+restart operation names those keys (so --dry says why).
 """
+import base64
 import shlex
+from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import FactBase, deploy
@@ -14,8 +21,12 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import Mounts
 from pyinfra.operations import apt, files, server
 
+from operations import lxc_config
+
 # Debian's LXC default; the container's config and rootfs live below it.
 LXC_PATH = "/var/lib/lxc"
+# The config and interfaces templates loop over NICs and mounts: no blank line per tag.
+_JINJA = {"trim_blocks": True, "lstrip_blocks": True}
 
 
 class ContainerState(FactBase):
@@ -45,6 +56,22 @@ class ContainerState(FactBase):
         return {"state": values["state"], "release": values.get("release", "")}
 
 
+class ContainerConfig(FactBase):
+    """The text of the container's LXC config file, exactly as it is, or None if it does not
+    exist. (Sent as base64: pyinfra hands facts their output line by line, which would lose
+    trailing blanks and the final newline, and so the merge's "nothing changed". Bytes that
+    are not UTF-8 come back as lone surrogates, which the deploy refuses.)"""
+
+    def command(self, path):
+        quoted = shlex.quote(path)
+        return f"if [ -f {quoted} ]; then echo present; base64 -w0 < {quoted}; echo; fi; true"
+
+    def process(self, output):
+        if not output or output[0] != "present":
+            return None
+        return base64.b64decode("".join(output[1:])).decode("utf-8", errors="surrogateescape")
+
+
 class Symlinks(FactBase):
     """Those of `paths` that are symbolic links."""
 
@@ -69,12 +96,27 @@ def _refuse_symlinks(rootfs, files_in_rootfs):
                           f"{', '.join(links)} (replace them with plain files or directories)")
 
 
+def _refuse_other_rootfs(name, config, rootfs):
+    """Stop unless the existing config keeps the rootfs in the directory this deploy writes
+    into before SSH works (network, DNS, apt, root's keys). On LVM, zfs, btrfs or an overlay
+    that directory is not the container's root (or only while it runs): files written there
+    would be lost or hidden, and the first SSH connection would meet an unusable system."""
+    paths = lxc_config.values(config, "lxc.rootfs.path")
+    path = paths[-1] if paths else None  # LXC takes the last one
+    if path is None or lxc_config.dir_rootfs(path) != rootfs:
+        raise DeployError(
+            f"container {name}: its config's lxc.rootfs.path is {path or 'not set'}, but this "
+            f"deploy writes the container's network, DNS, apt and SSH files into {rootfs} "
+            f"from the host, which needs the dir backing store there (lxc.rootfs.path = "
+            f"dir:{rootfs}); move the rootfs there, or write those files by hand and leave "
+            "Infra02 out of this run (--limit email)")
+
+
 @deploy("Infra02: email container")
 def container():
     data = host.data
     name = data.container_name
     release = data.debian_release
-    net = data.container_net
     directory = f"{LXC_PATH}/{name}"
     rootfs = f"{directory}/rootfs"
 
@@ -96,6 +138,13 @@ def container():
             f"container {name} is half-made (an lxc-create was interrupted: "
             f"{directory}/partial exists): check that nothing of value is in it, then "
             f"lxc-destroy -n {name} and run again")
+    # Read before lxc-create, so None for a new container: see "Container config" below.
+    live_config = host.get_fact(ContainerConfig, path=f"{directory}/config") if state else None
+    if live_config is not None:
+        _refuse_other_rootfs(name, live_config, rootfs)
+        if any("\udc80" <= c <= "\udcff" for c in live_config):  # undecodable bytes
+            raise DeployError(f"{directory}/config is not UTF-8 text: convert it (iconv) "
+                              "before the deploy merges its own keys into it")
     if state and state["release"] and state["release"] != release:
         raise DeployError(
             f"container {name} runs Debian {state['release']} but the inventory says "
@@ -112,27 +161,34 @@ def container():
             ],
         )
 
-    config = files.template(
-        name="Container config",
-        src="files/infra02/lxc.conf.j2",
-        dest=f"{directory}/config",
-        mode="640",
-        name_=name,
-        rootfs=rootfs,
-        net=net,
-        autostart=data.container_autostart,
-        data_volume_host_path=data.data_volume_host_path,
-        data_volume=data.data_volume.lstrip("/"),
-    )
+    want = lxc_config.wanted({key: data.get(key) for key in lxc_config.DATA_KEYS})
+    if live_config is None:
+        # A new container: its config was read (as absent) before the lxc-create above ran,
+        # so nothing of it can be merged now. That is safe: lxc-create is the only operation
+        # of this run that writes the file before this one, and all it writes (the
+        # template's defaults) is replaced by this complete config, rootfs and include too.
+        files.template(name="Container config", src="files/infra02/lxc.conf.j2",
+                       dest=f"{directory}/config", mode="640", jinja_env_kwargs=_JINJA,
+                       rootfs=rootfs, keys=dict(want.keys), nics=want.nics,
+                       mounts=want.mounts)
+        restart = ()
+    else:
+        merged = lxc_config.merge(live_config, want)
+        # One upload of the whole merged text: the config holds no secret, and a second run
+        # finds the same text (no change, no restart).
+        files.put(name="Container config",
+                  src=StringIO(merged.text),
+                  dest=f"{directory}/config", mode="640", create_remote_dir=False)
+        restart = merged.restart
 
     _refuse_symlinks(rootfs, ["etc/network/interfaces", "etc/apt/sources.list",
                               "etc/apt/apt.conf.d/01proxy", "etc/resolv.conf",
                               "root/.ssh/authorized_keys"])
-    # LXC sets eth0's static addresses itself; the template's DHCP stanza would hang
+    # LXC sets every NIC's static addresses itself; the template's DHCP stanza would hang
     # networking.service (and ssh waits behind it).
     files.template(name="Container /etc/network/interfaces",
                    src="files/infra02/interfaces.j2", dest=f"{rootfs}/etc/network/interfaces",
-                   mode="644")
+                   mode="644", jinja_env_kwargs=_JINJA, nics=[n.name for n in want.nics])
     files.template(name="Container apt sources", src="files/infra02/sources.list.j2",
                    dest=f"{rootfs}/etc/apt/sources.list", mode="644",
                    release=release, mirror=data.debian_mirror,
@@ -156,13 +212,14 @@ def container():
                    user="root", group="root", keys=data.root_authorized_keys)
 
     running = state is not None and state["state"] == "RUNNING"
-    if running:
-        server.shell(name=f"Restart container {name} for its new config",
-                     commands=[f"lxc-stop -n {shlex.quote(name)} -t 60",
-                               f"lxc-start -n {shlex.quote(name)} -d",
-                               f"lxc-wait -n {shlex.quote(name)} -s RUNNING -t 30"],
-                     _if=config.did_change)
-    else:
+    if not running:
         server.shell(name=f"Start container {name}",
                      commands=[f"lxc-start -n {shlex.quote(name)} -d",
+                               f"lxc-wait -n {shlex.quote(name)} -s RUNNING -t 30"])
+    elif restart:
+        # Decided from the facts, so the operation exists only when a restart is due and its
+        # name says why; comments, order and unmanaged keys never cause one.
+        server.shell(name=f"Restart container {name}: {', '.join(restart)} changed",
+                     commands=[f"lxc-stop -n {shlex.quote(name)} -t 60",
+                               f"lxc-start -n {shlex.quote(name)} -d",
                                f"lxc-wait -n {shlex.quote(name)} -s RUNNING -t 30"])

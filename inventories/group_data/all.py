@@ -26,6 +26,14 @@ container_net = {
     "ipv6": "2001:7b8:616:162:2::228/64",
     "ipv6_gateway": None,
 }
+# NICs besides eth0, in the container_net shape plus "name" (eth1, eth2 ...; hwaddr None: a
+# random MAC at each start): [{"name": "eth1", "link": "br-intra", "hwaddr": "aa:bb:..",
+# "ipv4": "172.16.2.19/24", "ipv4_gateway": None, "ipv6": None, "ipv6_gateway": None}].
+container_extra_nets = []
+# Mounts besides the data volume, one lxc.mount.entry each (target: a path in the container):
+# [{"source": "/srv/backup", "target": "srv/backup", "type": "none",
+#   "options": "bind,create=dir"}].
+container_mounts = []
 # DNS servers written to the container's /etc/resolv.conf; empty leaves that file alone.
 container_nameservers = []
 # Start the container when Infra02 boots.

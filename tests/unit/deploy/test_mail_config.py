@@ -44,8 +44,9 @@ def write_prod_secrets(directory, pki):
 
 
 def prod_completion(tmp_path, pki):
-    """What inventories/prod.py leaves to the operators (keys, gateway, trusted hosts, the
-    self-service API's repository and client CA), with test values."""
+    """What inventories/prod.py leaves to the operators (keys, gateway, the further NICs'
+    bridges, MACs and prefix lengths, trusted hosts, the self-service API's repository and
+    client CA), with test values."""
     files = tmp_path / "prod-files"
     files.mkdir(exist_ok=True)
     (files / "archive-key.asc").write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
@@ -55,6 +56,8 @@ def prod_completion(tmp_path, pki):
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE "
             "deploy@control"],
         "gateway": "213.154.225.1",
+        "nets": {"eth1": {"link": "br-intra", "hwaddr": "00:16:3e:00:02:19", "prefix": "24"},
+                 "eth2": {"link": "br-infra", "hwaddr": "00:16:3e:00:00:19", "prefix": "24"}},
         "trusted_hosts": {"monitor": ["192.0.2.10"], "community": ["192.0.2.20"]},
         "selfservice_api_repo": {"url": "https://apt.example.org/debian", "suite": None,
                                  "components": ["main"], "key": str(files / "archive-key.asc"),
@@ -76,8 +79,15 @@ _stop_unless_valid = validate.stop_unless_valid
 def _completed(production=False, **groups):
     for hosts in groups.values():
         for _name, _data in hosts:
-            _data.update(copy.deepcopy({k: v for k, v in _fill.items() if k != "gateway"}))
+            _data.update(copy.deepcopy({k: v for k, v in _fill.items()
+                                        if k not in ("gateway", "nets")}))
             _data["container_net"] = dict(_data["container_net"], ipv4_gateway=_fill["gateway"])
+            _data["container_extra_nets"] = [
+                dict(_net, link=_fill["nets"][_net["name"]]["link"],
+                     hwaddr=_fill["nets"][_net["name"]]["hwaddr"],
+                     ipv4=_net["ipv4"].replace("PLACEHOLDER-prefix-length",
+                                               _fill["nets"][_net["name"]]["prefix"]))
+                for _net in _data["container_extra_nets"]]
     _stop_unless_valid(production=production, **groups)
 
 
@@ -129,6 +139,9 @@ def test_prod_inventory_holds_the_documented_facts(prod_data):
     assert prod_data["container_net"]["hwaddr"] == "00:ff:8f:e0:4a:90"
     assert prod_data["container_net"]["ipv4"].startswith("213.154.225.228/")
     assert prod_data["container_net"]["ipv6"].startswith("2001:7b8:616:162:2::228/")
+    assert [(net["name"], net["ipv4"].split("/")[0])
+            for net in prod_data["container_extra_nets"]] == [("eth1", "172.16.2.19"),
+                                                              ("eth2", "10.0.0.19")]
     assert prod_data["mysql_database"] == "cacertusers"
     assert prod_data["ports"]["mariadb"] == {"port": 3306, "from": "local"}
     assert prod_data["ports"]["selfservice_api"] == {"port": 9443, "from": "community"}
@@ -168,6 +181,13 @@ def test_pyinfra_stops_on_the_prod_inventory_listing_every_problem(tmp_path, pki
     problems = [line.strip() for line in result.stderr.splitlines() if line.startswith("  ")]
     expected = [
         "infra02: root_authorized_keys: empty",
+        *(f"infra02, email.cacert.org: container_extra_nets[{i}][{field!r}]: "
+          f"'{value}' is a placeholder"
+          for i, nic in enumerate(("eth1", "eth2"))
+          for field, value in (("link", f"PLACEHOLDER-{('intranet', 'internal')[i]}-bridge"),
+                               ("hwaddr", f"PLACEHOLDER-{nic}-mac"),
+                               ("ipv4", f"{('172.16.2.19', '10.0.0.19')[i]}/"
+                                        "PLACEHOLDER-prefix-length"))),
         "infra02, email.cacert.org: container_net ipv4_gateway: missing",
         "infra02, email.cacert.org: trusted_hosts['monitor']: empty, so nothing may reach "
         "ports['icinga2'] (port 5665)",

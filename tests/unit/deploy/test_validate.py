@@ -308,3 +308,116 @@ def test_only_the_bullseye_lab_goes_without_the_security_suite():
     assert topology.security_mirror("bullseye", mirror) is None
     for release in ("bookworm", "trixie"):
         assert topology.security_mirror(release, mirror) == mirror
+
+
+# --- the container's NICs and mounts ----------------------------------------------------------
+
+def _nic(**fields):
+    return {"name": "eth1", "link": "br-intra", "hwaddr": "00:16:3e:00:02:19",
+            "ipv4": "172.16.2.19/24", "ipv4_gateway": None, "ipv6": None,
+            "ipv6_gateway": None, **fields}
+
+
+def _mount(**fields):
+    return {"source": "/srv/backup", "target": "srv/backup", "type": "none",
+            "options": "bind,create=dir", **fields}
+
+
+def test_extra_nics_and_mounts_pass():
+    data = {"root_authorized_keys": [ROOT_KEY],
+            "container_extra_nets": [_nic(), _nic(name="eth2", link="br-infra",
+                                                  hwaddr=None, ipv4="10.0.0.19/24",
+                                                  ipv6="fd00::19/64", ipv6_gateway="fd00::1")],
+            "container_mounts": [_mount(), _mount(source="/srv/logs", target="/var/log/host/",
+                                                  options="rbind,ro")]}
+    assert problems("infra02", data) == []
+
+
+def test_every_nic_and_mount_problem_is_reported_at_once():
+    data = {"root_authorized_keys": [ROOT_KEY],
+            "container_net": {**defaults()["container_net"], "ipv4_gateway": "213.154.225.1"},
+            "container_extra_nets": [
+                _nic(name="eth0"),                                     # eth0 is container_net
+                _nic(hwaddr="00:16:3e:00:02"),                         # short MAC
+                _nic(name="eth2", hwaddr="01:16:3e:00:00:19"),         # multicast MAC
+                _nic(name="eth3", hwaddr="00:16:3e:00:00:03", ipv4="10.0.0.300/24"),
+                _nic(name="eth4", hwaddr="00:16:3e:00:00:04", ipv4="10.0.0.19",
+                     ipv6="fd00::19/64", ipv6_gateway="fd01::1"),       # no prefix; gw outside
+                _nic(name="eth5", hwaddr="00:16:3e:00:00:05", ipv4="10.1.0.19/24",
+                     ipv4_gateway="10.1.0.1"),                          # a second IPv4 default
+                _nic(name="eth6", hwaddr="00:16:3e:00:00:06", ipv4="10.2.0.0/24"),
+                _nic(name="eth1", hwaddr="00:16:3e:00:00:07"),         # name twice
+                _nic(name="eth8", hwaddr="00:16:3e:00:00:08", ipv4="10.3.0.8/24",
+                     link="br intra"),
+                {"name": "eth9"},
+            ],
+            "container_mounts": [
+                _mount(target="../../etc"),
+                _mount(target="srv/mail/"),                            # the data volume's
+                _mount(source="relative/path"),
+                _mount(source="/srv/x", target="srv/x", options="create=dir"),
+                _mount(source="/srv/y", target="srv/y", options="bind,,ro"),
+                _mount(source="/srv/z", target="srv/z", type="ext4 "),
+                {"source": "/srv/w", "target": "srv/w"},
+            ]}
+    found = problems("infra02", data)
+    assert found == [
+        "container_extra_nets[0] name: eth0 is already container_net's (eth0 is container_net; "
+        "each NIC needs its own name)",
+        "container_extra_nets[7] name: eth1 is already container_extra_nets[1]'s (eth0 is "
+        "container_net; each NIC needs its own name)",
+        "container_extra_nets[9]: must be a dict with name and link (and hwaddr, ipv4, "
+        "ipv4_gateway, ipv6, ipv6_gateway or None), got {'name': 'eth9'}",
+        "container_extra_nets[1] hwaddr: '00:16:3e:00:02' is not a MAC address "
+        "(aa:bb:cc:dd:ee:ff)",
+        "container_extra_nets[2] hwaddr: 01:16:3e:00:00:19 is a multicast address; a NIC "
+        "needs a unicast one (even first octet)",
+        "container_extra_nets[2] ipv4: 172.16.2.19 is also container_extra_nets[1]'s",
+        "container_extra_nets[3] ipv4: '10.0.0.300/24' is not an address in CIDR form "
+        "(address/prefix length)",
+        "container_extra_nets[4] ipv4: '10.0.0.19' is not an address in CIDR form "
+        "(address/prefix length)",
+        "container_extra_nets[4] ipv6_gateway: fd01::1 is not an address of eth4's network "
+        "fd00::/64",
+        "container_extra_nets[6] ipv4: 10.2.0.0/24 is the network's own or broadcast "
+        "address, not a host's",
+        "container_extra_nets[8] link: 'br intra' is not a bridge name on the host",
+        "ipv4_gateway: set on container_net and container_extra_nets[5]; the container has "
+        "one default route per address family: keep it on one NIC",
+        "container_mounts[0] target: '../../etc' must be a path inside the container (below "
+        "its root, without '.' or '..')",
+        "container_mounts[1] target: srv/mail is already data_volume's mount point",
+        "container_mounts[2] source: 'relative/path' must be an absolute path on the host "
+        "without '..' (a bind mount's source)",
+        "container_mounts[3] options: type none needs bind or rbind in 'create=dir'",
+        "container_mounts[4] options: '' in 'bind,,ro' is not a mount option",
+        "container_mounts[5] type: 'ext4 ' must be a non-empty string without spaces (it is "
+        "one field of the mount entry)",
+        "container_mounts[6]: must be a dict with exactly source, target, type, options, "
+        "got {'source': '/srv/w', 'target': 'srv/w'}",
+    ], found
+
+
+def test_nic_and_mount_problems_stop_the_inventory_before_any_host(capsys):
+    with pytest.raises(SystemExit):
+        stop_unless_valid(infra02=[("infra02", {
+            "root_authorized_keys": [ROOT_KEY],
+            "container_extra_nets": [_nic(ipv4_gateway="10.9.9.9")],
+            "container_mounts": [_mount(target="/")]})])
+    err = capsys.readouterr().err
+    assert "The inventory has 2 problems; no host was contacted:" in err
+    assert "  infra02: container_extra_nets[0] ipv4_gateway: 10.9.9.9 is not an address of " \
+        "eth1's network 172.16.2.0/24" in err
+    assert "  infra02: container_mounts[0] target: '/' must be a path inside the container" in err
+
+
+def test_placeholders_in_nic_data_are_named_once_as_placeholders():
+    nic = _nic(link="PLACEHOLDER-bridge", hwaddr="PLACEHOLDER-mac",
+               ipv4="172.16.2.19/PLACEHOLDER-prefix")
+    data = {"root_authorized_keys": [ROOT_KEY], "container_extra_nets": [nic]}
+    expected = [f"container_extra_nets[0][{field!r}]: {nic[field]!r} is a placeholder; set the "
+                "real value in the inventory before the first production run"
+                for field in ("link", "hwaddr", "ipv4")]
+    assert problems("infra02", data) == expected
+    production = problems("infra02", data, production=True)
+    assert [line for line in production if "container_extra_nets" in line] == expected
