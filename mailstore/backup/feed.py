@@ -71,7 +71,9 @@ class Feed:
             else meta["last_full_scan"]
         if row is None:
             return
-        rows = previous_rows(self.repo, row[0], row[1], row[2])
+        rows, problem = previous_rows(self.repo, row[0], row[1], row[2])
+        if problem is not None:
+            self.warn(problem)
         self.prev_seq, self._prev_rows = row[0], rows
         if self.scan_mode == "incremental":
             # rows of one user are contiguous in the cache (but for a few read late): group

@@ -327,7 +327,7 @@ def test_names_that_are_not_utf8_round_trip_byte_exact(tmp_path, repo):
 
 def test_the_index_cache_is_only_a_cache(tmp_path, repo):
     """The newest snapshot's message list is cached in REPO/index/; a damaged or missing cache
-    changes nothing but speed."""
+    changes nothing but speed (a damaged one is named in a warning)."""
     repo_path, key = repo
     make_tree(tmp_path / "src")
     first = backup.run(repo_path, tmp_path / "src", key_file=key)
@@ -340,10 +340,11 @@ def test_the_index_cache_is_only_a_cache(tmp_path, repo):
             f.write(damage)
         again = backup.run(repo_path, tmp_path / "src", key_file=key)
         assert again["read_files"] == 0 and again["new_objects"] == 0
+        assert len(again["warnings"]) == 1 and "index cache" in again["warnings"][0]
         second = again
     os.unlink(os.path.join(index_dir, second["id"] + ".marshal"))
     again = backup.run(repo_path, tmp_path / "src", key_file=key)
-    assert again["read_files"] == 0 and again["new_objects"] == 0
+    assert again["read_files"] == 0 and again["new_objects"] == 0 and again["warnings"] == []
     backup.restore(repo_path, "latest", tmp_path / "dst", key_file=key)
     assert snapshot_tree(tmp_path / "dst") == snapshot_tree(tmp_path / "src")
 
