@@ -4,8 +4,11 @@ A `Feed` holds the state of one run: the previous snapshot's rows (from the inde
 decision per scanned message, and the rows the commit writes. The decision: a message whose
 (user, folder, unique name) was in the previous snapshot with the same size, mtime and inode
 is the same immutable file, whatever its flags now say, so it reuses that snapshot's object
-without being opened. Only new or rewritten files are read, hashed, and (when their content is
-new to the repository) compressed into a pack, by worker threads, in a bounded window.
+without being opened; so does one moved to another folder under the same unique name (same
+inode, size and mtime). An inode alone proves nothing: a deleted message's inode is soon
+given to another file, which a restore or a copy tool may give the same size and mtime.
+Only new or rewritten files are read, hashed, and (when their content is new to the
+repository) compressed into a pack, by worker threads, in a bounded window.
 """
 import collections
 import itertools
@@ -68,7 +71,9 @@ class Feed:
             else meta["last_full_scan"]
         if row is None:
             return
-        rows = previous_rows(self.repo, row[0], row[1], row[2])
+        rows, problem = previous_rows(self.repo, row[0], row[1], row[2])
+        if problem is not None:
+            self.warn(problem)
         self.prev_seq, self._prev_rows = row[0], rows
         if self.scan_mode == "incremental":
             # rows of one user are contiguous in the cache (but for a few read late): group
@@ -100,9 +105,12 @@ class Feed:
         if self.lost:
             # a message whose object is lost is read again, as if it were new
             rows = [r for r in rows if r[12] not in self.lost]
-        # (user, folder, uniq) -> row and (ino, size, mtime_ns) -> object, built at C speed
+        # (user, folder, uniq) -> row and (uniq, ino, size, mtime_ns) -> object, built at C
+        # speed. The unique name is part of the inode key: a file on the inode of a message
+        # deleted since (ext4 hands freed inodes out again at once) may have its size and
+        # mtime too (a restore, a copy tool keeping mtimes), but not its unique name.
         self.prev_messages = dict(zip(map(operator.itemgetter(1, 2, 5), rows), rows))
-        self.prev_inodes = dict(zip(map(operator.itemgetter(11, 6, 7), rows),
+        self.prev_inodes = dict(zip(map(operator.itemgetter(5, 11, 6, 7), rows),
                                     map(operator.itemgetter(12), rows)))
 
     def warn(self, text):
@@ -253,7 +261,8 @@ class Feed:
                 self.stats["bytes"] += m.size
                 return
         else:
-            oid = self.prev_inodes.get((m.inode, m.size, m.mtime_ns))
+            # moved to another folder under its name (same file: same inode)
+            oid = self.prev_inodes.get((to_db(m.unique), m.inode, m.size, m.mtime_ns))
         if oid is not None:
             self._record(user, m, oid, prev)
             return

@@ -2,49 +2,122 @@
 
 The next run reads the previous snapshot's rows from it in one sequential read; the same rows
 in the catalog are scattered over it, slow when the cache is cold at night. Only a cache: the
-catalog stays the truth, and a missing or damaged file costs speed, nothing else.
+catalog stays the truth, and the cache is trusted only as far as the catalog vouches for it.
+The run that writes the file records its digest in the catalog (meta `index_cache`, in the
+snapshot's own transaction): over the snapshot id and the file's bytes, HMAC-SHA256 with a
+key derived from the repository key when the repository is encrypted (nobody without the key
+can make a file that passes), SHA-256 otherwise. A row taken from the cache is taken over by
+the next run unread, so a file that does not match its digest is not used: the run reads the
+catalog instead and says so in one warning. A missing file, or one the catalog has no digest
+for (written by an older mailstore), costs speed and nothing else. `verify` compares the cache
+with the catalog row by row (`check`).
 """
+import collections
+import hashlib
+import hmac
+import json
 import marshal
 import os
+
+# meta key of the newest cache's digest: {"snapshot": id, "digest": hex}
+META_KEY = "index_cache"
 
 
 def index_path(repo, snapshot_id):
     return os.path.join(repo.path, "index", snapshot_id + ".marshal")
 
 
-def previous_rows(repo, seq, snapshot_id, count):
-    """The message rows (id, user, folder, subdir, name, uniq, size, mtime_ns, uid, gid, mode,
-    ino, object) of snapshot `seq`.
+def digest(key, snapshot_id, data):
+    """The digest of cache file bytes `data` of snapshot `snapshot_id`; `key`: the
+    repository's keys.Key, None for an unencrypted repository."""
+    head = snapshot_id.encode("utf-8") + b"\0"
+    h = hashlib.sha256(head) if key is None else hmac.new(key.index, head, hashlib.sha256)
+    h.update(data)
+    return h.hexdigest()
 
-    Read from REPO/index/<id>.marshal, a cache the run that made the snapshot wrote (one
-    sequential read; the same rows from the catalog are scattered over it, slow when the
-    cache is cold at night). The catalog stays the truth: a missing, unreadable (another
-    Python's marshal format) or inconsistent cache file means the join is used instead.
-    """
-    try:
-        with open(index_path(repo, snapshot_id), "rb") as f:
-            rows = marshal.loads(f.read())     # one read: marshal.load(f) reads piecemeal
-        if isinstance(rows, list) and len(rows) == count:
-            return rows
-    except (OSError, ValueError, EOFError, TypeError):
-        pass
-    return repo.db.execute(
+
+def catalog_rows(db, seq):
+    """The message rows of snapshot `seq` from the catalog (the truth the cache stands for)."""
+    return db.execute(
         "SELECT m.id, m.user, m.folder, m.subdir, m.name, m.uniq, m.size, m.mtime_ns, m.uid,"
         " m.gid, m.mode, m.ino, m.object FROM snapshot_messages s JOIN messages m"
         " ON m.id = s.message WHERE s.snapshot = ?", (seq,)).fetchall()
 
 
+def previous_rows(repo, seq, snapshot_id, count):
+    """(rows, problem): the message rows (id, user, folder, subdir, name, uniq, size,
+    mtime_ns, uid, gid, mode, ino, object) of snapshot `seq`, and why its cache file was
+    not used although there is one (None when it was used, or there is none to trust).
+
+    From REPO/index/<id>.marshal when the file matches the digest the catalog recorded for
+    it, else from the catalog."""
+    rows, problem = _trusted_rows(repo, snapshot_id, count)
+    if rows is None:
+        rows = catalog_rows(repo.db, seq)
+    if problem is not None:
+        problem = "index cache {} {}: the previous snapshot's messages were read from the " \
+            "catalog instead (this run writes a new cache)".format(
+                os.path.relpath(index_path(repo, snapshot_id), repo.path), problem)
+    return rows, problem
+
+
+def _trusted_rows(repo, snapshot_id, count):
+    """(rows or None, problem or None) from the cache file of snapshot `snapshot_id`."""
+    try:
+        with open(index_path(repo, snapshot_id), "rb") as f:
+            data = f.read()     # one read: marshal.load(f) reads piecemeal
+    except FileNotFoundError:
+        return None, None
+    except OSError as e:
+        return None, "cannot be read ({})".format(e.strerror or e)
+    recorded = _recorded(repo.db, snapshot_id)
+    if recorded is None or (repo.encrypted and repo.codec.key is None):
+        return None, None       # nothing vouches for the file (or it cannot be checked)
+    if not hmac.compare_digest(digest(repo.codec.key, snapshot_id, data), recorded):
+        return None, "does not match the digest the catalog recorded for it"
+    try:
+        rows = marshal.loads(data)
+    except (ValueError, EOFError, TypeError):
+        return None, None       # what a run wrote, in another Python's marshal format
+    if not isinstance(rows, list) or len(rows) != count:
+        return None, "does not hold the snapshot's {} messages".format(count)
+    return rows, None
+
+
+def _recorded(db, snapshot_id):
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
+    try:
+        meta = json.loads(row[0]) if row else None
+    except ValueError:
+        return None
+    if not isinstance(meta, dict) or meta.get("snapshot") != snapshot_id \
+            or not isinstance(meta.get("digest"), str):
+        return None
+    return meta["digest"]
+
+
 def write_index(repo, snapshot_id, rows):
-    """Write the cache previous_rows reads (before the catalog commit)."""
+    """Write the cache previous_rows reads (before the catalog commit); return the digest to
+    record with the snapshot (`record`)."""
     directory = os.path.join(repo.path, "index")
     os.makedirs(directory, mode=0o700, exist_ok=True)
     path = index_path(repo, snapshot_id)
+    data = marshal.dumps(rows)
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(marshal.dumps(rows))
-    # No fsync: after a power cut a short or empty file fails the length check and the
-    # catalog is read instead; the rename only keeps readers from seeing a file being written.
+        f.write(data)
+        f.flush()
+        # durable before the catalog's COMMIT records its digest: after a power cut a short
+        # file would not match, and a mismatch means damage, which the next run reports
+        os.fsync(f.fileno())
     os.rename(path + ".tmp", path)
+    return digest(repo.codec.key, snapshot_id, data)
+
+
+def record(db, snapshot_id, value):
+    """Record the digest of snapshot `snapshot_id`'s cache (in the snapshot's transaction)."""
+    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+               (META_KEY, json.dumps({"snapshot": snapshot_id, "digest": value})))
 
 
 def drop_stale_indexes(repo, keep_id):
@@ -60,3 +133,37 @@ def drop_stale_indexes(repo, keep_id):
                 os.unlink(os.path.join(directory, name))
             except OSError:
                 pass
+
+
+def check(repo):
+    """What is wrong with the newest snapshot's cache (one line), or None: it holds exactly
+    the snapshot's rows in the catalog, or there is no cache. For `verify`: row by row, so
+    that no key is needed."""
+    newest = repo.db.execute("SELECT seq, id FROM snapshots ORDER BY seq DESC"
+                             " LIMIT 1").fetchone()
+    if newest is None:
+        return None
+    seq, snapshot_id = newest
+    path = index_path(repo, snapshot_id)
+    try:
+        with open(path, "rb") as f:
+            rows = marshal.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        problem = "cannot be read ({})".format(e.strerror or e)
+    except (ValueError, EOFError, TypeError):
+        problem = "is not a message list"
+    else:
+        problem = None
+        try:
+            if collections.Counter(rows) != collections.Counter(catalog_rows(repo.db, seq)):
+                problem = "differs from the catalog's message list of snapshot {}".format(
+                    snapshot_id)
+        except TypeError:       # not a list, or rows that are not tuples of plain values
+            problem = "is not a message list"
+    if problem is None:
+        return None
+    return "index cache {} {}; it is only a cache: the next run reads the catalog instead " \
+        "and writes a new one".format(os.path.relpath(path, repo.path), problem)
+

@@ -17,7 +17,7 @@ is the same file, with the same content, owner, mode and mtime.
 - Incremental scan (maildir.rescan_user): every message directory known from the previous
   snapshot is listed (names only, no lstat); names seen there reuse its catalog row unopened
   and unstat'ed; only names not seen before (new mail, flag renames, moves) are lstat'ed, and
-  feed.py then finds renamed messages by (folder, unique name, size, mtime, inode).
+  feed.py then finds renamed and moved messages by (unique name, size, mtime, inode).
   Directories the previous snapshot did not have are scanned in full. A directory is not even
   listed when all of these hold: its inode and ctime are what the previous run saw when it
   stat'ed the directory BEFORE listing it (so no entry was added, removed or renamed since,

@@ -9,7 +9,7 @@ import secrets
 import socket
 import time
 
-from mailstore.backup import catalog, lost, scan
+from mailstore.backup import catalog, index_cache, lost, scan
 
 
 def new_snapshot_id(now):
@@ -29,7 +29,8 @@ def unused_snapshot_id(db, started):
 def write_catalog(feed, source, finished, snapshot_id, index_written):
     """Record snapshot `snapshot_id` with what `feed` (a feed.Feed, all its work done)
     collected, in one transaction on `feed.db`. `index_written`: the future of the index
-    cache's writer; what it raised is raised before the COMMIT."""
+    cache's writer (its result: the digest recorded here); what it raised is raised before
+    the COMMIT."""
     db = feed.db
     stats = feed.stats
     with catalog.transaction(db):
@@ -59,7 +60,8 @@ def write_catalog(feed, source, finished, snapshot_id, index_written):
         db.executemany("INSERT INTO scan_dirs VALUES (?, ?, ?, ?)", feed.dir_state)
         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (
             scan.META_KEY, scan.state_meta(snapshot_id, feed.scan_ns, feed.last_full_scan)))
-        index_written.result()      # raises what the index writer raised: no COMMIT
+        # raises what the index writer raised: no COMMIT
+        index_cache.record(db, snapshot_id, index_written.result())
 
 
 def _snapshot_messages(db, seq, messages, prev_seq, prev_ids):

@@ -13,7 +13,7 @@ import sqlite3
 import time
 
 from mailstore import maildir
-from mailstore.backup import catalog, lost
+from mailstore.backup import catalog, index_cache, lost
 from mailstore.backup.catalog import from_db
 from mailstore.backup.errors import BackupError
 from mailstore.backup.objects import DamagedObject, pack_path
@@ -31,7 +31,8 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None
     Keys: ok (bool), snapshots (checked), objects (checked), damaged (list of dicts: object,
     problem, uses: [{"user", "path", "snapshots": [ids]}], lost_at: None while the next run
     may still store it anew from the source, else the id of the snapshot whose run no longer
-    found its content there: lost for good), missing_packs (names).
+    found its content there: lost for good), missing_packs (names), warnings (text: a
+    damaged index cache, which leaves `ok` as it is: it is only a cache).
 
     Every damaged object found is recorded in the catalog: the next run does not reuse it
     but reads its messages again (lost.py).
@@ -90,6 +91,7 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None
         for d in report:
             d["lost_at"] = lost_for_good.get(d["object"])
         ok = not damaged and not size_mismatch
+        cache_problem = index_cache.check(repo)
         snapshot_id = resolve_snapshot(db, snapshot)[1] if snapshot is not None else None
         try:
             with catalog.transaction(db):
@@ -103,7 +105,8 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None
             recorded = False    # e.g. a full disk: the check itself still counts
     return {"ok": ok, "snapshots": len(seqs), "objects": len(needed), "read": checked
             if read_data else 0, "damaged": report, "missing_packs": sorted(missing_packs),
-            "pack_size_mismatch": sorted(size_mismatch), "recorded": recorded}
+            "pack_size_mismatch": sorted(size_mismatch), "recorded": recorded,
+            "warnings": [cache_problem] if cache_problem else []}
 
 
 def _needed_objects(db, seqs):

@@ -258,6 +258,8 @@ def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, quiet, as_json
     with _Errors():
         result = lib.verify(repo, key_file=key_file, snapshot=snapshot, read_data=read_data,
                             sample=sample, wait=wait, progress=_progress(quiet))
+    for text in result["warnings"]:
+        click.echo("{} warning: {}".format(PREFIX, text), err=True)
     if as_json:
         _emit_json(result)
     else:
