@@ -71,12 +71,13 @@ def compare(rtype, value, answers):
     return FAIL, f"different: published {shown} (expected {value[:120]})"
 
 
-def resolver(nameserver, timeout):
-    """`lookup(name, type) -> [rdata text]` asking `nameserver` (None: the system's
+def resolver(nameserver, timeout, port=53):
+    """`lookup(name, type) -> [rdata text]` asking `nameserver` on `port` (None: the system's
     resolvers), every query bounded by `timeout` seconds; LookupFailed when it cannot."""
     res = dns.resolver.Resolver(configure=nameserver is None)
     if nameserver is not None:
         res.nameservers = [nameserver]
+        res.port = port
     res.lifetime = timeout
     res.timeout = timeout
 
