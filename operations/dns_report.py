@@ -246,9 +246,12 @@ class InventoryUnusable(Exception):
 
 
 @contextlib.contextmanager
-def email_hosts(inventory_path):
+def email_hosts(inventory_path, before_connecting=None):
     """The hosts of group `email` of an inventory file, connected over SSH (pyinfra's API),
     disconnected again on leaving: [(host, connected?)].
+
+    `before_connecting(hosts)`, when given, runs once the inventory is read and before any
+    host is contacted (to validate what the caller needs of their data: it raises to stop).
 
     A host that cannot be reached is listed with False (and pyinfra's own message printed to
     stderr), so that a caller can still report what it can tell without it.
@@ -266,6 +269,8 @@ def email_hosts(inventory_path):
     hosts = inventory.get_group("email", [])
     if not hosts:
         raise InventoryUnusable(f"{inventory_path}: no host in group `email`")
+    if before_connecting is not None:
+        before_connecting(hosts)
     state.init(inventory, Config(), initial_limit=hosts)  # connect to the email hosts only
     try:
         connect_all(state)

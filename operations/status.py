@@ -90,8 +90,6 @@ def settings(args, data):
     if not isinstance(max_age, (int, float)) or max_age <= 0:
         problems.append(f"--backup-max-age/status_backup_max_age: {max_age!r} must be a "
                         "positive number")
-    if not args.timeout > 0:
-        problems.append(f"--timeout: {args.timeout:g} must be positive")
     bad = [k for k in unpublished if k not in dns_checks.KINDS]
     if bad:
         problems.append(f"status_dns_unpublished: {', '.join(map(str, bad))} not one of "
@@ -100,6 +98,24 @@ def settings(args, data):
         raise UsageError("\n".join(problems))
     return {"source": source, "nameserver": nameserver, "ca": ca, "max_age": max_age,
             "unpublished": unpublished, "timeout": args.timeout}
+
+
+def _check_options(args):
+    """UsageError listing every problem of the command line (before the inventory is read)."""
+    problems = []
+    for value, what in ((args.source, "--source"), (args.nameserver, "--nameserver")):
+        if value is not None:
+            _address(value, what, problems)
+    if args.ca is not None and not Path(args.ca).is_file():
+        problems.append(f"--ca: {args.ca} is not a readable file")
+    if args.backup_max_age is not None and not args.backup_max_age > 0:
+        problems.append(f"--backup-max-age: {args.backup_max_age:g} must be positive")
+    if not args.timeout > 0:
+        problems.append(f"--timeout: {args.timeout:g} must be positive")
+    if not Path(args.inventory).is_file():
+        problems.append(f"{args.inventory}: no such inventory file")
+    if problems:
+        raise UsageError("\n".join(problems))
 
 
 def network_results(data, address, opts):
@@ -149,25 +165,27 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        for value, what in ((args.source, "--source"), (args.nameserver, "--nameserver")):
-            if value is not None:
-                problems = []
-                _address(value, what, problems)
-                if problems:
-                    raise UsageError(problems[0])
-        if args.ca is not None and not Path(args.ca).is_file():
-            raise UsageError(f"--ca: {args.ca} is not a readable file")
-        if not Path(args.inventory).is_file():
-            raise UsageError(f"{args.inventory}: no such inventory file")
+        _check_options(args)
+        opts = {}
+
+        def validate(hosts):
+            problems = []
+            for host in hosts:
+                try:
+                    opts[host.name] = settings(args, host.data.dict())
+                except UsageError as exc:
+                    problems += [f"{host.name}: {line}" for line in str(exc).splitlines()]
+            if problems:
+                raise UsageError("\n".join(problems))
+
         results = []
-        with dns_report.email_hosts(args.inventory) as hosts:
+        with dns_report.email_hosts(args.inventory, before_connecting=validate) as hosts:
             for host, connected in hosts:
                 data = host.data.dict()
-                opts = settings(args, data)
                 address = data.get("ssh_hostname") or host.name
-                found = network_results(data, address, opts)
+                found = network_results(data, address, opts[host.name])
                 if connected:
-                    found += ssh_results(host, data, opts)
+                    found += ssh_results(host, data, opts[host.name])
                 else:
                     found.append(Result(FAIL, "ssh", f"cannot connect to {address}: DNS "
                                                      "and host checks not made"))

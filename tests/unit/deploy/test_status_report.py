@@ -75,16 +75,38 @@ def test_bad_usage_is_one_line_and_exit_2_before_any_host_is_contacted(args, mes
     assert message in result.stderr and result.stdout == ""
 
 
+def test_every_bad_option_is_listed():
+    result = cli("--source", "x", "--timeout", "0", "--backup-max-age", "-1", "nowhere.py")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 4, result.stderr
+
+
+def test_bad_inventory_data_stops_before_any_host_is_contacted(tmp_path):
+    # 192.0.2.1 (TEST-NET-1) answers nothing: a connection attempt would take its timeout.
+    inventory = tmp_path / "inventory.py"
+    inventory.write_text('email = [("mail.test", {"ssh_hostname": "192.0.2.1", '
+                         '"status_source": "nowhere", "status_backup_max_age": 0})]\n')
+    started = time.monotonic()
+    result = cli(str(inventory))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "python -m operations.status: mail.test: --source/status_source: 'nowhere' is not "
+        "an IP address",
+        "python -m operations.status: mail.test: --backup-max-age/status_backup_max_age: 0 "
+        "must be a positive number"]
+    assert time.monotonic() - started < 20
+
+
 def test_bad_inventory_data_is_listed_at_once():
     class Args:
         source = nameserver = ca = backup_max_age = None
-        timeout = 0
+        timeout = 1
     data = {**defaults(), "status_dns_unpublished": ["SSHFP", "CNAME"],
             "status_source": "nowhere"}
     with pytest.raises(status.UsageError) as info:
         status.settings(Args, data)
     problems = str(info.value).splitlines()
-    assert len(problems) == 3
+    assert len(problems) == 2
     assert any("status_dns_unpublished: CNAME" in p for p in problems)
     assert any("status_source: 'nowhere'" in p for p in problems)
 
