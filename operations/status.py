@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from operations import dns_checks, dns_report, host_checks, network_checks
+from operations import dns_checks, dns_report, host_checks, network_checks, probes
 from operations.check_result import FAIL, VERDICTS, Result
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def _check_options(args):
 def network_results(data, address, opts):
     """Everything checked over the network from here."""
     ports, timeout, source = data["ports"], opts["timeout"], opts["source"]
-    here = network_checks.probes.local_address(address, 1, source)
+    here = probes.local_address(address, 1, source)
     origins = network_checks.origin_of(here, data["trusted_hosts"])
     return (network_checks.port_checks(ports, data["trusted_hosts"], address, timeout, source)
             + network_checks.protocol_checks(ports, origins, address,
