@@ -55,11 +55,14 @@ def pyinfra_runner(host, timeout):
 
 
 def _split_exit(text):
-    lines = text.rstrip("\n").split("\n")
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].startswith(_EXIT_MARK):
-            return int(lines[i][len(_EXIT_MARK):]), "\n".join(lines[:i] + lines[i + 1:])
-    return None, text
+    """(exit status, output) of a wrapped command's output; the mark may follow output that
+    did not end its last line. (None, text) when the mark is missing (the command was cut
+    short)."""
+    at = text.rfind(_EXIT_MARK)
+    code = text[at + len(_EXIT_MARK):].strip() if at >= 0 else ""
+    if not code.isdigit():
+        return None, text
+    return int(code), text[:at].rstrip("\n")
 
 
 def _unreachable(check, code, output):

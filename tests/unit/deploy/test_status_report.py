@@ -157,6 +157,13 @@ def test_a_command_that_does_not_finish_fails_its_check():
     assert (result.status, result.check) == (FAIL, "services")
 
 
+def test_the_exit_status_is_read_from_the_wrapped_output():
+    # what pyinfra_runner's wrapper prints: the command's output, then the mark
+    assert host_checks._split_exit("active\ninactive\n__status_exit 3") == (3, "active\ninactive")
+    assert host_checks._split_exit("no newline__status_exit 0") == (0, "no newline")
+    assert host_checks._split_exit("cut short") == (None, "cut short")
+
+
 def test_mail_queue_verdict_is_the_plugins():
     result = host_checks.mailq_check(standin({"/usr/local/bin/mailstore check mailq": (
         1, "MAILQ WARNING - 120 queued | queue=120;100;500;0")}))
