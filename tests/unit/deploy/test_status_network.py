@@ -141,7 +141,8 @@ def test_smtp_failures_are_named(certs):
     assert {c: r.status for c, r in results.items()} == {
         "starttls submission": FAIL, "no login before TLS submission": FAIL,
         "smtp banner submission": FAIL, "smtp ehlo name submission": FAIL}
-    assert "offered without TLS: AUTH PLAIN LOGIN" in results["no login before TLS submission"].detail
+    no_login = results["no login before TLS submission"]
+    assert "offered without TLS: AUTH PLAIN LOGIN" in no_login.detail
     assert "expected email.cacert.test" in results["smtp banner submission"].detail
 
 
