@@ -97,6 +97,11 @@ _SHARED = {
         "lists.cacert.test": f"smtp:[{t.BRIDGE_ADDRESS}]:2525",
         "issue.cacert.test": f"smtp:[{t.BRIDGE_ADDRESS}]:2525",
     },
+    # `python -m operations.status`: the lab's resolver and CA; the lab's dnsmasq publishes A,
+    # MX and DKIM only (operations/lab_host.py).
+    "status_nameserver": t.BRIDGE_ADDRESS,
+    "status_ca": ".lab/ca.pem",
+    "status_dns_unpublished": ["SSHFP", "SPF", "TLSRPT"],
     "mail_root": t.MAIL_ROOT,
     "mail_accounts": copy.deepcopy(t.ACCOUNTS),
     "mail_aliases": copy.deepcopy(t.ALIASES),

@@ -12,6 +12,7 @@ are pure, so they are tested without a host.
 """
 import argparse
 import base64
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -240,14 +241,21 @@ def _parser():
         formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def main(argv=None):
-    """`python -m operations.dns_report [--json] INVENTORY`: the records for each email host."""
-    parser = _parser()
-    parser.add_argument("inventory", help="inventory file, e.g. inventories/prod.py")
-    parser.add_argument("--json", action="store_true",
-                        help="machine-readable records (one JSON document) instead of "
-                             "zone-file lines")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+class InventoryUnusable(Exception):
+    """The inventory names no email host; the message says so."""
+
+
+@contextlib.contextmanager
+def email_hosts(inventory_path, before_connecting=None):
+    """The hosts of group `email` of an inventory file, connected over SSH (pyinfra's API),
+    disconnected again on leaving: [(host, connected?)].
+
+    `before_connecting(hosts)`, when given, runs once the inventory is read and before any
+    host is contacted (to validate what the caller needs of their data: it raises to stop).
+
+    A host that cannot be reached is listed with False (and pyinfra's own message printed to
+    stderr), so that a caller can still report what it can tell without it.
+    """
     from pyinfra.api import Config, State
     from pyinfra.api.connect import connect_all, disconnect_all
     from pyinfra.api.exceptions import PyinfraError
@@ -257,29 +265,49 @@ def main(argv=None):
     # As pyinfra's own CLI does: the inventory file is read with a state in context.
     state = State()
     ctx_state.set(state)
-    inventory = make_inventory(args.inventory)
+    inventory = make_inventory(inventory_path)
     hosts = inventory.get_group("email", [])
     if not hosts:
-        print(f"{args.inventory}: no host in group `email`", file=sys.stderr)
-        return 2
+        raise InventoryUnusable(f"{inventory_path}: no host in group `email`")
+    if before_connecting is not None:
+        before_connecting(hosts)
     state.init(inventory, Config(), initial_limit=hosts)  # connect to the email hosts only
     try:
         connect_all(state)
     except PyinfraError as exc:
-        print(f"{args.inventory}: could not connect to the email host(s): {exc}",
+        print(f"{inventory_path}: could not connect to the email host(s): {exc}",
               file=sys.stderr)
-        return 1
-    reports = []
     try:
-        for host in hosts:
-            if host not in state.activated_hosts:
-                print(f"{host.name}: could not connect", file=sys.stderr)
-                return 1
-            data = {"mail_domain": host.data.mail_domain, "hostnames": host.data.hostnames,
-                    "relayhost": host.data.relayhost}
-            reports.append((host.name, report(data, read_state(host))))
+        yield [(host, host in state.activated_hosts) for host in hosts]
     finally:
         disconnect_all(state)
+
+
+def report_data(host):
+    """What `report` needs of a host's inventory data."""
+    return {"mail_domain": host.data.mail_domain, "hostnames": host.data.hostnames,
+            "relayhost": host.data.relayhost}
+
+
+def main(argv=None):
+    """`python -m operations.dns_report [--json] INVENTORY`: the records for each email host."""
+    parser = _parser()
+    parser.add_argument("inventory", help="inventory file, e.g. inventories/prod.py")
+    parser.add_argument("--json", action="store_true",
+                        help="machine-readable records (one JSON document) instead of "
+                             "zone-file lines")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    reports = []
+    try:
+        with email_hosts(args.inventory) as hosts:
+            for host, connected in hosts:
+                if not connected:
+                    print(f"{host.name}: could not connect", file=sys.stderr)
+                    return 1
+                reports.append((host.name, report(report_data(host), read_state(host))))
+    except InventoryUnusable as exc:
+        print(exc, file=sys.stderr)
+        return 2
     print(render(reports, args.json, datetime.datetime.now(datetime.timezone.utc)))
     return 0
 

@@ -268,3 +268,19 @@ crl_issuers = []
 crl_schedule = "hourly"
 # systemd services restarted after a refresh changed the bundle (they read it only at start).
 crl_consumers = ["cacert-selfservice-api"]
+
+# --- status checks from the control machine (python -m operations.status) -------------------
+# Address of this machine to connect from (e.g. a trusted host's, to see its ports answer);
+# None: whatever the route gives. The --source option overrides it.
+status_source = None
+# Resolver to ask for the published DNS records; None: the control machine's own resolvers.
+status_nameserver = None
+# CA (PEM, path relative to the repository root) the served certificates must chain to;
+# None: the control machine's system trust store.
+status_ca = None
+# Kinds of DNS record (A, AAAA, MX, SSHFP, DKIM, SPF, DMARC, MTA-STS, TLSRPT) this
+# environment's zone does not carry: reported as SKIP instead of checked. Production: none.
+status_dns_unpublished = []
+# The newest complete backup snapshot may be this many seconds old (a nightly job, plus
+# two hours of slack); older is a FAIL.
+status_backup_max_age = 26 * 3600

@@ -5,6 +5,9 @@
 - `doveadm`: doveadm as nobody on a Maildir tree, and what an IMAP client sees there
 - `clock`: a fake clock for backup runs (snapshots on chosen days)
 - `maildir_trees`: building, changing and comparing Maildir trees (migration and backup tests)
+- `loopback_servers`: mail-protocol, silent and DNS servers on loopback for the status
+  command's probes (deploy tests only: it needs dnspython, which the server-side Pythons lack,
+  so it is imported as `tests.harness.loopback_servers`, not re-exported here)
 
 Tests import from here (`from tests.harness import PKI`, `from tests.harness import
 maildir_trees as trees`); pytest is started from the repository root (`python -m pytest`),
