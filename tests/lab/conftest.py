@@ -28,6 +28,39 @@ def pytest_sessionstart(session):
                     returncode=pytest.ExitCode.TESTS_FAILED)
 
 
+# A module that matters on some releases only says so: LAB_RELEASES = ("bullseye",). On the
+# lab's other releases its tests are deselected, not skipped (CI counts a skip as a failure,
+# tests/conftest.py), so CI, which brings the lab up on each release in turn, runs them once.
+# CACERT_LAB_ANY_RELEASE=1 runs them on whatever release the lab has.
+_deselected_why = []
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("CACERT_LAB_ANY_RELEASE", "") not in ("", "0") or not LAB_JSON.is_file():
+        return
+    release = json.loads(LAB_JSON.read_text()).get("release")
+    keep, drop, modules = [], [], {}
+    for item in items:
+        releases = getattr(getattr(item, "module", None), "LAB_RELEASES", None)
+        if releases is not None and release not in releases:
+            drop.append(item)
+            modules[item.module.__name__] = releases
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+        only = sorted({r for releases in modules.values() for r in releases})
+        _deselected_why.append(
+            f"deselected {len(drop)} tests of {', '.join(sorted(modules))}: they run on the "
+            f"lab's {' and '.join(only)} only, the lab runs {release} "
+            "(CACERT_LAB_ANY_RELEASE=1 runs them anyway)")
+
+
+def pytest_report_collectionfinish(config, start_path, items):
+    return list(_deselected_why)
+
+
 @pytest.fixture(scope="session")
 def lab():
     """`.lab/lab.json` as a dict, with `ssh.key` and `ca_cert` made absolute."""
