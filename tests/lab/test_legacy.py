@@ -3,57 +3,21 @@ its users log in with their old passwords, mail reaches the right Maildir throug
 of address it knows, root logs in over SSH, and its LXC config carries the keys a deploy must
 keep.
 
-The container is brought up here through `python -m lab container up legacy` (quick when it
-is up already), so CI needs no step of its own. Adoption matters on bullseye, the live
-server's release: the module runs on the lab's bullseye iteration only (LAB_RELEASES,
-tests/lab/conftest.py).
+The container is brought up by the `legacy` fixture (tests/lab/conftest.py) through
+`python -m lab container up legacy` (quick when it is up already), so CI needs no step of
+its own. Adoption matters on bullseye, the live server's release: the module runs on the
+lab's bullseye iteration only (LAB_RELEASES, tests/lab/conftest.py).
 """
 import imaplib
-import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mailclients import imaps, message, smtp_25, wait_for_delivery
 
-REPO = Path(__file__).resolve().parents[2]
-LAB_JSON = REPO / ".lab" / "lab.json"
 LXC_CONFIG = Path("/var/lib/lxc/legacy/config")
 LAB_RELEASES = ("bullseye",)
-
-
-@pytest.fixture(scope="module")
-def legacy(lab):
-    """The legacy container's lab.json record, shaped for mailclients (address, ports, ...)."""
-    result = subprocess.run([sys.executable, "-m", "lab", "container", "up", "legacy"],
-                            cwd=REPO, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, ("python -m lab container up legacy failed:\n" +
-                                    (result.stdout + result.stderr)[-4000:])
-    record = json.loads(LAB_JSON.read_text())["containers"]["legacy"]
-    return {**record, "ports": lab["ports"], "ca_cert": str(REPO / record["ca_cert"]),
-            "ssh": {**record["ssh"], "key": str(REPO / record["ssh"]["key"]),
-                    "known_hosts": str(REPO / record["ssh"]["known_hosts"])},
-            "accounts": {a["user"]: a for a in record["accounts"]}}
-
-
-@pytest.fixture(scope="module")
-def legacy_ssh(legacy):
-    """`legacy_ssh(cmd, check=True)`: a root shell in the legacy container, host key checked."""
-    def run(cmd, check=True):
-        argv = ["ssh", "-i", legacy["ssh"]["key"], "-p", str(legacy["ssh"]["port"]),
-                "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-                "-o", "StrictHostKeyChecking=yes",
-                "-o", f"UserKnownHostsFile={legacy['ssh']['known_hosts']}",
-                "-o", "LogLevel=ERROR", f"{legacy['ssh']['user']}@{legacy['address']}", cmd]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-        if check and result.returncode != 0:
-            raise AssertionError(f"in legacy, {cmd!r} exited {result.returncode}:\n"
-                                 f"{result.stdout}\n{result.stderr}")
-        return result
-    return run
 
 
 @pytest.mark.parametrize("user", ["alice", "bob", "carol"])
