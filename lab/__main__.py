@@ -15,7 +15,8 @@ up, under the lab lock (lab/lock.py), each step reusing what a previous (even ki
      lab that came up completely; it keeps the "containers" records of further containers
      that still exist.
 down: stops and destroys the container, the further containers and their bridges, the
-daemons, the data volume, the bridge and `.lab/`; keeps the apt-cacher-ng cache and the LXC template cache so the next `up` is fast.
+daemons, the data volume, the bridge and `.lab/`; keeps the apt-cacher-ng cache and the LXC
+template cache so the next `up` is fast.
 """
 import argparse
 import json
