@@ -1,5 +1,6 @@
-"""`python -m lab up [--release R]` / `python -m lab down`: build or tear down the lab;
-`python -m lab container up|down NAME`: a further lab container (lab/containers.py).
+"""`python -m lab up [--release R] | down | container up|down NAME`: build or tear down the lab.
+
+`container up|down NAME` handles a further lab container beside email (lab/containers.py).
 
 up, under the lab lock (lab/lock.py), each step reusing what a previous (even killed) run left:
   1. `.lab/`: SSH key, throwaway CA and certificates, passwords — only what is missing;
