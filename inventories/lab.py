@@ -107,6 +107,13 @@ _SHARED = {
     "mail_aliases": copy.deepcopy(t.ALIASES),
 }
 
+
+
+def shared_data():
+    """A copy of the data every lab host shares (inventories/lab_legacy.py starts from it)."""
+    return copy.deepcopy(_SHARED)
+
+
 infra02 = [("@local", dict(_SHARED))]
 # Only the lab's Infra02 gets the lab host preparation (bridge, apt proxy, DNS, loop volume).
 lab_host = ["@local"]

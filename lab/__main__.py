@@ -1,4 +1,6 @@
-"""`python -m lab up [--release R]` / `python -m lab down`: build or tear down the lab.
+"""`python -m lab up [--release R] | down | container up|down NAME`: build or tear down the lab.
+
+`container up|down NAME` handles a further lab container beside email (lab/containers.py).
 
 up, under the lab lock (lab/lock.py), each step reusing what a previous (even killed) run left:
   1. `.lab/`: SSH key, throwaway CA and certificates, passwords — only what is missing;
@@ -11,26 +13,26 @@ up, under the lab lock (lab/lock.py), each step reusing what a previous (even ki
      TXT record), as an operator publishes DNS after a deploy; so that every later run of
      either phase changes nothing;
   7. `.lab/lab.json` (docs/architecture.md, "Lab contract"), written last: it exists only for a
-     lab that came up completely.
-down: stops and destroys the container, the daemons, the data volume, the bridge and `.lab/`;
-keeps the apt-cacher-ng cache and the LXC template cache so the next `up` is fast.
+     lab that came up completely; it keeps the "containers" records of further containers
+     that still exist.
+down: stops and destroys the container, the further containers and their bridges, the
+daemons, the data volume, the bridge and `.lab/`; keeps the apt-cacher-ng cache and the LXC
+template cache so the next `up` is fast.
 """
 import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from lab import lock, secrets, topology as t
+from lab import containers, lock, lxc, secrets, topology as t
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = REPO / ".lab"
-LXC_DIR = Path("/var/lib/lxc") / t.CONTAINER
-ROOTFS = LXC_DIR / "rootfs"
+ROOTFS = lxc.rootfs(t.CONTAINER)
 KNOWN_HOSTS = LAB / "known_hosts"
 SSH_KEY = LAB / "id_ed25519"
 
@@ -52,12 +54,7 @@ def _run(argv, check=False, **kwargs):
     return subprocess.run(argv, check=check, **kwargs)
 
 
-def _quiet(argv):
-    """The exit status of `argv`, output discarded; 127 if the command is not installed."""
-    try:
-        return _run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
-    except FileNotFoundError:
-        return 127
+_quiet = lxc.quiet
 
 
 def _pyinfra(limit, *extra):
@@ -72,33 +69,13 @@ def _pyinfra(limit, *extra):
 
 
 # --- the container -----------------------------------------------------------------------
-def _container_release():
-    """The release in the container's rootfs, "" if it is half-made, None if absent."""
-    if not LXC_DIR.exists():
-        return None
-    os_release = ROOTFS / "etc" / "os-release"
-    # lxc-create keeps its "partial" marker until the template has finished.
-    complete = ((LXC_DIR / "config").is_file() and not (LXC_DIR / "partial").exists()
-                and os_release.is_file() and (ROOTFS / "usr" / "sbin" / "sshd").exists()
-                and any((ROOTFS / "etc" / "ssh").glob("ssh_host_*_key.pub")))
-    if not complete:
-        return ""
-    for line in os_release.read_text().splitlines():
-        if line.startswith("VERSION_CODENAME="):
-            return line.split("=", 1)[1].strip().strip('"')
-    return ""
-
-
 def _destroy_container():
-    _quiet(["lxc-stop", "-n", t.CONTAINER, "-k"])
-    _quiet(["lxc-destroy", "-n", t.CONTAINER])
-    if LXC_DIR.exists():
-        shutil.rmtree(LXC_DIR)
+    lxc.destroy(t.CONTAINER)
     KNOWN_HOSTS.unlink(missing_ok=True)
 
 
 def _replace_unusable_container(release):
-    have = _container_release()
+    have = lxc.release(t.CONTAINER)
     if have is None or have == release:
         return
     why = "half-made" if have == "" else f"Debian {have}, not {release}"
@@ -108,33 +85,22 @@ def _replace_unusable_container(release):
 
 def _write_known_hosts():
     """Trust exactly the host keys in the container's rootfs (read here, not over the net)."""
-    lines = []
-    for pub in sorted((ROOTFS / "etc" / "ssh").glob("ssh_host_*_key.pub")):
-        kind, key = pub.read_text().split()[:2]
-        lines.append(f"{t.CONTAINER_ADDRESS} {kind} {key}\n")
+    lines = lxc.known_hosts_lines(t.CONTAINER, t.CONTAINER_ADDRESS)
     if not lines:
         raise LabError(f"no SSH host keys in {ROOTFS}/etc/ssh: the container is incomplete")
     KNOWN_HOSTS.write_text("".join(lines))
 
 
 def ssh_argv(command):
-    return ["ssh", "-i", str(SSH_KEY), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={KNOWN_HOSTS}",
-            "-o", "LogLevel=ERROR", f"root@{t.CONTAINER_ADDRESS}", command]
+    return lxc.ssh_argv(t.CONTAINER_ADDRESS, SSH_KEY, KNOWN_HOSTS, command)
 
 
 def _wait_for_ssh(timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((t.CONTAINER_ADDRESS, 22), timeout=2).close()
-            if _quiet(ssh_argv("systemctl is-system-running --wait >/dev/null; true")) == 0:
-                return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise LabError(f"no SSH login to {t.CONTAINER_ADDRESS} within {timeout}s "
-                   f"(look inside: lxc-attach -n {t.CONTAINER})")
+    if not lxc.wait_for_ssh(t.CONTAINER_ADDRESS,
+                            ssh_argv("systemctl is-system-running --wait >/dev/null; true"),
+                            timeout):
+        raise LabError(f"no SSH login to {t.CONTAINER_ADDRESS} within {timeout}s "
+                       f"(look inside: lxc-attach -n {t.CONTAINER})")
 
 
 def _settle_packages():
@@ -147,8 +113,9 @@ def _settle_packages():
 
 
 # --- lab.json ----------------------------------------------------------------------------
-def lab_description(release, accounts):
-    """The contents of .lab/lab.json, exactly the contract in docs/architecture.md."""
+def lab_description(release, accounts, further=None):
+    """The contents of .lab/lab.json, exactly the contract in docs/architecture.md;
+    `further`: the "containers" records (lab/containers.py) of further lab containers."""
     return {
         "release": release,
         "container": t.CONTAINER,
@@ -162,6 +129,7 @@ def lab_description(release, accounts):
         "accounts": accounts,
         "aliases": t.ALIASES,
         "ports": t.PORTS,
+        "containers": dict(further or {}),
     }
 
 
@@ -179,6 +147,8 @@ def up(release):
         if time.monotonic() - start > 1:
             _say(f"waited {time.monotonic() - start:.0f}s for the lab lock")
             start = time.monotonic()
+        # Further containers (lab/containers.py) outlive a new `up`: their records stay
+        # in lab.json as long as the container exists.
         (LAB / "lab.json").unlink(missing_ok=True)
         mark = time.monotonic()
         accounts = secrets.generate(LAB)
@@ -195,8 +165,8 @@ def up(release):
         mark = phase("phase 2 (deploy over SSH)", mark)
         _pyinfra("infra02")
         mark = phase("lab DNS records from the deployed server", mark)
-        (LAB / "lab.json").write_text(json.dumps(lab_description(release, accounts),
-                                                 indent=2) + "\n")
+        (LAB / "lab.json").write_text(json.dumps(
+            lab_description(release, accounts, containers.kept()), indent=2) + "\n")
     timings["total"] = round(time.monotonic() - start, 1)
     (LAB / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     _say(f"up in {timings['total']}s: {t.CONTAINER} (Debian {release}) at "
@@ -222,6 +192,8 @@ def down():
     with lock.held():
         _say(f"destroying container {t.CONTAINER}")
         _destroy_container()
+        # Further containers first: their NICs hang on the bridges removed below.
+        containers.destroy_all()
         # Lab daemons keep their pidfiles either at a fixed path (operations/lab_host.py) or
         # somewhere below .lab/ (the lab's Icinga2 master, the self-service API's apt repo).
         for pidfile in [*PIDFILES, *(LAB.rglob("*.pid") if LAB.is_dir() else [])]:
@@ -247,16 +219,31 @@ def main(argv=None):
     up_parser.add_argument("--release", choices=t.RELEASES, default=t.DEFAULT_RELEASE,
                            help="Debian release of the container (another one than the "
                                 "existing container's replaces it)")
-    verbs.add_parser("down", help="tear the lab down (keeps the package caches)")
+    verbs.add_parser("down", help="tear the lab down, further containers too (keeps the "
+                                  "package caches)")
+    container = verbs.add_parser(
+        "container", help="bring a further lab container up or down (lab/containers.py)",
+        description="Further lab containers beside email, described in lab/topology.py "
+                    "CONTAINERS and recorded in .lab/lab.json under \"containers\".")
+    actions = container.add_subparsers(dest="action", required=True)
+    for action, text in (("up", "create, start and build it, or bring it up to date"),
+                         ("down", "destroy it and forget it")):
+        actions.add_parser(action, help=text).add_argument(
+            "name", choices=sorted(t.CONTAINERS), help="the container")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root: the lab creates a bridge, a loop mount and a container")
     try:
         if args.verb == "up":
             up(args.release)
-        else:
+        elif args.verb == "down":
             down()
-    except (LabError, TimeoutError, subprocess.CalledProcessError) as exc:
+        elif args.action == "up":
+            containers.up(args.name)
+        else:
+            containers.down(args.name)
+    except (LabError, containers.ContainerError, TimeoutError,
+            subprocess.CalledProcessError) as exc:
         _say(f"FAILED: {exc}")
         return 1
     return 0

@@ -15,6 +15,9 @@ CONTAINER_HWADDR = "00:16:3e:ca:ce:19"
 MONITOR_ADDRESS = "10.0.3.2"
 COMMUNITY_ADDRESS = "10.0.3.3"
 APT_PROXY_PORT = 3142
+# The Debian mirror the containers name (apt-cacher-ng maps it to its backend), as the
+# deploy's debian_mirror default.
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 DOMAIN = "cacert.test"
 HOSTNAMES = {
@@ -59,3 +62,32 @@ def security_mirror(release, mirror):
     the container's base system (debootstrap takes no security updates). Production keeps
     the security suite."""
     return None if release == "bullseye" else mirror
+
+
+# --- further lab containers (`python -m lab container up NAME`, lab/containers.py) -----------
+# Bridges besides BRIDGE, made by the first container that needs one: name -> host address.
+EXTRA_BRIDGES = {"labbr1": "10.0.4.1/24", "labbr2": "10.0.5.1/24"}
+
+# One description per container: Debian release, NICs (eth0 first, on BRIDGE; its address is
+# the one SSH and lab.json use), the gateway, host directories its LXC config mounts, and the
+# LXC config: "generated" from the NICs, or a hand-written file (REPO-relative) that must name
+# the same NICs. `role` is what lab.json calls it; `builder` names what fills it after its
+# first boot (lab/containers.py BUILDERS), None for a bare Debian.
+CONTAINERS = {
+    "legacy": {
+        "release": "bullseye",
+        "role": "legacy",
+        "nics": [
+            {"name": "eth0", "bridge": BRIDGE, "address": "10.0.3.29/24",
+             "hwaddr": "00:16:3e:ca:ce:29"},
+            {"name": "eth1", "bridge": "labbr1", "address": "10.0.4.19/24",
+             "hwaddr": "00:16:3e:ca:ce:a9"},
+            {"name": "eth2", "bridge": "labbr2", "address": "10.0.5.19/24",
+             "hwaddr": "00:16:3e:ca:ce:b9"},
+        ],
+        "gateway": BRIDGE_ADDRESS,
+        "host_dirs": ["/srv/cacert-lab/legacy-spool"],
+        "config": "lab/legacy/lxc.conf",
+        "builder": "legacy",
+    },
+}

@@ -28,6 +28,39 @@ def pytest_sessionstart(session):
                     returncode=pytest.ExitCode.TESTS_FAILED)
 
 
+# A module that matters on some releases only says so: LAB_RELEASES = ("bullseye",). On the
+# lab's other releases its tests are deselected, not skipped (CI counts a skip as a failure,
+# tests/conftest.py), so CI, which brings the lab up on each release in turn, runs them once.
+# CACERT_LAB_ANY_RELEASE=1 runs them on whatever release the lab has.
+_deselected_why = []
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("CACERT_LAB_ANY_RELEASE", "") not in ("", "0") or not LAB_JSON.is_file():
+        return
+    release = json.loads(LAB_JSON.read_text()).get("release")
+    keep, drop, modules = [], [], {}
+    for item in items:
+        releases = getattr(getattr(item, "module", None), "LAB_RELEASES", None)
+        if releases is not None and release not in releases:
+            drop.append(item)
+            modules[item.module.__name__] = releases
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+        only = sorted({r for releases in modules.values() for r in releases})
+        _deselected_why.append(
+            f"deselected {len(drop)} tests of {', '.join(sorted(modules))}: they run on the "
+            f"lab's {' and '.join(only)} only, the lab runs {release} "
+            "(CACERT_LAB_ANY_RELEASE=1 runs them anyway)")
+
+
+def pytest_report_collectionfinish(config, start_path, items):
+    return list(_deselected_why)
+
+
 @pytest.fixture(scope="session")
 def lab():
     """`.lab/lab.json` as a dict, with `ssh.key` and `ca_cert` made absolute."""
@@ -39,28 +72,35 @@ def lab():
     return data
 
 
-def ssh_command(lab, cmd):
-    """The argv that runs `cmd` as root in the container (also used by tests that need Popen)."""
+def ssh_command(lab, cmd, known_hosts=KNOWN_HOSTS, strict="no"):
+    """The argv that runs `cmd` as root in the container (also used by tests that need Popen);
+    `lab` is lab.json or a further container's record (`known_hosts` and `strict` then name
+    its host keys and ask for them to be checked)."""
     return [
         "ssh", "-i", lab["ssh"]["key"], "-p", str(lab["ssh"]["port"]),
         "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-        "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={KNOWN_HOSTS}",
+        "-o", f"StrictHostKeyChecking={strict}", "-o", f"UserKnownHostsFile={known_hosts}",
         "-o", "LogLevel=ERROR",
         f"{lab['ssh']['user']}@{lab['address']}", cmd,
     ]
 
 
-@pytest.fixture(scope="session")
-def ssh(lab):
-    """`ssh(cmd, check=True, input=None)`: run a shell command as root in the container."""
+def _shell(argv_of, where):
+    """`run(cmd, check=True, input=None)`: `argv_of(cmd)` run, failing with its output."""
     def run(cmd, check=True, input=None, timeout=300):
-        result = subprocess.run(ssh_command(lab, cmd), input=input, capture_output=True,
-                                text=True, timeout=timeout)
+        result = subprocess.run(argv_of(cmd), input=input, capture_output=True, text=True,
+                                timeout=timeout)
         if check and result.returncode != 0:
-            raise AssertionError(f"in the container, {cmd!r} exited {result.returncode}:\n"
+            raise AssertionError(f"in {where}, {cmd!r} exited {result.returncode}:\n"
                                  f"{result.stdout}\n{result.stderr}")
         return result
     return run
+
+
+@pytest.fixture(scope="session")
+def ssh(lab):
+    """`ssh(cmd, check=True, input=None)`: run a shell command as root in the container."""
+    return _shell(lambda cmd: ssh_command(lab, cmd), "the container")
 
 
 def _deploy(limit, extra_args):
@@ -103,6 +143,29 @@ def deployed(request, lab):
     for limit in getattr(request.module, "DEPLOY", ("infra02", "email")):
         result = _deploy(limit, ())
         assert result.returncode == 0, deploy_failure(result)
+
+
+@pytest.fixture(scope="session")
+def legacy(lab):
+    """The legacy container (lab/legacy), brought up if it is not: its lab.json record, shaped
+    for mailclients (address, ports, ca_cert, ...), accounts by user name."""
+    result = subprocess.run([sys.executable, "-m", "lab", "container", "up", "legacy"],
+                            cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, ("python -m lab container up legacy failed:\n" +
+                                    (result.stdout + result.stderr)[-4000:])
+    record = json.loads(LAB_JSON.read_text())["containers"]["legacy"]
+    return {**record, "ports": lab["ports"], "ca_cert": str(REPO / record["ca_cert"]),
+            "ssh": {**record["ssh"], "key": str(REPO / record["ssh"]["key"]),
+                    "known_hosts": str(REPO / record["ssh"]["known_hosts"])},
+            "accounts": {a["user"]: a for a in record["accounts"]}}
+
+
+@pytest.fixture(scope="session")
+def legacy_ssh(legacy):
+    """`legacy_ssh(cmd, check=True, input=None)`: a root shell in the legacy container, its
+    host key checked."""
+    return _shell(lambda cmd: ssh_command(legacy, cmd, legacy["ssh"]["known_hosts"], "yes"),
+                  "the legacy container")
 
 
 # The two lab accounts (lab.json "accounts"), for the tests that send mail between them.

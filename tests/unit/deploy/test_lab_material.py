@@ -61,7 +61,8 @@ def test_lab_json_has_exactly_the_contracted_shape():
     accounts = [{**a, "password": "pw"} for a in topology.ACCOUNTS]
     lab = lab_description("bookworm", accounts)
     assert set(lab) == {"release", "container", "address", "ssh", "ca_cert", "domain",
-                        "hostnames", "mail_root", "data_volume", "accounts", "aliases", "ports"}
+                        "hostnames", "mail_root", "data_volume", "accounts", "aliases", "ports",
+                        "containers"}
     assert lab["ssh"] == {"user": "root", "key": ".lab/id_ed25519", "port": 22}
     assert lab["ca_cert"] == ".lab/ca.pem" and lab["data_volume"] == "/srv/mail"
     assert set(lab["hostnames"]) == {"email", "community"}

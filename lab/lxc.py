@@ -1,0 +1,113 @@
+"""LXC containers and bridges on this machine, as the lab handles them: the plain commands
+(lxc-create, lxc-start, ip link) that `lab up` and `lab container up` share.
+
+A container is "complete" when lxc-create finished (no `partial` marker), its rootfs has an
+os-release, sshd and SSH host keys; anything less is "half-made" and is replaced, never
+repaired: it holds nothing of value (the lab's data lives on volumes outside the rootfs).
+"""
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+LXC_PATH = Path("/var/lib/lxc")
+
+
+def quiet(argv):
+    """The exit status of `argv`, output discarded; 127 if the command is not installed."""
+    try:
+        return subprocess.run(argv, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL).returncode
+    except FileNotFoundError:
+        return 127
+
+
+def rootfs(name):
+    return LXC_PATH / name / "rootfs"
+
+
+def release(name):
+    """The release in the container's rootfs, "" if it is half-made, None if absent."""
+    directory = LXC_PATH / name
+    if not directory.exists():
+        return None
+    root = rootfs(name)
+    os_release = root / "etc" / "os-release"
+    # lxc-create keeps its "partial" marker until the template has finished.
+    complete = ((directory / "config").is_file() and not (directory / "partial").exists()
+                and os_release.is_file() and (root / "usr" / "sbin" / "sshd").exists()
+                and any((root / "etc" / "ssh").glob("ssh_host_*_key.pub")))
+    if not complete:
+        return ""
+    for line in os_release.read_text().splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip().strip('"')
+    return ""
+
+
+def running(name):
+    result = subprocess.run(["lxc-info", "-n", name, "-s", "-H"], capture_output=True,
+                            text=True)
+    return result.returncode == 0 and result.stdout.strip() == "RUNNING"
+
+
+def destroy(name):
+    """Stop and destroy the container `name`, also a half-made one; no error if absent."""
+    quiet(["lxc-stop", "-n", name, "-k"])
+    quiet(["lxc-destroy", "-n", name])
+    if (LXC_PATH / name).exists():
+        shutil.rmtree(LXC_PATH / name)
+
+
+def known_hosts_lines(name, address):
+    """known_hosts lines trusting exactly the host keys in the container's rootfs (read on
+    this host, not over the net); [] if it has none."""
+    lines = []
+    for pub in sorted((rootfs(name) / "etc" / "ssh").glob("ssh_host_*_key.pub")):
+        kind, key = pub.read_text().split()[:2]
+        lines.append(f"{address} {kind} {key}\n")
+    return lines
+
+
+def ssh_argv(address, key, known_hosts, command):
+    """The argv that runs the shell `command` as root on `address` with the lab's key."""
+    return ["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+            "-o", "LogLevel=ERROR", f"root@{address}", command]
+
+
+def wait_for_ssh(address, argv, timeout=180):
+    """Wait until sshd on `address` answers and `argv` (an ssh_argv() that waits for systemd
+    to settle) succeeds; False after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((address, 22), timeout=2).close()
+            if quiet(argv) == 0:
+                return True
+        except OSError:
+            pass
+        time.sleep(1)
+    return False
+
+
+# --- bridges -------------------------------------------------------------------------------
+def bridge_exists(bridge):
+    return quiet(["ip", "link", "show", bridge]) == 0
+
+
+def ensure_bridge(bridge, address):
+    """Bridge `bridge` up with `address` ("10.0.4.1/24"); keeps what a killed run made."""
+    if not bridge_exists(bridge):
+        subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    have = subprocess.run(["ip", "-o", "addr", "show", "dev", bridge], capture_output=True,
+                          text=True, check=True).stdout.split()
+    if address not in have:
+        subprocess.run(["ip", "addr", "add", address, "dev", bridge], check=True)
+    subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+
+
+def remove_bridge(bridge):
+    if bridge_exists(bridge):
+        subprocess.run(["ip", "link", "del", bridge], check=True)
