@@ -342,11 +342,11 @@ def read_all(hosts):
 
 
 def _parser():
-    usage = __doc__.split("\n\n")
-    return argparse.ArgumentParser(
-        prog="python -m operations.adopt", description=usage[0],
-        epilog="examples:\n" + usage[1] + "\n\n" + "\n\n".join(usage[2:]).strip(),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    # The module docstring is the manual: its first line the description, the rest the epilog.
+    summary, _, manual = __doc__.partition("\n")
+    return argparse.ArgumentParser(prog="python -m operations.adopt", description=summary,
+                                   epilog=manual.strip("\n"),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _quiet_pyinfra():

@@ -338,6 +338,14 @@ def _text(output):
     return "\n".join(lines) + "\n"
 
 
+class _MappingFact(FactBase):
+    """A fact whose value is a mapping: {} when the command printed nothing."""
+
+    @staticmethod
+    def default():
+        return {}
+
+
 class FileText(FactBase):
     """A file's text (read with `cat`), or None if it does not exist."""
 
@@ -359,41 +367,29 @@ class EtcAliases(FactBase):
         return None if text is None else parse_aliases(text)
 
 
-class PostconfSettings(FactBase):
+class PostconfSettings(_MappingFact):
     """`postconf -n`: the parameters main.cf sets, {name: value} ({} without Postfix)."""
 
     def command(self):
         return "postconf -n 2>/dev/null; true"
 
-    @staticmethod
-    def default():
-        return {}
-
     def process(self, output):
         return parse_postconf("\n".join(output))
 
 
-class DoveconfSettings(FactBase):
+class DoveconfSettings(_MappingFact):
     """`doveconf -n` flattened ({"section/setting": value}, see `parse_doveconf`); secrets
     are printed as "# hidden" by doveconf itself. {} without Dovecot."""
 
     def command(self):
         return "doveconf -n 2>/dev/null; true"
 
-    @staticmethod
-    def default():
-        return {}
-
     def process(self, output):
         return parse_doveconf("\n".join(output))
 
 
-class PostconfValues(FactBase):
+class PostconfValues(_MappingFact):
     """The values Postfix uses for `names` (set or default: `postconf NAME...`), {name: value}."""
-
-    @staticmethod
-    def default():
-        return {}
 
     def command(self, names):
         return f"postconf {' '.join(shlex.quote(n) for n in names)} 2>/dev/null; true"
@@ -402,13 +398,9 @@ class PostconfValues(FactBase):
         return parse_postconf("\n".join(output))
 
 
-class DoveconfValues(FactBase):
+class DoveconfValues(_MappingFact):
     """The values Dovecot uses for the top-level settings `names` (set or default:
     `doveconf -h NAME`), {name: value}; names Dovecot does not know are left out."""
-
-    @staticmethod
-    def default():
-        return {}
 
     def command(self, names):
         quoted = " ".join(shlex.quote(n) for n in names if "/" not in n)
@@ -457,7 +449,7 @@ def _rows(output):
     return text
 
 
-class DatabaseTables(FactBase):
+class DatabaseTables(_MappingFact):
     """Tables and views of `database` with their columns (information_schema), {} if none."""
 
     def command(self, database):
@@ -468,16 +460,12 @@ class DatabaseTables(FactBase):
             "ON c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME "
             f"WHERE t.TABLE_SCHEMA = '{db}' ORDER BY t.TABLE_NAME, c.ORDINAL_POSITION;")
 
-    @staticmethod
-    def default():
-        return {}
-
     def process(self, output):
         rows = _rows(output)
         return None if rows is None else parse_schema_rows(rows)
 
 
-class DatabaseGrants(FactBase):
+class DatabaseGrants(_MappingFact):
     """Who may do what in `database`: {grantee: ["SELECT on view", ...]} (information_schema:
     no password hash is read)."""
 
@@ -488,10 +476,6 @@ class DatabaseGrants(FactBase):
             f"WHERE TABLE_SCHEMA = '{db}' UNION ALL "
             "SELECT GRANTEE, '*', PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES "
             f"WHERE TABLE_SCHEMA = '{db}';")
-
-    @staticmethod
-    def default():
-        return {}
 
     def process(self, output):
         rows = _rows(output)

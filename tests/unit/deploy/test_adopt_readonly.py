@@ -23,7 +23,8 @@ SQL_WRITERS = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE|ALTER|DROP|CREATE|GRA
 
 def fact_classes():
     return [c for _, c in inspect.getmembers(lf, inspect.isclass)
-            if issubclass(c, FactBase) and c is not FactBase and c.__module__ == lf.__name__]
+            if issubclass(c, FactBase) and c.__module__ == lf.__name__
+            and not c.__name__.startswith("_")]
 
 
 def command_of(cls):
@@ -62,3 +63,9 @@ def test_adopt_and_drift_never_run_operations():
         for call in ("run_ops", "run_host_op", "run_shell_command", "put_file", ".execute(",
                      "from pyinfra.operations"):
             assert call not in source, f"{name} uses {call}"
+
+
+def test_mapping_facts_default_to_empty():
+    """A host without Postfix or Dovecot prints nothing: the fact is {} (not None)."""
+    assert lf.PostconfSettings().default() == {} and lf.DoveconfSettings().default() == {}
+    assert lf.UserSchemes().default()["counts"] == {}
