@@ -297,32 +297,78 @@ def _uploaded_text(src):
     return data.decode() if isinstance(data, bytes) else data
 
 
-def prepare(state, hosts):
-    """Prepare deploy.py for `hosts` as `pyinfra --dry` does: operations are made (facts are
-    read) and never run. Returns (operation findings, {dest: uploaded text}), or raises."""
+def _load_deploy(state, hosts):
+    """Prepare deploy.py for each of `hosts` in turn, as pyinfra's CLI does (`load_deploy_file`,
+    one host at a time here): {host name: the error that stopped its preparation}."""
     import pyinfra
-    from pyinfra.api.command import FileUploadCommand, StringCommand
     from pyinfra.api.state import StateStage
-    from pyinfra.context import ctx_host, ctx_state
-    from pyinfra_cli.util import load_deploy_file
+    from pyinfra.context import ctx_config, ctx_host, ctx_state
+    from pyinfra_cli.util import exec_file
 
-    from operations.staging import REPO, STAGING_ROOT
+    from operations.staging import REPO
 
+    deploy_file = str(REPO / "deploy.py")
     state.set_stage(StateStage.Prepare)
     state.current_op_file_number = 0
+    state.current_deploy_filename = deploy_file
     here, was_cli = os.getcwd(), pyinfra.is_cli
     os.chdir(REPO)  # deploy.py's templates are named relative to the repository
     # As pyinfra's CLI: operations are ordered (and hashed) by their place in the code, so
     # the same operation has the same hash on every host and different ones never share one.
     pyinfra.is_cli = True
+    errors = {}
     try:
         ctx_state.set(state)
-        load_deploy_file(state, str(REPO / "deploy.py"))
+        for host in hosts:
+            try:
+                with ctx_config.use(state.config.copy()), ctx_host.use(host):
+                    exec_file(deploy_file)
+            except Exception as exc:  # noqa: BLE001 - what stops the deploy is the finding
+                cause = getattr(exc, "exception", exc)  # pyinfra wraps errors of deploy code
+                errors[host.name] = f"{type(cause).__name__}: {' '.join(str(cause).split())}"
     finally:
         os.chdir(here)
         pyinfra.is_cli = was_cli
+    return errors
+
+
+def _commands(host, op_data, uploads_seen):
+    """(shell texts, uploaded paths, secret lines) of one prepared operation: its command
+    generator is walked (as pyinfra does to tell a change), nothing is run. Uploaded file
+    contents are kept in `uploads_seen` by (host name, path)."""
+    from pyinfra.api.command import FileUploadCommand, StringCommand
+    from pyinfra.context import ctx_host
+
+    from operations.staging import STAGING_ROOT
+
+    texts, uploads, secrets = [], [], []
+    with ctx_host.use(host):
+        for command in op_data.command_generator():
+            if isinstance(command, FileUploadCommand):
+                dest = command.dest
+                if _is_secret_upload(dest):
+                    secrets.append(_secret_effect(host, dest, command.src)[1])
+                elif dest.startswith(STAGING_ROOT + "/"):
+                    uploads_seen[(host.name, dest)] = _uploaded_text(command.src)
+                else:
+                    uploads.append(dest)
+                    uploads_seen[(host.name, dest)] = _uploaded_text(command.src)
+            elif isinstance(command, StringCommand):
+                texts.append(command.get_masked_value())
+            elif isinstance(command, str):
+                texts.append(command)
+    return texts, uploads, secrets
+
+
+def prepare(state, hosts):
+    """Prepare deploy.py for `hosts` as `pyinfra --dry` does: operations are made (facts are
+    read) and never run. Returns (operation findings, {(host, dest): uploaded text})."""
+    errors = _load_deploy(state, hosts)
     services = _services()
-    found, uploads_seen = [], {}
+    found = [finding("deploy", name, "blocked", f"the deploy would stop on this host: {error} "
+                     "(its steps before that are listed under their services)")
+             for name, error in errors.items()]
+    uploads_seen = {}
     for host in hosts:
         for op_hash in state.get_op_order():
             op_data = state.ops.get(host, {}).get(op_hash)
@@ -335,22 +381,13 @@ def prepare(state, hosts):
             op_name = op_name or name
             if not op_data.operation_meta._maybe_is_change:
                 continue
-            texts, uploads, secrets = [], [], []
-            with ctx_host.use(host):
-                for command in op_data.command_generator():
-                    if isinstance(command, FileUploadCommand):
-                        dest = command.dest
-                        if _is_secret_upload(dest):
-                            secrets.append(_secret_effect(host, dest, command.src)[1])
-                        elif dest.startswith(STAGING_ROOT + "/"):
-                            uploads_seen[(host.name, dest)] = _uploaded_text(command.src)
-                        else:
-                            uploads.append(dest)
-                            uploads_seen[(host.name, dest)] = _uploaded_text(command.src)
-                    elif isinstance(command, StringCommand):
-                        texts.append(command.get_masked_value())
-                    elif isinstance(command, str):
-                        texts.append(command)
+            try:
+                texts, uploads, secrets = _commands(host, op_data, uploads_seen)
+            except Exception as exc:  # noqa: BLE001 - one step that cannot tell is one line
+                found.append(finding(service, host.name, "unknown",
+                                     f"{op_name}: cannot tell what it would do: "
+                                     f"{' '.join(str(exc).split())}"))
+                continue
             conditional = bool(op_data.global_arguments.get("_if"))
             effects = secrets + command_effects(texts, uploads)
             kind = "if-changed" if conditional else "change"
@@ -377,15 +414,7 @@ def report(state, hosts, email, infra02, adopted, data):
 
     email_host = hosts["email"]
     targets = [h for h in (hosts["infra02"], email_host) if h is not None]
-    found = []
-    try:
-        ops, uploads = prepare(state, targets)
-        found += ops
-    except Exception as exc:  # noqa: BLE001 - whatever stops the deploy is the finding
-        uploads = {}
-        found.append(finding("deploy", "-", "blocked",
-                             "the deploy would stop while preparing: "
-                             + " ".join(str(exc).split())))
+    found, uploads = prepare(state, targets)
     name = email_host.name
     if email["tables"] is not None:
         schema = parse_schema_sql(render("files/mariadb/schema.sql.j2", **data))

@@ -163,3 +163,24 @@ def test_render_text_and_json():
     doc = json.loads(drift.render(findings, True, now))
     assert doc["services"] == {"postfix": 1, "mariadb": 1} and doc["findings"] == findings
     assert "would change nothing" in drift.render([], False, now)
+
+
+def test_prepare_reports_a_host_whose_deploy_stops_and_goes_on_with_the_others(monkeypatch):
+    """No host here: the preparation itself is replaced (pyinfra needs connected hosts)."""
+    class Host:
+        def __init__(self, name):
+            self.name = name
+
+    class State:
+        ops = {}
+
+        def get_op_order(self):
+            return []
+
+    monkeypatch.setattr(drift, "_load_deploy",
+                        lambda state, hosts: {"infra02": "DeployError: /srv/x is not mounted"})
+    found, uploads = drift.prepare(State(), [Host("infra02"), Host("email")])
+    assert found == [drift.finding(
+        "deploy", "infra02", "blocked", "the deploy would stop on this host: DeployError: "
+        "/srv/x is not mounted (its steps before that are listed under their services)")]
+    assert uploads == {}
