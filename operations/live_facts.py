@@ -82,18 +82,34 @@ def parse_hash_map(text):
     return entries
 
 
+# Shown instead of a value that may hold a secret (see `_redacted`).
+NOT_SHOWN = "(not shown)"
+
+
+def _redacted(name, value):
+    """`value`, unless the setting may hold a secret: a name with "password" or "secret"
+    in it (e.g. Dovecot 2.4's mysql password), or a connect string with password=..."""
+    last = name.rsplit("/", 1)[-1].lower()
+    if ("password" in last or "secret" in last) and not value.startswith(("/", "<", "#")) \
+            and ":/" not in value:
+        return NOT_SHOWN
+    return re.sub(r"(password\s*=\s*)\S+", r"\1" + NOT_SHOWN, value, flags=re.I)
+
+
 def parse_postconf(text):
-    """`postconf -n` (or a main.cf) as {parameter: value}, whitespace of values normalised."""
+    """`postconf -n` (or a main.cf) as {parameter: value}, whitespace of values normalised;
+    a value that may hold a secret is replaced by NOT_SHOWN."""
     settings = {}
     for line in _logical_lines(text):
         name, sep, value = line.partition("=")
         if sep:
-            settings[name.strip()] = " ".join(value.split())
+            settings[name.strip()] = _redacted(name.strip(), " ".join(value.split()))
     return settings
 
 
 def parse_doveconf(text):
-    """`doveconf -n` (or a dovecot.conf) as a flat {"section path/setting": value}.
+    """`doveconf -n` (or a dovecot.conf) as a flat {"section path/setting": value}; a value
+    that may hold a secret is replaced by NOT_SHOWN.
 
     Sections are named by their header ("service lmtp/unix_listener /var/.../dovecot-lmtp/mode");
     a header repeated at one level (two `passdb {` of Dovecot 2.3) gets " #2", " #3".
@@ -117,7 +133,7 @@ def parse_doveconf(text):
             name, sep, value = line.partition("=")
             if sep:
                 key = "/".join(path + [name.strip()])
-                settings[key] = " ".join(value.split()).strip('"').strip()
+                settings[key] = _redacted(key, " ".join(value.split()).strip('"').strip())
     return settings
 
 

@@ -225,3 +225,16 @@ def test_adopted_data_names_missing_files_and_expiring_certificates():
     findings = adopted["_findings"]
     assert "/etc/aliases is missing: etc_aliases not adopted" in findings
     assert any("expires in 14 day(s)" in f for f in findings)
+
+
+def test_values_that_may_hold_a_secret_are_not_shown():
+    dove = lf.parse_doveconf("sql_driver = mysql\nmysql localhost {\n  password = s3cret\n"
+                             "  user = dovecot\n}\npassdb {\n  args = host=x password=s3cret "
+                             "dbname=y\n}\nssl_key = # hidden, use -P to show it\n")
+    assert dove["mysql localhost/password"] == lf.NOT_SHOWN
+    assert dove["passdb/args"] == f"host=x password={lf.NOT_SHOWN} dbname=y"
+    assert dove["mysql localhost/user"] == "dovecot"
+    post = lf.parse_postconf("smtp_sasl_password_maps = hash:/etc/postfix/sasl_passwd\n"
+                             "relay_password = static:u:s3cret\n")
+    assert post["smtp_sasl_password_maps"] == "hash:/etc/postfix/sasl_passwd"
+    assert post["relay_password"] == lf.NOT_SHOWN
