@@ -78,13 +78,21 @@ def test_vmail_drift():
     assert drift.vmail_drift("h", "vmail", 2000, live) == []
 
 
+def legacy_settings_drift(tool, parse, template, captured, live_defaults, **data):
+    """The settings drift of the legacy's captured `tool -n` output against `template`
+    rendered for it; `live_defaults`: what the tool reports for settings its file leaves out."""
+    rendered = parse(render(template, **legacy_data(**data)))
+    live_set = parse(sample(captured))
+    keys = drift.POSTFIX_SETTINGS if tool == "postconf" else drift.DOVECOT_SETTINGS
+    return whats(drift.settings_drift("s", "h", tool, {**live_defaults, **live_set}, rendered,
+                                      keys, live_set))
+
+
 def test_postfix_settings_drift_legacy_against_main_cf():
-    rendered = lf.parse_postconf(render("files/postfix/main.cf.j2", **legacy_data()))
-    live_set = lf.parse_postconf(sample("legacy-postconf-n.txt"))
     # Postfix's own defaults for what the legacy main.cf leaves out (postconf NAME).
-    live = {"recipient_delimiter": "", "smtpd_milters": "", **live_set}
-    found = whats(drift.settings_drift("postfix", "h", "postconf", live, rendered,
-                                       drift.POSTFIX_SETTINGS, live_set))
+    found = legacy_settings_drift("postconf", lf.parse_postconf, "files/postfix/main.cf.j2",
+                                  "legacy-postconf-n.txt",
+                                  {"recipient_delimiter": "", "smtpd_milters": ""})
     assert ("postconf smtpd_sender_login_maps: 'proxy:mysql:/etc/postfix/mysql-sender-login-"
             "maps.cf' -> 'proxy:mysql:/etc/postfix/mysql-sender-logins.cf'") in found
     assert "postconf recipient_delimiter: '' -> '+'" in found
@@ -95,12 +103,10 @@ def test_postfix_settings_drift_legacy_against_main_cf():
 
 
 def test_dovecot_settings_drift_legacy_against_the_template():
-    rendered = lf.parse_doveconf(render("files/dovecot/2.3/dovecot.conf.j2",
-                                        **legacy_data(vmail_uid=2000)))
-    live_set = lf.parse_doveconf(sample("legacy-doveconf-n.txt"))
-    live = {"disable_plaintext_auth": "yes", "recipient_delimiter": "+", **live_set}
-    found = whats(drift.settings_drift("dovecot", "h", "doveconf", live, rendered,
-                                       drift.DOVECOT_SETTINGS, live_set))
+    found = legacy_settings_drift("doveconf", lf.parse_doveconf,
+                                  "files/dovecot/2.3/dovecot.conf.j2", "legacy-doveconf-n.txt",
+                                  {"disable_plaintext_auth": "yes", "recipient_delimiter": "+"},
+                                  vmail_uid=2000)
     assert ("doveconf mail_location: 'maildir:/home/mailboxes/%n/Maildir' -> "
             "'maildir:~/Maildir'") in found
     assert not any("first_valid_uid" in w for w in found)   # 2000 both
