@@ -342,15 +342,24 @@ def mail_root_of(mail_location):
 # --- facts -----------------------------------------------------------------------------------
 
 
+# A file that exists but the SSH user may not read prints this, then its path.
+UNREADABLE = "@@unreadable@@"
+
+
 def _cat(path):
     quoted = shlex.quote(path)
-    return f"if [ -f {quoted} ]; then cat {quoted}; else echo '{MISSING}'; fi"
+    return (f"if [ ! -e {quoted} ]; then echo '{MISSING}'; elif [ ! -r {quoted} ]; then "
+            f"echo '{UNREADABLE}' {quoted}; else cat {quoted}; fi")
 
 
 def _text(output):
+    """The text of a `_cat`, None for a missing file; ValueError for an unreadable one."""
     lines = list(output)
     if lines and lines[0].strip() == MISSING:
         return None
+    if lines and lines[0].startswith(UNREADABLE):
+        raise ValueError(f"{lines[0][len(UNREADABLE):].strip()} is not readable by the SSH "
+                         "user: connect as root or set _sudo for that host")
     return "\n".join(lines) + "\n"
 
 

@@ -238,3 +238,26 @@ def test_values_that_may_hold_a_secret_are_not_shown():
                              "relay_password = static:u:s3cret\n")
     assert post["smtp_sasl_password_maps"] == "hash:/etc/postfix/sasl_passwd"
     assert post["relay_password"] == lf.NOT_SHOWN
+
+
+def test_file_facts_tell_missing_from_unreadable(tmp_path):
+    """The fact's shell command, run here on real files; a file of mode 0 is unreadable
+    only when these tests do not run as root, so that case is also checked on its text."""
+    import os
+    import subprocess
+    present = tmp_path / "aliases"
+    present.write_text("root: postmaster\n")
+
+    def fact_output(path):
+        out = subprocess.run(["sh", "-c", lf.EtcAliases().command(path=str(path))],
+                             capture_output=True, text=True).stdout
+        return out.splitlines()
+
+    assert lf.EtcAliases().process(fact_output(present)) == {"root": "postmaster"}
+    assert fact_output(tmp_path / "missing") == [lf.MISSING]
+    if os.geteuid() != 0:   # root reads everything: only the text form can be checked
+        present.chmod(0)
+        with pytest.raises(ValueError, match="not readable by the SSH user"):
+            lf.EtcAliases().process(fact_output(present))
+    with pytest.raises(ValueError, match="/etc/x is not readable by the SSH user"):
+        lf.EtcAliases().process([f"{lf.UNREADABLE} /etc/x"])
