@@ -17,6 +17,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from lab import lock  # noqa: E402  (the repository root is not always on sys.path)
+
 LAB = REPO / ".lab"
 INVENTORY = "inventories/lab_legacy.py"
 
@@ -74,16 +78,19 @@ def _adopt(*args):
 
 @pytest.fixture(scope="module")
 def runs(legacy, legacy_ssh, tmp_path_factory):
-    """adopt (text, --json --write) and --drift (text, --json), with the state around them."""
-    before = (legacy_ssh(_STATE), _host_state(legacy))
+    """adopt (text, --json --write) and --drift (text, --json), with the state around them.
+
+    Under the lab lock: no deploy of another test changes the lab meanwhile."""
     out = tmp_path_factory.mktemp("adopt") / "adopted.json"
-    results = {
-        "text": _adopt(),
-        "json": _adopt("--json", "--write", str(out)),
-        "drift": _adopt("--drift"),
-        "drift_json": _adopt("--drift", "--json"),
-    }
-    after = (legacy_ssh(_STATE), _host_state(legacy))
+    with lock.held():
+        before = (legacy_ssh(_STATE), _host_state(legacy))
+        results = {
+            "text": _adopt(),
+            "json": _adopt("--json", "--write", str(out)),
+            "drift": _adopt("--drift"),
+            "drift_json": _adopt("--drift", "--json"),
+        }
+        after = (legacy_ssh(_STATE), _host_state(legacy))
     for name, result in results.items():
         assert result.returncode == 0, f"{name}: {result.stderr}"
     return {"before": before, "after": after, "written": out, **results}
@@ -194,3 +201,34 @@ def test_drift_shows_no_secret_content(runs):
             for line in path.read_text().splitlines():
                 if len(line.strip()) >= 16 and not line.startswith("-----"):
                     assert line.strip() not in output, f"content of {path.name} shown"
+
+
+# --- the deployed lab container: adopting what this deploy made finds no drift in it -------
+
+def _adopt_lab(*args):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.setdefault("CACERT_EMAIL_SECRETS", str(LAB / "secrets"))
+    return subprocess.run([sys.executable, "-m", "operations.adopt", "inventories/lab.py",
+                           *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_deployed_container_adopts_as_its_inventory_without_drift(lab, ssh, tmp_path):
+    """Settings, schema and vmail owner the deploy made read back as the deploy renders them
+    (no false drift); the container's configuration is unchanged by the reading."""
+    written = tmp_path / "adopted.json"
+    with lock.held():   # no deploy of another test changes the container meanwhile
+        before = ssh(_STATE).stdout
+        adopted_run = _adopt_lab("--write", str(written))
+        drift_run = _adopt_lab("--drift", "--json")
+        after = ssh(_STATE).stdout
+    assert after == before
+    assert adopted_run.returncode == 0, adopted_run.stderr
+    assert drift_run.returncode == 0, drift_run.stderr
+    adopted = json.loads(written.read_text())
+    assert adopted["vmail_uid"] == 5000
+    assert adopted["container_net"]["ipv4"] == f"{lab['address']}/24"
+    assert adopted["_password_schemes"] == {"BLF-CRYPT": len(lab["accounts"])}
+    findings = json.loads(drift_run.stdout)["findings"]
+    false_drift = [f for f in findings if f["kind"] in ("setting", "schema", "vmail", "lxc")]
+    assert false_drift == []
