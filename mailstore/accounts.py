@@ -14,7 +14,7 @@ Older rows may hold another scheme ({MD5-CRYPT}, {SHA512-CRYPT}, {CRYPT}, {PLAIN
 :func:`hash_scheme` names it, :func:`is_weak` says whether Dovecot 2.4 refuses it unless
 ``auth_allow_weak_schemes = yes``, and :func:`rehash_after_login` is Dovecot's post-login step
 that replaces such a hash with ``{BLF-CRYPT}`` of the password the user has just logged in with
-(docs/architecture.md, "password scheme migration").
+(docs/architecture.md, "Password scheme migration").
 
 Hashing uses the ``bcrypt`` package (Debian: python3-bcrypt, bullseye to trixie), not the
 stdlib ``crypt`` module, which Python 3.13 no longer has. The database is reached with PyMySQL
