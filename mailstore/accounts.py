@@ -238,7 +238,8 @@ def post_login_main(argv=None, environ=None, execv=os.execv):
     """`mailstore-rehash-login NEXT...`, run by Dovecot's script-login after a login: re-hash
     (rehash_after_login), then exec NEXT (script-login's chain: every step execs the next).
     A failure is one line on stderr (Dovecot's error log), never the password, and never
-    stops the login."""
+    stops the login; a success is silent (that log has only an error level for it: `mailstore
+    account list` shows the new scheme)."""
     argv = sys.argv[1:] if argv is None else argv
     environ = os.environ if environ is None else environ
     if not argv:
@@ -247,10 +248,7 @@ def post_login_main(argv=None, environ=None, execv=os.execv):
         return 2
     login = environ.get("USER", "?")
     try:
-        result = rehash_after_login(environ, environ.get("MAILSTORE_DB_DEFAULTS_FILE"))
-        if result == "rehashed":
-            sys.stderr.write("mailstore-rehash-login: %s: password hash replaced by %s\n"
-                             % (login, SCHEME))
+        rehash_after_login(environ, environ.get("MAILSTORE_DB_DEFAULTS_FILE"))
     except Exception as e:  # a failed re-hash must not lock the user out
         sys.stderr.write("mailstore-rehash-login: %s: hash not replaced: %s\n"
                          % (login, " ".join(str(e).split()) or type(e).__name__))
