@@ -82,7 +82,7 @@ def server():
     # Runs the post-login re-hash step, and nothing else (MariaDB: unix_socket account).
     server_ops.user(name="Re-hash user (Dovecot's post-login step)", user=REHASH_ACCOUNT,
                     system=True, shell="/usr/sbin/nologin", home="/nonexistent",
-                    create_home=False)
+                    ensure_home=False, create_home=False)
     files.directory(name="Mail root", path=data["mail_root"], user=data["vmail_user"],
                     group=data["vmail_user"], mode="750")
 
