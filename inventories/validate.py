@@ -373,6 +373,10 @@ def _check_mail_data(data, found):
         root = data["mail_root"]
         if not isinstance(root, str) or not root.startswith("/") or ".." in root.split("/"):
             raise InventoryError(f"mail_root={root!r}: must be an absolute path without '..'")
+    with found.check():
+        if not isinstance(data["dovecot_allow_weak_schemes"], bool):
+            raise InventoryError("dovecot_allow_weak_schemes="
+                                 f"{data['dovecot_allow_weak_schemes']!r}: must be True or False")
     seen = set()
     for i, account in enumerate(data["mail_accounts"]):
         found.run(_check_account, i, account, seen)

@@ -4,17 +4,28 @@ SQL users from cacertusers, mail in <mail_root>/<user>/Maildir owned by the vmai
 Templates are per Dovecot major version, whose configuration syntax differs:
 files/dovecot/2.3/ serves bullseye and bookworm, files/dovecot/2.4/ trixie. The set is
 validated with `doveconf -c STAGED -n` before it is used.
+
+Older password hashes ({MD5-CRYPT}, {SHA512-CRYPT}, ...) are replaced by {BLF-CRYPT} at each
+user's next IMAP/POP3/ManageSieve login: the passdb hands the verified password to a
+post-login step (`mailstore-rehash-login`, from the mailstore install) that runs as its own
+system user, REHASH_ACCOUNT, whose MariaDB account may only call rehash_password
+(operations/mariadb.py). Dovecot 2.4 verifies weak hashes only while the inventory's
+dovecot_allow_weak_schemes is True.
 """
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.server import Users
 from pyinfra.operations import apt, files, server as server_ops, systemd
 
+from operations.mailstore import VENV
+from operations.mariadb import REHASH_ACCOUNT
 from operations.secrets import InventoryError, read_password
 from operations import staging
 
 # Dovecot major version of each Debian release: the folder of templates it gets.
 DOVECOT_VERSION = {"bullseye": "2.3", "bookworm": "2.3", "trixie": "2.4"}
+# Dovecot's script-login runs it after each login (files/dovecot/*/dovecot-auth.conf.ext.j2).
+REHASH_PROGRAM = f"{VENV}/bin/mailstore-rehash-login"
 PACKAGES = ["dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "dovecot-mysql",
             "dovecot-sieve", "dovecot-managesieved"]
 
@@ -28,11 +39,15 @@ def template_dir(release):
 
 
 def config_files(data, mysql_password):
-    """dovecot.conf and its SQL file, rendered for `data`."""
+    """dovecot.conf, its auth part and its SQL file, rendered for `data`."""
     folder = template_dir(data["debian_release"])
     return [
         staging.ConfigFile("/etc/dovecot/dovecot.conf",
                            staging.render(f"{folder}/dovecot.conf.j2", **data)),
+        staging.ConfigFile("/etc/dovecot/dovecot-auth.conf.ext",
+                           staging.render(f"{folder}/dovecot-auth.conf.ext.j2", **data,
+                                          rehash_user=REHASH_ACCOUNT,
+                                          rehash_program=REHASH_PROGRAM)),
         # The auth process reads it as root; it holds the dovecot account's password.
         staging.ConfigFile("/etc/dovecot/dovecot-sql.conf.ext",
                            staging.render(f"{folder}/dovecot-sql.conf.ext.j2", **data,
@@ -64,6 +79,10 @@ def server():
                     uid=data["vmail_uid"], group=data["vmail_user"],
                     home=None if made else data["mail_root"], ensure_home=False,
                     shell="/usr/sbin/nologin", system=True, create_home=False)
+    # Runs the post-login re-hash step, and nothing else (MariaDB: unix_socket account).
+    server_ops.user(name="Re-hash user (Dovecot's post-login step)", user=REHASH_ACCOUNT,
+                    system=True, shell="/usr/sbin/nologin", home="/nonexistent",
+                    ensure_home=False, create_home=False)
     files.directory(name="Mail root", path=data["mail_root"], user=data["vmail_user"],
                     group=data["vmail_user"], mode="750")
 

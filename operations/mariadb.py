@@ -1,5 +1,6 @@
 """MariaDB: local only; database cacertusers with users, aliases, the views Postfix and Dovecot
-read, their SELECT-only accounts, and the accounts/aliases of the inventory (lab).
+read, their SELECT-only accounts, the re-hash account of Dovecot's post-login step, and the
+accounts/aliases of the inventory (lab).
 
 SQL is uploaded as files (the accounts file holds passwords) and applied as root over the local
 socket; the files only replace the recorded copies after the SQL ran without error, so a run
@@ -25,6 +26,9 @@ ACCOUNT_VIEWS = {
                 "mailstore_mailboxes"],
     "dovecot": ["dovecot_users"],
 }
+# Dovecot's post-login re-hash step: the system user it runs as, and its MariaDB account of
+# the same name (unix_socket: no password), which may only call rehash_password.
+REHASH_ACCOUNT = "dovecot-rehash"
 BCRYPT_COST = 10
 
 _BCRYPT_ALPHABET = bytes.maketrans(
@@ -66,7 +70,8 @@ def sql_files(data):
                            staging.render("files/mariadb/schema.sql.j2", **data), mode="600"),
         staging.ConfigFile(f"{STATE_DIR}/accounts.sql",
                            staging.render("files/mariadb/accounts.sql.j2", **data,
-                                          accounts=ACCOUNT_VIEWS, passwords=passwords),
+                                          accounts=ACCOUNT_VIEWS, passwords=passwords,
+                                          rehash_account=REHASH_ACCOUNT),
                            mode="600"),
         staging.ConfigFile(f"{STATE_DIR}/seed.sql",
                            staging.render("files/mariadb/seed.sql.j2", **{

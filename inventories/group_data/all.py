@@ -157,6 +157,12 @@ postfix_main_cf_extra = {}
 vmail_user = "vmail"
 # Its uid/gid, fixed so that restored or migrated mail keeps a stable numeric owner.
 vmail_uid = 5000
+# Dovecot 2.4 (trixie) only: verify password hashes of weak schemes ({MD5-CRYPT}, {PLAIN-MD5},
+# DES/MD5 {CRYPT}...; auth_allow_weak_schemes). True by default so that moving a live server to
+# trixie locks nobody out: each such hash is replaced by {BLF-CRYPT} at the user's next
+# IMAP/POP3 login. Set False once `mailstore account list --weak` lists nobody (or only
+# accounts you accept to lock out). Dovecot 2.3 (bullseye, bookworm) verifies them always.
+dovecot_allow_weak_schemes = True
 
 # --- self-service API (operations/selfservice_api.py) ----------------------------------------
 # CAcert's apt repository that ships cacert-selfservice-api (deb822 fields). `key` is the

@@ -120,23 +120,31 @@ def alias_command(alias, owner, send_as, domain, db_defaults_file, database):
 
 @account_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--weak", is_flag=True,
+              help="Only accounts whose password hash Dovecot 2.4 refuses unless "
+              "auth_allow_weak_schemes = yes (they are re-hashed at their next IMAP/POP3 "
+              "login).")
 @_db_options
-def list_command(as_json, db_defaults_file, database):
-    """Accounts (login, mailbox, active) and their aliases; never password hashes."""
+def list_command(as_json, weak, db_defaults_file, database):
+    """Accounts (login, mailbox, active, password scheme) and their aliases; never password
+    hashes. A scheme marked (weak) is refused by Dovecot 2.4 unless auth_allow_weak_schemes
+    = yes; any scheme but BLF-CRYPT is replaced at the account's next IMAP/POP3 login."""
     conn = accounts.connect(db_defaults_file, database)
     try:
         rows = accounts.list_accounts(conn)
     finally:
         conn.close()
+    if weak:
+        rows = [row for row in rows if row["weak"]]
     if as_json:
         click.echo(json.dumps(rows, indent=1, sort_keys=True))
         return
     for row in rows:
         names = ", ".join(a["alias"] + (" (send-as)" if a["send_as"] else "")
                           for a in row["aliases"])
-        click.echo("{}\t{}\t{}{}".format(row["login"], row["mailbox"],
-                                         "active" if row["active"] else "inactive",
-                                         "\t" + names if names else ""))
+        click.echo("{}\t{}\t{}\t{}{}{}".format(
+            row["login"], row["mailbox"], "active" if row["active"] else "inactive",
+            row["scheme"], " (weak)" if row["weak"] else "", "\t" + names if names else ""))
 
 
 COMMANDS = {"account": account_group}

@@ -80,8 +80,26 @@ def test_add_passwd_alias_list(database, who):
     assert code == 0
     listed = {a["login"]: a for a in json.loads(out)}[login]
     assert listed == {"login": login, "mailbox": "erin-%s" % who, "active": True,
+                      "scheme": "BLF-CRYPT", "weak": False,
                       "aliases": [{"alias": alias, "send_as": True}]}
     assert "password" not in out and "$2b$" not in out
+
+
+def test_list_names_schemes_and_weak_hashes_never_the_hash(database):
+    with database["root"].cursor() as cur:
+        cur.executemany("INSERT INTO cacertusers.users (login, mailbox, password) "
+                        "VALUES (%s, %s, %s)", [
+                            ("old-md5@cacert.test", "old-md5", "{MD5-CRYPT}$1$salt$hash0"),
+                            ("old-sha@cacert.test", "old-sha", "{SHA512-CRYPT}$6$salt$hash1")])
+    code, out = account(database, "root", "list", "--weak", "--json")
+    assert code == 0
+    assert [(a["login"], a["scheme"], a["weak"]) for a in json.loads(out)] == [
+        ("old-md5@cacert.test", "MD5-CRYPT", True)]
+    code, out = account(database, "root", "list")
+    assert code == 0 and "$1$" not in out and "$6$" not in out
+    lines = {line.split("\t")[0]: line for line in out.splitlines()}
+    assert lines["old-md5@cacert.test"] == "old-md5@cacert.test\told-md5\tactive\tMD5-CRYPT (weak)"
+    assert lines["old-sha@cacert.test"] == "old-sha@cacert.test\told-sha\tactive\tSHA512-CRYPT"
 
 
 def test_refusals_are_one_line(database):

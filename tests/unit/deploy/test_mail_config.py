@@ -293,6 +293,49 @@ def test_dovecot_renders_for_both_inventories(request, which):
     assert (sql.mode, sql.group) == ("640", "dovecot")
     assert f"CONCAT('{data['mail_root']}/', mailbox) AS home" in sql.content
     assert "password=pw-d" in sql.content
+    assert "!include dovecot-auth.conf.ext\n" in conf
+
+
+def rehash_lines(files):
+    """The re-hash at login as the rendered auth and SQL parts say it, whatever the version."""
+    auth = files["/etc/dovecot/dovecot-auth.conf.ext"]
+    sql = files["/etc/dovecot/dovecot-sql.conf.ext"].content
+    assert (auth.mode, auth.user) == ("644", "root")      # no secret in it
+    assert "pw-d" not in auth.content
+    for service in ("imap", "pop3", "managesieve"):
+        assert f"executable = {service} {service}-postlogin\n" in auth.content
+        assert f"unix_listener {service}-postlogin {{" in auth.content
+    assert ("executable = script-login /opt/mailstore/venv/bin/mailstore-rehash-login\n"
+            in auth.content)
+    assert "user = dovecot-rehash\n" in auth.content
+    # The stored hash only when it is not {BLF-CRYPT}; the cleartext never in the query.
+    assert ("IF(LEFT(password, 11) = '{BLF-CRYPT}', NULL, password) AS userdb_rehash_oldpass"
+            in sql)
+    query = [line for line in sql.splitlines() if "query" in line and "SELECT" in line]
+    assert query and not any("%w" in line or "%{password}" in line for line in query)
+    return auth.content, sql
+
+
+def test_dovecot_2_3_hands_the_password_to_the_rehash_step_only(lab_data):
+    auth, sql = rehash_lines(by_dest(dovecot.config_files(lab_data, "pw-d")))
+    assert "  override_fields = userdb_rehash_pass=%w\n" in auth
+    assert "auth_allow_weak_schemes" not in auth           # 2.3 has no such setting
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_dovecot_2_4_allows_weak_schemes_as_the_inventory_says(lab_data, allow):
+    lab_data.update(debian_release="trixie", dovecot_allow_weak_schemes=allow)
+    auth, sql = rehash_lines(by_dest(dovecot.config_files(lab_data, "pw-d")))
+    assert f"auth_allow_weak_schemes = {'yes' if allow else 'no'}\n" in auth
+    assert "!include dovecot-sql.conf.ext\n" in auth
+    assert "  fields {\n    userdb_rehash_pass = %{password}\n  }\n" in sql
+
+
+def test_weak_schemes_are_allowed_by_default_and_must_be_a_bool(lab_data):
+    assert defaults()["dovecot_allow_weak_schemes"] is True
+    assert any("dovecot_allow_weak_schemes='no': must be True or False" in line
+               for line in validate.problems("email", {**lab_data,
+                                                       "dovecot_allow_weak_schemes": "no"}))
 
 
 def test_trixie_gets_the_dovecot_2_4_templates(lab_data):
@@ -303,8 +346,9 @@ def test_trixie_gets_the_dovecot_2_4_templates(lab_data):
     assert "dovecot_config_version = 2.4.0" in conf
     assert f"ssl_server_cert_file = {lab_data['certificates']['community']['cert']}" in conf
     assert "auth_allow_cleartext = no" in conf and "ssl = required" in conf
-    # Included relatively: the staged dovecot.conf is validated with the staged SQL file.
-    assert "!include dovecot-sql.conf.ext" in conf
+    # Included relatively: the staged dovecot.conf is validated with the staged parts.
+    assert "!include dovecot-auth.conf.ext" in conf
+    assert "!include dovecot-sql.conf.ext" in files["/etc/dovecot/dovecot-auth.conf.ext"].content
     sql = files["/etc/dovecot/dovecot-sql.conf.ext"].content
     assert "password = pw-d" in sql and "WHERE login = '%{user}'" in sql
 
@@ -324,13 +368,17 @@ def test_rendered_dovecot_conf_passes_doveconf(lab_data, secrets, tmp_path):
     for key in NAMES:
         lab_data["certificates"][key]["cert"] = str(secrets / f"{key}.chain.pem")
         lab_data["certificates"][key]["key"] = str(secrets / f"{key}.key.pem")
-    conf = by_dest(dovecot.config_files(lab_data, "pw"))["/etc/dovecot/dovecot.conf"]
+    rendered = dovecot.config_files(lab_data, "pw")
+    conf = by_dest(rendered)["/etc/dovecot/dovecot.conf"]
     assert "protocols = imap pop3 lmtp sieve" in conf.content
+    for part in rendered:                                  # the parts are included relatively
+        (tmp_path / os.path.basename(part.dest)).write_text(part.content)
     path = tmp_path / "dovecot.conf"
-    path.write_text(conf.content)
     result = subprocess.run(["doveconf", "-c", str(path), "-n"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "ssl = required" in result.stdout
+    assert "executable = script-login /opt/mailstore/venv/bin/mailstore-rehash-login" in (
+        result.stdout)
 
 
 @pytest.mark.skipif(not shutil.which("doveconf"), reason="doveconf (dovecot-core) not installed")
@@ -377,7 +425,13 @@ def test_sql_files(lab_data):
         "GRANT SELECT ON `cacertusers`.`postfix_aliases` TO 'postfix'@'localhost';",
         "GRANT SELECT ON `cacertusers`.`postfix_sender_logins` TO 'postfix'@'localhost';",
         "GRANT SELECT ON `cacertusers`.`mailstore_mailboxes` TO 'postfix'@'localhost';",
+        "GRANT EXECUTE ON PROCEDURE `cacertusers`.`rehash_password`",
     ]
+    # The re-hash account logs in as its system user: no password anywhere.
+    assert ("CREATE USER IF NOT EXISTS 'dovecot-rehash'@'localhost' IDENTIFIED VIA unix_socket;"
+            in accounts.content)
+    assert "'dovecot-rehash'@'localhost' IDENTIFIED BY" not in accounts.content
+    assert "CREATE OR REPLACE PROCEDURE rehash_password(" in schema.content
     assert "VALUES ('alice@cacert.test', 'alice', '{BLF-CRYPT}$2b$10$" in seed.content
     assert "VALUES ('pr@cacert.test', 'alice@cacert.test', 1)" in seed.content
     assert "postmaster@" not in seed.content               # send_as False: /etc/aliases

@@ -93,3 +93,13 @@ def test_moving_the_mail_root_leaves_vmails_home_alone(secrets, email_data):
     assert not any("usermod" in c for c in op.commands), op.commands
     assert not any("/home/mailboxes" in c or "/srv/mail" in c for c in op.commands), \
         op.commands
+
+
+def test_the_rehash_user_exists_before_the_configuration_that_runs_as_it(secrets, email_data):
+    ops = run(dovecot.server, data=email_data)
+    names = [op.name for op in ops]
+    user = names.index("Re-hash user (Dovecot's post-login step)")
+    assert user < names.index("Dovecot configuration (checked before it is used)")
+    commands = " ".join(ops[user].commands)
+    assert "useradd" in commands and "dovecot-rehash" in commands
+    assert "mkdir" not in commands and "/nonexistent" in commands   # no home is made
