@@ -69,6 +69,7 @@ class Feed:
         if row is None:
             return
         rows = previous_rows(self.repo, row[0], row[1], row[2])
+        self.repo.check_snapshot_rows(row[0], rows)     # what the new snapshot builds on
         self.prev_seq, self._prev_rows = row[0], rows
         if self.scan_mode == "incremental":
             # rows of one user are contiguous in the cache (but for a few read late): group

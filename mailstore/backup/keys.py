@@ -1,8 +1,9 @@
 """The repository key: a file of 64 hex digits (32 random bytes), mode 0600, never in the repo.
 
-From the one master key two independent keys are derived (HKDF-SHA256): one encrypts objects
-(AES-256-GCM), the other keys the object ids (HMAC-SHA256), so that an encrypted repository's
-ids do not reveal the hash of any message a third party might already know.
+From the one master key three independent keys are derived (HKDF-SHA256): one encrypts objects
+(AES-256-GCM), one keys the object ids (HMAC-SHA256), so that an encrypted repository's ids do
+not reveal the hash of any message a third party might already know, and one keys the MACs
+that authenticate config.json and the catalog (auth.py).
 """
 import os
 import secrets
@@ -24,6 +25,7 @@ class Key:
             raise ValueError("master key must be 32 bytes")
         self.encryption = _derive(master, b"mailstore-backup object encryption")
         self.ids = _derive(master, b"mailstore-backup object ids")
+        self.mac = _derive(master, b"mailstore-backup catalog authentication")
 
 
 def _derive(master, info):

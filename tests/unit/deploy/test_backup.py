@@ -325,7 +325,8 @@ PYTHONPATH={ROOT} exec {sys.executable} -m mailstore "$@"
                 backup_key_file=str(base / "backup.key"), backup_include=[str(base / "etc")],
                 backup_mysql_dump=False)
     subprocess.run([str(mailstore), "backup", "init", data["backup_repository"],
-                    "--key-file", data["backup_key_file"]], check=True, capture_output=True)
+                    "--key-file", data["backup_key_file"], "--new-key"], check=True,
+                   capture_output=True)
     bin_dir, log = _logger_and_date(tmp_path)
     push = tmp_path / "push"
 
