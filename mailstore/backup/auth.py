@@ -64,8 +64,9 @@ def _bytes_value(value):
     raise TypeError("cannot encode {!r}".format(type(value)))
 
 
+# (check_circular off: rows hold no containers, and the check costs a fifth of the time)
 _ENCODER = json.JSONEncoder(ensure_ascii=True, sort_keys=True, separators=(",", ":"),
-                            default=_bytes_value)
+                            check_circular=False, default=_bytes_value)
 
 
 def canonical(value):
