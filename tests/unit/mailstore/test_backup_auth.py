@@ -174,19 +174,17 @@ def test_an_untouched_repository_verifies_and_restores(two_snapshots, tmp_path):
     assert backup.verify(repo, key_file=key, read_data=True)["ok"]
 
 
+@pytest.mark.parametrize("two_snapshots", ["encrypted"], indirect=True)
 def test_a_prune_without_the_key_of_an_encrypted_repository_is_refused(two_snapshots):
     repo, key, _src, ids = two_snapshots
-    if not key:
-        pytest.skip("an unencrypted repository needs no key")
     with pytest.raises(backup.KeyFileError, match="prune needs its key"):
         backup.prune(repo, keep_last=1)
     assert [s["id"] for s in backup.list_snapshots(repo)] == list(ids)
 
 
+@pytest.mark.parametrize("two_snapshots", ["encrypted"], indirect=True)
 def test_a_tampered_index_cache_is_not_built_upon(two_snapshots):
     repo, key, src, ids = two_snapshots
-    if not key:
-        pytest.skip("the same for both; the encrypted repository shows it")
     import marshal
     path = os.path.join(repo, "index", ids[1] + ".marshal")
     with open(path, "rb") as f:
@@ -204,11 +202,10 @@ def test_a_tampered_index_cache_is_not_built_upon(two_snapshots):
     assert len(backup.list_snapshots(repo)) == 2
 
 
+@pytest.mark.parametrize("two_snapshots", ["encrypted"], indirect=True)
 def test_moved_encrypted_values_are_named(two_snapshots):
     """The reproduction: encrypted From/Subject values moved between messages."""
     repo, key, _src, _ids = two_snapshots
-    if not key:
-        pytest.skip("only an encrypted repository seals its values")
     db = sqlite3.connect(os.path.join(repo, "catalog.sqlite"))
     (a, sa), (b, sb) = db.execute("SELECT id, hdr_subject FROM objects WHERE hdr_subject IS"
                                   " NOT NULL ORDER BY id LIMIT 2").fetchall()
@@ -243,13 +240,12 @@ def downgrade(config):
     config["key_check"] = None
 
 
+@pytest.mark.parametrize("two_snapshots", ["encrypted"], indirect=True)
 @pytest.mark.parametrize("reseal", [False, True], ids=["edited", "edited and resealed"])
 def test_a_downgrade_to_no_encryption_is_refused_with_the_key(two_snapshots, reseal):
     """The reproduction: config.json edited to "encryption": "none"; the nightly job passes
     --key-file and would store new mail in plaintext."""
     repo, key, src, _ids = two_snapshots
-    if not key:
-        pytest.skip("only an encrypted repository can be downgraded")
     rewrite_config(repo, downgrade, reseal)
     for args in (("run", repo, src, "--key-file", key), ("verify", repo, "--key-file", key),
                  ("restore", repo, "latest", os.path.join(repo, "..", "dst"), "--key-file",
@@ -259,19 +255,17 @@ def test_a_downgrade_to_no_encryption_is_refused_with_the_key(two_snapshots, res
                 in err), (args, err)
 
 
+@pytest.mark.parametrize("two_snapshots", ["encrypted"], indirect=True)
 def test_a_downgrade_keeping_the_key_check_is_refused(two_snapshots):
     repo, key, src, _ids = two_snapshots
-    if not key:
-        pytest.skip("only an encrypted repository can be downgraded")
     rewrite_config(repo, lambda c: c.update(encryption="none"), reseal=True)
     err = one_error_line(cli("run", repo, src, "--key-file", key))
     assert "says encryption 'none' but holds an encrypted repository's key check" in err
 
 
+@pytest.mark.parametrize("two_snapshots", ["plain"], indirect=True)
 def test_an_unencrypted_repository_still_ignores_a_key_file(two_snapshots, tmp_path):
     repo, key, src, _ids = two_snapshots
-    if key:
-        pytest.skip("the unencrypted repository")
     other = tmp_path / "other"
     backup.init(tmp_path / "scratch", key_file=other)
     assert backup.run(repo, src, key_file=other)["id"]

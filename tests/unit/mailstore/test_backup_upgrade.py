@@ -29,7 +29,11 @@ def cli(*args):
 def old(request, tmp_path):
     """(repo, key or None, src) of a format 1 repository with two snapshots of src."""
     with tarfile.open(DATA) as tar:
-        tar.extractall(str(tmp_path))
+        # our own test data, owners and modes kept (the filter exists from 3.12 on, and in
+        # the security releases of older Pythons)
+        trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") \
+            else {}
+        tar.extractall(str(tmp_path), **trusted)
     key = str(tmp_path / "key") if request.param == "enc" else None
     return str(tmp_path / request.param), key, str(tmp_path / "src")
 
