@@ -69,7 +69,6 @@ class Feed:
         if row is None:
             return
         rows = previous_rows(self.repo, row[0], row[1], row[2])
-        self.repo.check_snapshot_rows(row[0], rows)     # what the new snapshot builds on
         self.prev_seq, self._prev_rows = row[0], rows
         if self.scan_mode == "incremental":
             # rows of one user are contiguous in the cache (but for a few read late): group
@@ -95,6 +94,9 @@ class Feed:
         scan threads have started (they only need the rows by user), so that this CPU work
         overlaps with their waiting for the disk."""
         rows, self._prev_rows = self._prev_rows, ()
+        if self.prev_seq is not None:
+            # what the new snapshot builds on is authentic (nothing is stored before this)
+            self.repo.check_snapshot_rows(self.prev_seq, rows)
         if not rows:
             return
         self.prev_ids = frozenset(map(operator.itemgetter(0), rows))
