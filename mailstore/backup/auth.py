@@ -165,21 +165,30 @@ class Authenticator:
             raise self._damaged("snapshot {}: its record (id, order, times or counts) does "
                                 "not match its {}".format(name, self.what))
         if rows is None:
-            rows = db.execute("SELECT {} FROM snapshot_messages s JOIN messages m ON m.id ="
-                              " s.message WHERE s.snapshot = ?".format(
-                                  ", ".join("m." + c for c in MESSAGE_COLUMNS)),
-                              (seq,)).fetchall()
+            rows = message_rows(db, seq)
         if messages_digest(rows) != mdig:
             raise self._damaged(
                 "snapshot {}: its message rows (user, folder, name, object, size, mtime, "
                 "owner or mode; {} rows now, {} recorded) were changed, added or removed"
                 .format(name, len(rows), snap[6]))
-        files = db.execute("SELECT {} FROM files WHERE snapshot = ?".format(
-            ", ".join(FILE_COLUMNS)), (seq,)).fetchall()
-        if files_digest(files) != fdig:
+        if files_digest(file_rows(db, seq)) != fdig:
             raise self._damaged("snapshot {}: its file rows (directories, control files, "
                                 "included paths, dumps) were changed, added or removed"
                                 .format(name))
+
+
+def message_rows(db, seq):
+    """Snapshot `seq`'s message rows (MESSAGE_COLUMNS) as the catalog holds them."""
+    return db.execute("SELECT {} FROM snapshot_messages s JOIN messages m ON m.id = s.message"
+                      " WHERE s.snapshot = ?".format(", ".join("m." + c for c in
+                                                               MESSAGE_COLUMNS)),
+                      (seq,)).fetchall()
+
+
+def file_rows(db, seq):
+    """Snapshot `seq`'s file rows (FILE_COLUMNS) as the catalog holds them."""
+    return db.execute("SELECT {} FROM files WHERE snapshot = ?".format(
+        ", ".join(FILE_COLUMNS)), (seq,)).fetchall()
 
 
 def _snapshot_row(db, seq):

@@ -41,17 +41,12 @@ def upgrade(repo_path, key_file=None, wait=0, progress=None):
         values = _reseal(repo, bound)
         mac_key = repo.key.mac if repo.encrypted else auth.PUBLIC_KEY
         authenticator = Authenticator(repo.path, repo.config["id"], mac_key, repo.encrypted)
-        columns = ", ".join("m." + c for c in auth.MESSAGE_COLUMNS)
         with catalog.transaction(db):
             auth.create(db)
             db.execute("DELETE FROM snapshot_auth")
             for seq in seqs:
-                rows = db.execute("SELECT {} FROM snapshot_messages s JOIN messages m ON"
-                                  " m.id = s.message WHERE s.snapshot = ?".format(columns),
-                                  (seq,)).fetchall()
-                files = db.execute("SELECT {} FROM files WHERE snapshot = ?".format(
-                    ", ".join(auth.FILE_COLUMNS)), (seq,)).fetchall()
-                authenticator.seal_snapshot(db, seq, rows, files)
+                authenticator.seal_snapshot(db, seq, auth.message_rows(db, seq),
+                                            auth.file_rows(db, seq))
             authenticator.seal_manifest(db)
             db.executemany("UPDATE objects SET hdr_from = ?, hdr_subject = ? WHERE id = ?",
                            values)

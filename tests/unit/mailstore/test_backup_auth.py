@@ -316,3 +316,22 @@ def test_init_with_a_missing_key_file_needs_new_key(tmp_path):
     assert cli("init", tmp_path / "repo3", "--key-file", key).returncode == 0
     r = cli("init", tmp_path / "repo4", "--new-key")
     assert r.returncode == 2 and "--new-key needs --key-file" in r.stderr
+
+
+@pytest.mark.parametrize("two_snapshots", ["encrypted"], indirect=True)
+def test_a_downgrade_with_the_whole_catalog_resealed_is_refused_by_its_objects(two_snapshots):
+    """An attacker who knows the format rewrites config.json and every checksum of an
+    unencrypted repository: the objects still show the key encrypted them."""
+    from mailstore.backup import auth
+    repo, key, src, _ids = two_snapshots
+    rewrite_config(repo, downgrade, reseal=True)
+    with open(os.path.join(repo, "config.json")) as f:
+        checksums = auth.Authenticator(repo, json.load(f)["id"], auth.PUBLIC_KEY, False)
+    db = sqlite3.connect(os.path.join(repo, "catalog.sqlite"))
+    with db:
+        for (seq,) in db.execute("SELECT seq FROM snapshots").fetchall():
+            checksums.seal_snapshot(db, seq, auth.message_rows(db, seq), auth.file_rows(db, seq))
+    db.close()
+    assert backup.verify(repo)["catalog"] == "checksums"    # a consistent plain repository
+    err = one_error_line(cli("run", repo, src, "--key-file", key))
+    assert "its objects are encrypted with this key" in err and "downgrade" in err
