@@ -77,8 +77,9 @@ class Mailstore:
         self.cli = [sys.executable, "-m", "mailstore", "backup"]
 
     def init(self):
-        subprocess.run(self.cli + ["init", self.repo, "--key-file", self.key, "--compression",
-                                   self.compression], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(self.cli + ["init", self.repo, "--key-file", self.key, "--new-key",
+                                   "--compression", self.compression], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def backup(self, label):
         t, out = timed(self.cli + ["run", self.repo, self.src, "--key-file", self.key,

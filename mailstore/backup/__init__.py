@@ -1,7 +1,8 @@
 """Maildir-aware backups: incremental, deduplicated, optionally encrypted, verifiable.
 
 The public API (the CLI in mailstore.cli.backup is a thin layer over it):
-    init(repo, key_file=None)                      create a repository
+    init(repo, key_file=None, new_key=None)        create a repository
+    upgrade(repo, key_file=None) -> dict           format 1 -> 2: authenticate the catalog
     status(repo, key_file=None) -> dict            cheap summary for monitoring (catalog only)
     run(repo, source_root, ...) -> dict            take a snapshot
     list_snapshots(repo, key_file=None) -> [dict]
@@ -10,8 +11,11 @@ The public API (the CLI in mailstore.cli.backup is a thin layer over it):
     prune(repo, keep_daily=..., ...) -> dict
     find(repo, ...) -> [dict]
     format_date(t) -> str                          a found message's Date, as find prints it
-Errors meant for the operator are subclasses of BackupError (mailstore.backup.errors).
+Errors meant for the operator are subclasses of BackupError (mailstore.backup.errors);
+CatalogDamaged (a RepositoryError) says that config.json or the catalog does not match its
+authentication (auth.py).
 """
+from mailstore.backup.auth import CatalogDamaged
 from mailstore.backup.errors import (BackupError, KeyFileError, LockedError, NotFoundError,
                                      RepositoryError, RestoreConflict)
 from mailstore.backup.find import find, format_date
@@ -20,6 +24,7 @@ from mailstore.backup.repository import init
 from mailstore.backup.restore import restore
 from mailstore.backup.snapshot import run
 from mailstore.backup.status import status
+from mailstore.backup.upgrade import upgrade
 from mailstore.backup.verify import verify
 
 
@@ -35,6 +40,6 @@ def list_snapshots(repo_path, key_file=None):
     return snaps
 
 
-__all__ = ["BackupError", "KeyFileError", "LockedError", "NotFoundError", "RepositoryError",
-           "RestoreConflict", "find", "format_date", "init", "list_snapshots", "prune",
-           "restore", "run", "status", "verify"]
+__all__ = ["BackupError", "CatalogDamaged", "KeyFileError", "LockedError", "NotFoundError",
+           "RepositoryError", "RestoreConflict", "find", "format_date", "init",
+           "list_snapshots", "prune", "restore", "run", "status", "upgrade", "verify"]

@@ -99,6 +99,9 @@ class Feed:
         scan threads have started (they only need the rows by user), so that this CPU work
         overlaps with their waiting for the disk."""
         rows, self._prev_rows = self._prev_rows, ()
+        if self.prev_seq is not None:
+            # what the new snapshot builds on is authentic (nothing is stored before this)
+            self.repo.check_snapshot_rows(self.prev_seq, rows)
         if not rows:
             return
         self.prev_ids = frozenset(map(operator.itemgetter(0), rows))

@@ -8,7 +8,9 @@ newest snapshot that still holds each matching message, plus the message id that
 import time
 
 from mailstore import maildir
+from mailstore.backup.auth import CatalogDamaged
 from mailstore.backup.catalog import from_db, to_db
+from mailstore.backup.objects import DamagedObject
 from mailstore.backup.repository import Repository
 from mailstore.backup.restore import normalise_folder
 
@@ -49,7 +51,12 @@ def find(repo_path, key_file=None, user=None, folder=None, since=None, until=Non
                 " ON o.id = m.object" + (" WHERE " + " AND ".join(where) if where else ""),
                 args):
             if oid not in headers:
-                headers[oid] = (repo.codec.unseal(h_from), repo.codec.unseal(h_subject))
+                try:
+                    headers[oid] = (repo.codec.unseal(h_from, oid, "from"),
+                                    repo.codec.unseal(h_subject, oid, "subject"))
+                except DamagedObject as e:
+                    raise CatalogDamaged("catalog of {} damaged or tampered with: {}".format(
+                        repo_path, e)) from None
             hdr_from, hdr_subject = headers[oid]
             if sender is not None and sender.lower() not in (hdr_from or "").lower():
                 continue

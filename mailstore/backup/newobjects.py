@@ -97,7 +97,8 @@ class NewObjects:
         self.sealed.append((name, size, time.time()))
         self.new_objects.extend(
             (oid, name, off, length, plain,
-             self.codec.seal(h[0]) if h else None, self.codec.seal(h[1]) if h else None,
+             self.codec.seal(h[0], oid, "from") if h else None,
+             self.codec.seal(h[1], oid, "subject") if h else None,
              h[2] if h else None)
             for oid, off, length, plain, h in entries)
 

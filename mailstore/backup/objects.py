@@ -63,9 +63,12 @@ class DamagedObject(Exception):
 class Codec:
     """Turns content into records and back, for one repository (its key or none)."""
 
-    def __init__(self, key=None, compression="fast"):
+    def __init__(self, key=None, compression="fast", bind_values=True):
         self.key = key
         self.compression = compression
+        # format 2 binds a sealed catalog value to its object and field; format 1 used one
+        # fixed associated data for all, so that values could be moved between objects
+        self.bind_values = bind_values
         self._aead = AESGCM(key.encryption) if key is not None else None
 
     @property
@@ -118,21 +121,33 @@ class Codec:
             raise DamagedObject("content does not match its id")
         return payload
 
-    def seal(self, data):
-        """Encrypt a small catalog value (header text) when the repository is encrypted."""
+    def _value_ad(self, object_id, field, bound=None):
+        if not (self.bind_values if bound is None else bound):
+            return b"catalog"
+        return "mailstore-backup catalog value {} of object {}".format(
+            field, object_id).encode("ascii")
+
+    def seal(self, data, object_id, field):
+        """Encrypt a small catalog value (`field` of object `object_id`: header text) when
+        the repository is encrypted."""
         if data is None or self._aead is None:
             return data
         nonce = secrets.token_bytes(NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, data.encode("utf-8"), b"catalog")
+        return nonce + self._aead.encrypt(nonce, data.encode("utf-8"),
+                                          self._value_ad(object_id, field))
 
-    def unseal(self, value):
+    def unseal(self, value, object_id, field, bound=None):
+        """The text of a sealed value; DamagedObject if it fails authentication (damaged,
+        moved from another object or field, or another key). `bound`: override the
+        repository's format (an upgrade reads format 1's values)."""
         if value is None or self._aead is None or isinstance(value, str):
             return value
         try:
             return self._aead.decrypt(value[:NONCE_BYTES], value[NONCE_BYTES:],
-                                      b"catalog").decode("utf-8")
-        except InvalidTag:
-            return None
+                                      self._value_ad(object_id, field, bound)).decode("utf-8")
+        except (InvalidTag, ValueError):
+            raise DamagedObject("the catalog's {} of object {} fails authentication (damaged, "
+                                "or moved from another message)".format(field, object_id))
 
 
 def pack_path(packs_dir, name):

@@ -18,7 +18,7 @@ import sqlite3
 import time
 
 from mailstore.backup import catalog
-from mailstore.backup.errors import BackupError
+from mailstore.backup.errors import BackupError, KeyFileError
 from mailstore.backup.objects import PackWriter, pack_path
 from mailstore.backup.repository import Repository
 
@@ -69,9 +69,15 @@ def prune(repo_path, key_file=None, keep_last=0, keep_daily=0, keep_weekly=0, ke
     """
     # before the repository is even opened: a policy that keeps nothing touches nothing
     check_policy(keep_last, keep_daily, keep_weekly, keep_monthly)
-    with Repository(repo_path, key_file=key_file, need_key=False) as repo:
+    with Repository(repo_path, key_file=key_file, need_key=key_file is not None) as repo:
+        if repo.auth is not None and repo.auth.key is None:
+            raise KeyFileError("repository {} is encrypted: prune needs its key (--key-file) "
+                               "to authenticate the list of snapshots it leaves".format(
+                                   repo.path))
         repo.lock(exclusive=True, wait=wait)
         repo.clean_up()
+        # never re-authenticate a list of snapshots that was tampered with
+        repo.check_catalog()
         db = repo.db
         snaps = db.execute("SELECT seq, id, started FROM snapshots").fetchall()
         keep, remove = plan([(s[1], s[2]) for s in snaps], keep_last, keep_daily, keep_weekly,
@@ -105,6 +111,10 @@ def prune(repo_path, key_file=None, keep_last=0, keep_daily=0, keep_weekly=0, ke
                     db.execute("DELETE FROM snapshot_messages WHERE snapshot = ?", (seq,))
                     db.execute("DELETE FROM files WHERE snapshot = ?", (seq,))
                     db.execute("DELETE FROM snapshots WHERE seq = ?", (seq,))
+                    if repo.auth is not None:
+                        db.execute("DELETE FROM snapshot_auth WHERE seq = ?", (seq,))
+                if repo.auth is not None:
+                    repo.auth.seal_manifest(db)
                 db.execute("DELETE FROM messages WHERE id NOT IN"
                            " (SELECT message FROM snapshot_messages)")
                 db.executemany("DELETE FROM objects WHERE id = ?", ((oid,) for oid in dead))

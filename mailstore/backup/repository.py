@@ -1,6 +1,7 @@
 """The repository on disk: layout, format file, key check, lock, and clean-up after crashes.
 
-    REPO/config.json     format, version, encryption, a key check value (never the key)
+    REPO/config.json     format, version, encryption, a key check value (never the key) and,
+                         from version 2 on, `mac` (auth.py)
     REPO/catalog.sqlite  the catalog (see catalog.py)
     REPO/packs/xx/*.pack objects (see objects.py)
     REPO/index/<id>.marshal  a cache of the newest snapshot's message list (see index_cache.py)
@@ -12,30 +13,36 @@
 """
 import errno
 import fcntl
+import hmac
 import json
 import os
 import time
 import uuid
 
-from mailstore.backup import catalog, keys
+from mailstore.backup import auth, catalog, keys
+from mailstore.backup.auth import Authenticator, CatalogDamaged
 from mailstore.backup.errors import KeyFileError, LockedError, RepositoryError
 from mailstore.backup.objects import (COMPRESSION_MODES, Codec, DamagedObject, PackReader,
                                        fsync_dir)
 
 FORMAT = "mailstore-backup"
-VERSION = 1
+# 1: as first released; 2: config.json and the catalog authenticated (auth.py). A format 1
+# repository is read and written as before until `mailstore backup upgrade` (upgrade.py).
+VERSION = auth.VERSION
+KNOWN_VERSIONS = (1, 2)
 DEFAULT_PACK_SIZE = 32 * 1024 * 1024
 _KEY_CHECK = b"mailstore backup key check"
 
 
-def init(path, key_file=None, pack_size=DEFAULT_PACK_SIZE, compression="fast"):
+def init(path, key_file=None, pack_size=DEFAULT_PACK_SIZE, compression="fast", new_key=None):
     """Create an empty repository at `path` (absent or an empty directory).
 
     `compression`: "fast" (default) or "small" (Huffman-codes attachments too: ~25 % less
     space for them, about twice the CPU time of a first backup); see objects.py.
 
-    With `key_file` the repository is encrypted: an existing key file is used (it must be mode
-    0600), a missing one is created with a new random key. Returns the repository's config.
+    With `key_file` the repository is encrypted. `new_key`: False: the key file must exist
+    (mode 0600); True: it must not, a new random key is written there; None: either. Returns
+    the repository's config.
     """
     path = os.fspath(path)
     if compression not in COMPRESSION_MODES:
@@ -50,8 +57,14 @@ def init(path, key_file=None, pack_size=DEFAULT_PACK_SIZE, compression="fast"):
     key = None
     if key_file is not None:
         key_file = os.fspath(key_file)
-        key = keys.load_key_file(key_file) if os.path.lexists(key_file) \
-            else keys.create_key_file(key_file)
+        exists = os.path.lexists(key_file)
+        if new_key is False and not exists:
+            raise KeyFileError("key file {} does not exist; to make a new key there, add "
+                               "--new-key".format(key_file))
+        if new_key and exists:
+            raise KeyFileError("key file {} exists already; --new-key writes a new key only "
+                               "where there is none".format(key_file))
+        key = keys.load_key_file(key_file) if exists else keys.create_key_file(key_file)
     os.makedirs(path, mode=0o700, exist_ok=True)
     os.chmod(path, 0o700)
     for sub in ("packs", "tmp"):
@@ -68,15 +81,24 @@ def init(path, key_file=None, pack_size=DEFAULT_PACK_SIZE, compression="fast"):
         # A record of fixed content: decrypting it proves that a key fits this repository.
         "key_check": codec.encode(codec.object_id(_KEY_CHECK), _KEY_CHECK).hex() if key else None,
     }
+    mac_key = key.mac if key else auth.PUBLIC_KEY
+    config["mac"] = auth.config_mac(config, mac_key)
     os.close(os.open(os.path.join(path, "catalog.sqlite"), os.O_CREAT | os.O_EXCL, 0o600))
     conn = catalog.connect(os.path.join(path, "catalog.sqlite"))
     try:
         catalog.create(conn)
+        with catalog.transaction(conn):
+            auth.create(conn)
+            Authenticator(path, config["id"], mac_key, bool(key)).seal_manifest(conn)
     finally:
         conn.close()
+    write_config(path, config)
+    return config
+
+
+def write_config(path, config):
     _write_json(os.path.join(path, "config.json"), config)
     fsync_dir(path)
-    return config
 
 
 def _write_json(path, data):
@@ -105,13 +127,31 @@ def read_config(path):
         raise RepositoryError("{} is damaged: not a JSON object".format(config_path))
     if config.get("format") != FORMAT:
         raise RepositoryError("{} is not a mailstore backup repository".format(path))
-    if config.get("version") != VERSION:
+    version = config.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
+        raise RepositoryError("repository {} has format version {}, newer than this mailstore "
+                              "knows ({}): use a newer mailstore".format(path, version,
+                                                                         VERSION))
+    if version not in KNOWN_VERSIONS:
         raise RepositoryError("repository {} has format version {}; this mailstore knows "
-                              "version {}".format(path, config.get("version"), VERSION))
+                              "versions {}".format(path, json.dumps(version), ", ".join(
+                                  map(str, KNOWN_VERSIONS))))
     problem = _config_problem(config)
     if problem:
         raise RepositoryError("{} is damaged: {}".format(config_path, problem))
+    if version >= 2 and config["encryption"] == "none":
+        if config.get("key_check") is not None:
+            raise CatalogDamaged("{} says encryption 'none' but holds an encrypted "
+                                 "repository's key check: it was changed (a downgrade?); "
+                                 "refusing the repository".format(config_path))
+        if not _mac_matches(config, auth.PUBLIC_KEY):
+            raise CatalogDamaged("{} is damaged or was changed: it does not match its "
+                                 "checksum".format(config_path))
     return config
+
+
+def _mac_matches(config, key):
+    return hmac.compare_digest(str(config.get("mac")), auth.config_mac(config, key))
 
 
 def _config_problem(config):
@@ -135,6 +175,8 @@ def _config_problem(config):
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         return "field 'pack_size' must be a whole number above 0, not {}".format(
             json.dumps(size))
+    if config["version"] >= 2 and not isinstance(config.get("mac"), str):
+        return "field 'mac' is missing"
     if config.get("compression", "fast") not in COMPRESSION_MODES:
         return "field 'compression' must be one of {}, not {}".format(
             ", ".join(COMPRESSION_MODES), json.dumps(config.get("compression")))
@@ -144,9 +186,13 @@ def _config_problem(config):
 class Repository:
     """An open repository. Use as a context manager; `lock()` before changing anything."""
 
-    def __init__(self, path, key_file=None, readonly=False, need_key=True):
+    def __init__(self, path, key_file=None, readonly=False, need_key=True, upgrading=False):
+        """`need_key`: an encrypted repository's key is required and loaded (else it is not
+        opened at all). `upgrading`: open a format 1 repository whose catalog an interrupted
+        upgrade authenticated already."""
         self.path = os.fspath(path)
         self.config = read_config(self.path)
+        self.version = self.config["version"]
         self.encrypted = self.config["encryption"] != "none"
         key = None
         if self.encrypted and need_key:
@@ -160,13 +206,98 @@ class Repository:
             except DamagedObject:
                 raise KeyFileError("key file {} does not fit repository {} (wrong key)".format(
                     key_file, self.path)) from None
-        self.codec = Codec(key, self.config.get("compression", "fast"))
+            if self.version >= 2 and not _mac_matches(self.config, key.mac):
+                raise CatalogDamaged("{} fails authentication with this key: changed "
+                                     "(encryption, key check, ...) or damaged".format(
+                                         os.path.join(self.path, "config.json")))
+        self.key = key
+        self.codec = Codec(key, self.config.get("compression", "fast"),
+                           bind_values=self.version >= 2)
         self.packs_dir = os.path.join(self.path, "packs")
         self.tmp_dir = os.path.join(self.path, "tmp")
         self.pack_size = int(self.config.get("pack_size", DEFAULT_PACK_SIZE))
         self.db = catalog.connect(os.path.join(self.path, "catalog.sqlite"), readonly=readonly)
         self._lock_fd = None
         self._reader = None
+        try:
+            if not self.encrypted and key_file is not None:
+                self._refuse_downgrade(key_file)
+            if self.version == 1 and not upgrading and auth.is_authenticated(self.db):
+                raise CatalogDamaged(
+                    "{} says format 1 but the catalog of {} is authenticated (format 2): "
+                    "config.json was replaced or damaged, or an upgrade was interrupted (run "
+                    "`mailstore backup upgrade` again)".format(
+                        os.path.join(self.path, "config.json"), self.path))
+        except BaseException:
+            self.close()
+            raise
+        if self.version < 2:
+            self.auth = None        # format 1: nothing to check (see upgrade.py)
+        elif self.encrypted:
+            self.auth = Authenticator(self.path, self.config["id"],
+                                      key.mac if key else None, True)
+        else:
+            self.auth = Authenticator(self.path, self.config["id"], auth.PUBLIC_KEY, False)
+
+    @property
+    def authenticated(self):
+        """Are the catalog's MACs checked (format 2, and the key of an encrypted one)?"""
+        return self.auth is not None and self.auth.key is not None
+
+    def check_catalog(self, seqs=()):
+        """Raise CatalogDamaged unless the list of snapshots and each snapshot of `seqs`
+        (their rows, message and file rows) match their authentication. False (nothing
+        checked) for a format 1 repository."""
+        if self.auth is None:
+            return False
+        self._check_auth_table()
+        self.auth.check_manifest(self.db)
+        for seq in seqs:
+            self.auth.check_snapshot(self.db, seq)
+        return True
+
+    def check_snapshot_rows(self, seq, rows):
+        """For a run: the previous snapshot `seq` and its message `rows` as the run loaded
+        them (from the index cache or the catalog) are authentic."""
+        if self.auth is not None:
+            self._check_auth_table()
+            self.auth.check_snapshot(self.db, seq, rows)
+
+    def _check_auth_table(self):
+        if not auth.is_authenticated(self.db):
+            raise CatalogDamaged("catalog of {} damaged or tampered with: its authentication "
+                                 "records are missing".format(self.path))
+
+    def _refuse_downgrade(self, key_file):
+        """config.json says 'none', yet a key was given: refuse if the repository shows it
+        was encrypted with that key (config.json downgraded), else ignore the key."""
+        try:
+            key = keys.load_key_file(os.fspath(key_file))
+        except KeyFileError:
+            return          # an unencrypted repository ignores its --key-file
+        evidence = None
+        if auth.is_authenticated(self.db):
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?",
+                                  (auth.MANIFEST_KEY,)).fetchone()
+            try:
+                Authenticator(self.path, self.config["id"], key.mac, True).check_manifest(
+                    self.db)
+                evidence = row is not None and "its catalog is authenticated with this key"
+            except CatalogDamaged:
+                pass
+        if not evidence:
+            row = self.db.execute("SELECT id, pack, offset, length FROM objects"
+                                  " LIMIT 1").fetchone()
+            if row is not None:
+                try:
+                    Codec(key).decode(row[0], self.reader.read(*row[1:]))
+                    evidence = "its objects are encrypted with this key"
+                except (DamagedObject, OSError):
+                    pass
+        if evidence:
+            raise KeyFileError(
+                "repository {} says encryption 'none' in config.json but {}: config.json was "
+                "changed (a downgrade); refusing to use it".format(self.path, evidence))
 
     def __enter__(self):
         return self

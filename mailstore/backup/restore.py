@@ -216,6 +216,8 @@ def restore(repo_path, snapshot, target_root, key_file=None, user=None, folder=N
     with Repository(repo_path, key_file=key_file) as repo:
         repo.lock(exclusive=False, wait=wait)
         seq, snapshot_id = resolve_snapshot(repo.db, snapshot)
+        # every row the plan trusts (names, objects, sizes, owners) is authentic
+        repo.check_catalog([seq])
         if extras:
             plan = _plan_extras(repo.db, seq)
         else:
@@ -439,6 +441,16 @@ def _dry_run(target, plan, merge):
     return result
 
 
+def _check_size(data, size):
+    """A message's content must have the size its (authenticated) catalog row says: never
+    write one that does not (DamagedObject). Its content id is checked by the decoding. The
+    `S=` of a name is no check of its own: the catalog's size is the file's size at backup
+    time, and a name written by other software may carry another S= than the file's size."""
+    if len(data) != size:
+        raise DamagedObject("content of {} bytes where the catalog says {}; not "
+                            "restored".format(len(data), size))
+
+
 def _execute(repo, target, plan, merge, progress):
     result = _new_result()
     dirs = sorted((f for f in plan["files"] if f[0] in ("dir", "include-dir")),
@@ -450,6 +462,7 @@ def _execute(repo, target, plan, merge, progress):
         user, folder, subdir, name = m[0], m[1], m[2], m[3]
         try:
             data = repo.read_at(m[9], m[10], m[11], m[12])
+            _check_size(data, m[13])
         except DamagedObject as e:
             result["errors"].append("{}/{}: {}".format(
                 user, maildir.message_relpath(folder, subdir, name), e))

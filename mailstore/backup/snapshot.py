@@ -72,6 +72,7 @@ def _run(repo_path, source_root, key_file, include, mysql_dump, wait, now, progr
     with Repository(repo_path, key_file=key_file) as repo:
         repo.lock(exclusive=True, wait=wait)
         repo.clean_up()
+        repo.check_catalog()        # the list of snapshots (the previous one: feed.py)
         catalog.create(repo.db)     # tables added since the repository was made
         lost.create(repo.db)
         lost_ids, missing_packs = lost.find_lost(repo.db, repo.packs_dir)

@@ -55,6 +55,9 @@ def write_catalog(feed, source, finished, snapshot_id, index_written):
         _snapshot_messages(db, seq, feed.snapshot_messages, feed.prev_seq, feed.prev_ids)
         db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        ((seq,) + row for row in feed.files))
+        if feed.repo.auth is not None:
+            # the snapshot's digests and MAC, and the new manifest (auth.py)
+            feed.repo.auth.seal_snapshot(db, seq, feed.index_rows, feed.files)
         # what the next run's incremental scan may rely on (scan.py)
         db.execute("DELETE FROM scan_dirs")
         db.executemany("INSERT INTO scan_dirs VALUES (?, ?, ?, ?)", feed.dir_state)

@@ -1,7 +1,10 @@
 """`verify`: is every snapshot restorable?
 
-Always (cheap, no object read): every object a snapshot needs is in the catalog, its pack is
-in the catalog and on disk with the recorded size, and its record lies inside the pack.
+Always (cheap, no object read): config.json, the list of snapshots and every checked
+snapshot's rows match their authentication (auth.py; an error naming the damage ends the
+check, recorded as failed); with the key of an encrypted repository, every sealed From and
+Subject value decrypts for its object; every object a snapshot needs is in the catalog, its
+pack is in the catalog and on disk with the recorded size, and its record lies inside the pack.
 With `read_data`: every needed object is read back, decrypted, decompressed and re-hashed;
 each damaged object is reported with the messages/files that use it and the snapshots they
 belong to. The result is recorded in the catalog for `status()`.
@@ -14,6 +17,7 @@ import time
 
 from mailstore import maildir
 from mailstore.backup import catalog, index_cache, lost
+from mailstore.backup.auth import CatalogDamaged
 from mailstore.backup.catalog import from_db
 from mailstore.backup.errors import BackupError
 from mailstore.backup.objects import DamagedObject, pack_path
@@ -28,7 +32,9 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None
     `sample` (0 < fraction <= 1, with read_data): read only a random part of the objects, so
     that a weekly cron job can spread reading the whole repository over several weeks.
 
-    Keys: ok (bool), snapshots (checked), objects (checked), damaged (list of dicts: object,
+    Keys: ok (bool), catalog (how the catalog was checked: "authenticated" (MACs),
+    "checksums" (unencrypted), "digests only (no key)" or "format 1, not authenticated"),
+    snapshots (checked), objects (checked), damaged (list of dicts: object,
     problem, uses: [{"user", "path", "snapshots": [ids]}], lost_at: None while the next run
     may still store it anew from the source, else the id of the snapshot whose run no longer
     found its content there: lost for good), missing_packs (names), warnings (text: a
@@ -37,13 +43,22 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None
     Every damaged object found is recorded in the catalog: the next run does not reuse it
     but reads its messages again (lost.py).
     """
-    with Repository(repo_path, key_file=key_file, need_key=read_data) as repo:
+    # the key, when given, authenticates the catalog even for the cheap check
+    with Repository(repo_path, key_file=key_file,
+                    need_key=read_data or key_file is not None) as repo:
         repo.lock(exclusive=False, wait=wait)
         db = repo.db
         if snapshot is not None:
             seqs = [resolve_snapshot(db, snapshot)[0]]
         else:
             seqs = [r[0] for r in db.execute("SELECT seq FROM snapshots ORDER BY seq")]
+        try:
+            repo.check_catalog(seqs)
+            if repo.key is not None:
+                _check_values(repo)
+        except CatalogDamaged:
+            _record(db, snapshot, read_data, False, 0, 0)
+            raise
         needed = _needed_objects(db, seqs)
         packs = dict(db.execute("SELECT name, size FROM packs"))
         disk_sizes, missing_packs = {}, []
@@ -92,21 +107,48 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None
             d["lost_at"] = lost_for_good.get(d["object"])
         ok = not damaged and not size_mismatch
         cache_problem = index_cache.check(repo)
-        snapshot_id = resolve_snapshot(db, snapshot)[1] if snapshot is not None else None
+        recorded = _record(db, snapshot, read_data, ok, len(damaged), checked, damaged)
+        how = _catalog_check(repo)
+    return {"ok": ok, "catalog": how, "snapshots": len(seqs), "objects": len(needed),
+            "read": checked if read_data else 0, "damaged": report,
+            "missing_packs": sorted(missing_packs), "pack_size_mismatch": sorted(size_mismatch),
+            "recorded": recorded, "warnings": [cache_problem] if cache_problem else []}
+
+
+def _record(db, snapshot, read_data, ok, damaged_count, checked, damaged=None):
+    """Record the result for status() (and the monitoring check); False if it cannot be."""
+    snapshot_id = resolve_snapshot(db, snapshot)[1] if snapshot is not None else None
+    try:
+        with catalog.transaction(db):
+            db.execute("INSERT INTO verifications VALUES (?, ?, ?, ?, ?, ?)",
+                       (time.time(), snapshot_id, int(bool(read_data)), int(ok),
+                        damaged_count, checked))
+            # for the next run, which stores these anew if the source still has them
+            lost.record_damaged(db, damaged or {}, time.time())
+        return True
+    except sqlite3.Error:
+        return False    # e.g. a full disk: the check itself still counts
+
+
+def _catalog_check(repo):
+    if repo.auth is None:
+        return "format 1, not authenticated"
+    if not repo.encrypted:
+        return "checksums"
+    return "authenticated" if repo.authenticated else "digests only (no key)"
+
+
+def _check_values(repo):
+    """Every sealed From/Subject value decrypts as its own object's (CatalogDamaged)."""
+    for oid, h_from, h_subject in repo.db.execute(
+            "SELECT id, hdr_from, hdr_subject FROM objects WHERE hdr_from IS NOT NULL"
+            " OR hdr_subject IS NOT NULL"):
         try:
-            with catalog.transaction(db):
-                db.execute("INSERT INTO verifications VALUES (?, ?, ?, ?, ?, ?)",
-                           (time.time(), snapshot_id, int(bool(read_data)), int(ok),
-                            len(damaged), checked))
-                # for the next run, which stores these anew if the source still has them
-                lost.record_damaged(db, damaged, time.time())
-            recorded = True
-        except sqlite3.Error:
-            recorded = False    # e.g. a full disk: the check itself still counts
-    return {"ok": ok, "snapshots": len(seqs), "objects": len(needed), "read": checked
-            if read_data else 0, "damaged": report, "missing_packs": sorted(missing_packs),
-            "pack_size_mismatch": sorted(size_mismatch), "recorded": recorded,
-            "warnings": [cache_problem] if cache_problem else []}
+            repo.codec.unseal(h_from, oid, "from")
+            repo.codec.unseal(h_subject, oid, "subject")
+        except DamagedObject as e:
+            raise CatalogDamaged("catalog of {} damaged or tampered with: {}".format(
+                repo.path, e)) from None
 
 
 def _needed_objects(db, seqs):

@@ -147,17 +147,48 @@ def backup_group():
               show_default=True,
               help="small: also Huffman-code attachments (about 25 % less space for them, "
                    "twice the CPU time of a first backup).")
-def init_cmd(repo, key_file, compression):
+@click.option("--new-key", is_flag=True,
+              help="Write a new random key to the --key-file path (which must not exist).")
+def init_cmd(repo, key_file, compression, new_key):
     """Create an empty repository REPO (encrypted when a key file is given).
 
-    An existing key file is used as it is; a missing one is created with a new random key
-    (mode 0600). Keep a copy of the key away from the repository: without it nothing can be
-    restored.
+    The key file must exist (64 hex digits, mode 0600, e.g. from `openssl rand -hex 32`);
+    with --new-key a new random key is written there instead (mode 0600), and the command
+    says so on stderr. Keep a copy of the key away from the repository: without it nothing
+    can be restored.
     """
+    if new_key and key_file is None:
+        _fail("--new-key needs --key-file (or MAILSTORE_KEY_FILE): where to write the key", 2)
     with _Errors():
-        config = lib.init(repo, key_file=key_file, compression=compression)
+        config = lib.init(repo, key_file=key_file, compression=compression,
+                          new_key=bool(new_key))
+    if new_key:
+        click.echo("{} wrote a NEW key to {}: copy it away from the repository now; without "
+                   "it nothing can be restored".format(PREFIX, key_file), err=True)
     click.echo("{} created repository {} (encryption: {}, compression: {})".format(
         PREFIX, repo, config["encryption"], config["compression"]))
+
+
+@backup_group.command("upgrade")
+@repo_arguments()
+@key_file_option
+@wait_option
+@json_option
+def upgrade_cmd(repo, key_file, wait, as_json):
+    """Upgrade a repository of format 1 to format 2 (an authenticated catalog).
+
+    Reads back every object first and compares every size with the catalog; anything
+    damaged is named and nothing is changed. Until it is upgraded, a format 1 repository
+    works as before, without authentication.
+    """
+    with _Errors():
+        result = lib.upgrade(repo, key_file=key_file, wait=wait, progress=_progress())
+    if as_json:
+        _emit_json(result)
+        return
+    click.echo("{} upgraded repository {} to format {}: {} snapshots authenticated, {} "
+               "objects read and checked".format(PREFIX, repo, result["format"],
+                                                 result["snapshots"], result["objects"]))
 
 
 @backup_group.command("run")
@@ -277,10 +308,12 @@ def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, quiet, as_json
             click.echo("{} pack {} has another size than recorded".format(PREFIX, name),
                        err=True)
         if not quiet:
-            click.echo("{} verify {}: {} snapshots, {} objects{}, {} damaged".format(
-                PREFIX, "ok" if result["ok"] else "FAILED", result["snapshots"],
-                result["objects"], " ({} read and re-hashed)".format(result["read"])
-                if read_data else " located", len(result["damaged"])))
+            click.echo("{} verify {}: {} snapshots, {} objects{}, {} damaged; catalog: "
+                       "{}".format(PREFIX, "ok" if result["ok"] else "FAILED",
+                                   result["snapshots"], result["objects"],
+                                   " ({} read and re-hashed)".format(result["read"])
+                                   if read_data else " located", len(result["damaged"]),
+                                   result["catalog"]))
     sys.exit(0 if result["ok"] else 1)
 
 

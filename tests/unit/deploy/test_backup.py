@@ -356,7 +356,8 @@ PYTHONPATH={ROOT} exec {sys.executable} -m mailstore "$@"
     # job's business here (the lab's backup test restores the real ones).
     monkeypatch.setattr(backup, "REBUILD_MATERIAL", [])
     subprocess.run([str(mailstore), "backup", "init", data["backup_repository"],
-                    "--key-file", data["backup_key_file"]], check=True, capture_output=True)
+                    "--key-file", data["backup_key_file"], "--new-key"], check=True,
+                   capture_output=True)
     bin_dir, log = _logger_and_date(tmp_path)
     push = tmp_path / "push"
 

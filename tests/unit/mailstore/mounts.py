@@ -48,3 +48,22 @@ def fill(path, leave):
             f.write(b"\0" * n)
             remaining -= n
     return filler
+
+
+@contextlib.contextmanager
+def small_ext4(path, size_mib=16):
+    """A private ext4 of ``size_mib`` MiB (a loop-mounted image beside ``path``) at ``path``:
+    inode allocation there depends on nothing else the machine does meanwhile."""
+    require_root()
+    os.makedirs(path, exist_ok=True)
+    image = str(path).rstrip("/") + ".img"
+    with open(image, "wb") as f:
+        f.truncate(size_mib << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True, stderr=subprocess.PIPE)
+    subprocess.run(["mount", "-o", "loop", image, str(path)], check=True,
+                   stderr=subprocess.PIPE)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-d", str(path)], check=False)
+        os.unlink(image)

@@ -50,7 +50,7 @@ def test_json_where_a_machine_reads():
 def test_cli_round_trip_with_a_key(tmp_path):
     key, repo, src = tmp_path / "key", tmp_path / "repo", tmp_path / "src"
     make_tree(src)
-    r = cli("init", repo, "--key-file", key)
+    r = cli("init", repo, "--key-file", key, "--new-key")
     assert r.returncode == 0 and "aes-256-gcm" in r.stdout
     r = cli("run", repo, src, "--key-file", key)
     assert r.returncode == 0, r.stderr
@@ -74,12 +74,12 @@ def test_cli_round_trip_with_a_key(tmp_path):
 def test_cli_errors_are_one_clear_line_and_exit_non_zero(tmp_path):
     repo, src = tmp_path / "repo", tmp_path / "src"
     make_tree(src)
-    cli("init", repo, "--key-file", tmp_path / "key")
+    cli("init", repo, "--key-file", tmp_path / "key", "--new-key")
     r = cli("run", repo, src)
     assert r.returncode == 1
     assert r.stderr.strip() == ("mailstore backup: error: repository {} is encrypted: give its "
                                 "key with --key-file (or MAILSTORE_KEY_FILE)".format(repo))
-    cli("init", tmp_path / "other", "--key-file", tmp_path / "key2")
+    cli("init", tmp_path / "other", "--key-file", tmp_path / "key2", "--new-key")
     r = cli("restore", repo, "latest", tmp_path / "dst", "--key-file", tmp_path / "key2")
     assert r.returncode == 1 and "wrong key" in r.stderr and "Traceback" not in r.stderr
     r = cli("list", tmp_path / "nothing")
@@ -161,7 +161,7 @@ def test_every_command_names_the_repository_and_key_the_same_ways(tmp_path):
         assert {"-r", "--repo", "--key-file"} <= options, name
     key, repo, src = tmp_path / "key", tmp_path / "repo", tmp_path / "src"
     make_tree(src)
-    assert cli("init", "-r", repo, "--key-file", key).returncode == 0
+    assert cli("init", "-r", repo, "--key-file", key, "--new-key").returncode == 0
     env = {"MAILSTORE_REPOSITORY": repo, "MAILSTORE_KEY_FILE": key}
     r = cli("run", "--repo", repo, src, "--key-file", key)
     assert r.returncode == 0, r.stderr
@@ -336,7 +336,7 @@ DAMAGED_CONFIGS = [
 def test_a_damaged_config_json_is_one_clear_error_line(tmp_path, name, damage, reason):
     repo, key, src = tmp_path / "repo", tmp_path / "key", tmp_path / "src"
     make_tree(src)
-    cli("init", repo, "--key-file", key)
+    cli("init", repo, "--key-file", key, "--new-key")
     config = json.loads((repo / "config.json").read_text())
     damaged = [config] if name == "a JSON list" else config
     damage(config)
@@ -349,7 +349,7 @@ def test_a_damaged_config_json_is_one_clear_error_line(tmp_path, name, damage, r
 
 def test_a_key_file_of_32_raw_bytes_is_refused_by_name(tmp_path):
     repo, key = tmp_path / "repo", tmp_path / "key"
-    cli("init", repo, "--key-file", key)
+    cli("init", repo, "--key-file", key, "--new-key")
     raw = tmp_path / "raw"
     raw.write_bytes(bytes(range(200, 232)))          # not UTF-8, not hex
     os.chmod(str(raw), 0o600)
@@ -362,7 +362,7 @@ def test_a_key_file_of_32_raw_bytes_is_refused_by_name(tmp_path):
 
 def test_a_fifo_as_key_file_is_refused_at_once(tmp_path):
     repo, key = tmp_path / "repo", tmp_path / "key"
-    cli("init", repo, "--key-file", key)
+    cli("init", repo, "--key-file", key, "--new-key")
     fifo = tmp_path / "fifo"
     os.mkfifo(str(fifo), 0o600)
     for args in (("find", repo, "--key-file", fifo), ("list", repo, "--key-file", fifo),

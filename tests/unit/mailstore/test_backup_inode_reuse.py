@@ -9,6 +9,7 @@ import pytest
 from mailstore import backup
 
 from tests.harness import make_tree, message_paths, snapshot_tree
+from mounts import small_ext4
 
 
 def _file_on_inode(directory, inode, data, tries=2000):
@@ -34,6 +35,12 @@ def _file_on_inode(directory, inode, data, tries=2000):
 @pytest.mark.parametrize("full_scan", [False, True], ids=["incremental", "full"])
 def test_a_new_message_on_a_deleted_messages_inode_is_read_not_taken_for_it(tmp_path,
                                                                              full_scan):
+    # On a private ext4: on a shared /tmp, other processes' files may take the freed inode.
+    with small_ext4(tmp_path / "fs") as fs:
+        _new_message_on_a_deleted_messages_inode(fs, full_scan)
+
+
+def _new_message_on_a_deleted_messages_inode(tmp_path, full_scan):
     repo, src = str(tmp_path / "repo"), tmp_path / "src"
     backup.init(repo)
     make_tree(src)
