@@ -21,7 +21,7 @@ import nagiosplugin
 
 from mailstore.checks.plugin import Fact, Headline
 
-NAME = "BACKUP_COPY"
+NAME = "BACKUP COPY"
 STATE = "state.json"
 
 

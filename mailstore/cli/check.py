@@ -233,7 +233,7 @@ def backup_copy_command(directory, warning, critical, verify_warning, verify_cri
     Reads only DIRECTORY/state.json, which the nightly copy job writes.
     """
     from mailstore.checks import backup_copy
-    _finish("backup_copy", lambda: backup_copy.make_check(
+    _finish("backup copy", lambda: backup_copy.make_check(
         directory, warning=warning, critical=critical, verify_warning=verify_warning,
         verify_critical=verify_critical, copies_warning=copies_warning,
         copies_critical=copies_critical), timeout, verbose)

@@ -218,12 +218,12 @@ def test_the_copy_check_is_critical_when_stale_and_ok_when_fresh(ssh, backup_hos
     copy_job(bssh)
     fresh = check(bssh)
     assert fresh.returncode == 0, fresh.stdout
-    assert re.match(r"^BACKUP_COPY OK - copy \d{8}T\d{6}Z \d+m ago, verified", fresh.stdout)
+    assert re.match(r"^BACKUP COPY OK - copy \d{8}T\d{6}Z \d+m ago, verified", fresh.stdout)
     assert "| age=" in fresh.stdout and "verify_age=" in fresh.stdout
     time.sleep(3)
     stale = check(bssh, "--warning 1", "--critical 2")
     assert stale.returncode == 2, stale.stdout
-    assert stale.stdout.startswith("BACKUP_COPY CRITICAL - last copy is ")
+    assert stale.stdout.startswith("BACKUP COPY CRITICAL - last copy is ")
     assert len(stale.stdout.strip().splitlines()) == 1
     # as Icinga's nagios user would run it
     assert bssh(f"su -s /bin/sh nobody -c 'mailstore check backup-copy {COPIES}'",

@@ -237,7 +237,7 @@ def test_the_forced_command_refuses_writes(chain, tmp_path):
 def test_the_check_follows_the_copies(chain):
     missing = chain.check()
     assert missing.returncode == 2
-    assert missing.stdout.startswith("BACKUP_COPY CRITICAL - no copy in ")
+    assert missing.stdout.startswith("BACKUP COPY CRITICAL - no copy in ")
     ran, _ = chain.run()
     assert ran.returncode == 0, ran.stderr
     fresh = chain.check()
