@@ -191,12 +191,13 @@ def pull_access():
         return
     release = host.data.debian_release
     apt.packages(name="rsync and sudo for the off-host copy", packages=["rsync", "sudo"])
-    if release == "bullseye":
+    if release == "bullseye" and host.get_fact(File, path=RRSYNC) is None:
         server.shell(name="rrsync from the rsync package's example script (bullseye)",
-                     commands=[f"test -x {RRSYNC} || {{ mkdir -p {PurePosixPath(RRSYNC_LOCAL).parent}"
-                               f" && zcat {RRSYNC_EXAMPLE} > {RRSYNC_LOCAL}.new && chmod 755 "
-                               f"{RRSYNC_LOCAL}.new && mv {RRSYNC_LOCAL}.new {RRSYNC_LOCAL}"
-                               f" && ln -sfn {RRSYNC_LOCAL} {RRSYNC}; }}"])
+                     commands=[f"mkdir -p {PurePosixPath(RRSYNC_LOCAL).parent} && "
+                               f"zcat {RRSYNC_EXAMPLE} > {RRSYNC_LOCAL}.new && "
+                               f"chmod 755 {RRSYNC_LOCAL}.new && "
+                               f"mv {RRSYNC_LOCAL}.new {RRSYNC_LOCAL} && "
+                               f"ln -sfn {RRSYNC_LOCAL} {RRSYNC}"])
     server.user(name=f"User {PULL_USER} (the backup host's login)", user=PULL_USER,
                 system=True, home=PULL_HOME, create_home=False, shell="/bin/sh")
     # Root-owned all the way: the login cannot change its own keys.

@@ -254,3 +254,41 @@ def test_the_check_follows_the_copies(chain):
     assert failed.returncode == 2 and "FAILED" in failed.stdout, failed.stdout
     (chain.copies / "state.json").write_text("{")
     assert chain.check().returncode == 3
+
+
+# --- the deploys, on a fake host ------------------------------------------------------------
+LINUX = {"Os": "Linux", "LinuxName": "Debian", "Groups": [], "Users": {},
+         "Which": "/usr/sbin/useradd"}
+
+
+def test_no_pull_key_installs_nothing_on_the_mail_server(secrets):
+    assert fake_host.run(backup_host.pull_access) == []
+
+
+def test_the_mail_servers_side_is_the_forced_key_the_serve_script_and_sudoers(secrets):
+    from tests.unit.deploy.fake_host import run
+    ops = run(backup_host.pull_access, data={"backup_pull_keys": [KEY],
+                                             "backup_pull_from": ["10.0.3.39"],
+                                             "debian_release": "bookworm"}, facts=LINUX)
+    uploads = {}
+    for op in ops:
+        uploads.update(op.uploads)
+    assert uploads[backup_host.AUTHORIZED_KEYS].rstrip().endswith(KEY)
+    assert "rrsync\" -ro \"$REPO\"" in uploads[backup_host.SERVE].replace("$RRSYNC", "rrsync")
+    assert 'flock -x' in uploads[backup_host.SERVE]
+    assert not [op for op in ops if "rrsync from the rsync package" in op.name]
+    bullseye = run(backup_host.pull_access, data={"backup_pull_keys": [KEY],
+                                                  "backup_pull_from": ["10.0.3.39"],
+                                                  "debian_release": "bullseye"},
+                   facts=LINUX)
+    assert [op for op in bullseye if "rrsync from the rsync package" in op.name]
+
+
+def test_the_backup_hosts_key_is_made_once(secrets):
+    from tests.unit.deploy.fake_host import run
+    fresh = run(backup_host.copies, data=HOST_DATA, groups=("backup_host",), facts=LINUX)
+    assert [op for op in fresh if "ssh-keygen" in " ".join(op.commands)]
+    again = run(backup_host.copies, data=HOST_DATA, groups=("backup_host",),
+                facts={**LINUX, "File": lambda path: {"mode": 600}
+                       if path == backup_host.SSH_KEY else None})
+    assert not [op for op in again if "ssh-keygen" in " ".join(op.commands)]
