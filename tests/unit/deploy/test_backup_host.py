@@ -216,6 +216,10 @@ def test_the_job_copies_incrementally_read_only_and_prunes(chain):
     names = sorted(p.name for p in chain.copies.iterdir() if p.name[:1].isdigit())
     assert names == sorted([second["copy"], third["copy"]])  # keep 2: the first is pruned
     assert third["copies"] == 2
+    # pruning left the files the newer copies share read-only
+    copy3 = chain.copies / third["copy"]
+    for path in (p for p in copy3.rglob("*") if p.is_file() and p.name != "lock"):
+        assert not os.lstat(path).st_mode & stat.S_IWUSR, path
 
 
 def test_the_forced_command_refuses_writes(chain, tmp_path):
