@@ -2,12 +2,13 @@
 
     pyinfra inventories/prod.py deploy.py            # production
     pyinfra inventories/lab.py deploy.py             # the lab (see README)
+    pyinfra inventories/lab_backup.py deploy.py      # the lab's backup host (off-host copy)
 
 This file only composes; each step lives in operations/<concern>.py.
 """
 from pyinfra import host
 
-from operations import (backup, base, certificates, crl, dkim, dovecot, fail2ban, firewall,
+from operations import (backup, backup_host, base, certificates, crl, dkim, dovecot, fail2ban, firewall,
                         icinga2_agent, infra02, lab_host, lab_icinga_master,
                         lab_selfservice_repo, mailstore,
                         mariadb, migration, monitoring, nginx, postfix, puppet,
@@ -33,6 +34,7 @@ if "email" in host.groups:
     dovecot.server()
     migration.resume_delivery()  # after Dovecot reads the new root: the queued mail goes in
     backup.server()
+    backup_host.pull_access()  # after the repository: the backup host's read-only copy of it
     icinga2_agent.agent()
     monitoring.checks()  # after the agent: its nagios user and the Icinga CA
     selfservice_api.install()
@@ -40,3 +42,6 @@ if "email" in host.groups:
     nginx.server()
     fail2ban.server()
     firewall.nftables()
+if "backup_host" in host.groups:
+    mailstore.install()  # verify and restore of the copies, `mailstore check backup-copy`
+    backup_host.copies()

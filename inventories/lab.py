@@ -114,6 +114,16 @@ def shared_data():
     return copy.deepcopy(_SHARED)
 
 
+def backup_pull(path=LAB / "backup" / "pull_key.pub"):
+    """The email container's data for the lab's backup host (inventories/lab_backup.py): its
+    pull key, once its deploy made it and the off-host copy's lab test copied it here; {}
+    before (no off-host copy)."""
+    if not path.is_file():
+        return {}
+    address = t.CONTAINERS["backup"]["nics"][0]["address"].split("/")[0]
+    return {"backup_pull_keys": [path.read_text().strip()], "backup_pull_from": [address]}
+
+
 infra02 = [("@local", dict(_SHARED))]
 # Only the lab's Infra02 gets the lab host preparation (bridge, apt proxy, DNS, loop volume).
 lab_host = ["@local"]
@@ -126,6 +136,7 @@ email = [
         # lab up writes the container's host keys here, read from its rootfs on this host.
         "ssh_known_hosts_file": str(LAB / "known_hosts"),
         "ssh_strict_host_key_checking": "yes",
+        **backup_pull(),
     }),
 ]
 stop_unless_valid(infra02=infra02, email=email)

@@ -98,7 +98,27 @@ EMAIL = {
     },
 }
 
+# The off-host copy (operations/backup_host.py, README "Off-host copy"): the backup host pulls
+# the repository every night with a key forced to a read-only rsync. PLACEHOLDERs: the
+# backup host's address; its pull key (made by its first deploy:
+# /var/lib/mailstore-copies/.ssh/id_ed25519.pub); the mail server's SSH host keys.
+BACKUP_HOST_ADDRESS = "PLACEHOLDER-backup-host-address"
+EMAIL_PULL = {
+    "backup_pull_keys": ["PLACEHOLDER-backup-host-pull-key"],
+    "backup_pull_from": [BACKUP_HOST_ADDRESS],
+}
+BACKUP_HOST = {
+    "ssh_hostname": BACKUP_HOST_ADDRESS,
+    "debian_release": "bookworm",
+    "backup_copy_source": "email.cacert.org",
+    "backup_copy_source_host_keys": ["ssh-ed25519 PLACEHOLDER-email-ssh-host-key"],
+    "backup_copy_dir": "/srv/mailstore-copies",
+    "backup_copy_schedule": "30 5 * * *",
+    "backup_copy_keep": 30,
+}
+
 infra02 = [("infra02", dict(EMAIL))]
-email = [("email.cacert.org", dict(EMAIL))]
-# Stops here, listing every problem, unless both hosts' data and the secrets are usable.
-stop_unless_valid(production=True, infra02=infra02, email=email)
+email = [("email.cacert.org", {**EMAIL, **EMAIL_PULL})]
+backup_host = [("backup.cacert.org", dict(BACKUP_HOST))]
+# Stops here, listing every problem, unless every host's data and the secrets are usable.
+stop_unless_valid(production=True, infra02=infra02, email=email, backup_host=backup_host)

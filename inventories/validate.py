@@ -20,8 +20,8 @@ import sys
 from operations.defaults import defaults
 from operations.secrets import (InventoryError, read_backup_key, read_password, read_secret,
                                  secrets_dir)
-from operations import (backup, certificates, crl, dkim, firewall, icinga2_agent, lxc_config,
-                        selfservice_api)
+from operations import (backup, backup_host, certificates, crl, dkim, firewall, icinga2_agent,
+                        lxc_config, selfservice_api)
 
 # pyinfra's own connection data may appear in a host's data beside ours.
 _CONNECTION_KEYS = {"ssh_user", "ssh_key", "ssh_port", "ssh_known_hosts_file",
@@ -67,7 +67,7 @@ class _Problems:
 def problems(group, data, production=False):
     """Every problem of one host's data merged over the defaults, one line each ([] if none).
 
-    + group: the inventory group the host is in ("infra02" or "email")
+    + group: the inventory group the host is in ("infra02", "email" or "backup_host")
     + data: the host's own data, as given in the inventory file
     + production: apply the production-only rules too
     """
@@ -89,11 +89,19 @@ def problems(group, data, production=False):
         _check_certificates(merged, found)
         _check_mail_secrets(merged, found)
         found.run(_check_backup, merged)
+        found.run(backup_host.source_settings, merged)
         found.run(dkim.settings, merged)
         found.run(crl.check_data, merged)
         found.run(firewall.rules, merged["ports"], merged["trusted_hosts"])
         found.run(read_password, merged["icinga2_api_password_secret"])
-    if production:
+    if group == "backup_host":
+        found.run(backup_host.host_settings, merged)
+        if production:
+            # The mail server's production rules (gateway, trusted hosts, its services'
+            # placeholders) are not this host's: only its own data must be filled in.
+            for where, value in _placeholders(data):
+                found.add(_placeholder_line(where, value))
+    elif production:
         _check_production(group, merged, found)
     return found.lines
 

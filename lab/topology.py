@@ -90,4 +90,18 @@ CONTAINERS = {
         "config": "lab/legacy/lxc.conf",
         "builder": "legacy",
     },
+    # The off-host copy's backup host (operations/backup_host.py, inventories/lab_backup.py):
+    # a bare Debian the deploy fills; brought up by the test that needs it.
+    "backup": {
+        "release": "bookworm",
+        "role": "backup_host",
+        "nics": [
+            {"name": "eth0", "bridge": BRIDGE, "address": "10.0.3.39/24",
+             "hwaddr": "00:16:3e:ca:ce:39"},
+        ],
+        "gateway": BRIDGE_ADDRESS,
+        "host_dirs": [],
+        "config": "generated",
+        "builder": None,
+    },
 }

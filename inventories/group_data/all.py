@@ -232,6 +232,24 @@ backup_keep = {"daily": 7, "weekly": 5, "monthly": 12}
 backup_include = ["/etc/postfix", "/etc/dovecot", "/etc/aliases"]
 backup_mysql_dump = True
 
+# --- the off-host copy (operations/backup_host.py): a backup host pulls the repository ------
+# On the mail server: the backup host's pull key(s) (the .pub its deploy made,
+# /var/lib/mailstore-copies/.ssh/id_ed25519.pub, as one 'TYPE BASE64 COMMENT' line each) and
+# the addresses it connects from. Empty: no off-host copy, nothing is installed for it.
+backup_pull_keys = []
+backup_pull_from = []
+# On the backup host (group backup_host): the mail server it copies from (host name or
+# address), that server's SSH host keys ('TYPE BASE64' lines, e.g. from ssh-keyscan, checked
+# against the server's own /etc/ssh/ssh_host_*_key.pub), where the nightly copies go, when the
+# job starts (cron's five time fields, the backup host's local time: after backup_schedule's
+# job has ended), and how many nightly copies are kept (unchanged files are hard links: a
+# copy costs only what was new that night).
+backup_copy_source = None
+backup_copy_source_host_keys = []
+backup_copy_dir = "/srv/mailstore-copies"
+backup_copy_schedule = "30 5 * * *"
+backup_copy_keep = 30
+
 # --- monitoring: the mailstore checks on the master (operations/monitoring.py) --------------
 # The master's Icinga2 API, for `mailstore icinga register|push` on this server; None:
 # https://<host>:<port> of the first icinga2_parent_endpoints entry that has a host.

@@ -211,6 +211,34 @@ def backup_command(repo, key_file, warning, critical, verify_warning, verify_cri
         timeout, verbose)
 
 
+# --- backup-copy -------------------------------------------------------------------------
+@check_group.command("backup-copy")
+@click.argument("directory")
+@click.option("-w", "--warning", type=RANGE, default="93600", show_default=True,
+              help="WARNING range for the age of the last copy (seconds).")
+@click.option("-c", "--critical", type=RANGE, default="180000", show_default=True,
+              help="CRITICAL range for the age of the last copy (seconds).")
+@click.option("--verify-warning", type=RANGE, default="180000", show_default=True,
+              help="WARNING range for the age of the last verify of a copy (seconds).")
+@click.option("--verify-critical", type=RANGE,
+              help="CRITICAL range for the age of the last verify of a copy (seconds).")
+@click.option("--copies-warning", type=RANGE, help="WARNING range for the copies kept.")
+@click.option("--copies-critical", type=RANGE, default="1:", show_default=True,
+              help="CRITICAL range for the copies kept.")
+@_common
+def backup_copy_command(directory, warning, critical, verify_warning, verify_critical,
+                        copies_warning, copies_critical, timeout, verbose):
+    """Off-host copies in DIRECTORY (on the backup host): age of the last copy, its verify.
+
+    Reads only DIRECTORY/state.json, which the nightly copy job writes.
+    """
+    from mailstore.checks import backup_copy
+    _finish("backup copy", lambda: backup_copy.make_check(
+        directory, warning=warning, critical=critical, verify_warning=verify_warning,
+        verify_critical=verify_critical, copies_warning=copies_warning,
+        copies_critical=copies_critical), timeout, verbose)
+
+
 # --- maildir -----------------------------------------------------------------------------
 @check_group.command("maildir")
 @click.argument("root")

@@ -63,6 +63,15 @@ def prod_completion(tmp_path, pki):
                                  "components": ["main"], "key": str(files / "archive-key.asc"),
                                  "direct": False},
         "selfservice_api_client_ca": str(files / "client-ca.pem"),
+        "backup_pull_keys": [
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEQn+9vii7ZoNLvksPT1HnD50j+fCM89lt8x9M159MsY "
+            "mailstore-copies@backup"],
+        "backup_pull_from": ["192.0.2.39"],
+        "backup_host": {
+            "ssh_hostname": "192.0.2.39",
+            "backup_copy_source_host_keys": [
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIbG5tgdi2RhF0123456789abcdefghijklmnopq"],
+        },
     }
 
 
@@ -77,10 +86,13 @@ _stop_unless_valid = validate.stop_unless_valid
 
 
 def _completed(production=False, **groups):
-    for hosts in groups.values():
+    for group, hosts in groups.items():
         for _name, _data in hosts:
+            if group == "backup_host":
+                _data.update(copy.deepcopy(_fill["backup_host"]))
+                continue
             _data.update(copy.deepcopy({k: v for k, v in _fill.items()
-                                        if k not in ("gateway", "nets")}))
+                                        if k not in ("gateway", "nets", "backup_host")}))
             _data["container_net"] = dict(_data["container_net"], ipv4_gateway=_fill["gateway"])
             _data["container_extra_nets"] = [
                 dict(_net, link=_fill["nets"][_net["name"]]["link"],
@@ -96,7 +108,7 @@ try:
     _prod = runpy.run_path(PROD)
 finally:
     validate.stop_unless_valid = _stop_unless_valid
-infra02, email = _prod["infra02"], _prod["email"]
+infra02, email, backup_host = _prod["infra02"], _prod["email"], _prod["backup_host"]
 """
 
 
@@ -198,8 +210,19 @@ def test_pyinfra_stops_on_the_prod_inventory_listing_every_problem(tmp_path, pki
         "PLACEHOLDER",
         "infra02, email.cacert.org: selfservice_api_client_ca: 'files/selfservice_api/"
         "PLACEHOLDER",
+        "email.cacert.org: backup_pull_keys: 'PLACEHOLDER-backup-host-pull-key'... is not "
+        "one SSH public key line",
         f"email.cacert.org: secret {directory.resolve()}/icinga2_api.password is missing",
+        "email.cacert.org: backup_pull_keys[0]: 'PLACEHOLDER-backup-host-pull-key' is a "
+        "placeholder",
+        "email.cacert.org: backup_pull_from[0]: 'PLACEHOLDER-backup-host-address' is a "
+        "placeholder",
         f"email.cacert.org: secret {directory.resolve()}/icinga2-agent.ticket is missing",
+        "backup.cacert.org: backup_copy_source_host_keys: must list the mail server's SSH host "
+        "keys",
+        "backup.cacert.org: ssh_hostname: 'PLACEHOLDER-backup-host-address' is a placeholder",
+        "backup.cacert.org: backup_copy_source_host_keys[0]: 'ssh-ed25519 "
+        "PLACEHOLDER-email-ssh-host-key' is a placeholder",
     ]
     assert len(problems) == len(expected), result.stderr
     for line, start in zip(problems, expected):

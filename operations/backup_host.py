@@ -1,0 +1,247 @@
+"""The off-host copy of the backup repository: a second host PULLS it every night.
+
+Why pull: the mail server holds no credential for the backup host, so root on a compromised
+mail server cannot delete, truncate or rewrite a copy; the backup host's key on the mail
+server is forced to a read-only rsync of the repository. Retention of the copies runs on the
+backup host only.
+
+Two deploys, composed in deploy.py:
+
+- `pull_access()` on the mail server (group email), only when `backup_pull_keys` names a key:
+  - the system user `mailstore-pull` (no password, no home of its own); its
+    `authorized_keys` (root-owned) holds each key with `restrict`, `from="backup_pull_from"`
+    and `command="sudo -n mailstore-backup-serve"`;
+  - `/usr/local/sbin/mailstore-backup-serve`, run through one sudoers rule without
+    arguments: `flock -x REPO/lock rrsync -ro REPO` (the repository's own lock: the copy
+    never sees a half-written catalog). Debian's rsync has rrsync from bookworm on; on
+    bullseye its example script (/usr/share/doc/rsync/scripts/rrsync.gz) is installed.
+- `copies()` on the backup host (group backup_host):
+  - the system user `mailstore-copies`, its SSH key made on the host (the private half never
+    leaves it: put `.../id_ed25519.pub` into the mail server's `backup_pull_keys`), the mail
+    server's host keys (`backup_copy_source_host_keys`) as its only known_hosts;
+  - `backup_copy_dir` (owned by that user) with one read-only directory per night
+    (`rsync --link-dest`: unchanged packs are hard links, only new packs and the catalog's
+    changed blocks travel), `latest`, and `state.json` for `mailstore check backup-copy`;
+  - `/usr/local/sbin/mailstore-copy-job` run from `/etc/cron.d/mailstore-copy`: copy, keep
+    the newest `backup_copy_keep` copies, verify the new one, record the state.
+
+A copy is a plain mailstore repository: `mailstore backup verify|restore|list|find` read it
+with the key alone (the key never has to be on the backup host). When the catalog travels
+encrypted one day, nothing here changes: the copy is file-level and opaque; only the job's
+verify step (and whoever restores) needs what opens the catalog.
+"""
+import io
+import re
+from pathlib import PurePosixPath
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.files import File
+from pyinfra.operations import apt, files, server
+
+from operations import backup, staging
+
+# --- the mail server's side
+PULL_USER = "mailstore-pull"
+PULL_HOME = "/var/lib/mailstore-pull"
+AUTHORIZED_KEYS = f"{PULL_HOME}/.ssh/authorized_keys"
+SERVE = "/usr/local/sbin/mailstore-backup-serve"
+SUDOERS = "/etc/sudoers.d/mailstore-backup-pull"
+SERVE_TAG = "mailstore-backup-serve"
+# rrsync: Debian's (bookworm on), else the example script of bullseye's rsync, installed here.
+RRSYNC = "/usr/bin/rrsync"
+RRSYNC_LOCAL = "/usr/local/lib/mailstore/rrsync"
+RRSYNC_EXAMPLE = "/usr/share/doc/rsync/scripts/rrsync.gz"
+# Seconds the copy waits for the repository's lock (a nightly run, prune or restore).
+LOCK_WAIT = 3600
+
+# --- the backup host's side
+COPY_USER = "mailstore-copies"
+COPY_HOME = "/var/lib/mailstore-copies"
+SSH_KEY = f"{COPY_HOME}/.ssh/id_ed25519"
+KNOWN_HOSTS = f"{COPY_HOME}/.ssh/known_hosts"
+JOB = "/usr/local/sbin/mailstore-copy-job"
+CRON = "/etc/cron.d/mailstore-copy"
+TAG = "mailstore-copy"
+
+_SSH_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) "
+                      r"[A-Za-z0-9+/]+={0,3}( [A-Za-z0-9@._+-]+)?$")
+_HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) "
+                       r"[A-Za-z0-9+/]+={0,3}$")
+# A host name or an address (v4 or v6): goes into authorized_keys, ssh's command line and a
+# known_hosts line unquoted.
+_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]*$")
+
+
+class BackupHostDataError(ValueError):
+    """A datum of the off-host copy is unusable; the message names the key."""
+
+
+def _hosts(value, key):
+    if not isinstance(value, list) or not all(isinstance(v, str) and _HOST.match(v)
+                                              for v in value):
+        raise BackupHostDataError(f"{key}: {value!r} must be a list of host names or "
+                                  "addresses")
+    return value
+
+
+def source_settings(data):
+    """The mail server's side (pure): None when no backup host pulls, else
+    {"keys", "sources", "repository"}; raises BackupHostDataError naming every bad key."""
+    keys = data["backup_pull_keys"]
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise BackupHostDataError("backup_pull_keys: must be a list of SSH public key lines")
+    problems = []
+    bad = [k for k in keys if not _SSH_KEY.match(k.strip())]
+    if bad:
+        problems.append(f"backup_pull_keys: {bad[0][:40]!r}... is not one SSH public key line "
+                        "(TYPE BASE64 [COMMENT], no options: the deploy adds them)")
+    sources = data["backup_pull_from"]
+    try:
+        _hosts(sources, "backup_pull_from")
+    except BackupHostDataError as exc:
+        problems.append(str(exc))
+    if keys and not sources:
+        problems.append("backup_pull_from: empty, but backup_pull_keys names a key: list the "
+                        "backup host's addresses (the key works from nowhere else)")
+    if problems:
+        raise BackupHostDataError("\n".join(problems))
+    if not keys:
+        return None
+    return {"keys": [k.strip() for k in keys], "sources": sources,
+            "repository": backup.settings(data)["repository"]}
+
+
+def host_settings(data):
+    """The backup host's side (pure): {"source", "host_keys", "directory", "schedule",
+    "keep"}; raises BackupHostDataError naming every bad key."""
+    problems = []
+    source = data["backup_copy_source"]
+    if not isinstance(source, str) or not _HOST.match(source):
+        problems.append(f"backup_copy_source: {source!r} must be the mail server's host name "
+                        "or address")
+    host_keys = data["backup_copy_source_host_keys"]
+    if not isinstance(host_keys, list) or not host_keys or not all(
+            isinstance(k, str) and _HOST_KEY.match(k.strip()) for k in host_keys):
+        problems.append("backup_copy_source_host_keys: must list the mail server's SSH host "
+                        "keys, 'TYPE BASE64' each (ssh-keyscan SERVER, checked by hand)")
+    directory = data["backup_copy_dir"]
+    try:
+        directory = backup._path(directory, "backup_copy_dir")
+    except backup.BackupDataError as exc:
+        problems.append(str(exc))
+    schedule = data["backup_copy_schedule"]
+    fields = schedule.split() if isinstance(schedule, str) else []
+    if len(fields) != 5 or not all(backup._CRON_FIELD.match(f) for f in fields):
+        problems.append(f"backup_copy_schedule: {schedule!r} must be the five time fields of "
+                        "a cron line, e.g. '30 5 * * *'")
+    keep = data["backup_copy_keep"]
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        problems.append(f"backup_copy_keep: {keep!r} must be a whole number >= 1 (copies "
+                        "kept, one per night)")
+    if problems:
+        raise BackupHostDataError("\n".join(problems))
+    return {"source": source, "host_keys": [k.strip() for k in host_keys],
+            "directory": directory, "schedule": " ".join(fields), "keep": keep}
+
+
+# --- texts (pure) ---------------------------------------------------------------------------
+def authorized_keys(conf):
+    return staging.render("files/backup_host/authorized_keys.j2", keys=conf["keys"],
+                          sources=conf["sources"], serve=SERVE)
+
+
+def serve_script(conf):
+    return staging.render("files/backup_host/mailstore-backup-serve.j2",
+                          repository=conf["repository"], rrsync=RRSYNC, tag=SERVE_TAG,
+                          wait=LOCK_WAIT, authorized_keys=AUTHORIZED_KEYS,
+                          sudoers_name=PurePosixPath(SUDOERS).name)
+
+
+def sudoers(conf):
+    return staging.render("files/backup_host/mailstore-backup-pull.sudoers.j2",
+                          pull_user=PULL_USER, serve=SERVE)
+
+
+def known_hosts(conf):
+    return "".join(f"{conf['source']} {key}\n" for key in conf["host_keys"])
+
+
+def job_script(conf):
+    return staging.render("files/backup_host/mailstore-copy-job.j2",
+                          job=JOB, user=COPY_USER, cron_name=PurePosixPath(CRON).name,
+                          source=conf["source"], directory=conf["directory"], tag=TAG,
+                          pull_user=PULL_USER, keep=conf["keep"], mailstore=backup.MAILSTORE,
+                          ssh_key=SSH_KEY, known_hosts=KNOWN_HOSTS)
+
+
+def cron_file(conf):
+    return staging.render("files/backup_host/mailstore-copy.cron.j2",
+                          schedule=conf["schedule"], user=COPY_USER, job=JOB, tag=TAG,
+                          source=conf["source"], directory=conf["directory"])
+
+
+# --- deploys --------------------------------------------------------------------------------
+@deploy("Off-host copy: read-only pull access")
+def pull_access():
+    """On the mail server: the backup host's key may run a read-only rsync of the repository
+    and nothing else. Does nothing while `backup_pull_keys` is empty."""
+    conf = source_settings(host.data.dict())
+    if conf is None:
+        return
+    release = host.data.debian_release
+    apt.packages(name="rsync and sudo for the off-host copy", packages=["rsync", "sudo"])
+    if release == "bullseye" and host.get_fact(File, path=RRSYNC) is None:
+        server.shell(name="rrsync from the rsync package's example script (bullseye)",
+                     commands=[f"mkdir -p {PurePosixPath(RRSYNC_LOCAL).parent} && "
+                               f"zcat {RRSYNC_EXAMPLE} > {RRSYNC_LOCAL}.new && "
+                               f"chmod 755 {RRSYNC_LOCAL}.new && "
+                               f"mv {RRSYNC_LOCAL}.new {RRSYNC_LOCAL} && "
+                               f"ln -sfn {RRSYNC_LOCAL} {RRSYNC}"])
+    server.user(name=f"User {PULL_USER} (the backup host's login)", user=PULL_USER,
+                system=True, home=PULL_HOME, create_home=False, shell="/bin/sh")
+    # Root-owned all the way: the login cannot change its own keys.
+    files.directory(name="Its home", path=PULL_HOME, user="root", group="root", mode="755")
+    files.directory(name="Its .ssh", path=f"{PULL_HOME}/.ssh", user="root", group="root",
+                    mode="755")
+    files.put(name="The backup host's key, forced to a read-only copy",
+              src=io.StringIO(authorized_keys(conf)), dest=AUTHORIZED_KEYS, user="root",
+              group="root", mode="644")
+    files.put(name="mailstore-backup-serve (rrsync -ro under the repository's lock)",
+              src=io.StringIO(serve_script(conf)), dest=SERVE, user="root", group="root",
+              mode="755")
+    staging.files(
+        name="sudoers: the pull user runs exactly mailstore-backup-serve",
+        config_files=[staging.ConfigFile(SUDOERS, sudoers(conf), mode="440")],
+        stage=f"{staging.STAGING_ROOT}/backup-pull-sudoers",
+        check=f"visudo -cf {{stage}}/{PurePosixPath(SUDOERS).name}")
+
+
+@deploy("Off-host copy: the backup host")
+def copies():
+    """On the backup host: the copying user and its key, the copies' directory, the nightly
+    job (copy, prune, verify) and its cron line. mailstore itself: operations/mailstore.py."""
+    conf = host_settings(host.data.dict())
+    apt.packages(name="rsync, ssh and cron for the nightly copy",
+                 packages=["rsync", "openssh-client", "cron"])
+    server.user(name=f"User {COPY_USER} (owns the copies)", user=COPY_USER, system=True,
+                home=COPY_HOME, create_home=False, shell="/bin/sh")
+    files.directory(name="Its home", path=COPY_HOME, user=COPY_USER, group=COPY_USER,
+                    mode="755")
+    files.directory(name="Its .ssh", path=f"{COPY_HOME}/.ssh", user=COPY_USER,
+                    group=COPY_USER, mode="700")
+    # Made here, once: the private key never leaves this host.
+    if host.get_fact(File, path=SSH_KEY) is None:
+        server.shell(name="Its SSH key (made once; the mail server gets the .pub)",
+                     commands=[f"su -s /bin/sh {COPY_USER} -c \"ssh-keygen -q -t ed25519 "
+                               f"-N '' -C {COPY_USER}@$(hostname) -f {SSH_KEY}\""])
+    files.put(name="The mail server's host keys, its only known host",
+              src=io.StringIO(known_hosts(conf)), dest=KNOWN_HOSTS, user=COPY_USER,
+              group=COPY_USER, mode="644")
+    files.directory(name="The copies' directory", path=conf["directory"], user=COPY_USER,
+                    group=COPY_USER, mode="755")
+    files.put(name="mailstore-copy-job (copy, prune, verify)",
+              src=io.StringIO(job_script(conf)), dest=JOB, user="root", group="root",
+              mode="755", create_remote_dir=False)
+    files.put(name="Nightly copy in /etc/cron.d", src=io.StringIO(cron_file(conf)), dest=CRON,
+              user="root", group="root", mode="644", create_remote_dir=False)

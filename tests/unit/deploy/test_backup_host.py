@@ -1,0 +1,298 @@
+"""operations/backup_host.py: the off-host copy's data are validated with every problem at
+once; the texts it installs say what they must; and the whole pull chain (the copy job, its
+ssh, the mail server's forced command, rrsync -ro, the repository's lock) runs here against a
+real repository: incremental, read-only, pruned, verified, and watched by the check.
+
+Only `ssh` is a stand-in (no second host here): it runs the forced command locally, as sshd
+would, with the requested rsync in SSH_ORIGINAL_COMMAND. sudo is left out (the test user may
+read the repository).
+"""
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on sys.path)
+from tests.harness import make_tree
+
+from inventories.validate import problems
+from mailstore import backup as mailstore_backup
+from operations import backup_host
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEQn+9vii7ZoNLvksPT1HnD50j+fCM89lt8x9M159MsY " \
+      "mailstore-copies@backup"
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIbG5tgdi2RhF/0123456789abcdefghijklmnopqr"
+HOST_DATA = {"backup_copy_source": "email.cacert.test",
+             "backup_copy_source_host_keys": [HOST_KEY]}
+
+
+def test_valid_backup_host_data_pass():
+    assert problems("backup_host", HOST_DATA) == []
+    conf = backup_host.host_settings({**_defaults(), **HOST_DATA})
+    assert conf["directory"] == "/srv/mailstore-copies" and conf["keep"] == 30
+
+
+def test_every_problem_of_the_backup_host_is_reported_at_once():
+    found = problems("backup_host", {"backup_copy_source": "email; rm -rf /",
+                                     "backup_copy_source_host_keys": [],
+                                     "backup_copy_dir": "relative/dir",
+                                     "backup_copy_schedule": "nightly",
+                                     "backup_copy_keep": 0})
+    keys = [line.split(":")[0] for line in found]
+    assert keys == ["backup_copy_source", "backup_copy_source_host_keys", "backup_copy_dir",
+                    "backup_copy_schedule", "backup_copy_keep"], found
+
+
+def test_production_names_the_backup_hosts_own_placeholders_only():
+    found = problems("backup_host", {**HOST_DATA, "ssh_hostname": "PLACEHOLDER-address"},
+                     production=True)
+    assert found == ["ssh_hostname: 'PLACEHOLDER-address' is a placeholder; set the real value "
+                     "in the inventory before the first production run"]
+
+
+def test_the_mail_servers_pull_data_are_checked(secrets, email_data):
+    assert backup_host.source_settings({**_defaults(), **email_data}) is None
+    found = problems("email", {**email_data, "backup_pull_keys": ["command=\"sh\" " + KEY],
+                               "backup_pull_from": []})
+    assert [line for line in found if line.startswith("backup_pull")] == [
+        "backup_pull_keys: 'command=\"sh\" ssh-ed25519 AAAAC3NzaC1lZDI'... is not one SSH "
+        "public key line (TYPE BASE64 [COMMENT], no options: the deploy adds them)",
+        "backup_pull_from: empty, but backup_pull_keys names a key: list the backup host's "
+        "addresses (the key works from nowhere else)"]
+    ok = {**email_data, "backup_pull_keys": [KEY], "backup_pull_from": ["10.0.3.39"]}
+    assert [line for line in problems("email", ok) if "backup_pull" in line] == []
+
+
+def _defaults():
+    from operations.defaults import defaults
+    return defaults()
+
+
+def _source_conf(repository="/srv/backup/mailstore"):
+    return {"keys": [KEY], "sources": ["10.0.3.39", "2001:db8::39"],
+            "repository": repository}
+
+
+def test_the_key_is_forced_to_the_serve_command_from_the_backup_host_only():
+    lines = [line for line in backup_host.authorized_keys(_source_conf()).splitlines()
+             if line and not line.startswith("#")]
+    assert lines == ['restrict,from="10.0.3.39,2001:db8::39",command="/usr/bin/sudo -n '
+                     '/usr/local/sbin/mailstore-backup-serve" ' + KEY]
+
+
+def test_the_sudoers_rule_allows_the_serve_command_without_arguments(tmp_path):
+    text = backup_host.sudoers(_source_conf())
+    assert 'mailstore-pull ALL=(root) NOPASSWD: /usr/local/sbin/mailstore-backup-serve ""' \
+        in text
+    path = tmp_path / "sudoers"
+    path.write_text(text)
+    if shutil.which("visudo"):
+        checked = subprocess.run(["visudo", "-cf", str(path)], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_known_hosts_name_the_source_with_its_keys_only():
+    conf = backup_host.host_settings({**_defaults(), **HOST_DATA})
+    assert backup_host.known_hosts(conf) == f"email.cacert.test {HOST_KEY}\n"
+
+
+def test_the_cron_line_runs_the_job_as_the_copies_user():
+    conf = backup_host.host_settings({**_defaults(), **HOST_DATA})
+    jobs = [line for line in backup_host.cron_file(conf).splitlines()
+            if line and not line.startswith("#") and "=" not in line]
+    assert jobs == ["30 5 * * * mailstore-copies nice -n 10 ionice -c 2 -n 7 "
+                    "/usr/local/sbin/mailstore-copy-job"]
+
+
+# --- the whole chain, here ------------------------------------------------------------------
+FAKE_SSH = """#!/bin/sh
+# sshd's part: skip ssh's options and the destination, run the forced command with the
+# requested command in SSH_ORIGINAL_COMMAND.
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -i|-o|-p|-l) shift 2 ;;
+        -*) shift ;;
+        *) shift; break ;;
+    esac
+done
+SSH_ORIGINAL_COMMAND="$*" SSH_CLIENT="127.0.0.1 40000 22" exec sh {serve}
+"""
+
+
+@pytest.fixture
+def chain(tmp_path):
+    """A repository with one snapshot, the mail server's serve script for it, the copy job for
+    a copies directory, and `run()` / `check()` / `snapshot()` to drive them."""
+    if not (shutil.which("rrsync") and shutil.which("rsync") and shutil.which("flock")):
+        pytest.fail("rsync (with rrsync) and flock are needed: see tests/packages")
+    src, repo, copies, bin_dir = (tmp_path / n for n in ("src", "repo", "copies", "bin"))
+    make_tree(str(src))
+    mailstore_backup.init(str(repo))
+    mailstore_backup.run(str(repo), str(src))
+    copies.mkdir()
+    bin_dir.mkdir()
+    serve = tmp_path / "serve"
+    serve.write_text(backup_host.serve_script(_source_conf(str(repo))).replace(
+        backup_host.RRSYNC, shutil.which("rrsync")))
+    (bin_dir / "ssh").write_text(FAKE_SSH.format(serve=serve))
+    mailstore = bin_dir / "mailstore"
+    mailstore.write_text(f"#!/bin/sh\nPYTHONPATH={REPO_ROOT} exec {sys.executable} "
+                         "-m mailstore \"$@\"\n")
+    for script in (bin_dir / "ssh", mailstore):
+        script.chmod(0o755)
+    conf = {"source": "email.cacert.test", "host_keys": [HOST_KEY], "directory": str(copies),
+            "schedule": "30 5 * * *", "keep": 2}
+    job = tmp_path / "job"
+    job.write_text(backup_host.job_script(conf).replace(
+        f"MAILSTORE={mailstore_backup_path()}", f"MAILSTORE={mailstore}"))
+    job.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+    class Chain:
+        def run(self):
+            ran = subprocess.run([str(job)], env=env, capture_output=True, text=True,
+                                 stdin=subprocess.DEVNULL, timeout=120)
+            state = json.loads((copies / "state.json").read_text()) \
+                if (copies / "state.json").exists() else None
+            return ran, state
+
+        def check(self, *args):
+            return subprocess.run([str(mailstore), "check", "backup-copy", str(copies), *args],
+                                  capture_output=True, text=True, timeout=60)
+
+        def snapshot(self):
+            (src / "alice" / "Maildir" / "new").mkdir(parents=True, exist_ok=True)
+            (src / "alice" / "Maildir" / "new" / f"{len(os.listdir(repo / 'packs'))}.x") \
+                .write_bytes(os.urandom(100000))
+            return mailstore_backup.run(str(repo), str(src))
+
+    chain = Chain()
+    chain.repo, chain.copies, chain.src = repo, copies, src
+    return chain
+
+
+def mailstore_backup_path():
+    from operations import backup
+    return backup.MAILSTORE
+
+
+def _packs(root):
+    return sorted(str(p.relative_to(root)) for p in root.glob("packs/*/*.pack"))
+
+
+def test_the_job_copies_incrementally_read_only_and_prunes(chain):
+    ran, first = chain.run()
+    assert ran.returncode == 0, ran.stderr
+    copy1 = chain.copies / first["copy"]
+    assert _packs(copy1) == _packs(chain.repo) and first["verify_ok"]
+    assert os.readlink(chain.copies / "latest") == first["copy"]
+
+    chain.snapshot()
+    new = set(_packs(chain.repo)) - set(_packs(copy1))
+    assert new
+    ran, second = chain.run()
+    assert ran.returncode == 0, ran.stderr
+    copy2 = chain.copies / second["copy"]
+    # only the new packs (and the catalog, index and config that changed) travelled
+    assert second["files_transferred"] <= len(new) + 3, second
+    for pack in _packs(copy1):
+        assert os.stat(copy1 / pack).st_ino == os.stat(copy2 / pack).st_ino
+    # (`lock`: made by the verify step, which runs as root here; the copies' user cannot)
+    for path in [copy2, *(p for p in copy2.rglob("*") if p.name != "lock")]:
+        assert not os.lstat(path).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH), path
+    # a copy is a repository: restore reads it
+    listed = mailstore_backup.list_snapshots(str(copy2))
+    assert len(listed) == len(mailstore_backup.list_snapshots(str(chain.repo)))
+
+    chain.snapshot()
+    ran, third = chain.run()
+    assert ran.returncode == 0, ran.stderr
+    names = sorted(p.name for p in chain.copies.iterdir() if p.name[:1].isdigit())
+    assert names == sorted([second["copy"], third["copy"]])  # keep 2: the first is pruned
+    assert third["copies"] == 2
+    # pruning left the files the newer copies share read-only
+    copy3 = chain.copies / third["copy"]
+    for path in (p for p in copy3.rglob("*") if p.is_file() and p.name != "lock"):
+        assert not os.lstat(path).st_mode & stat.S_IWUSR, path
+
+
+def test_the_forced_command_refuses_writes(chain, tmp_path):
+    ran, state = chain.run()
+    assert ran.returncode == 0, ran.stderr
+    (tmp_path / "evil").write_text("x")
+    for args in (["rsync", "-a", str(tmp_path / "evil"), "h:./"],
+                 ["rsync", "-a", "--delete", str(tmp_path / "copies") + "/", "h:./"]):
+        pushed = subprocess.run(args, env={**os.environ, "PATH": f"{tmp_path / 'bin'}:"
+                                           f"{os.environ['PATH']}"},
+                                capture_output=True, text=True, timeout=60)
+        assert pushed.returncode != 0, pushed
+    assert not (chain.repo / "evil").exists() and (chain.repo / "config.json").exists()
+    shell = subprocess.run([str(tmp_path / "bin" / "ssh"), "h", "rm", "-rf", str(chain.repo)],
+                           capture_output=True, text=True, timeout=60)
+    assert shell.returncode != 0 and (chain.repo / "config.json").exists()
+
+
+def test_the_check_follows_the_copies(chain):
+    missing = chain.check()
+    assert missing.returncode == 2
+    assert missing.stdout.startswith("BACKUP COPY CRITICAL - no copy in ")
+    ran, _ = chain.run()
+    assert ran.returncode == 0, ran.stderr
+    fresh = chain.check()
+    assert fresh.returncode == 0 and " | age=" in fresh.stdout, fresh.stdout
+    state = json.loads((chain.copies / "state.json").read_text())
+    state["copied"] -= 3 * 86400
+    (chain.copies / "state.json").write_text(json.dumps(state))
+    stale = chain.check()
+    assert stale.returncode == 2 and "last copy is" in stale.stdout, stale.stdout
+    assert chain.check("-w", "400000", "-c", "500000").returncode == 0
+    state["verify_ok"] = False
+    (chain.copies / "state.json").write_text(json.dumps(state))
+    failed = chain.check("-w", "400000", "-c", "500000")
+    assert failed.returncode == 2 and "FAILED" in failed.stdout, failed.stdout
+    (chain.copies / "state.json").write_text("{")
+    assert chain.check().returncode == 3
+
+
+# --- the deploys, on a fake host ------------------------------------------------------------
+LINUX = {"Os": "Linux", "LinuxName": "Debian", "Groups": [], "Users": {},
+         "Which": "/usr/sbin/useradd"}
+
+
+def test_no_pull_key_installs_nothing_on_the_mail_server(secrets):
+    assert fake_host.run(backup_host.pull_access) == []
+
+
+def test_the_mail_servers_side_is_the_forced_key_the_serve_script_and_sudoers(secrets):
+    from tests.unit.deploy.fake_host import run
+    ops = run(backup_host.pull_access, data={"backup_pull_keys": [KEY],
+                                             "backup_pull_from": ["10.0.3.39"],
+                                             "debian_release": "bookworm"}, facts=LINUX)
+    uploads = {}
+    for op in ops:
+        uploads.update(op.uploads)
+    assert uploads[backup_host.AUTHORIZED_KEYS].rstrip().endswith(KEY)
+    assert "rrsync\" -ro \"$REPO\"" in uploads[backup_host.SERVE].replace("$RRSYNC", "rrsync")
+    assert 'flock -x' in uploads[backup_host.SERVE]
+    assert not [op for op in ops if "rrsync from the rsync package" in op.name]
+    bullseye = run(backup_host.pull_access, data={"backup_pull_keys": [KEY],
+                                                  "backup_pull_from": ["10.0.3.39"],
+                                                  "debian_release": "bullseye"},
+                   facts=LINUX)
+    assert [op for op in bullseye if "rrsync from the rsync package" in op.name]
+
+
+def test_the_backup_hosts_key_is_made_once(secrets):
+    from tests.unit.deploy.fake_host import run
+    fresh = run(backup_host.copies, data=HOST_DATA, groups=("backup_host",), facts=LINUX)
+    assert [op for op in fresh if "ssh-keygen" in " ".join(op.commands)]
+    again = run(backup_host.copies, data=HOST_DATA, groups=("backup_host",),
+                facts={**LINUX, "File": lambda path: {"mode": 600}
+                       if path == backup_host.SSH_KEY else None})
+    assert not [op for op in again if "ssh-keygen" in " ".join(op.commands)]
