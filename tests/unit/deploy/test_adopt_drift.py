@@ -4,7 +4,7 @@ import io
 from pathlib import Path
 
 from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on sys.path)
-from operations import drift, live_facts as lf, mariadb
+from operations import drift, live_facts as lf, lxc_config, mariadb
 from operations.defaults import defaults
 from operations.secret_file import staged_path
 from operations.staging import render
@@ -114,22 +114,37 @@ def test_dovecot_settings_drift_legacy_against_the_template():
     assert not any("disable_plaintext_auth" in w for w in found)   # default yes = yes
 
 
-def test_lxc_drift_names_what_the_deploy_config_drops():
-    live = lf.parse_lxc_config(sample("legacy-lxc.conf"))
-    new_text = render("files/infra02/lxc.conf.j2", name_="legacy",
-                      rootfs="/var/lib/lxc/legacy/rootfs",
-                      net={"link": "labbr0", "hwaddr": "00:16:3e:ca:ce:29",
-                           "ipv4": "10.0.3.29/24", "ipv4_gateway": "10.0.3.1",
-                           "ipv6": None, "ipv6_gateway": None},
-                      autostart=True, data_volume_host_path="/srv/cacert-lab/mail",
-                      data_volume="srv/mail")
-    found = whats(drift.lxc_drift("infra02", live, lf.parse_lxc_config(new_text)))
+def test_lxc_drift_of_the_merged_config_is_only_what_the_inventory_adds():
+    """The deploy merges its keys into the live config (operations/lxc_config.py): adopting
+    the legacy's NICs, nothing of the live config is dropped; the data volume's mount is the
+    one line it adds."""
+    live_text = sample("legacy-lxc.conf")
+    live = lf.parse_lxc_config(live_text)
+    extra = [{"name": f"eth{i}", "link": f"labbr{i}", "hwaddr": f"00:16:3e:ca:ce:{mac}",
+              "ipv4": f"10.0.{3 + i}.19/24", "ipv4_gateway": None, "ipv6": None,
+              "ipv6_gateway": None} for i, mac in ((1, "a9"), (2, "b9"))]
+    data = {"container_name": "legacy", "container_autostart": True,
+            "container_net": {"link": "labbr0", "hwaddr": "00:16:3e:ca:ce:29",
+                              "ipv4": "10.0.3.29/24", "ipv4_gateway": "10.0.3.1",
+                              "ipv6": None, "ipv6_gateway": None},
+            "container_extra_nets": extra, "container_mounts": [],
+            "data_volume_host_path": "/srv/cacert-lab/legacy-mail", "data_volume": "/srv/mail"}
+    merged = lxc_config.merge(live_text, lxc_config.wanted(data)).text
+    assert whats(drift.lxc_drift("infra02", live, lf.parse_lxc_config(merged))) == [
+        "mount entry added: /srv/cacert-lab/legacy-mail srv/mail none bind,create=dir 0 0"]
+
+
+def test_lxc_drift_names_what_a_new_config_drops():
+    live_text = sample("legacy-lxc.conf")
+    live = lf.parse_lxc_config(live_text)
+    dropped = "\n".join(line for line in live_text.splitlines() if not line.startswith(
+        ("lxc.cgroup2.memory.max", "lxc.net.1.", "lxc.mount.entry")))
+    found = whats(drift.lxc_drift("infra02", live, lf.parse_lxc_config(dropped)))
     assert "key dropped: lxc.cgroup2.memory.max = 2G" in found
     assert "NIC dropped: eth1 on labbr1 10.0.4.19/24" in found
     assert ("mount entry dropped: /srv/cacert-lab/legacy-spool var/spool/legacy-extra none "
             "bind,create=dir 0 0") in found
-    assert "mount entry added: /srv/cacert-lab/mail srv/mail none bind,create=dir 0 0" in found
-    assert not any("eth0" in w for w in found)
+    assert not any("eth0" in w or "eth2" in w for w in found)
     assert drift.lxc_drift("infra02", live, live) == []
 
 
