@@ -112,6 +112,22 @@ def _refuse_other_rootfs(name, config, rootfs):
             "Infra02 out of this run (--limit email)")
 
 
+def _inherit_host_keys(previous, rootfs):
+    """A successor (operations/successor.py) boots with the SSH host keys of the container it
+    replaces: the published SSHFP records and the admins' known_hosts stay true across the
+    upgrade. Copied on the host, before the first start (sshd reads them then); the old
+    container's rootfs is only read."""
+    source = f"{LXC_PATH}/{previous}/rootfs/etc/ssh"
+    _refuse_symlinks(rootfs, ["etc/ssh"])
+    server.shell(
+        name=f"SSH host keys of {previous} for its successor",
+        commands=[f"test -f {shlex.quote(source)}/ssh_host_ed25519_key || "
+                  f"{{ echo 'no SSH host keys in {source}: is {previous} a container of "
+                  "this host with its rootfs in a directory?' >&2; exit 1; }",
+                  f"cp -p {shlex.quote(source)}/ssh_host_*_key "
+                  f"{shlex.quote(source)}/ssh_host_*_key.pub {shlex.quote(rootfs)}/etc/ssh/"])
+
+
 @deploy("Infra02: email container")
 def container():
     data = host.data
@@ -212,6 +228,8 @@ def container():
                    user="root", group="root", keys=data.root_authorized_keys)
 
     running = state is not None and state["state"] == "RUNNING"
+    if data.successor_of and not running:
+        _inherit_host_keys(data.successor_of, rootfs)
     if not running:
         server.shell(name=f"Start container {name}",
                      commands=[f"lxc-start -n {shlex.quote(name)} -d",
