@@ -8,7 +8,8 @@ corrupt its indexes and lose mail. So this is a guard, not a convention:
 - a systemd drop-in runs `/usr/local/sbin/data-volume-owner VOLUME NAME` as ExecStartPre of
   dovecot.service: Dovecot (and with it the LMTP server Postfix delivers to; Postfix then
   keeps the mail queued) refuses to start in a container the marker does not name, and
-  `systemctl status dovecot` shows why;
+  `systemctl status dovecot` shows why; /usr/sbin/policy-rc.d tells package scripts that
+  starting it there is forbidden (so an install or upgrade of Dovecot does not fail dpkg);
 - the deploy writes the marker when none exists (the first deploy adopts the volume) and
   never overwrites one naming another container: one DeployError says whose it is;
 - a successor's deploy (inventory datum `successor_of`: the container it replaces) never
@@ -28,6 +29,9 @@ from pyinfra.operations.util import any_changed
 
 MARKER = ".cacert-owner"
 CHECK = "/usr/local/sbin/data-volume-owner"
+# Read by invoke-rc.d and deb-systemd-invoke (Debian policy 9.3.3.1); none exists on Debian
+# unless an admin wrote one: this deploy owns it.
+POLICY_RC_D = "/usr/sbin/policy-rc.d"
 # Units that write the volume: Dovecot's IMAP/POP3/LMTP/sieve all run under dovecot.service.
 UNITS = ("dovecot",)
 # The name and the path go on an ExecStartPre line and into a shell test: plain characters.
@@ -110,6 +114,11 @@ def guard():
             src="files/volume_owner/owner-check.conf.j2",
             dest=f"/etc/systemd/system/{unit}.service.d/cacert-volume-owner.conf",
             mode="644", volume=volume, container=name, unit=unit))
+    # Debian's package scripts ask this before they start a service (dovecot-core's trigger
+    # restarts Dovecot and fails dpkg when the start fails): they are told "forbidden".
+    files.template(name="policy-rc.d: package scripts start Dovecot only in the owner",
+                   src="files/volume_owner/policy-rc.d.j2", dest=POLICY_RC_D, mode="755",
+                   volume=volume, container=name)
     systemd.daemon_reload(name="systemd reads the drop-ins",
                           _if=any_changed(*changed))
     if verdict == "adopt":

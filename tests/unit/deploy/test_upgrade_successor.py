@@ -52,17 +52,19 @@ def test_known_hosts_lines_of_the_old_address_are_written_for_the_new_one():
         "10.0.3.39 ssh-ed25519 AAAAkey\n10.0.3.39 ecdsa-sha2-nistp256 CCCC\n")
 
 
-def test_a_new_successor_boots_with_the_old_containers_host_keys():
+def test_a_new_successor_boots_with_the_old_containers_host_keys_and_hostname():
     data = {**successor.derive(_serving(), "trixie"), "root_authorized_keys": ["ssh-ed25519 K"]}
     ops = run(infra02.container, data=data, groups=("infra02",),
               facts={"Mounts": {"/srv/email-data": {}}})
     names = [op.name.split(" | ", 1)[-1] for op in ops]
-    keys = names.index("SSH host keys of email for its successor")
+    keys = names.index("SSH host keys and hostname of email for its successor")
     assert names.index("Create container email-next (Debian trixie)") < keys
     assert keys < names.index("Start container email-next")
-    copy = ops[keys].commands[-1]
+    copy = ops[keys].commands[1]
     assert copy.startswith("cp -p /var/lib/lxc/email/rootfs/etc/ssh/ssh_host_*_key ")
     assert copy.endswith(" /var/lib/lxc/email-next/rootfs/etc/ssh/")
+    assert ops[keys].commands[2] == ("cp -p /var/lib/lxc/email/rootfs/etc/hostname "
+                                     "/var/lib/lxc/email-next/rootfs/etc/hostname")
 
 
 def _upgrade(*args):

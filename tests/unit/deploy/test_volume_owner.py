@@ -78,6 +78,26 @@ def test_a_successor_configures_dovecot_but_does_not_start_it(secrets, email_dat
     assert any(op.name.endswith("Dovecot running") for op in ops)
 
 
+def _policy(tmp_path, name, *args):
+    """Exit status of the rendered policy-rc.d with its check pointed at the real script."""
+    ops = _guard("email")
+    text = next(op.uploads[volume_owner.POLICY_RC_D] for op in ops
+                if volume_owner.POLICY_RC_D in op.uploads)
+    text = text.replace(volume_owner.CHECK, f"sh {SCRIPT}").replace("/srv/mail", str(tmp_path))
+    text = text.replace("/srv/mail", str(tmp_path)).replace(" email ||", f" {name} ||")
+    return subprocess.run(["sh", "-c", text, "policy-rc.d", *args], capture_output=True,
+                          text=True).returncode
+
+
+def test_package_scripts_may_start_dovecot_only_in_the_owner(tmp_path):
+    (tmp_path / ".cacert-owner").write_text("email\n")
+    assert _policy(tmp_path, "email-next", "dovecot", "start") == 101
+    assert _policy(tmp_path, "email-next", "--quiet", "dovecot.service", "restart") == 101
+    assert _policy(tmp_path, "email-next", "dovecot", "stop") == 0
+    assert _policy(tmp_path, "email-next", "postfix", "start") == 0
+    assert _policy(tmp_path, "email", "dovecot", "restart") == 0
+
+
 def _check(tmp_path, name, marker=None):
     if marker is not None:
         (tmp_path / ".cacert-owner").write_text(marker)
