@@ -82,10 +82,12 @@ def checks_before_cutover(inventory, release):
     the successor has made none yet.) [(host name, Result)]."""
     from operations import dns_report, host_checks, status
 
-    env = {successor.ENV_INVENTORY: str(Path(inventory).resolve()),
-           successor.ENV_RELEASE: release}
-    os.environ.update(env)
-    args = status._parser().parse_args([SUCCESSOR_INVENTORY])
+    # inventories/successor.py reads them, loaded here in this process.
+    os.environ.update({successor.ENV_INVENTORY: str(Path(inventory).resolve()),
+                       successor.ENV_RELEASE: release})
+    # status's own options, all left to the inventory's status_* data.
+    args = argparse.Namespace(source=None, nameserver=None, ca=None, backup_max_age=None,
+                              timeout=status.DEFAULT_TIMEOUT)
     results = []
     with dns_report.email_hosts(str(REPO / SUCCESSOR_INVENTORY)) as hosts:
         for host, connected in hosts:
@@ -97,7 +99,8 @@ def checks_before_cutover(inventory, release):
             if not connected:
                 found.append(Result(FAIL, "ssh", f"cannot connect to {address}"))
             else:
-                run = host_checks.pyinfra_runner(host, opts["timeout"] * 6)
+                run = host_checks.pyinfra_runner(
+                    host, opts["timeout"] * status.SSH_TIMEOUT_FACTOR)
                 units = [u for u in host_checks.expected_units(data) if u not in WAITING_UNITS]
                 found += host_checks.service_checks(run, units)
                 found.append(_dovecot_waits(run, data))

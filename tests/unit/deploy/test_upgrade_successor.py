@@ -7,7 +7,7 @@ import pytest
 
 from tests.unit.deploy.fake_host import REPO, run
 
-from operations import infra02, lxc_config, successor
+from operations import infra02, lxc_config, successor, upgrade
 from operations.defaults import defaults
 
 NET = {"link": "br0", "hwaddr": "00:16:3e:00:00:20", "ipv4": "192.0.2.20/24",
@@ -90,3 +90,22 @@ def test_the_command_has_help_and_refuses_an_unknown_release():
     assert "prepare" in _upgrade("--help").stdout
     result = _upgrade("inventories/lab.py", "prepare", "--release", "buster")
     assert result.returncode == 2 and "invalid choice: 'buster'" in result.stderr
+
+
+def test_dovecot_waits_only_while_stopped_and_the_marker_names_the_old_container():
+    data = successor.derive(_serving(), "trixie")
+    waits = upgrade._dovecot_waits(lambda cmd: (0, "inactive\nemail\n"), data)
+    assert waits.status == "OK"
+    running = upgrade._dovecot_waits(lambda cmd: (0, "active\nemail\n"), data)
+    assert running.status == "FAIL" and "dovecot active" in running.detail
+    taken = upgrade._dovecot_waits(lambda cmd: (0, "inactive\nemail-next\n"), data)
+    assert taken.status == "FAIL" and "names email-next" in taken.detail
+
+
+def test_each_step_is_shown_with_its_duration():
+    steps = [{"step": "container (Infra02)", "ok": True, "seconds": 9.8, "detail": "pyinfra"},
+             {"step": "deploy (successor)", "ok": False, "seconds": 151.1, "detail": "pyinfra"}]
+    text = upgrade.render(steps, as_json=False).splitlines()
+    assert text[0] == "OK   container (Infra02) (9.8 s)"
+    assert text[2] == "FAIL deploy (successor) (151.1 s)"
+    assert text[-1] == "total 160.9 s"
