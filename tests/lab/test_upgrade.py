@@ -109,6 +109,11 @@ def test_prepare_builds_deploys_and_checks_the_successor(prepared):
     assert all(s["ok"] and s["seconds"] > 0 for s in report["steps"])
     for step in report["steps"]:
         print(f"{step['step']}: {step['seconds']} s")
+    checks = {r["check"]: r["status"] for r in report["steps"][2]["detail"]}
+    print("\n".join(f"  {status} {check}" for check, status in checks.items()))
+    assert checks["dovecot waits"] == "OK"
+    assert checks["service postfix"] == checks["port smtp/25"] == "OK"
+    assert not any(check.startswith(("port imap", "service dovecot")) for check in checks)
 
 
 def test_the_serving_container_kept_serving(prepared, ssh, lab, alice):
