@@ -12,7 +12,7 @@ from operations import (backup, backup_host, base, certificates, crl, dkim, dove
                         icinga2_agent, infra02, lab_host, lab_icinga_master,
                         lab_selfservice_repo, mailstore,
                         mariadb, migration, monitoring, nginx, postfix, puppet,
-                        selfservice_api)
+                        selfservice_api, volume_owner)
 
 if "lab_host" in host.groups:
     lab_host.prepare()
@@ -28,6 +28,7 @@ if "email" in host.groups:
     certificates.install()
     mariadb.server()
     dkim.signer()  # before Postfix hands it mail as a milter
+    volume_owner.guard()  # before Dovecot's package first starts it
     postfix.server()
     mailstore.install()
     migration.move_mail()  # before Dovecot reads the new mail_root; leaves delivery deferred

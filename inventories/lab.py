@@ -55,6 +55,15 @@ _SHARED = {
         "ipv6": None,
         "ipv6_gateway": None,
     },
+    # python -m operations.upgrade: the successor's eth0 until the cut-over.
+    "successor_net": {
+        "link": t.BRIDGE,
+        "hwaddr": t.SUCCESSOR_HWADDR,
+        "ipv4": f"{t.SUCCESSOR_ADDRESS}/{t.PREFIXLEN}",
+        "ipv4_gateway": t.BRIDGE_ADDRESS,
+        "ipv6": None,
+        "ipv6_gateway": None,
+    },
     "container_nameservers": [t.BRIDGE_ADDRESS],
     # lab_host.prepare() loop-mounts the lab's data volume image here.
     "data_volume_host_path": t.DATA_VOLUME_HOST_PATH,

@@ -34,6 +34,17 @@ EMAIL = {
         "ipv6": "2001:7b8:616:162:2::228/64",
         "ipv6_gateway": None,
     },
+    # python -m operations.upgrade: the successor container's eth0 until the cut-over hands
+    # it eth0's MAC and addresses. Choose a free MAC and address on br0; only an upgrade
+    # reads it (and stops while it is PLACEHOLDER).
+    "successor_net": {
+        "link": "br0",
+        "hwaddr": "PLACEHOLDER-successor-mac",
+        "ipv4": "PLACEHOLDER-successor-address/24",
+        "ipv4_gateway": None,
+        "ipv6": None,
+        "ipv6_gateway": None,
+    },
     "container_extra_nets": [
         {"name": "eth1", "link": "PLACEHOLDER-intranet-bridge", "hwaddr": "PLACEHOLDER-eth1-mac",
          "ipv4": "172.16.2.19/PLACEHOLDER-prefix-length", "ipv4_gateway": None,

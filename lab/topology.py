@@ -10,6 +10,10 @@ BRIDGE_ADDRESS = "10.0.3.1"
 PREFIXLEN = 24
 CONTAINER_ADDRESS = "10.0.3.19"
 CONTAINER_HWADDR = "00:16:3e:ca:ce:19"
+# The successor an upgrade builds beside CONTAINER (`<CONTAINER>-next`, operations/upgrade.py)
+# until its cut-over: its temporary eth0.
+SUCCESSOR_ADDRESS = "10.0.3.49"
+SUCCESSOR_HWADDR = "00:16:3e:ca:ce:49"
 # Secondary addresses of this machine on the bridge: a test connecting from one of them is
 # the monitor or the community host; from BRIDGE_ADDRESS it is an untrusted origin.
 MONITOR_ADDRESS = "10.0.3.2"

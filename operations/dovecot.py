@@ -20,7 +20,7 @@ from pyinfra.operations import apt, files, server as server_ops, systemd
 from operations.mailstore import VENV
 from operations.mariadb import REHASH_ACCOUNT
 from operations.secrets import InventoryError, read_password
-from operations import staging
+from operations import staging, volume_owner
 
 # Dovecot major version of each Debian release: the folder of templates it gets.
 DOVECOT_VERSION = {"bullseye": "2.3", "bookworm": "2.3", "trixie": "2.4"}
@@ -95,6 +95,14 @@ def server():
     # reload-or-restart, not a reload: the mail move (operations/migration.py) stops Dovecot
     # for its cut-over and relies on this step to start it on the new mail_root; pyinfra's
     # service facts were read before that, and `systemctl reload` fails on a stopped unit.
+    if not volume_owner.may_write():
+        # A successor before its cut-over: configured, enabled, not started (its start would
+        # be refused anyway: the volume's owner marker names the container it replaces).
+        logger.warning(f"{host.name}: Dovecot NOT started: the data volume belongs to "
+                       f"{data['successor_of']} until the cut-over")
+        systemd.service(name="Dovecot stopped until the cut-over", service="dovecot",
+                        running=False, enabled=True)
+        return
     server_ops.shell(name="Reload Dovecot", commands=["systemctl reload-or-restart dovecot"],
                      _if=config.did_change)
     systemd.service(name="Dovecot running", service="dovecot", running=True, enabled=True)

@@ -137,6 +137,12 @@ def agent():
                               path=f"{ETC}/features-enabled/api.conf",
                               target="../features-available/api.conf"))
 
+    if host.data.successor_of:
+        # A successor before its cut-over: same endpoint name as the serving container's
+        # agent, and the parent takes one connection per endpoint. It starts at the cut-over.
+        systemd.service(name="Icinga2 stopped until the cut-over", service="icinga2",
+                        running=False, enabled=True)
+        return
     systemd.service(name="Icinga2 running", service="icinga2", running=True, enabled=True)
     systemd.service(name="Reload Icinga2", service="icinga2", reloaded=True,
                     _if=any_changed(*changes))

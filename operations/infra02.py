@@ -112,6 +112,25 @@ def _refuse_other_rootfs(name, config, rootfs):
             "Infra02 out of this run (--limit email)")
 
 
+def _inherit_identity(previous, rootfs):
+    """A successor (operations/successor.py) boots with the SSH host keys and the hostname of
+    the container it replaces: the published SSHFP records and the admins' known_hosts stay
+    true across the upgrade, and the base deploy finds the hostname set (hostnamectl needs a
+    D-Bus a fresh container lacks). Copied on the host, before the first start (sshd and
+    systemd read them then); the old container's rootfs is only read."""
+    source = shlex.quote(f"{LXC_PATH}/{previous}/rootfs/etc")
+    _refuse_symlinks(rootfs, ["etc/ssh", "etc/hostname"])
+    server.shell(
+        name=f"SSH host keys and hostname of {previous} for its successor",
+        commands=[f"test -f {source}/ssh/ssh_host_ed25519_key || "
+                  f"{{ echo 'no SSH host keys in {LXC_PATH}/{previous}/rootfs/etc/ssh: is "
+                  f"{previous} a container of this host with its rootfs in a directory?' >&2; "
+                  "exit 1; }",
+                  f"cp -p {source}/ssh/ssh_host_*_key {source}/ssh/ssh_host_*_key.pub "
+                  f"{shlex.quote(rootfs)}/etc/ssh/",
+                  f"cp -p {source}/hostname {shlex.quote(rootfs)}/etc/hostname"])
+
+
 @deploy("Infra02: email container")
 def container():
     data = host.data
@@ -212,6 +231,8 @@ def container():
                    user="root", group="root", keys=data.root_authorized_keys)
 
     running = state is not None and state["state"] == "RUNNING"
+    if data.successor_of and not running:
+        _inherit_identity(data.successor_of, rootfs)
     if not running:
         server.shell(name=f"Start container {name}",
                      commands=[f"lxc-start -n {shlex.quote(name)} -d",

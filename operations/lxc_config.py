@@ -77,7 +77,8 @@ def nic(name, net):
 
 # The inventory data wanted() reads.
 DATA_KEYS = ("container_name", "container_autostart", "container_net", "container_extra_nets",
-             "data_volume_host_path", "data_volume", "container_mounts")
+             "data_volume_host_path", "data_volume", "data_volume_read_only",
+             "container_mounts")
 
 
 def wanted(data):
@@ -85,7 +86,8 @@ def wanted(data):
     nics = [nic("eth0", data["container_net"])]
     nics += [nic(net["name"], net) for net in data["container_extra_nets"]]
     volume = mount_target(data["data_volume"])
-    mounts = [(volume, f"{data['data_volume_host_path']} {volume} none bind,create=dir 0 0")]
+    options = "bind,ro,create=dir" if data.get("data_volume_read_only") else "bind,create=dir"
+    mounts = [(volume, f"{data['data_volume_host_path']} {volume} none {options} 0 0")]
     for mount in data["container_mounts"]:
         target = mount_target(mount["target"])
         mounts.append((target, f"{mount['source']} {target} {mount['type']} "

@@ -38,6 +38,15 @@ container_mounts = []
 container_nameservers = []
 # Start the container when Infra02 boots.
 container_autostart = True
+# Set only in a successor's inventory (python -m operations.upgrade derives it): the name of
+# the container it replaces, which owns the data volume until the cut-over; the successor
+# leaves the owner marker alone and does not start Dovecot (operations/volume_owner.py).
+successor_of = None
+# eth0 of the successor an upgrade builds beside the serving container (container_net's
+# shape): a temporary MAC and address of its own until the cut-over hands over eth0's.
+successor_net = None
+# Mount the data volume read-only (a successor before its cut-over).
+data_volume_read_only = False
 # Host directory holding the mail data volume (a separate filesystem), and where it appears
 # inside the container.
 data_volume_host_path = "/srv/email-data"

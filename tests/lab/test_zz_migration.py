@@ -186,7 +186,8 @@ def restore(ssh, lab):
         if journal_done(ssh, OLD_ROOT) and cleanup.returncode != 0:
             problems.append(f"cleanup of {NEW_ROOT}: {cleanup.stdout}{cleanup.stderr}")
         else:
-            ssh(f"find {NEW_ROOT} -mindepth 1 -maxdepth 1 ! -name lost+found -exec rm -rf {{}} +;"
+            ssh(f"find {NEW_ROOT} -mindepth 1 -maxdepth 1 ! -name lost+found ! -name .cacert-owner"
+                f" -exec rm -rf {{}} +;"
                 f" rm -rf {OLD_ROOT}/.mailstore-migrate; chown root:root {NEW_ROOT};"
                 f" chmod 755 {NEW_ROOT}")
     else:
