@@ -108,7 +108,10 @@ def _wait_for_ssh(ssh, timeout=180):
 def fresh_legacy(lab):
     """The legacy server as the Puppet era left it: rebuilt if a deploy already ran there."""
     lab_container("up", "legacy")
-    if legacy_shell(legacy_record(lab))(f"test -e {DEPLOYED_MARK}", check=False).returncode == 0:
+    # Either step of a deploy leaves its mark: the host step the data volume's mount entry.
+    deployed = (" srv/mail " in LXC_CONFIG.read_text() or legacy_shell(legacy_record(lab))(
+        f"test -e {DEPLOYED_MARK}", check=False).returncode == 0)
+    if deployed:
         lab_container("down", "legacy")
         lab_container("up", "legacy")
     ADOPTED.unlink(missing_ok=True)
