@@ -15,7 +15,7 @@ from pathlib import Path
 
 from inventories.lab import shared_data
 from inventories.validate import stop_unless_valid
-from lab import topology as t
+from lab import icinga_agents, topology as t
 from operations.secrets import InventoryError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,11 +49,15 @@ def legacy_data(adopted_path=ADOPTED):
         "container_net": {"link": _ETH0["bridge"], "hwaddr": _ETH0["hwaddr"],
                           "ipv4": _ETH0["address"], "ipv4_gateway": SPEC["gateway"],
                           "ipv6": None, "ipv6_gateway": None},
-        # Never the main container's volume (/srv/cacert-lab/mail): the legacy keeps its mail
-        # in its rootfs until a deploy moves it (the lab does not make this path yet).
-        "data_volume_host_path": "/srv/cacert-lab/legacy-mail",
+        # Its own loop-mounted image (`lab container up legacy`), never the main container's
+        # volume; the legacy keeps its mail in its rootfs until a migration moves it there.
+        "data_volume_host_path": SPEC["data_volume"]["path"],
         "mail_accounts": [],
         "mail_aliases": [],
+        # Its own agent on the lab master (the email container's is email.infra.cacert.test);
+        # `lab container up legacy` makes the ticket and the master's objects.
+        "icinga2_node_name": SPEC["icinga2_node"],
+        "icinga2_ticket_secret": icinga_agents.ticket_secret("legacy"),
     })
     data.update(_adopted(adopted_path))
     return data

@@ -2,8 +2,8 @@
 
 Each is described in lab/topology.py CONTAINERS (release, NICs on lab bridges, gateway, LXC
 config, builder). `up`, under the lab lock, reusing what a previous (even killed) run left:
-  1. the extra bridges its NICs name (topology.EXTRA_BRIDGES) and the host directories its
-     LXC config mounts;
+  1. the extra bridges its NICs name (topology.EXTRA_BRIDGES), the host directories its
+     LXC config mounts, and its data volume (a loop-mounted image of its own) if it has one;
   2. a half-made container or one of another release is destroyed (lab only!), a missing
      one is made with lxc-create (the debian template, its cache makes it quick);
   3. once, before its first start: its LXC config (generated from the NICs, or the
@@ -12,11 +12,12 @@ config, builder). `up`, under the lab lock, reusing what a previous (even killed
      the lab's DNS, root's SSH key (a marker file in the container's LXC directory says
      this is done; afterwards the config belongs to whatever manages the container);
   4. started, host keys from its rootfs into `.lab/known_hosts-NAME`, SSH waited for;
-  5. its builder, if it has one (the legacy server: lab/legacy), fills it once;
+  5. its builder, if it has one (the legacy server: lab/legacy), fills it once; the lab's
+     Icinga2 master learns its agent, if it names one (lab/icinga_agents.py);
   6. recorded: `.lab/containers/NAME.json` and `.lab/lab.json` "containers" (read, modify,
      write). The whole-lab `up` keeps the records of containers that still exist; the
      whole-lab `down` destroys every container and extra bridge (destroy_all()).
-`down NAME` destroys the container and forgets it; an extra bridge goes with the last
+`down NAME` destroys the container, its data volume, and forgets it; an extra bridge goes with the last
 container that uses it.
 """
 import ipaddress
@@ -27,7 +28,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from lab import legacy, lock, lxc, topology as t
+from lab import icinga_agents, legacy, lock, lxc, topology as t
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = REPO / ".lab"
@@ -267,6 +268,9 @@ def up(name):
                 raise ContainerError(f"bridge {nic['bridge']} is missing: run ./lab/up")
         for directory in spec.get("host_dirs", []):
             Path(directory).mkdir(parents=True, exist_ok=True)
+        if spec.get("data_volume"):
+            volume = spec["data_volume"]
+            lxc.ensure_volume(volume["path"], volume["image"], volume["size"])
         _create(name, spec)
         marker = lxc.LXC_PATH / name / PREPARED
         if not marker.exists():
@@ -301,6 +305,8 @@ def up(name):
                                                         rootfs=lxc.rootfs(name), say=_say)
             except BUILD_ERRORS as exc:
                 raise ContainerError(str(exc)) from None
+        if spec.get("icinga2_node"):
+            icinga_agents.ensure_agent(LAB, name, spec["icinga2_node"], address(spec), _say)
         entry = record(name, spec, extra)
         _write(REGISTRY / f"{name}.json", json.dumps(entry, indent=2) + "\n", 0o600)
         _update_lab_json(name, entry)
@@ -315,6 +321,8 @@ def _forget(name):
     spec = t.CONTAINERS.get(name, {})
     for directory in spec.get("host_dirs", []):
         shutil.rmtree(directory, ignore_errors=True)
+    if spec.get("data_volume"):
+        lxc.remove_volume(spec["data_volume"]["path"], spec["data_volume"]["image"])
     if spec.get("builder"):
         BUILDERS[spec["builder"]].clean(LAB)
     (LAB / f"known_hosts-{name}").unlink(missing_ok=True)

@@ -111,3 +111,33 @@ def ensure_bridge(bridge, address):
 def remove_bridge(bridge):
     if bridge_exists(bridge):
         subprocess.run(["ip", "link", "del", bridge], check=True)
+
+
+def ensure_volume(mount_point, image, size):
+    """A sparse ext4 image `image` of `size` ("512M") loop-mounted at `mount_point`: a real
+    filesystem of its own, as a container's data volume is on Infra02 (the deploy refuses a
+    data volume path that is not a mount point). Keeps what a killed run made."""
+    image = Path(image)
+    if not image.is_file():
+        # Built under a temporary name: a killed run never leaves a half-made image.
+        tmp = image.with_name(image.name + ".tmp")
+        image.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        subprocess.run(["truncate", "-s", size, str(tmp)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", image.stem[:16], str(tmp)], check=True)
+        tmp.replace(image)
+    if quiet(["mountpoint", "-q", str(mount_point)]) != 0:
+        Path(mount_point).mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)], check=True)
+
+
+def remove_volume(mount_point, image):
+    """Unmount `mount_point`, detach the loop devices of `image` and delete both."""
+    if quiet(["mountpoint", "-q", str(mount_point)]) == 0:
+        subprocess.run(["umount", str(mount_point)], check=True)
+    found = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True)
+    for line in found.stdout.splitlines():
+        quiet(["losetup", "-d", line.split(":", 1)[0]])
+    Path(image).unlink(missing_ok=True)
+    if Path(mount_point).is_dir():
+        Path(mount_point).rmdir()  # empty once unmounted: never deletes what is below

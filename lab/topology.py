@@ -73,10 +73,12 @@ def security_mirror(release, mirror):
 EXTRA_BRIDGES = {"labbr1": "10.0.4.1/24", "labbr2": "10.0.5.1/24"}
 
 # One description per container: Debian release, NICs (eth0 first, on BRIDGE; its address is
-# the one SSH and lab.json use), the gateway, host directories its LXC config mounts, and the
+# the one SSH and lab.json use), the gateway, host directories its LXC config mounts, a data
+# volume (a loop-mounted image of its own, for the deploy's data_volume_host_path), and the
 # LXC config: "generated" from the NICs, or a hand-written file (REPO-relative) that must name
 # the same NICs. `role` is what lab.json calls it; `builder` names what fills it after its
-# first boot (lab/containers.py BUILDERS), None for a bare Debian.
+# first boot (lab/containers.py BUILDERS), None for a bare Debian; `icinga2_node` the name
+# its Icinga2 agent has on the lab master (lab/icinga_agents.py).
 CONTAINERS = {
     "legacy": {
         "release": "bullseye",
@@ -91,8 +93,15 @@ CONTAINERS = {
         ],
         "gateway": BRIDGE_ADDRESS,
         "host_dirs": ["/srv/cacert-lab/legacy-spool"],
+        # Never the main container's volume (DATA_VOLUME_HOST_PATH): the first deploy moves
+        # the legacy's mail here.
+        "data_volume": {"path": "/srv/cacert-lab/legacy-mail",
+                        "image": "/var/lib/cacert-lab/legacy-mail.img", "size": "256M"},
         "config": "lab/legacy/lxc.conf",
         "builder": "legacy",
+        # Its Icinga2 agent's name on the lab master (the email container's agent has
+        # email.infra.cacert.test): lab/icinga_agents.py.
+        "icinga2_node": "legacy.infra.cacert.test",
     },
     # The off-host copy's backup host (operations/backup_host.py, inventories/lab_backup.py):
     # a bare Debian the deploy fills; brought up by the test that needs it.

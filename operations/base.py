@@ -6,7 +6,7 @@ from pyinfra.operations import apt, files, server, systemd
 from operations import staging
 
 PACKAGES = ["rsyslog", "cron", "openssh-server", "unattended-upgrades", "ca-certificates",
-            "python3", "procps", "less"]
+            "python3", "procps", "less", "dbus"]
 
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/cacert.conf"
 # sshd reads the staged drop-in first, then the whole live config: with sshd's "first value
@@ -31,6 +31,9 @@ def system():
                    src="files/base/51cacert-unattended-upgrades.j2",
                    dest="/etc/apt/apt.conf.d/51cacert-unattended-upgrades", mode="644")
 
+    # hostnamectl asks systemd-hostnamed over the system bus; a server that never ran dbus
+    # (the Puppet-era container: installed, never started) fails "Failed to connect to bus".
+    systemd.service(name="D-Bus running (hostnamectl needs it)", service="dbus", running=True)
     server.hostname(name="Hostname", hostname=short)
     files.template(name="/etc/hosts", src="files/base/hosts.j2", dest="/etc/hosts", mode="644",
                    fqdn=fqdn, short=short)

@@ -44,8 +44,8 @@ case $cmd in
 setup)
     master=$1 agent=$2 ticket_file=$3
     umask 077
-    mkdir -p "$dir/etc" "$dir/lib" "$dir/log" "$dir/cache" "$dir/spool" "$dir/run" \
-        "$dir/secrets"
+    mkdir -p "$dir/etc" "$dir/etc/agents.d" "$dir/lib" "$dir/log" "$dir/cache" "$dir/spool" \
+        "$dir/run" "$dir/secrets"
     for name in ticket-salt lab-reader.password mailstore.password; do
         [ -s "$dir/secrets/$name" ] || random >"$dir/secrets/$name"
     done

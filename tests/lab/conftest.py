@@ -145,14 +145,17 @@ def deployed(request, lab):
         assert result.returncode == 0, deploy_failure(result)
 
 
-@pytest.fixture(scope="session")
-def legacy(lab):
-    """The legacy container (lab/legacy), brought up if it is not: its lab.json record, shaped
-    for mailclients (address, ports, ca_cert, ...), accounts by user name."""
-    result = subprocess.run([sys.executable, "-m", "lab", "container", "up", "legacy"],
+def lab_container(verb, name):
+    """`python -m lab container VERB NAME`, failing with its output."""
+    result = subprocess.run([sys.executable, "-m", "lab", "container", verb, name],
                             cwd=REPO, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, ("python -m lab container up legacy failed:\n" +
+    assert result.returncode == 0, (f"python -m lab container {verb} {name} failed:\n" +
                                     (result.stdout + result.stderr)[-4000:])
+
+
+def legacy_record(lab):
+    """The legacy container's lab.json record as it is now, shaped for mailclients (address,
+    ports, ca_cert, ...), accounts by user name."""
     record = json.loads(LAB_JSON.read_text())["containers"]["legacy"]
     return {**record, "ports": lab["ports"], "ca_cert": str(REPO / record["ca_cert"]),
             "ssh": {**record["ssh"], "key": str(REPO / record["ssh"]["key"]),
@@ -161,11 +164,23 @@ def legacy(lab):
 
 
 @pytest.fixture(scope="session")
-def legacy_ssh(legacy):
-    """`legacy_ssh(cmd, check=True, input=None)`: a root shell in the legacy container, its
-    host key checked."""
+def legacy(lab):
+    """The legacy container (lab/legacy), brought up if it is not: legacy_record(lab)."""
+    lab_container("up", "legacy")
+    return legacy_record(lab)
+
+
+def legacy_shell(legacy):
+    """`run(cmd, check=True, input=None)`: a root shell in the legacy container described by
+    `legacy` (legacy_record), its host key checked."""
     return _shell(lambda cmd: ssh_command(legacy, cmd, legacy["ssh"]["known_hosts"], "yes"),
                   "the legacy container")
+
+
+@pytest.fixture(scope="session")
+def legacy_ssh(legacy):
+    """`legacy_ssh(cmd, check=True, input=None)`: a root shell in the legacy container."""
+    return legacy_shell(legacy)
 
 
 # The two lab accounts (lab.json "accounts"), for the tests that send mail between them.

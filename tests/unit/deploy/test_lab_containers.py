@@ -93,8 +93,9 @@ def test_a_new_whole_lab_up_keeps_the_records_of_containers_that_still_exist(tmp
 
 def test_the_whole_lab_down_destroys_every_further_container_and_extra_bridge(
         tmp_path, monkeypatch):
-    # Mocked: a unit test may not destroy containers or bridges of the machine it runs on.
-    destroyed, removed = [], []
+    # Mocked: a unit test may not destroy containers, bridges or volumes of the machine it
+    # runs on.
+    destroyed, removed, volumes = [], [], []
     monkeypatch.setattr(containers, "LAB", tmp_path)
     monkeypatch.setattr(containers, "REGISTRY", tmp_path / "containers")
     (tmp_path / "containers").mkdir()
@@ -104,12 +105,14 @@ def test_the_whole_lab_down_destroys_every_further_container_and_extra_bridge(
     monkeypatch.setattr(lxc, "destroy", destroyed.append)
     monkeypatch.setattr(lxc, "release", lambda name: "bullseye")
     monkeypatch.setattr(lxc, "remove_bridge", removed.append)
+    monkeypatch.setattr(lxc, "remove_volume", lambda *args: volumes.append(args))
     monkeypatch.setitem(topology.CONTAINERS, "legacy",
                         {**LEGACY, "host_dirs": [str(tmp_path / "spool")]})
     (tmp_path / "spool").mkdir()
     containers.destroy_all()
     assert sorted(destroyed) == sorted({"successor", *topology.CONTAINERS})
     assert sorted(removed) == sorted(topology.EXTRA_BRIDGES)
+    assert volumes == [(LEGACY["data_volume"]["path"], LEGACY["data_volume"]["image"])]
     assert not (tmp_path / "legacy").exists() and not (tmp_path / "spool").exists()
     assert not (tmp_path / "containers" / "successor.json").exists()
 

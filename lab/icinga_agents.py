@@ -1,0 +1,83 @@
+"""The lab's Icinga2 master and the agents of further lab containers (lab/containers.py).
+
+The master (operations/lab_icinga_master.py, `.lab/icinga2-master/`) is made by `./lab/up`
+for the email container's agent. A further container whose description names an
+`icinga2_node` gets, at each `lab container up`:
+  - its agent's PKI ticket, `.lab/secrets/icinga2-agent-NAME.ticket` (what its inventory's
+    icinga2_ticket_secret names): Icinga's ticket is PBKDF2-HMAC-SHA1 of the CN with the
+    master's ticket salt (50000 rounds, 20 bytes), as `icinga2 pki ticket` makes it;
+  - its Endpoint, Zone and Host on the master, in `etc/agents.d/NAME.conf`, so that the
+    agent's zone is known and `mailstore icinga register` finds its host; the master is
+    reloaded (validated first by master.sh) when that file changed.
+`container down NAME` keeps the master's objects: Services the agent registered through the
+API name its host, and a master whose config loses that host would refuse to load them.
+"""
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+MASTER = "icinga2-master"
+INCLUDE = 'include_recursive "agents.d"'
+ROUNDS = 50000
+
+
+def ticket(common_name, salt):
+    """The PKI ticket of the agent `common_name` for a master with ticket salt `salt`."""
+    return hashlib.pbkdf2_hmac("sha1", common_name.encode(), salt.encode(), ROUNDS, 20).hex()
+
+
+def ticket_secret(name):
+    """The secret file (in the lab's secrets directory) holding container `name`'s ticket."""
+    return f"icinga2-agent-{name}.ticket"
+
+
+def objects(common_name, address, zone="master"):
+    """The master's config for one further agent (an Icinga2 config text)."""
+    return (
+        f"/* Made by `python -m lab container up` (lab/icinga_agents.py). */\n"
+        f'object Endpoint "{common_name}" {{\n}}\n\n'
+        f'object Zone "{common_name}" {{\n  endpoints = [ "{common_name}" ]\n'
+        f"  parent = \"{zone}\"\n}}\n\n"
+        f'object Host "{common_name}" {{\n  zone = "{zone}"\n  address = "{address}"\n'
+        f'  check_command = "cluster-zone"\n  vars.cluster_zone = "{common_name}"\n'
+        f"  check_interval = 30s\n  retry_interval = 30s\n}}\n")
+
+
+def _write(path, content, mode):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(content)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def ensure_agent(lab_dir, name, common_name, address, say):
+    """Ticket and master objects for container `name`'s agent `common_name`; False (and a
+    line saying why) when the lab has no master yet."""
+    master = Path(lab_dir) / MASTER
+    salt_file = master / "secrets" / "ticket-salt"
+    main_conf = master / "etc" / "icinga2.conf"
+    if not (salt_file.is_file() and main_conf.is_file()):
+        say(f"no lab Icinga2 master in {master}: no agent ticket for {name}")
+        return False
+    _write(Path(lab_dir) / "secrets" / ticket_secret(name),
+           ticket(common_name, salt_file.read_text().strip()) + "\n", 0o600)
+    conf = master / "etc" / "agents.d" / f"{name}.conf"
+    text = objects(common_name, address)
+    changed = not conf.is_file() or conf.read_text() != text
+    if changed:
+        _write(conf, text, 0o644)
+    # A master made before its template included agents.d (the template has the same line
+    # now, so the next deploy of the lab host keeps it).
+    if INCLUDE not in main_conf.read_text():
+        with open(main_conf, "a") as f:
+            f.write(f"\n/* Agents of further lab containers (lab/icinga_agents.py). */\n"
+                    f"{INCLUDE}\n")
+        changed = True
+    if changed:
+        say(f"lab Icinga2 master: agent {common_name} of {name} known; reloading")
+        subprocess.run([str(master / "master.sh"), str(master), "reload"], check=True)
+    return True
