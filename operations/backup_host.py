@@ -198,8 +198,11 @@ def pull_access():
                                f"chmod 755 {RRSYNC_LOCAL}.new && "
                                f"mv {RRSYNC_LOCAL}.new {RRSYNC_LOCAL} && "
                                f"ln -sfn {RRSYNC_LOCAL} {RRSYNC}"])
+    # ensure_home=False: pyinfra would chown the home to the user, the next operation back
+    # to root, and every run would change both.
     server.user(name=f"User {PULL_USER} (the backup host's login)", user=PULL_USER,
-                system=True, home=PULL_HOME, create_home=False, shell="/bin/sh")
+                system=True, home=PULL_HOME, create_home=False, ensure_home=False,
+                shell="/bin/sh")
     # Root-owned all the way: the login cannot change its own keys.
     files.directory(name="Its home", path=PULL_HOME, user="root", group="root", mode="755")
     files.directory(name="Its .ssh", path=f"{PULL_HOME}/.ssh", user="root", group="root",
