@@ -45,18 +45,27 @@ def connect(address, port, timeout, source=None):
                                     source_address=(source, 0) if source else None)
 
 
-def reachability(address, port, timeout, source=None):
-    """("open" | "refused" | "timeout" | "error", detail) of a TCP connection attempt."""
-    try:
-        sock = connect(address, port, timeout, source)
-    except ConnectionRefusedError:
-        return "refused", "connection refused"
-    except socket.timeout:
-        return "timeout", f"no answer within {timeout:g}s"
-    except OSError as exc:
-        return "error", _describe(exc, timeout)
-    with sock:
-        return "open", f"connected from {sock.getsockname()[0]}"
+def reachability(address, port, timeout, source=None, attempts=2):
+    """("open" | "refused" | "timeout" | "error", detail) of a TCP connection attempt.
+
+    A connection that gets no answer at all is tried once more: the first packets from a
+    source the server has not talked to yet may be lost while its neighbour entry is
+    resolved (seen in the lab: 2 s and more from a fresh secondary address), and a lost
+    packet is not a filtered port. A port that drops everything still fails, after
+    `attempts` times `timeout`."""
+    for _ in range(attempts):
+        try:
+            sock = connect(address, port, timeout, source)
+        except ConnectionRefusedError:
+            return "refused", "connection refused"
+        except socket.timeout:
+            continue
+        except OSError as exc:
+            return "error", _describe(exc, timeout)
+        with sock:
+            return "open", f"connected from {sock.getsockname()[0]}"
+    return "timeout", (f"no answer within {timeout:g}s" +
+                       (f" ({attempts} attempts)" if attempts > 1 else ""))
 
 
 def local_address(address, port, source=None):

@@ -205,8 +205,9 @@ def lab_lock(lab, ssh):
     whose first move would then refuse them. While Dovecot reads the old root, nothing reads
     them: they are set aside (and removed by this run's restore), with a warning."""
     with lock.held():
+        # (the volume's owner marker is the volume's, not a leftover: operations/volume_owner.py)
         leftovers = ssh(f"find {NEW_ROOT} -mindepth 1 -maxdepth 1 ! -name lost+found "
-                        f"! -name '.stale-*'").stdout.split()
+                        f"! -name '.stale-*' ! -name .cacert-owner").stdout.split()
         if leftovers and dovecot_reads(ssh, lab, OLD_ROOT):
             aside = f"{NEW_ROOT}/.stale-{int(time.time())}"
             ssh(f"mkdir {aside} && mv {' '.join(leftovers)} {aside}/")

@@ -7,10 +7,11 @@ the lab test tests/lab/test_status.py runs the command against them. Each failur
 its check, so an operator reading one line knows which port and which property broke.
 """
 import datetime
+import socket
 
 import pytest
 
-from operations import network_checks
+from operations import network_checks, probes
 from operations.check_result import FAIL, OK, SKIP, WARN
 from tests.harness import DAY, NOW, PKI, write_pem
 from tests.harness.loopback_servers import (MailServer, SilentServer, closed_port,
@@ -199,3 +200,46 @@ def test_name_matching_follows_rfc_6125():
     assert network_checks.name_matches("Email.CAcert.test", "email.cacert.test")
     assert not network_checks.name_matches("cacert.test", "email.cacert.test")
 
+
+
+def test_a_connection_lost_once_is_tried_again_and_one_lost_twice_fails(monkeypatch):
+    """A real listener whose accept queue is full: Linux drops the SYNs, as a lost packet or a
+    filtering firewall would. Once the queue is drained after the first attempt, the second
+    connects; never drained, both attempts time out."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        assert probes.reachability("127.0.0.1", port, 0.5, attempts=1) == (
+            "timeout", "no answer within 0.5s")
+        assert probes.reachability("127.0.0.1", port, 0.5) == (
+            "timeout", "no answer within 0.5s (2 attempts)")
+
+        real_connect, calls = probes.connect, []
+
+        def connect_then_drain(*args, **kwargs):
+            calls.append(args)
+            try:
+                return real_connect(*args, **kwargs)
+            finally:
+                if len(calls) == 1:     # the first attempt is over: make room
+                    server.setblocking(False)
+                    for _ in fillers:
+                        try:
+                            server.accept()[0].close()
+                        except BlockingIOError:
+                            break
+        monkeypatch.setattr(probes, "connect", connect_then_drain)
+        assert probes.reachability("127.0.0.1", port, 0.5)[0] == "open"
+        assert len(calls) == 2
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()
