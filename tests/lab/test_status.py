@@ -105,10 +105,15 @@ def test_an_expired_certificate_fails_the_cert_check_of_its_port(lab, ssh):
             ssh(f"cat > {FAULT_DIR}/expired.chain.pem",
                 input=(ca.cert_pem(expired) + ca.cert_pem(inter)).decode())
             ssh(f"umask 077; cat > {FAULT_DIR}/expired.key.pem", input=ca.key_pem(key).decode())
-            ssh(f"printf '%s\\n' 'protocol sieve {{' "
-                f"'  ssl_cert = <{FAULT_DIR}/expired.chain.pem' "
-                f"'  ssl_key = <{FAULT_DIR}/expired.key.pem' '}}' >> {DOVECOT_CONF} "
-                "&& doveconf -n >/dev/null && doveadm reload")
+            # Dovecot 2.4 (trixie) names the files; 2.3 reads them with "<".
+            if ssh("dovecot --version").stdout.startswith("2.3"):
+                cert, key_file = (f"ssl_cert = <{FAULT_DIR}/expired.chain.pem",
+                                  f"ssl_key = <{FAULT_DIR}/expired.key.pem")
+            else:
+                cert, key_file = (f"ssl_server_cert_file = {FAULT_DIR}/expired.chain.pem",
+                                  f"ssl_server_key_file = {FAULT_DIR}/expired.key.pem")
+            ssh(f"printf '%s\\n' 'protocol sieve {{' '  {cert}' '  {key_file}' '}}' "
+                f">> {DOVECOT_CONF} && doveconf -n >/dev/null && doveadm reload")
             code, results = status()
             assert code == 1
             assert set(new_failures(before, results)) == {sieve}, failures(results)
