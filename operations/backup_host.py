@@ -13,8 +13,8 @@ Two deploys, composed in deploy.py:
     and `command="sudo -n mailstore-backup-serve"`;
   - `/usr/local/sbin/mailstore-backup-serve`, run through one sudoers rule without
     arguments: `flock -x REPO/lock rrsync -ro REPO` (the repository's own lock: the copy
-    never sees a half-written catalog). Debian's rsync has rrsync from bookworm on; on
-    bullseye its example script (/usr/share/doc/rsync/scripts/rrsync.gz) is installed.
+    never sees a half-written catalog). Debian's rsync ships /usr/bin/rrsync on every
+    release served (bullseye's 3.2.3-4+deb11u1 too: `dpkg -c`, 2026-12-06).
 - `copies()` on the backup host (group backup_host):
   - the system user `mailstore-copies`, its SSH key made on the host (the private half never
     leaves it: put `.../id_ed25519.pub` into the mail server's `backup_pull_keys`), the mail
@@ -48,10 +48,8 @@ AUTHORIZED_KEYS = f"{PULL_HOME}/.ssh/authorized_keys"
 SERVE = "/usr/local/sbin/mailstore-backup-serve"
 SUDOERS = "/etc/sudoers.d/mailstore-backup-pull"
 SERVE_TAG = "mailstore-backup-serve"
-# rrsync: Debian's (bookworm on), else the example script of bullseye's rsync, installed here.
+# rrsync: Debian's, from the rsync package.
 RRSYNC = "/usr/bin/rrsync"
-RRSYNC_LOCAL = "/usr/local/lib/mailstore/rrsync"
-RRSYNC_EXAMPLE = "/usr/share/doc/rsync/scripts/rrsync.gz"
 # Seconds the copy waits for the repository's lock (a nightly run, prune or restore).
 LOCK_WAIT = 3600
 
@@ -189,15 +187,7 @@ def pull_access():
     conf = source_settings(host.data.dict())
     if conf is None:
         return
-    release = host.data.debian_release
     apt.packages(name="rsync and sudo for the off-host copy", packages=["rsync", "sudo"])
-    if release == "bullseye" and host.get_fact(File, path=RRSYNC) is None:
-        server.shell(name="rrsync from the rsync package's example script (bullseye)",
-                     commands=[f"mkdir -p {PurePosixPath(RRSYNC_LOCAL).parent} && "
-                               f"zcat {RRSYNC_EXAMPLE} > {RRSYNC_LOCAL}.new && "
-                               f"chmod 755 {RRSYNC_LOCAL}.new && "
-                               f"mv {RRSYNC_LOCAL}.new {RRSYNC_LOCAL} && "
-                               f"ln -sfn {RRSYNC_LOCAL} {RRSYNC}"])
     # ensure_home=False: pyinfra would chown the home to the user, the next operation back
     # to root, and every run would change both.
     server.user(name=f"User {PULL_USER} (the backup host's login)", user=PULL_USER,
