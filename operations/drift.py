@@ -429,7 +429,12 @@ def report(state, hosts, email, infra02, adopted, data):
                                 rendered, POSTFIX_SETTINGS, email["postconf"])
     if email["doveconf"] and data["debian_release"] in dovecot_ops.DOVECOT_VERSION:
         folder = dovecot_ops.template_dir(data["debian_release"])
-        rendered = lf.parse_doveconf(render(f"{folder}/dovecot.conf.j2", **data))
+        # dovecot.conf includes its auth part (passdb, userdb, post-login): read both.
+        rendered = lf.parse_doveconf(
+            render(f"{folder}/dovecot.conf.j2", **data) + "\n" +
+            render(f"{folder}/dovecot-auth.conf.ext.j2", **data,
+                   rehash_user=dovecot_ops.REHASH_ACCOUNT,
+                   rehash_program=dovecot_ops.REHASH_PROGRAM))
         found += settings_drift("dovecot", name, "doveconf", email["doveconf_effective"],
                                 rendered, DOVECOT_SETTINGS, email["doveconf"])
         sql = lf.parse_postconf(render(f"{folder}/dovecot-sql.conf.ext.j2", **data,
