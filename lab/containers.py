@@ -28,7 +28,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from lab import icinga_agents, legacy, lock, lxc, topology as t
+from lab import atomic, icinga_agents, legacy, lock, lxc, topology as t
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = REPO / ".lab"
@@ -185,16 +185,6 @@ def bridges_in_use(names):
 
 
 # --- files ---------------------------------------------------------------------------------
-def _write(path, content, mode):
-    """Atomically, with `mode`: a killed run leaves the old file or none, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(content)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
 
 def _update_lab_json(name, entry):
     """Set (entry) or drop (None) lab.json's containers[name]; the caller holds the lock."""
@@ -207,7 +197,7 @@ def _update_lab_json(name, entry):
         containers.pop(name, None)
     else:
         containers[name] = entry
-    _write(path, json.dumps(data, indent=2) + "\n", 0o644)
+    atomic.write(path, json.dumps(data, indent=2) + "\n", 0o644)
 
 
 def _write_into_rootfs(name, files):
@@ -223,7 +213,7 @@ def _write_into_rootfs(name, files):
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.parent.name == ".ssh":
             os.chmod(target.parent, 0o700)
-        _write(target, content, mode)
+        atomic.write(target, content, mode)
 
 
 # --- verbs ---------------------------------------------------------------------------------
@@ -276,7 +266,7 @@ def up(name):
         if not marker.exists():
             if lxc.running(name):
                 subprocess.run(["lxc-stop", "-n", name, "-k"], check=True)
-            _write(lxc.LXC_PATH / name / "config", config_text(name, spec), 0o640)
+            atomic.write(lxc.LXC_PATH / name / "config", config_text(name, spec), 0o640)
             _write_into_rootfs(name, rootfs_files(spec, (LAB / "id_ed25519.pub").read_text()))
             marker.write_text("the lab wrote this container's config and rootfs files\n")
         if not lxc.running(name):
@@ -287,7 +277,7 @@ def up(name):
         lines = lxc.known_hosts_lines(name, address(spec))
         if not lines:
             raise ContainerError(f"no SSH host keys in {lxc.rootfs(name)}/etc/ssh")
-        _write(known_hosts, "".join(lines), 0o644)
+        atomic.write(known_hosts, "".join(lines), 0o644)
 
         def ssh(command, **kwargs):
             return subprocess.run(lxc.ssh_argv(address(spec), SSH_KEY, known_hosts, command),
@@ -308,7 +298,7 @@ def up(name):
         if spec.get("icinga2_node"):
             icinga_agents.ensure_agent(LAB, name, spec["icinga2_node"], address(spec), _say)
         entry = record(name, spec, extra)
-        _write(REGISTRY / f"{name}.json", json.dumps(entry, indent=2) + "\n", 0o600)
+        atomic.write(REGISTRY / f"{name}.json", json.dumps(entry, indent=2) + "\n", 0o600)
         _update_lab_json(name, entry)
     _say(f"container {name} (Debian {spec['release']}) up at {address(spec)}; "
          f"described in .lab/lab.json under containers.{name}")

@@ -13,9 +13,10 @@ for the email container's agent. A further container whose description names an
 API name its host, and a master whose config loses that host would refuse to load them.
 """
 import hashlib
-import os
 import subprocess
 from pathlib import Path
+
+from lab import atomic
 
 MASTER = "icinga2-master"
 INCLUDE = 'include_recursive "agents.d"'
@@ -44,15 +45,6 @@ def objects(common_name, address, zone="master"):
         f"  check_interval = 30s\n  retry_interval = 30s\n}}\n")
 
 
-def _write(path, content, mode):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(content)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
 
 def ensure_agent(lab_dir, name, common_name, address, say):
     """Ticket and master objects for container `name`'s agent `common_name`; False (and a
@@ -63,13 +55,13 @@ def ensure_agent(lab_dir, name, common_name, address, say):
     if not (salt_file.is_file() and main_conf.is_file()):
         say(f"no lab Icinga2 master in {master}: no agent ticket for {name}")
         return False
-    _write(Path(lab_dir) / "secrets" / ticket_secret(name),
+    atomic.write(Path(lab_dir) / "secrets" / ticket_secret(name),
            ticket(common_name, salt_file.read_text().strip()) + "\n", 0o600)
     conf = master / "etc" / "agents.d" / f"{name}.conf"
     text = objects(common_name, address)
     changed = not conf.is_file() or conf.read_text() != text
     if changed:
-        _write(conf, text, 0o644)
+        atomic.write(conf, text, 0o644)
     # A master made before its template included agents.d (the template has the same line
     # now, so the next deploy of the lab host keeps it).
     if INCLUDE not in main_conf.read_text():
