@@ -152,6 +152,7 @@ def up(release):
         (LAB / "lab.json").unlink(missing_ok=True)
         mark = time.monotonic()
         accounts = secrets.generate(LAB)
+        containers.forget_foreign()
         _replace_unusable_container(release)
         (LAB / "release").write_text(release + "\n")
         mark = phase("lab files", mark)

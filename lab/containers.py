@@ -20,6 +20,7 @@ config, builder). `up`, under the lab lock, reusing what a previous (even killed
 `down NAME` destroys the container, its data volume, and forgets it; an extra bridge goes with the last
 container that uses it.
 """
+import hashlib
 import ipaddress
 import json
 import os
@@ -216,6 +217,12 @@ def _write_into_rootfs(name, files):
         atomic.write(target, content, mode)
 
 
+def _marker_text():
+    """What the marker says: that this lab (known by its SSH key) prepared the container."""
+    digest = hashlib.sha256((LAB / "id_ed25519.pub").read_bytes()).hexdigest()
+    return f"prepared by the lab whose root SSH key has sha256 {digest}\n"
+
+
 # --- verbs ---------------------------------------------------------------------------------
 def described(name):
     if name not in t.CONTAINERS:
@@ -256,19 +263,20 @@ def up(name):
                 lxc.ensure_bridge(nic["bridge"], t.EXTRA_BRIDGES[nic["bridge"]])
             elif not lxc.bridge_exists(nic["bridge"]):
                 raise ContainerError(f"bridge {nic['bridge']} is missing: run ./lab/up")
+        _forget_if_foreign(name)
+        marker = lxc.LXC_PATH / name / PREPARED
         for directory in spec.get("host_dirs", []):
             Path(directory).mkdir(parents=True, exist_ok=True)
         if spec.get("data_volume"):
             volume = spec["data_volume"]
             lxc.ensure_volume(volume["path"], volume["image"], volume["size"])
         _create(name, spec)
-        marker = lxc.LXC_PATH / name / PREPARED
         if not marker.exists():
             if lxc.running(name):
                 subprocess.run(["lxc-stop", "-n", name, "-k"], check=True)
             atomic.write(lxc.LXC_PATH / name / "config", config_text(name, spec), 0o640)
             _write_into_rootfs(name, rootfs_files(spec, (LAB / "id_ed25519.pub").read_text()))
-            marker.write_text("the lab wrote this container's config and rootfs files\n")
+            marker.write_text(_marker_text())
         if not lxc.running(name):
             _say(f"starting container {name}")
             subprocess.run(["lxc-start", "-n", name, "-d"], check=True)
@@ -329,6 +337,24 @@ def down(name):
         for bridge in sorted(bridges_in_use([name]) - bridges_in_use(others)):
             lxc.remove_bridge(bridge)
     _say(f"container {name} down")
+
+
+def _forget_if_foreign(name):
+    """Destroy container `name` if another lab prepared it (an earlier clone, a machine image
+    taken with the lab up): its root key is not ours, so SSH would never let us in, and its
+    builder's state is not in this .lab. Nothing of value is in a lab container."""
+    marker = lxc.LXC_PATH / name / PREPARED
+    if marker.exists() and marker.read_text() != _marker_text():
+        _say(f"container {name} was prepared by another lab (another SSH key): destroying it")
+        _forget(name)
+
+
+def forget_foreign():
+    """The whole-lab `up`: destroy the described containers another lab prepared, before a
+    stale one (started at boot, lxc.start.auto) holds its addresses while tests run. The
+    caller holds the lab lock."""
+    for name in sorted(t.CONTAINERS):
+        _forget_if_foreign(name)
 
 
 def destroy_all():

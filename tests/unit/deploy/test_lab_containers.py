@@ -117,6 +117,29 @@ def test_the_whole_lab_down_destroys_every_further_container_and_extra_bridge(
     assert not (tmp_path / "containers" / "successor.json").exists()
 
 
+def test_a_container_another_lab_prepared_is_destroyed_and_ours_is_kept(tmp_path, monkeypatch):
+    # A machine image taken with the lab up holds containers whose root key is another
+    # lab's: SSH would refuse ours. Mocked like the test above: no real container is touched.
+    destroyed = []
+    monkeypatch.setattr(containers, "LAB", tmp_path / "lab")
+    monkeypatch.setattr(containers, "REGISTRY", tmp_path / "lab" / "containers")
+    monkeypatch.setattr(lxc, "LXC_PATH", tmp_path / "lxc")
+    monkeypatch.setattr(lxc, "destroy", destroyed.append)
+    monkeypatch.setattr(lxc, "remove_volume", lambda *args: None)
+    monkeypatch.setitem(topology.CONTAINERS, "legacy", {**LEGACY, "host_dirs": []})
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "id_ed25519.pub").write_text("ssh-ed25519 AAAAearlier lab\n")
+    earlier = containers._marker_text()
+    (tmp_path / "lab" / "id_ed25519.pub").write_text("ssh-ed25519 AAAAcurrent lab\n")
+    current = containers._marker_text()
+    assert earlier != current
+    for name, text in (("legacy", earlier), ("backup", current)):
+        (tmp_path / "lxc" / name).mkdir(parents=True)
+        (tmp_path / "lxc" / name / containers.PREPARED).write_text(text)
+    containers.forget_foreign()
+    assert destroyed == ["legacy"]
+
+
 def test_a_bridge_stays_while_another_container_uses_it(monkeypatch):
     monkeypatch.setitem(topology.CONTAINERS, "backup", {
         "nics": [{"name": "eth0", "bridge": "labbr0"}, {"name": "eth1", "bridge": "labbr1"}]})
