@@ -254,9 +254,8 @@ def test_an_encrypted_repositorys_copy_holds_no_name_header_or_owner(chain):
             assert needle not in data and needle not in rel.encode(), (rel, needle)
 
 
+@pytest.mark.parametrize("chain", ["encrypted"], indirect=True)
 def test_an_older_sealed_catalog_served_again_fails_the_nights_verify(chain, tmp_path):
-    if chain.key is None:
-        pytest.skip("an unencrypted repository has no sealed catalog")
     ran, _ = chain.run()
     assert ran.returncode == 0, ran.stderr
     old = (chain.repo / "catalog.sealed").read_bytes()
