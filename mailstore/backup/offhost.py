@@ -12,6 +12,7 @@ for the lock, tmp/ and the serving view itself.
   the server's forced command (mailstore-backup-serve) hands to `rrsync -ro`, under the
   repository's lock (the view is made anew each time and removed afterwards, or by the next
   run's clean-up).
+- `unseal(copy)`: a copy put back on the server (a rebuild) becomes a whole repository again.
 - `verify_copy(copy, previous)`: the copy job's check without the key: config.json, the
   sealed catalog's framing (a truncated or cut file, another repository's, a damaged header),
   every pack's record framing (records of the lengths their headers say, end to end), and,
@@ -22,11 +23,12 @@ for the lock, tmp/ and the serving view itself.
 import os
 import re
 import shutil
+import sqlite3
 
 from mailstore.backup import sealed
 from mailstore.backup.auth import CatalogDamaged
 from mailstore.backup.errors import KeyFileError, RepositoryError
-from mailstore.backup.objects import HEADER, MAGIC
+from mailstore.backup.objects import HEADER, MAGIC, fsync_dir
 from mailstore.backup.repository import OFFHOST_VIEW, Repository, read_config
 
 _PACK_DIR = re.compile(r"^[0-9a-f]{2}$")
@@ -47,6 +49,41 @@ def seal(repo_path, key_file=None, wait=0):
         generation = repo.seal()
     return {"generation": generation,
             "bytes": os.path.getsize(sealed.path_of(os.fspath(repo_path)))}
+
+
+def unseal(repo_path, key_file=None):
+    """Make a copy whose catalog is sealed a whole repository again (a rebuild: the copy put
+    back on the server): its sealed catalog, authenticated with the key, is written out as
+    catalog.sqlite (never over one), and tmp/ is made; the next `run` writes to it.
+    {"generation", "snapshots"}."""
+    repo_path = os.fspath(repo_path)
+    if not is_sealed_copy(repo_path):
+        raise RepositoryError("repository {} {}: nothing to unseal".format(
+            repo_path, "has a catalog.sqlite already" if os.path.lexists(
+                os.path.join(repo_path, "catalog.sqlite")) else "has no sealed catalog"))
+    final = os.path.join(repo_path, "catalog.sqlite")
+    tmp = final + ".unsealed"
+    with Repository(repo_path, key_file=key_file) as repo:
+        repo.check_catalog()        # the list of snapshots, before anything trusts it
+        snapshots, = repo.db.execute("SELECT count(*) FROM snapshots").fetchone()
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            target = sqlite3.connect(tmp)
+            try:
+                repo.db.backup(target)
+            finally:
+                target.close()
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.link(tmp, final)     # never over a catalog.sqlite made meanwhile
+        finally:
+            os.unlink(tmp)
+        generation = repo.sealed_generation
+    os.makedirs(os.path.join(repo_path, "tmp"), mode=0o700, exist_ok=True)
+    fsync_dir(repo_path)
+    return {"generation": generation, "snapshots": snapshots}
 
 
 def is_sealed_copy(repo_path):

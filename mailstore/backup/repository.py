@@ -392,6 +392,8 @@ class Repository:
         Only called with the exclusive lock held, so nothing here can belong to a live run.
         """
         removed = 0
+        # a repository copied back from an off-host copy has no tmp/ (never copied)
+        os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
         # what a killed serve or seal left (they run under this lock too)
         view = os.path.join(self.path, OFFHOST_VIEW)
         if os.path.lexists(view):

@@ -357,6 +357,26 @@ def seal_cmd(repo, key_file, wait, as_json):
         PREFIX, repo, result["generation"], _size(result["bytes"])))
 
 
+@backup_group.command("unseal")
+@repo_arguments()
+@key_file_option
+@json_option
+def unseal_cmd(repo, key_file, as_json):
+    """Make an off-host copy put back on the server a whole repository again.
+
+    Its sealed catalog, authenticated with the key, is written out as REPO/catalog.sqlite
+    (never over an existing one); `run` and `prune` work on it afterwards. Make the copied
+    files writable first (chmod -R u+w REPO).
+    """
+    with _Errors():
+        result = lib.unseal(repo, key_file=key_file)
+    if as_json:
+        _emit_json(result)
+        return
+    click.echo("{} unsealed the catalog of {}: {} snapshots (sealed generation {})".format(
+        PREFIX, repo, result["snapshots"], result["generation"]))
+
+
 @backup_group.command("export")
 @repo_arguments()
 @repository.key_file_option("Not needed: export reads no catalog (accepted like everywhere).")

@@ -254,3 +254,27 @@ def test_a_copy_made_before_catalogs_were_sealed_still_restores(tmp_path):
     checked = backup.verify(new, previous=str(old))
     assert checked["ok"] and "no sealed catalog" in checked["warnings"][0]
 
+
+
+def test_a_sealed_copy_put_back_on_the_server_is_unsealed_and_backs_up_again(tmp_path):
+    src, repo, key = _make(tmp_path)
+    copy = _served_copy(repo, tmp_path / "copy")
+    # the rebuild: the night copied back, made writable
+    back = tmp_path / "back"
+    shutil.copytree(copy, back)
+    for top, dirs, files in os.walk(back):
+        for name in files:
+            os.chmod(os.path.join(top, name), 0o600)
+    r = CliRunner().invoke(main, ["backup", "run", str(back), str(src), "--key-file", key])
+    assert r.exit_code == 1 and "sealed" in r.output, r.output
+    r = CliRunner().invoke(main, ["backup", "unseal", str(back), "--key-file", key])
+    assert r.exit_code == 0 and "1 snapshots" in r.output, r.output
+    assert stat.S_IMODE(os.stat(back / "catalog.sqlite").st_mode) == 0o600
+    r = CliRunner().invoke(main, ["backup", "unseal", str(back), "--key-file", key])
+    assert r.exit_code == 1 and "has a catalog.sqlite already" in r.output, r.output
+    (src / "bob" / "Maildir" / "new" / "1800000001.after.mail").write_bytes(b"Subject: y\n\n")
+    backup.run(back, src, key_file=key)
+    assert len(backup.list_snapshots(back, key_file=key)) == 2
+    result = backup.restore(back, "latest", tmp_path / "dst", key_file=key, user="bob")
+    assert not result["errors"]
+    assert snapshot_tree(tmp_path / "dst" / "bob") == snapshot_tree(src / "bob")
