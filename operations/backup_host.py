@@ -12,23 +12,29 @@ Two deploys, composed in deploy.py:
     `authorized_keys` (root-owned) holds each key with `restrict`, `from="backup_pull_from"`
     and `command="sudo -n mailstore-backup-serve"`;
   - `/usr/local/sbin/mailstore-backup-serve`, run through one sudoers rule without
-    arguments: `flock -x REPO/lock rrsync -ro REPO` (the repository's own lock: the copy
-    never sees a half-written catalog). Debian's rsync ships /usr/bin/rrsync on every
+    arguments: under `flock -x REPO/lock` (the repository's own lock: the copy never sees a
+    half-written catalog) `mailstore backup export REPO` hard-links what the copy may hold
+    into REPO/offhost-view, `rrsync -ro` serves that view, and it is removed. Of an
+    encrypted repository that is config.json, the packs and the sealed catalog (written by
+    every run: mailstore/backup/sealed.py), never catalog.sqlite or index/, so the backup
+    host learns no user, folder, file name, header or owner; an unencrypted one is served
+    whole (its packs are plain anyway). Debian's rsync ships /usr/bin/rrsync on every
     release served (bullseye's 3.2.3-4+deb11u1 too: `dpkg -c`, 2026-12-06).
 - `copies()` on the backup host (group backup_host):
   - the system user `mailstore-copies`, its SSH key made on the host (the private half never
     leaves it: put `.../id_ed25519.pub` into the mail server's `backup_pull_keys`), the mail
     server's host keys (`backup_copy_source_host_keys`) as its only known_hosts;
   - `backup_copy_dir` (owned by that user) with one read-only directory per night
-    (`rsync --link-dest`: unchanged packs are hard links, only new packs and the catalog's
-    changed blocks travel), `latest`, and `state.json` for `mailstore check backup-copy`;
-  - `/usr/local/sbin/mailstore-copy-job` run from `/etc/cron.d/mailstore-copy`: copy, keep
-    the newest `backup_copy_keep` copies, verify the new one, record the state.
+    (`rsync --link-dest`: unchanged packs are hard links, only new packs and the sealed
+    catalog (whole: it is encrypted anew each time) travel), `latest`, and `state.json`
+    for `mailstore check backup-copy`;
+  - `/usr/local/sbin/mailstore-copy-job` run from `/etc/cron.d/mailstore-copy`: copy,
+    verify the new one without the key (`--previous`: its sealed catalog must not be older
+    than the previous copy's), keep the newest `backup_copy_keep` copies, record the state.
 
-A copy is a plain mailstore repository: `mailstore backup verify|restore|list|find` read it
-with the key alone (the key never has to be on the backup host). When the catalog travels
-encrypted one day, nothing here changes: the copy is file-level and opaque; only the job's
-verify step (and whoever restores) needs what opens the catalog.
+A copy is a mailstore repository: `mailstore backup verify|restore|list|find --key-file K`
+read it with the key alone (the key never has to be on the backup host); the sealed catalog
+is decrypted into a private temporary file, removed as soon as SQLite holds it open.
 """
 import io
 import re
@@ -52,6 +58,9 @@ SERVE_TAG = "mailstore-backup-serve"
 RRSYNC = "/usr/bin/rrsync"
 # Seconds the copy waits for the repository's lock (a nightly run, prune or restore).
 LOCK_WAIT = 3600
+# REPO/<this>: what `mailstore backup export` makes for rrsync (the name mailstore uses:
+# mailstore/backup/repository.py OFFHOST_VIEW, whose run removes a stale one)
+SERVED_VIEW = "offhost-view"
 
 # --- the backup host's side
 COPY_USER = "mailstore-copies"
@@ -153,7 +162,8 @@ def serve_script(conf):
     return staging.render("files/backup_host/mailstore-backup-serve.j2",
                           repository=conf["repository"], rrsync=RRSYNC, tag=SERVE_TAG,
                           wait=LOCK_WAIT, authorized_keys=AUTHORIZED_KEYS,
-                          sudoers_name=PurePosixPath(SUDOERS).name)
+                          sudoers_name=PurePosixPath(SUDOERS).name,
+                          mailstore=backup.MAILSTORE, view=SERVED_VIEW)
 
 
 def sudoers(conf):

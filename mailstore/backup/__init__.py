@@ -10,6 +10,10 @@ The public API (the CLI in mailstore.cli.backup is a thin layer over it):
     restore(repo, snapshot, target_root, ...) -> dict
     prune(repo, keep_daily=..., ...) -> dict
     find(repo, ...) -> [dict]
+    seal(repo, key_file) -> dict                   write the sealed catalog now (sealed.py)
+    served_paths(repo) -> [str]                    what an off-host copy gets (offhost.py)
+    export(repo) -> str                            those, hard-linked into REPO/offhost-view
+    unseal(repo, key_file) -> dict                 a copy put back: catalog.sqlite again
     format_date(t) -> str                          a found message's Date, as find prints it
 Errors meant for the operator are subclasses of BackupError (mailstore.backup.errors);
 CatalogDamaged (a RepositoryError) says that config.json or the catalog does not match its
@@ -19,6 +23,7 @@ from mailstore.backup.auth import CatalogDamaged
 from mailstore.backup.errors import (BackupError, KeyFileError, LockedError, NotFoundError,
                                      RepositoryError, RestoreConflict)
 from mailstore.backup.find import find, format_date
+from mailstore.backup.offhost import export, seal, served_paths, unseal
 from mailstore.backup.prune import prune
 from mailstore.backup.repository import init
 from mailstore.backup.restore import restore
@@ -42,4 +47,5 @@ def list_snapshots(repo_path, key_file=None):
 
 __all__ = ["BackupError", "CatalogDamaged", "KeyFileError", "LockedError", "NotFoundError",
            "RepositoryError", "RestoreConflict", "find", "format_date", "init",
-           "list_snapshots", "prune", "restore", "run", "status", "upgrade", "verify"]
+           "export", "list_snapshots", "prune", "restore", "run", "seal", "served_paths",
+           "status", "unseal", "upgrade", "verify"]

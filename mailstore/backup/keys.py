@@ -3,8 +3,9 @@
 From the one master key independent keys are derived (HKDF-SHA256): one encrypts objects
 (AES-256-GCM), one keys the object ids (HMAC-SHA256), so that an encrypted repository's ids do
 not reveal the hash of any message a third party might already know, one keys the MACs that
-authenticate config.json and the catalog (auth.py), and one keys the digest of the index cache
-(index_cache.py), so that nobody without the key can make a cache file the next run trusts.
+authenticate config.json and the catalog (auth.py), one keys the digest of the index cache
+(index_cache.py), so that nobody without the key can make a cache file the next run trusts,
+and one encrypts the sealed catalog, the catalog as it leaves the server (sealed.py).
 """
 import os
 import secrets
@@ -28,6 +29,7 @@ class Key:
         self.ids = _derive(master, b"mailstore-backup object ids")
         self.index = _derive(master, b"mailstore-backup index cache")
         self.mac = _derive(master, b"mailstore-backup catalog authentication")
+        self.sealed = _derive(master, b"mailstore-backup sealed catalog")
 
 
 def _derive(master, info):

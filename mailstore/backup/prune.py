@@ -127,12 +127,15 @@ def prune(repo_path, key_file=None, keep_last=0, keep_daily=0, keep_weekly=0, ke
             # packs took (a full disk stays full otherwise until the next run's clean-up)
             _discard(repo, [name for name, _size, _t in new_packs])
             raise
+        db.execute("VACUUM")
+        # before the packs go: a sealed catalog (the off-host copy's) never names a pack
+        # that is no longer there
+        repo.seal()
         for name in dead_packs + partial:
             try:
                 os.unlink(pack_path(repo.packs_dir, name))
             except FileNotFoundError:
                 pass
-        db.execute("VACUUM")
     return result
 
 

@@ -3,6 +3,10 @@
     REPO/config.json     format, version, encryption, a key check value (never the key) and,
                          from version 2 on, `mac` (auth.py)
     REPO/catalog.sqlite  the catalog (see catalog.py)
+    REPO/catalog.sealed  an encrypted repository's catalog, encrypted and authenticated: what
+                         an off-host copy gets instead (sealed.py, offhost.py); a copy that
+                         holds only this file is opened with the key alone, read-only
+    REPO/offhost-view/   what the off-host copy is served, while it is (offhost.py)
     REPO/packs/xx/*.pack objects (see objects.py)
     REPO/index/<id>.marshal  a cache of the newest snapshot's message list (see index_cache.py)
     REPO/tmp/            packs being written; whatever is here when no run holds the lock is
@@ -16,10 +20,11 @@ import fcntl
 import hmac
 import json
 import os
+import shutil
 import time
 import uuid
 
-from mailstore.backup import auth, catalog, keys
+from mailstore.backup import auth, catalog, keys, sealed
 from mailstore.backup.auth import Authenticator, CatalogDamaged
 from mailstore.backup.errors import KeyFileError, LockedError, RepositoryError
 from mailstore.backup.objects import (COMPRESSION_MODES, Codec, DamagedObject, PackReader,
@@ -32,6 +37,9 @@ VERSION = auth.VERSION
 KNOWN_VERSIONS = (1, 2)
 DEFAULT_PACK_SIZE = 32 * 1024 * 1024
 _KEY_CHECK = b"mailstore backup key check"
+# REPO/<this>: the tree the off-host copy is served from, made and removed by the serve
+# script under the lock (offhost.py)
+OFFHOST_VIEW = "offhost-view"
 
 
 def init(path, key_file=None, pack_size=DEFAULT_PACK_SIZE, compression="fast", new_key=None):
@@ -93,6 +101,13 @@ def init(path, key_file=None, pack_size=DEFAULT_PACK_SIZE, compression="fast", n
     finally:
         conn.close()
     write_config(path, config)
+    if key is not None:
+        # a new repository can be copied off-host at once (offhost.py)
+        conn = catalog.connect(os.path.join(path, "catalog.sqlite"))
+        try:
+            sealed.write(path, config["id"], key, conn)
+        finally:
+            conn.close()
     return config
 
 
@@ -194,11 +209,21 @@ class Repository:
         self.config = read_config(self.path)
         self.version = self.config["version"]
         self.encrypted = self.config["encryption"] != "none"
+        catalog_path = os.path.join(self.path, "catalog.sqlite")
+        # an off-host copy of an encrypted repository: its catalog travelled sealed only
+        self.sealed_only = not os.path.lexists(catalog_path) and os.path.lexists(
+            sealed.path_of(self.path))
+        if self.sealed_only and not self.encrypted:
+            raise RepositoryError("repository {} holds a sealed catalog only, but config.json "
+                                  "says it is not encrypted: damaged or changed".format(
+                                      self.path))
         key = None
-        if self.encrypted and need_key:
+        if self.encrypted and (need_key or self.sealed_only):
             if key_file is None:
-                raise KeyFileError("repository {} is encrypted: give its key with "
-                                   "--key-file (or MAILSTORE_KEY_FILE)".format(self.path))
+                raise KeyFileError("repository {} is encrypted{}: give its key with "
+                                   "--key-file (or MAILSTORE_KEY_FILE)".format(
+                                       self.path, ", its catalog sealed (an off-host copy)"
+                                       if self.sealed_only else ""))
             key = keys.load_key_file(os.fspath(key_file))
             codec = Codec(key)
             try:
@@ -216,7 +241,11 @@ class Repository:
         self.packs_dir = os.path.join(self.path, "packs")
         self.tmp_dir = os.path.join(self.path, "tmp")
         self.pack_size = int(self.config.get("pack_size", DEFAULT_PACK_SIZE))
-        self.db = catalog.connect(os.path.join(self.path, "catalog.sqlite"), readonly=readonly)
+        if self.sealed_only:
+            self.db, self.sealed_generation = sealed.open_catalog(
+                sealed.path_of(self.path), self.config["id"], key)
+        else:
+            self.db = catalog.connect(catalog_path, readonly=readonly)
         self._lock_fd = None
         self._reader = None
         try:
@@ -317,6 +346,10 @@ class Repository:
     def lock(self, exclusive=True, wait=0):
         """Take the repository lock; wait up to `wait` seconds, then raise LockedError."""
         lock_path = os.path.join(self.path, "lock")
+        if exclusive and self.sealed_only:
+            raise RepositoryError(
+                "repository {} is an off-host copy whose catalog is sealed: only restore, "
+                "verify, list and find work on it (with the key)".format(self.path))
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as e:
@@ -359,6 +392,16 @@ class Repository:
         Only called with the exclusive lock held, so nothing here can belong to a live run.
         """
         removed = 0
+        # a repository copied back from an off-host copy has no tmp/ (never copied)
+        os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
+        # what a killed serve or seal left (they run under this lock too)
+        view = os.path.join(self.path, OFFHOST_VIEW)
+        if os.path.lexists(view):
+            shutil.rmtree(view)
+            removed += 1
+        if os.path.lexists(sealed.path_of(self.path) + ".tmp"):
+            os.unlink(sealed.path_of(self.path) + ".tmp")
+            removed += 1
         for name in os.listdir(self.tmp_dir):
             os.unlink(os.path.join(self.tmp_dir, name))
             removed += 1
@@ -377,6 +420,14 @@ class Repository:
                     os.unlink(os.path.join(subdir, name))
                     removed += 1
         return removed
+
+    def seal(self):
+        """An encrypted repository (its key loaded, the exclusive lock held, nothing
+        uncommitted): write the sealed catalog the off-host copy gets (sealed.py); its
+        generation. None for an unencrypted one (its copy is the whole repository)."""
+        if self.key is None:
+            return None
+        return sealed.write(self.path, self.config["id"], self.key, self.db)
 
     @property
     def reader(self):

@@ -114,6 +114,15 @@ def _run(repo_path, source_root, key_file, include, mysql_dump, wait, now, progr
             if isinstance(e, maildir.MaildirError):
                 raise BackupError(str(e)) from e
             raise
+        # the catalog as the off-host copy gets it (sealed.py): the snapshot stands whatever
+        # happens here, so no discard; a failure fails the run (and the nightly job)
+        try:
+            repo.seal()
+        except (OSError, sqlite3.Error) as e:
+            raise BackupError("snapshot {} recorded, but its sealed catalog for the off-host "
+                              "copy could not be written: {}".format(
+                                  snapshot_id, _describe(e) if isinstance(e, OSError)
+                                  else e)) from e
     result = dict(state.stats)
     result["id"] = snapshot_id
     result["warnings"] = state.warnings

@@ -1,14 +1,16 @@
 """`status()`: a cheap summary of a repository for monitoring (`mailstore check backup`).
 
 Reads config.json and the catalog only: no object is read, no lock taken, no key needed
-(`key_file` is accepted for symmetry with every other command and ignored).
+(`key_file` is accepted for symmetry with every other command and ignored), except for an
+off-host copy whose catalog is sealed (offhost.py): that one is opened with the key.
 """
 import os
 import sqlite3
 
 from mailstore.backup import catalog
 from mailstore.backup.errors import RepositoryError
-from mailstore.backup.repository import read_config
+from mailstore.backup.offhost import is_sealed_copy as sealed_copy
+from mailstore.backup.repository import Repository, read_config
 
 
 def status(repo_path, key_file=None):
@@ -28,7 +30,11 @@ def status(repo_path, key_file=None):
     repo_path = os.fspath(repo_path)
     config = read_config(repo_path)
     try:
-        conn = catalog.connect(os.path.join(repo_path, "catalog.sqlite"), readonly=True)
+        if sealed_copy(repo_path):
+            repo = Repository(repo_path, key_file=key_file, need_key=False)
+            conn = repo.db
+        else:
+            conn = catalog.connect(os.path.join(repo_path, "catalog.sqlite"), readonly=True)
         try:
             count, = conn.execute("SELECT count(*) FROM snapshots").fetchone()
             last = conn.execute(

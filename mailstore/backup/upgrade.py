@@ -54,6 +54,7 @@ def upgrade(repo_path, key_file=None, wait=0, progress=None):
         config["version"] = auth.VERSION
         config["mac"] = auth.config_mac(config, mac_key)
         write_config(repo.path, config)
+        repo.seal()     # the catalog the off-host copy gets (sealed.py)
     return {"format": auth.VERSION, "snapshots": len(seqs), "objects": objects,
             "values": len(values)}
 

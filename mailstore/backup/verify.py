@@ -16,7 +16,7 @@ import sqlite3
 import time
 
 from mailstore import maildir
-from mailstore.backup import catalog, index_cache, lost
+from mailstore.backup import catalog, index_cache, lost, offhost, sealed
 from mailstore.backup.auth import CatalogDamaged
 from mailstore.backup.catalog import from_db
 from mailstore.backup.errors import BackupError
@@ -26,7 +26,7 @@ from mailstore.backup.restore import resolve_snapshot
 
 
 def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None, wait=0,
-           progress=None):
+           progress=None, previous=None):
     """Check one snapshot (id or `latest`) or all; return a summary dict.
 
     `sample` (0 < fraction <= 1, with read_data): read only a random part of the objects, so
@@ -42,7 +42,14 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None
 
     Every damaged object found is recorded in the catalog: the next run does not reuse it
     but reads its messages again (lost.py).
+
+    An off-host copy whose catalog is sealed (offhost.py) is checked without the key as far
+    as that goes (`offhost.verify_copy`: `problems`, `sealed`, `packs`); with the key its
+    catalog is decrypted and checked as above. `previous`: the copy made before this one:
+    the sealed catalog must not be older than its (offhost.compare_previous).
     """
+    if key_file is None and not read_data and offhost.is_sealed_copy(os.fspath(repo_path)):
+        return offhost.verify_copy(repo_path, previous)
     # the key, when given, authenticates the catalog even for the cheap check
     with Repository(repo_path, key_file=key_file,
                     need_key=read_data or key_file is not None) as repo:
@@ -106,13 +113,18 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None
         for d in report:
             d["lost_at"] = lost_for_good.get(d["object"])
         ok = not damaged and not size_mismatch
-        cache_problem = index_cache.check(repo)
+        warnings = [p for p in [index_cache.check(repo)] if p]
+        problems = []
+        if previous is not None and os.path.exists(sealed.path_of(repo.path)):
+            problems, notes = offhost.compare_previous(repo.path, previous)
+            warnings += notes
+        ok = ok and not problems
         recorded = _record(db, snapshot, read_data, ok, len(damaged), checked, damaged)
         how = _catalog_check(repo)
     return {"ok": ok, "catalog": how, "snapshots": len(seqs), "objects": len(needed),
             "read": checked if read_data else 0, "damaged": report,
             "missing_packs": sorted(missing_packs), "pack_size_mismatch": sorted(size_mismatch),
-            "recorded": recorded, "warnings": [cache_problem] if cache_problem else []}
+            "recorded": recorded, "warnings": warnings, "problems": problems}
 
 
 def _record(db, snapshot, read_data, ok, damaged_count, checked, damaged=None):
@@ -131,6 +143,8 @@ def _record(db, snapshot, read_data, ok, damaged_count, checked, damaged=None):
 
 
 def _catalog_check(repo):
+    if repo.sealed_only:
+        return "sealed, opened with the key"
     if repo.auth is None:
         return "format 1, not authenticated"
     if not repo.encrypted:

@@ -3,8 +3,8 @@
 Runs on the backup host, where the nightly copy job (operations/backup_host.py) keeps one
 directory per night in DIR and records its last result in ``DIR/state.json``:
 ``{"copy", "copied", "seconds", "files_transferred", "bytes_received", "copies", "verified",
-"verify_ok"}`` (times in unix seconds). Only that file is read: no catalog, no key, so the
-check keeps working unchanged when the copies' catalog is encrypted for the backup host.
+"verify_ok"}`` (times in unix seconds). Only that file is read: no catalog, no key (the
+copies of an encrypted repository hold their catalog sealed: mailstore/backup/offhost.py).
 
 - ``age``: seconds since the last copy ended (``-w 93600 -c 180000``: one missed night warns,
   two are critical). No state file (no copy made yet) is CRITICAL.

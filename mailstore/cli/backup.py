@@ -280,15 +280,24 @@ def status_cmd(repo, key_file, as_json):
 @click.option("--sample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="With --read-data: read only this random fraction of the objects "
                    "(e.g. 0.1 weekly).")
+@click.option("--previous", type=click.Path(file_okay=False), default=None, metavar="COPY",
+              help="An off-host copy made before this one: its sealed catalog must not be "
+                   "newer than this one's (an older night's served again is an error).")
 @key_file_option
 @wait_option
 @quiet_option("nothing but what is damaged or missing, no progress and no summary")
 @json_option
-def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, quiet, as_json):
-    """Check that the snapshots are restorable; exit 1 if anything is damaged or missing."""
+def verify_cmd(repo, snapshot, read_data, sample, previous, key_file, wait, quiet, as_json):
+    """Check that the snapshots are restorable; exit 1 if anything is damaged or missing.
+
+    An off-host copy whose catalog is sealed is checked without the key as far as that goes
+    (the sealed catalog's framing and every pack's records; --snapshot does not apply); with
+    --key-file its catalog is decrypted and checked in full.
+    """
     with _Errors():
         result = lib.verify(repo, key_file=key_file, snapshot=snapshot, read_data=read_data,
-                            sample=sample, wait=wait, progress=_progress(quiet))
+                            sample=sample, wait=wait, progress=_progress(quiet),
+                            previous=previous)
     for text in result["warnings"]:
         click.echo("{} warning: {}".format(PREFIX, text), err=True)
     if as_json:
@@ -307,7 +316,17 @@ def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, quiet, as_json
         for name in result["pack_size_mismatch"]:
             click.echo("{} pack {} has another size than recorded".format(PREFIX, name),
                        err=True)
-        if not quiet:
+        for text in result["problems"]:
+            click.echo("{} DAMAGED {}".format(PREFIX, text), err=True)
+        if not quiet and "sealed" in result:
+            info = result["sealed"]
+            click.echo("{} verify {}: sealed catalog {}, {} packs ({} records) whole; catalog: "
+                       "{}".format(PREFIX, "ok" if result["ok"] else "FAILED",
+                                   "generation {} ({})".format(info["generation"],
+                                                               _size(info["bytes"]))
+                                   if info else "DAMAGED", result["packs"], result["objects"],
+                                   result["catalog"]))
+        elif not quiet:
             click.echo("{} verify {}: {} snapshots, {} objects{}, {} damaged; catalog: "
                        "{}".format(PREFIX, "ok" if result["ok"] else "FAILED",
                                    result["snapshots"], result["objects"],
@@ -315,6 +334,68 @@ def verify_cmd(repo, snapshot, read_data, sample, key_file, wait, quiet, as_json
                                    if read_data else " located", len(result["damaged"]),
                                    result["catalog"]))
     sys.exit(0 if result["ok"] else 1)
+
+
+@backup_group.command("seal")
+@repo_arguments()
+@key_file_option
+@wait_option
+@json_option
+def seal_cmd(repo, key_file, wait, as_json):
+    """Write the sealed catalog (REPO/catalog.sealed) of an encrypted repository now.
+
+    What an off-host copy gets instead of the catalog: encrypted and authenticated with the
+    repository key. Every `run`, `prune` and `upgrade` writes it too; this is for a
+    repository whose last run was made by an older mailstore.
+    """
+    with _Errors():
+        result = lib.seal(repo, key_file=key_file, wait=wait)
+    if as_json:
+        _emit_json(result)
+        return
+    click.echo("{} sealed catalog of {}: generation {}, {}".format(
+        PREFIX, repo, result["generation"], _size(result["bytes"])))
+
+
+@backup_group.command("unseal")
+@repo_arguments()
+@key_file_option
+@json_option
+def unseal_cmd(repo, key_file, as_json):
+    """Make an off-host copy put back on the server a whole repository again.
+
+    Its sealed catalog, authenticated with the key, is written out as REPO/catalog.sqlite
+    (never over an existing one); `run` and `prune` work on it afterwards. Make the copied
+    files writable first (chmod -R u+w REPO).
+    """
+    with _Errors():
+        result = lib.unseal(repo, key_file=key_file)
+    if as_json:
+        _emit_json(result)
+        return
+    click.echo("{} unsealed the catalog of {}: {} snapshots (sealed generation {})".format(
+        PREFIX, repo, result["snapshots"], result["generation"]))
+
+
+@backup_group.command("export")
+@repo_arguments()
+@repository.key_file_option("Not needed: export reads no catalog (accepted like everywhere).")
+@json_option
+def export_cmd(repo, key_file, as_json):
+    """Hard-link what an off-host copy gets into REPO/offhost-view; print its path.
+
+    Encrypted: config.json, the packs and the sealed catalog, never catalog.sqlite or the
+    index cache; unencrypted: everything but the lock and tmp/. For the server's forced
+    command (mailstore-backup-serve), which holds the repository's lock while it serves the
+    view and removes it afterwards: this command takes no lock itself.
+    """
+    with _Errors():
+        files = lib.served_paths(repo)
+        view = lib.export(repo)
+    if as_json:
+        _emit_json({"view": view, "files": files})
+        return
+    click.echo(view)
 
 
 @backup_group.command("restore")

@@ -99,7 +99,20 @@ def test_nightly_copies_are_incremental_and_restore_alice_bit_exact(lab, ssh, ba
     first_seconds = time.monotonic() - started
     repo_bytes = int(ssh(f"du -sb --exclude=lock {REPOSITORY}").stdout.split()[0])
 
-    # A second night: new mail, a new snapshot; only the new packs and the catalog travel.
+    # The copy of the (encrypted) repository holds config.json, the packs and the sealed
+    # catalog only: no catalog.sqlite, no index cache, and no user name in any byte.
+    copy = f"{COPIES}/{first['copy']}"
+    held = bssh(f"cd {copy} && find . -type f | sort").stdout.split()
+    assert held[:2] == ["./catalog.sealed", "./config.json"], held
+    assert all(re.match(r"^\./packs/[0-9a-f]{2}/[0-9a-f]{32}\.pack$", p) for p in held[2:])
+    # (needles of 5 bytes and more: a shorter one may turn up in random ciphertext)
+    for needle in ("alice", "dovecot-uidlist", lab["mail_root"]):
+        found = bssh(f"grep -rlF {shlex.quote(needle)} {copy}", check=False)
+        assert found.returncode == 1 and not found.stdout, (needle, found.stdout)
+    assert ssh(f"test -e {REPOSITORY}/offhost-view", check=False).returncode != 0
+
+    # A second night: new mail, a new snapshot; only the new packs and the sealed catalog
+    # (encrypted anew, so whole) travel.
     alice = next(a for a in lab["accounts"] if a["user"] == "alice")
     marker, msg = message("someone@example.net", alice["email"], subject="off-host copy",
                           body="x" * 200000)
@@ -120,9 +133,9 @@ def test_nightly_copies_are_incremental_and_restore_alice_bit_exact(lab, ssh, ba
           f"{second['bytes_received']} B received, {len(new_packs)} new packs)")
     new_bytes = sum(int(x) for x in ssh(
         f"cd {REPOSITORY} && stat -c %s {' '.join(sorted(new_packs))}").stdout.split())
-    catalog = int(ssh(f"stat -c %s {REPOSITORY}/catalog.sqlite").stdout)
-    # new packs + catalog (+ index cache, config): no old pack travelled again
-    assert second["files_transferred"] <= len(new_packs) + 4, second
+    catalog = int(ssh(f"stat -c %s {REPOSITORY}/catalog.sealed").stdout)
+    # new packs + the sealed catalog: no old pack travelled again
+    assert second["files_transferred"] <= len(new_packs) + 2, second
     assert second["bytes_received"] < new_bytes + catalog + 1024 * 1024, second
     # the old packs are hard links of the previous copy, not copies
     # (the nightly prune may have rewritten some: one both nights' repositories hold)
@@ -130,6 +143,10 @@ def test_nightly_copies_are_incremental_and_restore_alice_bit_exact(lab, ssh, ba
     links = bssh(f"stat -c %h {COPIES}/{second['copy']}/{old_pack}").stdout.strip()
     assert int(links) >= 2
     assert bssh(f"readlink {COPIES}/latest").stdout.strip() == second["copy"]
+
+    # Without the key the copy says what it needs, in one line.
+    listed = bssh(f"mailstore backup list {COPIES}/latest", check=False)
+    assert listed.returncode == 1 and "--key-file" in listed.stderr, listed
 
     # Restore alice from the copy, with the key alone (brought in for the restore only).
     key = (REPO / ".lab" / "secrets" / DATA["backup_key_secret"]).read_text()
@@ -192,13 +209,13 @@ def test_root_on_the_mail_server_cannot_destroy_a_copy(lab, ssh, backup_host):
     assert ssh(f"test -f {REPOSITORY}/config.json").returncode == 0
     assert bssh(f"cd {copy} && find . -type f -exec sha256sum {{}} + | sort").stdout == before
     # 3. Root on the mail server controls what the next pull receives: it serves a tree of
-    # its own (a pack truncated, the catalog rewritten, a link to the copies) in place of the
-    # repository. That arrives as a new copy only; the earlier copies stay as they were, and
-    # the trusted side's verify notices.
+    # its own (a pack truncated, the sealed catalog rewritten, a link to the copies) in place
+    # of the repository. That arrives as a new copy only; the earlier copies stay as they
+    # were, and the trusted side's verify (without the key) notices.
     evil = "/root/offhost-evil"
     victim = sorted(ssh(f"cd {REPOSITORY} && find packs -name '*.pack'").stdout.split())[0]
     ssh(f"rm -rf {evil} && cp -a {REPOSITORY} {evil} && rm -f {evil}/lock && "
-        f"truncate -s 0 {evil}/{victim} && printf rewritten > {evil}/catalog.sqlite && "
+        f"truncate -s 0 {evil}/{victim} && printf rewritten > {evil}/catalog.sealed && "
         f"ln -s {copy} {evil}/escape && "
         f"sed -i 's|^REPO=.*|REPO={evil}|' {offhost.SERVE}")
     try:

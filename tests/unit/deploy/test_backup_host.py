@@ -7,6 +7,7 @@ Only `ssh` is a stand-in (no second host here): it runs the forced command local
 would, with the requested rsync in SSH_ORIGINAL_COMMAND. sudo is left out (the test user may
 read the repository).
 """
+import hashlib
 import json
 import os
 import shutil
@@ -125,25 +126,28 @@ SSH_ORIGINAL_COMMAND="$*" SSH_CLIENT="127.0.0.1 40000 22" exec sh {serve}
 """
 
 
-@pytest.fixture
-def chain(tmp_path):
-    """A repository with one snapshot, the mail server's serve script for it, the copy job for
-    a copies directory, and `run()` / `check()` / `snapshot()` to drive them."""
+@pytest.fixture(params=["encrypted", "unencrypted"])
+def chain(tmp_path, request):
+    """A repository with one snapshot (encrypted: its catalog travels sealed; unencrypted:
+    whole), the mail server's serve script for it, the copy job for a copies directory, and
+    `run()` / `check()` / `snapshot()` to drive them."""
     if not (shutil.which("rrsync") and shutil.which("rsync") and shutil.which("flock")):
         pytest.fail("rsync (with rrsync) and flock are needed: see tests/packages")
     src, repo, copies, bin_dir = (tmp_path / n for n in ("src", "repo", "copies", "bin"))
+    key = str(tmp_path / "key") if request.param == "encrypted" else None
     make_tree(str(src))
-    mailstore_backup.init(str(repo))
-    mailstore_backup.run(str(repo), str(src))
+    mailstore_backup.init(str(repo), key_file=key)
+    mailstore_backup.run(str(repo), str(src), key_file=key)
     copies.mkdir()
     bin_dir.mkdir()
-    serve = tmp_path / "serve"
-    serve.write_text(backup_host.serve_script(_source_conf(str(repo))).replace(
-        backup_host.RRSYNC, shutil.which("rrsync")))
-    (bin_dir / "ssh").write_text(FAKE_SSH.format(serve=serve))
     mailstore = bin_dir / "mailstore"
     mailstore.write_text(f"#!/bin/sh\nPYTHONPATH={REPO_ROOT} exec {sys.executable} "
                          "-m mailstore \"$@\"\n")
+    serve = tmp_path / "serve"
+    serve.write_text(backup_host.serve_script(_source_conf(str(repo))).replace(
+        backup_host.RRSYNC, shutil.which("rrsync")).replace(
+        f"MAILSTORE={mailstore_backup_path()}", f"MAILSTORE={mailstore}"))
+    (bin_dir / "ssh").write_text(FAKE_SSH.format(serve=serve))
     for script in (bin_dir / "ssh", mailstore):
         script.chmod(0o755)
     conf = {"source": "email.cacert.test", "host_keys": [HOST_KEY], "directory": str(copies),
@@ -170,10 +174,11 @@ def chain(tmp_path):
             (src / "alice" / "Maildir" / "new").mkdir(parents=True, exist_ok=True)
             (src / "alice" / "Maildir" / "new" / f"{len(os.listdir(repo / 'packs'))}.x") \
                 .write_bytes(os.urandom(100000))
-            return mailstore_backup.run(str(repo), str(src))
+            return mailstore_backup.run(str(repo), str(src), key_file=key)
 
     chain = Chain()
-    chain.repo, chain.copies, chain.src = repo, copies, src
+    chain.repo, chain.copies, chain.src, chain.key = repo, copies, src, key
+    chain.serve, chain.env = serve, env
     return chain
 
 
@@ -207,8 +212,9 @@ def test_the_job_copies_incrementally_read_only_and_prunes(chain):
     for path in [copy2, *(p for p in copy2.rglob("*") if p.name != "lock")]:
         assert not os.lstat(path).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH), path
     # a copy is a repository: restore reads it
-    listed = mailstore_backup.list_snapshots(str(copy2))
-    assert len(listed) == len(mailstore_backup.list_snapshots(str(chain.repo)))
+    listed = mailstore_backup.list_snapshots(str(copy2), key_file=chain.key)
+    assert len(listed) == len(mailstore_backup.list_snapshots(str(chain.repo),
+                                                              key_file=chain.key))
 
     chain.snapshot()
     ran, third = chain.run()
@@ -220,6 +226,54 @@ def test_the_job_copies_incrementally_read_only_and_prunes(chain):
     copy3 = chain.copies / third["copy"]
     for path in (p for p in copy3.rglob("*") if p.is_file() and p.name != "lock"):
         assert not os.lstat(path).st_mode & stat.S_IWUSR, path
+
+
+def test_an_encrypted_repositorys_copy_holds_no_name_header_or_owner(chain):
+    """Every byte the pull brought, through the serve script and rrsync as installed."""
+    ran, state = chain.run()
+    assert ran.returncode == 0, ran.stderr
+    copy = chain.copies / state["copy"]
+    served = sorted(str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file())
+    if chain.key is None:
+        # nothing to hide: served whole, as before (but tmp/; `lock`: the verify's, as root)
+        assert "catalog.sqlite" in served and "config.json" in served
+        assert not [p for p in served if p.startswith("tmp/")]
+        return
+    assert served == ["catalog.sealed", "config.json", *_packs(copy)]
+    assert not (chain.repo / "offhost-view").exists()     # the serve script's view is gone
+    needles = {b"alice", b"bob", b"Archive.2024", b"Trash", b"mail.cacert.test",
+               b"example.org", b"Sender 1", b"R=C3=A9union", b"Nov 2026",
+               str(chain.src).encode(), b"dovecot-uidlist"}
+    for path in (p for p in chain.src.rglob("*") if p.is_file() and p.parent.name in
+                 ("cur", "new")):
+        digest = hashlib.sha256(path.read_bytes())
+        needles |= {digest.hexdigest().encode(), digest.digest()}
+    for rel in served:
+        data = (copy / rel).read_bytes()
+        for needle in needles:
+            assert needle not in data and needle not in rel.encode(), (rel, needle)
+
+
+@pytest.mark.parametrize("chain", ["encrypted"], indirect=True)
+def test_an_older_sealed_catalog_served_again_fails_the_nights_verify(chain, tmp_path):
+    ran, _ = chain.run()
+    assert ran.returncode == 0, ran.stderr
+    old = (chain.repo / "catalog.sealed").read_bytes()
+    chain.snapshot()
+    ran, good = chain.run()
+    assert ran.returncode == 0 and good["verify_ok"], ran.stderr
+    # root on the mail server (or a damaged disk) serves the first night's catalog again
+    (chain.repo / "catalog.sealed").write_bytes(old)
+    ran, bad = chain.run()
+    assert ran.returncode == 1 and "FAILED: verify" in ran.stderr, ran.stderr
+    assert bad["verify_ok"] is False
+    verify = subprocess.run([str(tmp_path / "bin" / "mailstore"), "backup", "verify",
+                             str(chain.copies / bad["copy"]), "--previous",
+                             str(chain.copies / good["copy"])],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "MAILSTORE_KEY_FILE": ""})
+    assert verify.returncode == 1 and "older than the previous copy's" in verify.stderr
+    assert chain.check().returncode == 2
 
 
 def test_the_forced_command_refuses_writes(chain, tmp_path):
@@ -278,8 +332,11 @@ def test_the_mail_servers_side_is_the_forced_key_the_serve_script_and_sudoers(se
     for op in ops:
         uploads.update(op.uploads)
     assert uploads[backup_host.AUTHORIZED_KEYS].rstrip().endswith(KEY)
-    assert "rrsync\" -ro \"$REPO\"" in uploads[backup_host.SERVE].replace("$RRSYNC", "rrsync")
-    assert 'flock -x' in uploads[backup_host.SERVE]
+    serve = uploads[backup_host.SERVE]
+    # rrsync -ro serves the view `mailstore backup export` made, under the repository's lock
+    assert 'view=$("$MAILSTORE" backup export "$REPO")' in serve
+    assert '"$RRSYNC" -ro "$view"' in serve and 'flock -x' in serve
+    assert "MAILSTORE=/usr/local/bin/mailstore" in serve
     # Debian's rsync ships /usr/bin/rrsync on every release (bullseye's too): nothing else
     assert backup_host.RRSYNC == "/usr/bin/rrsync"
 

@@ -1,0 +1,280 @@
+"""The off-host copy of an encrypted repository: what it is served (`backup.served_paths` /
+`backup.export`, the list the server's forced command serves) reveals no user, folder or
+file name, no From/Subject/Date, no owner and no content hash; with the key alone it
+restores bit-exact; a damaged, cut or older sealed catalog is refused loudly; a copy made
+before catalogs were sealed still restores."""
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+
+import pytest
+from click.testing import CliRunner
+
+from mailstore import backup
+from mailstore.backup import sealed
+from mailstore.cli import main
+
+from tests.harness import flip_bit, make_tree, snapshot_tree
+from tests.harness.maildir_trees import USERS, message_paths
+
+
+def _served_copy(repo, copy):
+    """What the backup host holds after a pull: the export view's files, read-only."""
+    view = backup.export(repo)
+    shutil.copytree(view, copy)
+    shutil.rmtree(view)
+    for top, dirs, files in os.walk(copy):
+        for name in files:
+            os.chmod(os.path.join(top, name), 0o444)
+    return copy
+
+
+def _make(tmp_path, key=True):
+    src, repo = tmp_path / "src", tmp_path / "repo"
+    key_file = str(tmp_path / "key") if key else None
+    make_tree(src)
+    backup.init(repo, key_file=key_file)
+    backup.run(repo, src, key_file=key_file)
+    return src, repo, key_file
+
+
+def _needles(src):
+    """What must not show in an encrypted repository's copy: user, folder and file names,
+    header values, the Date, the source path, and the plain SHA-256 of every message."""
+    found = {b"mail.cacert.test", b"sender0@example.org", b"Sender 1", b"R=C3=A9union",
+             "Réunion".encode(), b"Nov 2026", str(src).encode(), b"dovecot-uidlist",
+             b"subscriptions", b"dovecot-keywords"}
+    for user, folders in USERS.items():
+        found.add(user.encode())
+        found.update(f.encode() for f in folders if f)
+    for path in message_paths(str(src)):
+        with open(path, "rb") as f:
+            data = f.read()
+        digest = hashlib.sha256(data)
+        found.update({digest.hexdigest().encode(), digest.digest(),
+                      os.path.basename(path).split(":")[0].encode()})
+    return found
+
+
+def _all_bytes(root):
+    out = {}
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            out[os.path.relpath(os.path.join(top, name), root)] = b""
+        for name in files:
+            with open(os.path.join(top, name), "rb") as f:
+                out[os.path.relpath(os.path.join(top, name), root)] = f.read()
+    return out
+
+
+def test_the_served_copy_of_an_encrypted_repository_reveals_no_name_header_or_hash(tmp_path):
+    src, repo, key = _make(tmp_path)
+    paths = backup.served_paths(repo)
+    assert "catalog.sqlite" not in paths and not [p for p in paths if p.startswith("index")]
+    assert {"config.json", sealed.NAME} <= set(paths)
+    copy = _served_copy(repo, tmp_path / "copy")
+    files = _all_bytes(copy)
+    assert sorted(p for p in files if os.path.isfile(copy / p)) == paths
+    needles = _needles(src)
+    # (the test is sound: the server's own catalog holds them)
+    with open(repo / "catalog.sqlite", "rb") as f:
+        clear = f.read()
+    assert b"alice" in clear and b"mail.cacert.test" in clear
+    for rel, data in files.items():
+        for needle in needles:
+            assert needle not in rel.encode() and needle not in data, (rel, needle)
+
+
+def test_an_unencrypted_repository_is_served_whole_as_before(tmp_path):
+    src, repo, _key = _make(tmp_path, key=False)
+    paths = backup.served_paths(repo)
+    assert "catalog.sqlite" in paths and "config.json" in paths
+    assert not os.path.exists(repo / sealed.NAME)
+    assert not [p for p in paths if p == "lock" or p.startswith("tmp/")]
+
+
+def test_a_sealed_copy_restores_a_user_bit_exact_with_the_key_alone(tmp_path):
+    src, repo, key = _make(tmp_path)
+    copy = _served_copy(repo, tmp_path / "copy")
+    os.chmod(copy, 0o555)
+    before = set(os.listdir(tempfile.gettempdir()))
+    snaps = backup.list_snapshots(copy, key_file=key)
+    assert [s["id"] for s in snaps] == [s["id"] for s in backup.list_snapshots(repo, key)]
+    assert backup.find(copy, key_file=key, user="alice", subject="INBOX")
+    assert backup.status(copy, key_file=key)["snapshots"] == 1
+    checked = backup.verify(copy, key_file=key, read_data=True)
+    assert checked["ok"] and checked["catalog"] == "sealed, opened with the key"
+    result = backup.restore(copy, "latest", tmp_path / "dst", key_file=key, user="alice")
+    assert not result["errors"]
+    assert snapshot_tree(tmp_path / "dst" / "alice") == snapshot_tree(src / "alice")
+    # nothing decrypted stays behind
+    assert not [n for n in set(os.listdir(tempfile.gettempdir())) - before
+                if n.startswith("mailstore-catalog-")]
+    # without the key: one line that asks for it
+    r = CliRunner().invoke(main, ["backup", "list", str(copy)], env={"MAILSTORE_KEY_FILE": ""})
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+    assert "sealed" in r.output and "--key-file" in r.output
+    # run and prune refuse it
+    r = CliRunner().invoke(main, ["backup", "prune", str(copy), "--keep-last", "1",
+                                  "--key-file", key])
+    assert r.exit_code == 1 and "sealed" in r.output and r.output.count("\n") == 1, r.output
+
+
+def test_without_the_key_verify_checks_the_framing_and_the_packs(tmp_path):
+    src, repo, key = _make(tmp_path)
+    copy = _served_copy(repo, tmp_path / "copy")
+    r = CliRunner().invoke(main, ["backup", "verify", str(copy), "--snapshot", "latest"],
+                           env={"MAILSTORE_KEY_FILE": ""})
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("mailstore backup: verify ok: sealed catalog generation ")
+    pack = [p for p in backup.served_paths(repo) if p.startswith("packs/")][0]
+    os.chmod(copy / pack, 0o644)
+    with open(copy / pack, "r+b") as f:
+        f.truncate(os.path.getsize(copy / pack) - 3)
+    r = CliRunner().invoke(main, ["backup", "verify", str(copy)],
+                           env={"MAILSTORE_KEY_FILE": ""})
+    assert r.exit_code == 1 and "DAMAGED pack " in r.output and "truncated" in r.output
+
+
+def _tamper_cases(tmp_path, repo, key):
+    """(name, copy) of copies whose sealed catalog was changed in one way each."""
+    sealed_bytes = (repo / sealed.NAME).read_bytes()
+    size = len(sealed_bytes)
+    cases = []
+    for name, change in (
+            ("a byte flipped in a chunk", lambda p: flip_bit(p, size - 40)),
+            ("a byte flipped in the header", lambda p: flip_bit(
+                p, sealed_bytes.index(b'"generation"') + 2)),
+            ("truncated", lambda p: os.truncate(p, size - 100)),
+            ("cut after the header", lambda p: os.truncate(p, sealed_bytes.index(b"}") + 1))):
+        copy = _served_copy(repo, tmp_path / name.replace(" ", "-"))
+        os.chmod(copy / sealed.NAME, 0o644)
+        change(str(copy / sealed.NAME))
+        cases.append((name, copy))
+    return cases
+
+
+def test_a_damaged_or_cut_sealed_catalog_is_refused_in_one_line(tmp_path):
+    src, repo, key = _make(tmp_path)
+    for name, copy in _tamper_cases(tmp_path, repo, key):
+        for args in (["restore", str(copy), "latest", str(tmp_path / "out"), "--user",
+                      "alice", "--key-file", key],
+                     ["verify", str(copy), "--key-file", key],
+                     ["list", str(copy), "--key-file", key]):
+            r = CliRunner().invoke(main, ["backup"] + args)
+            assert r.exit_code == 1, (name, args, r.output)
+            assert r.output.count("\n") == 1 and r.output.startswith(
+                "mailstore backup: error: sealed catalog "), (name, r.output)
+            assert "tampered" in r.output or "fails authentication" in r.output, r.output
+        assert not os.path.exists(tmp_path / "out")
+        if name != "a byte flipped in a chunk":     # framing: seen without the key too
+            r = CliRunner().invoke(main, ["backup", "verify", str(copy)],
+                                   env={"MAILSTORE_KEY_FILE": ""})
+            assert r.exit_code == 1 and "DAMAGED sealed catalog" in r.output, (name, r.output)
+
+
+def test_an_older_nights_sealed_catalog_is_refused_against_the_previous_copy(tmp_path):
+    src, repo, key = _make(tmp_path)
+    older = _served_copy(repo, tmp_path / "night1")
+    (src / "alice" / "Maildir" / "new" / "1800000000.new.mail").write_bytes(b"Subject: x\n\n")
+    backup.run(repo, src, key_file=key)
+    newer = _served_copy(repo, tmp_path / "night2")
+    assert backup.verify(newer, previous=str(older))["ok"]
+    assert backup.verify(newer, key_file=key, previous=str(older))["ok"]
+    # the second night's copy gets the first night's sealed catalog
+    swapped = _served_copy(repo, tmp_path / "night2-swapped")
+    os.chmod(swapped / sealed.NAME, 0o644)
+    shutil.copyfile(older / sealed.NAME, swapped / sealed.NAME)
+    for extra in ([], ["--key-file", key]):
+        r = CliRunner().invoke(main, ["backup", "verify", str(swapped), "--previous",
+                                      str(newer)] + extra, env={"MAILSTORE_KEY_FILE": ""})
+        assert r.exit_code == 1, r.output
+        assert "older than the previous copy's" in r.output, r.output
+    # the same generation with other bytes: one of them was changed
+    r = CliRunner().invoke(main, ["backup", "verify", str(newer), "--previous",
+                                  str(older)], env={"MAILSTORE_KEY_FILE": ""})
+    assert r.exit_code == 0, r.output
+    other = _served_copy(repo, tmp_path / "night2-other")
+    os.chmod(other / sealed.NAME, 0o644)
+    flip_bit(str(other / sealed.NAME), os.path.getsize(other / sealed.NAME) - 40)
+    r = CliRunner().invoke(main, ["backup", "verify", str(newer), "--previous", str(other)],
+                           env={"MAILSTORE_KEY_FILE": ""})
+    assert r.exit_code == 1 and "not the same file" in r.output, r.output
+    # another repository's sealed catalog (the same key) in its place
+    repo2 = tmp_path / "repo2"
+    backup.init(repo2, key_file=key)
+    shutil.copyfile(repo2 / sealed.NAME, swapped / sealed.NAME)
+    r = CliRunner().invoke(main, ["backup", "list", str(swapped), "--key-file", key])
+    assert r.exit_code == 1 and "belongs to repository" in r.output, r.output
+
+
+def test_every_run_and_prune_seals_a_newer_generation(tmp_path):
+    src, repo, key = _make(tmp_path)
+    first = sealed.inspect(str(repo / sealed.NAME), _repo_id(repo))["generation"]
+    backup.run(repo, src, key_file=key)
+    second = sealed.inspect(str(repo / sealed.NAME), _repo_id(repo))["generation"]
+    backup.prune(repo, key_file=key, keep_last=1)
+    third = sealed.inspect(str(repo / sealed.NAME), _repo_id(repo))["generation"]
+    assert first < second < third
+    assert stat.S_IMODE(os.stat(repo / sealed.NAME).st_mode) == 0o600
+    copy = _served_copy(repo, tmp_path / "copy")
+    assert len(backup.list_snapshots(copy, key_file=key)) == 1
+    r = CliRunner().invoke(main, ["backup", "seal", str(repo), "--key-file", key])
+    assert r.exit_code == 0 and "generation {}".format(third + 1) in r.output, r.output
+
+
+def _repo_id(repo):
+    from mailstore.backup.repository import read_config
+    return read_config(str(repo))["id"]
+
+
+def test_an_encrypted_repository_without_a_sealed_catalog_is_not_served(tmp_path):
+    src, repo, key = _make(tmp_path)
+    os.unlink(repo / sealed.NAME)      # as a repository last written by an older mailstore
+    r = CliRunner().invoke(main, ["backup", "export", str(repo)])
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+    assert "no sealed catalog" in r.output and "mailstore backup seal" in r.output
+    assert not os.path.exists(repo / "offhost-view")
+
+
+def test_a_copy_made_before_catalogs_were_sealed_still_restores(tmp_path):
+    src, repo, key = _make(tmp_path)
+    # what the pull served before: everything but the lock and tmp/ (no sealed catalog then)
+    old = tmp_path / "old-copy"
+    shutil.copytree(repo, old, ignore=shutil.ignore_patterns("lock", "tmp", sealed.NAME))
+    assert (old / "catalog.sqlite").exists() and (old / "index").is_dir()
+    assert backup.verify(old, snapshot="latest")["ok"]      # the key-less check as before
+    result = backup.restore(old, "latest", tmp_path / "dst", key_file=key, user="bob")
+    assert not result["errors"]
+    assert snapshot_tree(tmp_path / "dst" / "bob") == snapshot_tree(src / "bob")
+    # and a sealed copy after it compares with it as far as it can: a warning, no failure
+    new = _served_copy(repo, tmp_path / "new-copy")
+    checked = backup.verify(new, previous=str(old))
+    assert checked["ok"] and "no sealed catalog" in checked["warnings"][0]
+
+
+
+def test_a_sealed_copy_put_back_on_the_server_is_unsealed_and_backs_up_again(tmp_path):
+    src, repo, key = _make(tmp_path)
+    copy = _served_copy(repo, tmp_path / "copy")
+    # the rebuild: the night copied back, made writable
+    back = tmp_path / "back"
+    shutil.copytree(copy, back)
+    for top, dirs, files in os.walk(back):
+        for name in files:
+            os.chmod(os.path.join(top, name), 0o600)
+    r = CliRunner().invoke(main, ["backup", "run", str(back), str(src), "--key-file", key])
+    assert r.exit_code == 1 and "sealed" in r.output, r.output
+    r = CliRunner().invoke(main, ["backup", "unseal", str(back), "--key-file", key])
+    assert r.exit_code == 0 and "1 snapshots" in r.output, r.output
+    assert stat.S_IMODE(os.stat(back / "catalog.sqlite").st_mode) == 0o600
+    r = CliRunner().invoke(main, ["backup", "unseal", str(back), "--key-file", key])
+    assert r.exit_code == 1 and "has a catalog.sqlite already" in r.output, r.output
+    (src / "bob" / "Maildir" / "new" / "1800000001.after.mail").write_bytes(b"Subject: y\n\n")
+    backup.run(back, src, key_file=key)
+    assert len(backup.list_snapshots(back, key_file=key)) == 2
+    result = backup.restore(back, "latest", tmp_path / "dst", key_file=key, user="bob")
+    assert not result["errors"]
+    assert snapshot_tree(tmp_path / "dst" / "bob") == snapshot_tree(src / "bob")
