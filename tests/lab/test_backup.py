@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from mailclients import deploy_failure, imaps, message, smtp_25, wait_for_delivery  # noqa: E402
+from mailclients import imaps, message, smtp_25, wait_for_delivery  # noqa: E402
 
 from operations.defaults import defaults  # noqa: E402
 from operations import backup  # noqa: E402
@@ -254,12 +254,3 @@ def test_the_key_is_the_secret_and_readable_by_root_only(deployed, ssh):
     # the repository's config names its encryption, never the key
     config = ssh(f"cat {REPOSITORY}/config.json").stdout
     assert json.loads(config)["encryption"] != "none" and secret.strip() not in config
-
-
-def test_a_second_deploy_changes_nothing_in_backups(deployed, run_deploy):
-    second = run_deploy("--json")
-    assert second.returncode == 0, deploy_failure(second)
-    results = json.loads(second.stdout)["results"]
-    changed = [op["name"] for op in results["operations"]
-               if op["success"] and "Backups" in op["name"]]
-    assert changed == []

@@ -193,14 +193,3 @@ def test_a_service_lost_on_the_master_comes_back_with_the_next_deploy(deployed, 
     result = run_deploy()
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert service("mailstore-mailq")["vars"]["managed_by"] == "mailstore"
-
-
-def test_a_second_deploy_changes_nothing_in_monitoring(deployed, run_deploy):
-    second = run_deploy("--json")
-    assert second.returncode == 0, second.stderr[-3000:]
-    results = json.loads(second.stdout)["results"]
-    changed = [op["name"] for op in results["operations"]
-               if op["success"] and "Monitoring" in op["name"]]
-    assert changed == []
-    assert not any("Register the mailstore checks" in op["name"]
-                   for op in results["operations"])

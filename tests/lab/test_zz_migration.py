@@ -15,6 +15,9 @@ The file sorts last: it moves the lab's mail and moves it back (the deploy in th
 direction, with mail_root_previous=/srv/mail), then removes the copies and journals, so that
 the tests that assume /home/mailboxes pass after it. It holds the lab lock throughout, so no
 other deploy switches Dovecot while the mail is on the data volume.
+
+The move happens on the production server, which runs bullseye: the test runs on the lab's
+bullseye iteration only (LAB_RELEASES, tests/lab/conftest.py).
 """
 import json
 import os
@@ -35,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from lab import lock  # noqa: E402  (the repository root is not always on sys.path)
 
+LAB_RELEASES = ("bullseye",)
 NEW_ROOT = "/srv/mail"
 OLD_ROOT = "/home/mailboxes"
 # While it exists the migration holds delivery on purpose (operations/migration.py HELD_FILE)
@@ -415,6 +419,9 @@ def test_deploy_moves_mail_to_the_data_volume_while_mail_flows(lab, ssh, lab_loc
               f"phases {summary['phases']}; {summary['totals']['messages']} messages "
               f"moved; {len(sent)} mails sent during the deploy, {len(queued)} waited in the "
               f"queue (longest {waits[-1]:.1f} s, median of all {waits[len(waits) // 2]:.2f} s)")
-        assert queued, "no mail waited in the queue: the cut-over did not defer delivery?"
+        # Mail that arrives while delivery is held waits in Postfix's queue; a quick cut-over
+        # holds it for well under a second, so "some mail waited" is no proof either way (the
+        # hold itself is shown by the partial cut-over test). What users feel is the longest wait.
+        assert waits[-1] < 60, f"a mail waited {waits[-1]:.1f} s for delivery (at most 60 s)"
     finally:
         restore(ssh, lab)
