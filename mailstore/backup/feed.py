@@ -64,6 +64,7 @@ class Feed:
         self.prev_files = {}
         self.previous = None          # scan.Previous when this run scans incrementally
         self.prev_seq, self.prev_ids, self._prev_rows = None, frozenset(), ()
+        self._prev_digest = None      # the previous rows' digest, if the cache vouches for it
         meta = scan.load_meta(self.db)
         self.scan_mode, self.scan_reason = scan.choose(
             self.db, row and (row[0], row[1], row[3]), source_root, self.started, full_scan)
@@ -71,7 +72,7 @@ class Feed:
             else meta["last_full_scan"]
         if row is None:
             return
-        rows, problem = previous_rows(self.repo, row[0], row[1], row[2])
+        rows, problem, self._prev_digest = previous_rows(self.repo, row[0], row[1], row[2])
         if problem is not None:
             self.warn(problem)
         self.prev_seq, self._prev_rows = row[0], rows
@@ -101,7 +102,7 @@ class Feed:
         rows, self._prev_rows = self._prev_rows, ()
         if self.prev_seq is not None:
             # what the new snapshot builds on is authentic (nothing is stored before this)
-            self.repo.check_snapshot_rows(self.prev_seq, rows)
+            self.repo.check_snapshot_rows(self.prev_seq, rows, self._prev_digest)
         if not rows:
             return
         self.prev_ids = frozenset(map(operator.itemgetter(0), rows))

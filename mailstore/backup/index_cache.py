@@ -11,6 +11,14 @@ the next run unread, so a file that does not match its digest is not used: the r
 catalog instead and says so in one warning. A missing file, or one the catalog has no digest
 for (written by an older mailstore), costs speed and nothing else. `verify` compares the cache
 with the catalog row by row (`check`).
+
+The digest also binds the snapshot's messages digest (auth.py; meta `index_cache` field
+`rows`): the keyed digest is taken over the snapshot id, that messages digest and the SHA-256
+of the file, so a cache that passes holds rows whose messages digest is `rows`, and the next
+run checks the previous snapshot against its authentication by comparing `rows` with the
+snapshot's recorded (MAC'd) digest instead of encoding and hashing every row again. A cache
+recorded without `rows` (by an older mailstore) is checked as before: its digest over the
+snapshot id and the file's bytes, and the rows are hashed.
 """
 import collections
 import hashlib
@@ -28,11 +36,28 @@ def index_path(repo, snapshot_id):
 
 
 def digest(key, snapshot_id, data):
-    """The digest of cache file bytes `data` of snapshot `snapshot_id`; `key`: the
-    repository's keys.Key, None for an unencrypted repository."""
+    """The digest of cache file bytes `data` of snapshot `snapshot_id` as recorded without
+    `rows` (an older mailstore's); `key`: the repository's keys.Key, None for an unencrypted
+    repository."""
     head = snapshot_id.encode("utf-8") + b"\0"
     h = hashlib.sha256(head) if key is None else hmac.new(key.index, head, hashlib.sha256)
     h.update(data)
+    return h.hexdigest()
+
+
+def content_hash(data):
+    """SHA-256 of the cache file's bytes (what bound_digest is taken over)."""
+    return hashlib.sha256(data).digest()
+
+
+def bound_digest(key, snapshot_id, rows_digest, content):
+    """The digest recorded with `rows`: over the snapshot id, `rows_digest` (the snapshot's
+    messages digest, "" for a format 1 repository, which has none) and `content`
+    (content_hash of the file). The head differs from digest()'s: a file's bytes never start
+    with "rows ", so neither kind of digest passes for the other."""
+    head = snapshot_id.encode("utf-8") + b"\0rows " + rows_digest.encode("ascii") + b"\0"
+    h = hashlib.sha256(head) if key is None else hmac.new(key.index, head, hashlib.sha256)
+    h.update(content)
     return h.hexdigest()
 
 
@@ -45,60 +70,74 @@ def catalog_rows(db, seq):
 
 
 def previous_rows(repo, seq, snapshot_id, count):
-    """(rows, problem): the message rows (id, user, folder, subdir, name, uniq, size,
-    mtime_ns, uid, gid, mode, ino, object) of snapshot `seq`, and why its cache file was
-    not used although there is one (None when it was used, or there is none to trust).
+    """(rows, problem, rows_digest): the message rows (id, user, folder, subdir, name, uniq,
+    size, mtime_ns, uid, gid, mode, ino, object) of snapshot `seq`; why its cache file was
+    not used although there is one (None when it was used, or there is none to trust); the
+    messages digest (auth.messages_digest) the cache's digest vouches for, else None (then
+    the caller hashes the rows to check them).
 
     From REPO/index/<id>.marshal when the file matches the digest the catalog recorded for
     it, else from the catalog."""
-    rows, problem = _trusted_rows(repo, snapshot_id, count)
+    rows, problem, rows_digest = _trusted_rows(repo, snapshot_id, count)
     if rows is None:
         rows = catalog_rows(repo.db, seq)
     if problem is not None:
         problem = "index cache {} {}: the previous snapshot's messages were read from the " \
             "catalog instead (this run writes a new cache)".format(
                 os.path.relpath(index_path(repo, snapshot_id), repo.path), problem)
-    return rows, problem
+    return rows, problem, rows_digest
 
 
 def _trusted_rows(repo, snapshot_id, count):
-    """(rows or None, problem or None) from the cache file of snapshot `snapshot_id`."""
+    """(rows or None, problem or None, rows_digest or None) from the cache file of snapshot
+    `snapshot_id`."""
     try:
         with open(index_path(repo, snapshot_id), "rb") as f:
             data = f.read()     # one read: marshal.load(f) reads piecemeal
     except FileNotFoundError:
-        return None, None
+        return None, None, None
     except OSError as e:
-        return None, "cannot be read ({})".format(e.strerror or e)
-    recorded = _recorded(repo.db, snapshot_id)
+        return None, "cannot be read ({})".format(e.strerror or e), None
+    recorded, rows_digest = _recorded(repo.db, snapshot_id)
     if recorded is None or (repo.encrypted and repo.codec.key is None):
-        return None, None       # nothing vouches for the file (or it cannot be checked)
-    if not hmac.compare_digest(digest(repo.codec.key, snapshot_id, data), recorded):
-        return None, "does not match the digest the catalog recorded for it"
+        return None, None, None     # nothing vouches for the file (or it cannot be checked)
+    if rows_digest is None:
+        expected = digest(repo.codec.key, snapshot_id, data)
+    else:
+        expected = bound_digest(repo.codec.key, snapshot_id, rows_digest, content_hash(data))
+    if not hmac.compare_digest(expected, recorded):
+        return None, "does not match the digest the catalog recorded for it", None
     try:
         rows = marshal.loads(data)
     except (ValueError, EOFError, TypeError):
-        return None, None       # what a run wrote, in another Python's marshal format
+        return None, None, None     # what a run wrote, in another Python's marshal format
+    del data                        # the rows are all that is needed from here on
     if not isinstance(rows, list) or len(rows) != count:
-        return None, "does not hold the snapshot's {} messages".format(count)
-    return rows, None
+        return None, "does not hold the snapshot's {} messages".format(count), None
+    return rows, None, rows_digest or None
 
 
 def _recorded(db, snapshot_id):
+    """(digest, rows) recorded for snapshot `snapshot_id`'s cache; (None, None) if none is,
+    rows None for a digest recorded without them."""
     row = db.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
     try:
         meta = json.loads(row[0]) if row else None
     except ValueError:
-        return None
+        return None, None
     if not isinstance(meta, dict) or meta.get("snapshot") != snapshot_id \
             or not isinstance(meta.get("digest"), str):
-        return None
-    return meta["digest"]
+        return None, None
+    rows_digest = meta.get("rows")
+    if rows_digest is not None and (not isinstance(rows_digest, str)
+                                    or not rows_digest.isascii()):
+        return None, None
+    return meta["digest"], rows_digest
 
 
 def write_index(repo, snapshot_id, rows):
-    """Write the cache previous_rows reads (before the catalog commit); return the digest to
-    record with the snapshot (`record`)."""
+    """Write the cache previous_rows reads (before the catalog commit); return its
+    content_hash, which `record` binds to the snapshot."""
     directory = os.path.join(repo.path, "index")
     os.makedirs(directory, mode=0o700, exist_ok=True)
     path = index_path(repo, snapshot_id)
@@ -111,13 +150,17 @@ def write_index(repo, snapshot_id, rows):
         # file would not match, and a mismatch means damage, which the next run reports
         os.fsync(f.fileno())
     os.rename(path + ".tmp", path)
-    return digest(repo.codec.key, snapshot_id, data)
+    return content_hash(data)
 
 
-def record(db, snapshot_id, value):
-    """Record the digest of snapshot `snapshot_id`'s cache (in the snapshot's transaction)."""
-    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-               (META_KEY, json.dumps({"snapshot": snapshot_id, "digest": value})))
+def record(db, key, snapshot_id, content, rows_digest):
+    """Record the digest of snapshot `snapshot_id`'s cache (`content`: write_index's result)
+    bound to the snapshot's messages digest (None: a format 1 repository has none), in the
+    snapshot's transaction."""
+    rows_digest = rows_digest or ""
+    value = bound_digest(key, snapshot_id, rows_digest, content)
+    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (META_KEY, json.dumps(
+        {"snapshot": snapshot_id, "digest": value, "rows": rows_digest})))
 
 
 def drop_stale_indexes(repo, keep_id):
