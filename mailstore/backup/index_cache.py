@@ -12,13 +12,14 @@ catalog instead and says so in one warning. A missing file, or one the catalog h
 for (written by an older mailstore), costs speed and nothing else. `verify` compares the cache
 with the catalog row by row (`check`).
 
-The digest also binds the snapshot's messages digest (auth.py; meta `index_cache` field
-`rows`): the keyed digest is taken over the snapshot id, that messages digest and the SHA-256
-of the file, so a cache that passes holds rows whose messages digest is `rows`, and the next
-run checks the previous snapshot against its authentication by comparing `rows` with the
-snapshot's recorded (MAC'd) digest instead of encoding and hashing every row again. A cache
-recorded without `rows` (by an older mailstore) is checked as before: its digest over the
-snapshot id and the file's bytes, and the rows are hashed.
+The record also binds the snapshot's messages digest (auth.py): besides `digest`, meta
+`index_cache` holds `rows`, that messages digest, and `rows_mac`, keyed like the digest over
+the snapshot id, `rows` and `digest`. A cache that passes both holds rows whose messages
+digest is `rows`, so the next run checks the previous snapshot against its authentication by
+comparing `rows` with the snapshot's recorded (MAC'd) digest instead of encoding and hashing
+every row again. A record without `rows` (an older mailstore's, or a format 1 repository's)
+is trusted as before and the rows are hashed; an older mailstore reads the new record as
+before (it ignores the fields it does not know).
 """
 import collections
 import hashlib
@@ -36,28 +37,20 @@ def index_path(repo, snapshot_id):
 
 
 def digest(key, snapshot_id, data):
-    """The digest of cache file bytes `data` of snapshot `snapshot_id` as recorded without
-    `rows` (an older mailstore's); `key`: the repository's keys.Key, None for an unencrypted
-    repository."""
+    """The digest of cache file bytes `data` of snapshot `snapshot_id`; `key`: the
+    repository's keys.Key, None for an unencrypted repository."""
     head = snapshot_id.encode("utf-8") + b"\0"
     h = hashlib.sha256(head) if key is None else hmac.new(key.index, head, hashlib.sha256)
     h.update(data)
     return h.hexdigest()
 
 
-def content_hash(data):
-    """SHA-256 of the cache file's bytes (what bound_digest is taken over)."""
-    return hashlib.sha256(data).digest()
-
-
-def bound_digest(key, snapshot_id, rows_digest, content):
-    """The digest recorded with `rows`: over the snapshot id, `rows_digest` (the snapshot's
-    messages digest, "" for a format 1 repository, which has none) and `content`
-    (content_hash of the file). The head differs from digest()'s: a file's bytes never start
-    with "rows ", so neither kind of digest passes for the other."""
+def rows_mac(key, snapshot_id, rows_digest, cache_digest):
+    """What binds messages digest `rows_digest` to the cache whose digest is `cache_digest`.
+    Its head differs from digest()'s: a cache file's bytes never start with "rows "."""
     head = snapshot_id.encode("utf-8") + b"\0rows " + rows_digest.encode("ascii") + b"\0"
     h = hashlib.sha256(head) if key is None else hmac.new(key.index, head, hashlib.sha256)
-    h.update(content)
+    h.update(cache_digest.encode("ascii"))
     return h.hexdigest()
 
 
@@ -98,14 +91,13 @@ def _trusted_rows(repo, snapshot_id, count):
         return None, None, None
     except OSError as e:
         return None, "cannot be read ({})".format(e.strerror or e), None
-    recorded, rows_digest = _recorded(repo.db, snapshot_id)
+    recorded, rows_digest, bound = _recorded(repo.db, snapshot_id)
     if recorded is None or (repo.encrypted and repo.codec.key is None):
         return None, None, None     # nothing vouches for the file (or it cannot be checked)
-    if rows_digest is None:
-        expected = digest(repo.codec.key, snapshot_id, data)
-    else:
-        expected = bound_digest(repo.codec.key, snapshot_id, rows_digest, content_hash(data))
-    if not hmac.compare_digest(expected, recorded):
+    key = repo.codec.key
+    if not hmac.compare_digest(digest(key, snapshot_id, data), recorded) or (
+            rows_digest is not None and not hmac.compare_digest(
+                rows_mac(key, snapshot_id, rows_digest, recorded), bound)):
         return None, "does not match the digest the catalog recorded for it", None
     try:
         rows = marshal.loads(data)
@@ -114,30 +106,32 @@ def _trusted_rows(repo, snapshot_id, count):
     del data                        # the rows are all that is needed from here on
     if not isinstance(rows, list) or len(rows) != count:
         return None, "does not hold the snapshot's {} messages".format(count), None
-    return rows, None, rows_digest or None
+    return rows, None, rows_digest
 
 
 def _recorded(db, snapshot_id):
-    """(digest, rows) recorded for snapshot `snapshot_id`'s cache; (None, None) if none is,
-    rows None for a digest recorded without them."""
+    """(digest, rows, rows_mac) recorded for snapshot `snapshot_id`'s cache: all None if
+    there is no usable record, the last two None for a record without `rows`."""
     row = db.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
     try:
         meta = json.loads(row[0]) if row else None
     except ValueError:
-        return None, None
+        return None, None, None
     if not isinstance(meta, dict) or meta.get("snapshot") != snapshot_id \
-            or not isinstance(meta.get("digest"), str):
-        return None, None
-    rows_digest = meta.get("rows")
-    if rows_digest is not None and (not isinstance(rows_digest, str)
-                                    or not rows_digest.isascii()):
-        return None, None
-    return meta["digest"], rows_digest
+            or not isinstance(meta.get("digest"), str) or not meta["digest"].isascii():
+        return None, None, None
+    rows_digest, bound = meta.get("rows"), meta.get("rows_mac")
+    if rows_digest is None:
+        return meta["digest"], None, None
+    if not (isinstance(rows_digest, str) and rows_digest.isascii()
+            and isinstance(bound, str)):
+        return None, None, None
+    return meta["digest"], rows_digest, bound
 
 
 def write_index(repo, snapshot_id, rows):
-    """Write the cache previous_rows reads (before the catalog commit); return its
-    content_hash, which `record` binds to the snapshot."""
+    """Write the cache previous_rows reads (before the catalog commit); return the digest to
+    record with the snapshot (`record`)."""
     directory = os.path.join(repo.path, "index")
     os.makedirs(directory, mode=0o700, exist_ok=True)
     path = index_path(repo, snapshot_id)
@@ -150,17 +144,17 @@ def write_index(repo, snapshot_id, rows):
         # file would not match, and a mismatch means damage, which the next run reports
         os.fsync(f.fileno())
     os.rename(path + ".tmp", path)
-    return content_hash(data)
+    return digest(repo.codec.key, snapshot_id, data)
 
 
-def record(db, key, snapshot_id, content, rows_digest):
-    """Record the digest of snapshot `snapshot_id`'s cache (`content`: write_index's result)
-    bound to the snapshot's messages digest (None: a format 1 repository has none), in the
-    snapshot's transaction."""
-    rows_digest = rows_digest or ""
-    value = bound_digest(key, snapshot_id, rows_digest, content)
-    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (META_KEY, json.dumps(
-        {"snapshot": snapshot_id, "digest": value, "rows": rows_digest})))
+def record(db, key, snapshot_id, value, rows_digest):
+    """Record digest `value` (write_index's result) of snapshot `snapshot_id`'s cache and, for
+    an authenticated repository, the snapshot's messages digest `rows_digest` bound to it
+    (None: a format 1 repository has none), in the snapshot's transaction."""
+    meta = {"snapshot": snapshot_id, "digest": value}
+    if rows_digest is not None:
+        meta.update(rows=rows_digest, rows_mac=rows_mac(key, snapshot_id, rows_digest, value))
+    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (META_KEY, json.dumps(meta)))
 
 
 def drop_stale_indexes(repo, keep_id):
