@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/backup.py [--messages 100000] [--users 50] [--work bench/out/backup]
                                      [--days 1]
+    .venv/bin/python bench/backup.py --scale 10000,100000,1000000 [--scale-dir DIR] [--users 50]
 
 Same corpus (bench/corpus.py), same machine, one run, every tool in turn:
   1. initial backup of the corpus (mailstore twice: compression "fast", the default, and
@@ -17,14 +18,24 @@ Page cache is dropped before every timed step when /proc/sys/vm/drop_caches is w
 (root), so reads come from the disk as they would for a nightly run. mailstore, borg and
 restic all encrypt (borg repokey, restic always, mailstore with a key file); borg and restic
 use their default compression. Prints a table with ratios (other tool / mailstore). Not a test.
+
+--scale N,N,...: the cost per file instead. For each size, a corpus of N small messages
+(0.5-2 KiB: the cost is per file) under --scale-dir (default: a new directory in /var/tmp,
+removed afterwards), a full backup by mailstore, restic and borg, then 10 % flag renames and
+1 % new mail, then each tool's incremental. Prints side by side per tool the full backup's
+seconds, the incremental's seconds, microseconds per message, and the incremental's peak RSS
+(`/usr/bin/time -v` when present, else the rusage of the child); a tool that is not
+installed is reported as such. Results also go to bench/out/backup-scale.json.
 """
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,16 +66,39 @@ def du(path):
     return int(out.split()[0])
 
 
+TIME_V = "/usr/bin/time"
+
+
 def timed(cmd, cwd=None):
+    """(seconds, stdout, peak RSS in kB) of `cmd`, run on a cold page cache.
+
+    The peak RSS comes from GNU time's -v report when /usr/bin/time is there (its own
+    start-up, ~1 ms, is in the seconds too), else from the child's rusage (wait4)."""
     drop_caches()
+    use_time = os.access(TIME_V, os.X_OK)
+    report = tempfile.NamedTemporaryFile(prefix="bench-time-", suffix=".txt") \
+        if use_time else None
+    full = [TIME_V, "-v", "-o", report.name] + cmd if use_time else cmd
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(full, cwd=cwd, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate()
     elapsed = time.perf_counter() - t
+    peak_kb = None
+    if use_time:
+        with open(report.name) as f:
+            for line in f:
+                if "Maximum resident set size" in line:
+                    peak_kb = int(line.rsplit(":", 1)[1])
+        report.close()
     if proc.returncode not in (0,):
         raise RuntimeError("{} failed ({}): {}".format(" ".join(cmd), proc.returncode,
-                                                         proc.stderr[-2000:]))
-    return elapsed, proc.stdout
+                                                         err[-2000:]))
+    if peak_kb is None:
+        # Popen.communicate reaped the child; RUSAGE_CHILDREN's ru_maxrss is the largest of
+        # all children so far, so it is only an upper bound
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return elapsed, out, peak_kb
 
 
 class Mailstore:
@@ -82,8 +116,8 @@ class Mailstore:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def backup(self, label):
-        t, out = timed(self.cli + ["run", self.repo, self.src, "--key-file", self.key,
-                                   "--json"])
+        t, out, self.peak_kb = timed(self.cli + ["run", self.repo, self.src, "--key-file",
+                                                 self.key, "--json"])
         self.last = json.loads(out)
         return t
 
@@ -115,7 +149,7 @@ class Rsync:
         if self.prev:
             cmd.append("--link-dest=" + os.path.join(self.dest, self.prev))
         cmd += [self.src + "/", os.path.join(self.dest, label) + "/"]
-        t = timed(cmd)[0]
+        t, _out, self.peak_kb = timed(cmd)
         self.prev = label
         return t
 
@@ -140,7 +174,9 @@ class Borg:
 
     def backup(self, label):
         self.last = label
-        return timed(["borg", "create", self.repo + "::" + label, "."], cwd=self.src)[0]
+        t, _out, self.peak_kb = timed(["borg", "create", self.repo + "::" + label, "."],
+                                      cwd=self.src)
+        return t
 
     def restore(self, user, target):
         os.makedirs(target)
@@ -162,8 +198,9 @@ class Restic:
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def backup(self, label):
-        return timed(["restic", "-r", self.repo, "--cache-dir", self.cache, "backup", "-q",
-                      self.src])[0]
+        t, _out, self.peak_kb = timed(["restic", "-r", self.repo, "--cache-dir", self.cache,
+                                       "backup", "-q", self.src])
+        return t
 
     def restore(self, user, target):
         return timed(["restic", "-r", self.repo, "--cache-dir", self.cache, "restore",
@@ -178,6 +215,63 @@ TOOLS = {"mailstore": Mailstore, "mailstore-small": MailstoreSmall, "rsync": Rsy
          "borg": Borg, "restic": Restic}
 
 
+SCALE_TOOLS = ("mailstore", "restic", "borg")
+
+
+def scale(sizes, users, parent, tools=SCALE_TOOLS):
+    """The scale run (module docstring): {N: {tool: {full, incremental, peak_mb} or None}}."""
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    installed = {t: t.startswith("mailstore") or shutil.which(t) is not None for t in tools}
+    results = {}
+    for n in sizes:
+        work = tempfile.mkdtemp(prefix="mailstore-bench-scale-", dir=parent)
+        try:
+            src = os.path.join(work, "corpus")
+            log("scale {}: generating {} small messages for {} users ...".format(n, n, users))
+            stats = corpus.generate(src, n, users, seed=1, sizes="small")
+            log("scale {}: corpus {:.0f} MB in {:.0f} s".format(n, stats["bytes"] / 1e6,
+                                                              stats["seconds"]))
+            runners = [TOOLS[t](work, src) for t in tools if installed[t]]
+            row = {t: None for t in tools}
+            for r in runners:
+                r.init()
+                full = r.backup("s1")
+                row[r.name] = {"full": full, "full_peak_mb": r.peak_kb / 1024}
+                log("scale {}: {} full {:.1f} s, peak {:.0f} MB".format(
+                    n, r.name, full, r.peak_kb / 1024))
+            changes = corpus.mutate(src, seed=2, renames=0.10, new=0.01, expunged=0.0,
+                                    sizes="small")
+            log("scale {}: mutated {}".format(n, changes))
+            for r in runners:
+                incremental = r.backup("s2")
+                row[r.name].update(incremental=incremental, peak_mb=r.peak_kb / 1024,
+                                   us_per_message=incremental / n * 1e6)
+                log("scale {}: {} incremental {:.2f} s, peak {:.0f} MB".format(
+                    n, r.name, incremental, r.peak_kb / 1024))
+            results[n] = row
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def print_scale(results, tools=SCALE_TOOLS):
+    print()
+    print("Scale: incremental backup after 10 % flag renames + 1 % new mail (messages of "
+          "0.5-2 KiB), page cache dropped; peak RSS of the incremental")
+    cell = "{:>9} {:>9} {:>7} {:>8}"
+    print("{:>9}  ".format("") + "  ".join("{:<36}".format(t) for t in tools))
+    print("{:>9}  ".format("messages") + "  ".join(
+        cell.format("full s", "incr s", "us/msg", "peak MB") for _t in tools))
+    for n, row in sorted(results.items()):
+        cells = []
+        for t in tools:
+            r = row.get(t)
+            cells.append("{:<36}".format("not installed") if r is None else cell.format(
+                "{:.1f}".format(r["full"]), "{:.2f}".format(r["incremental"]),
+                "{:.1f}".format(r["us_per_message"]), "{:.0f}".format(r["peak_mb"])))
+        print("{:>9}  ".format(n) + "  ".join(cells))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--messages", type=int, default=100000)
@@ -187,7 +281,29 @@ def main(argv=None):
     p.add_argument("--days", type=int, default=1,
                    help="days of changes, each followed by every tool's incremental backup "
                         "(the table shows the median; each day's ratios are printed too)")
+    p.add_argument("--scale", metavar="N,N,...",
+                   help="instead: the scale run at these message counts (small messages; "
+                        "mailstore, restic, borg): incremental seconds and peak RSS")
+    p.add_argument("--scale-dir", default="/var/tmp",
+                   help="where the scale run's corpora and repositories go (a new directory "
+                        "in it, removed afterwards; default /var/tmp)")
     a = p.parse_args(argv)
+    if a.scale:
+        try:
+            sizes = [int(x) for x in a.scale.split(",")]
+        except ValueError:
+            p.error("--scale: message counts separated by commas, not {!r}".format(a.scale))
+        if not sizes or min(sizes) <= 0:
+            p.error("--scale: message counts above 0")
+        if not os.path.isdir(a.scale_dir):
+            p.error("--scale-dir {}: not a directory".format(a.scale_dir))
+        results = scale(sizes, a.users, a.scale_dir)
+        print_scale(results)
+        out = os.path.join(HERE, "out")
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "backup-scale.json"), "w") as f:
+            json.dump({str(n): row for n, row in results.items()}, f, indent=1)
+        return
     tools = [t for t in a.tools.split(",")]
     missing = [t for t in tools if not t.startswith("mailstore") and not shutil.which(t)]
     if missing:

@@ -49,6 +49,15 @@ def _size(rng):
     return int(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
+def _small_size(rng):
+    """Sizes of the scale runs (bench/backup.py --scale): 0.5-2 KiB, log-uniform. Their cost
+    is per file, so small messages keep a million-message corpus quick to make."""
+    return int(math.exp(rng.uniform(math.log(512), math.log(2048))))
+
+
+SIZES = {"mail": _size, "small": _small_size}
+
+
 def _body(rng, size, header):
     raw_len = max(0, (size - len(header)) * 3 // 4)
     body = base64.encodebytes(rng.randbytes(raw_len)) if hasattr(rng, "randbytes") else \
@@ -81,9 +90,12 @@ def _user_weights(users, rng):
     return [1.0 / (i + 1) ** 0.8 for i in range(users)]
 
 
-def generate(out, messages=1000, users=5, seed=1, owner=None, progress=False):
-    """Create the corpus under ``out`` (must not contain users yet). Returns a stats dict."""
+def generate(out, messages=1000, users=5, seed=1, owner=None, progress=False, sizes="mail"):
+    """Create the corpus under ``out`` (must not contain users yet). Returns a stats dict.
+
+    `sizes`: "mail" (the mix above) or "small" (0.5-2 KiB each, for runs at scale)."""
     rng = random.Random(seed)
+    pick_size = SIZES[sizes]
     os.makedirs(out, exist_ok=True)
     names = ["user%03d" % i for i in range(users)]
     weights = _user_weights(users, rng)
@@ -105,7 +117,7 @@ def generate(out, messages=1000, users=5, seed=1, owner=None, progress=False):
         for _ in range(per_user[user]):
             seq += 1
             folder = _pick(rng, folders, FOLDER_WEIGHTS)
-            size = _size(rng)
+            size = pick_size(rng)
             t = NOW - rng.randrange(TEN_YEARS)
             unique = _msg_name(rng, seq, size, t)
             header = ("Return-Path: <sender%d@example.org>\r\nMessage-ID: <%d@%s>\r\n"
@@ -170,9 +182,10 @@ def _messages(out):
     return found
 
 
-def mutate(out, seed=2, renames=0.10, new=0.01, expunged=0.01, owner=None):
+def mutate(out, seed=2, renames=0.10, new=0.01, expunged=0.01, owner=None, sizes="mail"):
     """What a day of IMAP use does: flag changes (renames; new/ ones move to cur/), fresh
-    deliveries to new/, expunges. Fractions of the current message count. Returns counts."""
+    deliveries to new/, expunges. Fractions of the current message count; `sizes` of the new
+    mail as generate's. Returns counts."""
     rng = random.Random(seed)
     msgs = _messages(out)
     n = len(msgs)
@@ -199,7 +212,7 @@ def mutate(out, seed=2, renames=0.10, new=0.01, expunged=0.01, owner=None):
     for k in range(int(n * new)):
         user = rng.choice(users)
         d = os.path.join(out, user, "Maildir", rng.choice(["", ".Sent", ".Junk"]), "new")
-        size = _size(rng)
+        size = SIZES[sizes](rng)
         t = NOW + 86400 + k
         name = _msg_name(rng, 10 ** 8 + k, size, t)
         _write(os.path.join(d, name), _body(rng, size, b"Subject: new\r\n\r\n"), t, owner)

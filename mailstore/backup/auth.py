@@ -22,6 +22,7 @@ are compared: bit rot is seen, tampering is not.
 """
 import hashlib
 import hmac
+import itertools
 import json
 import operator
 
@@ -74,10 +75,34 @@ def canonical(value):
     return _ENCODER.encode(value).encode("ascii")
 
 
+# rows encoded per step of messages_digest: big enough for C speed, small enough that the
+# text of a million rows never sits in memory at once
+_DIGEST_CHUNK = 4096
+
+
 def messages_digest(rows):
-    """Digest of a snapshot's message rows (MESSAGE_COLUMNS), in any order, each id once."""
-    unique = dict(zip(map(operator.itemgetter(0), rows), rows))
-    return hashlib.sha256(canonical([unique[k] for k in sorted(unique)])).hexdigest()
+    """Digest of a snapshot's message rows (MESSAGE_COLUMNS), in any order, each id once (the
+    last row given for an id counts).
+
+    The SHA-256 of canonical(rows sorted by id), taken piecewise: compact JSON of a list is
+    "[" + its items' JSON joined by "," + "]", so hashing chunk by chunk gives the same digest
+    without the whole text in memory."""
+    ordered = sorted(rows, key=operator.itemgetter(0))      # stable: equal ids keep order
+    if _has_duplicates(ordered):
+        # each id once: of a run of rows with the same id, the last
+        ordered = [r for r, nxt in zip(ordered, itertools.islice(ordered, 1, None))
+                   if r[0] != nxt[0]] + ordered[-1:]
+    h = hashlib.sha256(b"[")
+    for start in range(0, len(ordered), _DIGEST_CHUNK):
+        chunk = canonical(ordered[start:start + _DIGEST_CHUNK])
+        h.update(chunk[1:-1] if start == 0 else b"," + chunk[1:-1])
+    h.update(b"]")
+    return h.hexdigest()
+
+
+def _has_duplicates(ordered):
+    ids = list(map(operator.itemgetter(0), ordered))
+    return len(set(ids)) != len(ids)
 
 
 def files_digest(rows):
@@ -123,12 +148,13 @@ class Authenticator:
     # -- writing ---------------------------------------------------------------------------
     def seal_snapshot(self, db, seq, message_rows, file_rows):
         """Record the authentication of snapshot `seq` (its row inserted already) and the new
-        manifest, in the caller's transaction."""
+        manifest, in the caller's transaction; return its messages digest."""
         mdig, fdig = messages_digest(message_rows), files_digest(file_rows)
         mac = self._mac("snapshot", _snapshot_row(db, seq), mdig, fdig)
         db.execute("INSERT OR REPLACE INTO snapshot_auth VALUES (?, ?, ?, ?)",
                    (seq, mdig, fdig, mac))
         self.seal_manifest(db)
+        return mdig
 
     def seal_manifest(self, db):
         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -150,9 +176,11 @@ class Authenticator:
             raise self._damaged("the list of snapshots does not match its {} (a snapshot "
                                 "removed, added or reordered)".format(self.what))
 
-    def check_snapshot(self, db, seq, rows=None):
+    def check_snapshot(self, db, seq, rows=None, rows_digest=None):
         """Snapshot `seq`'s row, message rows and file rows match their authentication.
-        `rows`: its message rows as the caller already has them (else read here)."""
+        `rows`: its message rows as the caller already has them (else read here);
+        `rows_digest`: their messages digest, when something keyed vouches for it already
+        (the index cache's digest, index_cache.py), else they are hashed here."""
         snap = _snapshot_row(db, seq)
         auth = db.execute("SELECT messages_digest, files_digest, mac FROM snapshot_auth"
                           " WHERE seq = ?", (seq,)).fetchone()
@@ -166,7 +194,7 @@ class Authenticator:
                                 "not match its {}".format(name, self.what))
         if rows is None:
             rows = message_rows(db, seq)
-        if messages_digest(rows) != mdig:
+        if (rows_digest if rows_digest is not None else messages_digest(rows)) != mdig:
             raise self._damaged(
                 "snapshot {}: its message rows (user, folder, name, object, size, mtime, "
                 "owner or mode; {} rows now, {} recorded) were changed, added or removed"

@@ -64,6 +64,7 @@ class Feed:
         self.prev_files = {}
         self.previous = None          # scan.Previous when this run scans incrementally
         self.prev_seq, self.prev_ids, self._prev_rows = None, frozenset(), ()
+        self._prev_digest = None      # the previous rows' digest, if the cache vouches for it
         meta = scan.load_meta(self.db)
         self.scan_mode, self.scan_reason = scan.choose(
             self.db, row and (row[0], row[1], row[3]), source_root, self.started, full_scan)
@@ -71,7 +72,7 @@ class Feed:
             else meta["last_full_scan"]
         if row is None:
             return
-        rows, problem = previous_rows(self.repo, row[0], row[1], row[2])
+        rows, problem, self._prev_digest = previous_rows(self.repo, row[0], row[1], row[2])
         if problem is not None:
             self.warn(problem)
         self.prev_seq, self._prev_rows = row[0], rows
@@ -101,7 +102,7 @@ class Feed:
         rows, self._prev_rows = self._prev_rows, ()
         if self.prev_seq is not None:
             # what the new snapshot builds on is authentic (nothing is stored before this)
-            self.repo.check_snapshot_rows(self.prev_seq, rows)
+            self.repo.check_snapshot_rows(self.prev_seq, rows, self._prev_digest)
         if not rows:
             return
         self.prev_ids = frozenset(map(operator.itemgetter(0), rows))
@@ -113,8 +114,10 @@ class Feed:
         # deleted since (ext4 hands freed inodes out again at once) may have its size and
         # mtime too (a restore, a copy tool keeping mtimes), but not its unique name.
         self.prev_messages = dict(zip(map(operator.itemgetter(1, 2, 5), rows), rows))
-        self.prev_inodes = dict(zip(map(operator.itemgetter(5, 11, 6, 7), rows),
-                                    map(operator.itemgetter(12), rows)))
+        # keyed by the inode alone (the row's own int: no key object per row); the unique
+        # name, size and mtime are compared on lookup (moved_object). Of hard links (one
+        # inode, several rows) the last row is kept: a moved one of the others is read again.
+        self.prev_inodes = dict(zip(map(operator.itemgetter(11), rows), rows))
 
     def warn(self, text):
         self.warnings.append(text)
@@ -215,10 +218,15 @@ class Feed:
             reused_get = (reused or {}).get
             PreviousRow = scan.PreviousRow
             lost = self.lost
+            key_of = operator.itemgetter(1, 2, 5)
             rest = []
             for m in messages:
                 if type(m) is PreviousRow:
-                    prev = tuple(m)         # plain tuple: the index cache is marshalled
+                    # the row m was made from, not a copy: the index cache is marshalled
+                    # (plain tuples only), and a copy per message would be memory for nothing
+                    prev = prev_get(key_of(m))
+                    if prev is None or prev[0] != m[0]:
+                        prev = tuple(m)
                     if lost and prev[12] in lost:
                         rest.append(m.message())
                         continue
@@ -265,7 +273,9 @@ class Feed:
                 return
         else:
             # moved to another folder under its name (same file: same inode)
-            oid = self.prev_inodes.get((to_db(m.unique), m.inode, m.size, m.mtime_ns))
+            moved = self.prev_inodes.get(m.inode)
+            oid = moved[12] if moved is not None and moved[5] == to_db(m.unique) \
+                and moved[6] == m.size and moved[7] == m.mtime_ns else None
         if oid is not None:
             self._record(user, m, oid, prev)
             return
@@ -312,6 +322,10 @@ class Feed:
     # -- commit ----------------------------------------------------------------------------
     def commit(self, source, finished):
         self.drain()
+        # what only the decisions needed goes before the commit, its memory peak (the
+        # previous rows that are not in this snapshot go with it)
+        self.prev_messages = self.prev_inodes = self.prev_files = {}
+        self.previous = None
         self.prefetch.stop()
         self.pool.shutdown(wait=True)
         self.objects.finish()

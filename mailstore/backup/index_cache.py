@@ -11,6 +11,15 @@ the next run unread, so a file that does not match its digest is not used: the r
 catalog instead and says so in one warning. A missing file, or one the catalog has no digest
 for (written by an older mailstore), costs speed and nothing else. `verify` compares the cache
 with the catalog row by row (`check`).
+
+The record also binds the snapshot's messages digest (auth.py): besides `digest`, meta
+`index_cache` holds `rows`, that messages digest, and `rows_mac`, keyed like the digest over
+the snapshot id, `rows` and `digest`. A cache that passes both holds rows whose messages
+digest is `rows`, so the next run checks the previous snapshot against its authentication by
+comparing `rows` with the snapshot's recorded (MAC'd) digest instead of encoding and hashing
+every row again. A record without `rows` (an older mailstore's, or a format 1 repository's)
+is trusted as before and the rows are hashed; an older mailstore reads the new record as
+before (it ignores the fields it does not know).
 """
 import collections
 import hashlib
@@ -36,6 +45,15 @@ def digest(key, snapshot_id, data):
     return h.hexdigest()
 
 
+def rows_mac(key, snapshot_id, rows_digest, cache_digest):
+    """What binds messages digest `rows_digest` to the cache whose digest is `cache_digest`.
+    Its head differs from digest()'s: a cache file's bytes never start with "rows "."""
+    head = snapshot_id.encode("utf-8") + b"\0rows " + rows_digest.encode("ascii") + b"\0"
+    h = hashlib.sha256(head) if key is None else hmac.new(key.index, head, hashlib.sha256)
+    h.update(cache_digest.encode("ascii"))
+    return h.hexdigest()
+
+
 def catalog_rows(db, seq):
     """The message rows of snapshot `seq` from the catalog (the truth the cache stands for)."""
     return db.execute(
@@ -45,55 +63,70 @@ def catalog_rows(db, seq):
 
 
 def previous_rows(repo, seq, snapshot_id, count):
-    """(rows, problem): the message rows (id, user, folder, subdir, name, uniq, size,
-    mtime_ns, uid, gid, mode, ino, object) of snapshot `seq`, and why its cache file was
-    not used although there is one (None when it was used, or there is none to trust).
+    """(rows, problem, rows_digest): the message rows (id, user, folder, subdir, name, uniq,
+    size, mtime_ns, uid, gid, mode, ino, object) of snapshot `seq`; why its cache file was
+    not used although there is one (None when it was used, or there is none to trust); the
+    messages digest (auth.messages_digest) the cache's digest vouches for, else None (then
+    the caller hashes the rows to check them).
 
     From REPO/index/<id>.marshal when the file matches the digest the catalog recorded for
     it, else from the catalog."""
-    rows, problem = _trusted_rows(repo, snapshot_id, count)
+    rows, problem, rows_digest = _trusted_rows(repo, snapshot_id, count)
     if rows is None:
         rows = catalog_rows(repo.db, seq)
     if problem is not None:
         problem = "index cache {} {}: the previous snapshot's messages were read from the " \
             "catalog instead (this run writes a new cache)".format(
                 os.path.relpath(index_path(repo, snapshot_id), repo.path), problem)
-    return rows, problem
+    return rows, problem, rows_digest
 
 
 def _trusted_rows(repo, snapshot_id, count):
-    """(rows or None, problem or None) from the cache file of snapshot `snapshot_id`."""
+    """(rows or None, problem or None, rows_digest or None) from the cache file of snapshot
+    `snapshot_id`."""
     try:
         with open(index_path(repo, snapshot_id), "rb") as f:
             data = f.read()     # one read: marshal.load(f) reads piecemeal
     except FileNotFoundError:
-        return None, None
+        return None, None, None
     except OSError as e:
-        return None, "cannot be read ({})".format(e.strerror or e)
-    recorded = _recorded(repo.db, snapshot_id)
+        return None, "cannot be read ({})".format(e.strerror or e), None
+    recorded, rows_digest, bound = _recorded(repo.db, snapshot_id)
     if recorded is None or (repo.encrypted and repo.codec.key is None):
-        return None, None       # nothing vouches for the file (or it cannot be checked)
-    if not hmac.compare_digest(digest(repo.codec.key, snapshot_id, data), recorded):
-        return None, "does not match the digest the catalog recorded for it"
+        return None, None, None     # nothing vouches for the file (or it cannot be checked)
+    key = repo.codec.key
+    if not hmac.compare_digest(digest(key, snapshot_id, data), recorded) or (
+            rows_digest is not None and not hmac.compare_digest(
+                rows_mac(key, snapshot_id, rows_digest, recorded), bound)):
+        return None, "does not match the digest the catalog recorded for it", None
     try:
         rows = marshal.loads(data)
     except (ValueError, EOFError, TypeError):
-        return None, None       # what a run wrote, in another Python's marshal format
+        return None, None, None     # what a run wrote, in another Python's marshal format
+    del data                        # the rows are all that is needed from here on
     if not isinstance(rows, list) or len(rows) != count:
-        return None, "does not hold the snapshot's {} messages".format(count)
-    return rows, None
+        return None, "does not hold the snapshot's {} messages".format(count), None
+    return rows, None, rows_digest
 
 
 def _recorded(db, snapshot_id):
+    """(digest, rows, rows_mac) recorded for snapshot `snapshot_id`'s cache: all None if
+    there is no usable record, the last two None for a record without `rows`."""
     row = db.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
     try:
         meta = json.loads(row[0]) if row else None
     except ValueError:
-        return None
+        return None, None, None
     if not isinstance(meta, dict) or meta.get("snapshot") != snapshot_id \
-            or not isinstance(meta.get("digest"), str):
-        return None
-    return meta["digest"]
+            or not isinstance(meta.get("digest"), str) or not meta["digest"].isascii():
+        return None, None, None
+    rows_digest, bound = meta.get("rows"), meta.get("rows_mac")
+    if rows_digest is None:
+        return meta["digest"], None, None
+    if not (isinstance(rows_digest, str) and rows_digest.isascii()
+            and isinstance(bound, str)):
+        return None, None, None
+    return meta["digest"], rows_digest, bound
 
 
 def write_index(repo, snapshot_id, rows):
@@ -114,10 +147,14 @@ def write_index(repo, snapshot_id, rows):
     return digest(repo.codec.key, snapshot_id, data)
 
 
-def record(db, snapshot_id, value):
-    """Record the digest of snapshot `snapshot_id`'s cache (in the snapshot's transaction)."""
-    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-               (META_KEY, json.dumps({"snapshot": snapshot_id, "digest": value})))
+def record(db, key, snapshot_id, value, rows_digest):
+    """Record digest `value` (write_index's result) of snapshot `snapshot_id`'s cache and, for
+    an authenticated repository, the snapshot's messages digest `rows_digest` bound to it
+    (None: a format 1 repository has none), in the snapshot's transaction."""
+    meta = {"snapshot": snapshot_id, "digest": value}
+    if rows_digest is not None:
+        meta.update(rows=rows_digest, rows_mac=rows_mac(key, snapshot_id, rows_digest, value))
+    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (META_KEY, json.dumps(meta)))
 
 
 def drop_stale_indexes(repo, keep_id):

@@ -6,6 +6,8 @@ catalog learns about them only at the run's commit (snapshot_commit.py), togethe
 snapshot: until then every such pack is garbage to every other process, which
 `Repository.clean_up` removes after a crash, and `NewObjects.discard` after a failure.
 """
+import array
+import bisect
 import os
 import sqlite3
 import struct
@@ -26,9 +28,10 @@ class KnownObjects:
 
     Loaded in a background thread while the run scans: the first 64 bits of every object id,
     read from the covering index objects_pack (narrower than the table) in ONE SQLite step
-    (group_concat: the thread never competes for the GIL row by row) and turned into a set
-    of integers at C speed. An id whose prefix is absent is certainly not stored; one whose
-    prefix is present is looked up for real. Nothing else writes objects while the run
+    (group_concat: the thread never competes for the GIL row by row) and kept as a sorted
+    array of 64-bit integers, searched by bisection: 8 bytes per object where a set of
+    Python ints took about 77. An id whose prefix is absent is certainly not stored; one
+    whose prefix is present is looked up for real. Nothing else writes objects while the run
     holds the exclusive lock.
     """
 
@@ -43,7 +46,8 @@ class KnownObjects:
             try:
                 text, = conn.execute("SELECT group_concat(substr(id, 1, 16), '')"
                                      " FROM objects").fetchone()
-                self._prefixes = set(memoryview(bytes.fromhex(text or "")).cast("Q"))
+                self._prefixes = array.array("Q", sorted(
+                    memoryview(bytes.fromhex(text or "")).cast("Q")))
             finally:
                 conn.close()
         except (sqlite3.Error, ValueError, TypeError):
@@ -56,9 +60,11 @@ class KnownObjects:
         if self._prefixes is None:
             return True
         try:
-            return _PREFIX.unpack(bytes.fromhex(oid[:16]))[0] in self._prefixes
+            prefix = _PREFIX.unpack(bytes.fromhex(oid[:16]))[0]
         except (ValueError, struct.error):
             return True
+        i = bisect.bisect_left(self._prefixes, prefix)
+        return i < len(self._prefixes) and self._prefixes[i] == prefix
 
 
 def prepare(codec, known, data, is_message):

@@ -285,12 +285,13 @@ class Repository:
             self.auth.check_snapshot(self.db, seq)
         return True
 
-    def check_snapshot_rows(self, seq, rows):
+    def check_snapshot_rows(self, seq, rows, rows_digest=None):
         """For a run: the previous snapshot `seq` and its message `rows` as the run loaded
-        them (from the index cache or the catalog) are authentic."""
+        them (from the index cache or the catalog) are authentic. `rows_digest`: their
+        messages digest as the index cache's keyed digest vouches for it (None: hash them)."""
         if self.auth is not None:
             self._check_auth_table()
-            self.auth.check_snapshot(self.db, seq, rows)
+            self.auth.check_snapshot(self.db, seq, rows, rows_digest)
 
     def _check_auth_table(self):
         if not auth.is_authenticated(self.db):

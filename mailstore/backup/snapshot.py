@@ -97,6 +97,7 @@ def _run(repo_path, source_root, key_file, include, mysql_dump, wait, now, progr
                     state.warn("{}: {} ({})".format(a.relpath, a.kind, a.detail))
                 for user, (tree, reused, dir_state) in zip(users, trees):
                     state.user(user, tree, reused, dir_state)
+            previous = None     # the scan's view of the previous rows: not needed any more
             for path in include:
                 extras.include(state, path)
             if mysql_dump:

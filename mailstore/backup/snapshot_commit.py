@@ -55,16 +55,18 @@ def write_catalog(feed, source, finished, snapshot_id, index_written):
         _snapshot_messages(db, seq, feed.snapshot_messages, feed.prev_seq, feed.prev_ids)
         db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        ((seq,) + row for row in feed.files))
+        rows_digest = None
         if feed.repo.auth is not None:
             # the snapshot's digests and MAC, and the new manifest (auth.py)
-            feed.repo.auth.seal_snapshot(db, seq, feed.index_rows, feed.files)
+            rows_digest = feed.repo.auth.seal_snapshot(db, seq, feed.index_rows, feed.files)
         # what the next run's incremental scan may rely on (scan.py)
         db.execute("DELETE FROM scan_dirs")
         db.executemany("INSERT INTO scan_dirs VALUES (?, ?, ?, ?)", feed.dir_state)
         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (
             scan.META_KEY, scan.state_meta(snapshot_id, feed.scan_ns, feed.last_full_scan)))
         # raises what the index writer raised: no COMMIT
-        index_cache.record(db, snapshot_id, index_written.result())
+        index_cache.record(db, feed.repo.codec.key, snapshot_id, index_written.result(),
+                           rows_digest)
 
 
 def _snapshot_messages(db, seq, messages, prev_seq, prev_ids):

@@ -178,3 +178,101 @@ def test_verify_reports_a_damaged_cache_as_a_warning(two_runs, read_data):
     assert "next run" in lines[0]
     as_json = json.loads(_verify_cli(repo, key, "--json", *args).stdout)
     assert as_json["ok"] and len(_cache_warnings(as_json["warnings"])) == 1
+
+
+def _meta(repo):
+    db = sqlite3.connect(os.path.join(repo, "catalog.sqlite"))
+    value, = db.execute("SELECT value FROM meta WHERE key = 'index_cache'").fetchone()
+    db.close()
+    return json.loads(value)
+
+
+def _set_meta(repo, meta):
+    db = sqlite3.connect(os.path.join(repo, "catalog.sqlite"))
+    with db:
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('index_cache', ?)", (json.dumps(meta),))
+    db.close()
+
+
+def _count_digests(monkeypatch):
+    """A spy on auth.messages_digest (no real component can tell whether rows were hashed):
+    the list of row counts it was called with."""
+    from mailstore.backup import auth
+    calls = []
+    real = auth.messages_digest
+
+    def counting(rows):
+        calls.append(len(rows))
+        return real(rows)
+    monkeypatch.setattr(auth, "messages_digest", counting)
+    return calls
+
+
+def test_an_intact_cache_vouches_for_the_previous_snapshots_digest(two_runs, monkeypatch):
+    """The cache's digest binds the snapshot's messages digest: a run built on an intact
+    cache hashes only its own snapshot's rows, not the previous snapshot's again."""
+    repo, key, src = two_runs
+    assert _meta(repo)["rows"]
+    calls = _count_digests(monkeypatch)
+    result = backup.run(repo, src, key_file=key)
+    assert result["warnings"] == [] and calls == [16]
+    assert backup.verify(repo, key_file=key, read_data=True)["ok"]
+
+
+def test_a_changed_rows_digest_is_not_trusted(two_runs, tmp_path, monkeypatch):
+    """`rows` is part of what the cache's digest covers: changed, the cache is not used, the
+    previous rows are read from the catalog and hashed."""
+    repo, key, src = two_runs
+    meta = _meta(repo)
+    meta["rows"] = hashlib.sha256(b"other rows").hexdigest()
+    _set_meta(repo, meta)
+    calls = _count_digests(monkeypatch)
+    result = backup.run(repo, src, key_file=key)
+    assert len(_cache_warnings(result["warnings"])) == 1 and result["messages"] == 16
+    assert calls == [16, 16]
+    _restores_the_source(repo, key, src, tmp_path / "dst")
+
+
+def test_a_cache_recorded_without_its_rows_digest_is_still_used(two_runs, tmp_path,
+                                                                 monkeypatch):
+    """What an older mailstore recorded (a digest of the file alone, no `rows`) is still
+    trusted, and the previous rows are hashed as before; the run records the new kind."""
+    from mailstore.backup import keys
+    repo, key, src = two_runs
+    path = _cache_file(repo)
+    snapshot_id = os.path.basename(path)[:-len(".marshal")]
+    with open(path, "rb") as f:
+        data = f.read()
+    older = index_cache.digest(keys.load_key_file(key) if key else None, snapshot_id, data)
+    _set_meta(repo, {"snapshot": snapshot_id, "digest": older})
+
+    def refuse(*args):
+        raise AssertionError("the catalog's rows were read although the cache is intact")
+    monkeypatch.setattr(index_cache, "catalog_rows", refuse)
+    calls = _count_digests(monkeypatch)
+    result = backup.run(repo, src, key_file=key)
+    assert result["warnings"] == [] and calls == [16, 16]
+    assert _meta(repo)["rows"]
+    _restores_the_source(repo, key, src, tmp_path / "dst")
+
+
+def test_a_forged_snapshot_digest_with_a_matching_rows_field_is_caught(tmp_path):
+    """Without the key one can change a snapshot's recorded messages digest and the cache's
+    `rows` alike, but not the snapshot's MAC: the run refuses to build on it."""
+    key, repo, src = str(tmp_path / "key"), str(tmp_path / "repo"), tmp_path / "src"
+    backup.init(repo, key_file=key)
+    make_tree(src)
+    backup.run(repo, src, key_file=key)
+    backup.run(repo, src, key_file=key)
+    forged = hashlib.sha256(b"other rows").hexdigest()
+    meta = _meta(repo)
+    meta["rows"] = forged
+    _set_meta(repo, meta)
+    db = sqlite3.connect(os.path.join(repo, "catalog.sqlite"))
+    with db:
+        db.execute("UPDATE snapshot_auth SET messages_digest = ?"
+                   " WHERE seq = (SELECT max(seq) FROM snapshots)", (forged,))
+    db.close()
+    with pytest.raises(backup.CatalogDamaged, match="damaged or tampered with"):
+        backup.run(repo, src, key_file=key)
+    assert len(backup.list_snapshots(repo)) == 2
