@@ -4,10 +4,16 @@ the off-host copy of the email container's backup repository (operations/backup_
     python -m lab container up backup            # the bare container (the lab must be up)
     pyinfra inventories/lab_backup.py deploy.py  # the backup host's side
 
+Its Icinga service `mailstore-backup-copy` goes to the lab's master (on the lab host,
+operations/lab_icinga_master.py), which knows the container's Host object
+(lab/icinga_agents.py, `icinga2_host` in lab/topology.py); it registers and pushes as the
+master's API user `mailstore` (production gives the backup host a user of its own).
+
 The email container's side (the pull key, forced to a read-only copy) comes with the lab's
 normal deploy (inventories/lab.py) once `.lab/backup/pull_key.pub` holds the key this
 deploy made on the backup host (tests/lab/test_offhost_copy.py copies it there).
 """
+import os
 from pathlib import Path
 
 from inventories.validate import stop_unless_valid
@@ -16,6 +22,8 @@ from operations.secrets import InventoryError
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = REPO / ".lab"
+# The secrets the lab generated (the master's API password), unless the caller names others.
+os.environ.setdefault("CACERT_EMAIL_SECRETS", str(LAB / "secrets"))
 SPEC = t.CONTAINERS["backup"]
 ADDRESS = SPEC["nics"][0]["address"].split("/")[0]
 COPIES = "/srv/mailstore-copies"
@@ -45,6 +53,15 @@ backup_host = [
         # The lab test runs the job by hand; the cron line is there as in production.
         "backup_copy_schedule": "30 5 * * *",
         "backup_copy_keep": 3,
+        # The lab master's API on the bridge, as inventories/lab.py's email container has it.
+        "backup_copy_icinga": {
+            "host": SPEC["icinga2_host"],
+            "url": f"https://{t.BRIDGE_ADDRESS}:5665",
+            "tls_name": "master.cacert.test",
+            "ca": ".lab/icinga2-master/lib/ca/ca.crt",
+            "user": "mailstore",
+            "password_secret": "icinga2_api.password",
+        },
     }),
 ]
 stop_unless_valid(backup_host=backup_host)

@@ -7,7 +7,8 @@
 Facts from CAcert's infrastructure documentation ("Email", see docs/architecture.md). No secret
 lives here: the secrets directory ($CACERT_EMAIL_SECRETS) holds ca.pem, <pair>.chain.pem and
 <pair>.key.pem for each pair of `certificates`, mysql_postfix.password and
-mysql_dovecot.password, backup.key, icinga2_api.password and icinga2-agent.ticket. Everything
+mysql_dovecot.password, backup.key, icinga2_api.password and icinga2-agent.ticket, and for the
+backup host icinga2_api_backup_copy.password. Everything
 is validated when this file is loaded, before any host is touched (inventories/validate.py):
 the run stops with a list of what is missing or wrong, one line each.
 
@@ -126,6 +127,19 @@ BACKUP_HOST = {
     "backup_copy_dir": "/srv/mailstore-copies",
     "backup_copy_schedule": "30 5 * * *",
     "backup_copy_keep": 30,
+    # Its Icinga service mailstore-backup-copy (README "Off-host copy"): the master's admins
+    # define the Host object and an API user for this host (the secret file
+    # icinga2_api_backup_copy.password holds its password); PLACEHOLDERs: that Host's name,
+    # the master's API address, the name its certificate carries, its CA (PEM, in the
+    # repository).
+    "backup_copy_icinga": {
+        "host": "PLACEHOLDER-backup-host-icinga-name",
+        "url": "https://PLACEHOLDER-icinga-master-address:5665",
+        "tls_name": "PLACEHOLDER-icinga-master-node-name",
+        "ca": "PLACEHOLDER-icinga-ca.pem",
+        "user": "mailstore-backup-copy",
+        "password_secret": "icinga2_api_backup_copy.password",
+    },
 }
 
 infra02 = [("infra02", dict(EMAIL))]

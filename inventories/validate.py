@@ -96,6 +96,7 @@ def problems(group, data, production=False):
         found.run(read_password, merged["icinga2_api_password_secret"])
     if group == "backup_host":
         found.run(backup_host.host_settings, merged)
+        found.run(backup_host.check_icinga_material, merged)
         if production:
             # The mail server's production rules (gateway, trusted hosts, its services'
             # placeholders) are not this host's: only its own data must be filled in.

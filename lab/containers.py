@@ -13,7 +13,8 @@ config, builder). `up`, under the lab lock, reusing what a previous (even killed
      this is done; afterwards the config belongs to whatever manages the container);
   4. started, host keys from its rootfs into `.lab/known_hosts-NAME`, SSH waited for;
   5. its builder, if it has one (the legacy server: lab/legacy), fills it once; the lab's
-     Icinga2 master learns its agent, if it names one (lab/icinga_agents.py);
+     Icinga2 master learns its agent, if it names one, or its Host object
+     (`icinga2_host`, a container without an agent) (lab/icinga_agents.py);
   6. recorded: `.lab/containers/NAME.json` and `.lab/lab.json` "containers" (read, modify,
      write). The whole-lab `up` keeps the records of containers that still exist; the
      whole-lab `down` destroys every container and extra bridge (destroy_all()).
@@ -305,6 +306,8 @@ def up(name):
                 raise ContainerError(str(exc)) from None
         if spec.get("icinga2_node"):
             icinga_agents.ensure_agent(LAB, name, spec["icinga2_node"], address(spec), _say)
+        elif spec.get("icinga2_host"):
+            icinga_agents.ensure_host(LAB, name, spec["icinga2_host"], address(spec), _say)
         entry = record(name, spec, extra)
         atomic.write(REGISTRY / f"{name}.json", json.dumps(entry, indent=2) + "\n", 0o600)
         _update_lab_json(name, entry)

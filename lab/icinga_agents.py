@@ -9,6 +9,9 @@ for the email container's agent. A further container whose description names an
   - its Endpoint, Zone and Host on the master, in `etc/agents.d/NAME.conf`, so that the
     agent's zone is known and `mailstore icinga register` finds its host; the master is
     reloaded (validated first by master.sh) when that file changed.
+A container without an agent whose description names an `icinga2_host` (the backup host:
+its only services are passive, pushed by its own jobs) gets its Host object alone, in the
+same file, kept UP by `dummy` (nothing on the master could check it otherwise).
 `container down NAME` keeps the master's objects: Services the agent registered through the
 API name its host, and a master whose config loses that host would refuse to load them.
 """
@@ -45,6 +48,27 @@ def objects(common_name, address, zone="master"):
         f"  check_interval = 30s\n  retry_interval = 30s\n}}\n")
 
 
+def host_object(host_name, address, zone="master"):
+    """The master's config for a container without an agent (an Icinga2 config text)."""
+    return (
+        f"/* Made by `python -m lab container up` (lab/icinga_agents.py). */\n"
+        f'object Host "{host_name}" {{\n  zone = "{zone}"\n  address = "{address}"\n'
+        f"  /* No agent: its services are passive (pushed); nothing checks the host. */\n"
+        f'  check_command = "dummy"\n  vars.dummy_state = 0\n'
+        f'  vars.dummy_text = "lab container without an agent"\n'
+        f"  check_interval = 5m\n}}\n")
+
+
+def ensure_host(lab_dir, name, host_name, address, say):
+    """The Host object `host_name` of container `name` (no agent) on the master; False (and
+    a line saying why) when the lab has no master yet."""
+    master = Path(lab_dir) / MASTER
+    if not (master / "etc" / "icinga2.conf").is_file():
+        say(f"no lab Icinga2 master in {master}: no Host object for {name}")
+        return False
+    _install(master, name, host_object(host_name, address), f"host {host_name}", say)
+    return True
+
 
 def ensure_agent(lab_dir, name, common_name, address, say):
     """Ticket and master objects for container `name`'s agent `common_name`; False (and a
@@ -57,8 +81,15 @@ def ensure_agent(lab_dir, name, common_name, address, say):
         return False
     atomic.write(Path(lab_dir) / "secrets" / ticket_secret(name),
            ticket(common_name, salt_file.read_text().strip()) + "\n", 0o600)
+    _install(master, name, objects(common_name, address), f"agent {common_name}", say)
+    return True
+
+
+def _install(master, name, text, what, say):
+    """Container `name`'s objects in the master's agents.d; reload the master if they (or
+    its include of agents.d) changed."""
+    main_conf = master / "etc" / "icinga2.conf"
     conf = master / "etc" / "agents.d" / f"{name}.conf"
-    text = objects(common_name, address)
     changed = not conf.is_file() or conf.read_text() != text
     if changed:
         atomic.write(conf, text, 0o644)
@@ -70,6 +101,5 @@ def ensure_agent(lab_dir, name, common_name, address, say):
                     f"{INCLUDE}\n")
         changed = True
     if changed:
-        say(f"lab Icinga2 master: agent {common_name} of {name} known; reloading")
+        say(f"lab Icinga2 master: {what} of {name} known; reloading")
         subprocess.run([str(master / "master.sh"), str(master), "reload"], check=True)
-    return True

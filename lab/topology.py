@@ -78,7 +78,8 @@ EXTRA_BRIDGES = {"labbr1": "10.0.4.1/24", "labbr2": "10.0.5.1/24"}
 # LXC config: "generated" from the NICs, or a hand-written file (REPO-relative) that must name
 # the same NICs. `role` is what lab.json calls it; `builder` names what fills it after its
 # first boot (lab/containers.py BUILDERS), None for a bare Debian; `icinga2_node` the name
-# its Icinga2 agent has on the lab master (lab/icinga_agents.py).
+# its Icinga2 agent has on the lab master, `icinga2_host` the name of its Host object there
+# when it has no agent (passive services only) (lab/icinga_agents.py).
 CONTAINERS = {
     "legacy": {
         "release": "bullseye",
@@ -116,5 +117,8 @@ CONTAINERS = {
         "host_dirs": [],
         "config": "generated",
         "builder": None,
+        # No agent: its Icinga service is passive, pushed by its copy job (a Host object on
+        # the lab master, lab/icinga_agents.py).
+        "icinga2_host": "backup.infra.cacert.test",
     },
 }

@@ -27,7 +27,8 @@ the master's API, TLS verified against the master's CA and its node name. It run
 description, credentials, CA or connection differ from what the last *successful*
 registration recorded, so a run that failed there (master down) is finished by the next one,
 or when a dry run says the master's objects drifted (lost in a restore, edited by hand); an
-unchanged inventory on an unchanged master changes nothing.
+unchanged inventory on an unchanged master changes nothing (operations/icinga_registration.py,
+which the backup host's registration shares).
 """
 import hashlib
 import json
@@ -35,15 +36,16 @@ import re
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import FactBase, deploy
-from pyinfra.facts.files import FileContents
-from pyinfra.operations import apt, files, server
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files
 
 from operations.secrets import InventoryError, read_password
-from operations import crl, migration, staging
+from operations import crl, icinga_registration, migration, staging
+# RegistrationPending: the fact whose answer decides whether registration runs.
+from operations.icinga_registration import (MAILSTORE, RegistrationPending,  # noqa: F401
+                                            connection_args)
 
 REPO = Path(__file__).resolve().parents[1]
-MAILSTORE = "/usr/local/bin/mailstore"
 SUDO = "/usr/bin/sudo"
 ETC = "/etc/mailstore/icinga"
 DESCRIPTION = f"{ETC}/checks.json"
@@ -235,32 +237,6 @@ def _credentials(data):
     return json.dumps({"username": user, "password": password}) + "\n"
 
 
-def _connection_args(connection, ca, credentials):
-    args = ["--url", connection["url"]]
-    if connection["tls_name"]:
-        args += ["--tls-name", connection["tls_name"]]
-    return args + ["--ca", ca, "--credentials", credentials]
-
-
-class RegistrationPending(FactBase):
-    """What `mailstore icinga register --dry-run` would change on the master: a list of
-    "verb type name" ([] when the master is in step), or None when that cannot be told
-    (mailstore or its files not installed yet, the master unreachable)."""
-
-    def command(self, register):
-        return (f"if [ -x {MAILSTORE} ] && [ -e {DESCRIPTION} ] && [ -e {CREDENTIALS} ]; then "
-                f"{register} --dry-run --json 2>/dev/null; fi; true")
-
-    def process(self, output):
-        try:
-            summary = json.loads("\n".join(output))
-        except ValueError:
-            return None
-        return [f"{verb} {item['type']} {item['name']}"
-                for verb in ("created", "updated", "recreated", "deleted")
-                for item in summary.get(verb, [])]
-
-
 @deploy("Monitoring")
 def checks():
     """The mailstore checks for the Icinga2 agent, their registration on the master, and the
@@ -311,7 +287,7 @@ def checks():
         name="Icinga registration: description, API credentials, CA",
         config_files=icinga_files, stage=stage,
         check=" ".join([MAILSTORE, "icinga", "register", "--dry-run"]
-                       + _connection_args(connection, staged_ca, f"{stage}/api.credentials")
+                       + connection_args(connection, staged_ca, f"{stage}/api.credentials")
                        + ["--description", f"{stage}/checks.json", ">/dev/null"]))
 
     files.template(name="mailstore-icinga-push (submit a check as a passive result)",
@@ -330,14 +306,6 @@ def checks():
     wanted = hashlib.sha256("\0".join(
         [description_text, credentials_text, ca_text or ca_path, json.dumps(connection)]
     ).encode()).hexdigest()
-    register = " ".join([MAILSTORE, "icinga", "register", "--prune"]
-                        + _connection_args(connection, ca_path, CREDENTIALS)
-                        + ["--description", DESCRIPTION])
-    registered = (host.get_fact(FileContents, path=REGISTERED_MARKER) or [""])[0].strip()
-    # Also when the master lost or changed our objects since (restored, edited by hand).
-    pending = host.get_fact(RegistrationPending, register=register) \
-        if registered == wanted else None
-    if registered != wanted or pending:
-        server.shell(
-            name=f"Register the mailstore checks on the master ({connection['url']})",
-            commands=[f"{register} && echo {wanted} > {REGISTERED_MARKER}"])
+    icinga_registration.register(
+        f"Register the mailstore checks on the master ({connection['url']})", connection,
+        ca_path, CREDENTIALS, DESCRIPTION, REGISTERED_MARKER, wanted, prune=True)

@@ -258,6 +258,21 @@ backup_copy_source_host_keys = []
 backup_copy_dir = "/srv/mailstore-copies"
 backup_copy_schedule = "30 5 * * *"
 backup_copy_keep = 30
+# The off-host copy in Icinga: after each night (copy and verify done or failed) the job pushes
+# `mailstore check backup-copy` as the passive service mailstore-backup-copy (the copy's age,
+# its last verify, the copies kept; CRITICAL also when no result came for 26 h) of a Host
+# object on the master, registered there from the backup host with an API user of its own.
+# None: not monitored. Else a dict: "host" (the Host object's name on the master, defined
+# there as the mail server's is), "url" (https://master:5665, its API), "tls_name" (the name
+# its certificate carries, when not the URL's host; None: the URL's), "ca" (that
+# certificate's CA, PEM, path relative to the repository root), "user" (the API user;
+# permissions: README, "Off-host copy") and "password_secret" (the secret file holding its
+# password).
+backup_copy_icinga = None
+# Pushed right after the job: the last copy must be minutes old, so a night whose copy failed
+# (the last copy is then a day old) turns CRITICAL at once (seconds since the copy ended).
+backup_copy_age_warning = 4 * 3600
+backup_copy_age_critical = 6 * 3600
 
 # --- monitoring: the mailstore checks on the master (operations/monitoring.py) --------------
 # The master's Icinga2 API, for `mailstore icinga register|push` on this server; None:

@@ -6,6 +6,10 @@ fixture (`python -m lab container up backup`, quick when it is up) and deployed 
 inventories/lab_backup.py; its pull key is copied to `.lab/backup/pull_key.pub`, which the
 lab's normal deploy of the email container (`run_deploy`) turns into the forced,
 read-only login. Runs on the lab's trixie iteration only (LAB_RELEASES).
+
+The copy's Icinga service (`mailstore-backup-copy` on the container's Host object on the lab
+master, pushed by the job) is read from the master's API as tests/lab/test_monitoring.py
+reads the mail server's services.
 """
 import json
 import os
@@ -14,6 +18,7 @@ import shlex
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -25,10 +30,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import LAB_JSON, _shell, ssh_command  # noqa: E402
 from mailclients import deploy_failure, message, smtp_25, wait_for_delivery  # noqa: E402
 from test_backup import INVENTORY  # noqa: E402
+from test_monitoring import _get  # noqa: E402
 
 from lab import lock  # noqa: E402
 from operations import backup, backup_host as offhost  # noqa: E402
 from operations.defaults import defaults  # noqa: E402
+from lab import topology  # noqa: E402
 
 LAB_RELEASES = ("trixie",)
 DATA = defaults()
@@ -250,3 +257,77 @@ def test_the_copy_check_is_critical_when_stale_and_ok_when_fresh(ssh, backup_hos
     # as Icinga's nagios user would run it
     assert bssh(f"su -s /bin/sh nobody -c 'mailstore check backup-copy {COPIES}'",
                 check=False).returncode == 0
+
+
+COPY_SERVICE = f"{topology.CONTAINERS['backup']['icinga2_host']}!{offhost.COPY_SERVICE}"
+
+
+def copy_result(since, timeout=60):
+    """The first result of the master's copy service pushed after `since` (unix time)."""
+    query = urllib.parse.urlencode([("attrs", a) for a in ("state", "last_check_result")])
+    deadline = time.time() + timeout
+    attrs = None
+    while time.time() < deadline:
+        found = _get(f"/v1/objects/services/{urllib.parse.quote(COPY_SERVICE)}?{query}")
+        attrs = found["results"][0]["attrs"]
+        if (attrs["last_check_result"] or {}).get("execution_end", 0) > since:
+            return attrs
+        time.sleep(2)
+    pytest.fail(f"{COPY_SERVICE}: no result pushed after {since} within {timeout}s; last: "
+                f"{json.dumps((attrs or {}).get('last_check_result'), indent=1)[:1500]}")
+
+
+def test_the_masters_copy_service_is_ok_then_critical_when_stale_or_unverified(
+        ssh, backup_host):
+    bssh = backup_host["ssh"]
+    nightly_backup(ssh)
+    started = time.time() - 1
+    state = copy_job(bssh)          # the job pushes its result at its end
+    fresh = copy_result(started)
+    assert fresh["state"] == 0, fresh["last_check_result"]["output"]
+    assert fresh["last_check_result"]["output"].startswith(
+        f"BACKUP COPY OK - copy {state['copy']} ")
+
+    # Stale: the last copy ended 7 h ago (past the lab's backup_copy_age_critical, the
+    # default 6 h); the push, run by hand as the job's user, says so.
+    bssh(f"python3 -c {shlex.quote(STALE)} {COPIES}/state.json {7 * 3600}")
+    started = time.time() - 1
+    bssh(f"su -s /bin/sh {offhost.COPY_USER} -c {offhost.PUSH} </dev/null")
+    stale = copy_result(started)
+    assert stale["state"] == 2, stale["last_check_result"]["output"]
+    assert stale["last_check_result"]["output"].startswith(
+        "BACKUP COPY CRITICAL - last copy is ")
+
+    # A failed verify: the mail server serves a repository with a truncated pack; the
+    # night's job fails and pushes CRITICAL at once.
+    evil = "/root/offhost-evil"
+    victim = sorted(ssh(f"cd {REPOSITORY} && find packs -name '*.pack'").stdout.split())[0]
+    ssh(f"rm -rf {evil} && cp -a {REPOSITORY} {evil} && rm -f {evil}/lock && "
+        f"truncate -s 0 {evil}/{victim} && sed -i 's|^REPO=.*|REPO={evil}|' {offhost.SERVE}")
+    try:
+        started = time.time() - 1
+        failed = bssh(f"su -s /bin/sh {offhost.COPY_USER} -c {offhost.JOB} </dev/null",
+                      check=False, timeout=900)
+        assert failed.returncode == 1, (failed.stdout, failed.stderr)
+    finally:
+        ssh(f"sed -i 's|^REPO=.*|REPO={REPOSITORY}|' {offhost.SERVE} && rm -rf {evil}")
+    unverified = copy_result(started)
+    assert unverified["state"] == 2, unverified["last_check_result"]["output"]
+    assert "FAILED" in unverified["last_check_result"]["output"]
+
+    # The next good night is OK again.
+    started = time.time() - 1
+    copy_job(bssh)
+    assert copy_result(started)["state"] == 0
+
+
+# Ages the copy job's state file by argv[2] seconds (its "copied" time; the check reads that,
+# not the file's mtime), keeping the file's owner.
+STALE = """import json, sys
+path, seconds = sys.argv[1], int(sys.argv[2])
+with open(path) as f:
+    state = json.load(f)
+state["copied"] -= seconds
+with open(path, "w") as f:
+    json.dump(state, f)
+"""

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.deploy import fake_host  # noqa: F401  (puts the repository on sys.path)
+from tests.unit.deploy.conftest import write_secret
 from tests.harness import make_tree
 
 from inventories.validate import problems
@@ -55,6 +56,64 @@ def test_production_names_the_backup_hosts_own_placeholders_only():
                      production=True)
     assert found == ["ssh_hostname: 'PLACEHOLDER-address' is a placeholder; set the real value "
                      "in the inventory before the first production run"]
+
+
+BACKUP_PASSWORD = "backup-copy-Secret-7"
+
+
+@pytest.fixture
+def icinga_data(secrets, pki, tmp_path):
+    """The backup host's data with backup_copy_icinga: a CA file and the password secret."""
+    ca = tmp_path / "master-ca.pem"
+    ca.write_text(pki.pem_root())
+    write_secret(secrets, "icinga2_api_backup_copy.password", BACKUP_PASSWORD + "\n")
+    return {**HOST_DATA, "backup_copy_icinga": {
+        "host": "backup.infra.cacert.test", "url": "https://10.0.3.1:5665/",
+        "tls_name": "master.cacert.test", "ca": str(ca), "user": "mailstore-backup-copy",
+        "password_secret": "icinga2_api_backup_copy.password"}}
+
+
+def test_valid_icinga_data_pass_and_none_means_not_monitored(icinga_data):
+    assert problems("backup_host", icinga_data) == []
+    conf = backup_host.host_settings({**_defaults(), **icinga_data})
+    assert conf["icinga"]["url"] == "https://10.0.3.1:5665" and conf["icinga"]["zone"] == "master"
+    assert (conf["age_warning"], conf["age_critical"]) == (4 * 3600, 6 * 3600)
+    assert backup_host.host_settings({**_defaults(), **HOST_DATA})["icinga"] is None
+    # tls_name may be left out: the URL's host is then verified
+    icinga = dict(icinga_data["backup_copy_icinga"])
+    del icinga["tls_name"]
+    assert problems("backup_host", {**icinga_data, "backup_copy_icinga": icinga}) == []
+
+
+def test_every_problem_of_the_icinga_data_is_reported_at_once(icinga_data):
+    found = problems("backup_host", {**HOST_DATA, "backup_copy_age_warning": 0,
+                                     "backup_copy_icinga": {
+                                         "host": "backup; reboot", "url": "http://monitor",
+                                         "tls_name": None, "ca": "", "user": "u",
+                                         "password_secret": "../pw"}})
+    assert found == [
+        "backup_copy_age_warning: 0 must be a whole number of seconds >= 1",
+        "backup_copy_icinga['host']: 'backup; reboot' is not a usable name",
+        "backup_copy_icinga['password_secret']: '../pw' is not a usable name",
+        "backup_copy_icinga['url']: 'http://monitor' must be https://host[:port]",
+        "backup_copy_icinga['ca']: '' must name the master's CA (a PEM file, path relative "
+        "to the repository root)"], found
+    assert problems("backup_host", {**HOST_DATA, "backup_copy_icinga": {"host": "h"}}) == [
+        "backup_copy_icinga: must be None or a dict with the keys host, url, tls_name, ca, "
+        "user, password_secret (tls_name may be left out)"]
+    assert problems("backup_host", {**HOST_DATA, "backup_copy_age_warning": 7200,
+                                    "backup_copy_age_critical": 3600}) == [
+        "backup_copy_age_warning: must not exceed backup_copy_age_critical"]
+
+
+def test_the_icinga_password_and_ca_are_read_before_any_host(icinga_data, secrets, tmp_path):
+    (secrets / "icinga2_api_backup_copy.password").unlink()
+    assert problems("backup_host", icinga_data) == [
+        f"secret {secrets.resolve()}/icinga2_api_backup_copy.password is missing"]
+    write_secret(secrets, "icinga2_api_backup_copy.password", BACKUP_PASSWORD + "\n")
+    (tmp_path / "master-ca.pem").write_text("not a certificate\n")
+    assert problems("backup_host", icinga_data) == [
+        f"backup_copy_icinga['ca']: {tmp_path}/master-ca.pem holds no PEM certificate"]
 
 
 def test_the_mail_servers_pull_data_are_checked(secrets, email_data):
@@ -151,7 +210,8 @@ def chain(tmp_path, request):
     for script in (bin_dir / "ssh", mailstore):
         script.chmod(0o755)
     conf = {"source": "email.cacert.test", "host_keys": [HOST_KEY], "directory": str(copies),
-            "schedule": "30 5 * * *", "keep": 2}
+            "schedule": "30 5 * * *", "keep": 2, "age_warning": 14400, "age_critical": 21600,
+            "icinga": None}
     job = tmp_path / "job"
     job.write_text(backup_host.job_script(conf).replace(
         f"MAILSTORE={mailstore_backup_path()}", f"MAILSTORE={mailstore}"))
@@ -349,3 +409,198 @@ def test_the_backup_hosts_key_is_made_once(secrets):
                 facts={**LINUX, "File": lambda path: {"mode": 600}
                        if path == backup_host.SSH_KEY else None})
     assert not [op for op in again if "ssh-keygen" in " ".join(op.commands)]
+
+
+# --- the backup host in Icinga --------------------------------------------------------------
+def _deployed(data, facts=None):
+    from tests.unit.deploy.fake_host import run
+    return run(backup_host.copies, data=data, groups=("backup_host",),
+               facts={**LINUX, **(facts or {})})
+
+
+def _register_ops(ops):
+    return [op for op in ops if any("icinga register" in c for c in op.commands)]
+
+
+def test_the_copys_service_is_registered_from_the_backup_host(icinga_data):
+    ops = _deployed(icinga_data)
+    uploads = {}
+    for op in ops:
+        uploads.update(op.uploads)
+    desc = json.loads(uploads[backup_host.ICINGA_DESCRIPTION])
+    # what the master gets: one passive service on the backup host's Host object, CRITICAL
+    # when no result came for 26 h (the format and planner mailstore itself uses)
+    from mailstore import icinga
+    [service] = icinga.desired_objects(icinga.parse_description(desc))
+    assert service.type == "Service"
+    assert service.name == "backup.infra.cacert.test!mailstore-backup-copy"
+    assert service.attrs["check_command"] == "dummy" and service.attrs["zone"] == "master"
+    assert service.attrs["check_interval"] == 26 * 3600
+    assert service.attrs["vars"]["dummy_state"] == 2
+    [register] = _register_ops(ops)
+    command = register.commands[0]
+    assert command.startswith(
+        "/usr/local/bin/mailstore icinga register --url https://10.0.3.1:5665 --tls-name "
+        "master.cacert.test --ca /etc/mailstore/icinga/backup-copy-ca.pem --credentials "
+        "/etc/mailstore/icinga/backup-copy.credentials --description "
+        "/etc/mailstore/icinga/backup-copy.json && echo ")
+    # nothing else on the master is this host's to prune (the mail server's commands are not)
+    assert "--prune" not in command
+    # recorded: no second registration, unless the master drifted
+    digest = command.rsplit("echo ", 1)[1].split()[0]
+    assert _register_ops(_deployed(icinga_data, {"FileContents": [digest],
+                                                 "RegistrationPending": []})) == []
+    assert _register_ops(_deployed(icinga_data, {
+        "FileContents": [digest], "RegistrationPending": [
+            "created Service backup.infra.cacert.test!mailstore-backup-copy"]}))
+
+
+def test_the_api_password_travels_only_in_the_credentials_upload(icinga_data):
+    ops = _deployed(icinga_data)
+    carrying = [(op.name, dest) for op in ops for dest, text in op.uploads.items()
+                if BACKUP_PASSWORD in text]
+    # no command line holds it (the registration names the credentials file)
+    assert not [op.name for op in ops for c in op.commands if BACKUP_PASSWORD in c]
+    staged = "/etc/mailstore/icinga/.backup-copy.credentials.upload/backup-copy.credentials"
+    assert [(name.split(" | ")[-1], dest) for name, dest in carrying] == [
+        ("This host's Icinga API credentials", staged)]
+    [secret] = [op for op in ops if op.name.endswith("This host's Icinga API credentials")]
+    # root's, and the copies user's group's: the job runs as that user and pushes
+    assert f"chown root:mailstore-copies {staged} && chmod 640 {staged}" in \
+        " ".join(secret.commands)
+    assert json.loads(next(iter(secret.uploads.values()))) == {
+        "username": "mailstore-backup-copy", "password": BACKUP_PASSWORD}
+
+
+def test_without_icinga_the_push_command_goes_and_the_job_pushes_nothing(secrets):
+    ops = _deployed(HOST_DATA, {"File": lambda path: {"mode": 755}
+                                if path == backup_host.PUSH else None})
+    assert not _register_ops(ops)
+    [removed] = [op for op in ops if "No Icinga push" in op.name]
+    assert removed.commands == [f"rm -f {backup_host.PUSH}"]
+    conf = backup_host.host_settings({**_defaults(), **HOST_DATA})
+    assert backup_host.PUSH not in backup_host.job_script(conf)
+
+
+def test_the_push_script_submits_the_check_with_the_inventorys_thresholds(icinga_data):
+    conf = backup_host.host_settings({**_defaults(), **icinga_data,
+                                      "backup_copy_age_warning": 600,
+                                      "backup_copy_age_critical": 900})
+    script = backup_host.push_script(conf)
+    words = " ".join(line.rstrip("\\").strip() for line in script.splitlines()
+                     if not line.startswith("#")).split()
+    assert words == [
+        "exec", "/usr/local/bin/mailstore", "icinga", "push", "--url", "https://10.0.3.1:5665",
+        "--tls-name", "master.cacert.test", "--ca", backup_host.ICINGA_CA, "--credentials",
+        backup_host.ICINGA_CREDENTIALS, "--host", "backup.infra.cacert.test", "--service",
+        "mailstore-backup-copy", "--", "backup-copy", "/srv/mailstore-copies", "-w", "600",
+        "-c", "900"]
+    checked = subprocess.run(["sh", "-n"], input=script, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+
+
+# The push, in the whole chain: no Icinga here (the integration tier has one), so `mailstore
+# icinga push` is a stand-in that runs what the real one runs (`mailstore check` with the
+# arguments after --) and records the state it would submit; the push script and the job
+# are the rendered ones.
+FAKE_PUSH = """#!/bin/sh
+[ ! -e {down} ] || {{ echo "mailstore icinga: error: cannot connect to the master" >&2; exit 1; }}
+while [ "$1" != "--" ]; do shift; done
+shift
+out=$({mailstore} check "$@")
+rc=$?
+printf '%s\\t%s\\n' "$rc" "$(echo "$out" | head -n 1)" >> {results}
+echo "submitted $rc"
+"""
+
+
+@pytest.fixture
+def pushing(chain, icinga_data, tmp_path):
+    conf = backup_host.host_settings({**_defaults(), **icinga_data,
+                                      "backup_copy_dir": str(chain.copies)})
+    conf["keep"] = 2
+    mailstore = tmp_path / "bin" / "mailstore"
+    fake = tmp_path / "bin" / "icinga-push"
+    fake.write_text(FAKE_PUSH.format(down=tmp_path / "down", mailstore=mailstore,
+                                     results=tmp_path / "pushed"))
+    push = tmp_path / "push"
+    push.write_text(backup_host.push_script(conf).replace(
+        f"{mailstore_backup_path()} icinga push", str(fake)))
+    job = tmp_path / "job"
+    job.write_text(backup_host.job_script(conf).replace(
+        f"MAILSTORE={mailstore_backup_path()}", f"MAILSTORE={mailstore}").replace(
+        backup_host.PUSH, str(push)))
+    for script in (fake, push, job):
+        script.chmod(0o755)
+
+    def pushed():
+        path = tmp_path / "pushed"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [(int(line.split("\t")[0]), line.split("\t")[1]) for line in lines]
+    chain.pushed, chain.push, chain.down = pushed, push, tmp_path / "down"
+    return chain
+
+
+def _age_state(chain, seconds):
+    state = json.loads((chain.copies / "state.json").read_text())
+    state["copied"] -= seconds
+    (chain.copies / "state.json").write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("chain", ["encrypted"], indirect=True)
+def test_every_night_pushes_its_result_and_a_failed_one_is_critical(pushing):
+    chain = pushing
+    ran, _ = chain.run()
+    assert ran.returncode == 0, ran.stderr
+    [(status, line)] = chain.pushed()
+    assert status == 0 and line.startswith("BACKUP COPY OK - copy "), line
+    # a night whose copy fails (the source unreachable) still pushes: yesterday's copy is
+    # older than backup_copy_age_critical, so CRITICAL at once
+    _age_state(chain, 86400)
+    serve = chain.serve.read_text()
+    chain.serve.write_text("#!/bin/sh\nexit 12\n")
+    ran, _ = chain.run()
+    chain.serve.write_text(serve)
+    assert ran.returncode == 1 and "FAILED: copy" in ran.stderr, ran.stderr
+    status, line = chain.pushed()[-1]
+    assert status == 2 and line.startswith("BACKUP COPY CRITICAL - last copy is "), line
+    # the next good night is OK again
+    ran, _ = chain.run()
+    assert ran.returncode == 0 and chain.pushed()[-1][0] == 0, ran.stderr
+
+
+@pytest.mark.parametrize("chain", ["encrypted"], indirect=True)
+def test_a_failed_verify_pushes_critical(pushing):
+    chain = pushing
+    ran, _ = chain.run()
+    assert ran.returncode == 0, ran.stderr
+    old = (chain.repo / "catalog.sealed").read_bytes()
+    chain.snapshot()
+    ran, _ = chain.run()
+    assert ran.returncode == 0 and chain.pushed()[-1][0] == 0, ran.stderr
+    (chain.repo / "catalog.sealed").write_bytes(old)   # an older night's catalog served again
+    ran, state = chain.run()
+    assert ran.returncode == 1 and not state["verify_ok"], ran.stderr
+    status, line = chain.pushed()[-1]
+    assert status == 2 and "FAILED" in line, line
+
+
+@pytest.mark.parametrize("chain", ["unencrypted"], indirect=True)
+def test_a_failed_push_fails_the_job_and_a_stale_copy_pushed_by_hand_is_critical(pushing):
+    chain = pushing
+    chain.down.write_text("")
+    ran, state = chain.run()
+    assert state["verify_ok"] and chain.pushed() == []
+    assert ran.returncode == 1, ran.stderr
+    assert "icinga: push of mailstore-backup-copy FAILED: mailstore icinga: error: cannot " \
+        "connect to the master" in ran.stderr
+    chain.down.unlink()
+    _age_state(chain, 5 * 3600)      # between backup_copy_age_warning and _critical
+    by_hand = subprocess.run([str(chain.push)], env=chain.env, capture_output=True, text=True,
+                             timeout=60)
+    assert by_hand.returncode == 0, by_hand.stderr
+    assert chain.pushed()[-1][0] == 1
+    _age_state(chain, 2 * 3600)
+    subprocess.run([str(chain.push)], env=chain.env, check=True, timeout=60)
+    status, line = chain.pushed()[-1]
+    assert status == 2 and line.startswith("BACKUP COPY CRITICAL - last copy is "), line

@@ -28,6 +28,9 @@ def test_the_ticket_is_icinga2s_and_the_master_accepts_the_agent(tmp_path):
     assert icinga_agents.ticket(CN, salt) == made.read_text().strip()
     (tmp_path / "etc" / "agents.d" / "legacy.conf").write_text(
         icinga_agents.objects(CN, "10.0.3.29"))
+    # a container without an agent: its Host object alone
+    (tmp_path / "etc" / "agents.d" / "backup.conf").write_text(
+        icinga_agents.host_object("backup.infra.cacert.test", "10.0.3.39"))
     result = subprocess.run(["sh", control, str(tmp_path), "validate"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -73,3 +76,20 @@ def test_without_a_master_there_is_no_ticket_and_a_line_says_so(tmp_path):
     assert not icinga_agents.ensure_agent(tmp_path, "legacy", CN, "10.0.3.29", said.append)
     assert not (tmp_path / "secrets").exists()
     assert said and "no lab Icinga2 master" in said[0]
+
+
+def test_a_container_without_an_agent_gets_its_host_object_only(tmp_path):
+    master = _master(tmp_path, icinga_agents.INCLUDE + "\n")
+    said = []
+    assert icinga_agents.ensure_host(tmp_path, "backup", "backup.infra.cacert.test",
+                                     "10.0.3.39", said.append)
+    conf = (master / "etc" / "agents.d" / "backup.conf").read_text()
+    assert 'object Host "backup.infra.cacert.test"' in conf and "Endpoint" not in conf
+    assert not (tmp_path / "secrets" / "icinga2-agent-backup.ticket").exists()
+    assert (master / "calls").read_text() == f"{master} reload\n"
+    assert icinga_agents.ensure_host(tmp_path, "backup", "backup.infra.cacert.test",
+                                     "10.0.3.39", said.append)
+    assert (master / "calls").read_text() == f"{master} reload\n"    # unchanged: no reload
+    assert not icinga_agents.ensure_host(tmp_path / "none", "backup", "b", "10.0.3.39",
+                                         said.append)
+    assert "no lab Icinga2 master" in said[-1]

@@ -40,6 +40,7 @@ def write_prod_secrets(directory, pki):
     write_secret(directory, "backup.key", "fedcba9876543210" * 4 + "\n")
     write_secret(directory, "icinga2_api.password", "p3-secret\n")
     write_secret(directory, "icinga2-agent.ticket", "0123456789abcdef" * 2 + "01234567\n")
+    write_secret(directory, "icinga2_api_backup_copy.password", "p4-secret\n")
     return directory
 
 
@@ -51,6 +52,7 @@ def prod_completion(tmp_path, pki):
     files.mkdir(exist_ok=True)
     (files / "archive-key.asc").write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
     (files / "client-ca.pem").write_text(pki.pem_root())
+    (files / "icinga-ca.pem").write_text(pki.pem_root())
     return {
         "root_authorized_keys": [
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE "
@@ -71,6 +73,11 @@ def prod_completion(tmp_path, pki):
             "ssh_hostname": "192.0.2.39",
             "backup_copy_source_host_keys": [
                 "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIbG5tgdi2RhF0123456789abcdefghijklmnopq"],
+            "backup_copy_icinga": {
+                "host": "backup.infra.cacert.org", "url": "https://192.0.2.10:5665",
+                "tls_name": "monitor.cacert.org", "ca": str(files / "icinga-ca.pem"),
+                "user": "mailstore-backup-copy",
+                "password_secret": "icinga2_api_backup_copy.password"},
         },
     }
 
@@ -223,6 +230,11 @@ def test_pyinfra_stops_on_the_prod_inventory_listing_every_problem(tmp_path, pki
         "backup.cacert.org: ssh_hostname: 'PLACEHOLDER-backup-host-address' is a placeholder",
         "backup.cacert.org: backup_copy_source_host_keys[0]: 'ssh-ed25519 "
         "PLACEHOLDER-email-ssh-host-key' is a placeholder",
+        *(f"backup.cacert.org: backup_copy_icinga[{key!r}]: '{value}' is a placeholder"
+          for key, value in (("host", "PLACEHOLDER-backup-host-icinga-name"),
+                             ("url", "https://PLACEHOLDER-icinga-master-address:5665"),
+                             ("tls_name", "PLACEHOLDER-icinga-master-node-name"),
+                             ("ca", "PLACEHOLDER-icinga-ca.pem"))),
     ]
     assert len(problems) == len(expected), result.stderr
     for line, start in zip(problems, expected):
