@@ -211,3 +211,33 @@ def merge(text, want):
     if not changed:
         return Merged(text, ())
     return Merged("\n".join(raw for raw, _ in result) + "\n", tuple(dict.fromkeys(changed)))
+
+
+def renamed(text, lxc_path, old, new):
+    """`text` (a config of container `old` under `lxc_path`) for the container renamed to
+    `new`: every value naming a path in `<lxc_path>/<old>` (lxc.rootfs.path, a log file, a
+    hook) names `<lxc_path>/<new>` instead. LXC reads these paths as they are written, so a
+    directory moved without them would boot another container's rootfs, or none."""
+    old_dir, new_dir = f"{lxc_path.rstrip('/')}/{old}", f"{lxc_path.rstrip('/')}/{new}"
+    pattern = re.compile(re.escape(old_dir) + r"(?=/|\s|$)")
+    lines = []
+    for raw in text.splitlines():
+        match = _LINE.match(raw)
+        lines.append(pattern.sub(new_dir, raw) if match else raw)
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+
+
+def without_nics(text, names):
+    """`text` without the lines of the NICs whose `name` is one of `names` (a NIC the
+    inventory no longer gives this container: the serving container's extra NICs, which a
+    successor must not keep after a rollback)."""
+    parsed = [(raw, _LINE.match(raw)) for raw in text.splitlines()]
+    drop = set()
+    for _, match in parsed:
+        nic_key = _NIC_KEY.match(match.group(1)) if match else None
+        if nic_key and nic_key.group(2) == "name" and match.group(2).strip() in names:
+            drop.add(nic_key.group(1))
+    kept = [raw for raw, match in parsed
+            if not (match and _NIC_KEY.match(match.group(1))
+                    and _NIC_KEY.match(match.group(1)).group(1) in drop)]
+    return "\n".join(kept) + ("\n" if text.endswith("\n") else "")

@@ -122,14 +122,21 @@ def _state_dir():
     return path
 
 
+def serving(inventory_path):
+    """{"infra02": [(name, data)], "email": [...]} of the serving inventory file (its own
+    validation runs, and stops on its problems)."""
+    path = Path(inventory_path)
+    if not path.is_file():
+        raise InventoryError(f"{inventory_path}: no such inventory file")
+    hosts = runpy.run_path(str(path))
+    return {g: hosts.get(g) or [] for g in ("infra02", "email")}
+
+
 def load(inventory_path, release):
     """(infra02 hosts, email hosts) of the successor, from the serving inventory file: its
     host lists with derived data. InventoryError lists every problem."""
     path = Path(inventory_path)
-    if not path.is_file():
-        raise InventoryError(f"{inventory_path}: no such inventory file")
-    serving = runpy.run_path(str(path))   # stops on its own validation's problems
-    groups = {g: serving.get(g) or [] for g in ("infra02", "email")}
+    groups = serving(path)
     problems = [f"{path}: no host in group `{g}`" for g, hosts in groups.items() if not hosts]
     for group, hosts in groups.items():
         for host_name, data in hosts:
