@@ -83,6 +83,7 @@ class Container:
     state: str
     config: str
     release: str = ""
+    scripts: bool = True   # mail-quiesce and mail-resume installed (any deploy puts them)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,12 @@ def check_data(data):
                             "A-Z a-z 0-9 . _ / + -")
     if not re.match(r"^[A-Za-z0-9_]+$", str(data["mysql_database"])):
         problems.append(f"mysql_database={data['mysql_database']!r}: not a plain name")
+    volume = posixpath.normpath(str(data["data_volume"]))
+    root = posixpath.normpath(str(data["mail_root"]))
+    if root != volume and not root.startswith(volume + "/"):
+        problems.append(f"mail_root={data['mail_root']!r} is not on the data volume "
+                        f"({data['data_volume']}): the successor would not see the mail; "
+                        "move it there first (README: Moving mail to the data volume)")
     return problems
 
 
@@ -140,7 +147,9 @@ def facts_command(name, volume_host_path, lxc_path=LXC_PATH):
             f"echo \"state $(lxc-info -P {shlex.quote(lxc_path)} -n {n} -s -H 2>/dev/null "
             f"|| echo UNKNOWN)\"; echo \"config $(base64 -w0 < {d}/config)\"; "
             f"echo \"release $(. {d}/rootfs/etc/os-release 2>/dev/null; "
-            "echo $VERSION_CODENAME)\"; fi")
+            "echo $VERSION_CODENAME)\"; "
+            f"if [ -x {d}/rootfs{SBIN}/mail-quiesce ] && [ -x {d}/rootfs{SBIN}/mail-resume ]; "
+            "then echo 'scripts yes'; else echo 'scripts no'; fi; fi")
     marker = shlex.quote(f"{volume_host_path}/{MARKER}")
     lines.append(f"if [ -f {marker} ]; then echo \"marker $(head -n 1 {marker})\"; fi")
     return "; ".join(lines) + "; true"
@@ -157,6 +166,8 @@ def parse_facts(output):
             found[current] = {"name": current, "state": "UNKNOWN", "config": ""}
         elif word in ("state", "release") and current:
             found[current][word] = rest.strip()
+        elif word == "scripts" and current:
+            found[current]["scripts"] = rest.strip() == "yes"
         elif word == "config" and current:
             found[current]["config"] = base64.b64decode(rest.strip()).decode(
                 "utf-8", errors="surrogateescape")
@@ -219,6 +230,9 @@ def check(command, name, facts, lxc_path=LXC_PATH):
         problems += _rootfs_problems(c, lxc_path)
         if c.state not in ("RUNNING", "STOPPED"):
             problems.append(f"{c.name} is {c.state}: it must be RUNNING or STOPPED")
+        if not c.scripts:
+            problems.append(f"{c.name} lacks {SBIN}/mail-quiesce or mail-resume, which hold "
+                            "and resume delivery: deploy it with this version first")
     if command == "cutover":
         for c in (source, target):
             if c.state != "RUNNING":
@@ -366,11 +380,12 @@ def plan(command, found, facts, serving, successor, lxc_path=LXC_PATH):
     steps.append(Step("volume marker: nobody", _write(marker_path, f"{NOBODY}\n") +
                       f" && cat {marker_path}", held=True))
     if served:
+        dump_command = f"{DUMP_TOOL} --single-transaction --routines --triggers {database}"
         steps.append(Step(
             f"dump {database} of {source.name}",
-            f"umask 077; mkdir -p -m 700 {DUMP_DIR}; "
-            f"{attach(source.name, f'{DUMP_TOOL} --single-transaction --routines --triggers {database}')}"
-            f" > {dump}.tmp && mv -f {dump}.tmp {dump} && ls -l {dump}", held=True))
+            f"umask 077; mkdir -p {DUMP_DIR}; chmod 700 {DUMP_DIR}; "
+            f"{attach(source.name, dump_command)} > {dump}.tmp && mv -f {dump}.tmp {dump} "
+            f"&& ls -l {dump}", held=True))
     if source.state == "RUNNING":
         steps.append(Step(f"stop {source.name}", f"lxc-stop -n {source.name} -t 60",
                           held=True))

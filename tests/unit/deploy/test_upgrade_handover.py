@@ -19,7 +19,7 @@ OLD_NET = {"link": "br0", "hwaddr": "00:16:3e:00:00:19", "ipv4": "192.0.2.19/24"
 EXTRA = {"name": "eth1", "link": "br1", "hwaddr": "00:16:3e:00:01:19",
          "ipv4": "198.51.100.19/24", "ipv4_gateway": None, "ipv6": None, "ipv6_gateway": None}
 SERVING = {**defaults(), "container_net": OLD_NET, "successor_net": NET,
-           "container_extra_nets": [EXTRA], "dkim_signing": True}
+           "container_extra_nets": [EXTRA], "dkim_signing": True, "mail_root": "/srv/mail"}
 SUCCESSOR = {**defaults(), **successor.derive(SERVING, "trixie")}
 
 
@@ -83,7 +83,8 @@ def test_the_database_travels_in_a_root_only_file_never_on_a_command_line():
     steps = {s.name: s.script for s in _plan("cutover", _facts(email="RUNNING",
                                                                 email_next="RUNNING"))}
     dump = steps["dump cacertusers of email"]
-    assert dump.startswith("umask 077; mkdir -p -m 700 /var/lib/cacert-handover;")
+    assert dump.startswith("umask 077; mkdir -p /var/lib/cacert-handover; "
+                           "chmod 700 /var/lib/cacert-handover;")
     assert "--single-transaction" in dump and "password" not in dump.lower()
     load = steps["load cacertusers into email"]
     assert "/var/lib/cacert-handover/email-cacertusers.sql |" in load
@@ -92,8 +93,16 @@ def test_the_database_travels_in_a_root_only_file_never_on_a_command_line():
 
 def test_the_cutover_refuses_listing_every_problem():
     facts = _facts(marker="email-next", email="RUNNING", email_next="STOPPED")
+    old = facts["containers"]["email"]
+    facts["containers"]["email"] = handover.Container(
+        "email", "RUNNING", old.config.replace("dir:/var/lib/lxc/email/rootfs",
+                                               "lvm:/dev/vg0/email"), "bullseye", False)
     _, problems = handover.check("cutover", "email", facts)
     assert problems == [
+        "email: lxc.rootfs.path is lvm:/dev/vg0/email, not dir:/var/lib/lxc/email/rootfs: a "
+        "rename moves the container's directory and needs its rootfs inside it",
+        "email lacks /usr/local/sbin/mail-quiesce or mail-resume, which hold and resume "
+        "delivery: deploy it with this version first",
         "email-next is STOPPED, not RUNNING: run `prepare` again (it starts and refreshes it)",
         "the data volume's marker names email-next, not email: the serving container must "
         "own the volume"]
@@ -181,15 +190,25 @@ def test_after_a_rollback_the_successor_has_its_own_net_again_and_no_extra_nics(
         "dir:/var/lib/lxc/email-next/rootfs"]
 
 
+def test_names_and_paths_for_the_scripts_are_plain_and_the_mail_is_on_the_volume():
+    assert handover.check_data(SERVING) == []
+    problems = handover.check_data({**SERVING, "container_name": "email; rm -rf /",
+                                    "mail_root": "/home/mailboxes"})
+    assert problems[0].startswith("container_name='email; rm -rf /': not a plain container")
+    assert problems[1].startswith("mail_root='/home/mailboxes' is not on the data volume")
+
+
 def test_the_facts_are_read_from_what_infra02_prints():
     config = base64.b64encode(b"lxc.uts.name = email\n").decode()
     facts = handover.parse_facts(f"container email\nstate RUNNING\nconfig {config}\n"
-                                 "release bullseye\ncontainer email-next\nstate STOPPED\n"
-                                 "config \nrelease trixie\nmarker email\n")
+                                 "release bullseye\nscripts yes\ncontainer email-next\n"
+                                 "state STOPPED\nconfig \nrelease trixie\nscripts no\n"
+                                 "marker email\n")
     assert facts["marker"] == "email"
     assert facts["containers"]["email"] == handover.Container(
         "email", "RUNNING", "lxc.uts.name = email\n", "bullseye")
     assert facts["containers"]["email-next"].release == "trixie"
+    assert not facts["containers"]["email-next"].scripts
 
 
 def _bash(script):
@@ -330,3 +349,33 @@ def test_a_failed_step_stops_the_cutover_and_names_the_rollback(monkeypatch, cap
                               "operations.upgrade inventories/prod.py rollback`")
     assert [line[:4] for line in out if line[:4] in ("OK  ", "FAIL")][-1] == "FAIL"
     assert not any("mail queue" in c for c in ran)
+
+
+def test_the_facts_command_reads_configs_releases_scripts_and_the_marker(tmp_path):
+    # On plain directories; lxc-info is a stand-in (no LXC here) that says RUNNING.
+    lxc = tmp_path / "lxc"
+    for name, release in (("email", "bullseye"), ("email-next", "trixie")):
+        rootfs = lxc / name / "rootfs"
+        (rootfs / "etc").mkdir(parents=True)
+        (rootfs / "etc/os-release").write_text(f"VERSION_CODENAME={release}\n")
+        (lxc / name / "config").write_text(f"lxc.uts.name = {name}\n\n")
+    sbin = lxc / "email/rootfs/usr/local/sbin"
+    sbin.mkdir(parents=True)
+    for script in ("mail-quiesce", "mail-resume"):
+        (sbin / script).write_text("#!/bin/sh\n")
+        (sbin / script).chmod(0o755)
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "volume/.cacert-owner").write_text("email\n")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/lxc-info").write_text("#!/bin/sh\necho RUNNING\n")
+    (tmp_path / "bin/lxc-info").chmod(0o755)
+    output = subprocess.run(
+        ["sh", "-c", handover.facts_command("email", str(tmp_path / "volume"), str(lxc))],
+        capture_output=True, text=True, env={"PATH": f"{tmp_path}/bin:/usr/bin:/bin"}).stdout
+    facts = handover.parse_facts(output)
+    assert facts["marker"] == "email"
+    assert facts["containers"] == {
+        "email": handover.Container("email", "RUNNING", "lxc.uts.name = email\n\n",
+                                    "bullseye", True),
+        "email-next": handover.Container("email-next", "RUNNING",
+                                         "lxc.uts.name = email-next\n\n", "trixie", False)}
