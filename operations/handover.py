@@ -314,8 +314,24 @@ def final_configs(found, containers, serving, successor, lxc_path=LXC_PATH):
             data = {**serving, "container_name": previous, "container_autostart": False,
                     "data_volume_read_only": True}
         want = lxc_config.wanted({key: data.get(key) for key in lxc_config.DATA_KEYS})
-        configs[final] = lxc_config.merge(text, want).text
+        text = lxc_config.merge(text, want).text
+        if final == name and current == found.target:
+            # The NICs keep what the serving container's hand-written config set beyond the
+            # managed keys (an mtu, a veth pair name).
+            source = containers[found.source].config
+            for nic in want.nics:
+                text = lxc_config.with_nic_extras(text, nic.name,
+                                                  lxc_config.nic_extras(source, nic.name))
+        configs[final] = text
     return configs
+
+
+def config_differences(found, containers):
+    """The key lines of the source's config that the target's lacks, NICs and the keys the
+    handover sets aside: hand-written keys (limits, id maps, mounts) the operator compares
+    before a cut-over, as the plan's first step shows them."""
+    return lxc_config.unmanaged_lines(containers[found.source].config,
+                                      containers[found.target].config)
 
 
 def _shared(path, data):
@@ -338,6 +354,11 @@ def plan(command, found, facts, serving, successor, lxc_path=LXC_PATH):
     src_root, tgt_root = _rootfs(lxc_path, source.name), _rootfs(lxc_path, target.name)
     steps = []
 
+    differences = config_differences(found, containers) if command == "cutover" else []
+    if differences:
+        steps.append(Step(
+            f"LXC keys of {source.name} that {target.name} lacks (not carried: compare)",
+            "\n".join(f"echo {shlex.quote(line)}" for line in differences)))
     if served and command == "cutover":
         keys = ([DKIM_KEYS] if serving.get("dkim_signing") else []) + [ICINGA_CERTS]
         carry = [f"if {attach(source.name, f'test -e {k}')}; then "

@@ -379,3 +379,28 @@ def test_the_facts_command_reads_configs_releases_scripts_and_the_marker(tmp_pat
                                     "bullseye", True),
         "email-next": handover.Container("email-next", "RUNNING",
                                          "lxc.uts.name = email-next\n\n", "trixie", False)}
+
+
+def test_the_successor_takes_the_nics_hand_written_keys_and_is_told_of_the_rest():
+    facts = _facts(email="RUNNING", email_next="RUNNING")
+    old = facts["containers"]["email"]
+    hand_written = old.config.replace(
+        "lxc.net.1.name = eth1\n", "lxc.net.1.name = eth1\nlxc.net.1.mtu = 9000\n") + \
+        "lxc.idmap = u 0 100000 65536\n"
+    facts["containers"]["email"] = handover.Container("email", "RUNNING", hand_written)
+    found = handover.roles("cutover", "email", facts["containers"])
+    configs = handover.final_configs(found, facts["containers"], SERVING, SUCCESSOR)
+    assert lxc_config.values(configs["email"], "lxc.net.1.mtu") == ["9000"]
+    steps = handover.plan("cutover", found, facts, SERVING, SUCCESSOR)
+    assert steps[0].name == "LXC keys of email that email-next lacks (not carried: compare)"
+    assert steps[0].script == "echo 'lxc.idmap = u 0 100000 65536'"
+
+
+def test_a_newer_dumps_sandbox_line_is_left_out_for_an_older_client():
+    dump = "/*M!999999\\- enable the sandbox mode */\n-- MariaDB dump 10.19\nINSERT 1;\n"
+    result = subprocess.run(["sed", "-e", handover.SANDBOX_LINE], input=dump,
+                            capture_output=True, text=True)
+    assert result.stdout == "-- MariaDB dump 10.19\nINSERT 1;\n"
+    older = "-- MariaDB dump 10.19\n/*M!999999\\- enable the sandbox mode */\n"
+    assert subprocess.run(["sed", "-e", handover.SANDBOX_LINE], input=older,
+                          capture_output=True, text=True).stdout == older
