@@ -36,6 +36,7 @@ import shlex
 from dataclasses import dataclass
 
 from operations import lxc_config, staging
+from operations.migration import HELD_FILE
 
 LXC_PATH = "/var/lib/lxc"
 PREVIOUS = "-prev"
@@ -469,6 +470,13 @@ def _rename(found, facts, serving, successor, lxc_path):
         lines += [f"mkdir -p {posixpath.dirname(rootfs + path)} && "
                   + _write(rootfs + path, text, "755" if path == POLICY_RC_D else "644")
                   for path, text in files.items()]
+        if final == names(serving["container_name"])[1]:
+            # A successor again after a rollback: its own hold (mail-quiesce's, before it
+            # stopped) is lifted, so that `prepare` finds it as it left it; Dovecot waits
+            # for the marker anyway.
+            lines.append(_no_symlinks(rootfs, [HELD_FILE, "/etc/postfix/main.cf"]))
+            lines.append(f"rm -f {rootfs}{HELD_FILE}; "
+                         f"sed -i '/^defer_transports *=/d' {rootfs}/etc/postfix/main.cf")
         lines.append(f"echo '{final}: config and Dovecot start check written'")
     return "\n".join(lines)
 

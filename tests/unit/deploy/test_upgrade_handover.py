@@ -404,3 +404,29 @@ def test_a_newer_dumps_sandbox_line_is_left_out_for_an_older_client():
     older = "-- MariaDB dump 10.19\n/*M!999999\\- enable the sandbox mode */\n"
     assert subprocess.run(["sed", "-e", handover.SANDBOX_LINE], input=older,
                           capture_output=True, text=True).stdout == older
+
+
+def test_a_rollback_returns_the_successor_to_its_prepared_state(tmp_path):
+    facts = _rollback_facts()
+    for name in ("email", "email-prev"):
+        rootfs = tmp_path / name / "rootfs"
+        (rootfs / "var/lib/mailstore").mkdir(parents=True)
+        (rootfs / "var/lib/mailstore/delivery-held").write_text("held\n")
+        (rootfs / "etc/postfix").mkdir(parents=True)
+        (rootfs / "etc/postfix/main.cf").write_text(
+            "myhostname = email\ndefer_transports = local lmtp\nrelayhost =\n")
+    containers = {n: handover.Container(n, c.state, c.config.replace("/var/lib/lxc",
+                                                                     str(tmp_path)))
+                  for n, c in facts["containers"].items()}
+    found = handover.roles("rollback", "email", containers)
+    result = _bash(handover._rename(found, {**facts, "containers": containers}, SERVING,
+                                    SUCCESSOR, str(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    successor_root = tmp_path / "email-next/rootfs"
+    assert not (successor_root / "var/lib/mailstore/delivery-held").exists()
+    assert (successor_root / "etc/postfix/main.cf").read_text() == \
+        "myhostname = email\nrelayhost =\n"
+    # The old container keeps its hold until the rollback's last step resumes it there.
+    assert (tmp_path / "email/rootfs/var/lib/mailstore/delivery-held").exists()
+    assert "ExecStartPre=/usr/local/sbin/data-volume-owner /srv/mail email-next\n" in (
+        successor_root / handover.DROP_IN.lstrip("/")).read_text()
