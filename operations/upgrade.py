@@ -307,6 +307,8 @@ def main(argv=None):
                   "changed:", file=sys.stderr)
             for line in str(exc).splitlines():
                 print(f"  {line}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"ok": False, "refused": str(exc).splitlines()}, indent=2))
             return 2
     print(render(steps, args.json, next_step))
     return 0 if all(s["ok"] for s in steps) else 1

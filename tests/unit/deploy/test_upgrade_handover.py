@@ -2,6 +2,7 @@
 decided from Infra02's state, refused with every problem when the state does not fit, and
 its host-side scripts (the queue's move, the rename) do what they say on real directories."""
 import base64
+import json
 import subprocess
 import sys
 
@@ -430,3 +431,24 @@ def test_a_rollback_returns_the_successor_to_its_prepared_state(tmp_path):
     assert (tmp_path / "email/rootfs/var/lib/mailstore/delivery-held").exists()
     assert "ExecStartPre=/usr/local/sbin/data-volume-owner /srv/mail email-next\n" in (
         successor_root / handover.DROP_IN.lstrip("/")).read_text()
+
+
+def test_a_refusal_names_every_problem_and_changes_nothing(monkeypatch, capsys):
+    # Infra02 is faked (no LXC host here): only the serving container exists.
+    config = base64.b64encode(_config("email", SERVING).encode()).decode()
+    ran = []
+
+    def run(command):
+        ran.append(command)
+        return 0, f"container email\nstate RUNNING\nconfig {config}\nmarker email\n"
+    monkeypatch.setattr(upgrade, "_data", lambda inventory: (SERVING, SUCCESSOR))
+    monkeypatch.setattr(upgrade, "_on_infra02", lambda inventory, work: work(run))
+    monkeypatch.setattr(successor, "load", lambda inventory, release: None)
+    assert upgrade.main(["--json", "inventories/prod.py", "cutover"]) == 2
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        "python -m operations.upgrade: cutover refused, nothing was changed:",
+        "  no successor email-next on Infra02: run `prepare` first"]
+    assert json.loads(out) == {"ok": False, "refused": [
+        "no successor email-next on Infra02: run `prepare` first"]}
+    assert len(ran) == 1   # the state was read, nothing run
