@@ -188,8 +188,8 @@ def _on_infra02(inventory, work):
 
 
 def _plan(args, serving, derived, run):
-    """(the plan's steps, the successor's release) from Infra02's state; Refused listing
-    every problem."""
+    """(the plan's steps, {"source"|"target": its Debian release}) from Infra02's state;
+    Refused listing every problem."""
     name = serving["container_name"]
     code, output = run(handover.facts_command(name, serving["data_volume_host_path"]))
     if code != 0:
@@ -235,6 +235,11 @@ def handover_steps(args):
                            "(`prepare` again), then run cutover again")
     done = _on_infra02(args.inventory, lambda run: _run_plan(
         _plan(args, serving, derived, run)[0], steps, run))
+    if not done and not any(s.get("held") for s in steps):
+        return steps, (f"the {args.command} stopped at `{steps[-1]['step']}`, before "
+                       f"delivery was held: the service never left the container that has "
+                       f"it; fix the cause and run {args.command} again (`prepare` first "
+                       f"when the successor was stopped)")
     if not done:
         return steps, (f"the {args.command} stopped at `{steps[-1]['step']}`: run "
                        f"`python -m operations.upgrade {args.inventory} rollback` to give "
@@ -279,7 +284,7 @@ def render(steps, as_json, next_step=None):
         if isinstance(s["detail"], list):
             lines += [f"       {r['status']} {r['check']}: {r['detail']}" for r in s["detail"]]
         else:
-            lines.append(f"       {s['detail']}")
+            lines += [f"       {line}" for line in str(s["detail"]).splitlines()]
     lines.append(f"total {sum(s['seconds'] for s in steps):g} s")
     if held:
         lines.append(f"delivery held and Dovecot stopped {held_seconds:g} s")

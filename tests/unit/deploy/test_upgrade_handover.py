@@ -452,3 +452,28 @@ def test_a_refusal_names_every_problem_and_changes_nothing(monkeypatch, capsys):
     assert json.loads(out) == {"ok": False, "refused": [
         "no successor email-next on Infra02: run `prepare` first"]}
     assert len(ran) == 1   # the state was read, nothing run
+
+
+def test_a_step_failing_before_the_hold_says_the_service_never_left(monkeypatch, capsys):
+    # Infra02 faked as above; the DKIM/Icinga key copy fails.
+    facts = _facts(email="RUNNING", email_next="RUNNING")
+    state = "".join(f"container {n}\nstate RUNNING\nconfig "
+                    f"{base64.b64encode(c.config.encode()).decode()}\n"
+                    for n, c in facts["containers"].items()) + "marker email\n"
+
+    def run(command):
+        if command.startswith("if [ -f"):
+            return 0, state
+        return (1, "tar: short read\nexit") if "opendkim/keys" in command else (0, "ok")
+    monkeypatch.setattr(upgrade, "_data", lambda inventory: (SERVING, SUCCESSOR))
+    monkeypatch.setattr(upgrade, "_on_infra02", lambda inventory, work: work(run))
+    monkeypatch.setattr(upgrade, "checks_before_cutover", lambda inventory, release: [])
+    monkeypatch.setattr(successor, "load", lambda inventory, release: None)
+    assert upgrade.main(["inventories/prod.py", "cutover"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[-5:-2] == ["FAIL keys email -> email-next (DKIM, Icinga certificate) (0 s)",
+                          "       tar: short read", "       exit"]
+    assert out[-1].startswith("next: the cutover stopped at `keys email -> email-next (DKIM, "
+                              "Icinga certificate)`, before delivery was held: the service "
+                              "never left")
+    assert not any(line.startswith("delivery held") for line in out)
