@@ -477,3 +477,14 @@ def test_a_step_failing_before_the_hold_says_the_service_never_left(monkeypatch,
                               "Icinga certificate)`, before delivery was held: the service "
                               "never left")
     assert not any(line.startswith("delivery held") for line in out)
+
+
+def test_a_steps_script_runs_on_infra02_through_pyinfra_and_a_failing_pipe_fails_it(tmp_path):
+    # Infra02 is this machine here (pyinfra's @local connector, as in the lab).
+    inventory = tmp_path / "inv.py"
+    inventory.write_text("infra02 = [('@local', {})]\nemail = [('email', {})]\n")
+    ok, piped = upgrade._on_infra02(str(inventory), lambda run: (
+        run(handover.bash("echo 'one line'\necho two")),
+        run(handover.bash("false | cat\necho not reached"))))
+    assert ok == (0, "one line\ntwo")
+    assert piped[0] != 0 and "not reached" not in piped[1]
