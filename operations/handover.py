@@ -5,11 +5,12 @@ An upgrade (operations/upgrade.py) builds `<name>-next` beside the serving `<nam
 cut-over hands the service to it, a rollback gives it back; both are one handover from a
 *source* (gives the service up) to a *target* (takes it), in the same steps:
 
-- before anything is held: the source's keys the deploy cannot make again (DKIM, the Icinga
-  agent's certificate; cut-over only: a rollback finds them equal) and the backup repository
-  are carried to the target when the source owns the volume; the SSH host keys are compared
-  (the successor inherited them: the SSHFP records stay true); the target is held (its own
-  queue) and stopped;
+- before anything is held: (cut-over) the serving container's hand-written LXC keys that
+  the successor lacks are listed; the source's keys the deploy cannot make again (DKIM, the
+  Icinga agent's certificate; cut-over only: a rollback finds them equal) and the backup
+  repository are carried to the target when the source owns the volume; the SSH host keys
+  are compared (the successor inherited them: the SSHFP records stay true); the target is
+  held (its own queue) and stopped;
 - held: Postfix on the source keeps accepting and defers delivery, Dovecot and the
   self-service API stop (mail-quiesce of operations/migration.py); the volume's owner marker
   names nobody (`handover-in-progress`), so no Dovecot can start while the names change;
@@ -19,15 +20,17 @@ cut-over hands the service to it, a rollback gives it back; both are one handove
   (the target becomes `<name>`, a cut-over's old container `<name>-prev`, a rollback's
   successor `<name>-next` again), their LXC configs merged for their new role (the target:
   the serving inventory's NICs, MACs and addresses, the volume read-write; the others: no
-  autostart, the volume read-only; a successor drops the serving container's extra NICs),
-  and each one's Dovecot start check rewritten for its new name; the target starts, the dump
+  autostart, the volume read-only; a successor drops the serving container's extra NICs and
+  its own hold), and each one's Dovecot start check rewritten for its new name (the marker
+  names containers by name); the target starts, the dump
   is loaded, the marker names it, `postsuper -s` fixes the carried queue files' names, and
   mail-resume starts Dovecot and flushes the queue.
 
 The source is stopped, never destroyed. Which container is which is read from the names
-that exist (see `roles`); the host's state is read by `facts_command` and parsed by
-`parse_facts`; `plan` refuses, listing every problem, when the state does not fit.
-Pure functions over plain data: the executor is operations/upgrade.py.
+that exist (see `roles`), so a rollback also finishes a handover that stopped half-way; the
+host's state is read by `facts_command` and parsed by `parse_facts`; `check` lists every
+problem when the state does not fit. Pure functions over plain data; each step is a bash
+script run on Infra02 by operations/upgrade.py (`bash()`: the first failure stops it).
 """
 import base64
 import posixpath

@@ -14,8 +14,9 @@ one with these data changed, for both groups (Infra02 builds it, the email deplo
   SSH host keys (operations/infra02.py), so an `ssh_known_hosts_file` of the inventory is
   rewritten for that address into a file of the control machine's temp directory.
 
-Pure functions over plain data, plus `load()`, which runs the given inventory file (and so its
-own validation) and derives; inventories/successor.py is the file pyinfra reads.
+Pure functions over plain data, plus `serving()`, which runs the given inventory file (and so
+its own validation), and `load()`, which derives from it; inventories/successor.py is the
+file pyinfra reads.
 """
 import copy
 import ipaddress
