@@ -1,6 +1,7 @@
 """operations/handover.py and `python -m operations.upgrade cutover|rollback`: the plan is
 decided from Infra02's state, refused with every problem when the state does not fit, and
 its host-side scripts (the queue's move, the rename) do what they say on real directories."""
+import ast
 import base64
 import json
 import subprocess
@@ -480,11 +481,18 @@ def test_a_step_failing_before_the_hold_says_the_service_never_left(monkeypatch,
 
 
 def test_a_steps_script_runs_on_infra02_through_pyinfra_and_a_failing_pipe_fails_it(tmp_path):
-    # Infra02 is this machine here (pyinfra's @local connector, as in the lab).
+    # Infra02 is this machine here (pyinfra's @local connector, as in the lab); in a process
+    # of its own, as the command runs it (pyinfra's connection changes the process).
     inventory = tmp_path / "inv.py"
     inventory.write_text("infra02 = [('@local', {})]\nemail = [('email', {})]\n")
-    ok, piped = upgrade._on_infra02(str(inventory), lambda run: (
-        run(handover.bash("echo 'one line'\necho two")),
-        run(handover.bash("false | cat\necho not reached"))))
+    script = (f"from operations import handover, upgrade\n"
+              f"print(repr(upgrade._on_infra02({str(inventory)!r}, lambda run: ("
+              f"run(handover.bash('echo one line\\necho two')), "
+              f"run(handover.bash('false | cat\\necho not reached'))))))\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, env={"PYTHONPATH": str(REPO),
+                                                         "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    ok, piped = ast.literal_eval(result.stdout.strip().splitlines()[-1])
     assert ok == (0, "one line\ntwo")
     assert piped[0] != 0 and "not reached" not in piped[1]
