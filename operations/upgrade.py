@@ -3,6 +3,7 @@
     python -m operations.upgrade inventories/prod.py prepare --release trixie
     python -m operations.upgrade inventories/lab.py prepare --dry
     python -m operations.upgrade --json inventories/lab.py prepare
+    python -m operations.upgrade inventories/prod.py cutover --dry
     python -m operations.upgrade inventories/prod.py cutover
     python -m operations.upgrade inventories/prod.py rollback
 
@@ -24,6 +25,7 @@ the data volume read-write, started, delivery resumed; then the full status chec
 Both read Infra02's state first and refuse, listing every problem, when it does not fit
 (no successor, not prepared, already cut over); a failed step stops the run and says to run
 `rollback`; a failed gate leaves the service where it is and says so (no automatic rollback).
+With --dry they stop after the check and list the steps they would run.
 
 The deploy is pyinfra's own CLI on inventories/successor.py (the given inventory with the
 successor's data, operations/successor.py): first `--limit infra02` (the container), then
@@ -70,8 +72,12 @@ def _parser():
     prepare.add_argument("--dry", action="store_true",
                          help="pyinfra --dry: say what the deploy would do, change nothing "
                               "(the container part only: the successor does not exist yet)")
-    sub.add_parser("cutover", help="hand the service to the prepared successor")
-    sub.add_parser("rollback", help="give the service back to the old container")
+    for command, text in (("cutover", "hand the service to the prepared successor"),
+                          ("rollback", "give the service back to the old container")):
+        sub.add_parser(command, help=text).add_argument(
+            "--dry", action="store_true",
+            help="read Infra02's state, check it and list the steps; change nothing "
+                 "(--json: with each step's script)")
     return parser
 
 
@@ -224,7 +230,13 @@ def handover_steps(args):
     name = serving["container_name"]
     steps = []
     # Validated first, everything at once; read again below (the checks take a while).
-    _, releases = _on_infra02(args.inventory, lambda run: _plan(args, serving, derived, run))
+    plan, releases = _on_infra02(args.inventory, lambda run: _plan(args, serving, derived,
+                                                                   run))
+    if args.dry:
+        return [{"step": s.name, "ok": True, "seconds": 0,
+                 "detail": s.script if args.json else
+                 ("(delivery held)" if s.held else "(before the hold)")} for s in plan], \
+            f"--dry: nothing was changed; `{args.command}` without --dry runs these steps"
     if args.command == "cutover":
         def run_checks():
             results = checks_before_cutover(args.inventory, releases["target"] or "trixie")

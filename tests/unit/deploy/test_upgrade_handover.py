@@ -496,3 +496,28 @@ def test_a_steps_script_runs_on_infra02_through_pyinfra_and_a_failing_pipe_fails
     ok, piped = ast.literal_eval(result.stdout.strip().splitlines()[-1])
     assert ok == (0, "one line\ntwo")
     assert piped[0] != 0 and "not reached" not in piped[1]
+
+
+def test_dry_lists_the_steps_and_runs_none(monkeypatch, capsys):
+    # Infra02 faked as above: the state as prepare leaves it.
+    facts = _facts(email="RUNNING", email_next="RUNNING")
+    state = "".join(f"container {n}\nstate RUNNING\nconfig "
+                    f"{base64.b64encode(c.config.encode()).decode()}\n"
+                    for n, c in facts["containers"].items()) + "marker email\n"
+    ran = []
+
+    def run(command):
+        ran.append(command)
+        return 0, state
+    monkeypatch.setattr(upgrade, "_data", lambda inventory: (SERVING, SUCCESSOR))
+    monkeypatch.setattr(upgrade, "_on_infra02", lambda inventory, work: work(run))
+    monkeypatch.setattr(successor, "load", lambda inventory, release: None)
+    assert upgrade.main(["inventories/prod.py", "cutover", "--dry"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["OK   keys email -> email-next (DKIM, Icinga certificate) (0 s)",
+                       "       (before the hold)"]
+    assert "OK   resume delivery on email (0 s)" in out
+    assert out[-1].startswith("next: --dry: nothing was changed")
+    assert not any(line.startswith("delivery held") for line in out)
+    assert len(ran) == 1
+    assert upgrade.main(["--json", "inventories/prod.py", "rollback", "--dry"]) == 2
