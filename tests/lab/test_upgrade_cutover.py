@@ -279,6 +279,15 @@ def _same_mailbox_state(lab, upgrade_lab):
     imap.logout()
 
 
+def test_a_dry_cutover_lists_the_steps_and_changes_nothing(upgrade_lab):
+    code, report, output = _upgrade("cutover", "--dry")
+    assert code == 0, output
+    names = [s["step"] for s in report["steps"]]
+    assert "rename and configure" in names and names[-1] == "resume delivery on email"
+    assert _lxc_state(SUCCESSOR) == "RUNNING" and _lxc_state(PREVIOUS) is None
+    assert open(MARKER).read().strip() == t.CONTAINER
+
+
 @pytest.fixture(scope="module")
 def cut_over(lab, ssh, upgrade_lab):
     code, report, output, sender, probe = _during(lab, ssh, "cutover",
