@@ -111,7 +111,9 @@ _SHARED = {
     "status_nameserver": t.BRIDGE_ADDRESS,
     "status_ca": ".lab/ca.pem",
     "status_dns_unpublished": ["SSHFP", "SPF", "TLSRPT"],
-    "mail_root": t.MAIL_ROOT,
+    # The upgrade's lab test (tests/lab/test_upgrade_cutover.py) puts the mail on the data
+    # volume, as production's is before an upgrade.
+    "mail_root": os.environ.get("CACERT_LAB_MAIL_ROOT") or t.MAIL_ROOT,
     "mail_accounts": copy.deepcopy(t.ACCOUNTS),
     "mail_aliases": copy.deepcopy(t.ALIASES),
 }

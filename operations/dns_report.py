@@ -246,9 +246,9 @@ class InventoryUnusable(Exception):
 
 
 @contextlib.contextmanager
-def email_hosts(inventory_path, before_connecting=None):
-    """The hosts of group `email` of an inventory file, connected over SSH (pyinfra's API),
-    disconnected again on leaving: [(host, connected?)].
+def email_hosts(inventory_path, before_connecting=None, group="email"):
+    """The hosts of group `email` (or `group`) of an inventory file, connected over SSH
+    (pyinfra's API), disconnected again on leaving: [(host, connected?)].
 
     `before_connecting(hosts)`, when given, runs once the inventory is read and before any
     host is contacted (to validate what the caller needs of their data: it raises to stop).
@@ -266,16 +266,16 @@ def email_hosts(inventory_path, before_connecting=None):
     state = State()
     ctx_state.set(state)
     inventory = make_inventory(inventory_path)
-    hosts = inventory.get_group("email", [])
+    hosts = inventory.get_group(group, [])
     if not hosts:
-        raise InventoryUnusable(f"{inventory_path}: no host in group `email`")
+        raise InventoryUnusable(f"{inventory_path}: no host in group `{group}`")
     if before_connecting is not None:
         before_connecting(hosts)
-    state.init(inventory, Config(), initial_limit=hosts)  # connect to the email hosts only
+    state.init(inventory, Config(), initial_limit=hosts)  # connect to the group's hosts only
     try:
         connect_all(state)
     except PyinfraError as exc:
-        print(f"{inventory_path}: could not connect to the email host(s): {exc}",
+        print(f"{inventory_path}: could not connect to the {group} host(s): {exc}",
               file=sys.stderr)
     try:
         yield [(host, host in state.activated_hosts) for host in hosts]

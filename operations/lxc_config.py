@@ -211,3 +211,106 @@ def merge(text, want):
     if not changed:
         return Merged(text, ())
     return Merged("\n".join(raw for raw, _ in result) + "\n", tuple(dict.fromkeys(changed)))
+
+
+def renamed(text, lxc_path, old, new):
+    """`text` (a config of container `old` under `lxc_path`) for the container renamed to
+    `new`: every value naming a path in `<lxc_path>/<old>` (lxc.rootfs.path, a log file, a
+    hook) names `<lxc_path>/<new>` instead. LXC reads these paths as they are written, so a
+    directory moved without them would boot another container's rootfs, or none."""
+    old_dir, new_dir = f"{lxc_path.rstrip('/')}/{old}", f"{lxc_path.rstrip('/')}/{new}"
+    pattern = re.compile(re.escape(old_dir) + r"(?=/|\s|$)")
+    lines = []
+    for raw in text.splitlines():
+        match = _LINE.match(raw)
+        lines.append(pattern.sub(new_dir, raw) if match else raw)
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+
+
+def without_nics(text, names):
+    """`text` without the lines of the NICs whose `name` is one of `names` (a NIC the
+    inventory no longer gives this container: the serving container's extra NICs, which a
+    successor must not keep after a rollback)."""
+    parsed = [(raw, _LINE.match(raw)) for raw in text.splitlines()]
+    drop = set()
+    for _, match in parsed:
+        nic_key = _NIC_KEY.match(match.group(1)) if match else None
+        if nic_key and nic_key.group(2) == "name" and match.group(2).strip() in names:
+            drop.add(nic_key.group(1))
+    kept = [raw for raw, match in parsed
+            if not (match and _NIC_KEY.match(match.group(1))
+                    and _NIC_KEY.match(match.group(1)).group(1) in drop)]
+    return "\n".join(kept) + ("\n" if text.endswith("\n") else "")
+
+
+def _parsed(text):
+    return [(raw, _LINE.match(raw)) for raw in text.splitlines()]
+
+
+def _index_of(parsed, name):
+    """The index of the NIC named `name` in parsed lines (an unnamed eth<i> is index i), or
+    None."""
+    used, names = set(), {}
+    for _, match in parsed:
+        nic_key = _NIC_KEY.match(match.group(1)) if match else None
+        if nic_key:
+            used.add(nic_key.group(1))
+            if nic_key.group(2) == "name":
+                names.setdefault(nic_key.group(1), match.group(2).strip())
+    for index, nic_name in names.items():
+        if nic_name == name:
+            return index
+    unnamed = name[3:] if re.fullmatch(r"eth\d+", name) else None
+    return unnamed if unnamed in used and unnamed not in names else None
+
+
+def nic_extras(text, name):
+    """((key below lxc.net.<i>., value), ...) of the NIC named `name` in `text` that the
+    deploy does not manage (an mtu, a veth pair name, a further address), in file order."""
+    parsed = _parsed(text)
+    index = _index_of(parsed, name)
+    extras = []
+    for _, match in parsed:
+        nic_key = _NIC_KEY.match(match.group(1)) if match else None
+        if nic_key and nic_key.group(1) == index and nic_key.group(2) not in NIC_KEYS:
+            extras.append((nic_key.group(2), match.group(2).strip()))
+    return tuple(extras)
+
+
+def with_nic_extras(text, name, extras):
+    """`text` with the `extras` (nic_extras' shape) of the NIC named `name` added after its
+    last line, those it has already left as they are."""
+    parsed = _parsed(text)
+    index = _index_of(parsed, name)
+    if index is None or not extras:
+        return text
+    prefix = f"lxc.net.{index}."
+    have = {match.group(1) for _, match in parsed if match}
+    lines = [raw for raw, _ in parsed]
+    last = max(i for i, (_, match) in enumerate(parsed)
+               if match and match.group(1).startswith(prefix))
+    new = [f"{prefix}{key} = {value}" for key, value in extras if prefix + key not in have]
+    lines[last + 1:last + 1] = new
+    return "\n".join(lines) + "\n"
+
+
+def unmanaged_lines(text, other):
+    """The key lines of `text` that neither the deploy manages nor `other` has: what a
+    hand-written config holds and a config made by the deploy lacks (NIC lines aside: see
+    nic_extras)."""
+    managed = {"lxc.uts.name", "lxc.start.auto", "lxc.rootfs.path"}
+    theirs = {(m.group(1), m.group(2).strip()) for _, m in _parsed(other) if m}
+    # A mount of the same target counts as there (the data volume's differs in ro only).
+    mounted = {mount_target(m.group(2).split()[1]) for _, m in _parsed(other)
+               if m and m.group(1) == MOUNT_KEY and len(m.group(2).split()) > 1}
+    found = []
+    for raw, match in _parsed(text):
+        if not match or match.group(1) in managed or _NIC_KEY.match(match.group(1)):
+            continue
+        fields = match.group(2).split()
+        if match.group(1) == MOUNT_KEY and len(fields) > 1 and \
+                mount_target(fields[1]) in mounted:
+            continue
+        if (match.group(1), match.group(2).strip()) not in theirs:
+            found.append(raw.strip())
+    return found

@@ -161,35 +161,49 @@ def exit_status(results):
     return 1 if any(r.status == FAIL for _, r in results) else 0
 
 
+def options(inventory):
+    """The options of `python -m operations.status INVENTORY` given nothing else (everything
+    left to the inventory's status_* data), for callers in this process."""
+    return argparse.Namespace(inventory=inventory, json=False, source=None, nameserver=None,
+                              ca=None, backup_max_age=None, timeout=DEFAULT_TIMEOUT)
+
+
+def collect(args):
+    """[(host name, Result)] of every check for parsed `args`; UsageError or
+    dns_report.InventoryUnusable before any host is contacted when they are unusable."""
+    _check_options(args)
+    opts = {}
+
+    def validate(hosts):
+        problems = []
+        for host in hosts:
+            try:
+                opts[host.name] = settings(args, host.data.dict())
+            except UsageError as exc:
+                problems += [f"{host.name}: {line}" for line in str(exc).splitlines()]
+        if problems:
+            raise UsageError("\n".join(problems))
+
+    results = []
+    with dns_report.email_hosts(args.inventory, before_connecting=validate) as hosts:
+        for host, connected in hosts:
+            data = host.data.dict()
+            address = data.get("ssh_hostname") or host.name
+            found = network_results(data, address, opts[host.name])
+            if connected:
+                found += ssh_results(host, data, opts[host.name])
+            else:
+                found.append(Result(FAIL, "ssh", f"cannot connect to {address}: DNS "
+                                                 "and host checks not made"))
+            results += [(host.name, r) for r in found]
+    return results
+
+
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        _check_options(args)
-        opts = {}
-
-        def validate(hosts):
-            problems = []
-            for host in hosts:
-                try:
-                    opts[host.name] = settings(args, host.data.dict())
-                except UsageError as exc:
-                    problems += [f"{host.name}: {line}" for line in str(exc).splitlines()]
-            if problems:
-                raise UsageError("\n".join(problems))
-
-        results = []
-        with dns_report.email_hosts(args.inventory, before_connecting=validate) as hosts:
-            for host, connected in hosts:
-                data = host.data.dict()
-                address = data.get("ssh_hostname") or host.name
-                found = network_results(data, address, opts[host.name])
-                if connected:
-                    found += ssh_results(host, data, opts[host.name])
-                else:
-                    found.append(Result(FAIL, "ssh", f"cannot connect to {address}: DNS "
-                                                     "and host checks not made"))
-                results += [(host.name, r) for r in found]
+        results = collect(args)
     except (UsageError, dns_report.InventoryUnusable) as exc:
         for line in str(exc).splitlines():
             print(f"python -m operations.status: {line}", file=sys.stderr)

@@ -14,8 +14,9 @@ one with these data changed, for both groups (Infra02 builds it, the email deplo
   SSH host keys (operations/infra02.py), so an `ssh_known_hosts_file` of the inventory is
   rewritten for that address into a file of the control machine's temp directory.
 
-Pure functions over plain data, plus `load()`, which runs the given inventory file (and so its
-own validation) and derives; inventories/successor.py is the file pyinfra reads.
+Pure functions over plain data, plus `serving()`, which runs the given inventory file (and so
+its own validation), and `load()`, which derives from it; inventories/successor.py is the
+file pyinfra reads.
 """
 import copy
 import ipaddress
@@ -122,14 +123,21 @@ def _state_dir():
     return path
 
 
+def serving(inventory_path):
+    """{"infra02": [(name, data)], "email": [...]} of the serving inventory file (its own
+    validation runs, and stops on its problems)."""
+    path = Path(inventory_path)
+    if not path.is_file():
+        raise InventoryError(f"{inventory_path}: no such inventory file")
+    hosts = runpy.run_path(str(path))
+    return {g: hosts.get(g) or [] for g in ("infra02", "email")}
+
+
 def load(inventory_path, release):
     """(infra02 hosts, email hosts) of the successor, from the serving inventory file: its
     host lists with derived data. InventoryError lists every problem."""
     path = Path(inventory_path)
-    if not path.is_file():
-        raise InventoryError(f"{inventory_path}: no such inventory file")
-    serving = runpy.run_path(str(path))   # stops on its own validation's problems
-    groups = {g: serving.get(g) or [] for g in ("infra02", "email")}
+    groups = serving(path)
     problems = [f"{path}: no host in group `{g}`" for g, hosts in groups.items() if not hosts]
     for group, hosts in groups.items():
         for host_name, data in hosts:

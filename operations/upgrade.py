@@ -3,6 +3,9 @@
     python -m operations.upgrade inventories/prod.py prepare --release trixie
     python -m operations.upgrade inventories/lab.py prepare --dry
     python -m operations.upgrade --json inventories/lab.py prepare
+    python -m operations.upgrade inventories/prod.py cutover --dry
+    python -m operations.upgrade inventories/prod.py cutover
+    python -m operations.upgrade inventories/prod.py rollback
 
 prepare: builds `<container_name>-next` on Infra02 (Debian --release, eth0 = the inventory's
 successor_net, the data volume mounted read-only), runs the full deploy in it, then the status
@@ -11,11 +14,25 @@ is only read (the successor boots with its SSH host keys, so SSHFP and known_hos
 and the volume's owner marker, which names it, keeps the successor's Dovecot off the volume
 (operations/volume_owner.py). Re-running prepare finishes or refreshes the successor.
 
+cutover: hands the service to the prepared successor (operations/handover.py): delivery
+held on the old container (Postfix accepts and queues, nothing bounces), Dovecot stopped,
+`cacertusers`, the Postfix queue, the DKIM key, the Icinga agent's certificate and the backup
+repository carried over, the old container stopped (never destroyed: renamed `<name>-prev`,
+no autostart), the successor renamed `<name>` with the old one's NICs, MACs and addresses and
+the data volume read-write, started, delivery resumed; then the full status check
+(operations/status.py) is the gate. rollback: the same handover back to the old container
+(the database, queue and backup repository of the successor carried back when it served).
+Both read Infra02's state first and refuse, listing every problem, when it does not fit
+(no successor, not prepared, already cut over); a failed step stops the run and says to run
+`rollback`; a failed gate leaves the service where it is and says so (no automatic rollback).
+With --dry they stop after the check and list the steps they would run.
+
 The deploy is pyinfra's own CLI on inventories/successor.py (the given inventory with the
 successor's data, operations/successor.py): first `--limit infra02` (the container), then
 `--limit email` (its contents), as for any container. pyinfra's output goes to stderr; each
 step's result and duration to stdout (one JSON object with --json). Exit status 0 when every
-step succeeded, 1 when one failed, 2 on bad usage or inventory.
+step succeeded, 1 when one failed (or the gate), 2 on bad usage or inventory, or when the
+state refuses a cut-over or rollback (nothing was changed).
 """
 import argparse
 import json
@@ -25,8 +42,9 @@ import sys
 import time
 from pathlib import Path
 
-from operations import successor
+from operations import handover, successor
 from operations.check_result import FAIL, OK, Result
+from operations.defaults import defaults
 from operations.secrets import InventoryError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +52,8 @@ SUCCESSOR_INVENTORY = "inventories/successor.py"
 # Dovecot's ports, and Icinga's: their daemons wait for the cut-over in a successor.
 WAITING_PORTS = ("imap", "imaps", "pop3", "pop3s", "sieve", "icinga2")
 WAITING_UNITS = ("dovecot", "icinga2")
+# For one step's commands on Infra02 (the backup repository's copy may take minutes).
+HOST_TIMEOUT = 1800
 
 
 def _parser():
@@ -52,6 +72,12 @@ def _parser():
     prepare.add_argument("--dry", action="store_true",
                          help="pyinfra --dry: say what the deploy would do, change nothing "
                               "(the container part only: the successor does not exist yet)")
+    for command, text in (("cutover", "hand the service to the prepared successor"),
+                          ("rollback", "give the service back to the old container")):
+        sub.add_parser(command, help=text).add_argument(
+            "--dry", action="store_true",
+            help="read Infra02's state, check it and list the steps; change nothing "
+                 "(--json: with each step's script)")
     return parser
 
 
@@ -65,13 +91,13 @@ def _pyinfra(inventory, release, limit, dry):
     return subprocess.run(command, cwd=REPO, env=env, stdout=sys.stderr).returncode
 
 
-def _step(steps, name, action):
-    """Run `action()` (True: succeeded), record the step with its duration; True if it
-    succeeded."""
+def _step(steps, name, action, held=False):
+    """Run `action()` (True: succeeded), record the step with its duration (and whether
+    delivery was held during it); True if it succeeded."""
     started = time.monotonic()
     ok, detail = action()
     steps.append({"step": name, "ok": ok, "seconds": round(time.monotonic() - started, 1),
-                  "detail": detail})
+                  "detail": detail, **({"held": True} if held else {})})
     return ok
 
 
@@ -86,8 +112,7 @@ def checks_before_cutover(inventory, release):
     os.environ.update({successor.ENV_INVENTORY: str(Path(inventory).resolve()),
                        successor.ENV_RELEASE: release})
     # status's own options, all left to the inventory's status_* data.
-    args = argparse.Namespace(source=None, nameserver=None, ca=None, backup_max_age=None,
-                              timeout=status.DEFAULT_TIMEOUT)
+    args = status.options(inventory)
     results = []
     with dns_report.email_hosts(str(REPO / SUCCESSOR_INVENTORY)) as hosts:
         for host, connected in hosts:
@@ -141,30 +166,168 @@ def prepare(args):
     return steps
 
 
-def render(steps, as_json):
+def _data(inventory):
+    """(serving, successor): the merged Infra02 data of the serving inventory and of its
+    successor (the release does not matter to the containers' configs)."""
+    hosts = successor.serving(inventory)["infra02"]
+    if len(hosts) != 1:
+        raise InventoryError(f"{inventory}: group `infra02` must hold exactly one host, "
+                             f"not {len(hosts)}")
+    data = hosts[0][1]
+    serving = {**defaults(), **data}
+    problems = handover.check_data(serving)
+    if problems:
+        raise InventoryError("\n".join(f"{hosts[0][0]}: {line}" for line in problems))
+    return serving, {**defaults(), **successor.derive(data, "trixie")}
+
+
+def _on_infra02(inventory, work):
+    """`work(run)` with `run(command)` on the inventory's Infra02: its result. Refused when
+    Infra02 cannot be reached."""
+    from operations import dns_report, host_checks
+
+    with dns_report.email_hosts(inventory, group="infra02") as hosts:
+        host, connected = hosts[0]
+        if not connected:
+            raise handover.Refused(f"cannot connect to Infra02 ({host.name})")
+        return work(host_checks.pyinfra_runner(host, HOST_TIMEOUT))
+
+
+def _plan(args, serving, derived, run):
+    """(the plan's steps, {"source"|"target": its Debian release}) from Infra02's state;
+    Refused listing every problem."""
+    name = serving["container_name"]
+    code, output = run(handover.facts_command(name, serving["data_volume_host_path"]))
+    if code != 0:
+        raise handover.Refused(f"reading the containers' state on Infra02 failed: {output}")
+    facts = handover.parse_facts(output)
+    found, problems = handover.check(args.command, name, facts)
+    if problems:
+        raise handover.Refused("\n".join(problems))
+    steps = handover.plan(args.command, found, facts, serving, derived)
+    return steps, {role: facts["containers"][getattr(found, role)].release
+                   for role in ("source", "target")}
+
+
+def _run_plan(plan, steps, run):
+    for step in plan:
+        def action(step=step):
+            code, output = run(handover.bash(step.script))
+            lines = (output or "").strip().splitlines()
+            return code == 0, "\n".join(lines[-12:]) or ("done" if code == 0 else
+                                                          f"exit {code}")
+        if not _step(steps, step.name, action, held=step.held):
+            return False
+    return True
+
+
+def handover_steps(args):
+    """The steps of `cutover` or `rollback`, and what the operator does next (None when
+    everything succeeded). Refused before anything changed."""
+    from operations import status
+
+    serving, derived = _data(args.inventory)
+    name = serving["container_name"]
+    steps = []
+    # Validated first, everything at once; read again below (the checks take a while).
+    plan, releases = _on_infra02(args.inventory, lambda run: _plan(args, serving, derived,
+                                                                   run))
+    if args.dry:
+        return [{"step": s.name, "ok": True, "seconds": 0,
+                 "detail": s.script if args.json else
+                 ("(delivery held)" if s.held else "(before the hold)")} for s in plan], \
+            f"--dry: nothing was changed; `{args.command}` without --dry runs these steps"
+    if args.command == "cutover":
+        def run_checks():
+            results = checks_before_cutover(args.inventory, releases["target"] or "trixie")
+            return (not any(r.status == FAIL for _, r in results),
+                    [r.as_dict() for _, r in results])
+        if not _step(steps, "checks before cut-over", run_checks):
+            return steps, ("nothing was changed: make the successor's checks pass "
+                           "(`prepare` again), then run cutover again")
+    done = _on_infra02(args.inventory, lambda run: _run_plan(
+        _plan(args, serving, derived, run)[0], steps, run))
+    if not done and not any(s.get("held") for s in steps):
+        return steps, (f"the {args.command} stopped at `{steps[-1]['step']}`, before "
+                       f"delivery was held: the service never left the container that has "
+                       f"it; fix the cause and run {args.command} again (`prepare` first "
+                       f"when the successor was stopped)")
+    if not done:
+        return steps, (f"the {args.command} stopped at `{steps[-1]['step']}`: run "
+                       f"`python -m operations.upgrade {args.inventory} rollback` to give "
+                       f"the service back to the container that had it"
+                       + (" (or fix the cause and run rollback, then prepare and cutover "
+                          "again)" if args.command == "cutover" else
+                          "; a rollback that stops too: read the step's output, fix the "
+                          "cause and run it again"))
+
+    def gate():
+        try:
+            results = status.collect(status.options(args.inventory))
+        except Exception as exc:   # noqa: BLE001 (one line, whatever went wrong)
+            return False, f"the status check did not run: {exc}"
+        return (not any(r.status == FAIL for _, r in results),
+                [r.as_dict() for _, r in results])
+    if not _step(steps, "status (gate)", gate):
+        if args.command == "cutover":
+            return steps, (f"{name} (the successor) serves now, but its status check failed: "
+                           f"fix what failed, or give the service back with `python -m "
+                           f"operations.upgrade {args.inventory} rollback`")
+        return steps, (f"{name} (the old container) serves again, but its status check "
+                       "failed: fix what failed")
+    release = releases["target"]
+    if release and release != serving["debian_release"]:
+        # Else the next deploy stops: the container runs another release than the inventory's.
+        return steps, (f"{name} runs Debian {release} now: set debian_release = {release!r} "
+                       f"in {args.inventory} before the next deploy")
+    return steps, None
+
+
+def render(steps, as_json, next_step=None):
+    held = any(s.get("held") for s in steps)
+    held_seconds = round(sum(s["seconds"] for s in steps if s.get("held")), 1)
     if as_json:
-        return json.dumps({"steps": steps, "ok": all(s["ok"] for s in steps)}, indent=2)
+        return json.dumps({"steps": steps, "ok": all(s["ok"] for s in steps),
+                           **({"held_seconds": held_seconds} if held else {}),
+                           **({"next": next_step} if next_step else {})}, indent=2)
     lines = []
     for s in steps:
         lines.append(f"{'OK  ' if s['ok'] else 'FAIL'} {s['step']} ({s['seconds']:g} s)")
         if isinstance(s["detail"], list):
             lines += [f"       {r['status']} {r['check']}: {r['detail']}" for r in s["detail"]]
         else:
-            lines.append(f"       {s['detail']}")
+            lines += [f"       {line}" for line in str(s["detail"]).splitlines()]
     lines.append(f"total {sum(s['seconds'] for s in steps):g} s")
+    if held:
+        lines.append(f"delivery held and Dovecot stopped {held_seconds:g} s")
+    if next_step:
+        lines.append(f"next: {next_step}")
     return "\n".join(lines)
 
 
 def main(argv=None):
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        successor.load(args.inventory, args.release)   # every problem, before any host
+        # every problem, before any host
+        successor.load(args.inventory, getattr(args, "release", "trixie"))
     except InventoryError as exc:
         for line in str(exc).splitlines():
             print(f"python -m operations.upgrade: {line}", file=sys.stderr)
         return 2
-    steps = prepare(args)
-    print(render(steps, args.json))
+    if args.command == "prepare":
+        steps, next_step = prepare(args), None
+    else:
+        try:
+            steps, next_step = handover_steps(args)
+        except (handover.Refused, InventoryError) as exc:
+            print(f"python -m operations.upgrade: {args.command} refused, nothing was "
+                  "changed:", file=sys.stderr)
+            for line in str(exc).splitlines():
+                print(f"  {line}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"ok": False, "refused": str(exc).splitlines()}, indent=2))
+            return 2
+    print(render(steps, args.json, next_step))
     return 0 if all(s["ok"] for s in steps) else 1
 
 
