@@ -97,10 +97,15 @@ def bridge_exists(bridge):
     return quiet(["ip", "link", "show", bridge]) == 0
 
 
-def ensure_bridge(bridge, address):
-    """Bridge `bridge` up with `address` ("10.0.4.1/24"); keeps what a killed run made."""
+def ensure_bridge(bridge, address, hwaddr):
+    """Bridge `bridge` up with `address` ("10.0.4.1/24") and the fixed MAC `hwaddr`
+    (topology.bridge_hwaddr: why); keeps what a killed run made."""
     if not bridge_exists(bridge):
-        subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+        subprocess.run(["ip", "link", "add", bridge, "address", hwaddr, "type", "bridge"],
+                       check=True)
+    mac = Path(f"/sys/class/net/{bridge}/address").read_text().strip()
+    if mac != hwaddr:
+        subprocess.run(["ip", "link", "set", bridge, "address", hwaddr], check=True)
     have = subprocess.run(["ip", "-o", "addr", "show", "dev", bridge], capture_output=True,
                           text=True, check=True).stdout.split()
     if address not in have:

@@ -1,6 +1,8 @@
 """The lab's fixed facts: addresses, names, test accounts. One home, read by
 inventories/lab.py (for the deploy) and by lab/__main__.py (for .lab/lab.json)."""
 
+import ipaddress
+
 RELEASES = ("bullseye", "bookworm", "trixie")
 DEFAULT_RELEASE = "bookworm"
 
@@ -66,6 +68,17 @@ def security_mirror(release, mirror):
     the container's base system (debootstrap takes no security updates). Production keeps
     the security suite."""
     return None if release == "bullseye" else mirror
+
+
+def bridge_hwaddr(address):
+    """The fixed MAC of the lab bridge whose host address is `address` ("10.0.3.1/24"): 02:00
+    (locally administered) and the address's four bytes. A Linux bridge without an address of
+    its own takes the lowest MAC of its ports and changes it when a container comes or goes;
+    the containers' ARP caches then name a MAC that is gone, and connections from the lab
+    host's addresses time out for seconds (seen when the legacy and successor containers
+    come and go beside `email`)."""
+    packed = ipaddress.ip_interface(address).ip.packed
+    return "02:00:" + ":".join(f"{byte:02x}" for byte in packed)
 
 
 # --- further lab containers (`python -m lab container up NAME`, lab/containers.py) -----------

@@ -22,6 +22,7 @@ from pyinfra.facts.files import File
 from pyinfra.facts.server import Mounts
 from pyinfra.operations import apt, files, server
 
+from lab.topology import bridge_hwaddr
 from operations import dkim
 from operations.infra02 import LXC_PATH
 
@@ -49,6 +50,7 @@ class Link(FactBase):
         return {
             "up": "UP" in dev.get("flags", []),
             "addresses": [f"{a['local']}/{a['prefixlen']}" for a in dev.get("addr_info", [])],
+            "hwaddr": dev.get("address"),
         }
 
 
@@ -93,9 +95,14 @@ def prepare():
 
     # --- the bridge ------------------------------------------------------------------------
     link = host.get_fact(Link, device=bridge)
+    hwaddr = bridge_hwaddr(gateway)
     if link is None:
         server.shell(name=f"Bridge {bridge}",
-                     commands=[f"ip link add {shlex.quote(bridge)} type bridge"])
+                     commands=[f"ip link add {shlex.quote(bridge)} address {hwaddr} type bridge"])
+    elif link["hwaddr"] != hwaddr:
+        # A MAC of its own: one taken from a port changes when a container comes or goes.
+        server.shell(name=f"Bridge {bridge}: its own MAC address {hwaddr}",
+                     commands=[f"ip link set {shlex.quote(bridge)} address {hwaddr}"])
     wanted = [f"{gateway}/{network.prefixlen}"]
     for addresses in data.trusted_hosts.values():
         wanted += [f"{a}/{network.prefixlen}" for a in addresses

@@ -25,7 +25,7 @@ def _commands(ops):
 def test_fresh_machine_gets_bridge_addresses_volume_and_daemons():
     ops = run(lab_host.prepare, data=LAB, groups=("lab_host",))
     commands = _commands(ops)
-    assert "ip link add labbr0 type bridge" in commands
+    assert "ip link add labbr0 address 02:00:0a:00:03:01 type bridge" in commands
     for address in ("10.0.3.1/24", "10.0.3.2/24", "10.0.3.3/24"):
         assert f"ip addr add {address} dev labbr0" in commands
     # Only trusted hosts on the lab network become bridge addresses.
@@ -38,7 +38,8 @@ def test_fresh_machine_gets_bridge_addresses_volume_and_daemons():
 
 def test_existing_bridge_volume_are_reused():
     ops = run(lab_host.prepare, data=LAB, groups=("lab_host",), facts={
-        "Link": {"up": True, "addresses": ["10.0.3.1/24", "10.0.3.2/24", "10.0.3.3/24"]},
+        "Link": {"up": True, "addresses": ["10.0.3.1/24", "10.0.3.2/24", "10.0.3.3/24"],
+                 "hwaddr": "02:00:0a:00:03:01"},
         "File": {"mode": 644, "mtime": None},
         "Mounts": {"/srv/cacert-lab/mail": {"device": "/dev/loop0", "type": "ext4",
                                             "options": []}},
@@ -46,6 +47,21 @@ def test_existing_bridge_volume_are_reused():
     commands = _commands(ops)
     assert not any(c.startswith("ip ") for c in commands)
     assert not any("mkfs" in c or "mount -o loop" in c for c in commands)
+
+
+def test_the_bridge_has_a_mac_of_its_own_not_a_ports():
+    # A bridge takes its lowest port's MAC, which changes when a container comes or goes.
+    created = _commands(run(lab_host.prepare, data=LAB, groups=("lab_host",)))
+    assert "ip link add labbr0 address 02:00:0a:00:03:01 type bridge" in created
+    ops = run(lab_host.prepare, data=LAB, groups=("lab_host",), facts={
+        "Link": {"up": True, "addresses": ["10.0.3.1/24", "10.0.3.2/24", "10.0.3.3/24"],
+                 "hwaddr": "fe:09:fa:dc:61:65"},
+        "File": {"mode": 644, "mtime": None},
+        "Mounts": {"/srv/cacert-lab/mail": {"device": "/dev/loop0", "type": "ext4",
+                                            "options": []}},
+    })
+    assert [c for c in _commands(ops) if c.startswith("ip ")] == [
+        "ip link set labbr0 address 02:00:0a:00:03:01"]
 
 
 def test_dnsmasq_serves_the_lab_zone_and_nothing_else():
@@ -64,8 +80,10 @@ def test_link_fact_parses_ip_json():
     fact = lab_host.Link()
     assert fact.process([]) is None
     out = json.dumps([{"ifname": "labbr0", "flags": ["BROADCAST", "MULTICAST", "UP"],
+                       "address": "02:00:0a:00:03:01",
                        "addr_info": [{"family": "inet", "local": "10.0.3.1", "prefixlen": 24},
                                      {"family": "inet", "local": "10.0.3.2", "prefixlen": 24}]}])
-    assert fact.process([out]) == {"up": True, "addresses": ["10.0.3.1/24", "10.0.3.2/24"]}
+    assert fact.process([out]) == {"up": True, "addresses": ["10.0.3.1/24", "10.0.3.2/24"],
+                                   "hwaddr": "02:00:0a:00:03:01"}
     down = json.dumps([{"ifname": "labbr0", "flags": ["BROADCAST"], "addr_info": []}])
-    assert fact.process([down]) == {"up": False, "addresses": []}
+    assert fact.process([down]) == {"up": False, "addresses": [], "hwaddr": None}
