@@ -105,6 +105,8 @@ def ensure_bridge(bridge, address, hwaddr):
                        check=True)
     mac = Path(f"/sys/class/net/{bridge}/address").read_text().strip()
     if mac != hwaddr:
+        # Announced (arp_notify: gratuitous ARP), so running containers follow at once.
+        subprocess.run(["sysctl", "-qw", f"net.ipv4.conf.{bridge}.arp_notify=1"], check=True)
         subprocess.run(["ip", "link", "set", bridge, "address", hwaddr], check=True)
     have = subprocess.run(["ip", "-o", "addr", "show", "dev", bridge], capture_output=True,
                           text=True, check=True).stdout.split()

@@ -64,8 +64,9 @@ ICINGA_CERTS = "/var/lib/icinga2/certs"
 SELFSERVICE_UNIT = "cacert-selfservice-api"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Newer mariadb-dump writes this first line, which older clients (a rollback's bullseye)
-# refuse; it only switches the client into a mode that refuses shell escapes.
-SANDBOX_LINE = r"1{/^\/\*M!999999\\- enable the sandbox mode \*\/$/d}"
+# refuse; it only switches the client into a mode that refuses shell escapes. (MariaDB
+# 11.8 on trixie ends it with a blank: matched by its start.)
+SANDBOX_LINE = r"1{/^\/\*M!999999\\- enable the sandbox mode \*\//d}"
 # MariaDB's own names first (a trixie client may lack the mysql* ones), else the old names.
 DUMP_TOOL = "$(command -v mariadb-dump || echo mysqldump)"
 CLIENT = "$(command -v mariadb || echo mysql)"

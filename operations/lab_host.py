@@ -101,8 +101,11 @@ def prepare():
                      commands=[f"ip link add {shlex.quote(bridge)} address {hwaddr} type bridge"])
     elif link["hwaddr"] != hwaddr:
         # A MAC of its own: one taken from a port changes when a container comes or goes.
+        # arp_notify: the change is announced (gratuitous ARP), so the running containers'
+        # ARP caches follow at once instead of timing out connections for seconds.
         server.shell(name=f"Bridge {bridge}: its own MAC address {hwaddr}",
-                     commands=[f"ip link set {shlex.quote(bridge)} address {hwaddr}"])
+                     commands=[f"sysctl -qw net.ipv4.conf.{bridge}.arp_notify=1",
+                               f"ip link set {shlex.quote(bridge)} address {hwaddr}"])
     wanted = [f"{gateway}/{network.prefixlen}"]
     for addresses in data.trusted_hosts.values():
         wanted += [f"{a}/{network.prefixlen}" for a in addresses

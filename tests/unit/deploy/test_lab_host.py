@@ -60,8 +60,12 @@ def test_the_bridge_has_a_mac_of_its_own_not_a_ports():
         "Mounts": {"/srv/cacert-lab/mail": {"device": "/dev/loop0", "type": "ext4",
                                             "options": []}},
     })
-    assert [c for c in _commands(ops) if c.startswith("ip ")] == [
+    commands = _commands(ops)
+    assert [c for c in commands if c.startswith("ip ")] == [
         "ip link set labbr0 address 02:00:0a:00:03:01"]
+    # announced, so running containers' ARP caches follow the change at once
+    assert commands.index("sysctl -qw net.ipv4.conf.labbr0.arp_notify=1") < commands.index(
+        "ip link set labbr0 address 02:00:0a:00:03:01")
 
 
 def test_dnsmasq_serves_the_lab_zone_and_nothing_else():
