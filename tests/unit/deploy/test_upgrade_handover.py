@@ -304,6 +304,17 @@ def test_renamed_and_without_nics():
         "lxc.net.0.name = eth0", "lxc.net.0.link = br0"]
 
 
+def _fake_infra02(monkeypatch, run, checks=False):
+    """Infra02 faked (no LXC host here): every command goes to `run(command) -> (code,
+    output)`; the inventory's data is SERVING and SUCCESSOR; with `checks`, the successor's
+    pre-cut-over checks pass without a network."""
+    monkeypatch.setattr(upgrade, "_data", lambda inventory: (SERVING, SUCCESSOR))
+    monkeypatch.setattr(upgrade, "_on_infra02", lambda inventory, work: work(run))
+    if checks:
+        monkeypatch.setattr(upgrade, "checks_before_cutover", lambda inventory, release: [])
+    monkeypatch.setattr(successor, "load", lambda inventory, release: None)
+
+
 def _upgrade(*args):
     return subprocess.run([sys.executable, "-m", "operations.upgrade", *args], cwd=REPO,
                           capture_output=True, text=True, env={"PYTHONPATH": str(REPO),
@@ -339,10 +350,7 @@ def test_a_failed_step_stops_the_cutover_and_names_the_rollback(monkeypatch, cap
         if command.startswith("if [ -f"):
             return 0, state
         return (1, "lxc-stop: timed out") if "lxc-stop -n email -t" in command else (0, "ok")
-    monkeypatch.setattr(upgrade, "_data", lambda inventory: (SERVING, SUCCESSOR))
-    monkeypatch.setattr(upgrade, "_on_infra02", lambda inventory, work: work(run))
-    monkeypatch.setattr(upgrade, "checks_before_cutover", lambda inventory, release: [])
-    monkeypatch.setattr(successor, "load", lambda inventory, release: None)
+    _fake_infra02(monkeypatch, run, checks=True)
     assert upgrade.main(["inventories/prod.py", "cutover"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[-3].startswith("total ")
@@ -445,9 +453,7 @@ def test_a_refusal_names_every_problem_and_changes_nothing(monkeypatch, capsys):
     def run(command):
         ran.append(command)
         return 0, f"container email\nstate RUNNING\nconfig {config}\nmarker email\n"
-    monkeypatch.setattr(upgrade, "_data", lambda inventory: (SERVING, SUCCESSOR))
-    monkeypatch.setattr(upgrade, "_on_infra02", lambda inventory, work: work(run))
-    monkeypatch.setattr(successor, "load", lambda inventory, release: None)
+    _fake_infra02(monkeypatch, run)
     assert upgrade.main(["--json", "inventories/prod.py", "cutover"]) == 2
     out, err = capsys.readouterr()
     assert err.splitlines() == [
@@ -469,10 +475,7 @@ def test_a_step_failing_before_the_hold_says_the_service_never_left(monkeypatch,
         if command.startswith("if [ -f"):
             return 0, state
         return (1, "tar: short read\nexit") if "opendkim/keys" in command else (0, "ok")
-    monkeypatch.setattr(upgrade, "_data", lambda inventory: (SERVING, SUCCESSOR))
-    monkeypatch.setattr(upgrade, "_on_infra02", lambda inventory, work: work(run))
-    monkeypatch.setattr(upgrade, "checks_before_cutover", lambda inventory, release: [])
-    monkeypatch.setattr(successor, "load", lambda inventory, release: None)
+    _fake_infra02(monkeypatch, run, checks=True)
     assert upgrade.main(["inventories/prod.py", "cutover"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[-5:-2] == ["FAIL keys email -> email-next (DKIM, Icinga certificate) (0 s)",
@@ -512,9 +515,7 @@ def test_dry_lists_the_steps_and_runs_none(monkeypatch, capsys):
     def run(command):
         ran.append(command)
         return 0, state
-    monkeypatch.setattr(upgrade, "_data", lambda inventory: (SERVING, SUCCESSOR))
-    monkeypatch.setattr(upgrade, "_on_infra02", lambda inventory, work: work(run))
-    monkeypatch.setattr(successor, "load", lambda inventory, release: None)
+    _fake_infra02(monkeypatch, run)
     assert upgrade.main(["inventories/prod.py", "cutover", "--dry"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[:2] == ["OK   keys email -> email-next (DKIM, Icinga certificate) (0 s)",
