@@ -146,9 +146,10 @@ def test_nightly_copies_are_incremental_and_restore_alice_bit_exact(lab, ssh, ba
     assert second["bytes_received"] < new_bytes + catalog + 1024 * 1024, second
     # the old packs are hard links of the previous copy, not copies
     # (the nightly prune may have rewritten some: one both nights' repositories hold)
-    old_pack = sorted(packs_before & packs_after)[0]
-    links = bssh(f"stat -c %h {COPIES}/{second['copy']}/{old_pack}").stdout.strip()
-    assert int(links) >= 2
+    # (a young repository's only pack may be rewritten by that prune: then none is shared)
+    for old_pack in sorted(packs_before & packs_after)[:1]:
+        links = bssh(f"stat -c %h {COPIES}/{second['copy']}/{old_pack}").stdout.strip()
+        assert int(links) >= 2
     assert bssh(f"readlink {COPIES}/latest").stdout.strip() == second["copy"]
 
     # Without the key the copy says what it needs, in one line.
