@@ -394,7 +394,7 @@ def plan(command, found, facts, serving, successor, lxc_path=LXC_PATH):
     if target.state == "RUNNING":
         steps.append(Step(f"hold and stop {target.name}",
                           f"{attach(target.name, f'{SBIN}/mail-quiesce')}\n"
-                          f"lxc-stop -n {target.name} -t 60"))
+                          f"{_stop(target.name)}"))
 
     if source.state == "RUNNING":
         steps.append(Step(
@@ -413,8 +413,7 @@ def plan(command, found, facts, serving, successor, lxc_path=LXC_PATH):
             f"{attach(source.name, dump_command)} > {dump}.tmp && mv -f {dump}.tmp {dump} "
             f"&& ls -l {dump}", held=True))
     if source.state == "RUNNING":
-        steps.append(Step(f"stop {source.name}", f"lxc-stop -n {source.name} -t 60",
-                          held=True))
+        steps.append(Step(f"stop {source.name}", _stop(source.name), held=True))
     steps.append(Step(f"mail queue {source.name} -> {target.name}",
                       _carry_queue(src_root, tgt_root), held=True))
     steps.append(Step("rename and configure", _rename(found, facts, serving, successor,
@@ -435,6 +434,15 @@ def plan(command, found, facts, serving, successor, lxc_path=LXC_PATH):
     steps.append(Step(f"resume delivery on {name}",
                       attach(name, f"postsuper -s && {SBIN}/mail-resume"), held=True))
     return steps
+
+
+def _stop(name):
+    """Shut container `name` down cleanly, killed after 60 s. Through systemd inside: lxc-stop
+    sends SIGPWR, which bullseye's systemd takes for sigpwr.target, not a shutdown, so
+    lxc-stop waited its whole timeout (60 s of a bullseye cut-over's 68 s held, lab,
+    2026-12-06)."""
+    return (f"lxc-attach --clear-env -n {name} -- systemctl poweroff || true\n"
+            f"lxc-wait -n {name} -s STOPPED -t 60 || lxc-stop -n {name} -k")
 
 
 def _carry_queue(src_root, tgt_root):

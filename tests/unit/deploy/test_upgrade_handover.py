@@ -349,7 +349,7 @@ def test_a_failed_step_stops_the_cutover_and_names_the_rollback(monkeypatch, cap
         ran.append(command)
         if command.startswith("if [ -f"):
             return 0, state
-        return (1, "lxc-stop: timed out") if "lxc-stop -n email -t" in command else (0, "ok")
+        return (1, "lxc-stop: timed out") if "lxc-stop -n email -k" in command else (0, "ok")
     _fake_infra02(monkeypatch, run, checks=True)
     assert upgrade.main(["inventories/prod.py", "cutover"]) == 1
     out = capsys.readouterr().out.splitlines()
