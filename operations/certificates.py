@@ -144,6 +144,10 @@ def check_pair(chain_pem, key_pem, ca_pem, hostnames, warn_days, now=None, what=
     + warn_days: warn when it expires within this many days
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
+    if "PRIVATE KEY-----" in chain_pem:
+        # The chain goes up with files.put, whose --diff prints the file: never a key in it.
+        raise CertificateError(f"{what} chain: holds a private key; keep the key in its own "
+                               "key file only (the chain file is shown by --diff)")
     chain = load_certificates(chain_pem, f"{what} chain")
     anchors = load_certificates(ca_pem, "ca.pem")
     key = load_private_key(key_pem, f"{what} key")

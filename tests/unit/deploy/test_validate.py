@@ -208,6 +208,15 @@ def test_incomplete_chain(secrets, email_data):
         checked("email", email_data)
 
 
+def test_a_private_key_in_the_chain_file_is_refused(secrets, email_data):
+    # The chain is uploaded with files.put, whose --diff would print the key.
+    chain = (secrets / "email.chain.pem").read_text()
+    key = (secrets / "email.key.pem").read_text()
+    write_secret(secrets, "email.chain.pem", chain + key)
+    with pytest.raises(InventoryError, match=r"'email'.*chain: holds a private key"):
+        checked("email", email_data)
+
+
 def test_chain_from_another_ca(secrets, email_data):
     other = PKI()
     chain, key = other.leaf_pem(["email.cacert.test"])
