@@ -261,8 +261,7 @@ def up(name):
                                  "first (its bridge, apt proxy and DNS serve this container)")
         for nic in spec["nics"]:
             if nic["bridge"] in t.EXTRA_BRIDGES:
-                lxc.ensure_bridge(nic["bridge"], t.EXTRA_BRIDGES[nic["bridge"]],
-                                  t.bridge_hwaddr(t.EXTRA_BRIDGES[nic["bridge"]]))
+                lxc.ensure_bridge(nic["bridge"], t.EXTRA_BRIDGES[nic["bridge"]])
             elif not lxc.bridge_exists(nic["bridge"]):
                 raise ContainerError(f"bridge {nic['bridge']} is missing: run ./lab/up")
         _forget_if_foreign(name)

@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from lab.topology import bridge_hwaddr
+
 LXC_PATH = Path("/var/lib/lxc")
 
 
@@ -97,9 +99,10 @@ def bridge_exists(bridge):
     return quiet(["ip", "link", "show", bridge]) == 0
 
 
-def ensure_bridge(bridge, address, hwaddr):
-    """Bridge `bridge` up with `address` ("10.0.4.1/24") and the fixed MAC `hwaddr`
+def ensure_bridge(bridge, address):
+    """Bridge `bridge` up with `address` ("10.0.4.1/24") and the fixed MAC derived from it
     (topology.bridge_hwaddr: why); keeps what a killed run made."""
+    hwaddr = bridge_hwaddr(address)
     if not bridge_exists(bridge):
         subprocess.run(["ip", "link", "add", bridge, "address", hwaddr, "type", "bridge"],
                        check=True)
