@@ -75,10 +75,19 @@ def _destroy_container():
 
 
 def _replace_unusable_container(release):
+    """Destroy a mail container this `up` cannot build on: half-made, of another release, or
+    made by another lab (an earlier clone, a machine image taken with a lab up), whose
+    backup repository and keys belong to that lab's secrets (the deploy never replaces an
+    existing backup repository, so the first deploy would fail on its key)."""
     have = lxc.release(t.CONTAINER)
-    if have is None or have == release:
+    if have is None:
         return
-    why = "half-made" if have == "" else f"Debian {have}, not {release}"
+    if have == release:
+        if containers.prepared_here(t.CONTAINER):
+            return
+        why = "not made by this lab (another SSH key, or no marker)"
+    else:
+        why = "half-made" if have == "" else f"Debian {have}, not {release}"
     _say(f"container {t.CONTAINER} is {why}: destroying it (the lab's data volume stays)")
     _destroy_container()
 
@@ -157,6 +166,7 @@ def up(release):
         (LAB / "release").write_text(release + "\n")
         mark = phase("lab files", mark)
         _pyinfra("infra02")
+        containers.mark_prepared(t.CONTAINER)
         mark = phase("phase 1 (lab host + container)", mark)
         _write_known_hosts()
         _wait_for_ssh()

@@ -342,6 +342,18 @@ def down(name):
     _say(f"container {name} down")
 
 
+def prepared_here(name):
+    """Whether this lab (its SSH key) prepared container `name`, by the marker in its LXC
+    directory (which travels with the container when it is renamed)."""
+    marker = lxc.LXC_PATH / name / PREPARED
+    return marker.is_file() and marker.read_text() == _marker_text()
+
+
+def mark_prepared(name):
+    """Record that this lab prepared container `name` (see prepared_here)."""
+    (lxc.LXC_PATH / name / PREPARED).write_text(_marker_text())
+
+
 def _forget_if_foreign(name):
     """Destroy container `name` if another lab prepared it (an earlier clone, a machine image
     taken with the lab up): its root key is not ours, so SSH would never let us in, and its

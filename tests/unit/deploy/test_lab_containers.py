@@ -195,3 +195,30 @@ def test_the_legacy_record_lists_both_kinds_of_alias():
     assert entry["accounts"][0] == {"user": "a", "email": "a@cacert.test", "password": "p",
                                     "scheme": "MD5-CRYPT", "active": True}
     assert legacy.ALIASES is legacy_build.ALIASES
+
+
+def test_a_mail_container_another_lab_made_is_destroyed_before_the_deploy(tmp_path,
+                                                                            monkeypatch):
+    # Its backup repository holds the other lab's key, which the deploy never replaces: the
+    # first deploy would fail on it. Ours (marked after phase 1) and a missing one are kept.
+    # Mocked: no real container is touched.
+    destroyed = []
+    monkeypatch.setattr(containers, "LAB", tmp_path / "lab")
+    monkeypatch.setattr(lxc, "LXC_PATH", tmp_path / "lxc")
+    monkeypatch.setattr(lab_main, "_destroy_container", lambda: destroyed.append("email"))
+    monkeypatch.setattr(lxc, "release", lambda name: releases.get(name))
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "id_ed25519.pub").write_text("ssh-ed25519 AAAAcurrent lab\n")
+    (tmp_path / "lxc" / topology.CONTAINER).mkdir(parents=True)
+    releases = {}
+    lab_main._replace_unusable_container("bookworm")
+    releases[topology.CONTAINER] = "bookworm"
+    containers.mark_prepared(topology.CONTAINER)
+    lab_main._replace_unusable_container("bookworm")
+    assert destroyed == []
+    (tmp_path / "lxc" / topology.CONTAINER / containers.PREPARED).write_text("another lab\n")
+    lab_main._replace_unusable_container("bookworm")
+    assert destroyed == ["email"]
+    (tmp_path / "lxc" / topology.CONTAINER / containers.PREPARED).unlink()
+    lab_main._replace_unusable_container("bookworm")
+    assert destroyed == ["email", "email"]
