@@ -50,6 +50,8 @@ def check_source_in_target(source: maildir.UserTree, target: Optional[maildir.Us
                target.symlinks}
     for e in source.control + source.index + source.other + source.symlinks:
         t = t_files.get(e.relpath)
+        if t is None and _superseded_uidvalidity(e.relpath, t_files):
+            continue
         if t is None:
             diffs.append(mp.Difference(e.relpath, "file not in target"))
         elif t.mtime_ns < e.mtime_ns or (t.mtime_ns == e.mtime_ns and t.size != e.size):
@@ -57,6 +59,33 @@ def check_source_in_target(source: maildir.UserTree, target: Optional[maildir.Us
     for a in source.anomalies:
         diffs.append(mp.Difference(a.relpath, "not migrated: %s (%s)" % (a.kind, a.detail)))
     return diffs
+
+
+def _uidvalidity_marker(relpath: str):
+    """(directory, value) of Dovecot's `dovecot-uidvalidity.<hex>`, else None."""
+    directory, _, name = relpath.rpartition("/")
+    prefix, dot, value = name.partition(".")
+    if prefix != "dovecot-uidvalidity" or not dot:
+        return None
+    try:
+        return directory, int(value, 16)
+    except ValueError:
+        return None
+
+
+def _superseded_uidvalidity(relpath: str, target_files) -> bool:
+    """Whether the source's `dovecot-uidvalidity.<hex>` was replaced in the target by one with
+    the same or a higher value. Dovecot names that empty file after the next UIDVALIDITY it
+    will give a new folder and renames it when it gives one (a folder made after the cut-over):
+    only the newest counts, so the source's older one is not missing from the target."""
+    marker = _uidvalidity_marker(relpath)
+    if marker is None:
+        return False
+    for other in target_files:
+        found = _uidvalidity_marker(other)
+        if found is not None and found[0] == marker[0] and found[1] >= marker[1]:
+            return True
+    return False
 
 
 def _target_paths(source: maildir.UserTree, target: maildir.UserTree) -> List[str]:

@@ -219,6 +219,24 @@ def test_cleanup_source_refuses_unless_target_verifies(roots):
     assert by_user["bob"]["ok"] and not os.path.exists(os.path.join(src, "bob"))
 
 
+def test_cleanup_source_accepts_a_uidvalidity_marker_dovecot_moved_on(roots):
+    # Dovecot names an empty file after the next UIDVALIDITY it will give and renames it when
+    # a folder is made in the target after the cut-over: the source's older one is not
+    # missing. A lower one in the target still is.
+    src, dst = roots
+    for user in ("alice", "bob"):
+        open(os.path.join(src, user, "Maildir", "dovecot-uidvalidity.6b1526ad"), "w").close()
+    assert migration.migrate(src, dst, force_copy=True).ok
+    os.rename(os.path.join(dst, "alice", "Maildir", "dovecot-uidvalidity.6b1526ad"),
+              os.path.join(dst, "alice", "Maildir", "dovecot-uidvalidity.6b1526ae"))
+    os.rename(os.path.join(dst, "bob", "Maildir", "dovecot-uidvalidity.6b1526ad"),
+              os.path.join(dst, "bob", "Maildir", "dovecot-uidvalidity.6b1526ac"))
+    by_user = {u["user"]: u for u in migration.cleanup_source(src, dst).users}
+    assert by_user["alice"]["ok"] and not os.path.exists(os.path.join(src, "alice"))
+    assert not by_user["bob"]["ok"]
+    assert "dovecot-uidvalidity.6b1526ad: file not in target" in by_user["bob"]["problems"][0]
+
+
 def test_cleanup_source_dry_run_deletes_nothing(roots):
     src, dst = roots
     assert migration.migrate(src, dst, force_copy=True).ok
