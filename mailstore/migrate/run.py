@@ -129,7 +129,16 @@ def migrate(source_root: str, target_root: str, users: Optional[List[str]] = Non
         dst_path = os.path.join(target_root, user)
         src_exists = os.path.lexists(src_path)
         dst_exists = os.path.lexists(dst_path)
-        if journal.has("done", user):
+        if journal.has("done", user) and src_exists and not dst_exists:
+            # The target's journal says done, yet the user's copy is gone and the source is
+            # back (e.g. an earlier move the other way, then that copy cleaned up): the
+            # journal is stale, and trusting it would serve an empty mailbox.
+            r = UserResult(user, "refused")
+            r.errors.append("%s records %s as migrated, but %s is missing while %s exists: "
+                            "the journal is from an earlier migration; move it aside to "
+                            "migrate this user again" % (journal.path, user, dst_path,
+                                                          src_path))
+        elif journal.has("done", user):
             r = UserResult(user, "already-migrated")
         elif journal.has("rename", user) and not src_exists and dst_exists:
             r = UserResult(user, "rename")           # renamed by a run killed just after

@@ -1,6 +1,7 @@
 """mailstore.migrate end to end on real directories (library and CLI)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -59,6 +60,20 @@ def test_second_run_leaves_migrated_users_alone(roots):
     r = migration.migrate(src, dst, force_copy=True)
     assert r.ok and [u.mode for u in r.users] == ["already-migrated"] * 2
     assert os.path.exists(os.path.join(dst, "alice", "Maildir", "new", "9.M9.h"))
+
+
+def test_a_stale_journal_whose_copy_is_gone_is_refused_not_trusted(roots):
+    # Moved there, back again, and the first copy cleaned up: the target's journal still
+    # says done. Trusting it would leave the user with an empty mailbox after the switch.
+    src, dst = roots
+    assert migration.migrate(src, dst, force_copy=True).ok
+    shutil.rmtree(os.path.join(dst, "bob"))
+    r = migration.migrate(src, dst, force_copy=True)
+    by_user = {u.user: u for u in r.users}
+    assert not r.ok and by_user["alice"].mode == "already-migrated"
+    assert by_user["bob"].mode == "refused"
+    assert "from an earlier migration" in by_user["bob"].errors[0]
+    assert os.path.isdir(os.path.join(src, "bob"))
 
 
 def test_same_filesystem_renames_user_dirs(roots):
