@@ -162,6 +162,10 @@ recipient_delimiter = "+"
 mynetworks = ["127.0.0.0/8", "[::1]/128"]
 # Extra main.cf parameters (name -> value), written after the generated ones (local tuning).
 postfix_main_cf_extra = {}
+# Every RCPT deferred with 450, soft_bounce on, local delivery queued: set only by
+# `python -m operations.rebuild` while the database and mail are restored (and left on in
+# its rehearsal's scratch container). A deploy without it ends the hold.
+postfix_inbound_hold = False
 # Owner of every Maildir; Dovecot's LMTP, IMAP and POP3 access mail as this user.
 vmail_user = "vmail"
 # Its uid/gid, fixed so that restored or migrated mail keeps a stable numeric owner.
