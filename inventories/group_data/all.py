@@ -45,6 +45,10 @@ successor_of = None
 # eth0 of the successor an upgrade builds beside the serving container (container_net's
 # shape): a temporary MAC and address of its own until the cut-over hands over eth0's.
 successor_net = None
+# Set only in a rebuild rehearsal's inventory (python -m operations.rebuild --rehearse derives
+# it): the container whose backups the scratch container `<name>-rehearsal` restores. Its
+# data directory is a scratch directory (no mount needed) and its Icinga agent stays stopped.
+rehearsal_of = None
 # Mount the data volume read-only (a successor before its cut-over).
 data_volume_read_only = False
 # Host directory holding the mail data volume (a separate filesystem), and where it appears
