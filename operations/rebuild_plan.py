@@ -29,8 +29,9 @@ open with the key or lacks the snapshot). Then `plan` gives the steps, in this o
   sieve scripts, owner and mode as they were);
 - a rebuild: the second deploy with the given inventory (the hold ends: main.cf as always,
   Postfix reloaded, Dovecot started), the queue flushed, then the status check (the gate);
-- a rehearsal: Dovecot started and asked for every restored user's messages, the checks
-  that apply to a container that does not serve; the scratch container is stopped (and
+- a rehearsal: the restored host keys read for the checks' SSH, Dovecot started and asked
+  for every restored user's messages, the checks that apply to a container that does not
+  serve (Icinga's agent stays stopped); the scratch container is stopped (and
   with --cleanup destroyed, its scratch directory removed).
 
 Pure functions over plain data: each script step is a bash script run on Infra02 (handover's
@@ -250,6 +251,9 @@ def plan(t, email_data, lxc_path=LXC_PATH, previous_rehearsal=False):
     steps.append(Step(f"restore mail into {email_data['mail_root']}", "script", held=True,
                       script=attach(name, _restore_mail(t, email_data, repository, key))))
     if t.rehearse:
+        # The checks reach it over SSH again: it has the backed-up host keys now.
+        steps.append(Step(f"SSH host keys of {name} as restored (for the checks)",
+                          "known_hosts", script=f"cat {rootfs}/etc/ssh/ssh_host_*_key.pub"))
         steps.append(Step("Dovecot reads the restored mail", "script",
                           script=attach(name, _dovecot_reads(email_data))))
         steps.append(Step("checks (rehearsal)", "gate"))

@@ -68,6 +68,20 @@ def test_unusable_rehearsal_data_is_named(data, problem):
     assert any(problem in line for line in rebuild_inventory.check(_data(**data), True))
 
 
+def test_the_rebuilds_inventory_file_derives_both_groups(tmp_path):
+    inventory = tmp_path / "inv.py"
+    inventory.write_text(f"infra02 = [('infra02', {{'successor_net': {NET!r}}})]\n"
+                         f"email = [('email.cacert.org', {{'successor_net': {NET!r}, "
+                         "'ssh_hostname': '213.154.225.228'})]\n")
+    (infra02_name, infra02), = rebuild_inventory.load(str(inventory), False)[0]
+    assert infra02_name == "infra02" and infra02["postfix_inbound_hold"] is True
+    (name, email), = rebuild_inventory.load(str(inventory), True, "/k")[1]
+    assert (name, email["ssh_hostname"], email["ssh_known_hosts_file"]) == \
+        ("email-rehearsal", "192.0.2.20", "/k")
+    (name, email), = rebuild_inventory.load(str(inventory), False, "/k")[1]
+    assert (name, email["ssh_hostname"]) == ("email.cacert.org", "213.154.225.228")
+
+
 def test_a_rebuild_needs_no_successor_net():
     assert rebuild_inventory.check(_data(successor_net=None), False) == []
 
@@ -210,7 +224,8 @@ def test_a_rehearsal_replaces_a_stopped_one_never_installs_the_icinga_certificat
     assert names[0] == "remove the previous rehearsal email-rehearsal"
     assert "lxc-destroy -n email-rehearsal" in steps[0].script
     assert "deploy without hold" not in names and "flush the queue" not in names
-    assert names[-2:] == ["Dovecot reads the restored mail", "checks (rehearsal)"]
+    assert names[-3:] == ["SSH host keys of email-rehearsal as restored (for the checks)",
+                          "Dovecot reads the restored mail", "checks (rehearsal)"]
     assert "icinga2" not in steps[names.index("restore database, keys and configs")].script
     copy = steps[names.index("backup repository /srv/copy/mailstore -> email-rehearsal")]
     assert "/var/lib/lxc/email-rehearsal/rootfs/srv/backup/mailstore" in copy.script
