@@ -332,8 +332,8 @@ def _restore_extras(t, data, repository, key):
         # A rehearsal's agent stays stopped: the master knows one endpoint of this name.
         lines.append(_put_back(ICINGA_CERTS, "nagios:nagios", "systemctl try-restart icinga2",
                                "icinga_certificate"))
-    lines.append(f"if [ -d \"$d{SELFSERVICE_CONFIG}\" ]; then cp -a \"$d{SELFSERVICE_CONFIG}"
-                 f"\"/. {SELFSERVICE_CONFIG}/ && echo \"restored selfservice_files $(find "
+    lines.append(f"if [ -d \"$d{SELFSERVICE_CONFIG}\" ]; then mkdir -p {SELFSERVICE_CONFIG} && "
+                 f"cp -a \"$d{SELFSERVICE_CONFIG}\"/. {SELFSERVICE_CONFIG}/ && echo \"restored selfservice_files $(find "
                  f"\"$d{SELFSERVICE_CONFIG}\" -type f | wc -l)\"; fi")
     return "\n".join(lines)
 
