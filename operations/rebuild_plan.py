@@ -290,8 +290,11 @@ def _copy_repository(t, data, rootfs):
                  f"{dest}'; exit 0; fi")
     lines.append(f"if [ -n \"$(ls -A {quoted_dest} 2>/dev/null)\" ]; then echo '{dest} is "
                  "not empty: give it as --from, or move it aside' >&2; exit 1; fi")
+    # Owned like the new rootfs' own root directory: root inside the container, also when
+    # its ids are mapped (whoever owned the copy on Infra02).
     lines.append(f"mkdir -p {quoted_dest} && chmod 700 {quoted_dest} && "
                  f"cp -a {quoted_from}/. {quoted_dest}/ && "
+                 f"chown -R --reference={shlex.quote(rootfs)} {quoted_dest} && "
                  f"echo \"restored repository_bytes $(du -sb {quoted_dest} | cut -f1)\"")
     return "\n".join(lines)
 
@@ -314,6 +317,9 @@ def _restore_extras(t, data, repository, key):
     ]
     if data["backup_mysql_dump"]:
         lines += [
+            # sh has no pipefail: a missing dump would load nothing, silently.
+            f"if [ ! -s \"$d/mysql/{database}.sql\" ]; then echo 'the snapshot holds no dump "
+            f"of {database}' >&2; exit 1; fi",
             f"for i in $(seq 150); do {ADMIN} --silent ping >/dev/null 2>&1 && break; "
             "sleep 0.2; done",
             f"sed -e {shlex.quote(SANDBOX_LINE)} \"$d/mysql/{database}.sql\" | "
@@ -335,6 +341,9 @@ def _restore_extras(t, data, repository, key):
     lines.append(f"if [ -d \"$d{SELFSERVICE_CONFIG}\" ]; then mkdir -p {SELFSERVICE_CONFIG} && "
                  f"cp -a \"$d{SELFSERVICE_CONFIG}\"/. {SELFSERVICE_CONFIG}/ && echo \"restored selfservice_files $(find "
                  f"\"$d{SELFSERVICE_CONFIG}\" -type f | wc -l)\"; fi")
+    # The API writes accounts only: back now that they are.
+    lines.append(f"if systemctl cat {SELFSERVICE_UNIT} >/dev/null 2>&1; then "
+                 f"systemctl restart {SELFSERVICE_UNIT}; fi")
     return "\n".join(lines)
 
 

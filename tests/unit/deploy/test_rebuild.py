@@ -4,6 +4,7 @@ answered; the backup repository is a real one (mailstore), opened on this machin
 import base64
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -232,6 +233,23 @@ def test_a_rehearsal_replaces_a_stopped_one_never_installs_the_icinga_certificat
     stop = rebuild_plan.finish_rehearsal(_target(True), cleanup=True).script
     assert "lxc-destroy -n email-rehearsal" in stop
     assert "rm -rf /var/lib/cacert-rehearsal/email-rehearsal" in stop
+
+
+@pytest.mark.parametrize("rehearse", [False, True])
+def test_every_script_is_valid_shell(rehearse):
+    # Each runs with bash on Infra02 (handover.bash); what lxc-attach runs, with sh inside.
+    steps = rebuild_plan.plan(_target(rehearse), {**_data(), **rebuild_inventory.derive(
+        _data(), rehearse)}, previous_rehearsal=True)
+    scripts = [s.script for s in steps if s.kind in ("script", "known_hosts")]
+    scripts.append(rebuild_plan.finish_rehearsal(_target(rehearse), True).script)
+    for script in scripts:
+        checked = subprocess.run(["bash", "-n", "-c", script], capture_output=True,
+                                 text=True)
+        assert checked.returncode == 0, (script, checked.stderr)
+        if script.startswith("lxc-attach "):
+            inner = shlex.split(script)[-1]
+            checked = subprocess.run(["sh", "-n", "-c", inner], capture_output=True, text=True)
+            assert checked.returncode == 0, (inner, checked.stderr)
 
 
 def test_a_repository_on_a_separate_disk_goes_to_that_disk():
