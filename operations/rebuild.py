@@ -97,7 +97,8 @@ def _hosts(inventory, rehearse):
 def _read_state(run, target, email_data, key_file, work_dir):
     """Every problem of Infra02's state and the repository, and whether a stopped earlier
     rehearsal is there."""
-    code, output = run(rebuild_plan.facts_command(target))
+    disk = None if target.rehearse else rebuild_plan.repository_in_container(email_data)
+    code, output = run(rebuild_plan.facts_command(target, disk))
     if code != 0:
         raise Refused(f"reading Infra02's state failed: {output}")
     facts = rebuild_plan.parse_facts(output)

@@ -103,8 +103,10 @@ def check_arguments(repository, snapshot):
     return problems
 
 
-def facts_command(t, lxc_path=LXC_PATH):
-    """A shell command on Infra02 that prints what `parse_facts` reads."""
+def facts_command(t, repository_disk=None, lxc_path=LXC_PATH):
+    """A shell command on Infra02 that prints what `parse_facts` reads. `repository_disk`:
+    where the repository goes when it lies on a disk the container mounts (its contents
+    are counted unless it is --from itself)."""
     lines = []
     names = [t.name] + ([f"{t.serving}-next"] if t.rehearse else [])
     for n in names:
@@ -115,6 +117,10 @@ def facts_command(t, lxc_path=LXC_PATH):
     lines.append(f"echo \"volume_entries $(find {volume} -mindepth 1 -maxdepth 1 "
                  "! -name lost+found 2>/dev/null | wc -l)\"")
     repo = shlex.quote(t.repository)
+    if repository_disk:
+        disk = shlex.quote(repository_disk)
+        lines.append(f"if [ -d {disk} ] && [ ! {disk} -ef {repo} ]; then echo \"disk_entries "
+                     f"$(ls -A {disk} | wc -l)\"; fi")
     lines.append(f"if [ -d {repo} ]; then echo repository yes; fi")
     lines.append(f"if [ -f {repo}/config.json ]; then echo \"config $(base64 -w0 < "
                  f"{repo}/config.json)\"; fi")
@@ -130,17 +136,17 @@ def catalog_command(repository, name):
 
 def parse_facts(output):
     """{"containers": {name: state}, "volume_entries": int, "repository": bool,
-    "config": bytes or None, "catalog": [file names]}."""
+    "config": bytes or None, "catalog": [file names], "disk_entries": int}."""
     facts = {"containers": {}, "volume_entries": 0, "repository": False, "config": None,
-             "catalog": []}
+             "catalog": [], "disk_entries": 0}
     for line in output.splitlines():
         word, _, rest = line.partition(" ")
         rest = rest.strip()
         if word == "container":
             name, _, state = rest.partition(" ")
             facts["containers"][name] = state or "UNKNOWN"
-        elif word == "volume_entries" and rest.isdigit():
-            facts["volume_entries"] = int(rest)
+        elif word in ("volume_entries", "disk_entries") and rest.isdigit():
+            facts[word] = int(rest)
         elif word == "repository":
             facts["repository"] = True
         elif word == "config":
@@ -172,6 +178,10 @@ def check(t, facts, email_data):
         problems.append(f"data volume {t.volume_host_path} on Infra02 is not empty "
                         f"({facts['volume_entries']} entries): a rebuild restores into an "
                         "empty volume; move what is there aside first, or --rehearse")
+    if facts.get("disk_entries") and not t.rehearse:
+        disk = repository_in_container(email_data)
+        problems.append(f"{disk} (backup_repository's disk) is not empty: a rebuild never "
+                        f"writes over a repository there; give it as --from, or move it aside")
     if not facts["repository"]:
         problems.append(f"--from {t.repository}: no such directory on Infra02")
     elif facts["config"] is None:

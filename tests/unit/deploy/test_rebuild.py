@@ -32,9 +32,10 @@ def _target(rehearse=False, snapshot="latest"):
 
 
 def _facts(containers=(), entries=0, repository=True, config=b"{}",
-           catalog=("catalog.sqlite",)):
+           catalog=("catalog.sqlite",), disk_entries=0):
     return {"containers": dict(containers), "volume_entries": entries,
-            "repository": repository, "config": config, "catalog": list(catalog)}
+            "repository": repository, "config": config, "catalog": list(catalog),
+            "disk_entries": disk_entries}
 
 
 # --- the rebuild's inventory ---------------------------------------------------------------
@@ -128,7 +129,7 @@ def test_the_facts_command_output_is_parsed():
         f"config {config}\ncatalog catalog.sealed\n")
     assert facts == {"containers": {"email-rehearsal": "STOPPED"}, "volume_entries": 0,
                      "repository": True, "config": b'{"format": "mailstore"}',
-                     "catalog": ["catalog.sealed"]}
+                     "catalog": ["catalog.sealed"], "disk_entries": 0}
 
 
 @pytest.mark.parametrize("repository, snapshot, problem", [
@@ -257,6 +258,10 @@ def test_a_repository_on_a_separate_disk_goes_to_that_disk():
                                     "type": "none", "options": "bind,create=dir"}])
     assert rebuild_plan.repository_in_container(data) == "/srv/backup-disk/mailstore"
     assert rebuild_plan.repository_in_container(_data()) is None
+    assert "/srv/backup-disk/mailstore (backup_repository's disk) is not empty" in \
+        rebuild_plan.check(_target(), _facts(disk_entries=4), data)[0]
+    command = rebuild_plan.facts_command(_target(), "/srv/backup-disk/mailstore")
+    assert "[ ! /srv/backup-disk/mailstore -ef /srv/copy/mailstore ]" in command
 
 
 # --- the command ----------------------------------------------------------------------------
