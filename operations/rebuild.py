@@ -103,7 +103,10 @@ def _read_state(run, target, email_data, key_file, work_dir):
         raise Refused(f"reading Infra02's state failed: {output}")
     facts = rebuild_plan.parse_facts(output)
     problems = rebuild_plan.check(target, facts, email_data)
-    if facts["config"] is not None and not problems:
+    # The key and the snapshot are checked whenever there is a catalog to check them in,
+    # so that a refusal lists them with the other problems.
+    if facts["config"] is not None and \
+            {"catalog.sqlite", "catalog.sealed"} & set(facts["catalog"]):
         files = {"config.json": facts["config"]}
         for name in facts["catalog"]:
             code, text = run(rebuild_plan.catalog_command(target.repository, name))
@@ -219,15 +222,17 @@ def rebuild(args, work_dir):
     infra02_data, email_data, address = _hosts(args.inventory, args.rehearse)
     target = rebuild_plan.target(infra02_data, args.repository, args.snapshot, args.rehearse)
     # The key as a 0600 file of a 0700 directory: mailstore reads it there, no command line.
-    key_file = Path(work_dir) / "backup.key"
-    key_file.touch(mode=0o600)
-    key_file.write_text(read_backup_key(email_data["backup_key_secret"]))
+    key_file = None
+    if email_data["backup_encrypt"]:
+        key_file = Path(work_dir) / "backup.key"
+        key_file.touch(mode=0o600)
+        key_file.write_text(read_backup_key(email_data["backup_key_secret"]))
     env = {rebuild_inventory.ENV_INVENTORY: str(Path(args.inventory).resolve()),
            **({rebuild_inventory.ENV_REHEARSE: "1"} if args.rehearse else {})}
     restored = {}
 
     def work(run):
-        previous = _read_state(run, target, email_data, str(key_file), work_dir)
+        previous = _read_state(run, target, email_data, key_file and str(key_file), work_dir)
         plan = rebuild_plan.plan(target, email_data, previous_rehearsal=previous)
         if args.dry:
             return [{"step": s.name, "ok": True, "seconds": 0,

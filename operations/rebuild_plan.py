@@ -243,7 +243,9 @@ def plan(t, email_data, lxc_path=LXC_PATH, previous_rehearsal=False):
     name = t.name
     rootfs = f"{lxc_path}/{name}/rootfs"
     repository = email_data["backup_repository"].rstrip("/")
-    key = email_data["backup_key_file"]
+    # The key the first deploy installed from the secrets directory (a file: never on a
+    # command line); an unencrypted repository needs none.
+    key = f"--key-file {email_data['backup_key_file']}" if email_data["backup_encrypt"] else ""
     steps = []
     if t.rehearse and previous_rehearsal:
         steps.append(Step(f"remove the previous rehearsal {name}", "script", script=(
@@ -305,6 +307,8 @@ def _copy_repository(t, data, rootfs):
     lines.append(f"mkdir -p {quoted_dest} && chmod 700 {quoted_dest} && "
                  f"cp -a {quoted_from}/. {quoted_dest}/ && "
                  f"chown -R --reference={shlex.quote(rootfs)} {quoted_dest} && "
+                 # An off-host copy's files are read-only; unseal and the job write there.
+                 f"chmod -R u+w {quoted_dest} && "
                  f"echo \"restored repository_bytes $(du -sb {quoted_dest} | cut -f1)\"")
     return "\n".join(lines)
 
@@ -319,9 +323,9 @@ def _restore_extras(t, data, repository, key):
         f"systemctl stop {SELFSERVICE_UNIT}; fi",
         # An off-host copy holds its catalog sealed: the nightly job needs it open again.
         f"if [ ! -f {repository}/catalog.sqlite ]; then mailstore backup unseal {repository} "
-        f"--key-file {key}; fi",
+        f"{key}; fi",
         "d=$(mktemp -d /root/rebuild.XXXXXX); trap 'rm -rf \"$d\"' EXIT",
-        f"mailstore backup restore {repository} {snapshot} \"$d\" --extras --key-file {key} "
+        f"mailstore backup restore {repository} {snapshot} \"$d\" --extras {key} "
         "--quiet",
         "echo \"restored extras_files $(find \"$d\" -type f | wc -l)\"",
     ]
@@ -371,7 +375,7 @@ def _restore_mail(t, data, repository, key):
         "set -eu",
         "systemctl stop dovecot",
         f"out=$(mailstore backup restore {repository} {shlex.quote(t.snapshot)} {root} "
-        f"--key-file {key} --json)",
+        f"{key} --json)",
         "echo \"restored-json $(printf '%s' \"$out\" | tr -d '\\n')\"",
         f"echo \"restored users $(find {root} -mindepth 2 -maxdepth 2 -name Maildir | "
         "wc -l)\"",
