@@ -14,6 +14,8 @@ open with the key or lacks the snapshot). Then `plan` gives the steps, in this o
 - (rehearsal) a stopped earlier rehearsal and its scratch directory are removed;
 - the container: pyinfra `--limit infra02` on inventories/rebuild.py (with a rehearsal's
   data), which creates and starts it;
+- a main.cf that defers everything is written into its rootfs before Postfix is installed
+  (EARLY_MAIN_CF: the package's own would answer 5xx until the deploy configures it);
 - the repository is copied into the new container (to `backup_repository`): the deploy
   then finds it, checks the key against it, and the nightly job goes on with it;
 - the new container's fresh SSH host keys are read from its rootfs (on Infra02) into a
@@ -252,6 +254,8 @@ def plan(t, email_data, lxc_path=LXC_PATH, previous_rehearsal=False):
             f"lxc-destroy -n {name}\nrm -rf {shlex.quote(t.volume_host_path)}\n"
             f"echo 'removed {name} and {t.volume_host_path}'")))
     steps.append(Step(f"container {name} (Infra02)", "pyinfra", limit="infra02"))
+    steps.append(Step("Postfix held before its package is installed", "script",
+                      script=_postfix_held_early(rootfs)))
     steps.append(Step(f"backup repository {t.repository} -> {name}", "script",
                       script=_copy_repository(t, email_data, rootfs)))
     steps.append(Step(f"SSH host keys of the new {name} (for the first deploy)",
@@ -290,6 +294,32 @@ def finish_rehearsal(t, cleanup):
                    f"rm -rf {shlex.quote(t.volume_host_path)}\n"
                    f"echo '{name} and {t.volume_host_path} removed'")
     return Step(f"{'remove' if cleanup else 'stop'} {name}", "script", script=script)
+
+
+# Debian's postfix package starts Postfix as soon as it is installed, with the main.cf it
+# finds, or else one of its own ("Internet Site"), which would answer 554 (relay access
+# denied) for the mail domain until the deploy's own configuration replaces it. A main.cf
+# is kept by the package: this one answers every RCPT 450 and soft_bounce turns any other
+# 5xx into a 4xx, until the first deploy writes its held configuration.
+EARLY_MAIN_CF = """\
+# Written by `python -m operations.rebuild` before Postfix was installed; the deploy
+# replaces it (files/postfix/main.cf.j2, with postfix_inbound_hold while the restore runs).
+soft_bounce = yes
+smtpd_relay_restrictions = defer
+smtpd_recipient_restrictions = defer
+defer_transports = local lmtp smtp
+"""
+
+
+def _postfix_held_early(rootfs):
+    path = f"{rootfs}/etc/postfix/main.cf"
+    data = base64.b64encode(EARLY_MAIN_CF.encode()).decode()
+    return "\n".join([
+        no_symlinks(rootfs, ["/etc/postfix/main.cf"]),
+        f"if [ -e {path} ]; then echo 'Postfix is configured already'; exit 0; fi",
+        f"mkdir -p {rootfs}/etc/postfix && echo {data} | base64 -d > {path}.rebuild && "
+        f"chmod 644 {path}.rebuild && mv {path}.rebuild {path} && echo 'main.cf: RCPT 450'",
+    ])
 
 
 def _copy_repository(t, data, rootfs):

@@ -196,6 +196,7 @@ def test_a_rebuild_restores_under_the_hold_and_ends_it_only_after_the_mail():
                                                mail_root="/srv/mail"))
     assert [(s.name, s.kind) for s in steps] == [
         ("container email (Infra02)", "pyinfra"),
+        ("Postfix held before its package is installed", "script"),
         ("backup repository /srv/copy/mailstore -> email", "script"),
         ("SSH host keys of the new email (for the first deploy)", "known_hosts"),
         ("deploy with the inbound hold (RCPT 450)", "pyinfra"),
@@ -206,9 +207,9 @@ def test_a_rebuild_restores_under_the_hold_and_ends_it_only_after_the_mail():
         ("status (gate)", "gate")]
     assert [s.derived for s in steps if s.kind == "pyinfra"] == [True, True, False]
     # From the first deploy until the hold ends, mail is held (450).
-    assert [s.held for s in steps] == [False, False, False, True, True, True, True, False,
-                                       False]
-    extras, mail = steps[4].script, steps[5].script
+    assert [s.held for s in steps] == [False, False, False, False, True, True, True, True,
+                                       False, False]
+    extras, mail = steps[5].script, steps[6].script
     assert extras.startswith("lxc-attach -n email ")
     for part in ("systemctl stop dovecot", "--extras --key-file /etc/mailstore/backup.key",
                  "mysql/cacertusers.sql", "/etc/opendkim/keys", "systemctl restart ssh",
@@ -217,6 +218,20 @@ def test_a_rebuild_restores_under_the_hold_and_ends_it_only_after_the_mail():
         assert part in extras, part
     assert "mailstore backup restore /srv/backup/mailstore latest /srv/mail --key-file " \
            "/etc/mailstore/backup.key --json" in mail
+
+
+def test_postfix_answers_nothing_but_4xx_from_its_installation_on(tmp_path):
+    # The early main.cf, read by Postfix's own postconf: every RCPT deferred, no 5xx.
+    (tmp_path / "main.cf").write_text(rebuild_plan.EARLY_MAIN_CF)
+    shown = subprocess.run(["postconf", "-c", str(tmp_path), "-n"], capture_output=True,
+                           text=True)
+    assert shown.returncode == 0, shown.stderr
+    values = dict(line.split(" = ", 1) for line in shown.stdout.splitlines())
+    assert values["soft_bounce"] == "yes"
+    assert values["smtpd_recipient_restrictions"] == "defer"
+    assert values["smtpd_relay_restrictions"] == "defer"
+    script = rebuild_plan.plan(_target(), _data())[1].script
+    assert "if [ -e /var/lib/lxc/email/rootfs/etc/postfix/main.cf ]; then" in script
 
 
 def test_a_rehearsal_replaces_a_stopped_one_never_installs_the_icinga_certificate():
