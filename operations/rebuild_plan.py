@@ -413,19 +413,19 @@ def _restore_mail(t, data, repository, key):
 
 
 def _dovecot_reads(data):
+    """Dovecot started on the restored mail: its count of every user's messages (-A: the
+    userdb's logins, which are not the directories' names) equals the message files."""
     root = data["mail_root"]
     return "\n".join([
         "set -eu",
         "systemctl start dovecot",
         f"files=$(find {root} -mindepth 2 -path '*/Maildir*' \\( -path '*/cur/*' -o "
         "-path '*/new/*' \\) -type f | wc -l)",
-        "seen=0",
-        f"for u in $(find {root} -mindepth 2 -maxdepth 2 -name Maildir -printf '%h\\n' | "
-        "xargs -r -n1 basename); do",
-        "  n=$(doveadm -f tab mailbox status -u \"$u\" messages '*' | "
-        "awk 'NR > 1 {s += $1} END {print s + 0}')",
-        "  echo \"$u: ${n:-0} messages\"; seen=$((seen + ${n:-0}))",
-        "done",
+        "counts=$(doveadm -f tab mailbox status -A messages '*')",
+        "printf '%s\\n' \"$counts\" | awk -F '\\t' 'NR > 1 {n[$1] += $NF} "
+        "END {for (u in n) print u \": \" n[u] \" messages\"}'",
+        "seen=$(printf '%s\\n' \"$counts\" | awk -F '\\t' 'NR > 1 {s += $NF} "
+        "END {print s + 0}')",
         "echo \"Dovecot counts $seen messages, the Maildirs hold $files\"",
         "[ \"$seen\" = \"$files\" ]",
     ])
