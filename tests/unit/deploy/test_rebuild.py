@@ -444,3 +444,12 @@ def test_the_command_has_help_and_names_bad_arguments_without_a_traceback():
     assert "--cleanup: only with --rehearse" in result.stderr
     assert "inventories/nonexistent.py: no such inventory file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_pyinfra_on_the_rebuilds_inventory_by_hand_is_refused():
+    result = subprocess.run([sys.executable, "-c", "import runpy; runpy.run_path("
+                             "'inventories/rebuild.py')"], cwd=REPO, capture_output=True,
+                            text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert result.returncode != 0
+    assert "$CACERT_REBUILD_INVENTORY is not set: run `python -m operations.rebuild " \
+           "INVENTORY --from REPO`" in result.stderr
