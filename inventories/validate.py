@@ -383,6 +383,10 @@ def _check_mail_data(data, found):
         if not isinstance(root, str) or not root.startswith("/") or ".." in root.split("/"):
             raise InventoryError(f"mail_root={root!r}: must be an absolute path without '..'")
     with found.check():
+        if not isinstance(data["postfix_inbound_hold"], bool):
+            raise InventoryError("postfix_inbound_hold="
+                                 f"{data['postfix_inbound_hold']!r}: must be True or False")
+    with found.check():
         if not isinstance(data["dovecot_allow_weak_schemes"], bool):
             raise InventoryError("dovecot_allow_weak_schemes="
                                  f"{data['dovecot_allow_weak_schemes']!r}: must be True or False")

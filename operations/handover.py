@@ -269,7 +269,7 @@ def _rootfs(lxc_path, container, path=""):
     return f"{lxc_path}/{container}/rootfs{path}"
 
 
-def _no_symlinks(rootfs, paths):
+def no_symlinks(rootfs, paths):
     """Fail unless no component of `paths` below `rootfs` is a symlink: written from the
     host, it would resolve on the host."""
     checks = set()
@@ -383,7 +383,7 @@ def plan(command, found, facts, serving, successor, lxc_path=LXC_PATH):
         # numeric owners (root's), so also into a stopped target.
         steps.append(Step(
             f"backup repository {repository} -> {target.name}",
-            f"{_no_symlinks(tgt_root, [repository])}\n"
+            f"{no_symlinks(tgt_root, [repository])}\n"
             f"if [ -d {src_root}{repository} ]; then rm -rf {tgt_root}{repository} && "
             f"mkdir -p {posixpath.dirname(tgt_root + repository)} && "
             + attach(source.name, f"flock -n {BACKUP_LOCK} tar -C / -cf - {repository[1:]}")
@@ -394,7 +394,7 @@ def plan(command, found, facts, serving, successor, lxc_path=LXC_PATH):
     if target.state == "RUNNING":
         steps.append(Step(f"hold and stop {target.name}",
                           f"{attach(target.name, f'{SBIN}/mail-quiesce')}\n"
-                          f"{_stop(target.name)}"))
+                          f"{stop_container(target.name)}"))
 
     if source.state == "RUNNING":
         steps.append(Step(
@@ -413,7 +413,7 @@ def plan(command, found, facts, serving, successor, lxc_path=LXC_PATH):
             f"{attach(source.name, dump_command)} > {dump}.tmp && mv -f {dump}.tmp {dump} "
             f"&& ls -l {dump}", held=True))
     if source.state == "RUNNING":
-        steps.append(Step(f"stop {source.name}", _stop(source.name), held=True))
+        steps.append(Step(f"stop {source.name}", stop_container(source.name), held=True))
     steps.append(Step(f"mail queue {source.name} -> {target.name}",
                       _carry_queue(src_root, tgt_root), held=True))
     steps.append(Step("rename and configure", _rename(found, facts, serving, successor,
@@ -436,7 +436,7 @@ def plan(command, found, facts, serving, successor, lxc_path=LXC_PATH):
     return steps
 
 
-def _stop(name):
+def stop_container(name):
     """Shut container `name` down cleanly, killed after 60 s. Through systemd inside: lxc-stop
     sends SIGPWR, which bullseye's systemd takes for sigpwr.target, not a shutdown, so
     lxc-stop waited its whole timeout (60 s of a bullseye cut-over's 68 s held, lab,
@@ -449,7 +449,7 @@ def _carry_queue(src_root, tgt_root):
     """Move the source's queue files into the target's queue (both stopped), owned by the
     target's postfix user. `postsuper -s` in the target gives them names of its own."""
     src, dst = f"{src_root}{POSTFIX_SPOOL}", f"{tgt_root}{POSTFIX_SPOOL}"
-    lines = [_no_symlinks(tgt_root, [f"{POSTFIX_SPOOL}/{q}" for q in ("incoming", "hold")]),
+    lines = [no_symlinks(tgt_root, [f"{POSTFIX_SPOOL}/{q}" for q in ("incoming", "hold")]),
              f"ids=$(awk -F: '$1==\"postfix\" {{print $3\":\"$4}}' {tgt_root}/etc/passwd)",
              "[ -n \"$ids\" ] || { echo 'no postfix user in the target' >&2; exit 1; }",
              "moved=0"]
@@ -478,7 +478,7 @@ def _rename(found, facts, serving, successor, lxc_path):
         lines.append(_write(f"{lxc_path}/{final}/config", text, mode="640"))
         rootfs = _rootfs(lxc_path, final)
         files = owner_files(serving["data_volume"], final)
-        lines.append(_no_symlinks(rootfs, list(files)))
+        lines.append(no_symlinks(rootfs, list(files)))
         lines += [f"mkdir -p {posixpath.dirname(rootfs + path)} && "
                   + _write(rootfs + path, text, "755" if path == POLICY_RC_D else "644")
                   for path, text in files.items()]
@@ -486,7 +486,7 @@ def _rename(found, facts, serving, successor, lxc_path):
             # A successor again after a rollback: its own hold (mail-quiesce's, before it
             # stopped) is lifted, so that `prepare` finds it as it left it; Dovecot waits
             # for the marker anyway.
-            lines.append(_no_symlinks(rootfs, [HELD_FILE, "/etc/postfix/main.cf"]))
+            lines.append(no_symlinks(rootfs, [HELD_FILE, "/etc/postfix/main.cf"]))
             lines.append(f"rm -f {rootfs}{HELD_FILE}; "
                          f"sed -i '/^defer_transports *=/d' {rootfs}/etc/postfix/main.cf")
         lines.append(f"echo '{final}: config and Dovecot start check written'")

@@ -137,9 +137,10 @@ def agent():
                               path=f"{ETC}/features-enabled/api.conf",
                               target="../features-available/api.conf"))
 
-    if host.data.successor_of:
-        # A successor before its cut-over: same endpoint name as the serving container's
-        # agent, and the parent takes one connection per endpoint. It starts at the cut-over.
+    if host.data.successor_of or host.data.rehearsal_of:
+        # A successor before its cut-over, or a rebuild's rehearsal: same endpoint name as the
+        # serving container's agent, and the parent takes one connection per endpoint. A
+        # successor's starts at the cut-over, a rehearsal's never.
         systemd.service(name="Icinga2 stopped until the cut-over", service="icinga2",
                         running=False, enabled=True)
         return

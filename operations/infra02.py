@@ -146,7 +146,9 @@ def container():
     volume = data.data_volume_host_path
     # Without the volume mounted, the bind mount would put mail on Infra02's root filesystem.
     # (The lab host mounts its image later in this same run: operations/lab_host.py.)
-    if "lab_host" not in host.groups and volume not in host.get_fact(Mounts):
+    # A rebuild's rehearsal (rehearsal_of) restores into a scratch directory, no volume.
+    if "lab_host" not in host.groups and not data.rehearsal_of and \
+            volume not in host.get_fact(Mounts):
         raise DeployError(f"{volume} is not a mounted filesystem: mount the mail data volume "
                           "there first (data_volume_host_path in the inventory)")
     files.directory(name="Data volume directory on the host", path=volume)

@@ -37,17 +37,14 @@ state refuses a cut-over or rollback (nothing was changed).
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from operations import handover, successor
+from operations import handover, infra02_steps, successor
 from operations.check_result import FAIL, OK, Result
 from operations.defaults import defaults
 from operations.secrets import InventoryError
 
-REPO = Path(__file__).resolve().parents[1]
 SUCCESSOR_INVENTORY = "inventories/successor.py"
 # Dovecot's ports, and Icinga's: their daemons wait for the cut-over in a successor.
 WAITING_PORTS = ("imap", "imaps", "pop3", "pop3s", "sieve", "icinga2")
@@ -83,22 +80,16 @@ def _parser():
 
 def _pyinfra(inventory, release, limit, dry):
     """One pyinfra run on the successor's inventory; its output to stderr; the exit status."""
-    env = dict(os.environ, **{successor.ENV_INVENTORY: str(Path(inventory).resolve()),
-                              successor.ENV_RELEASE: release})
-    # --dry without -y: pyinfra then lists the changes it detected.
-    command = [str(Path(sys.executable).with_name("pyinfra")), SUCCESSOR_INVENTORY,
-               "deploy.py", "--limit", limit] + (["--dry"] if dry else ["-y"])
-    return subprocess.run(command, cwd=REPO, env=env, stdout=sys.stderr).returncode
+    return infra02_steps.pyinfra(SUCCESSOR_INVENTORY, _env(inventory, release), limit, dry)
 
 
-def _step(steps, name, action, held=False):
-    """Run `action()` (True: succeeded), record the step with its duration (and whether
-    delivery was held during it); True if it succeeded."""
-    started = time.monotonic()
-    ok, detail = action()
-    steps.append({"step": name, "ok": ok, "seconds": round(time.monotonic() - started, 1),
-                  "detail": detail, **({"held": True} if held else {})})
-    return ok
+def _env(inventory, release):
+    """What inventories/successor.py reads."""
+    return {successor.ENV_INVENTORY: str(Path(inventory).resolve()),
+            successor.ENV_RELEASE: release}
+
+
+_step = infra02_steps.record
 
 
 def checks_before_cutover(inventory, release):
@@ -106,32 +97,9 @@ def checks_before_cutover(inventory, release):
     certificates but Dovecot's and Icinga's, its services but those two, Dovecot kept off
     the volume, the mail queue. (No DNS: the records name the serving container; no backup:
     the successor has made none yet.) [(host name, Result)]."""
-    from operations import dns_report, host_checks, status
-
-    # inventories/successor.py reads them, loaded here in this process.
-    os.environ.update({successor.ENV_INVENTORY: str(Path(inventory).resolve()),
-                       successor.ENV_RELEASE: release})
-    # status's own options, all left to the inventory's status_* data.
-    args = status.options(inventory)
-    results = []
-    with dns_report.email_hosts(str(REPO / SUCCESSOR_INVENTORY)) as hosts:
-        for host, connected in hosts:
-            data = host.data.dict()
-            data["ports"] = {k: v for k, v in data["ports"].items() if k not in WAITING_PORTS}
-            opts = status.settings(args, data)
-            address = data["ssh_hostname"]
-            found = status.network_results(data, address, opts)
-            if not connected:
-                found.append(Result(FAIL, "ssh", f"cannot connect to {address}"))
-            else:
-                run = host_checks.pyinfra_runner(
-                    host, opts["timeout"] * status.SSH_TIMEOUT_FACTOR)
-                units = [u for u in host_checks.expected_units(data) if u not in WAITING_UNITS]
-                found += host_checks.service_checks(run, units)
-                found.append(_dovecot_waits(run, data))
-                found.append(host_checks.mailq_check(run))
-            results += [(host.name, r) for r in found]
-    return results
+    return infra02_steps.container_checks(
+        SUCCESSOR_INVENTORY, _env(inventory, release), inventory, WAITING_PORTS,
+        WAITING_UNITS, lambda run, data: [_dovecot_waits(run, data)])
 
 
 def _dovecot_waits(run, data):
@@ -184,13 +152,10 @@ def _data(inventory):
 def _on_infra02(inventory, work):
     """`work(run)` with `run(command)` on the inventory's Infra02: its result. Refused when
     Infra02 cannot be reached."""
-    from operations import dns_report, host_checks
-
-    with dns_report.email_hosts(inventory, group="infra02") as hosts:
-        host, connected = hosts[0]
-        if not connected:
-            raise handover.Refused(f"cannot connect to Infra02 ({host.name})")
-        return work(host_checks.pyinfra_runner(host, HOST_TIMEOUT))
+    try:
+        return infra02_steps.on_infra02(inventory, work, HOST_TIMEOUT)
+    except infra02_steps.Unreachable as exc:
+        raise handover.Refused(str(exc)) from None
 
 
 def _plan(args, serving, derived, run):
@@ -213,9 +178,7 @@ def _run_plan(plan, steps, run):
     for step in plan:
         def action(step=step):
             code, output = run(handover.bash(step.script))
-            lines = (output or "").strip().splitlines()
-            return code == 0, "\n".join(lines[-12:]) or ("done" if code == 0 else
-                                                          f"exit {code}")
+            return code == 0, infra02_steps.output_tail(code, output)
         if not _step(steps, step.name, action, held=step.held):
             return False
     return True
@@ -284,25 +247,8 @@ def handover_steps(args):
 
 
 def render(steps, as_json, next_step=None):
-    held = any(s.get("held") for s in steps)
-    held_seconds = round(sum(s["seconds"] for s in steps if s.get("held")), 1)
-    if as_json:
-        return json.dumps({"steps": steps, "ok": all(s["ok"] for s in steps),
-                           **({"held_seconds": held_seconds} if held else {}),
-                           **({"next": next_step} if next_step else {})}, indent=2)
-    lines = []
-    for s in steps:
-        lines.append(f"{'OK  ' if s['ok'] else 'FAIL'} {s['step']} ({s['seconds']:g} s)")
-        if isinstance(s["detail"], list):
-            lines += [f"       {r['status']} {r['check']}: {r['detail']}" for r in s["detail"]]
-        else:
-            lines += [f"       {line}" for line in str(s["detail"]).splitlines()]
-    lines.append(f"total {sum(s['seconds'] for s in steps):g} s")
-    if held:
-        lines.append(f"delivery held and Dovecot stopped {held_seconds:g} s")
-    if next_step:
-        lines.append(f"next: {next_step}")
-    return "\n".join(lines)
+    return infra02_steps.render(steps, as_json, next_step,
+                                held_text="delivery held and Dovecot stopped")
 
 
 def main(argv=None):

@@ -45,6 +45,10 @@ successor_of = None
 # eth0 of the successor an upgrade builds beside the serving container (container_net's
 # shape): a temporary MAC and address of its own until the cut-over hands over eth0's.
 successor_net = None
+# Set only in a rebuild rehearsal's inventory (python -m operations.rebuild --rehearse derives
+# it): the container whose backups the scratch container `<name>-rehearsal` restores. Its
+# data directory is a scratch directory (no mount needed) and its Icinga agent stays stopped.
+rehearsal_of = None
 # Mount the data volume read-only (a successor before its cut-over).
 data_volume_read_only = False
 # Host directory holding the mail data volume (a separate filesystem), and where it appears
@@ -162,6 +166,10 @@ recipient_delimiter = "+"
 mynetworks = ["127.0.0.0/8", "[::1]/128"]
 # Extra main.cf parameters (name -> value), written after the generated ones (local tuning).
 postfix_main_cf_extra = {}
+# Every RCPT deferred with 450, soft_bounce on, local delivery queued: set only by
+# `python -m operations.rebuild` while the database and mail are restored (and left on in
+# its rehearsal's scratch container). A deploy without it ends the hold.
+postfix_inbound_hold = False
 # Owner of every Maildir; Dovecot's LMTP, IMAP and POP3 access mail as this user.
 vmail_user = "vmail"
 # Its uid/gid, fixed so that restored or migrated mail keeps a stable numeric owner.

@@ -3,6 +3,7 @@ ManageSieve client, an SMTP sink that stands in for the Lists/Issue hosts, Maild
 import base64
 import imaplib
 import poplib
+import re
 import smtplib
 import socket
 import ssl
@@ -258,3 +259,40 @@ class SmtpSink:
         self._stop.set()
         self._thread.join(timeout=5)
         self.server.close()
+
+
+def folder_state(imap, folder, run):
+    """{uid: (subject, flags)} of this run's messages in `folder`, and its UIDVALIDITY."""
+    typ, _ = imap.select(f'"{folder}"', readonly=True)
+    assert typ == "OK", f"cannot select {folder}"
+    uidvalidity = int(imap.response("UIDVALIDITY")[1][0])
+    typ, data = imap.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert typ == "OK"
+    messages = {}
+    for item in data:
+        if not isinstance(item, tuple):
+            continue
+        head, body = item
+        uid = int(re.search(rb"UID (\d+)", head).group(1))
+        flags = re.search(rb"FLAGS \(([^)]*)\)", head).group(1).decode().split()
+        subject = body.decode().split(":", 1)[1].strip()
+        if run in subject:
+            messages[uid] = (subject, sorted(f for f in flags if f != "\\Recent"))
+    return uidvalidity, messages
+
+
+def delivered(ssh, root, user, run):
+    """{subject: [delivery time taken from the Maildir name, ...]} for this run's mail."""
+    out = ssh(f"cd {root}/{user}/Maildir && grep -rH -m1 '^Subject: ' new cur 2>/dev/null",
+              check=False).stdout
+    found = {}
+    for line in out.splitlines():
+        path, _, subject = line.partition(":Subject: ")
+        if run not in subject:
+            continue
+        name = path.rsplit("/", 1)[-1]
+        seconds, _, rest = name.partition(".M")
+        micro = re.match(r"\d+", rest)
+        found.setdefault(subject.strip(), []).append(
+            int(seconds) + (int(micro.group(0)) / 1e6 if micro else 0))
+    return found

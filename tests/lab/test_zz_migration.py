@@ -31,7 +31,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from mailclients import deploy_failure, imaps, smtp_25, wait_for
+from mailclients import deploy_failure, delivered, folder_state, imaps, smtp_25, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -55,26 +55,6 @@ def deploy(*data):
         [str(REPO / ".venv" / "bin" / "pyinfra"), "-y", "inventories/lab.py", "deploy.py",
          "--limit", "email", *args], cwd=REPO, env=env, capture_output=True, text=True,
         timeout=1800)
-
-
-def snapshot(imap, folder, run):
-    """{uid: (subject, flags)} of this run's messages in `folder`, and its UIDVALIDITY."""
-    typ, _ = imap.select(f'"{folder}"', readonly=True)
-    assert typ == "OK", f"cannot select {folder}"
-    uidvalidity = int(imap.response("UIDVALIDITY")[1][0])
-    typ, data = imap.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-    assert typ == "OK"
-    messages = {}
-    for item in data:
-        if not isinstance(item, tuple):
-            continue
-        head, body = item
-        uid = int(re.search(rb"UID (\d+)", head).group(1))
-        flags = re.search(rb"FLAGS \(([^)]*)\)", head).group(1).decode().split()
-        subject = body.decode().split(":", 1)[1].strip()
-        if run in subject:
-            messages[uid] = (subject, sorted(f for f in flags if f != "\\Recent"))
-    return uidvalidity, messages
 
 
 def send(lab, recipient, subject):
@@ -110,23 +90,6 @@ class Sender(threading.Thread):
                 self.errors.append(f"{n}: {e!r}")
             n += 1
             self.stop.wait(self.interval)
-
-
-def delivered(ssh, root, user, run):
-    """{subject: [delivery time taken from the Maildir name, ...]} for this run's mail."""
-    out = ssh(f"cd {root}/{user}/Maildir && grep -rH -m1 '^Subject: ' new cur 2>/dev/null",
-              check=False).stdout
-    found = {}
-    for line in out.splitlines():
-        path, _, subject = line.partition(":Subject: ")
-        if run not in subject:
-            continue
-        name = path.rsplit("/", 1)[-1]
-        seconds, _, rest = name.partition(".M")
-        micro = re.match(r"\d+", rest)
-        found.setdefault(subject.strip(), []).append(
-            int(seconds) + (int(micro.group(0)) / 1e6 if micro else 0))
-    return found
 
 
 def home(ssh, email):
@@ -335,14 +298,14 @@ def test_deploy_moves_mail_to_the_data_volume_while_mail_flows(lab, ssh, lab_loc
         imap.uid("COPY", uids[0] + b"," + uids[1], f'"{folder}"')
         imap.uid("STORE", uids[3], "+FLAGS", r"(\Deleted)")
         imap.expunge()
-        before = {("alice", "INBOX"): snapshot(imap, "INBOX", run),
-                  ("alice", folder): snapshot(imap, folder, run)}
+        before = {("alice", "INBOX"): folder_state(imap, "INBOX", run),
+                  ("alice", folder): folder_state(imap, folder, run)}
         imap.logout()
         imap = imaps(lab, bob)
         imap.select("INBOX")
         _, data = imap.uid("SEARCH", None, f'SUBJECT "before {run}"')
         imap.uid("STORE", data[0].split()[-1], "+FLAGS", r"(\Seen)")
-        before[("bob", "INBOX")] = snapshot(imap, "INBOX", run)
+        before[("bob", "INBOX")] = folder_state(imap, "INBOX", run)
         imap.logout()
         assert len(before[("alice", "INBOX")][1]) == 3 and len(before[("alice", folder)][1]) == 2
 
@@ -383,7 +346,7 @@ def test_deploy_moves_mail_to_the_data_volume_while_mail_flows(lab, ssh, lab_loc
             imap = imaps(lab, account)
             for (user, box) in before:
                 if user == account["user"]:
-                    after[(user, box)] = snapshot(imap, box, run)
+                    after[(user, box)] = folder_state(imap, box, run)
             _, data = imap.select("INBOX", readonly=True)
             _, data = imap.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
             for item in data:

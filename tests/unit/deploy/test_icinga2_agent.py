@@ -146,3 +146,11 @@ def test_missing_or_malformed_ticket_stops_the_run(secrets):
     write_secret(secrets, "icinga2-agent.ticket", "not a ticket\n")
     with pytest.raises(InventoryError, match="not an Icinga2 ticket"):
         _ops({"File": lambda path: None})
+
+
+@pytest.mark.parametrize("derived", [{"successor_of": "email"}, {"rehearsal_of": "email"}])
+def test_a_successor_or_a_rehearsal_leaves_the_agent_stopped(secrets, derived):
+    # The same endpoint name as the serving container's agent: one connection per endpoint.
+    names = [op.name for op in _ops({"File": lambda path: {"size": 1}}, derived)]
+    assert any("Icinga2 stopped until the cut-over" in n for n in names)
+    assert not any("Icinga2 running" in n for n in names)

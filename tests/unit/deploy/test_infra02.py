@@ -447,3 +447,11 @@ def test_a_config_that_is_not_utf8_stops_the_run():
         LIVE.encode() + b"# K\xf6nig\n").decode()])
     with pytest.raises(DeployError, match="/var/lib/lxc/email/config is not UTF-8 text"):
         _existing(live)
+
+
+def test_a_rebuild_rehearsal_restores_into_a_scratch_directory_that_is_no_mount():
+    data = {**DATA, "container_name": "email-rehearsal", "rehearsal_of": "email",
+            "data_volume_host_path": "/var/lib/cacert-rehearsal/email-rehearsal"}
+    ops = run(infra02.container, data=data, groups=("infra02",), facts={"Mounts": {}})
+    assert any(op.name.endswith("Data volume directory on the host") for op in ops)
+    assert any("Create container email-rehearsal" in op.name for op in ops)

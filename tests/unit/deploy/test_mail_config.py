@@ -2,6 +2,7 @@
 import copy
 import json
 import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -495,3 +496,33 @@ def test_postfix_for_bullseye_uses_only_what_postfix_3_5_knows(lab_data):
     protocols = [line for line in main.splitlines() if line.startswith("smtpd_tls_")
                  and "protocols" in line]
     assert protocols and not any(">=" in line for line in protocols)
+
+
+def _postconf(main_cf):
+    """{parameter: value} of a main.cf text, continuation lines joined (postconf -n's view)."""
+    joined = re.sub(r"\n[ \t]+", " ", main_cf)
+    return dict(line.split(" = ", 1) for line in joined.splitlines()
+                if line and not line.startswith("#"))
+
+
+@pytest.mark.parametrize("which", ["lab_data", "prod_data"])
+def test_the_inbound_hold_defers_every_recipient_and_bounces_nothing(request, which):
+    data = request.getfixturevalue(which)
+    normal = _postconf(by_dest(postfix.config_files(data, "pw"))["/etc/postfix/main.cf"].content)
+    data["postfix_inbound_hold"] = True
+    held = _postconf(by_dest(postfix.config_files(data, "pw"))["/etc/postfix/main.cf"].content)
+    # `defer` first: decided before the (empty) database could say "unknown user" (550).
+    assert held["smtpd_recipient_restrictions"].split(", ")[0] == "defer"
+    assert held["smtpd_recipient_restrictions"] == \
+        "defer, " + normal["smtpd_recipient_restrictions"]
+    assert held["soft_bounce"] == "yes"
+    assert held["defer_transports"] == "local lmtp"
+    assert {k: v for k, v in held.items() if k not in ("soft_bounce", "defer_transports")} \
+        == {**normal, "smtpd_recipient_restrictions": held["smtpd_recipient_restrictions"]}
+    assert "soft_bounce" not in normal and "defer_transports" not in normal
+    assert "defer" not in normal["smtpd_recipient_restrictions"].split(", ")
+
+
+def test_an_inbound_hold_that_is_not_true_or_false_is_named(email_data):
+    found = validate.problems("email", {**email_data, "postfix_inbound_hold": "yes"})
+    assert "postfix_inbound_hold='yes': must be True or False" in found
