@@ -436,12 +436,29 @@ def plan(command, found, facts, serving, successor, lxc_path=LXC_PATH):
     return steps
 
 
+# Run in a container about to stop, before its shutdown:
+# - Postfix's listeners close (master_service_disable = inet; mail-resume opens them again)
+#   and the SMTP sessions in progress end on their own (at most 20 s). A shutdown that killed
+#   an smtpd after the client sent the final dot but before it read the 250 had the mail
+#   queued and the client sending it again: the same mail twice (lab, rollback, 2026-12-06).
+# - The Icinga agent gets 5 s to stop, then it is killed: bullseye's Icinga 2.12 ignores the
+#   SIGTERM and held every shutdown for 60 s (`systemctl stop icinga2` waited 70 s and more,
+#   lab, 2026-12-06); nothing of the agent's survives the container anyway.
+BEFORE_SHUTDOWN = (
+    "if command -v postconf >/dev/null && systemctl -q is-active postfix; then "
+    "postconf -e master_service_disable=inet && postfix reload >/dev/null 2>&1; i=0; "
+    "while [ $i -lt 100 ] && pgrep -x smtpd >/dev/null; do sleep 0.2; i=$((i + 1)); done; "
+    "fi; "
+    "if systemctl -q is-active icinga2; then "
+    "timeout 5 systemctl stop icinga2 || systemctl kill --signal=KILL icinga2; fi; true")
+
+
 def stop_container(name):
-    """Shut container `name` down cleanly, killed after 60 s. Through systemd inside: lxc-stop
-    sends SIGPWR, which bullseye's systemd takes for sigpwr.target, not a shutdown, so
-    lxc-stop waited its whole timeout (60 s of a bullseye cut-over's 68 s held, lab,
-    2026-12-06)."""
-    return (f"lxc-attach --clear-env -n {name} -- systemctl poweroff || true\n"
+    """Shut container `name` down cleanly, killed after 60 s: SMTP drained and the Icinga
+    agent stopped first (BEFORE_SHUTDOWN), then through systemd inside: lxc-stop sends
+    SIGPWR, which bullseye's systemd takes for sigpwr.target, not a shutdown."""
+    return (f"{attach(name, BEFORE_SHUTDOWN)} || true\n"
+            f"lxc-attach --clear-env -n {name} -- systemctl poweroff || true\n"
             f"lxc-wait -n {name} -s STOPPED -t 60 || lxc-stop -n {name} -k")
 
 

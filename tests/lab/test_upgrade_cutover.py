@@ -31,10 +31,9 @@ import pytest
 from conftest import REPO
 from lab import lock
 from lab import topology as t
-from mailclients import deploy_failure, imaps, wait_for
+from mailclients import deploy_failure, delivered, folder_state, imaps, wait_for
 from test_upgrade import MARKER, SUCCESSOR
-from test_zz_migration import (NEW_ROOT, OLD_ROOT, deliver_to_each, delivered,
-                               dovecot_reads, restore, send, snapshot)
+from test_zz_migration import NEW_ROOT, deliver_to_each, dovecot_reads, restore, send
 
 LAB_RELEASES = ("bullseye",)
 PREVIOUS = f"{t.CONTAINER}-prev"
@@ -245,7 +244,7 @@ def upgrade_lab(lab, ssh):
             imap.uid("STORE", uids[1], "+FLAGS", r"(\Flagged \Answered)")
             imap.uid("STORE", uids[2], "+FLAGS", "($Label1)")
             imap.uid("COPY", uids[0] + b"," + uids[1], f'"{folder}"')
-            before = {"INBOX": snapshot(imap, "INBOX", run), folder: snapshot(imap, folder, run)}
+            before = {"INBOX": folder_state(imap, "INBOX", run), folder: folder_state(imap, folder, run)}
             imap.logout()
             # A fresh backup: the gate's status check reads its age.
             ssh("/usr/local/sbin/mailstore-backup-job")
@@ -272,7 +271,7 @@ def upgrade_lab(lab, ssh):
 def _same_mailbox_state(lab, upgrade_lab):
     imap = imaps(lab, lab["accounts"][0])
     for box, (uidvalidity, messages) in upgrade_lab["before"].items():
-        now_validity, now = snapshot(imap, box, upgrade_lab["run"])
+        now_validity, now = folder_state(imap, box, upgrade_lab["run"])
         assert now_validity == uidvalidity, f"{box}: UIDVALIDITY changed"
         old = {uid: m for uid, m in now.items() if "during" not in m[0]}
         assert old == messages, f"{box}: UIDs or flags changed"

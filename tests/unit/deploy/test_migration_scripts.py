@@ -29,12 +29,14 @@ SCRIPTS = ("mail-migrate", "mail-quiesce", "mail-resume")
 # Stand-ins, on PATH before the system's. Each appends its command line to calls.log.
 STANDINS = {
     # postconf(1) edits /etc/postfix/main.cf of a Postfix that is not installed here; this one
-    # keeps defer_transports (the only parameter the scripts touch) in a file.
+    # keeps each parameter the scripts touch in a file named for it (defer_transports: defer).
     "postconf": """
+        file() { if [ "$1" = defer_transports ]; then echo "$STATE/defer";
+                 else echo "$STATE/$1"; fi; }
         case "$1" in
-          -e) echo "${2#defer_transports = }" >"$STATE/defer" ;;
-          -h) cat "$STATE/defer" 2>/dev/null || true ;;
-          -X) : >"$STATE/defer" ;;
+          -e) name=${2%%=*}; name=${name% }; value=${2#*=}; echo "${value# }" >"$(file "$name")" ;;
+          -h) cat "$(file "$2")" 2>/dev/null || true ;;
+          -X) shift; for name in "$@"; do : >"$(file "$name")"; done ;;
         esac""",
     # `postfix reload` signals a running Postfix master; there is none here.
     "postfix": "",
@@ -313,6 +315,13 @@ def test_missing_new_root_changes_nothing(server):
     assert server.calls() == []
     server.assert_serving()
     assert (server.old / "alice" / "Maildir" / "cur").is_dir()
+
+
+def test_resume_opens_the_smtp_listeners_a_stopped_container_closed(server):
+    # operations/handover.py closes them before a cut-over or rollback stops a container.
+    (server.state / "master_service_disable").write_text("inet\n")
+    assert server.run("mail-resume").returncode == 0
+    assert (server.state / "master_service_disable").read_text().strip() == ""
 
 
 def test_usage_error_changes_nothing(server):
