@@ -19,6 +19,7 @@ import time
 
 from mailstore.backup import catalog
 from mailstore.backup.errors import BackupError, KeyFileError
+from mailstore.backup.forget import drop_snapshots
 from mailstore.backup.objects import PackWriter, pack_path
 from mailstore.backup.repository import Repository
 
@@ -87,7 +88,7 @@ def prune(repo_path, key_file=None, keep_last=0, keep_daily=0, keep_weekly=0, ke
                            for sid in sorted(keep, key=lambda i: times[i], reverse=True)],
                   "remove": remove, "dry_run": dry_run}
         remaining = [s[0] for s in snaps if s[1] in keep]
-        removed = [s[0] for s in snaps if s[1] not in keep]
+        removed = [(s[0], s[1]) for s in snaps if s[1] not in keep]
         live = _live_objects(db, remaining)
         by_pack = {}
         for oid, pack, offset, length in db.execute(
@@ -107,16 +108,7 @@ def prune(repo_path, key_file=None, keep_last=0, keep_daily=0, keep_weekly=0, ke
         try:
             _rewrite(repo, {p: by_pack[p][0] for p in partial}, new_packs, moved)
             with catalog.transaction(db):
-                for seq in removed:
-                    db.execute("DELETE FROM snapshot_messages WHERE snapshot = ?", (seq,))
-                    db.execute("DELETE FROM files WHERE snapshot = ?", (seq,))
-                    db.execute("DELETE FROM snapshots WHERE seq = ?", (seq,))
-                    if repo.auth is not None:
-                        db.execute("DELETE FROM snapshot_auth WHERE seq = ?", (seq,))
-                if repo.auth is not None:
-                    repo.auth.seal_manifest(db)
-                db.execute("DELETE FROM messages WHERE id NOT IN"
-                           " (SELECT message FROM snapshot_messages)")
+                drop_snapshots(repo, removed)
                 db.executemany("DELETE FROM objects WHERE id = ?", ((oid,) for oid in dead))
                 db.executemany("UPDATE objects SET pack = ?, offset = ? WHERE id = ?", moved)
                 db.executemany("INSERT INTO packs VALUES (?, ?, ?)", new_packs)

@@ -497,6 +497,31 @@ def prune_cmd(repo, keep_daily, keep_weekly, keep_monthly, keep_last, dry_run, k
                    result["packs_rewritten"]))
 
 
+@backup_group.command("forget")
+@repo_arguments("snapshot")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@key_file_option
+@wait_option
+@quiet_option("nothing but errors")
+@json_option
+def forget_cmd(repo, snapshot, dry_run, key_file, wait, quiet, as_json):
+    """Remove SNAPSHOT (its id; `latest` is refused), e.g. one that verify or the run found
+    damaged.
+
+    Its objects stay until the next `prune` frees what no snapshot needs. Refused when the
+    list of snapshots itself fails its check (nothing is changed then).
+    """
+    with _Errors():
+        result = lib.forget(repo, snapshot, key_file=key_file, dry_run=dry_run, wait=wait)
+    if as_json:
+        _emit_json(result)
+    elif not quiet:
+        click.echo("{} {} snapshot {} ({}); {} snapshots left; `prune` frees its space".format(
+            PREFIX, "dry run: would remove" if dry_run else "removed", result["id"],
+            "damaged: " + result["damaged"] if result["damaged"] else "it passed its check",
+            result["remaining"]))
+
+
 _RELATIVE = re.compile(r"^(\d+)([dwh])$")
 
 
