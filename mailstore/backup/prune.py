@@ -7,7 +7,9 @@ A snapshot kept by any rule stays. Times are the snapshot start times.
 
 Freeing space: objects no remaining snapshot needs (including leftovers of interrupted runs)
 are dropped. A pack holding only such objects is deleted; a pack holding some is rewritten
-with just the live records (copied as they are: no key needed, nothing decoded). New packs are
+with just the live records (copied as they are, nothing decoded; the headers of a masked
+pack's records are unmasked and masked anew for their new place, objects.py: that needs the
+key). New packs are
 made durable first, then one catalog transaction switches over, then old packs are unlinked;
 a crash anywhere leaves either the old or the new state, plus garbage the next run removes;
 a failure before the switch (ENOSPC, EIO) leaves the old state and unlinks the new packs
@@ -153,11 +155,14 @@ def _rewrite(repo, keep_by_pack, new_packs, moved):
         new_packs.append((name, size, time.time()))
         moved.extend((name, off, oid) for oid, off, _length, _size, _h in entries)
 
-    writer = PackWriter(repo.tmp_dir, repo.packs_dir, repo.pack_size, sealed)
+    writer = PackWriter(repo.tmp_dir, repo.packs_dir, repo.pack_size, sealed, repo.codec)
     try:
         for pack in sorted(keep_by_pack):
+            if repo.reader.masked(pack) and repo.key is None:
+                raise KeyFileError("prune must rewrite pack {}, whose records are masked: "
+                                   "give the repository's key (--key-file)".format(pack))
             for oid, offset, length in sorted(keep_by_pack[pack], key=lambda e: e[1]):
-                writer.add(oid, repo.reader.read(pack, offset, length), 0)
+                writer.add(oid, repo.reader.record(repo.codec, pack, offset, length), 0)
         writer.seal()
     except BaseException:
         writer.abort()

@@ -3,10 +3,11 @@
 Always (cheap, no object read): config.json, the list of snapshots and every checked
 snapshot's rows match their authentication (auth.py; an error naming the damage ends the
 check, recorded as failed; every damaged snapshot is named in it and recorded for the next
-run and the monitoring, snapshot_damage.py); with the key of an encrypted repository, every sealed From and
-Subject value decrypts for its object; every object a snapshot needs is in the catalog, its
-pack is in the catalog and on disk with the recorded size, and its record lies inside the pack.
-With `read_data`: every needed object is read back, decrypted, decompressed and re-hashed;
+run and the monitoring, snapshot_damage.py); with the key of an encrypted repository,
+every sealed From and Subject value decrypts for its object; every object a snapshot needs is
+in the catalog, its pack is in the catalog and on disk with the recorded size, and its record
+lies inside the pack. With `read_data`: every needed object is read back (a masked pack's
+record header unmasked, objects.py), decrypted, decompressed and re-hashed;
 each damaged object is reported with the messages/files that use it and the snapshots they
 belong to. The result is recorded in the catalog for `status()`.
 """
@@ -98,7 +99,8 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None
                                  key=lambda i: i[1])
             for oid, (pack, offset, length) in to_read:
                 try:
-                    repo.codec.decode(oid, repo.reader.read(pack, offset, length))
+                    repo.codec.decode(oid, repo.reader.record(repo.codec, pack, offset,
+                                                              length))
                 except DamagedObject as e:
                     damaged[oid] = str(e)
                 except OSError as e:

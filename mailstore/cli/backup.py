@@ -320,11 +320,12 @@ def verify_cmd(repo, snapshot, read_data, sample, previous, key_file, wait, quie
             click.echo("{} DAMAGED {}".format(PREFIX, text), err=True)
         if not quiet and "sealed" in result:
             info = result["sealed"]
-            click.echo("{} verify {}: sealed catalog {}, {} packs ({} records) whole; catalog: "
+            # (a masked pack's records are not counted: without the key they do not show)
+            click.echo("{} verify {}: sealed catalog {}, {} packs whole; catalog: "
                        "{}".format(PREFIX, "ok" if result["ok"] else "FAILED",
                                    "generation {} ({})".format(info["generation"],
                                                                _size(info["bytes"]))
-                                   if info else "DAMAGED", result["packs"], result["objects"],
+                                   if info else "DAMAGED", result["packs"],
                                    result["catalog"]))
         elif not quiet:
             click.echo("{} verify {}: {} snapshots, {} objects{}, {} damaged; catalog: "
