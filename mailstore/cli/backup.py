@@ -265,11 +265,15 @@ def status_cmd(repo, key_file, as_json):
         _emit_json(st)
         return
     v = st["last_verify"]
-    click.echo("{} {} snapshots, last {} at {}; last verify: {}".format(
+    damaged = st["damaged_snapshots"]
+    click.echo("{} {} snapshots, last {} at {}; last verify: {}{}".format(
         PREFIX, st["snapshots"], st["last_snapshot_id"] or "-", _when(st["last_complete"]),
         "never" if v is None else "{} at {} ({} damaged{})".format(
             "ok" if v["ok"] else "FAILED", _when(v["time"]), v["damaged"],
-            ", data read" if v["read_data"] else "")))
+            ", data read" if v["read_data"] else ""),
+        "; DAMAGED snapshots: {}".format(", ".join(
+            d["id"] + (" (the newest)" if d["newest"] else "") for d in damaged))
+        if damaged else ""))
 
 
 @backup_group.command("verify")

@@ -70,6 +70,9 @@ def test_verify_names_it_the_run_builds_around_it_and_forget_removes_it(two, tmp
     assert "mailstore backup forget" in err
     code, line, _m = check("backup", "--repo", repo)
     assert code == 2 and "newest snapshot {} is damaged".format(second) in line
+    r = cli("status", repo)
+    assert r.returncode == 0 and r.stdout.rstrip().endswith(
+        "; DAMAGED snapshots: {} (the newest)".format(second)), r.stdout
 
     third = run_ok_but_warned(repo, key, src, second,
                               "this run took snapshot {} as its base".format(first))
