@@ -164,3 +164,15 @@ def test_forget_removes_an_intact_snapshot_when_named(two, tmp_path):
     r = cli("run", repo, src, *key)
     assert r.returncode == 0, r.stderr
     restores_the_source(repo, key, "latest", src, tmp_path / "dst")
+
+
+def test_a_full_scan_checks_the_catalogs_rows_behind_the_index_cache(two, tmp_path):
+    """No verify ran: the nightly incremental run trusts the index cache, but the weekly full
+    scan (here asked for) checks the rows the catalog holds."""
+    repo, key, src, (first, second) = two
+    damage_newest_row(repo)
+    r = cli("run", repo, src, "--full-scan", *key)
+    assert r.returncode == 1 and "snapshot {} is damaged".format(second) in r.stderr, r.stderr
+    third = r.stdout.split()[-1]
+    restores_the_source(repo, key, third, src, tmp_path / "dst")
+    assert cli("verify", repo, "--snapshot", third, *key).returncode == 0
