@@ -9,6 +9,7 @@ The public API (the CLI in mailstore.cli.backup is a thin layer over it):
     verify(repo, ...) -> dict                      catalog vs objects; read_data re-hashes
     restore(repo, snapshot, target_root, ...) -> dict
     prune(repo, keep_daily=..., ...) -> dict
+    forget(repo, snapshot, key_file=None, dry_run=False) -> dict   remove one named snapshot
     find(repo, ...) -> [dict]
     seal(repo, key_file) -> dict                   write the sealed catalog now (sealed.py)
     served_paths(repo) -> [str]                    what an off-host copy gets (offhost.py)
@@ -23,6 +24,7 @@ from mailstore.backup.auth import CatalogDamaged
 from mailstore.backup.errors import (BackupError, KeyFileError, LockedError, NotFoundError,
                                      RepositoryError, RestoreConflict)
 from mailstore.backup.find import find, format_date
+from mailstore.backup.forget import forget
 from mailstore.backup.offhost import export, seal, served_paths, unseal
 from mailstore.backup.prune import prune
 from mailstore.backup.repository import init
@@ -46,6 +48,6 @@ def list_snapshots(repo_path, key_file=None):
 
 
 __all__ = ["BackupError", "CatalogDamaged", "KeyFileError", "LockedError", "NotFoundError",
-           "RepositoryError", "RestoreConflict", "find", "format_date", "init",
+           "RepositoryError", "RestoreConflict", "find", "forget", "format_date", "init",
            "export", "list_snapshots", "prune", "restore", "run", "seal", "served_paths",
            "status", "unseal", "upgrade", "verify"]

@@ -57,6 +57,18 @@ class CatalogDamaged(RepositoryError):
     """The catalog or config.json does not match its authentication."""
 
 
+class SnapshotDamaged(CatalogDamaged):
+    """One snapshot's record or rows do not match its authentication; the list of snapshots
+    may still be intact. `seq`, `snapshot` (its id as the catalog has it), `problem` (the
+    text without the repository)."""
+
+    def __init__(self, text, seq, snapshot, problem):
+        super().__init__(text)
+        self.seq = seq
+        self.snapshot = snapshot
+        self.problem = problem
+
+
 def _bytes_value(value):
     # names that are not UTF-8 are stored as BLOBs (catalog.to_db): a list, which no text
     # column can hold, keeps the encoding unambiguous
@@ -145,6 +157,11 @@ class Authenticator:
         return CatalogDamaged("catalog of {} damaged or tampered with: {}".format(
             self.repo_path, text))
 
+    def _snapshot_damaged(self, seq, name, text):
+        problem = "snapshot {}: {}".format(name, text)
+        return SnapshotDamaged("catalog of {} damaged or tampered with: {}".format(
+            self.repo_path, problem), seq, name, text)
+
     # -- writing ---------------------------------------------------------------------------
     def seal_snapshot(self, db, seq, message_rows, file_rows):
         """Record the authentication of snapshot `seq` (its row inserted already) and the new
@@ -186,23 +203,23 @@ class Authenticator:
                           " WHERE seq = ?", (seq,)).fetchone()
         name = snap[1] if snap else seq
         if snap is None or auth is None:
-            raise self._damaged("snapshot {} has no authentication record".format(name))
+            raise self._snapshot_damaged(seq, name, "it has no authentication record")
         mdig, fdig, mac = auth
         if self.key is not None and not hmac.compare_digest(
                 mac, self._mac("snapshot", snap, mdig, fdig)):
-            raise self._damaged("snapshot {}: its record (id, order, times or counts) does "
-                                "not match its {}".format(name, self.what))
+            raise self._snapshot_damaged(seq, name, "its record (id, order, times or counts) "
+                                         "does not match its {}".format(self.what))
         if rows is None:
             rows = message_rows(db, seq)
         if (rows_digest if rows_digest is not None else messages_digest(rows)) != mdig:
-            raise self._damaged(
-                "snapshot {}: its message rows (user, folder, name, object, size, mtime, "
+            raise self._snapshot_damaged(
+                seq, name, "its message rows (user, folder, name, object, size, mtime, "
                 "owner or mode; {} rows now, {} recorded) were changed, added or removed"
-                .format(name, len(rows), snap[6]))
+                .format(len(rows), snap[6]))
         if files_digest(file_rows(db, seq)) != fdig:
-            raise self._damaged("snapshot {}: its file rows (directories, control files, "
-                                "included paths, dumps) were changed, added or removed"
-                                .format(name))
+            raise self._snapshot_damaged(seq, name, "its file rows (directories, control "
+                                         "files, included paths, dumps) were changed, "
+                                         "added or removed")
 
 
 def message_rows(db, seq):

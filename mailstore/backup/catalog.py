@@ -19,6 +19,8 @@ Tables (the catalog is the source of truth; a pack or object it does not name is
 - `verifications`: the result of each `verify`, for `status()` and the monitoring check.
 - `damaged_objects` (made by lost.py): objects verify found damaged or a run found in a
   missing pack, which the next run stores anew from the source instead of reusing.
+- `damaged_snapshots` (made by snapshot_damage.py): snapshots verify or a run found failing
+  their check, which no run builds on; for `status()` until they are forgotten.
 """
 import os
 import sqlite3

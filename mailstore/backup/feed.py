@@ -29,7 +29,11 @@ class Feed:
     """The state of one run: the previous snapshot's index and what was added."""
 
     def __init__(self, repo, started, progress, workers=None, source_root=None,
-                 full_scan=False, scan_ns=0, lost=frozenset(), missing_packs=()):
+                 full_scan=False, scan_ns=0, lost=frozenset(), missing_packs=(),
+                 skip=frozenset(), suspect=frozenset()):
+        """`skip`: seqs of snapshots found damaged, never a base; `suspect`: ids of snapshots
+        recorded damaged (snapshot_damage.py), whose rows are read from the catalog and
+        checked before the scan rather than taken from the index cache."""
         self.repo = repo
         # objects the repository lost (lost.py): never reused, their content read again
         self.lost = lost
@@ -54,16 +58,20 @@ class Feed:
         self.files = []               # rows for the files table (without snapshot)
         self.scan_ns = scan_ns        # real clock before the scan began (scan.py)
         self.dir_state = []           # rows for the scan_dirs table
-        self._load_previous(source_root, full_scan)
+        self._load_previous(source_root, full_scan, skip, suspect)
 
-    def _load_previous(self, source_root, full_scan):
-        row = self.db.execute("SELECT seq, id, messages, source FROM snapshots ORDER BY seq"
-                              " DESC LIMIT 1").fetchone()
+    def _load_previous(self, source_root, full_scan, skip, suspect):
+        # the base: the newest snapshot not found damaged (raises auth.SnapshotDamaged when
+        # a suspect one still fails its check: the caller skips it and starts again)
+        row = self.db.execute("SELECT seq, id, messages, source FROM snapshots WHERE seq NOT IN"
+                              " ({}) ORDER BY seq DESC LIMIT 1".format(
+                                  ",".join(str(int(q)) for q in skip)), ()).fetchone()
         self.prev_messages = {}
         self.prev_inodes = {}
         self.prev_files = {}
         self.previous = None          # scan.Previous when this run scans incrementally
         self.prev_seq, self.prev_ids, self._prev_rows = None, frozenset(), ()
+        self.prev_id = None           # the base's snapshot id
         self._prev_digest = None      # the previous rows' digest, if the cache vouches for it
         meta = scan.load_meta(self.db)
         self.scan_mode, self.scan_reason = scan.choose(
@@ -72,10 +80,18 @@ class Feed:
             else meta["last_full_scan"]
         if row is None:
             return
-        rows, problem, self._prev_digest = previous_rows(self.repo, row[0], row[1], row[2])
+        # The index cache vouches for the rows as recorded, not for the catalog's rows now,
+        # which the new snapshot takes over by id: a full scan (the slow night anyway, at
+        # least weekly) reads and checks the catalog's, so damage there is never carried on
+        # for more than a week even when no verify runs.
+        rows, problem, self._prev_digest = previous_rows(
+            self.repo, row[0], row[1], row[2],
+            use_cache=row[1] not in suspect and self.scan_mode == "incremental")
+        if row[1] in suspect:
+            self.repo.check_snapshot_rows(row[0], rows)
         if problem is not None:
             self.warn(problem)
-        self.prev_seq, self._prev_rows = row[0], rows
+        self.prev_seq, self.prev_id, self._prev_rows = row[0], row[1], rows
         if self.scan_mode == "incremental":
             # rows of one user are contiguous in the cache (but for a few read late): group
             # them at C speed

@@ -62,7 +62,7 @@ def catalog_rows(db, seq):
         " ON m.id = s.message WHERE s.snapshot = ?", (seq,)).fetchall()
 
 
-def previous_rows(repo, seq, snapshot_id, count):
+def previous_rows(repo, seq, snapshot_id, count, use_cache=True):
     """(rows, problem, rows_digest): the message rows (id, user, folder, subdir, name, uniq,
     size, mtime_ns, uid, gid, mode, ino, object) of snapshot `seq`; why its cache file was
     not used although there is one (None when it was used, or there is none to trust); the
@@ -70,8 +70,10 @@ def previous_rows(repo, seq, snapshot_id, count):
     the caller hashes the rows to check them).
 
     From REPO/index/<id>.marshal when the file matches the digest the catalog recorded for
-    it, else from the catalog."""
-    rows, problem, rows_digest = _trusted_rows(repo, snapshot_id, count)
+    it, else (and always when not `use_cache`: a snapshot recorded damaged, whose catalog rows
+    must be checked themselves) from the catalog."""
+    rows, problem, rows_digest = _trusted_rows(repo, snapshot_id, count) if use_cache \
+        else (None, None, None)
     if rows is None:
         rows = catalog_rows(repo.db, seq)
     if problem is not None:

@@ -30,6 +30,7 @@ class Key:
         self.index = _derive(master, b"mailstore-backup index cache")
         self.mac = _derive(master, b"mailstore-backup catalog authentication")
         self.sealed = _derive(master, b"mailstore-backup sealed catalog")
+        self.headers = _derive(master, b"mailstore-backup pack record headers")
 
 
 def _derive(master, info):

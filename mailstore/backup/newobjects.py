@@ -95,7 +95,8 @@ class NewObjects:
         self.stored = KnownObjects(os.path.join(repo.path, "catalog.sqlite"))
         self.sealed = []              # (name, size, time) of the packs this run finished
         self.new_objects = []         # rows for the objects table
-        self.writer = PackWriter(repo.tmp_dir, repo.packs_dir, repo.pack_size, self._sealed)
+        self.writer = PackWriter(repo.tmp_dir, repo.packs_dir, repo.pack_size, self._sealed,
+                                 repo.codec)
 
     def _sealed(self, name, size, entries):
         # Recorded in the catalog only by the commit, together with the snapshot: until then

@@ -10,6 +10,24 @@ Record layout inside a pack (self-describing, so a pack can be checked without t
 codec: 0 = stored, 1 = zlib. Encrypted payload: nonce (12 bytes) | AES-256-GCM ciphertext+tag,
 with the record header as associated data, so that a record cannot be moved to another id.
 
+Masked packs (encrypted repositories, written since 2026-12-06): the clear record headers
+above would show whoever holds an off-host copy (offhost.py) where each object begins and how
+long it is (about each message's size) and how many a pack holds. So a pack written with the
+key is
+    b"MSP1" | masked record | masked record | ... | SHA-256 of everything before (32 bytes)
+where a masked record is its header XOR a pad, then its payload as above. The pad of the
+record at byte `offset` of pack `name` is HMAC-SHA512(keys.Key.headers, "<name> <offset>"),
+cut to the header's 41 bytes: pack names are random (128 bits) and offsets unique within a
+pack, so no pad is used twice, and without the key the headers are indistinguishable from
+random bytes (the payload is AES-GCM ciphertext already). The AES-GCM associated data stays
+the PLAIN header: a record moved to another pack or offset unmasks to garbage and is refused
+("record header damaged"), one changed in place fails authentication. The clear magic and
+the trailing checksum tell nothing about the records but let a key-less check (offhost.py)
+see that each pack is whole. The first 4 bytes tell the two formats apart, per pack
+(`PackReader.masked`): packs written before (b"MSB1" first) are read as ever, no migration
+needed. Moving a masked record (prune's rewrite) masks it anew: that needs the key.
+Unencrypted repositories write clear packs as before (their payloads are plain anyway).
+
 Packs are written in REPO/tmp/, fsynced, then renamed into REPO/packs/<xx>/ and only then
 recorded in the catalog; a pack the catalog does not name is garbage from an interrupted run.
 """
@@ -25,6 +43,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 MAGIC = b"MSB1"
 HEADER = struct.Struct(">4s32sBI")
+# the first bytes of a masked pack (an encrypted repository's, see above), and its trailer
+PACK_MAGIC = b"MSP1"
+TRAILER_BYTES = 32
 CODEC_STORED = 0
 CODEC_ZLIB = 1
 NONCE_BYTES = 12
@@ -121,6 +142,14 @@ class Codec:
             raise DamagedObject("content does not match its id")
         return payload
 
+    def mask(self, pack, offset, header):
+        """The header of the record at `offset` in pack `pack`, masked (or unmasked: the
+        same XOR) with that place's pad (see the module doc)."""
+        pad = hmac.new(self.key.headers, "{} {}".format(pack, offset).encode("ascii"),
+                       hashlib.sha512).digest()
+        return (int.from_bytes(header, "big") ^ int.from_bytes(pad[:HEADER.size], "big")
+                ).to_bytes(HEADER.size, "big")
+
     def _value_ad(self, object_id, field, bound=None):
         if not (self.bind_values if bound is None else bound):
             return b"catalog"
@@ -159,9 +188,12 @@ class PackWriter:
 
     `on_sealed(name, size, entries)` is called once the pack is in its final place; entries are
     (object_id, offset, length, size, headers) tuples. The caller records them in the catalog.
+    `codec`: the repository's; with a key the packs are masked (module doc).
     """
 
-    def __init__(self, tmp_dir, packs_dir, pack_size, on_sealed):
+    def __init__(self, tmp_dir, packs_dir, pack_size, on_sealed, codec=None):
+        self._masking = codec if codec is not None and codec.encrypted else None
+        self._hash = None
         self.tmp_dir = tmp_dir
         self.packs_dir = packs_dir
         self.pack_size = pack_size
@@ -175,7 +207,15 @@ class PackWriter:
     def add(self, object_id, record, size, headers=None):
         if self._file is None:
             self._open()
-        self._file.write(record)
+        if self._masking is None:
+            self._file.write(record)
+        else:
+            head = self._masking.mask(self._name, self._offset, record[:HEADER.size])
+            body = memoryview(record)[HEADER.size:]
+            self._file.write(head)
+            self._file.write(body)
+            self._hash.update(head)
+            self._hash.update(body)
         self._entries.append((object_id, self._offset, len(record), size, headers))
         self._offset += len(record)
         self.bytes_written += len(record)
@@ -189,6 +229,10 @@ class PackWriter:
         self._file = os.fdopen(fd, "wb", buffering=1024 * 1024)
         self._entries = []
         self._offset = 0
+        if self._masking is not None:
+            self._file.write(PACK_MAGIC)
+            self._hash = hashlib.sha256(PACK_MAGIC)
+            self._offset = len(PACK_MAGIC)
 
     def seal(self):
         """Flush, fsync and move the current pack into place, then report it. No-op if empty."""
@@ -196,6 +240,9 @@ class PackWriter:
             return
         f, name, entries, size = self._file, self._name, self._entries, self._offset
         try:
+            if self._masking is not None:
+                f.write(self._hash.digest())
+                size += TRAILER_BYTES
             f.flush()
             os.fsync(f.fileno())
         except BaseException:
@@ -230,6 +277,7 @@ class PackReader:
     def __init__(self, packs_dir):
         self.packs_dir = packs_dir
         self._open = {}
+        self._masked = {}
 
     def read(self, pack, offset, length):
         f = self._open.get(pack)
@@ -240,6 +288,24 @@ class PackReader:
             self._open[pack] = f
         f.seek(offset)
         return f.read(length)
+
+    def masked(self, pack):
+        """Are the records of `pack` masked (module doc)? Read from its first bytes, once."""
+        got = self._masked.get(pack)
+        if got is None:
+            got = self._masked[pack] = self.read(pack, 0, len(PACK_MAGIC)) == PACK_MAGIC
+        return got
+
+    def record(self, codec, pack, offset, length):
+        """The record at `offset` of `pack` as Codec.decode takes it (its header unmasked).
+        OSError if it cannot be read; DamagedObject if it is masked and `codec` has no key."""
+        data = self.read(pack, offset, length)
+        if not self.masked(pack):
+            return data
+        if not codec.encrypted:
+            raise DamagedObject("the records of pack {} are masked: the repository's key is "
+                                "needed to read them".format(pack))
+        return codec.mask(pack, offset, data[:HEADER.size]) + data[HEADER.size:]
 
     def close(self):
         for f in self._open.values():

@@ -15,11 +15,13 @@ for the lock, tmp/ and the serving view itself.
 - `unseal(copy)`: a copy put back on the server (a rebuild) becomes a whole repository again.
 - `verify_copy(copy, previous)`: the copy job's check without the key: config.json, the
   sealed catalog's framing (a truncated or cut file, another repository's, a damaged header),
-  every pack's record framing (records of the lengths their headers say, end to end), and,
+  every pack's framing (a masked pack, objects.py: its magic and the checksum at its end; an
+  older clear one: records of the lengths their headers say, end to end), and,
   given the previous night's copy, that the sealed catalog did not go back to an older one
   (`compare_previous`). A changed byte inside a sealed chunk or a record shows with the key
   only (`verify --key-file`, `restore`).
 """
+import hashlib
 import os
 import re
 import shutil
@@ -28,7 +30,7 @@ import sqlite3
 from mailstore.backup import sealed
 from mailstore.backup.auth import CatalogDamaged
 from mailstore.backup.errors import KeyFileError, RepositoryError
-from mailstore.backup.objects import HEADER, MAGIC, fsync_dir
+from mailstore.backup.objects import HEADER, MAGIC, PACK_MAGIC, TRAILER_BYTES, fsync_dir
 from mailstore.backup.repository import OFFHOST_VIEW, Repository, read_config
 
 _PACK_DIR = re.compile(r"^[0-9a-f]{2}$")
@@ -189,13 +191,16 @@ def verify_copy(repo_path, previous=None):
 
 
 def _walk_pack(path):
-    """(records, problem or None): the pack at `path` is whole records, end to end."""
+    """(records, problem or None): the pack at `path` is whole records, end to end (a masked
+    one: whole, its records not counted: they cannot be told apart without the key)."""
     try:
         size = os.lstat(path).st_size
         if not _regular(path):
             return 0, "not a regular file"
         count = offset = 0
         with open(path, "rb") as f:
+            if f.read(len(PACK_MAGIC)) == PACK_MAGIC:
+                return 0, _masked_pack_problem(f, size)
             while offset < size:
                 f.seek(offset)
                 head = f.read(HEADER.size)
@@ -211,6 +216,23 @@ def _walk_pack(path):
     if count == 0:
         return 0, "empty"
     return count, None
+
+
+def _masked_pack_problem(f, size):
+    """None if the masked pack open as `f` (read past its magic) matches its checksum."""
+    if size < len(PACK_MAGIC) + TRAILER_BYTES:
+        return "truncated: {} bytes, too short for a pack".format(size)
+    h = hashlib.sha256(PACK_MAGIC)
+    left = size - len(PACK_MAGIC) - TRAILER_BYTES
+    while left:
+        chunk = f.read(min(left, 1 << 20))
+        if not chunk:
+            return "truncated while read"
+        h.update(chunk)
+        left -= len(chunk)
+    if f.read(TRAILER_BYTES) != h.digest():
+        return "damaged or truncated: its bytes do not match the checksum at its end"
+    return None
 
 
 def compare_previous(repo_path, previous, info=None):

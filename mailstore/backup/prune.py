@@ -7,7 +7,9 @@ A snapshot kept by any rule stays. Times are the snapshot start times.
 
 Freeing space: objects no remaining snapshot needs (including leftovers of interrupted runs)
 are dropped. A pack holding only such objects is deleted; a pack holding some is rewritten
-with just the live records (copied as they are: no key needed, nothing decoded). New packs are
+with just the live records (copied as they are, nothing decoded; the headers of a masked
+pack's records are unmasked and masked anew for their new place, objects.py: that needs the
+key). New packs are
 made durable first, then one catalog transaction switches over, then old packs are unlinked;
 a crash anywhere leaves either the old or the new state, plus garbage the next run removes;
 a failure before the switch (ENOSPC, EIO) leaves the old state and unlinks the new packs
@@ -19,6 +21,7 @@ import time
 
 from mailstore.backup import catalog
 from mailstore.backup.errors import BackupError, KeyFileError
+from mailstore.backup.forget import drop_snapshots
 from mailstore.backup.objects import PackWriter, pack_path
 from mailstore.backup.repository import Repository
 
@@ -87,7 +90,7 @@ def prune(repo_path, key_file=None, keep_last=0, keep_daily=0, keep_weekly=0, ke
                            for sid in sorted(keep, key=lambda i: times[i], reverse=True)],
                   "remove": remove, "dry_run": dry_run}
         remaining = [s[0] for s in snaps if s[1] in keep]
-        removed = [s[0] for s in snaps if s[1] not in keep]
+        removed = [(s[0], s[1]) for s in snaps if s[1] not in keep]
         live = _live_objects(db, remaining)
         by_pack = {}
         for oid, pack, offset, length in db.execute(
@@ -107,16 +110,7 @@ def prune(repo_path, key_file=None, keep_last=0, keep_daily=0, keep_weekly=0, ke
         try:
             _rewrite(repo, {p: by_pack[p][0] for p in partial}, new_packs, moved)
             with catalog.transaction(db):
-                for seq in removed:
-                    db.execute("DELETE FROM snapshot_messages WHERE snapshot = ?", (seq,))
-                    db.execute("DELETE FROM files WHERE snapshot = ?", (seq,))
-                    db.execute("DELETE FROM snapshots WHERE seq = ?", (seq,))
-                    if repo.auth is not None:
-                        db.execute("DELETE FROM snapshot_auth WHERE seq = ?", (seq,))
-                if repo.auth is not None:
-                    repo.auth.seal_manifest(db)
-                db.execute("DELETE FROM messages WHERE id NOT IN"
-                           " (SELECT message FROM snapshot_messages)")
+                drop_snapshots(repo, removed)
                 db.executemany("DELETE FROM objects WHERE id = ?", ((oid,) for oid in dead))
                 db.executemany("UPDATE objects SET pack = ?, offset = ? WHERE id = ?", moved)
                 db.executemany("INSERT INTO packs VALUES (?, ?, ?)", new_packs)
@@ -161,11 +155,14 @@ def _rewrite(repo, keep_by_pack, new_packs, moved):
         new_packs.append((name, size, time.time()))
         moved.extend((name, off, oid) for oid, off, _length, _size, _h in entries)
 
-    writer = PackWriter(repo.tmp_dir, repo.packs_dir, repo.pack_size, sealed)
+    writer = PackWriter(repo.tmp_dir, repo.packs_dir, repo.pack_size, sealed, repo.codec)
     try:
         for pack in sorted(keep_by_pack):
+            if repo.reader.masked(pack) and repo.key is None:
+                raise KeyFileError("prune must rewrite pack {}, whose records are masked: "
+                                   "give the repository's key (--key-file)".format(pack))
             for oid, offset, length in sorted(keep_by_pack[pack], key=lambda e: e[1]):
-                writer.add(oid, repo.reader.read(pack, offset, length), 0)
+                writer.add(oid, repo.reader.record(repo.codec, pack, offset, length), 0)
         writer.seal()
     except BaseException:
         writer.abort()

@@ -320,7 +320,8 @@ class Repository:
                                   " LIMIT 1").fetchone()
             if row is not None:
                 try:
-                    Codec(key).decode(row[0], self.reader.read(*row[1:]))
+                    codec = Codec(key)
+                    codec.decode(row[0], self.reader.record(codec, *row[1:]))
                     evidence = "its objects are encrypted with this key"
                 except (DamagedObject, OSError):
                     pass
@@ -449,7 +450,7 @@ class Repository:
         if pack is None:
             raise DamagedObject("object {} is not in the catalog".format(object_id))
         try:
-            record = self.reader.read(pack, offset, length)
+            record = self.reader.record(self.codec, pack, offset, length)
         except OSError as e:
             raise DamagedObject("cannot read pack {}: {}".format(pack, e))
         return self.codec.decode(object_id, record)

@@ -9,6 +9,13 @@ the extras (extras.py); commit (snapshot_commit.py). Objects the repository lost
 pack, an object verify found damaged: lost.py) are never reused: the messages and files
 that used them are read again, and their content stored anew.
 
+The base: the newest snapshot, checked against its authentication before anything is stored.
+One that fails (or that verify recorded as damaged, snapshot_damage.py: then its rows are read
+from the catalog, not the index cache, and checked before the scan) is never built upon: the
+run records it, starts again on the next older snapshot (each checked before its scan now),
+or with a full scan of everything when none is intact, and ends with one warning per damaged
+snapshot (so the night fails: exit 1) and a whole new snapshot. `forget` removes it.
+
 Atomicity: new objects go to packs that are made durable (fsync) during the run; the catalog
 learns about them, the snapshot row and its contents in ONE transaction at the very end. A run
 that dies at any point before that commit leaves no snapshot and no catalog change behind, only
@@ -24,7 +31,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from mailstore import maildir
-from mailstore.backup import catalog, extras, lost, scan
+from mailstore.backup import catalog, extras, lost, scan, snapshot_damage
+from mailstore.backup.auth import SnapshotDamaged
 from mailstore.backup.errors import BackupError
 from mailstore.backup.feed import Feed
 from mailstore.backup.index_cache import drop_stale_indexes
@@ -75,46 +83,25 @@ def _run(repo_path, source_root, key_file, include, mysql_dump, wait, now, progr
         repo.check_catalog()        # the list of snapshots (the previous one: feed.py)
         catalog.create(repo.db)     # tables added since the repository was made
         lost.create(repo.db)
+        snapshot_damage.create(repo.db)
         lost_ids, missing_packs = lost.find_lost(repo.db, repo.packs_dir)
-        started = now()
-        scan_ns = scan.scan_started_ns()
-        try:
-            users, anomalies = maildir.list_users(source_root)
-        except maildir.MaildirError as e:
-            raise BackupError(str(e)) from e
-        state = Feed(repo, started, progress, workers, source_root, full_scan, scan_ns,
-                     frozenset(lost_ids), missing_packs)
-        # Scanning waits for the disk (directory listings, and lstat(2) of the messages a
-        # full scan or a new name needs): several users are scanned at once (the GIL is
-        # released while waiting).
-        scanners = ThreadPoolExecutor(max_workers=_SCAN_THREADS)
-        previous = state.previous
-        trees = scanners.map(lambda u: scan.scan_user(source_root, u, previous), users)
-        try:
-            with scanners:
-                state.index_previous()
-                for a in anomalies:
-                    state.warn("{}: {} ({})".format(a.relpath, a.kind, a.detail))
-                for user, (tree, reused, dir_state) in zip(users, trees):
-                    state.user(user, tree, reused, dir_state)
-            previous = None     # the scan's view of the previous rows: not needed any more
-            for path in include:
-                extras.include(state, path)
-            if mysql_dump:
-                extras.database_dump(state, mysql_dump, dump_command, mysql_defaults_file)
-            snapshot_id = state.commit(source_root, now())
-            drop_stale_indexes(repo, snapshot_id)
-        except BaseException as e:
-            state.discard()
-            if isinstance(e, OSError):
-                raise BackupError("backup run failed, no snapshot recorded (earlier snapshots "
-                                  "are intact): {}".format(_describe(e))) from e
-            if isinstance(e, sqlite3.Error):
-                raise BackupError("backup run failed, no snapshot recorded (earlier snapshots "
-                                  "are intact): catalog: {}".format(e)) from e
-            if isinstance(e, maildir.MaildirError):
-                raise BackupError(str(e)) from e
-            raise
+        suspect = frozenset(d["id"] for d in snapshot_damage.recorded(repo.db))
+        damaged = []        # (seq, id, problem) of the snapshots found damaged as bases
+        while True:
+            try:
+                state, snapshot_id = _attempt(
+                    repo, source_root, include, mysql_dump, now, progress, dump_command,
+                    workers, mysql_defaults_file, full_scan, lost_ids, missing_packs,
+                    frozenset(d[0] for d in damaged), suspect)
+                break
+            except SnapshotDamaged as e:
+                # never build on it: record it, take the next older one (or scan in full)
+                damaged.append((e.seq, e.snapshot, e.problem))
+                with catalog.transaction(repo.db):
+                    snapshot_damage.record(repo.db, {e.snapshot: e.problem}, (), time.time())
+                # damage seldom comes alone (a damaged row is shared by every snapshot that
+                # holds the message): each further base is checked before the scan
+                suspect = frozenset(r[0] for r in repo.db.execute("SELECT id FROM snapshots"))
         # the catalog as the off-host copy gets it (sealed.py): the snapshot stands whatever
         # happens here, so no discard; a failure fails the run (and the nightly job)
         try:
@@ -126,13 +113,71 @@ def _run(repo_path, source_root, key_file, include, mysql_dump, wait, now, progr
                                   else e)) from e
     result = dict(state.stats)
     result["id"] = snapshot_id
-    result["warnings"] = state.warnings
+    # a damaged base is the run's warning, not the new snapshot's (which is whole)
+    result["warnings"] = [_damaged_base(repo_path, d, state.prev_id) for d in damaged] \
+        + state.warnings
+    result["damaged_snapshots"] = [d[1] for d in damaged]
     result["started"] = state.started
     result["scan"] = state.scan_mode
     # objects the repository had lost (lost.py): stored anew now / not found in the source
     result["restored_lost"] = len(state.lost & state.objects.added)
     result["lost_for_good"] = len(state.lost - state.objects.added)
     return result
+
+
+def _damaged_base(repo_path, damaged, base):
+    _seq, snapshot_id, problem = damaged
+    return "snapshot {} is damaged ({}): not built upon, {}; remove it with `mailstore " \
+        "backup forget {} {}`".format(
+            snapshot_id, problem, "this run took snapshot {} as its base".format(base)
+            if base else "this run scanned everything afresh (no intact snapshot)",
+            repo_path, snapshot_id)
+
+
+def _attempt(repo, source_root, include, mysql_dump, now, progress, dump_command, workers,
+             mysql_defaults_file, full_scan, lost_ids, missing_packs, skip, suspect):
+    """Scan, store and commit one snapshot on the newest base not in `skip`: (feed, id).
+    Raises auth.SnapshotDamaged, having stored nothing, when that base fails its check."""
+    started = now()
+    scan_ns = scan.scan_started_ns()
+    try:
+        users, anomalies = maildir.list_users(source_root)
+    except maildir.MaildirError as e:
+        raise BackupError(str(e)) from e
+    state = Feed(repo, started, progress, workers, source_root, full_scan, scan_ns,
+                 frozenset(lost_ids), missing_packs, skip, suspect)
+    # Scanning waits for the disk (directory listings, and lstat(2) of the messages a
+    # full scan or a new name needs): several users are scanned at once (the GIL is
+    # released while waiting).
+    scanners = ThreadPoolExecutor(max_workers=_SCAN_THREADS)
+    previous = state.previous
+    trees = scanners.map(lambda u: scan.scan_user(source_root, u, previous), users)
+    try:
+        with scanners:
+            state.index_previous()
+            for a in anomalies:
+                state.warn("{}: {} ({})".format(a.relpath, a.kind, a.detail))
+            for user, (tree, reused, dir_state) in zip(users, trees):
+                state.user(user, tree, reused, dir_state)
+        previous = None     # the scan's view of the previous rows: not needed any more
+        for path in include:
+            extras.include(state, path)
+        if mysql_dump:
+            extras.database_dump(state, mysql_dump, dump_command, mysql_defaults_file)
+        snapshot_id = state.commit(source_root, now())
+        drop_stale_indexes(repo, snapshot_id)
+    except BaseException as e:
+        state.discard()
+        if isinstance(e, OSError):
+            raise BackupError("backup run failed, no snapshot recorded (earlier snapshots "
+                              "are intact): {}".format(_describe(e))) from e
+        if isinstance(e, sqlite3.Error):
+            raise BackupError("backup run failed, no snapshot recorded (earlier snapshots "
+                              "are intact): catalog: {}".format(e)) from e
+        if isinstance(e, maildir.MaildirError):
+            raise BackupError(str(e)) from e
+        raise
+    return state, snapshot_id
 
 
 def _describe(e):

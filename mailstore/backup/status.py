@@ -7,7 +7,7 @@ off-host copy whose catalog is sealed (offhost.py): that one is opened with the 
 import os
 import sqlite3
 
-from mailstore.backup import catalog
+from mailstore.backup import catalog, snapshot_damage
 from mailstore.backup.errors import RepositoryError
 from mailstore.backup.offhost import is_sealed_copy as sealed_copy
 from mailstore.backup.repository import Repository, read_config
@@ -23,6 +23,8 @@ def status(repo_path, key_file=None):
       last_verify       None if never verified, else {"time": unix time, "ok": bool,
                         "damaged": int (damaged objects found), "read_data": bool,
                         "snapshot": id verified or None for all, "checked": int objects}
+      damaged_snapshots the snapshots a verify or run found damaged (snapshot_damage.py)
+                        and still there: [{"id", "problem", "found", "newest": bool}]
       encrypted         bool
       repository        the path given
     Raises RepositoryError if there is no readable repository at `repo_path`.
@@ -40,6 +42,7 @@ def status(repo_path, key_file=None):
             last = conn.execute(
                 "SELECT id, finished FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
             verify = catalog.last_verification(conn)
+            damaged = snapshot_damage.recorded(conn)
         finally:
             conn.close()
     except sqlite3.Error as e:
@@ -51,4 +54,5 @@ def status(repo_path, key_file=None):
         "last_complete": last[1] if last else None,
         "last_snapshot_id": last[0] if last else None,
         "last_verify": verify,
+        "damaged_snapshots": damaged,
     }

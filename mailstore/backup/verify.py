@@ -2,10 +2,12 @@
 
 Always (cheap, no object read): config.json, the list of snapshots and every checked
 snapshot's rows match their authentication (auth.py; an error naming the damage ends the
-check, recorded as failed); with the key of an encrypted repository, every sealed From and
-Subject value decrypts for its object; every object a snapshot needs is in the catalog, its
-pack is in the catalog and on disk with the recorded size, and its record lies inside the pack.
-With `read_data`: every needed object is read back, decrypted, decompressed and re-hashed;
+check, recorded as failed; every damaged snapshot is named in it and recorded for the next
+run and the monitoring, snapshot_damage.py); with the key of an encrypted repository,
+every sealed From and Subject value decrypts for its object; every object a snapshot needs is
+in the catalog, its pack is in the catalog and on disk with the recorded size, and its record
+lies inside the pack. With `read_data`: every needed object is read back (a masked pack's
+record header unmasked, objects.py), decrypted, decompressed and re-hashed;
 each damaged object is reported with the messages/files that use it and the snapshots they
 belong to. The result is recorded in the catalog for `status()`.
 """
@@ -16,8 +18,8 @@ import sqlite3
 import time
 
 from mailstore import maildir
-from mailstore.backup import catalog, index_cache, lost, offhost, sealed
-from mailstore.backup.auth import CatalogDamaged
+from mailstore.backup import catalog, index_cache, lost, offhost, sealed, snapshot_damage
+from mailstore.backup.auth import CatalogDamaged, SnapshotDamaged
 from mailstore.backup.catalog import from_db
 from mailstore.backup.errors import BackupError
 from mailstore.backup.objects import DamagedObject, pack_path
@@ -60,7 +62,7 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None
         else:
             seqs = [r[0] for r in db.execute("SELECT seq FROM snapshots ORDER BY seq")]
         try:
-            repo.check_catalog(seqs)
+            _check_snapshots(repo, seqs)
             if repo.key is not None:
                 _check_values(repo)
         except CatalogDamaged:
@@ -97,7 +99,8 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None
                                  key=lambda i: i[1])
             for oid, (pack, offset, length) in to_read:
                 try:
-                    repo.codec.decode(oid, repo.reader.read(pack, offset, length))
+                    repo.codec.decode(oid, repo.reader.record(repo.codec, pack, offset,
+                                                              length))
                 except DamagedObject as e:
                     damaged[oid] = str(e)
                 except OSError as e:
@@ -125,6 +128,36 @@ def verify(repo_path, key_file=None, snapshot=None, read_data=False, sample=None
             "read": checked if read_data else 0, "damaged": report,
             "missing_packs": sorted(missing_packs), "pack_size_mismatch": sorted(size_mismatch),
             "recorded": recorded, "warnings": warnings, "problems": problems}
+
+
+def _check_snapshots(repo, seqs):
+    """The list of snapshots, then each of `seqs` on its own: every damaged one is recorded
+    (snapshot_damage.py) and named in the one CatalogDamaged raised, each intact one's record
+    is cleared."""
+    if not repo.check_catalog():
+        return      # format 1: nothing to check
+    found, intact = {}, []
+    for seq in seqs:
+        try:
+            repo.check_catalog([seq])
+            intact.append(repo.db.execute("SELECT id FROM snapshots WHERE seq = ?",
+                                          (seq,)).fetchone()[0])
+        except SnapshotDamaged as e:
+            found[e.snapshot] = e.problem
+    try:
+        with catalog.transaction(repo.db):
+            snapshot_damage.record(repo.db, found, intact, time.time())
+    except sqlite3.Error:
+        pass        # a read-only copy, a full disk: the check itself still counts
+    if found:
+        raise SnapshotDamaged(
+            "catalog of {} damaged or tampered with: {} (restore refuses {}; the next run "
+            "builds on the newest intact snapshot; remove {} with `mailstore backup forget "
+            "{} SNAPSHOT`)".format(
+                repo.path, "; ".join("snapshot {}: {}".format(sid, problem)
+                                     for sid, problem in found.items()),
+                "it" if len(found) == 1 else "them", "it" if len(found) == 1 else "them",
+                repo.path), None, None, None)
 
 
 def _record(db, snapshot, read_data, ok, damaged_count, checked, damaged=None):

@@ -9,6 +9,9 @@ Asks :func:`mailstore.backup.status` (catalog only: cheap, no lock, no data read
 - last verify: a verify that found damaged objects is CRITICAL (``damaged`` perfdata);
   ``verify_age`` seconds since it ran (``--verify-warning 691200``, eight days); never
   verified is WARNING.
+- damaged snapshots (found by a verify or a run, ``status()["damaged_snapshots"]``): the
+  newest snapshot damaged is CRITICAL (nothing new restorable since); an older damaged one
+  still in the repository is WARNING (remove it with ``mailstore backup forget``).
 A repository that cannot be read (missing, not a repository, bad key) is UNKNOWN.
 """
 import time
@@ -62,6 +65,15 @@ class Backup(nagiosplugin.Resource):
                                                        _ago(age)))
             yield nagiosplugin.Metric("age", age, "s", min=0, context="age")
         self.notes.append("%d snapshots" % st["snapshots"])
+        damaged = st.get("damaged_snapshots") or []
+        newest = [d["id"] for d in damaged if d["newest"]]
+        older = [d["id"] for d in damaged if not d["newest"]]
+        yield nagiosplugin.Metric("newest_intact", (not newest, "newest snapshot %s is damaged"
+                                                    % ", ".join(newest)),
+                                  context="newest_intact")
+        yield nagiosplugin.Metric("older_intact", (not older, "damaged snapshot(s) %s (remove "
+                                                   "with `mailstore backup forget`)"
+                                                   % ", ".join(older)), context="older_intact")
 
         verify = st.get("last_verify")
         if verify is None:
@@ -96,4 +108,5 @@ def make_check(repo, key_file=None, warning="93600", critical="180000",
                                    fmt_metric="last verify is {value}s old"),
         nagiosplugin.ScalarContext("damaged"),
         Fact("complete"), Fact("verify"), Fact("never", bad_state=nagiosplugin.Warn),
+        Fact("newest_intact"), Fact("older_intact", bad_state=nagiosplugin.Warn),
         Headline(resource.headline))

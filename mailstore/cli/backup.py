@@ -265,11 +265,15 @@ def status_cmd(repo, key_file, as_json):
         _emit_json(st)
         return
     v = st["last_verify"]
-    click.echo("{} {} snapshots, last {} at {}; last verify: {}".format(
+    damaged = st["damaged_snapshots"]
+    click.echo("{} {} snapshots, last {} at {}; last verify: {}{}".format(
         PREFIX, st["snapshots"], st["last_snapshot_id"] or "-", _when(st["last_complete"]),
         "never" if v is None else "{} at {} ({} damaged{})".format(
             "ok" if v["ok"] else "FAILED", _when(v["time"]), v["damaged"],
-            ", data read" if v["read_data"] else "")))
+            ", data read" if v["read_data"] else ""),
+        "; DAMAGED snapshots: {}".format(", ".join(
+            d["id"] + (" (the newest)" if d["newest"] else "") for d in damaged))
+        if damaged else ""))
 
 
 @backup_group.command("verify")
@@ -320,11 +324,12 @@ def verify_cmd(repo, snapshot, read_data, sample, previous, key_file, wait, quie
             click.echo("{} DAMAGED {}".format(PREFIX, text), err=True)
         if not quiet and "sealed" in result:
             info = result["sealed"]
-            click.echo("{} verify {}: sealed catalog {}, {} packs ({} records) whole; catalog: "
+            # (a masked pack's records are not counted: without the key they do not show)
+            click.echo("{} verify {}: sealed catalog {}, {} packs whole; catalog: "
                        "{}".format(PREFIX, "ok" if result["ok"] else "FAILED",
                                    "generation {} ({})".format(info["generation"],
                                                                _size(info["bytes"]))
-                                   if info else "DAMAGED", result["packs"], result["objects"],
+                                   if info else "DAMAGED", result["packs"],
                                    result["catalog"]))
         elif not quiet:
             click.echo("{} verify {}: {} snapshots, {} objects{}, {} damaged; catalog: "
@@ -495,6 +500,31 @@ def prune_cmd(repo, keep_daily, keep_weekly, keep_monthly, keep_last, dry_run, k
                    len(result["remove"]), result["objects_removed"],
                    _size(result["bytes_freed"]), result["packs_deleted"],
                    result["packs_rewritten"]))
+
+
+@backup_group.command("forget")
+@repo_arguments("snapshot")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@key_file_option
+@wait_option
+@quiet_option("nothing but errors")
+@json_option
+def forget_cmd(repo, snapshot, dry_run, key_file, wait, quiet, as_json):
+    """Remove SNAPSHOT (its id; `latest` is refused), e.g. one that verify or the run found
+    damaged.
+
+    Its objects stay until the next `prune` frees what no snapshot needs. Refused when the
+    list of snapshots itself fails its check (nothing is changed then).
+    """
+    with _Errors():
+        result = lib.forget(repo, snapshot, key_file=key_file, dry_run=dry_run, wait=wait)
+    if as_json:
+        _emit_json(result)
+    elif not quiet:
+        click.echo("{} {} snapshot {} ({}); {} snapshots left; `prune` frees its space".format(
+            PREFIX, "dry run: would remove" if dry_run else "removed", result["id"],
+            "damaged: " + result["damaged"] if result["damaged"] else "it passed its check",
+            result["remaining"]))
 
 
 _RELATIVE = re.compile(r"^(\d+)([dwh])$")

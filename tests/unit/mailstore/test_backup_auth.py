@@ -4,29 +4,13 @@ writes a message whose content does not fit its catalog row."""
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 
+from backup_fixtures import cli, one_error_line
 from mailstore import backup
 
 from tests.harness import make_tree, snapshot_tree
-
-
-def cli(*args):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MAILSTORE_REPOSITORY", "MAILSTORE_KEY_FILE")}
-    return subprocess.run([sys.executable, "-m", "mailstore", "backup"] + [str(a) for a in args],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120,
-                          env=env)
-
-
-def one_error_line(r):
-    assert r.returncode == 1, (r.stdout, r.stderr)
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mailstore backup: error: "), r.stderr
-    return lines[0]
 
 
 @pytest.fixture(params=["encrypted", "plain"])

@@ -258,12 +258,13 @@ def test_a_cache_recorded_without_its_rows_digest_is_still_used(two_runs, tmp_pa
 
 def test_a_forged_snapshot_digest_with_a_matching_rows_field_is_caught(tmp_path):
     """Without the key one can change a snapshot's recorded messages digest and the cache's
-    `rows` alike, but not the snapshot's MAC: the run refuses to build on it."""
+    `rows` alike, but not the snapshot's MAC: the run refuses to build on it (it builds on
+    the one before and says so)."""
     key, repo, src = str(tmp_path / "key"), str(tmp_path / "repo"), tmp_path / "src"
     backup.init(repo, key_file=key)
     make_tree(src)
-    backup.run(repo, src, key_file=key)
-    backup.run(repo, src, key_file=key)
+    first = backup.run(repo, src, key_file=key)["id"]
+    second = backup.run(repo, src, key_file=key)["id"]
     forged = hashlib.sha256(b"other rows").hexdigest()
     meta = _meta(repo)
     meta["rows"] = forged
@@ -273,6 +274,9 @@ def test_a_forged_snapshot_digest_with_a_matching_rows_field_is_caught(tmp_path)
         db.execute("UPDATE snapshot_auth SET messages_digest = ?"
                    " WHERE seq = (SELECT max(seq) FROM snapshots)", (forged,))
     db.close()
-    with pytest.raises(backup.CatalogDamaged, match="damaged or tampered with"):
-        backup.run(repo, src, key_file=key)
-    assert len(backup.list_snapshots(repo)) == 2
+    result = backup.run(repo, src, key_file=key)
+    assert result["damaged_snapshots"] == [second]
+    assert result["warnings"][0].startswith("snapshot {} is damaged (its record".format(second))
+    assert "took snapshot {} as its base".format(first) in result["warnings"][0]
+    assert len(backup.list_snapshots(repo)) == 3
+    assert backup.verify(repo, key_file=key, snapshot=result["id"], read_data=True)["ok"]

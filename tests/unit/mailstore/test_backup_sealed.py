@@ -6,7 +6,9 @@ before catalogs were sealed still restores."""
 import hashlib
 import os
 import shutil
+import sqlite3
 import stat
+import struct
 import tempfile
 
 import pytest
@@ -85,6 +87,18 @@ def test_the_served_copy_of_an_encrypted_repository_reveals_no_name_header_or_ha
     for rel, data in files.items():
         for needle in needles:
             assert needle not in rel.encode() and needle not in data, (rel, needle)
+    # nor where one object ends and the next begins: no record header in clear (magic, id,
+    # codec, length), at its place or anywhere else
+    db = sqlite3.connect(str(repo / "catalog.sqlite"))
+    records = db.execute("SELECT id, pack, offset, length FROM objects").fetchall()
+    db.close()
+    assert len(records) > 20
+    for oid, pack, offset, length in records:
+        data = files[os.path.join("packs", pack[:2], pack + ".pack")]
+        clear = struct.pack(">4s32sBI", b"MSB1", bytes.fromhex(oid), 0, length - 41)
+        assert data[offset:offset + 41] not in (clear, clear[:-5] + b"\x01" + clear[-4:])
+        for part in (b"MSB1", bytes.fromhex(oid), struct.pack(">I", length - 41)):
+            assert part not in data, (pack, offset, part)
 
 
 def test_an_unencrypted_repository_is_served_whole_as_before(tmp_path):

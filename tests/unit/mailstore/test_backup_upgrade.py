@@ -4,36 +4,19 @@ after checking them."""
 import json
 import os
 import sqlite3
-import subprocess
-import sys
-import tarfile
 
 import pytest
 
+from backup_fixtures import cli, extract_format1
 from mailstore import backup
 
 from tests.harness import snapshot_tree
-
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "backup-format1.tar.gz")
-
-
-def cli(*args):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MAILSTORE_REPOSITORY", "MAILSTORE_KEY_FILE")}
-    return subprocess.run([sys.executable, "-m", "mailstore", "backup"] + [str(a) for a in args],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120,
-                          env=env)
 
 
 @pytest.fixture(params=["enc", "plain"])
 def old(request, tmp_path):
     """(repo, key or None, src) of a format 1 repository with two snapshots of src."""
-    with tarfile.open(DATA) as tar:
-        # our own test data, owners and modes kept (the filter exists from 3.12 on, and in
-        # the security releases of older Pythons)
-        trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") \
-            else {}
-        tar.extractall(str(tmp_path), **trusted)
+    extract_format1(tmp_path)
     key = str(tmp_path / "key") if request.param == "enc" else None
     return str(tmp_path / request.param), key, str(tmp_path / "src")
 
