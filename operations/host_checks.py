@@ -40,14 +40,25 @@ def expected_jails(template=JAIL_TEMPLATE):
     return sorted(set(re.findall(r"^\[([^\]\s]+)\]", template.read_text(), re.M)) - {"DEFAULT"})
 
 
+# pyinfra's connector arguments an inventory may set as host data (e.g. production's Infra02
+# reached as an operator who becomes root with sudo): pyinfra applies them to operations, but
+# a command run directly on the host gets only what is passed here.
+SUDO_ARGUMENTS = ("_sudo", "_sudo_user", "_use_sudo_login", "_sudo_password")
+
+
 def pyinfra_runner(host, timeout):
-    """`run(command)` over a connected pyinfra host: (exit status, stdout and stderr)."""
+    """`run(command)` over a connected pyinfra host: (exit status, stdout and stderr). Run
+    with the host's sudo settings (SUDO_ARGUMENTS) when its data has them."""
     from pyinfra.api.command import StringCommand
+
+    sudo = {name: host.data.get(name) for name in SUDO_ARGUMENTS
+            if host.data.get(name) not in (None, False, "")}
 
     def run(command):
         wrapped = f"{{ {command} ; }} 2>&1; echo \"{_EXIT_MARK}$?\""
         try:
-            _, output = host.run_shell_command(StringCommand(wrapped), _timeout=timeout)
+            _, output = host.run_shell_command(StringCommand(wrapped), _timeout=timeout,
+                                               **sudo)
         except Exception as exc:   # noqa: BLE001 (gevent's Timeout is no Exception subclass)
             return None, f"{type(exc).__name__}: {exc}"
         return _split_exit("\n".join(output.stdout_lines + output.stderr_lines))

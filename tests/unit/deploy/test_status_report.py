@@ -164,6 +164,29 @@ def test_the_exit_status_is_read_from_the_wrapped_output():
     assert host_checks._split_exit("cut short") == (None, "cut short")
 
 
+class _Host:
+    """Records what pyinfra's host.run_shell_command was asked (no host is connected)."""
+
+    def __init__(self, data):
+        self.data, self.calls = data, []
+
+    def run_shell_command(self, command, **arguments):
+        self.calls.append(arguments)
+
+        class Output:
+            stdout_lines, stderr_lines = [f"done\n{host_checks._EXIT_MARK}0"], []
+        return True, Output()
+
+
+def test_commands_on_a_host_use_its_sudo_settings():
+    # e.g. production's Infra02, reached as an operator with `_sudo` in the inventory.
+    plain, with_sudo = _Host({}), _Host({"_sudo": True, "_sudo_user": "root"})
+    assert host_checks.pyinfra_runner(plain, 30)("true") == (0, "done")
+    assert host_checks.pyinfra_runner(with_sudo, 30)("true") == (0, "done")
+    assert plain.calls == [{"_timeout": 30}]
+    assert with_sudo.calls == [{"_timeout": 30, "_sudo": True, "_sudo_user": "root"}]
+
+
 def test_mail_queue_verdict_is_the_plugins():
     result = host_checks.mailq_check(standin({"/usr/local/bin/mailstore check mailq": (
         1, "MAILQ WARNING - 120 queued | queue=120;100;500;0")}))
