@@ -25,7 +25,8 @@ from operations import (backup, backup_host, certificates, crl, dkim, firewall, 
 
 # pyinfra's own connection data may appear in a host's data beside ours.
 _CONNECTION_KEYS = {"ssh_user", "ssh_key", "ssh_port", "ssh_known_hosts_file",
-                    "ssh_strict_host_key_checking", "ssh_hostname", "_sudo"}
+                    "ssh_strict_host_key_checking", "ssh_hostname", "_sudo", "_sudo_user",
+                    "_use_sudo_login"}
 # What the operations' own data checks raise besides InventoryError: each names the key.
 _DATA_ERRORS = (InventoryError, ValueError, certificates.CertificateError,
                 firewall.FirewallError)

@@ -43,7 +43,7 @@ def expected_jails(template=JAIL_TEMPLATE):
 # pyinfra's connector arguments an inventory may set as host data (e.g. production's Infra02
 # reached as an operator who becomes root with sudo): pyinfra applies them to operations, but
 # a command run directly on the host gets only what is passed here.
-SUDO_ARGUMENTS = ("_sudo", "_sudo_user", "_use_sudo_login", "_sudo_password")
+SUDO_ARGUMENTS = ("_sudo", "_sudo_user", "_use_sudo_login")
 
 
 def pyinfra_runner(host, timeout):

@@ -260,6 +260,15 @@ def test_unknown_inventory_key(secrets, email_data):
         checked("email", email_data)
 
 
+def test_sudo_settings_are_connection_keys(secrets, email_data):
+    # An operator who becomes root on a host with sudo (README "Upgrading by rebuild").
+    email_data.update({"_sudo": True, "_sudo_user": "root", "_use_sudo_login": True})
+    checked("email", email_data)
+    email_data["_sudo_password"] = "x"
+    with pytest.raises(InventoryError, match=r"unknown inventory keys: _sudo_password"):
+        checked("email", email_data)
+
+
 @pytest.mark.parametrize("user", ["../x", "a/b", ".hidden", "", "Alice", "-x"])
 def test_bad_mailbox_user(secrets, email_data, user):
     email_data["mail_accounts"][1]["user"] = user
