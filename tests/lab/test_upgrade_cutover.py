@@ -31,7 +31,8 @@ import pytest
 from conftest import REPO
 from lab import lock
 from lab import topology as t
-from mailclients import deploy_failure, delivered, folder_state, imaps, wait_for
+from mailclients import (ManageSieve, deploy_failure, delivered, folder_state, imaps, message,
+                         pop3s, smtp_25, submission, wait_for)
 from test_upgrade import MARKER, SUCCESSOR
 from test_zz_migration import NEW_ROOT, deliver_to_each, dovecot_reads, restore, send
 
@@ -96,6 +97,76 @@ def _fingerprints():
 def _dkim_public_keys(ssh):
     return ssh("for k in /etc/opendkim/keys/*/*.private; do openssl pkey -in \"$k\" "
                "-pubout; done").stdout
+
+
+# Files mail whose subject holds the token into its own folder: it must keep doing so on the
+# successor and after the rollback.
+SIEVE_TOKEN = f"sieve{uuid.uuid4().hex[:8]}"
+SIEVE_SCRIPT = """require ["fileinto", "mailbox"];
+if header :contains "subject" "{token}" {{
+  fileinto :create "Sieved-{token}";
+}}
+"""
+
+
+def _sieve(lab, account, script):
+    """Upload and activate `script` for `account` over ManageSieve; None: remove it."""
+    sieve = ManageSieve(lab)
+    try:
+        sieve.starttls()
+        sieve.authenticate(account["email"], account["password"])
+        if script is None:
+            sieve.command('SETACTIVE ""')
+            sieve.command('DELETESCRIPT "cutover"')
+        else:
+            sieve.putscript("cutover", script)
+            sieve.command('SETACTIVE "cutover"')
+    finally:
+        sieve.close()
+
+
+def _seen_over_imap(lab, account, folder, marker):
+    def found():
+        imap = imaps(lab, account)
+        try:
+            typ, _ = imap.select(f'"{folder}"', readonly=True)
+            if typ != "OK":
+                return False
+            typ, data = imap.search(None, "SUBJECT", marker)
+            return typ == "OK" and bool(data[0].split())
+        finally:
+            imap.logout()
+    wait_for(found, timeout=60, what=f"{marker} in {account['user']}'s {folder}")
+
+
+def _mail_path_works(lab, alice, bob):
+    """What users do, on whichever container serves: mail over 25 read over IMAPS and POP3S,
+    submission, send-as refused for another user's address, the sieve script filing mail.
+    Subjects hold no run id of this module, so the mailbox comparisons above ignore them."""
+    marker, msg = message("someone@example.net", alice["email"])
+    with smtp_25(lab) as smtp:
+        smtp.send_message(msg)
+    _seen_over_imap(lab, alice, "INBOX", marker)
+    pop = pop3s(lab, alice)
+    try:
+        count, _ = pop.stat()
+        bodies = [b"\n".join(pop.retr(i)[1]) for i in range(max(1, count - 20), count + 1)]
+        assert any(marker.encode() in body for body in bodies), f"{marker} not over POP3S"
+    finally:
+        pop.quit()
+    marker, msg = message(alice["email"], bob["email"])
+    with submission(lab, alice) as smtp:
+        smtp.send_message(msg)
+    _seen_over_imap(lab, bob, "INBOX", marker)
+    _, msg = message(alice["email"], bob["email"])
+    with submission(lab, bob) as smtp:
+        with pytest.raises((smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused)):
+            smtp.send_message(msg)
+    marker, msg = message("someone@example.net", alice["email"],
+                          subject=f"{SIEVE_TOKEN} filed")
+    with smtp_25(lab) as smtp:
+        smtp.send_message(msg)
+    _seen_over_imap(lab, alice, f"Sieved-{SIEVE_TOKEN}", SIEVE_TOKEN)
 
 
 class Sender(threading.Thread):
@@ -246,6 +317,7 @@ def upgrade_lab(lab, ssh):
             imap.uid("COPY", uids[0] + b"," + uids[1], f'"{folder}"')
             before = {"INBOX": folder_state(imap, "INBOX", run), folder: folder_state(imap, folder, run)}
             imap.logout()
+            _sieve(lab, alice, SIEVE_SCRIPT.format(token=SIEVE_TOKEN))
             # A fresh backup: the gate's status check reads its age.
             ssh("/usr/local/sbin/mailstore-backup-job")
 
@@ -261,6 +333,10 @@ def upgrade_lab(lab, ssh):
                     problems.append(f"rollback at the end failed:\n{output}")
             if _lxc_state(PREVIOUS) is None:
                 _destroy_successor()
+            try:
+                _sieve(lab, alice, None)
+            except Exception as exc:    # noqa: BLE001 (the clean-up goes on)
+                problems.append(f"removing the sieve script: {exc!r}")
             try:
                 restore(ssh, lab)
             except AssertionError as exc:
@@ -333,6 +409,11 @@ def test_host_keys_and_dkim_key_are_unchanged_after_the_cutover(cut_over, ssh, u
     assert _dkim_public_keys(ssh) == upgrade_lab["dkim"]
 
 
+def test_the_mail_path_and_the_sieve_script_work_on_the_successor(cut_over, lab, alice, bob):
+    assert cut_over["code"] == 0, cut_over["output"]
+    _mail_path_works(lab, alice, bob)
+
+
 def test_a_second_cutover_is_refused(cut_over):
     assert cut_over["code"] == 0, cut_over["output"]
     code, _, output = _upgrade("cutover")
@@ -383,3 +464,9 @@ def test_host_keys_and_dkim_key_are_unchanged_after_the_rollback(rolled_back, ss
     assert rolled_back["code"] == 0, rolled_back["output"]
     assert _fingerprints() == upgrade_lab["fingerprints"]
     assert _dkim_public_keys(ssh) == upgrade_lab["dkim"]
+
+
+def test_the_mail_path_and_the_sieve_script_work_after_the_rollback(rolled_back, lab, alice,
+                                                                     bob):
+    assert rolled_back["code"] == 0, rolled_back["output"]
+    _mail_path_works(lab, alice, bob)
