@@ -332,3 +332,31 @@ state["copied"] -= seconds
 with open(path, "w") as f:
     json.dump(state, f)
 """
+
+
+def test_a_rehearsal_from_the_copy_restores_every_message_with_the_key_alone(lab, ssh,
+                                                                            backup_host):
+    # README "Rebuilding from backups": the backup host's copy made available on Infra02 (in
+    # the lab: the backup container's rootfs, read on the lab host), restored into a scratch
+    # container beside the serving one. The copy holds the sealed catalog only: the rebuild
+    # unseals it with the repository key, the one secret it needs.
+    snapshot = nightly_backup(ssh)
+    expected = json.loads(ssh(f"mailstore backup list {REPOSITORY} --json").stdout)[-1]
+    assert expected["id"] == snapshot
+    state = copy_job(backup_host["ssh"])
+    copy = f"/var/lib/lxc/backup/rootfs{COPIES}/{state['copy']}"
+    env = dict(os.environ)
+    env.setdefault("CACERT_EMAIL_SECRETS", str(REPO / ".lab" / "secrets"))
+    with lock.held():
+        result = subprocess.run(
+            [sys.executable, "-m", "operations.rebuild", "--json", "inventories/lab.py",
+             "--from", copy, "--snapshot", snapshot, "--rehearse", "--cleanup"], cwd=REPO,
+            env=env, capture_output=True, text=True, timeout=3600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert report["restored"]["messages"] == expected["messages"], report["restored"]
+    assert report["restored"]["users"] >= 2 and report["restored"]["database_users"] >= 2
+    # --cleanup: the scratch container is gone; the serving one was never touched.
+    assert not Path(f"/var/lib/lxc/{topology.CONTAINER}-rehearsal").exists()
+    assert ssh("systemctl is-active dovecot postfix").stdout.split() == ["active", "active"]

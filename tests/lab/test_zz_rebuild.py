@@ -10,8 +10,8 @@ again, the next one only after a 250. Afterwards: no reply was a 5xx, the hold w
 (4xx), every accepted mail is in alice's Maildir exactly once, and everything recorded is
 as it was.
 
-Before that, a rehearsal from the same copy (`--rehearse --cleanup`) restores into a scratch
-container beside the serving one, which still answers IMAP and SMTP afterwards.
+(The rehearsal, `--rehearse`, is tested from the backup host's copy in
+tests/lab/test_offhost_copy.py.)
 
 The file sorts last: it destroys the lab's container. At the end the lab is as the deploy
 leaves it: after a rebuild that failed, the container is made again by the deploy, with the
@@ -196,13 +196,6 @@ def put_back_lab(saved_keys):
     return problems
 
 
-def _serves(lab, alice):
-    """Whether the serving container still answers IMAP as alice and SMTP on port 25."""
-    imaps(lab, alice).logout()
-    with smtp_25(lab) as smtp:
-        return smtp.noop()[0] == 250
-
-
 @pytest.fixture(scope="module")
 def rebuilt(lab, ssh, alice, bob):
     """The recorded state before, the rebuild's result, the sender; the lab put back."""
@@ -219,14 +212,6 @@ def rebuilt(lab, ssh, alice, bob):
                            f"rm -rf {REPOSITORY_COPY} && mkdir -p {REPOSITORY_COPY} && "
                            f"cp -a {ROOTFS}{REPOSITORY}/. {REPOSITORY_COPY}/",
                            shell=True, check=True)
-            # First the rehearsal, from the same copy, beside the serving container.
-            started = time.monotonic()
-            rehearsal = subprocess.run(
-                [sys.executable, "-m", "operations.rebuild", "--json", "inventories/lab.py",
-                 "--from", REPOSITORY_COPY, "--rehearse", "--cleanup"], cwd=REPO, env=_env(),
-                capture_output=True, text=True, timeout=3600)
-            print(f"\nrehearsal took {time.monotonic() - started:.0f} s")
-            served = _serves(lab, alice)
             subprocess.run(["lxc-stop", "-n", t.CONTAINER, "-t", "60"], check=False)
             subprocess.run(["lxc-destroy", "-n", t.CONTAINER], check=True)
             subprocess.run(f"find {t.DATA_VOLUME_HOST_PATH} -mindepth 1 -maxdepth 1 "
@@ -247,8 +232,7 @@ def rebuilt(lab, ssh, alice, bob):
             sender.join(timeout=60)
             print(f"\nrebuild took {seconds:.0f} s; {len(sender.accepted)} mails accepted, "
                   f"{sender.unanswered} connections unanswered")
-            yield {"run": run, "before": before, "result": result, "sender": sender,
-                   "rehearsal": rehearsal, "served_after_rehearsal": served}
+            yield {"run": run, "before": before, "result": result, "sender": sender}
         finally:
             sender.stop.set()
             problems = []
@@ -269,17 +253,6 @@ def test_the_rebuild_succeeds_and_says_what_it_restored(rebuilt):
     assert report["restored"]["database_users"] >= 2
     assert report["restored"]["ssh_host_keys"] >= 1
     assert all("seconds" in step for step in report["steps"])
-
-
-def test_a_rehearsal_restores_beside_the_serving_container_and_goes(rebuilt):
-    result = rebuilt["rehearsal"]
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    report = json.loads(result.stdout)
-    assert report["ok"] is True
-    assert report["restored"]["users"] >= 2 and report["restored"]["messages"] >= 8
-    assert rebuilt["served_after_rehearsal"]
-    # --cleanup: the scratch container is destroyed.
-    assert not Path(f"/var/lib/lxc/{t.CONTAINER}-rehearsal").exists()
 
 
 def test_no_sender_was_told_no_and_the_hold_was_seen(rebuilt):
