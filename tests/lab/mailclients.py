@@ -296,3 +296,32 @@ def delivered(ssh, root, user, run):
         found.setdefault(subject.strip(), []).append(
             int(seconds) + (int(micro.group(0)) / 1e6 if micro else 0))
     return found
+
+
+def mark_up(lab, alice, bob, run, folder):
+    """IMAP state worth keeping across a move, an upgrade or a rebuild, on the four messages
+    "before RUN i" each of alice and bob received: alice's first three get \\Seen,
+    \\Flagged \\Answered and the keyword $Label1, the first two are copied into `folder`
+    (made here), the fourth is expunged (a gap in the UIDs); bob's last gets \\Seen.
+    Returns {(user, folder): folder_state} of those folders."""
+    imap = imaps(lab, alice)
+    imap.create(f'"{folder}"')
+    imap.select("INBOX")
+    _, data = imap.uid("SEARCH", None, f'SUBJECT "before {run}"')
+    uids = data[0].split()
+    imap.uid("STORE", uids[0], "+FLAGS", r"(\Seen)")
+    imap.uid("STORE", uids[1], "+FLAGS", r"(\Flagged \Answered)")
+    imap.uid("STORE", uids[2], "+FLAGS", "($Label1)")
+    imap.uid("COPY", uids[0] + b"," + uids[1], f'"{folder}"')
+    imap.uid("STORE", uids[3], "+FLAGS", r"(\Deleted)")
+    imap.expunge()
+    state = {("alice", "INBOX"): folder_state(imap, "INBOX", run),
+             ("alice", folder): folder_state(imap, folder, run)}
+    imap.logout()
+    imap = imaps(lab, bob)
+    imap.select("INBOX")
+    _, data = imap.uid("SEARCH", None, f'SUBJECT "before {run}"')
+    imap.uid("STORE", data[0].split()[-1], "+FLAGS", r"(\Seen)")
+    state[("bob", "INBOX")] = folder_state(imap, "INBOX", run)
+    imap.logout()
+    return state

@@ -31,7 +31,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from mailclients import deploy_failure, delivered, folder_state, imaps, smtp_25, wait_for
+from mailclients import (deploy_failure, delivered, folder_state, imaps, mark_up, smtp_25,
+                         wait_for)
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -287,26 +288,7 @@ def test_deploy_moves_mail_to_the_data_volume_while_mail_flows(lab, ssh, lab_loc
         for account in (alice, bob):
             wait_for(lambda a=account: len(delivered(ssh, OLD_ROOT, a["user"], run)) == 4,
                      timeout=60, what=f"4 messages for {account['user']}")
-        imap = imaps(lab, alice)
-        imap.create(f'"{folder}"')
-        imap.select("INBOX")
-        _, data = imap.uid("SEARCH", None, f'SUBJECT "before {run}"')
-        uids = data[0].split()
-        imap.uid("STORE", uids[0], "+FLAGS", r"(\Seen)")
-        imap.uid("STORE", uids[1], "+FLAGS", r"(\Flagged \Answered)")
-        imap.uid("STORE", uids[2], "+FLAGS", "($Label1)")
-        imap.uid("COPY", uids[0] + b"," + uids[1], f'"{folder}"')
-        imap.uid("STORE", uids[3], "+FLAGS", r"(\Deleted)")
-        imap.expunge()
-        before = {("alice", "INBOX"): folder_state(imap, "INBOX", run),
-                  ("alice", folder): folder_state(imap, folder, run)}
-        imap.logout()
-        imap = imaps(lab, bob)
-        imap.select("INBOX")
-        _, data = imap.uid("SEARCH", None, f'SUBJECT "before {run}"')
-        imap.uid("STORE", data[0].split()[-1], "+FLAGS", r"(\Seen)")
-        before[("bob", "INBOX")] = folder_state(imap, "INBOX", run)
-        imap.logout()
+        before = mark_up(lab, alice, bob, run, folder)
         assert len(before[("alice", "INBOX")][1]) == 3 and len(before[("alice", folder)][1]) == 2
 
         # --- the move, with mail arriving all the time -----------------------------------

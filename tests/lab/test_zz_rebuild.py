@@ -33,8 +33,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from mailclients import (ManageSieve, deploy_failure, delivered, folder_state, imaps, smtp_25,
-                         wait_for)
+from mailclients import (ManageSieve, deploy_failure, delivered, folder_state, imaps, mark_up,
+                         smtp_25, wait_for)
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -136,26 +136,7 @@ def seed(lab, ssh, alice, bob, run):
         wait_for(lambda a=account: len(delivered(ssh, lab["mail_root"], a["user"], run)) == 4,
                  timeout=60, what=f"4 messages for {account['user']}")
     folder = f"Kept-{run}"
-    imap = imaps(lab, alice)
-    imap.create(f'"{folder}"')
-    imap.select("INBOX")
-    _, data = imap.uid("SEARCH", None, f'SUBJECT "before {run}"')
-    uids = data[0].split()
-    imap.uid("STORE", uids[0], "+FLAGS", r"(\Seen)")
-    imap.uid("STORE", uids[1], "+FLAGS", r"(\Flagged \Answered)")
-    imap.uid("STORE", uids[2], "+FLAGS", "($Label1)")
-    imap.uid("COPY", uids[0] + b"," + uids[1], f'"{folder}"')
-    imap.uid("STORE", uids[3], "+FLAGS", r"(\Deleted)")
-    imap.expunge()
-    state = {("alice", "INBOX"): folder_state(imap, "INBOX", run),
-             ("alice", folder): folder_state(imap, folder, run)}
-    imap.logout()
-    imap = imaps(lab, bob)
-    imap.select("INBOX")
-    _, data = imap.uid("SEARCH", None, f'SUBJECT "before {run}"')
-    imap.uid("STORE", data[0].split()[-1], "+FLAGS", r"(\Seen)")
-    state[("bob", "INBOX")] = folder_state(imap, "INBOX", run)
-    imap.logout()
+    state = mark_up(lab, alice, bob, run, folder)
     sieve = ManageSieve(lab)
     try:
         sieve.starttls()
