@@ -120,3 +120,14 @@ def render(steps, as_json, next_step=None, held_text="delivery held", extra=None
     if next_step:
         lines.append(f"next: {next_step}")
     return "\n".join(lines)
+
+
+def print_refusal(command, exc, as_json):
+    """A refused command's report (nothing was changed): its reasons on stderr, one per line,
+    and with --json `{ok: false, refused: [...]}` on stdout. Returns the exit status, 2."""
+    print(f"{command} refused, nothing was changed:", file=sys.stderr)
+    for line in str(exc).splitlines():
+        print(f"  {line}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"ok": False, "refused": str(exc).splitlines()}, indent=2))
+    return 2

@@ -287,13 +287,8 @@ def main(argv=None):
             os.chmod(work_dir, 0o700)
             steps, restored, next_step = rebuild(args, work_dir)
     except (Refused, InventoryError) as exc:
-        print(f"{PROG}: {'rehearsal' if args.rehearse else 'rebuild'} refused, nothing was "
-              "changed:", file=sys.stderr)
-        for line in str(exc).splitlines():
-            print(f"  {line}", file=sys.stderr)
-        if args.json:
-            print(json.dumps({"ok": False, "refused": str(exc).splitlines()}, indent=2))
-        return 2
+        return infra02_steps.print_refusal(
+            f"{PROG}: {'rehearsal' if args.rehearse else 'rebuild'}", exc, args.json)
     print(render(steps, restored, args.json, next_step))
     return 0 if steps and all(s["ok"] for s in steps) else 1
 

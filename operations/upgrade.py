@@ -266,13 +266,8 @@ def main(argv=None):
         try:
             steps, next_step = handover_steps(args)
         except (handover.Refused, InventoryError) as exc:
-            print(f"python -m operations.upgrade: {args.command} refused, nothing was "
-                  "changed:", file=sys.stderr)
-            for line in str(exc).splitlines():
-                print(f"  {line}", file=sys.stderr)
-            if args.json:
-                print(json.dumps({"ok": False, "refused": str(exc).splitlines()}, indent=2))
-            return 2
+            return infra02_steps.print_refusal(
+                f"python -m operations.upgrade: {args.command}", exc, args.json)
     print(render(steps, args.json, next_step))
     return 0 if all(s["ok"] for s in steps) else 1
 
