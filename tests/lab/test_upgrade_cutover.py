@@ -336,6 +336,15 @@ def upgrade_lab(lab, ssh):
             assert not problems, "\n".join(problems)
 
 
+def _print_window(name, handover, longest):
+    """The handover's window as figures (bench/cutover.py reads this line): a test asserts
+    what users see, the goals are not assertions."""
+    sender, probe = handover["sender"], handover["probe"]
+    print(f"\nwindow {name}: held {handover['report']['held_seconds']} s, IMAP away at most "
+          f"{probe.longest_gap:.1f} s, longest wait {longest:.1f} s, {len(sender.accepted)} "
+          f"mails, {sender.retried} retried sends")
+
+
 def _same_mailbox_state(lab, upgrade_lab):
     accounts = {a["user"]: a for a in lab["accounts"]}
     for (user, box), (uidvalidity, messages) in upgrade_lab["before"].items():
@@ -393,8 +402,7 @@ def test_no_mail_is_lost_or_doubled_during_the_cutover(cut_over, lab, ssh, upgra
     sender, probe = cut_over["sender"], cut_over["probe"]
     assert not sender.rejected, f"5xx during the cut-over: {sender.rejected[:5]}"
     longest = _check_delivery(lab, ssh, sender, cut_over["run"])
-    print(f"\n{len(sender.accepted)} mails, {sender.retried} retried sends, longest wait "
-          f"{longest:.1f} s, IMAP away at most {probe.longest_gap:.1f} s")
+    _print_window("cut-over", cut_over, longest)
     _same_mailbox_state(lab, upgrade_lab)
 
 
@@ -447,8 +455,7 @@ def test_no_mail_is_lost_or_doubled_during_the_rollback(rolled_back, cut_over, l
     sender, probe = rolled_back["sender"], rolled_back["probe"]
     assert not sender.rejected, f"5xx during the rollback: {sender.rejected[:5]}"
     longest = _check_delivery(lab, ssh, sender, rolled_back["run"])
-    print(f"\n{len(sender.accepted)} mails, {sender.retried} retried sends, longest wait "
-          f"{longest:.1f} s, IMAP away at most {probe.longest_gap:.1f} s")
+    _print_window("rollback", rolled_back, longest)
     _same_mailbox_state(lab, upgrade_lab)
     # The mail delivered by the successor too: it lives on the volume, which both read.
     _check_delivery(lab, ssh, cut_over["sender"], cut_over["run"])
