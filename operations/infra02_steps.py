@@ -30,12 +30,20 @@ def record(steps, name, action, held=False):
 
 def pyinfra(inventory_file, env, limit, dry=False):
     """One run of pyinfra's CLI on `inventory_file` (relative to the repository) with the
-    extra `env`, `--limit limit`; its output to stderr; its exit status."""
+    extra `env`, `--limit limit`; its exit status. Its output goes to stderr as it comes on
+    a terminal; otherwise (cron, a monthly rehearsal) only the end of a failed run's, so
+    that a good run prints nothing there."""
     # --dry without -y: pyinfra then lists the changes it detected.
     command = [str(Path(sys.executable).with_name("pyinfra")), inventory_file, "deploy.py",
                "--limit", limit] + (["--dry"] if dry else ["-y"])
-    return subprocess.run(command, cwd=REPO, env=dict(os.environ, **env),
-                          stdout=sys.stderr).returncode
+    env = dict(os.environ, **env)
+    if sys.stderr.isatty():
+        return subprocess.run(command, cwd=REPO, env=env, stdout=sys.stderr).returncode
+    result = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace")
+    if result.returncode != 0:
+        sys.stderr.write("\n".join(result.stdout.splitlines()[-60:]) + "\n")
+    return result.returncode
 
 
 class Unreachable(Exception):

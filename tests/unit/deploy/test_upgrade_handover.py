@@ -525,3 +525,15 @@ def test_dry_lists_the_steps_and_runs_none(monkeypatch, capsys):
     assert not any(line.startswith("delivery held") for line in out)
     assert len(ran) == 1
     assert upgrade.main(["--json", "inventories/prod.py", "rollback", "--dry"]) == 2
+
+
+def test_pyinfra_off_a_terminal_prints_only_the_end_of_a_failed_run(capfd, tmp_path):
+    # cron, a monthly rehearsal: stderr is not a terminal here (pytest captures it). The real
+    # pyinfra, on an inventory that fails as it loads: no host is touched.
+    from operations import infra02_steps
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise ValueError('this inventory is broken on purpose')\n")
+    code = infra02_steps.pyinfra(str(broken), {}, "email")
+    out, err = capfd.readouterr()
+    assert code != 0 and out == ""
+    assert "broken on purpose" in err
