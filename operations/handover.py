@@ -38,7 +38,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from operations import lxc_config, staging
+from operations import lxc_config, mariadb, staging
 from operations.migration import HELD_FILE
 
 LXC_PATH = "/var/lib/lxc"
@@ -71,6 +71,12 @@ SANDBOX_LINE = r"1{/^\/\*M!999999\\- enable the sandbox mode \*\//d}"
 DUMP_TOOL = "$(command -v mariadb-dump || echo mysqldump)"
 CLIENT = "$(command -v mariadb || echo mysql)"
 ADMIN = "$(command -v mariadb-admin || echo mysqladmin)"
+# Loading a dump made with --routines drops and re-creates rehash_password, and MariaDB drops
+# a routine's privileges with it: Dovecot's re-hash account lost its EXECUTE (its post-login
+# step failed "Access denied" after a rollback, lab, 2026-12-06). The deploy's own accounts
+# SQL (operations/mariadb.py, STATE_DIR, idempotent) gives the grants back after every load.
+GRANTS_AGAIN = (f"if [ -f {mariadb.STATE_DIR}/accounts.sql ]; then "
+                f"{CLIENT} --batch < {mariadb.STATE_DIR}/accounts.sql; fi")
 # The nightly backup job's lock (operations/backup.py LOCK): held while the repository is
 # copied, so a job never writes it half-way through (the job exits 75 meanwhile).
 BACKUP_LOCK = "/run/lock/mailstore-backup-job.lock"
@@ -428,7 +434,8 @@ def plan(command, found, facts, serving, successor, lxc_path=LXC_PATH):
         steps.append(Step(
             f"load {database} into {name}",
             f"sed -e {shlex.quote(SANDBOX_LINE)} {dump} | "
-            f"{attach(name, f'{CLIENT} {database}')} && rm -f {dump} && echo loaded", held=True))
+            f"{attach(name, f'{CLIENT} {database}')} && "
+            f"{attach(name, GRANTS_AGAIN)} && rm -f {dump} && echo loaded", held=True))
     steps.append(Step(f"volume marker: {name}",
                       _write(marker_path, f"{name}\n") + f" && cat {marker_path}", held=True))
     steps.append(Step(f"resume delivery on {name}",

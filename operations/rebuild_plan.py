@@ -46,8 +46,8 @@ import shlex
 from dataclasses import dataclass
 
 from operations import lxc_config, rebuild_inventory
-from operations.handover import (ADMIN, CLIENT, DKIM_KEYS, ICINGA_CERTS, LXC_PATH,
-                                 SANDBOX_LINE, SELFSERVICE_UNIT, attach, no_symlinks,
+from operations.handover import (ADMIN, CLIENT, DKIM_KEYS, GRANTS_AGAIN, ICINGA_CERTS,
+                                 LXC_PATH, SANDBOX_LINE, SELFSERVICE_UNIT, attach, no_symlinks,
                                  stop_container)
 
 SSH_KEYS = "/etc/ssh"
@@ -368,6 +368,7 @@ def _restore_extras(t, data, repository, key):
             "sleep 0.2; done",
             f"sed -e {shlex.quote(SANDBOX_LINE)} \"$d/mysql/{database}.sql\" | "
             f"{CLIENT} {database}",
+            GRANTS_AGAIN,
             f"echo \"restored database_users $({CLIENT} -N -e 'SELECT COUNT(*) FROM users' "
             f"{database})\"",
         ]
