@@ -340,6 +340,13 @@ def test_a_rehearsal_from_the_copy_restores_every_message_with_the_key_alone(lab
     # the lab: the backup container's rootfs, read on the lab host), restored into a scratch
     # container beside the serving one. The copy holds the sealed catalog only: the rebuild
     # unseals it with the repository key, the one secret it needs.
+    # Mail for both lab accounts, whatever ran before (a fresh lab has none for bob).
+    for account in lab["accounts"][:2]:
+        marker, msg = message("someone@example.net", account["email"],
+                              subject="off-host rehearsal")
+        with smtp_25(lab) as smtp:
+            smtp.send_message(msg)
+        wait_for_delivery(ssh, lab, account["user"], marker)
     snapshot = nightly_backup(ssh)
     expected = json.loads(ssh(f"mailstore backup list {REPOSITORY} --json").stdout)[-1]
     assert expected["id"] == snapshot
