@@ -12,10 +12,29 @@ undo). `latest` is refused: the operator names what goes, after `verify` or the 
 
 `drop_snapshots` is what `prune` removes snapshots with too.
 """
+import contextlib
+
 from mailstore.backup import catalog, snapshot_damage
 from mailstore.backup.auth import SnapshotDamaged
 from mailstore.backup.errors import BackupError, KeyFileError, NotFoundError
 from mailstore.backup.repository import Repository
+
+
+@contextlib.contextmanager
+def removing_snapshots(repo_path, key_file, wait, verb):
+    """The repository opened to remove snapshots (`forget`, `prune`): with its key when it is
+    encrypted (the list of snapshots it leaves is authenticated anew), under the exclusive
+    lock, an interrupted run's leftovers cleaned up, and the list of snapshots checked first,
+    so that one which was tampered with is never signed again."""
+    with Repository(repo_path, key_file=key_file, need_key=key_file is not None) as repo:
+        if repo.auth is not None and repo.auth.key is None:
+            raise KeyFileError("repository {} is encrypted: {} needs its key (--key-file) "
+                               "to authenticate the list of snapshots it leaves".format(
+                                   repo.path, verb))
+        repo.lock(exclusive=True, wait=wait)
+        repo.clean_up()
+        repo.check_catalog()
+        yield repo
 
 
 def forget(repo_path, snapshot, key_file=None, dry_run=False, wait=0):
@@ -28,14 +47,7 @@ def forget(repo_path, snapshot, key_file=None, dry_run=False, wait=0):
     if snapshot == "latest":
         raise BackupError("forget takes a snapshot's id, not `latest`: name the one to remove "
                           "(see `mailstore backup list` or `mailstore backup verify`)")
-    with Repository(repo_path, key_file=key_file, need_key=key_file is not None) as repo:
-        if repo.auth is not None and repo.auth.key is None:
-            raise KeyFileError("repository {} is encrypted: forget needs its key (--key-file) "
-                               "to authenticate the list of snapshots it leaves".format(
-                                   repo.path))
-        repo.lock(exclusive=True, wait=wait)
-        repo.clean_up()
-        repo.check_catalog()        # the list of snapshots as the last run or prune left it
+    with removing_snapshots(repo_path, key_file, wait, "forget") as repo:
         db = repo.db
         row = db.execute("SELECT seq FROM snapshots WHERE id = ?", (snapshot,)).fetchone()
         if row is None:

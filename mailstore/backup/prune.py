@@ -21,9 +21,8 @@ import time
 
 from mailstore.backup import catalog
 from mailstore.backup.errors import BackupError, KeyFileError
-from mailstore.backup.forget import drop_snapshots
+from mailstore.backup.forget import drop_snapshots, removing_snapshots
 from mailstore.backup.objects import PackWriter, pack_path
-from mailstore.backup.repository import Repository
 
 _PERIODS = (("daily", "%Y-%m-%d"), ("weekly", "%G-W%V"), ("monthly", "%Y-%m"))
 
@@ -72,15 +71,7 @@ def prune(repo_path, key_file=None, keep_last=0, keep_daily=0, keep_weekly=0, ke
     """
     # before the repository is even opened: a policy that keeps nothing touches nothing
     check_policy(keep_last, keep_daily, keep_weekly, keep_monthly)
-    with Repository(repo_path, key_file=key_file, need_key=key_file is not None) as repo:
-        if repo.auth is not None and repo.auth.key is None:
-            raise KeyFileError("repository {} is encrypted: prune needs its key (--key-file) "
-                               "to authenticate the list of snapshots it leaves".format(
-                                   repo.path))
-        repo.lock(exclusive=True, wait=wait)
-        repo.clean_up()
-        # never re-authenticate a list of snapshots that was tampered with
-        repo.check_catalog()
+    with removing_snapshots(repo_path, key_file, wait, "prune") as repo:
         db = repo.db
         snaps = db.execute("SELECT seq, id, started FROM snapshots").fetchall()
         keep, remove = plan([(s[1], s[2]) for s in snaps], keep_last, keep_daily, keep_weekly,
