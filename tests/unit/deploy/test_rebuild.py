@@ -389,17 +389,23 @@ def test_a_refused_rebuild_lists_every_problem_and_runs_nothing(command, capsys)
     assert all(c.startswith(("if [ -e /var/lib/lxc/", "base64 < ")) for c in infra02.commands)
 
 
-def test_a_failed_step_stops_the_rebuild_and_says_what_next(command, capsys, monkeypatch):
-    infra02, runs = command
+def _fail_commands_with(infra02, monkeypatch, needle, output):
+    """The fake Infra02, except that a command holding `needle` fails (exit 1, `output`)."""
     real = infra02.__call__
 
     def failing(cmd):
-        if "--json" in cmd:
+        if needle in cmd:
             infra02.commands.append(cmd)
-            return 1, "mailstore backup: restore refused: /srv/mail/alice/Maildir not empty"
+            return 1, output
         return real(cmd)
     monkeypatch.setattr(infra02_steps, "on_infra02",
                         lambda inventory, work, timeout: work(failing))
+
+
+def test_a_failed_step_stops_the_rebuild_and_says_what_next(command, capsys, monkeypatch):
+    infra02, runs = command
+    _fail_commands_with(infra02, monkeypatch, "--json",
+                        "mailstore backup: restore refused: /srv/mail/alice/Maildir not empty")
     assert rebuild.main(["inventories/prod.py", "--from", "/srv/copy/mailstore"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert any(line.startswith("FAIL restore mail into /srv/mail") for line in out)
@@ -411,15 +417,8 @@ def test_a_failed_step_stops_the_rebuild_and_says_what_next(command, capsys, mon
 def test_a_rehearsal_stops_its_scratch_container_even_after_a_failure(command, capsys,
                                                                      monkeypatch):
     infra02, runs = command
-    real = infra02.__call__
-
-    def failing(cmd):
-        if "doveadm" in cmd:
-            infra02.commands.append(cmd)
-            return 1, "Dovecot counts 4 messages, the Maildirs hold 5"
-        return real(cmd)
-    monkeypatch.setattr(infra02_steps, "on_infra02",
-                        lambda inventory, work, timeout: work(failing))
+    _fail_commands_with(infra02, monkeypatch, "doveadm",
+                        "Dovecot counts 4 messages, the Maildirs hold 5")
     assert rebuild.main(["inventories/prod.py", "--from", "/srv/copy/mailstore",
                          "--rehearse", "--cleanup"]) == 1
     out = capsys.readouterr().out
