@@ -98,8 +98,19 @@ def check(backup_ssh, *args):
     return backup_ssh(f"mailstore check backup-copy {COPIES} {' '.join(args)}", check=False)
 
 
+def mail_both_accounts(lab, ssh, subject):
+    """Mail for the first two lab accounts, whatever ran before: a fresh lab has none for bob,
+    and a restore of every user is checked for both."""
+    for account in lab["accounts"][:2]:
+        marker, msg = message("someone@example.net", account["email"], subject=subject)
+        with smtp_25(lab) as smtp:
+            smtp.send_message(msg)
+        wait_for_delivery(ssh, lab, account["user"], marker)
+
+
 def test_nightly_copies_are_incremental_and_restore_alice_bit_exact(lab, ssh, backup_host):
     bssh = backup_host["ssh"]
+    mail_both_accounts(lab, ssh, "off-host copy, first night")
     nightly_backup(ssh)
     started = time.monotonic()
     first = copy_job(bssh)
@@ -340,13 +351,7 @@ def test_a_rehearsal_from_the_copy_restores_every_message_with_the_key_alone(lab
     # the lab: the backup container's rootfs, read on the lab host), restored into a scratch
     # container beside the serving one. The copy holds the sealed catalog only: the rebuild
     # unseals it with the repository key, the one secret it needs.
-    # Mail for both lab accounts, whatever ran before (a fresh lab has none for bob).
-    for account in lab["accounts"][:2]:
-        marker, msg = message("someone@example.net", account["email"],
-                              subject="off-host rehearsal")
-        with smtp_25(lab) as smtp:
-            smtp.send_message(msg)
-        wait_for_delivery(ssh, lab, account["user"], marker)
+    mail_both_accounts(lab, ssh, "off-host rehearsal")
     snapshot = nightly_backup(ssh)
     expected = json.loads(ssh(f"mailstore backup list {REPOSITORY} --json").stdout)[-1]
     assert expected["id"] == snapshot
