@@ -12,8 +12,8 @@ import hmac
 
 import bcrypt
 from pyinfra import host
-from pyinfra.api import deploy
-from pyinfra.operations import apt, systemd
+from pyinfra.api import FactBase, deploy
+from pyinfra.operations import apt, server as shell, systemd
 
 from operations.secrets import read_password
 from operations import staging
@@ -34,6 +34,42 @@ BCRYPT_COST = 10
 _BCRYPT_ALPHABET = bytes.maketrans(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
     b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+
+class RehashGrants(FactBase):
+    """The re-hash account's grants, as SHOW GRANTS prints them: [] when the account is
+    missing or no MariaDB answers (yet).
+
+    MariaDB drops a routine's privileges with the routine: loading a dump made with
+    `--routines` (a cut-over, a rebuild, a restore by hand) replaces rehash_password and so
+    takes the re-hash account's grant away, while the deploy's SQL files are unchanged and
+    would not be applied again.
+    """
+
+    def requires_command(self, *args, **kwargs):
+        return "mariadb"
+
+    @staticmethod
+    def default():
+        return []
+
+    def command(self):
+        return (f"mariadb --batch --skip-column-names -e \"SHOW GRANTS FOR "
+                f"'{REHASH_ACCOUNT}'@'localhost'\" 2>/dev/null; true")
+
+    def process(self, output):
+        return [line for line in output if line.startswith("GRANT ")]
+
+
+def may_rehash(grants, database):
+    """Does one of these SHOW GRANTS lines let the account call `database`.rehash_password?
+
+    Quotes are dropped before comparing: MariaDB's releases quote names differently."""
+    wanted = f"GRANT EXECUTE ON PROCEDURE {database}.rehash_password TO ".lower()
+    return any(line.translate(_NO_QUOTES).lower().startswith(wanted) for line in grants)
+
+
+_NO_QUOTES = str.maketrans("", "", "`'\"")
 
 
 def password_hash(login, password):
@@ -107,3 +143,12 @@ def server():
         # Applying the SQL is the validation: only SQL that ran is recorded as applied.
         check="for f in schema accounts seed; do mariadb --batch < {stage}/$f.sql || exit 1; done",
     )
+    # Read before this run's operations: on a new server (no MariaDB yet) it finds no grant,
+    # and the accounts SQL, applied above already, runs once more. Every statement in it is
+    # idempotent, and once the grant is there the next run adds nothing.
+    if not may_rehash(host.get_fact(RehashGrants), data["mysql_database"]):
+        shell.shell(
+            name="cacertusers: the re-hash account's EXECUTE grant, lost with a replaced"
+                 " rehash_password (e.g. a database dump loaded)",
+            commands=[f"mariadb --batch < {STATE_DIR}/accounts.sql"],
+        )

@@ -103,3 +103,36 @@ def test_the_rehash_user_exists_before_the_configuration_that_runs_as_it(secrets
     commands = " ".join(ops[user].commands)
     assert "useradd" in commands and "dovecot-rehash" in commands
     assert "mkdir" not in commands and "/nonexistent" in commands   # no home is made
+
+
+# SHOW GRANTS as MariaDB prints it for the re-hash account once accounts.sql has run.
+REHASH_GRANTS = ["GRANT USAGE ON *.* TO `dovecot-rehash`@`localhost` IDENTIFIED VIA unix_socket",
+                 "GRANT EXECUTE ON PROCEDURE `cacertusers`.`rehash_password` TO "
+                 "`dovecot-rehash`@`localhost`"]
+GRANT_AGAIN = "cacertusers: the re-hash account's EXECUTE grant"
+
+
+def test_a_lost_rehash_grant_is_given_back_after_the_sql_files(secrets, email_data):
+    # A loaded dump replaced rehash_password, and MariaDB dropped its grant with it.
+    ops = run(mariadb.server, data=email_data,
+              facts={**FRESH, "RehashGrants": REHASH_GRANTS[:1]})
+    names = [op.name for op in ops]
+    again = next(i for i, n in enumerate(names) if n.startswith(GRANT_AGAIN))
+    assert again > next(i for i, n in enumerate(names) if n.startswith("cacertusers: schema"))
+    assert ops[again].commands == ["mariadb --batch < /var/lib/cacert-deploy/mariadb/accounts.sql"]
+
+
+def test_a_present_rehash_grant_adds_no_operation(secrets, email_data):
+    ops = run(mariadb.server, data=email_data,
+              facts={**FRESH, "RehashGrants": REHASH_GRANTS})
+    assert not any(op.name.startswith(GRANT_AGAIN) for op in ops)
+    # an older MariaDB's quoting
+    quoted = [g.replace("`", "'") for g in REHASH_GRANTS]
+    ops = run(mariadb.server, data=email_data,
+              facts={**FRESH, "RehashGrants": quoted})
+    assert not any(op.name.startswith(GRANT_AGAIN) for op in ops)
+    # another database's procedure of that name is not the grant the deploy needs
+    other = [g.replace("`cacertusers`", "`otherdb`") for g in REHASH_GRANTS]
+    ops = run(mariadb.server, data=email_data,
+              facts={**FRESH, "RehashGrants": other})
+    assert any(op.name.startswith(GRANT_AGAIN) for op in ops)
