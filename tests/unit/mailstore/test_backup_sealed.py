@@ -428,3 +428,20 @@ def test_a_sealed_copy_put_back_on_the_server_is_unsealed_and_backs_up_again(tmp
     result = backup.restore(back, "latest", tmp_path / "dst", key_file=key, user="bob")
     assert not result["errors"]
     assert snapshot_tree(tmp_path / "dst" / "bob") == snapshot_tree(src / "bob")
+
+
+def test_what_an_interrupted_seal_left_goes_with_the_next_run(tmp_path):
+    src, repo, key = _make(tmp_path, messages=1500)
+    listed = sorted(os.listdir(repo / sealed.DIR))
+    # a seal killed after writing chunks, before (or while) replacing the manifest
+    for name in ("0" * 32, "1" * 32 + ".tmp"):
+        (repo / sealed.DIR / name).write_bytes(b"left over")
+    (repo / (sealed.NAME + ".tmp")).write_bytes(b"left over")
+    assert backup.served_paths(repo).count(sealed.DIR + "/" + "0" * 32) == 1
+    backup.run(repo, src, key_file=key)
+    after = sorted(os.listdir(repo / sealed.DIR))
+    assert "0" * 32 not in after and "1" * 32 + ".tmp" not in after
+    assert not os.path.exists(repo / (sealed.NAME + ".tmp"))
+    # nothing the new manifest needs went, and what did not change is the same file
+    assert sealed.inspect(str(repo / sealed.NAME), _repo_id(repo))["chunks"] == len(after)
+    assert set(listed) & set(after)
