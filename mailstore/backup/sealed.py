@@ -39,7 +39,9 @@ names any more go after it (a crash in between leaves some: the next clean-up re
 
 Format 1, one file of the whole SQLite file deflated (sealed_v1.py), is still read: copies
 older mailstores made stay on the backup host for weeks. An older mailstore refuses a format
-2 copy in one line ("version 2; this mailstore reads version 1").
+2 copy in one line ("... damaged or was tampered with: version 2; this mailstore reads version
+1", or, once the chunk list is longer than the 4 KiB header it allowed, "its header claims N
+bytes"): the server and the backup host run the same mailstore.
 
 `generation` counts the sealed catalogs a repository wrote (meta `sealed_generation` in the
 catalog, raised before the catalog is read, so the sealed rows hold their own number and

@@ -42,14 +42,28 @@ class StreamError(ValueError):
     """The decrypted stream is not what sealed_rows writes (one line saying what)."""
 
 
-def _value(v):
-    if isinstance(v, bytes):
-        return {"b": base64.b64encode(v).decode("ascii")}
-    return v
+def _blob(value):
+    if isinstance(value, bytes):
+        return {"b": base64.b64encode(value).decode("ascii")}
+    raise TypeError("cannot encode {!r}".format(type(value)))
+
+
+# (check_circular off: rows hold no containers; one encoder call per row is most of a seal)
+_ENCODE = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False,
+                           default=_blob).encode
 
 
 def _line(item):
-    return json.dumps(item, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+    return (_ENCODE(item) + "\n").encode("ascii")
+
+
+def _blob_value(obj):
+    """json.loads' object_hook: {"b": base64} is a BLOB; other objects stay dicts."""
+    if len(obj) == 1 and "b" in obj:
+        if not isinstance(obj["b"], str):
+            raise ValueError("a damaged value")
+        return base64.b64decode(obj["b"].encode("ascii"), validate=True)
+    return obj
 
 
 def _order(db, table):
@@ -80,8 +94,8 @@ def _lines(db):
             rows = cur.fetchmany(_BATCH)
             if not rows:
                 break
-            for row in rows:
-                yield _line([_value(v) for v in row])
+            for line in map(_line, rows):
+                yield line
             count += len(rows)
     yield _line({"end": count})
 
@@ -120,14 +134,22 @@ class Loader:
     def feed(self, data):
         if not data.endswith(b"\n"):
             raise StreamError("a chunk does not end at a row")
-        for line in data.split(b"\n")[:-1]:
-            try:
-                item = json.loads(line.decode("ascii"))
-            except ValueError:
-                raise StreamError("a row is not readable") from None
-            self._item(item)
+        # its lines as one JSON array: a line holds no raw newline (JSON escapes it)
+        try:
+            items = json.loads(b"[" + data[:-1].replace(b"\n", b",") + b"]",
+                               object_hook=_blob_value)
+        except ValueError:
+            raise StreamError("a row is not readable") from None
+        for item in items:
+            if isinstance(item, list) and self.state == "rows" and self.insert is not None:
+                self.rows.append(item)
+                if len(self.rows) >= _BATCH:
+                    self._flush()
+            else:
+                self._item(item)
 
     def _item(self, item):
+        """A line that is not a row of the current table (rows go straight to `rows`)."""
         if self.state == "done":
             raise StreamError("rows follow its end")
         if self.state == "schema":
@@ -149,13 +171,6 @@ class Loader:
                 self.state = "done"
             else:
                 raise StreamError("an unknown line")
-        elif isinstance(item, list) and self.insert is not None:
-            if len(item) != self.width:
-                raise StreamError("a row of {} has {} values, not {}".format(
-                    self.table, len(item), self.width))
-            self.rows.append([_decode(v) for v in item])
-            if len(self.rows) >= _BATCH:
-                self._flush()
         else:
             raise StreamError("a row outside a table")
 
@@ -189,15 +204,17 @@ class Loader:
         self.tables[name] = True
         if name == "sqlite_sequence":   # filled by the rows of AUTOINCREMENT tables already
             self.db.execute("DELETE FROM sqlite_sequence")
-        self.table, self.width = name, len(columns)
+        self.table = name
         self.insert = 'INSERT INTO "{}" ({}) VALUES ({})'.format(
             name, ", ".join('"{}"'.format(c) for c in columns), ", ".join("?" * len(columns)))
 
     def _flush(self):
+        # (executemany checks each row: its number of values, and that each is a number,
+        # text, null or a BLOB)
         if self.rows:
             try:
                 self.db.executemany(self.insert, self.rows)
-            except sqlite3.Error as e:
+            except (sqlite3.Error, ValueError, TypeError) as e:
                 raise StreamError("rows of {} do not fit it: {}".format(self.table, e)) \
                     from None
             self.count += len(self.rows)
@@ -217,15 +234,3 @@ class Loader:
     def close(self):
         self.db.close()
 
-
-def _decode(value):
-    if isinstance(value, dict):
-        if set(value) != {"b"} or not isinstance(value["b"], str):
-            raise StreamError("a damaged value")
-        try:
-            return base64.b64decode(value["b"].encode("ascii"), validate=True)
-        except ValueError:
-            raise StreamError("a damaged value") from None
-    if isinstance(value, (list, bool)):
-        raise StreamError("a damaged value")
-    return value

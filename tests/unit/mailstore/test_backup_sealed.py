@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from mailstore import backup
-from mailstore.backup import keys, sealed, sealed_v1
+from mailstore.backup import keys, sealed, sealed_rows, sealed_v1
 from mailstore.cli import main
 
 from tests.harness import flip_bit, make_tree, snapshot_tree
@@ -445,3 +445,37 @@ def test_what_an_interrupted_seal_left_goes_with_the_next_run(tmp_path):
     # nothing the new manifest needs went, and what did not change is the same file
     assert sealed.inspect(str(repo / sealed.NAME), _repo_id(repo))["chunks"] == len(after)
     assert set(listed) & set(after)
+
+
+def test_a_row_stream_that_is_not_a_whole_catalog_is_refused(tmp_path):
+    """What the key authenticates is still read as data only: a stream cut short, rows that
+    do not fit their table, or lines out of place are refused, never executed or guessed."""
+    src, repo, key = _make(tmp_path)
+    db = sqlite3.connect(str(repo / "catalog.sqlite"))
+    stream = b"".join(sealed_rows.chunks(db))
+    db.close()
+    lines = stream.split(b"\n")[:-1]
+    meta = lines.index(b'{"table":"meta","columns":["key","value"]}')
+    cases = {
+        "it ends early": lines[:-1],
+        "it ends after": lines[:meta + 1] + [b'["extra","row"]'] + lines[meta + 1:],
+        "rows of meta do not fit": lines[:meta + 1] + [b'["a","b","c"]'] + lines[meta + 1:],
+        "rows of meta do not fit it": lines[:meta + 1] + [b'[["nested"],"b"]'] +
+        lines[meta + 1:],
+        "which its schema lacks": lines[:2] + [b'{"table":"other","columns":["x"]}'] +
+        lines[2:],
+        "not readable": lines[:3] + [b"\xff"] + lines[3:],
+        "does not start with the schema": lines[1:],
+    }
+    for n, (text, case) in enumerate(cases.items()):
+        loader = sealed_rows.Loader(str(tmp_path / "db{}".format(n)))
+        try:
+            with pytest.raises(sealed_rows.StreamError, match=text):
+                loader.feed(b"\n".join(case) + b"\n")
+                loader.finish()
+        finally:
+            loader.close()
+    loader = sealed_rows.Loader(str(tmp_path / "whole"))
+    loader.feed(stream)
+    loader.finish()
+    loader.close()
