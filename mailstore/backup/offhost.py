@@ -162,7 +162,8 @@ def remove_view(repo_path):
 def verify_copy(repo_path, previous=None):
     """The key-less check of a copy whose catalog is sealed (see the module doc). Returns
     verify()'s keys (`damaged` etc. empty, `catalog` "sealed, framing only (no key)") plus
-    `problems` (text, each makes `ok` False), `sealed` (inspect()'s dict or None), `packs`."""
+    `problems` (text, each makes `ok` False), `sealed` (sealed.read_manifest()'s dict, but
+    `problems`, or None), `packs`."""
     repo_path = os.fspath(repo_path)
     config = read_config(repo_path)
     problems, warnings = [], []
