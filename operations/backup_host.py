@@ -15,8 +15,9 @@ Two deploys, composed in deploy.py:
     arguments: under `flock -x REPO/lock` (the repository's own lock: the copy never sees a
     half-written catalog) `mailstore backup export REPO` hard-links what the copy may hold
     into REPO/offhost-view, `rrsync -ro` serves that view, and it is removed. Of an
-    encrypted repository that is config.json, the packs and the sealed catalog (written by
-    every run: mailstore/backup/sealed.py), never catalog.sqlite or index/, so the backup
+    encrypted repository that is config.json, the packs and the sealed catalog
+    (catalog.sealed and its chunk files in sealed/, written by every run:
+    mailstore/backup/sealed.py), never catalog.sqlite or index/, so the backup
     host learns no user, folder, file name, header or owner; an unencrypted one is served
     whole (its packs are plain anyway). Debian's rsync ships /usr/bin/rrsync on every
     release served (bullseye's 3.2.3-4+deb11u1 too: `dpkg -c`, 2026-12-06).
@@ -25,8 +26,9 @@ Two deploys, composed in deploy.py:
     leaves it: put `.../id_ed25519.pub` into the mail server's `backup_pull_keys`), the mail
     server's host keys (`backup_copy_source_host_keys`) as its only known_hosts;
   - `backup_copy_dir` (owned by that user) with one read-only directory per night
-    (`rsync --link-dest`: unchanged packs are hard links, only new packs and the sealed
-    catalog (whole: it is encrypted anew each time) travel), `latest`, and `state.json`
+    (`rsync --link-dest`: unchanged packs and sealed catalog chunks are hard links; only new
+    packs, the sealed catalog's new chunks and its manifest travel), `latest`, and
+    `state.json`
     for `mailstore check backup-copy`;
   - `/usr/local/sbin/mailstore-copy-job` run from `/etc/cron.d/mailstore-copy`: copy,
     verify the new one without the key (`--previous`: its sealed catalog must not be older
@@ -41,7 +43,7 @@ Two deploys, composed in deploy.py:
 
 A copy is a mailstore repository: `mailstore backup verify|restore|list|find --key-file K`
 read it with the key alone (the key never has to be on the backup host); the sealed catalog
-is decrypted into a private temporary file, removed as soon as SQLite holds it open.
+is rebuilt in a private temporary file, removed as soon as SQLite holds it open.
 """
 import hashlib
 import io

@@ -109,6 +109,8 @@ def _read_state(run, target, email_data, key_file, work_dir):
             {"catalog.sqlite", "catalog.sealed"} & set(facts["catalog"]):
         files = {"config.json": facts["config"]}
         for name in facts["catalog"]:
+            if name == rebuild_plan.SEALED_CHUNKS and "catalog.sqlite" in facts["catalog"]:
+                continue    # a whole repository: its clear catalog is read
             code, text = run(rebuild_plan.catalog_command(target.repository, name))
             if code != 0:
                 raise Refused(f"reading {target.repository}/{name} failed: {text}")

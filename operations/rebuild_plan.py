@@ -52,8 +52,11 @@ from operations.handover import (ADMIN, CLIENT, DKIM_KEYS, GRANTS_AGAIN, ICINGA_
 
 SSH_KEYS = "/etc/ssh"
 SELFSERVICE_CONFIG = "/etc/cacert-selfservice-api"
-# What a snapshot's catalog is, in a repository and in an off-host copy (sealed).
+# What a snapshot's catalog is, in a repository and in an off-host copy (sealed: the
+# manifest catalog.sealed and its chunk files in SEALED_CHUNKS/, fetched as one tar).
 CATALOG_FILES = ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sealed")
+SEALED_CHUNKS = "sealed"
+_SEALED_CHUNK = re.compile(r"^sealed/[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -128,11 +131,15 @@ def facts_command(t, repository_disk=None, lxc_path=LXC_PATH):
                  f"{repo}/config.json)\"; fi")
     for name in CATALOG_FILES:
         lines.append(f"if [ -f {repo}/{name} ]; then echo 'catalog {name}'; fi")
+    lines.append(f"if [ -d {repo}/{SEALED_CHUNKS} ]; then echo 'catalog {SEALED_CHUNKS}'; fi")
     return "; ".join(lines) + "; true"
 
 
 def catalog_command(repository, name):
-    """The command printing one catalog file of the repository, base64."""
+    """The command printing one catalog file of the repository, base64 (SEALED_CHUNKS: a
+    tar of that directory)."""
+    if name == SEALED_CHUNKS:
+        return f"tar -C {shlex.quote(repository)} -cf - {SEALED_CHUNKS} | base64"
     return f"base64 < {shlex.quote(f'{repository}/{name}')}"
 
 
@@ -212,6 +219,9 @@ def repository_problems(t, files, key_file, directory):
     from mailstore.backup.repository import Repository
 
     for name, data in files.items():
+        if name == SEALED_CHUNKS:
+            _write_chunks(directory, data)
+            continue
         with open(os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
                           0o600), "wb") as f:
             f.write(data)
@@ -226,6 +236,26 @@ def repository_problems(t, files, key_file, directory):
         return [f"--snapshot {t.snapshot}: not in {t.repository} (newest: "
                 f"{snapshots[-1]['id']}; `mailstore backup list` lists them)"]
     return []
+
+
+def _write_chunks(directory, data):
+    """The sealed catalog's chunk files from the tar `data` into `directory`/sealed: only
+    regular files named as chunks are (anything else in the tar is not written)."""
+    import io
+    import os
+    import tarfile
+
+    os.mkdir(os.path.join(directory, SEALED_CHUNKS), 0o700)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar:
+                if not (member.isfile() and _SEALED_CHUNK.match(member.name)):
+                    continue
+                with open(os.open(os.path.join(directory, member.name), os.O_WRONLY |
+                                  os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                    f.write(tar.extractfile(member).read())
+    except (tarfile.TarError, FileExistsError):
+        pass    # what is missing then, the sealed catalog's check names
 
 
 def repository_in_container(data):

@@ -5,7 +5,8 @@ From the one master key independent keys are derived (HKDF-SHA256): one encrypts
 not reveal the hash of any message a third party might already know, one keys the MACs that
 authenticate config.json and the catalog (auth.py), one keys the digest of the index cache
 (index_cache.py), so that nobody without the key can make a cache file the next run trusts,
-and one encrypts the sealed catalog, the catalog as it leaves the server (sealed.py).
+and one encrypts the sealed catalog, the catalog as it leaves the server, and one names its
+chunk files (sealed.py).
 """
 import os
 import secrets
@@ -30,6 +31,7 @@ class Key:
         self.index = _derive(master, b"mailstore-backup index cache")
         self.mac = _derive(master, b"mailstore-backup catalog authentication")
         self.sealed = _derive(master, b"mailstore-backup sealed catalog")
+        self.sealed_names = _derive(master, b"mailstore-backup sealed catalog chunk names")
         self.headers = _derive(master, b"mailstore-backup pack record headers")
 
 

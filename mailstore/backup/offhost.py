@@ -4,7 +4,8 @@ A copy held by someone else (the backup host, operations/backup_host.py) must re
 folder or file name, no From/Subject/Date, no owner and no content id of an encrypted
 repository: at most the number and sizes of its files. So it gets config.json, the packs
 (objects encrypted, ids keyed: objects.py; pack names random) and the sealed catalog
-(sealed.py), never catalog.sqlite nor the index cache. An unencrypted repository has nothing
+(sealed.py: catalog.sealed and its chunk files in sealed/, named by a keyed hash), never
+catalog.sqlite nor the index cache. An unencrypted repository has nothing
 to keep from the copy's holder (its objects are plain): it is served whole, as before, but
 for the lock, tmp/ and the serving view itself.
 
@@ -14,7 +15,8 @@ for the lock, tmp/ and the serving view itself.
   run's clean-up).
 - `unseal(copy)`: a copy put back on the server (a rebuild) becomes a whole repository again.
 - `verify_copy(copy, previous)`: the copy job's check without the key: config.json, the
-  sealed catalog's framing (a truncated or cut file, another repository's, a damaged header),
+  sealed catalog's framing (a truncated or cut file, another repository's, a damaged header;
+  every chunk file its manifest lists there, of its length and SHA-256),
   every pack's framing (a masked pack, objects.py: its magic and the checksum at its end; an
   older clear one: records of the lengths their headers say, end to end), and,
   given the previous night's copy, that the sealed catalog did not go back to an older one
@@ -41,7 +43,7 @@ _NEVER = ("lock", "tmp", OFFHOST_VIEW)
 
 def seal(repo_path, key_file=None, wait=0):
     """Write the sealed catalog of an encrypted repository now (every run and prune does it
-    too); {"generation", "bytes"}."""
+    too); {"generation", "bytes" (the manifest and its chunk files), "chunks"}."""
     with Repository(repo_path, key_file=key_file) as repo:
         if not repo.encrypted:
             raise KeyFileError("repository {} is not encrypted: its catalog cannot be sealed "
@@ -49,8 +51,8 @@ def seal(repo_path, key_file=None, wait=0):
                                    repo.path))
         repo.lock(exclusive=True, wait=wait)
         generation = repo.seal()
-    return {"generation": generation,
-            "bytes": os.path.getsize(sealed.path_of(os.fspath(repo_path)))}
+        info = sealed.read_manifest(sealed.path_of(repo.path), repo.config["id"])
+    return {"generation": generation, "bytes": info["bytes"], "chunks": info["chunks"]}
 
 
 def unseal(repo_path, key_file=None):
@@ -107,6 +109,7 @@ def served_paths(repo_path):
             "`mailstore backup run` writes it, or now: `mailstore backup seal {} --key-file "
             "K`; nothing served".format(repo_path, sealed.NAME, repo_path))
     paths = ["config.json", sealed.NAME]
+    paths += ["{}/{}".format(sealed.DIR, name) for name in sealed.chunk_files(repo_path)]
     packs = os.path.join(repo_path, "packs")
     for sub in sorted(os.listdir(packs)):
         if not _PACK_DIR.match(sub) or not os.path.isdir(os.path.join(packs, sub)):
@@ -159,13 +162,15 @@ def remove_view(repo_path):
 def verify_copy(repo_path, previous=None):
     """The key-less check of a copy whose catalog is sealed (see the module doc). Returns
     verify()'s keys (`damaged` etc. empty, `catalog` "sealed, framing only (no key)") plus
-    `problems` (text, each makes `ok` False), `sealed` (inspect()'s dict or None), `packs`."""
+    `problems` (text, each makes `ok` False), `sealed` (sealed.read_manifest()'s dict, but
+    `problems`, or None), `packs`."""
     repo_path = os.fspath(repo_path)
     config = read_config(repo_path)
     problems, warnings = [], []
     info = None
     try:
-        info = sealed.inspect(sealed.path_of(repo_path), config["id"])
+        info = sealed.read_manifest(sealed.path_of(repo_path), config["id"])
+        problems += info.pop("problems")
     except CatalogDamaged as e:
         problems.append(str(e))
     except OSError as e:
@@ -246,9 +251,9 @@ def compare_previous(repo_path, previous, info=None):
         return [], ["previous copy {} has no sealed catalog: not compared".format(previous)]
     config = read_config(repo_path)
     if info is None:
-        info = sealed.inspect(sealed.path_of(repo_path), config["id"])
+        info = sealed.read_manifest(sealed.path_of(repo_path), config["id"])
     try:
-        old = sealed.inspect(theirs, config["id"])
+        old = sealed.read_manifest(theirs, config["id"])
     except CatalogDamaged as e:
         return [], ["previous copy not compared: {}".format(e)]
     if info["generation"] < old["generation"]:

@@ -4,8 +4,9 @@
                          from version 2 on, `mac` (auth.py)
     REPO/catalog.sqlite  the catalog (see catalog.py)
     REPO/catalog.sealed  an encrypted repository's catalog, encrypted and authenticated: what
-                         an off-host copy gets instead (sealed.py, offhost.py); a copy that
-                         holds only this file is opened with the key alone, read-only
+    REPO/sealed/*        an off-host copy gets instead (the manifest and its chunk files:
+                         sealed.py, offhost.py); a copy that holds only these is opened with
+                         the key alone, read-only
     REPO/offhost-view/   what the off-host copy is served, while it is (offhost.py)
     REPO/packs/xx/*.pack objects (see objects.py)
     REPO/index/<id>.marshal  a cache of the newest snapshot's message list (see index_cache.py)
@@ -401,9 +402,7 @@ class Repository:
         if os.path.lexists(view):
             shutil.rmtree(view)
             removed += 1
-        if os.path.lexists(sealed.path_of(self.path) + ".tmp"):
-            os.unlink(sealed.path_of(self.path) + ".tmp")
-            removed += 1
+        removed += sealed.remove_garbage(self.path)
         for name in os.listdir(self.tmp_dir):
             os.unlink(os.path.join(self.tmp_dir, name))
             removed += 1

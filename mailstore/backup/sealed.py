@@ -1,94 +1,175 @@
-"""The sealed catalog: REPO/catalog.sealed, the catalog as it may leave the server.
+"""The sealed catalog: the catalog as it may leave the server, REPO/catalog.sealed and the
+chunk files in REPO/sealed/.
 
 The catalog (catalog.sqlite) names users, folders and files, their sizes, dates and owners,
 and which users hold the same message; an off-host copy held by someone else must show none
 of it. So every `run`, `prune`, `upgrade` and `seal` of an encrypted repository (they hold
-the key and the exclusive lock) also writes the whole catalog database encrypted and
-authenticated with a key derived from the repository key (keys.Key.sealed), and the off-host
-copy gets that file instead of catalog.sqlite and index/ (offhost.py). A reader with the key
-decrypts it into a private temporary file (`open_catalog`); one without the key can still
-check its framing (`inspect`).
+the key and the exclusive lock) also writes the catalog encrypted and authenticated with
+keys derived from the repository key (keys.Key.sealed, .sealed_names), and the off-host copy
+gets that instead of catalog.sqlite and index/ (offhost.py). A reader with the key rebuilds
+the catalog in a private temporary file (`open_catalog`); one without the key can still
+check the framing and that every chunk file is there, whole (`inspect`).
 
-Layout (integers big endian):
-    MAGIC (32 bytes) | header length (4) | header: canonical JSON of
-        {"version": 1, "repository": config.json's id, "generation": N,
-         "chunk": plaintext bytes per chunk, "nonce": 8 random bytes, hex}
-    then chunks: final flag (1) | length (4) | AES-256-GCM ciphertext+tag
-The plaintext is the catalog file deflated (zlib level 1), cut into chunks of `chunk` bytes.
-Chunk i is sealed with nonce = header nonce | i (4 bytes) and associated data = everything
-before the first chunk | i (8 bytes) | final flag: a chunk cannot be moved, dropped, or
-taken from another sealed catalog, a truncated file lacks its final chunk, and the header
-(repository, generation) cannot be changed unseen. A new random nonce prefix per file.
+The copy is pulled every night, so what changed must be all that travels: the catalog is
+sealed as a stream of its rows (sealed_rows.py), cut where the rows themselves say, and each
+chunk is a file of its own named by its content; a chunk whose rows did not change keeps its
+name and its file, and the pull (rsync --link-dest) makes a hard link of it.
+
+Format 2 (integers big endian):
+    REPO/catalog.sealed, the manifest:
+        MAGIC (32 bytes) | header length (4) | header: canonical JSON of
+            {"version": 2, "repository": config.json's id, "generation": N,
+             "chunks": [[name, bytes, sha256 hex], ...] in stream order,
+             "nonce": 12 random bytes, hex, "body": bytes of the body}
+        | body: AES-256-GCM (key.sealed, that nonce, associated data: everything before the
+          body) of canonical JSON {"repository", "generation", "plain": stream bytes}
+    REPO/sealed/<name>, a chunk: nonce (12 random bytes) | AES-256-GCM (key.sealed) of the
+        chunk's rows deflated, associated data: CHUNK_AD | repository id | "\n" | name
+    name: the first 16 bytes, hex, of HMAC-SHA256 (key.sealed_names) of the repository id,
+    "\n" and the chunk's rows: the same rows give the same name, but nobody without the key
+    can tell which rows they are.
+So without the key the manifest says which files make the catalog and their lengths and
+SHA-256 (a copy is checked whole, `inspect`); with it, the header (repository, generation,
+the list and order of the chunks) cannot be changed unseen, a chunk cannot be changed, put
+under another name or taken from another repository, and the stream's own end line tells a
+list cut short. A chunk file is written once (an existing one that authenticates is kept:
+that is the point), fsync'd, then the manifest replaced atomically; chunk files no manifest
+names any more go after it (a crash in between leaves some: the next clean-up removes them,
+`remove_garbage`).
+
+Format 1, one file of the whole SQLite file deflated (sealed_v1.py), is still read: copies
+older mailstores made stay on the backup host for weeks. An older mailstore refuses a format
+2 copy in one line ("... damaged or was tampered with: version 2; this mailstore reads version
+1", or, once the chunk list is longer than the 4 KiB header it allowed, "its header claims N
+bytes"): the server and the backup host run the same mailstore.
 
 `generation` counts the sealed catalogs a repository wrote (meta `sealed_generation` in the
-catalog, raised before the catalog is read, so the sealed database holds its own number and
+catalog, raised before the catalog is read, so the sealed rows hold their own number and
 `open_catalog` checks it): a copy whose catalog is older than the one before it (an older
 night's served again) shows a smaller number without the key (`inspect`, offhost.py).
 """
 import hashlib
-import json
+import hmac
 import os
+import re
 import secrets
 import sqlite3
-import struct
 import tempfile
 import zlib
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from mailstore.backup import auth, catalog
+from mailstore.backup import auth, catalog, sealed_rows, sealed_v1
 from mailstore.backup.auth import CatalogDamaged
 from mailstore.backup.objects import fsync_dir
 
 NAME = "catalog.sealed"
-MAGIC = b"mailstore-backup sealed catalog\n"
-VERSION = 1
-CHUNK = 1 << 20
-META_KEY = "sealed_generation"
-_LENGTH = struct.Struct(">I")
-_CHUNK_HEAD = struct.Struct(">BI")
+DIR = "sealed"
+VERSION = 2
+META_KEY = sealed_v1.META_KEY
+CHUNK_AD = b"mailstore-backup sealed catalog chunk\n"
+CHUNK_NAME = re.compile(r"^[0-9a-f]{32}$")
+_NONCE = 12
 _TAG = 16
-# more than any header mailstore writes; a longer one is damage, not a reason to read it
-_MAX_HEADER = 4096
+# far more than the list of chunks of any catalog; a longer header is damage
+_MAX_HEADER = 64 * 1024 * 1024
 
 
 def path_of(repo_path):
     return os.path.join(repo_path, NAME)
 
 
+def chunk_dir(repo_path):
+    return os.path.join(repo_path, DIR)
+
+
+def chunk_files(repo_path):
+    """The names of the chunk files in REPO/sealed/ (sorted): what the copy gets with the
+    manifest (after a seal exactly those it lists)."""
+    directory = chunk_dir(repo_path)
+    if not os.path.isdir(directory):
+        return []
+    return sorted(n for n in os.listdir(directory) if CHUNK_NAME.match(n) and
+                  os.path.isfile(os.path.join(directory, n)) and
+                  not os.path.islink(os.path.join(directory, n)))
+
+
+def _chunk_ad(repo_id, name):
+    return CHUNK_AD + repo_id.encode() + b"\n" + name.encode("ascii")
+
+
+def _chunk_name(key, repo_id, raw):
+    return hmac.new(key.sealed_names, repo_id.encode() + b"\n" + raw,
+                    hashlib.sha256).hexdigest()[:32]
+
+
 def write(repo_path, repo_id, key, db):
-    """Write REPO/catalog.sealed of the repository at `repo_path` (config.json's id `repo_id`,
+    """Write the sealed catalog of the repository at `repo_path` (config.json's id `repo_id`,
     its keys.Key `key`, `db` its open catalog with nothing uncommitted), under the exclusive
-    lock: atomically (a new file renamed over the old one). Returns the new generation."""
+    lock: new chunk files, then the manifest atomically, then the chunks it no longer names
+    go. Returns the new generation."""
     with catalog.transaction(db):
         row = db.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
         generation = (int(row[0]) if row else 0) + 1
         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (META_KEY, str(generation)))
-    nonce = secrets.token_bytes(8)
-    header = _header_bytes({"version": VERSION, "repository": repo_id,
-                            "generation": generation, "chunk": CHUNK, "nonce": nonce.hex()})
     aead = AESGCM(key.sealed)
+    directory = chunk_dir(repo_path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    listed, plain = [], 0
+    db.execute("BEGIN")     # one consistent read of every table
+    try:
+        for raw in sealed_rows.chunks(db):
+            name = _chunk_name(key, repo_id, raw)
+            listed.append(_keep_or_write(directory, aead, repo_id, name, raw))
+            plain += len(raw)
+    finally:
+        db.execute("COMMIT")
+    fsync_dir(directory)
+    _write_manifest(repo_path, aead, repo_id, generation, listed, plain)
+    names = {entry[0] for entry in listed}
+    for name in chunk_files(repo_path):
+        if name not in names:
+            os.unlink(os.path.join(directory, name))
+    fsync_dir(directory)
+    return generation
+
+
+def _keep_or_write(directory, aead, repo_id, name, raw):
+    """[name, bytes, sha256] of chunk file `name`: the one there if it authenticates, else
+    written anew (to name.tmp, fsync'd, renamed)."""
+    path = os.path.join(directory, name)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        aead.decrypt(data[:_NONCE], data[_NONCE:], _chunk_ad(repo_id, name))
+    except (OSError, InvalidTag, ValueError):
+        nonce = secrets.token_bytes(_NONCE)
+        data = nonce + aead.encrypt(nonce, zlib.compress(raw, 6), _chunk_ad(repo_id, name))
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.rename(tmp, path)
+    return [name, len(data), hashlib.sha256(data).hexdigest()]
+
+
+def _write_manifest(repo_path, aead, repo_id, generation, listed, plain):
+    nonce = secrets.token_bytes(_NONCE)
+    body = auth.canonical({"repository": repo_id, "generation": generation, "plain": plain})
+    fields = {"version": VERSION, "repository": repo_id, "generation": generation,
+              "chunks": listed, "nonce": nonce.hex(), "body": len(body) + _TAG}
+    header = auth.canonical(fields)
+    head = sealed_v1.MAGIC + sealed_v1.LENGTH.pack(len(header)) + header
     final_path = path_of(repo_path)
     tmp = final_path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        with os.fdopen(fd, "wb") as out, open(os.path.join(repo_path, "catalog.sqlite"),
-                                              "rb") as src:
-            out.write(header)
-            pending = b""
-            index = 0
-            deflate = zlib.compressobj(1)
-            while True:
-                block = src.read(CHUNK)
-                pending += deflate.compress(block) if block else deflate.flush()
-                while len(pending) > CHUNK:
-                    _write_chunk(out, aead, nonce, header, index, False, pending[:CHUNK])
-                    pending = pending[CHUNK:]
-                    index += 1
-                if not block:
-                    break
-            _write_chunk(out, aead, nonce, header, index, True, pending)
+        with os.fdopen(fd, "wb") as out:
+            out.write(head)
+            out.write(aead.encrypt(nonce, body, head))
             out.flush()
             os.fsync(out.fileno())
         os.rename(tmp, final_path)
@@ -99,161 +180,171 @@ def write(repo_path, repo_id, key, db):
             pass
         raise
     fsync_dir(repo_path)
-    return generation
 
 
-def _header_bytes(fields):
-    body = auth.canonical(fields)
-    return MAGIC + _LENGTH.pack(len(body)) + body
+def remove_garbage(repo_path):
+    """What an interrupted seal left (the exclusive lock held): the manifest's and chunks'
+    .tmp files, and chunk files the manifest does not name. Returns how many went."""
+    removed = 0
+    leftovers = [path_of(repo_path) + ".tmp"]
+    directory = chunk_dir(repo_path)
+    if os.path.isdir(directory):
+        leftovers += [os.path.join(directory, n) for n in os.listdir(directory)
+                      if n.endswith(".tmp")]
+    for path in leftovers:
+        if os.path.lexists(path):
+            os.unlink(path)
+            removed += 1
+    try:
+        with open(path_of(repo_path), "rb") as f:
+            fields, _head = sealed_v1.read_header(f, path_of(repo_path), _MAX_HEADER)
+        names = {entry[0] for entry in _check_fields(fields, path_of(repo_path))}
+    except (OSError, CatalogDamaged):
+        return removed      # no readable manifest: nothing to tell garbage by
+    for name in chunk_files(repo_path):
+        if name not in names:
+            os.unlink(os.path.join(directory, name))
+            removed += 1
+    return removed
 
 
-def _parse_header(body):
-    fields = json.loads(body.decode("ascii"))
-    if not isinstance(fields, dict):
-        raise ValueError("not an object")
-    return fields
+def _check_fields(fields, path):
+    """The chunk list of a format 2 header, its fields checked (damaged() otherwise)."""
+    generation, chunks, body = (fields.get(k) for k in ("generation", "chunks", "body"))
+    try:
+        nonce = bytes.fromhex(fields.get("nonce"))
+    except (TypeError, ValueError):
+        nonce = b""
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+               for v in (generation, body)) or len(nonce) != _NONCE \
+            or not isinstance(chunks, list):
+        raise sealed_v1.damaged(path, "its header lacks a generation, chunk list, body "
+                                      "length or nonce")
+    for entry in chunks:
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and
+                CHUNK_NAME.match(entry[0]) and isinstance(entry[1], int) and
+                not isinstance(entry[1], bool) and entry[1] >= _NONCE + _TAG and
+                isinstance(entry[2], str) and re.match(r"^[0-9a-f]{64}$", entry[2])):
+            raise sealed_v1.damaged(path, "its chunk list is damaged")
+    return chunks
 
 
-def _ad(header, index, final):
-    return header + struct.pack(">QB", index, int(final))
-
-
-def _nonce(prefix, index):
-    return prefix + _LENGTH.pack(index)
-
-
-def _write_chunk(out, aead, prefix, header, index, final, plain):
-    sealed = aead.encrypt(_nonce(prefix, index), plain, _ad(header, index, final))
-    out.write(_CHUNK_HEAD.pack(int(final), len(sealed)))
-    out.write(sealed)
-
-
-class _Reader:
-    """Walks a sealed catalog's framing; every problem is a CatalogDamaged naming the file."""
+class _Manifest:
+    """A sealed catalog's entry file, read and its framing checked without the key."""
 
     def __init__(self, path, repo_id):
         self.path = path
-        self.repo_id = repo_id
-
-    def damaged(self, text):
-        return CatalogDamaged("sealed catalog {} is damaged or was tampered with: {}".format(
-            self.path, text))
-
-    def header(self, f):
-        """(fields, raw header bytes) of the open file `f`, checked against the repository."""
-        head = f.read(len(MAGIC) + _LENGTH.size)
-        if len(head) < len(MAGIC) + _LENGTH.size or head[:len(MAGIC)] != MAGIC:
-            raise self.damaged("not a sealed catalog (its first bytes are not {!r})".format(
-                MAGIC.decode("ascii").strip()))
-        length, = _LENGTH.unpack_from(head, len(MAGIC))
-        if length > _MAX_HEADER:
-            raise self.damaged("its header claims {} bytes".format(length))
-        body = f.read(length)
-        try:
-            fields = _parse_header(body)
-        except ValueError:
-            raise self.damaged("its header is not readable") from None
-        if fields.get("version") != VERSION:
-            raise self.damaged("version {!r}; this mailstore reads version {}".format(
-                fields.get("version"), VERSION))
-        generation, chunk = fields.get("generation"), fields.get("chunk")
-        try:
-            nonce = bytes.fromhex(fields.get("nonce"))
-        except (TypeError, ValueError):
-            nonce = b""
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                   for v in (generation, chunk)) or len(nonce) != 8:
-            raise self.damaged("its header lacks a generation, chunk size or nonce")
-        if fields.get("repository") != self.repo_id:
-            raise self.damaged("it belongs to repository {!r}, not to {!r} (config.json)"
-                               .format(fields.get("repository"), self.repo_id))
-        return fields, head + body
-
-    def chunks(self, f, fields):
-        """(index, final, sealed bytes) of each chunk, the framing checked to the end."""
-        index = 0
-        while True:
-            head = f.read(_CHUNK_HEAD.size)
-            if not head:
-                raise self.damaged("truncated: it ends after chunk {} without its final "
-                                   "chunk".format(index))
-            if len(head) < _CHUNK_HEAD.size:
-                raise self.damaged("truncated in the frame of chunk {}".format(index))
-            final, length = _CHUNK_HEAD.unpack(head)
-            if final not in (0, 1) or not _TAG <= length <= fields["chunk"] + _TAG \
-                    or (not final and length != fields["chunk"] + _TAG):
-                raise self.damaged("chunk {} has a damaged frame".format(index))
-            data = f.read(length)
-            if len(data) != length:
-                raise self.damaged("truncated in chunk {}".format(index))
-            yield index, bool(final), data
-            index += 1
-            if final:
-                if f.read(1):
-                    raise self.damaged("bytes follow its final chunk")
+        with open(path, "rb") as f:
+            self.fields, self.head = sealed_v1.read_header(f, path, _MAX_HEADER)
+            version = self.fields.get("version")
+            if version not in (sealed_v1.VERSION, VERSION):
+                raise sealed_v1.damaged(path, "version {!r}; this mailstore reads versions "
+                                              "1 and 2".format(version))
+            if self.fields.get("repository") != repo_id:
+                raise sealed_v1.damaged(path, "it belongs to repository {!r}, not to {!r} "
+                                              "(config.json)".format(
+                                                  self.fields.get("repository"), repo_id))
+            self.version = version
+            if version == sealed_v1.VERSION:
+                self.info = sealed_v1.inspect(f, self.fields, self.head, path)
+                self.chunks = None
                 return
+            self.chunks = _check_fields(self.fields, path)
+            self.body = f.read(self.fields["body"] + 1)
+        if len(self.body) != self.fields["body"]:
+            raise sealed_v1.damaged(path, "truncated: {} bytes where its header says {}"
+                                    .format(len(self.head) + len(self.body),
+                                            len(self.head) + self.fields["body"])
+                                    if len(self.body) < self.fields["body"] else
+                                    "bytes follow its body")
+        self.info = {
+            "generation": self.fields["generation"], "chunks": len(self.chunks),
+            "bytes": len(self.head) + len(self.body) + sum(c[1] for c in self.chunks),
+            "sha256": hashlib.sha256(self.head + self.body).hexdigest()}
+
+    def chunk_problems(self):
+        """Every listed chunk file missing, of another length or other bytes (one line
+        each, without the key)."""
+        problems = []
+        directory = chunk_dir(os.path.dirname(self.path))
+        for name, length, digest in self.chunks or ():
+            path = os.path.join(directory, name)
+            try:
+                if os.path.islink(path) or not os.path.isfile(path):
+                    raise FileNotFoundError
+                with open(path, "rb") as f:
+                    data = f.read(length + 1)
+            except FileNotFoundError:
+                problems.append("chunk {}/{} is missing".format(DIR, name))
+                continue
+            except OSError as e:
+                problems.append("cannot read chunk {}/{}: {}".format(DIR, name, e.strerror))
+                continue
+            if len(data) != length:
+                problems.append("chunk {}/{} is {} bytes, its manifest says {}".format(
+                    DIR, name, len(data) if len(data) <= length else "more than " +
+                    str(length), length))
+            elif hashlib.sha256(data).hexdigest() != digest:
+                problems.append("chunk {}/{} is not the file its manifest names (other "
+                                "bytes)".format(DIR, name))
+        return problems
+
+    def damaged(self, problems):
+        more = " (and {} more)".format(len(problems) - 1) if len(problems) > 1 else ""
+        return sealed_v1.damaged(self.path, problems[0] + more)
+
+
+def read_manifest(path, repo_id):
+    """Without the key: the framing of the sealed catalog at `path` (magic, version,
+    repository `repo_id`, whole; format 1: its chunks to the final one); {"generation",
+    "chunks", "bytes", "sha256", "problems": one line for each chunk file missing or not as
+    listed (format 2)}. CatalogDamaged names what is wrong with the entry file itself."""
+    manifest = _Manifest(path, repo_id)
+    return dict(manifest.info, problems=[str(sealed_v1.damaged(path, p))
+                                         for p in manifest.chunk_problems()])
 
 
 def inspect(path, repo_id):
-    """Without the key: check the framing of the sealed catalog at `path` (magic, version,
-    repository `repo_id`, whole chunks up to a final one, nothing after it); return
-    {"generation", "chunks", "bytes", "sha256"}. CatalogDamaged names what is wrong; a
-    flipped bit inside a chunk shows only with the key (`open_catalog`)."""
-    reader = _Reader(path, repo_id)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        fields, head = reader.header(f)
-        digest.update(head)
-        count = 0
-        for _index, final, data in reader.chunks(f, fields):
-            digest.update(_CHUNK_HEAD.pack(int(final), len(data)) + data)
-            count += 1
-        size = f.tell()
-    return {"generation": fields["generation"], "chunks": count, "bytes": size,
-            "sha256": digest.hexdigest()}
+    """read_manifest, but any problem of a chunk file is a CatalogDamaged too; a changed bit
+    inside a chunk that still matches its listed SHA-256 (a changed manifest) shows only
+    with the key (`open_catalog`)."""
+    manifest = _Manifest(path, repo_id)
+    problems = manifest.chunk_problems()
+    if problems:
+        raise manifest.damaged(problems)
+    return dict(manifest.info)
 
 
 def open_catalog(path, repo_id, key):
-    """Decrypt the sealed catalog at `path` into a private temporary file and open it
-    (catalog.connect); the file is removed as soon as SQLite holds it open, so nothing
-    decrypted stays on disk, even if the process is killed later. The connection reads; a
-    write fails (the copy's catalog is not to be changed: it would be lost anyway).
+    """Rebuild the catalog from the sealed catalog at `path` in a private temporary file and
+    open it (catalog.connect); the file is removed as soon as SQLite holds it open, so
+    nothing decrypted stays on disk, even if the process is killed later. The connection
+    reads; a write fails (the copy's catalog is not to be changed: it would be lost anyway).
     CatalogDamaged (one line) if anything fails authentication: nothing is opened then."""
-    reader = _Reader(path, repo_id)
+    manifest = _Manifest(path, repo_id)
     tmpdir = tempfile.mkdtemp(prefix="mailstore-catalog-")
     tmp = os.path.join(tmpdir, "catalog.sqlite")
     try:
-        with open(path, "rb") as f, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                                                  0o600), "wb") as out:
-            fields, head = reader.header(f)
-            aead = AESGCM(key.sealed)
-            prefix = bytes.fromhex(fields["nonce"])
-            inflate = zlib.decompressobj()
-            for index, final, data in reader.chunks(f, fields):
-                try:
-                    plain = aead.decrypt(_nonce(prefix, index), data, _ad(head, index, final))
-                except InvalidTag:
-                    raise CatalogDamaged(
-                        "sealed catalog {} fails authentication at chunk {} (damaged, "
-                        "tampered with, or sealed with another key)".format(path, index)) \
-                        from None
-                try:
-                    out.write(inflate.decompress(plain))
-                except zlib.error as e:
-                    raise reader.damaged("cannot inflate it: {}".format(e)) from None
-            if not inflate.eof:
-                raise reader.damaged("its content ends early")
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        if manifest.version == sealed_v1.VERSION:
+            with open(path, "rb") as f, open(tmp, "wb") as out:
+                fields, head = sealed_v1.read_header(f, path, _MAX_HEADER)
+                sealed_v1.decrypt_into(f, fields, head, path, key, out)
+        else:
+            _rebuild(manifest, repo_id, key, tmp)
         conn = catalog.connect(tmp)
         try:
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
         except sqlite3.Error as e:
             conn.close()
-            raise reader.damaged("its content is not a catalog ({})".format(e)) from None
-        if row is None or row[0] != str(fields["generation"]):
+            raise sealed_v1.damaged(path, "its content is not a catalog ({})".format(e)) \
+                from None
+        generation = manifest.fields["generation"]
+        if row is None or row[0] != str(generation):
             conn.close()
-            raise reader.damaged("its header says generation {}, its content {}".format(
-                fields["generation"], row[0] if row else "none"))
-        return conn, fields["generation"]
+            raise sealed_v1.damaged(path, "its header says generation {}, its content {}"
+                                    .format(generation, row[0] if row else "none"))
+        return conn, generation
     finally:
         # SQLite holds the file open (or nothing was opened): it goes from the disk now
         for leftover in (tmp, tmpdir):
@@ -261,3 +352,46 @@ def open_catalog(path, repo_id, key):
                 (os.rmdir if leftover == tmpdir else os.unlink)(leftover)
             except OSError:
                 pass
+
+
+def _rebuild(manifest, repo_id, key, tmp):
+    """Authenticate a format 2 manifest and every chunk, and load the rows into `tmp`."""
+    path = manifest.path
+    aead = AESGCM(key.sealed)
+    nonce = bytes.fromhex(manifest.fields["nonce"])
+    try:
+        aead.decrypt(nonce, manifest.body, manifest.head)
+    except InvalidTag:
+        raise CatalogDamaged("sealed catalog {} fails authentication (its manifest: damaged, "
+                             "tampered with, or sealed with another key)".format(path)) \
+            from None
+    directory = chunk_dir(os.path.dirname(path))
+    loader = sealed_rows.Loader(tmp)
+    try:
+        for index, (name, length, _digest) in enumerate(manifest.chunks):
+            try:
+                with open(os.path.join(directory, name), "rb") as f:
+                    data = f.read(length + 1)
+            except OSError:
+                raise manifest.damaged(manifest.chunk_problems() or [
+                    "cannot read chunk {}/{}".format(DIR, name)]) from None
+            try:
+                raw = zlib.decompress(aead.decrypt(data[:_NONCE], data[_NONCE:],
+                                                   _chunk_ad(repo_id, name)))
+            except (InvalidTag, ValueError):
+                raise CatalogDamaged(
+                    "sealed catalog {} fails authentication at chunk {}/{} ({} of {}: "
+                    "damaged, tampered with, or sealed with another key)".format(
+                        path, DIR, name, index + 1, len(manifest.chunks))) from None
+            except zlib.error as e:
+                raise sealed_v1.damaged(path, "cannot inflate chunk {}/{}: {}".format(
+                    DIR, name, e)) from None
+            if not hmac.compare_digest(_chunk_name(key, repo_id, raw), name):
+                raise sealed_v1.damaged(path, "chunk {}/{} does not hold what its name says"
+                                        .format(DIR, name))
+            loader.feed(raw)
+        loader.finish()
+    except sealed_rows.StreamError as e:
+        raise sealed_v1.damaged(path, "its content is not a catalog ({})".format(e)) from None
+    finally:
+        loader.close()

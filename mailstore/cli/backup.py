@@ -347,7 +347,8 @@ def verify_cmd(repo, snapshot, read_data, sample, previous, key_file, wait, quie
 @wait_option
 @json_option
 def seal_cmd(repo, key_file, wait, as_json):
-    """Write the sealed catalog (REPO/catalog.sealed) of an encrypted repository now.
+    """Write the sealed catalog (REPO/catalog.sealed and REPO/sealed/) of an encrypted
+    repository now.
 
     What an off-host copy gets instead of the catalog: encrypted and authenticated with the
     repository key. Every `run`, `prune` and `upgrade` writes it too; this is for a
@@ -358,8 +359,8 @@ def seal_cmd(repo, key_file, wait, as_json):
     if as_json:
         _emit_json(result)
         return
-    click.echo("{} sealed catalog of {}: generation {}, {}".format(
-        PREFIX, repo, result["generation"], _size(result["bytes"])))
+    click.echo("{} sealed catalog of {}: generation {}, {} in {} chunks".format(
+        PREFIX, repo, result["generation"], _size(result["bytes"]), result["chunks"]))
 
 
 @backup_group.command("unseal")

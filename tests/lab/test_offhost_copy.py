@@ -94,6 +94,12 @@ def inventory(run, path):
     return json.loads(run(f"python3 -c {shlex.quote(INVENTORY)} {shlex.quote(path)}").stdout)
 
 
+def chunk_sizes(backup_ssh, copy):
+    """{name: bytes} of the sealed catalog's chunk files in the copy at `copy`."""
+    listed = backup_ssh(f"cd {copy}/sealed && stat -c '%n %s' *").stdout.split()
+    return {name: int(size) for name, size in zip(listed[::2], listed[1::2])}
+
+
 def check(backup_ssh, *args):
     return backup_ssh(f"mailstore check backup-copy {COPIES} {' '.join(args)}", check=False)
 
@@ -118,19 +124,25 @@ def test_nightly_copies_are_incremental_and_restore_alice_bit_exact(lab, ssh, ba
     repo_bytes = int(ssh(f"du -sb --exclude=lock {REPOSITORY}").stdout.split()[0])
 
     # The copy of the (encrypted) repository holds config.json, the packs and the sealed
-    # catalog only: no catalog.sqlite, no index cache, and no user name in any byte.
+    # catalog (its manifest and chunk files) only: no catalog.sqlite, no index cache, and no
+    # user name in any byte.
     copy = f"{COPIES}/{first['copy']}"
     held = bssh(f"cd {copy} && find . -type f | sort").stdout.split()
     assert held[:2] == ["./catalog.sealed", "./config.json"], held
-    assert all(re.match(r"^\./packs/[0-9a-f]{2}/[0-9a-f]{32}\.pack$", p) for p in held[2:])
+    packs = [p for p in held[2:] if p.startswith("./packs/")]
+    first_chunks = chunk_sizes(bssh, copy)
+    assert packs and first_chunks, held
+    assert held[2:] == packs + sorted(f"./sealed/{name}" for name in first_chunks), held
+    assert all(re.match(r"^\./packs/[0-9a-f]{2}/[0-9a-f]{32}\.pack$", p) for p in packs)
+    assert all(re.match(r"^[0-9a-f]{32}$", name) for name in first_chunks)
     # (needles of 5 bytes and more: a shorter one may turn up in random ciphertext)
     for needle in ("alice", "dovecot-uidlist", lab["mail_root"]):
         found = bssh(f"grep -rlF {shlex.quote(needle)} {copy}", check=False)
         assert found.returncode == 1 and not found.stdout, (needle, found.stdout)
     assert ssh(f"test -e {REPOSITORY}/offhost-view", check=False).returncode != 0
 
-    # A second night: new mail, a new snapshot; only the new packs and the sealed catalog
-    # (encrypted anew, so whole) travel.
+    # A second night: new mail, a new snapshot; only the new packs, the sealed catalog's
+    # manifest and the chunks of it that changed travel.
     alice = next(a for a in lab["accounts"] if a["user"] == "alice")
     marker, msg = message("someone@example.net", alice["email"], subject="off-host copy",
                           body="x" * 200000)
@@ -151,15 +163,27 @@ def test_nightly_copies_are_incremental_and_restore_alice_bit_exact(lab, ssh, ba
           f"{second['bytes_received']} B received, {len(new_packs)} new packs)")
     new_bytes = sum(int(x) for x in ssh(
         f"cd {REPOSITORY} && stat -c %s {' '.join(sorted(new_packs))}").stdout.split())
-    catalog = int(ssh(f"stat -c %s {REPOSITORY}/catalog.sealed").stdout)
-    # new packs + the sealed catalog: no old pack travelled again
-    assert second["files_transferred"] <= len(new_packs) + 2, second
-    assert second["bytes_received"] < new_bytes + catalog + 1024 * 1024, second
+    manifest = int(ssh(f"stat -c %s {REPOSITORY}/catalog.sealed").stdout)
+    second_chunks = chunk_sizes(bssh, f"{COPIES}/{second['copy']}")
+    new_chunks = {n: size for n, size in second_chunks.items() if n not in first_chunks}
+    kept_chunks = sorted(set(second_chunks) & set(first_chunks))
+    print(f"sealed catalog: manifest {manifest} B, {len(second_chunks)} chunks "
+          f"({sum(second_chunks.values())} B), {len(new_chunks)} new "
+          f"({sum(new_chunks.values())} B)")
+    # new packs + the manifest + the new chunks: no old pack or chunk travelled again
+    assert second["files_transferred"] <= len(new_packs) + len(new_chunks) + 2, second
+    assert second["bytes_received"] < new_bytes + manifest + sum(new_chunks.values()) + \
+        1024 * 1024, second
     # the old packs are hard links of the previous copy, not copies
     # (the nightly prune may have rewritten some: one both nights' repositories hold)
     # (a young repository's only pack may be rewritten by that prune: then none is shared)
     for old_pack in sorted(packs_before & packs_after)[:1]:
         links = bssh(f"stat -c %h {COPIES}/{second['copy']}/{old_pack}").stdout.strip()
+        assert int(links) >= 2
+    # so are the chunks of the sealed catalog that did not change (a young repository's
+    # catalog is a few chunks; the first, with the generation, changes every night)
+    for name in kept_chunks[:1]:
+        links = bssh(f"stat -c %h {COPIES}/{second['copy']}/sealed/{name}").stdout.strip()
         assert int(links) >= 2
     assert bssh(f"readlink {COPIES}/latest").stdout.strip() == second["copy"]
 

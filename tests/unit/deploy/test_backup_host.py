@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -231,6 +232,10 @@ def chain(tmp_path, request):
                                   capture_output=True, text=True, timeout=60)
 
         def snapshot(self):
+            # a night later: rsync's quick check (size and mtime, in seconds) would take a
+            # sealed catalog manifest of the same size written in the same second as the
+            # last copy's for that one, and link it; nights are hours apart
+            time.sleep(1.1)
             (src / "alice" / "Maildir" / "new").mkdir(parents=True, exist_ok=True)
             (src / "alice" / "Maildir" / "new" / f"{len(os.listdir(repo / 'packs'))}.x") \
                 .write_bytes(os.urandom(100000))
@@ -251,6 +256,11 @@ def _packs(root):
     return sorted(str(p.relative_to(root)) for p in root.glob("packs/*/*.pack"))
 
 
+def _chunks(root):
+    """The sealed catalog's chunk files (an encrypted repository's)."""
+    return sorted(str(p.relative_to(root)) for p in root.glob("sealed/*"))
+
+
 def test_the_job_copies_incrementally_read_only_and_prunes(chain):
     ran, first = chain.run()
     assert ran.returncode == 0, ran.stderr
@@ -264,10 +274,12 @@ def test_the_job_copies_incrementally_read_only_and_prunes(chain):
     ran, second = chain.run()
     assert ran.returncode == 0, ran.stderr
     copy2 = chain.copies / second["copy"]
-    # only the new packs (and the catalog, index and config that changed) travelled
-    assert second["files_transferred"] <= len(new) + 3, second
-    for pack in _packs(copy1):
-        assert os.stat(copy1 / pack).st_ino == os.stat(copy2 / pack).st_ino
+    # only the new packs (and the catalog, index and config that changed; of a sealed
+    # catalog its manifest and new chunks) travelled
+    new_chunks = set(_chunks(copy2)) - set(_chunks(copy1))
+    assert second["files_transferred"] <= len(new) + len(new_chunks) + 3, second
+    for path in _packs(copy1) + sorted(set(_chunks(copy1)) & set(_chunks(copy2))):
+        assert os.stat(copy1 / path).st_ino == os.stat(copy2 / path).st_ino
     # (`lock`: made by the verify step, which runs as root here; the copies' user cannot)
     for path in [copy2, *(p for p in copy2.rglob("*") if p.name != "lock")]:
         assert not os.lstat(path).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH), path
@@ -299,7 +311,8 @@ def test_an_encrypted_repositorys_copy_holds_no_name_header_or_owner(chain):
         assert "catalog.sqlite" in served and "config.json" in served
         assert not [p for p in served if p.startswith("tmp/")]
         return
-    assert served == ["catalog.sealed", "config.json", *_packs(copy)]
+    assert _chunks(copy) and _chunks(copy) == _chunks(chain.repo)
+    assert served == ["catalog.sealed", "config.json", *_packs(copy), *_chunks(copy)]
     assert not (chain.repo / "offhost-view").exists()     # the serve script's view is gone
     needles = {b"alice", b"bob", b"Archive.2024", b"Trash", b"mail.cacert.test",
                b"example.org", b"Sender 1", b"R=C3=A9union", b"Nov 2026",
@@ -323,6 +336,7 @@ def test_an_older_sealed_catalog_served_again_fails_the_nights_verify(chain, tmp
     ran, good = chain.run()
     assert ran.returncode == 0 and good["verify_ok"], ran.stderr
     # root on the mail server (or a damaged disk) serves the first night's catalog again
+    time.sleep(1.1)     # (not in the second of the last seal: see Chain.snapshot)
     (chain.repo / "catalog.sealed").write_bytes(old)
     ran, bad = chain.run()
     assert ran.returncode == 1 and "FAILED: verify" in ran.stderr, ran.stderr
@@ -578,6 +592,7 @@ def test_a_failed_verify_pushes_critical(pushing):
     chain.snapshot()
     ran, _ = chain.run()
     assert ran.returncode == 0 and chain.pushed()[-1][0] == 0, ran.stderr
+    time.sleep(1.1)     # (not in the second of the last seal: see Chain.snapshot)
     (chain.repo / "catalog.sealed").write_bytes(old)   # an older night's catalog served again
     ran, state = chain.run()
     assert ran.returncode == 1 and not state["verify_ok"], ran.stderr

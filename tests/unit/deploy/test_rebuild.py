@@ -189,6 +189,33 @@ def test_a_wrong_key_and_a_missing_snapshot_are_refused(repository, tmp_path):
     assert missing[0].startswith("--snapshot nope: not in /srv/copy/mailstore")
 
 
+def test_an_off_host_copy_is_read_through_its_sealed_catalog(repository, tmp_path):
+    """The backup host's copy holds no catalog.sqlite: the manifest and its chunk files are
+    fetched (the chunks as one tar, by the commands Infra02 runs, run here on the copy)."""
+    repo, key, snapshot = repository
+    copy = tmp_path / "copy"
+    os.rename(backup.export(str(repo)), copy)
+    facts = rebuild_plan.parse_facts(subprocess.run(
+        ["sh", "-c", rebuild_plan.facts_command(
+            rebuild_plan.target(_data(), str(copy), "latest", True), None)],
+        capture_output=True, text=True, check=True).stdout)
+    assert facts["catalog"] == ["catalog.sealed", rebuild_plan.SEALED_CHUNKS]
+    files = {"config.json": (copy / "config.json").read_bytes()}
+    for name in facts["catalog"]:
+        printed = subprocess.run(["sh", "-c", rebuild_plan.catalog_command(str(copy), name)],
+                                 capture_output=True, text=True, check=True).stdout
+        files[name] = base64.b64decode("".join(printed.split()))
+    (tmp_path / "w").mkdir(mode=0o700)
+    assert rebuild_plan.repository_problems(_target(snapshot=snapshot), files, str(key),
+                                            str(tmp_path / "w")) == []
+    # without its chunks the copy's catalog does not open: said in one line
+    (tmp_path / "w2").mkdir(mode=0o700)
+    del files[rebuild_plan.SEALED_CHUNKS]
+    missing = rebuild_plan.repository_problems(_target(), files, str(key), str(tmp_path / "w2"))
+    assert len(missing) == 1 and "sealed catalog /srv/copy/mailstore/catalog.sealed is " \
+        "damaged or was tampered with: chunk sealed/" in missing[0], missing
+
+
 # --- the steps ------------------------------------------------------------------------------
 
 def test_a_rebuild_restores_under_the_hold_and_ends_it_only_after_the_mail():

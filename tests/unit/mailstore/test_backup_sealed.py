@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from mailstore import backup
-from mailstore.backup import sealed
+from mailstore.backup import keys, sealed, sealed_rows, sealed_v1
 from mailstore.cli import main
 
 from tests.harness import flip_bit, make_tree, snapshot_tree
@@ -33,10 +33,12 @@ def _served_copy(repo, copy):
     return copy
 
 
-def _make(tmp_path, key=True):
+def _make(tmp_path, key=True, messages=0):
+    """A repository of make_tree's Maildirs (and `messages` small ones more) after a run."""
     src, repo = tmp_path / "src", tmp_path / "repo"
     key_file = str(tmp_path / "key") if key else None
     make_tree(src)
+    _add_messages(src, 0, messages)
     backup.init(repo, key_file=key_file)
     backup.run(repo, src, key_file=key_file)
     return src, repo, key_file
@@ -76,6 +78,7 @@ def test_the_served_copy_of_an_encrypted_repository_reveals_no_name_header_or_ha
     paths = backup.served_paths(repo)
     assert "catalog.sqlite" not in paths and not [p for p in paths if p.startswith("index")]
     assert {"config.json", sealed.NAME} <= set(paths)
+    assert [p for p in paths if p.startswith(sealed.DIR + "/")]
     copy = _served_copy(repo, tmp_path / "copy")
     files = _all_bytes(copy)
     assert sorted(p for p in files if os.path.isfile(copy / p)) == paths
@@ -152,41 +155,69 @@ def test_without_the_key_verify_checks_the_framing_and_the_packs(tmp_path):
     assert r.exit_code == 1 and "DAMAGED pack " in r.output and "truncated" in r.output
 
 
+def _chunk(copy, index=0):
+    """The path of the `index`th chunk file of the copy's sealed catalog, made writable."""
+    names = sorted(os.listdir(copy / sealed.DIR))
+    path = copy / sealed.DIR / names[index]
+    os.chmod(path, 0o644)
+    return path
+
+
 def _tamper_cases(tmp_path, repo, key):
-    """(name, copy) of copies whose sealed catalog was changed in one way each."""
-    sealed_bytes = (repo / sealed.NAME).read_bytes()
-    size = len(sealed_bytes)
+    """(name, copy, seen without the key) of copies whose sealed catalog was changed in one
+    way each."""
+    manifest = (repo / sealed.NAME).read_bytes()
+    size = len(manifest)
+    other = tmp_path / "other-repo"
+    backup.init(other, key_file=key)
+    other_chunk = sorted((other / sealed.DIR).iterdir())[0].read_bytes()
     cases = []
-    for name, change in (
-            ("a byte flipped in a chunk", lambda p: flip_bit(p, size - 40)),
-            ("a byte flipped in the header", lambda p: flip_bit(
-                p, sealed_bytes.index(b'"generation"') + 2)),
-            ("truncated", lambda p: os.truncate(p, size - 100)),
-            ("cut after the header", lambda p: os.truncate(p, sealed_bytes.index(b"}") + 1))):
-        copy = _served_copy(repo, tmp_path / name.replace(" ", "-"))
+    for name, change, keyless in (
+            ("a byte flipped in a chunk", lambda c: flip_bit(str(_chunk(c)), 20), True),
+            ("a chunk swapped for another's", lambda c: shutil.copyfile(
+                _chunk(c, 1), _chunk(c, 0)), True),
+            ("a chunk missing", lambda c: os.unlink(_chunk(c, 1)), True),
+            ("another repository's chunk", lambda c: _chunk(c).write_bytes(other_chunk), True),
+            ("a byte flipped in the manifest's body", lambda c: flip_bit(
+                str(c / sealed.NAME), size - 20), False),
+            ("a byte flipped in the header", lambda c: flip_bit(
+                str(c / sealed.NAME), manifest.index(b'"generation"') + 2), True),
+            ("truncated", lambda c: os.truncate(c / sealed.NAME, size - 10), True),
+            ("cut after the header", lambda c: os.truncate(
+                c / sealed.NAME, manifest.index(b"]]") + manifest[manifest.index(b"]]"):]
+                .index(b"}") + 1), True)):
+        copy = _served_copy(repo, tmp_path / name.replace(" ", "-").replace("'", ""))
         os.chmod(copy / sealed.NAME, 0o644)
-        change(str(copy / sealed.NAME))
-        cases.append((name, copy))
+        change(copy)
+        cases.append((name, copy, keyless))
     return cases
 
 
+def _refused_in_one_line(tmp_path, copy, key, name, keyless):
+    for args in (["restore", str(copy), "latest", str(tmp_path / "out"), "--user",
+                  "alice", "--key-file", key],
+                 ["verify", str(copy), "--key-file", key],
+                 ["list", str(copy), "--key-file", key]):
+        r = CliRunner().invoke(main, ["backup"] + args)
+        assert r.exit_code == 1, (name, args, r.output)
+        assert r.output.count("\n") == 1 and r.output.startswith(
+            "mailstore backup: error: sealed catalog "), (name, r.output)
+        assert "tampered" in r.output or "fails authentication" in r.output, r.output
+    assert not os.path.exists(tmp_path / "out")
+    if keyless:      # framing and the chunk files' lengths and SHA-256: seen without the key
+        r = CliRunner().invoke(main, ["backup", "verify", str(copy)],
+                               env={"MAILSTORE_KEY_FILE": ""})
+        assert r.exit_code == 1 and "DAMAGED sealed catalog" in r.output, (name, r.output)
+        damaged = [line for line in r.output.splitlines()
+                   if line.startswith("mailstore backup: DAMAGED")]
+        assert len(damaged) == 1 and "tampered" in damaged[0], (name, r.output)
+
+
 def test_a_damaged_or_cut_sealed_catalog_is_refused_in_one_line(tmp_path):
-    src, repo, key = _make(tmp_path)
-    for name, copy in _tamper_cases(tmp_path, repo, key):
-        for args in (["restore", str(copy), "latest", str(tmp_path / "out"), "--user",
-                      "alice", "--key-file", key],
-                     ["verify", str(copy), "--key-file", key],
-                     ["list", str(copy), "--key-file", key]):
-            r = CliRunner().invoke(main, ["backup"] + args)
-            assert r.exit_code == 1, (name, args, r.output)
-            assert r.output.count("\n") == 1 and r.output.startswith(
-                "mailstore backup: error: sealed catalog "), (name, r.output)
-            assert "tampered" in r.output or "fails authentication" in r.output, r.output
-        assert not os.path.exists(tmp_path / "out")
-        if name != "a byte flipped in a chunk":     # framing: seen without the key too
-            r = CliRunner().invoke(main, ["backup", "verify", str(copy)],
-                                   env={"MAILSTORE_KEY_FILE": ""})
-            assert r.exit_code == 1 and "DAMAGED sealed catalog" in r.output, (name, r.output)
+    src, repo, key = _make(tmp_path, messages=1500)
+    assert len(os.listdir(repo / sealed.DIR)) >= 2      # (else no chunk to swap)
+    for name, copy, keyless in _tamper_cases(tmp_path, repo, key):
+        _refused_in_one_line(tmp_path, copy, key, name, keyless)
 
 
 def test_an_older_nights_sealed_catalog_is_refused_against_the_previous_copy(tmp_path):
@@ -197,22 +228,36 @@ def test_an_older_nights_sealed_catalog_is_refused_against_the_previous_copy(tmp
     newer = _served_copy(repo, tmp_path / "night2")
     assert backup.verify(newer, previous=str(older))["ok"]
     assert backup.verify(newer, key_file=key, previous=str(older))["ok"]
-    # the second night's copy gets the first night's sealed catalog
+    # the second night's copy gets the first night's sealed catalog, its chunks too
     swapped = _served_copy(repo, tmp_path / "night2-swapped")
     os.chmod(swapped / sealed.NAME, 0o644)
     shutil.copyfile(older / sealed.NAME, swapped / sealed.NAME)
+    os.chmod(swapped / sealed.DIR, 0o755)
+    for chunk in (older / sealed.DIR).iterdir():
+        if not (swapped / sealed.DIR / chunk.name).exists():
+            shutil.copyfile(chunk, swapped / sealed.DIR / chunk.name)
     for extra in ([], ["--key-file", key]):
         r = CliRunner().invoke(main, ["backup", "verify", str(swapped), "--previous",
                                       str(newer)] + extra, env={"MAILSTORE_KEY_FILE": ""})
         assert r.exit_code == 1, r.output
         assert "older than the previous copy's" in r.output, r.output
+    # the older night's manifest alone: its chunks that changed since are not there
+    alone = _served_copy(repo, tmp_path / "night2-older-manifest")
+    os.chmod(alone / sealed.NAME, 0o644)
+    shutil.copyfile(older / sealed.NAME, alone / sealed.NAME)
+    _refused_in_one_line(tmp_path, alone, key, "an older manifest", True)
+    for extra in ([], ["--key-file", key]):
+        r = CliRunner().invoke(main, ["backup", "verify", str(alone), "--previous",
+                                      str(newer)] + extra, env={"MAILSTORE_KEY_FILE": ""})
+        assert r.exit_code == 1 and ("older than the previous copy's" in r.output or
+                                     " is missing" in r.output), r.output
     # the same generation with other bytes: one of them was changed
     r = CliRunner().invoke(main, ["backup", "verify", str(newer), "--previous",
                                   str(older)], env={"MAILSTORE_KEY_FILE": ""})
     assert r.exit_code == 0, r.output
     other = _served_copy(repo, tmp_path / "night2-other")
     os.chmod(other / sealed.NAME, 0o644)
-    flip_bit(str(other / sealed.NAME), os.path.getsize(other / sealed.NAME) - 40)
+    flip_bit(str(other / sealed.NAME), os.path.getsize(other / sealed.NAME) - 20)
     r = CliRunner().invoke(main, ["backup", "verify", str(newer), "--previous", str(other)],
                            env={"MAILSTORE_KEY_FILE": ""})
     assert r.exit_code == 1 and "not the same file" in r.output, r.output
@@ -222,6 +267,97 @@ def test_an_older_nights_sealed_catalog_is_refused_against_the_previous_copy(tmp
     shutil.copyfile(repo2 / sealed.NAME, swapped / sealed.NAME)
     r = CliRunner().invoke(main, ["backup", "list", str(swapped), "--key-file", key])
     assert r.exit_code == 1 and "belongs to repository" in r.output, r.output
+
+
+def test_a_format_1_sealed_catalog_of_an_older_mailstore_still_opens_and_verifies(tmp_path):
+    """Copies older mailstores made (one file, sealed_v1.py) stay on the backup host for
+    weeks: they are read, checked and restored as before."""
+    src, repo, key = _make(tmp_path)
+    old = _served_copy(repo, tmp_path / "old")
+    for path in (old, old / sealed.DIR):
+        os.chmod(path, 0o755)
+    shutil.rmtree(old / sealed.DIR)
+    os.chmod(old / sealed.NAME, 0o644)
+    generation = sealed.inspect(str(repo / sealed.NAME), _repo_id(repo))["generation"]
+    sealed_v1.write(str(old / sealed.NAME), _repo_id(repo), keys.load_key_file(key),
+                    str(repo / "catalog.sqlite"), generation)
+    assert (old / sealed.NAME).read_bytes()[32:].index(b'"version":1') > 0
+    r = CliRunner().invoke(main, ["backup", "verify", str(old)], env={"MAILSTORE_KEY_FILE": ""})
+    assert r.exit_code == 0 and "verify ok: sealed catalog generation" in r.output, r.output
+    assert backup.verify(old, key_file=key, read_data=True)["ok"]
+    result = backup.restore(old, "latest", tmp_path / "dst", key_file=key, user="bob")
+    assert not result["errors"]
+    assert snapshot_tree(tmp_path / "dst" / "bob") == snapshot_tree(src / "bob")
+    # the night after it, a format 2 copy: compared by generation as before
+    backup.seal(repo, key_file=key)
+    new = _served_copy(repo, tmp_path / "new")
+    assert backup.verify(new, previous=str(old))["ok"]
+    r = CliRunner().invoke(main, ["backup", "verify", str(old), "--previous", str(new)],
+                           env={"MAILSTORE_KEY_FILE": ""})
+    assert r.exit_code == 1 and "older than the previous copy's" in r.output, r.output
+    # and a damaged one is refused as before: with the key a flipped bit, without it a cut
+    flip_bit(str(old / sealed.NAME), os.path.getsize(old / sealed.NAME) - 40)
+    r = CliRunner().invoke(main, ["backup", "list", str(old), "--key-file", key])
+    assert r.exit_code == 1 and "fails authentication at chunk 0" in r.output, r.output
+    os.truncate(old / sealed.NAME, os.path.getsize(old / sealed.NAME) - 100)
+    r = CliRunner().invoke(main, ["backup", "verify", str(old)], env={"MAILSTORE_KEY_FILE": ""})
+    assert r.exit_code == 1 and "DAMAGED sealed catalog" in r.output and "truncated" in \
+        r.output, r.output
+
+
+def test_a_second_night_adds_few_chunk_files_and_keeps_the_others(tmp_path):
+    """The off-host copy's nightly transfer follows the new mail, not the catalog's size:
+    a chunk whose rows did not change keeps its file and name (the pull hard-links it)."""
+    src, repo, key = _make(tmp_path, messages=4000)
+
+    def chunks():
+        return {p.name: p.stat().st_size for p in (repo / sealed.DIR).iterdir()}
+
+    first = chunks()
+    _add_messages(src, 4000, 40)
+    backup.run(repo, src, key_file=key)
+    second = chunks()
+    new = set(second) - set(first)
+    kept = set(second) & set(first)
+    assert new and len(kept) > 2 * len(new), (len(kept), len(new))
+    assert sum(second[n] for n in new) * 5 < sum(second.values())
+    # the kept ones are the very files of the night before, not written again
+    assert all(second[n] == first[n] for n in kept)
+    # the chunks the catalog no longer uses are gone; the copy holds exactly the listed ones
+    info = sealed.inspect(str(repo / sealed.NAME), _repo_id(repo))
+    assert info["chunks"] == len(second)
+    assert sorted(p for p in backup.served_paths(repo) if p.startswith(sealed.DIR + "/")) == \
+        sorted(sealed.DIR + "/" + n for n in second)
+    # and it is the same catalog: every table, row for row
+    copy = _served_copy(repo, tmp_path / "copy")
+    from mailstore.backup.repository import Repository
+    with Repository(copy, key_file=key, readonly=True) as opened:
+        clear = sqlite3.connect(str(repo / "catalog.sqlite"))
+        try:
+            assert _dump(opened.db) == _dump(clear)
+        finally:
+            clear.close()
+
+
+def _dump(db):
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                       "ORDER BY name")]
+    out = {"schema": db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name")
+           .fetchall(), "user_version": db.execute("PRAGMA user_version").fetchone()}
+    for table in tables:
+        out[table] = sorted(db.execute('SELECT * FROM "{}"'.format(table)).fetchall(),
+                            key=repr)
+    return out
+
+
+def _add_messages(src, first, count):
+    for i in range(first, first + count):
+        folder = src / USERS_WITH_MAIL[i % len(USERS_WITH_MAIL)] / "Maildir" / "cur"
+        (folder / "17000{:05d}.M{}P1.host:2,S".format(i, i)).write_text(
+            "From: a{}@example.org\nSubject: message {}\n\nbody {}\n".format(i, i, i))
+
+
+USERS_WITH_MAIL = ("alice", "bob")
 
 
 def test_every_run_and_prune_seals_a_newer_generation(tmp_path):
@@ -292,3 +428,54 @@ def test_a_sealed_copy_put_back_on_the_server_is_unsealed_and_backs_up_again(tmp
     result = backup.restore(back, "latest", tmp_path / "dst", key_file=key, user="bob")
     assert not result["errors"]
     assert snapshot_tree(tmp_path / "dst" / "bob") == snapshot_tree(src / "bob")
+
+
+def test_what_an_interrupted_seal_left_goes_with_the_next_run(tmp_path):
+    src, repo, key = _make(tmp_path, messages=1500)
+    listed = sorted(os.listdir(repo / sealed.DIR))
+    # a seal killed after writing chunks, before (or while) replacing the manifest
+    for name in ("0" * 32, "1" * 32 + ".tmp"):
+        (repo / sealed.DIR / name).write_bytes(b"left over")
+    (repo / (sealed.NAME + ".tmp")).write_bytes(b"left over")
+    assert backup.served_paths(repo).count(sealed.DIR + "/" + "0" * 32) == 1
+    backup.run(repo, src, key_file=key)
+    after = sorted(os.listdir(repo / sealed.DIR))
+    assert "0" * 32 not in after and "1" * 32 + ".tmp" not in after
+    assert not os.path.exists(repo / (sealed.NAME + ".tmp"))
+    # nothing the new manifest needs went, and what did not change is the same file
+    assert sealed.inspect(str(repo / sealed.NAME), _repo_id(repo))["chunks"] == len(after)
+    assert set(listed) & set(after)
+
+
+def test_a_row_stream_that_is_not_a_whole_catalog_is_refused(tmp_path):
+    """What the key authenticates is still read as data only: a stream cut short, rows that
+    do not fit their table, or lines out of place are refused, never executed or guessed."""
+    src, repo, key = _make(tmp_path)
+    db = sqlite3.connect(str(repo / "catalog.sqlite"))
+    stream = b"".join(sealed_rows.chunks(db))
+    db.close()
+    lines = stream.split(b"\n")[:-1]
+    meta = lines.index(b'{"table":"meta","columns":["key","value"]}')
+    cases = {
+        "it ends early": lines[:-1],
+        "it ends after": lines[:meta + 1] + [b'["extra","row"]'] + lines[meta + 1:],
+        "rows of meta do not fit": lines[:meta + 1] + [b'["a","b","c"]'] + lines[meta + 1:],
+        "rows of meta do not fit it": lines[:meta + 1] + [b'[["nested"],"b"]'] +
+        lines[meta + 1:],
+        "which its schema lacks": lines[:2] + [b'{"table":"other","columns":["x"]}'] +
+        lines[2:],
+        "not readable": lines[:3] + [b"\xff"] + lines[3:],
+        "does not start with the schema": lines[1:],
+    }
+    for n, (text, case) in enumerate(cases.items()):
+        loader = sealed_rows.Loader(str(tmp_path / "db{}".format(n)))
+        try:
+            with pytest.raises(sealed_rows.StreamError, match=text):
+                loader.feed(b"\n".join(case) + b"\n")
+                loader.finish()
+        finally:
+            loader.close()
+    loader = sealed_rows.Loader(str(tmp_path / "whole"))
+    loader.feed(stream)
+    loader.finish()
+    loader.close()
