@@ -1,10 +1,14 @@
 """The index cache: REPO/index/<id>.marshal, the newest snapshot's message rows in one file.
 
-The next run reads the previous snapshot's rows from it sequentially; the same rows in the
+The next run reads the previous snapshot's rows from it user by user; the same rows in the
 catalog are scattered over it, slow when the cache is cold at night. The file is a magic line
-and then chunks of rows, each a 4-byte length and the marshal of a list of at most CHUNK rows,
-so that neither writing nor reading it ever holds the encoding of all rows at once (at a
-million messages that was 250 MB on top of the rows themselves). Only a cache: the
+and then chunks, each of one user's rows (a header: the user, the row count, the length; then
+the marshal of a list of rows). A run writes each user's rows, sorted by id, as soon as it has
+recorded that user's messages, and the next run decodes one user's chunks when it scans that
+user: no run ever holds all rows of a snapshot, nor their encoding, at once (at a million
+messages that was 1.2 GB). The messages digest wants all rows in id order: it merges the
+users' sorted chunks (rows_in_id_order).
+Only a cache: the
 catalog stays the truth, and the cache is trusted only as far as the catalog vouches for it.
 The run that writes the file records its digest in the catalog (meta `index_cache`, in the
 snapshot's own transaction): over the snapshot id and the file's bytes, HMAC-SHA256 with a
@@ -30,24 +34,36 @@ is trusted as before and the rows are hashed; an older mailstore reads the new r
 before (it ignores the fields it does not know).
 """
 import collections
+import errno
 import hashlib
+import heapq
 import hmac
+import itertools
 import json
 import marshal
+import operator
 import os
 import struct
 
 # meta key of the newest cache's digest: {"snapshot": id, "digest": hex}
 META_KEY = "index_cache"
 
-# the file's first bytes: what tells this format from an older mailstore's (whose marshal of
-# a list starts with "[" or "\xdb")
-MAGIC = b"mailstore index cache 2\n"
-# rows per chunk: big enough for C speed, small enough to be nothing next to the rows
-CHUNK = 4096
-_LENGTH = struct.Struct(">I")
+# the file's first bytes: what tells this format from an older mailstore's (one marshal of
+# the whole list, which starts with "[" or "\xdb")
+MAGIC = b"mailstore index cache 3\n"
+# a chunk's header: length of the user's name (UTF-8), rows, length of the marshal data
+_HEADER = struct.Struct(">HII")
+# rows decoded at once while the rows of all users are merged by id: the chunk size is this
+# divided by the number of users (every user has one chunk decoded at a time), within bounds
+MERGE_ROWS = 65536
+CHUNK_MIN, CHUNK_MAX = 64, 4096
 # bytes read at once while checking the file
 _READ = 1 << 20
+
+
+def chunk_rows(users):
+    """Rows per chunk of a run over `users` users (MERGE_ROWS)."""
+    return max(CHUNK_MIN, min(CHUNK_MAX, MERGE_ROWS // max(1, users)))
 
 
 def index_path(repo, snapshot_id):
@@ -87,18 +103,20 @@ def catalog_rows(db, seq):
 
 def previous_rows(repo, seq, snapshot_id, count, use_cache=True):
     """(rows, problem, rows_digest): the message rows (id, user, folder, subdir, name, uniq,
-    size, mtime_ns, uid, gid, mode, ino, object) of snapshot `seq`; why its cache file was
-    not used although there is one (None when it was used, or there is none to trust); the
-    messages digest (auth.messages_digest) the cache's digest vouches for, else None (then
-    the caller hashes the rows to check them).
+    size, mtime_ns, uid, gid, mode, ino, object) of snapshot `seq` as a Cache or CatalogRows
+    (both: `users`, `count_of(user)`, `rows(user)`, `rows_in_id_order()`, `close()`); why
+    its cache file was not used although there is one (None when it was used, or there is
+    none to trust); the messages digest (auth.messages_digest) the cache's digest vouches
+    for, else None (then the caller hashes the rows to check them).
 
     From REPO/index/<id>.marshal when the file matches the digest the catalog recorded for
     it, else (and always when not `use_cache`: a snapshot recorded damaged, whose catalog rows
-    must be checked themselves) from the catalog."""
+    must be checked themselves, or a full scan's base) from the catalog (all rows in memory:
+    the slow way, taken once after a damaged or missing cache, and by the full scan)."""
     rows, problem, rows_digest = _trusted_rows(repo, snapshot_id, count) if use_cache \
         else (None, None, None)
     if rows is None:
-        rows = catalog_rows(repo.db, seq)
+        rows = CatalogRows(catalog_rows(repo.db, seq))
     if problem is not None:
         problem = "index cache {} {}: the previous snapshot's messages were read from the " \
             "catalog instead (this run writes a new cache)".format(
@@ -106,8 +124,80 @@ def previous_rows(repo, seq, snapshot_id, count, use_cache=True):
     return rows, problem, rows_digest
 
 
+class CatalogRows:
+    """A snapshot's message rows read from the catalog, by user (what Cache offers)."""
+
+    def __init__(self, rows):
+        by_user = {}
+        for r in rows:
+            by_user.setdefault(r[1], []).append(r)
+        self._by_user = by_user
+        self.users = list(by_user)
+
+    def count_of(self, user):
+        return len(self._by_user.get(user, ()))
+
+    def rows(self, user):
+        """The user's rows, once (they are let go of: the run takes them over)."""
+        return self._by_user.pop(user, [])
+
+    def rows_in_id_order(self):
+        """All rows sorted by id (before any rows() call)."""
+        return sorted(itertools.chain.from_iterable(self._by_user.values()),
+                      key=operator.itemgetter(0))
+
+    def close(self):
+        self._by_user = {}
+
+
+class Cache:
+    """A cache file whose digest matched: its chunks by user, each decoded (after its bytes
+    are checked against what the digest covered) only when asked for. Safe to read from
+    several threads at once."""
+
+    def __init__(self, f, chunks, owns=True):
+        self._f = f
+        self._owns = owns            # close() closes the file
+        self._chunks = chunks        # user -> [(offset, length, rows, sha256)]
+        self.users = list(chunks)
+
+    def count_of(self, user):
+        return sum(c[2] for c in self._chunks.get(user, ()))
+
+    def _chunk(self, offset, length, count, sha):
+        data = os.pread(self._f.fileno(), length, offset)
+        if len(data) != length or not hmac.compare_digest(hashlib.sha256(data).digest(), sha):
+            raise OSError(errno.EIO, "index cache {} changed while it was read".format(
+                self._f.name))
+        rows = marshal.loads(data)
+        if not isinstance(rows, list) or len(rows) != count:
+            raise OSError(errno.EIO, "index cache {}: a chunk does not hold the rows its "
+                          "header says".format(self._f.name))
+        return rows
+
+    def rows(self, user):
+        """The user's rows, sorted by id (as written)."""
+        got = []
+        for c in self._chunks.get(user, ()):
+            got.extend(self._chunk(*c))
+        return got
+
+    def _user_rows(self, user):
+        for c in self._chunks.get(user, ()):
+            yield from self._chunk(*c)
+
+    def rows_in_id_order(self):
+        """All rows sorted by id, merged from the users' sorted chunks one chunk per user at
+        a time (ids are unique across users; a user's own rows keep their order)."""
+        return heapq.merge(*map(self._user_rows, self.users), key=operator.itemgetter(0))
+
+    def close(self):
+        if self._owns:
+            self._f.close()
+
+
 def _trusted_rows(repo, snapshot_id, count):
-    """(rows or None, problem or None, rows_digest or None) from the cache file of snapshot
+    """(Cache or None, problem or None, rows_digest or None) from the cache file of snapshot
     `snapshot_id`."""
     try:
         f = open(index_path(repo, snapshot_id), "rb")
@@ -115,114 +205,144 @@ def _trusted_rows(repo, snapshot_id, count):
         return None, None, None
     except OSError as e:
         return None, "cannot be read ({})".format(e.strerror or e), None
-    with f:
+    try:
         recorded, rows_digest, bound = _recorded(repo.db, snapshot_id)
         if recorded is None or (repo.encrypted and repo.codec.key is None):
             return None, None, None     # nothing vouches for the file (or it cannot be checked)
         key = repo.codec.key
         try:
-            found, chunk_sums = _file_digest(f, key, snapshot_id)
+            found, chunks = _file_digest(f, key, snapshot_id)
         except OSError as e:
             return None, "cannot be read ({})".format(e.strerror or e), None
         if not hmac.compare_digest(found, recorded) or (
                 rows_digest is not None and not hmac.compare_digest(
                     rows_mac(key, snapshot_id, rows_digest, recorded), bound)):
             return None, "does not match the digest the catalog recorded for it", None
-        if chunk_sums is None:
+        if chunks is None:
             return None, None, None     # an older mailstore's format
+        cache = Cache(f, chunks)
+        if sum(map(cache.count_of, cache.users)) != count:
+            return None, "does not hold the snapshot's {} messages".format(count), None
         try:
-            rows, problem = _decode_checked(f, chunk_sums)
+            # one chunk decoded now: what another Python's marshal wrote may not decode here
+            for user in cache.users[:1]:
+                cache._chunk(*chunks[user][0])
+        except (ValueError, EOFError, TypeError):
+            return None, None, None
         except OSError as e:
             return None, "cannot be read ({})".format(e.strerror or e), None
-    if rows is None:
-        return None, problem, None
-    if len(rows) != count:
-        return None, "does not hold the snapshot's {} messages".format(count), None
-    return rows, None, rows_digest
+        f = None                        # the Cache has it now
+        return cache, None, rows_digest
+    finally:
+        if f is not None:
+            f.close()
 
 
 def _file_digest(f, key, snapshot_id):
-    """(digest of the whole file as digest() computes it, [SHA-256 of each chunk's bytes] or
-    None if the file is not in this format), in one sequential pass that decodes nothing."""
+    """(digest of the whole file as digest() computes it, {user: [(offset, length, rows,
+    SHA-256 of the marshal data)]} or None if the file is not in this format), in one
+    sequential pass that decodes nothing."""
     h = _hasher(key, snapshot_id)
     magic = f.read(len(MAGIC))
     h.update(magic)
-    sums = [] if magic == MAGIC else None
-    while sums is not None:
-        prefix = f.read(_LENGTH.size)
-        h.update(prefix)
-        if len(prefix) < _LENGTH.size:
-            if prefix:
-                sums = None     # a torn length
+    chunks = {} if magic == MAGIC else None
+    offset = len(magic)
+    while chunks is not None:
+        header = f.read(_HEADER.size)
+        h.update(header)
+        offset += len(header)
+        if len(header) < _HEADER.size:
+            if header:
+                chunks = None   # a torn header
             break
-        left, = _LENGTH.unpack(prefix)
-        c = hashlib.sha256()
+        name_length, count, left = _HEADER.unpack(header)
+        name = f.read(name_length)
+        h.update(name)
+        offset += len(name)
+        try:
+            user = name.decode("utf-8")
+        except UnicodeDecodeError:
+            user = None
+        start, c = offset, hashlib.sha256()
         while left:
             piece = f.read(min(left, _READ))
             if not piece:
-                sums = None     # a chunk cut short
                 break
             h.update(piece)
             c.update(piece)
             left -= len(piece)
-        else:
-            sums.append(c.digest())
+            offset += len(piece)
+        if left or user is None or len(name) != name_length:
+            chunks = None       # cut short, or not a name
+            break
+        chunks.setdefault(user, []).append((start, offset - start, count, c.digest()))
     for piece in iter(lambda: f.read(_READ), b""):
         h.update(piece)         # the rest of a file not in this format
-    return h.hexdigest(), sums
+    return h.hexdigest(), chunks
 
 
-def _decode_checked(f, chunk_sums):
-    """(rows, None): the rows of the file's chunks, each decoded only once its bytes are known
-    to be those _file_digest saw (`chunk_sums`); (None, problem) if the file changed in
-    between; (None, None) if this Python's marshal cannot read what another one wrote."""
-    f.seek(len(MAGIC))
-    rows = []
-    for expected in chunk_sums:
-        prefix = f.read(_LENGTH.size)
-        length, = _LENGTH.unpack(prefix) if len(prefix) == _LENGTH.size else (-1,)
-        data = f.read(length) if length >= 0 else b""
-        if len(data) != length or not hmac.compare_digest(
-                hashlib.sha256(data).digest(), expected):
-            return None, "changed while it was read"
+class Writer:
+    """The cache file of a run, written user by user while the run records messages; named
+    for its snapshot (and made durable) by finish(), before the catalog's COMMIT."""
+
+    def __init__(self, repo, snapshot_id, users):
+        self.repo, self.snapshot_id = repo, snapshot_id
+        directory = os.path.join(repo.path, "index")
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        # not a snapshot's name: clean_up removes it after a crash, like any stale cache
+        self.tmp = os.path.join(directory, "run.tmp")
+        self.chunk = chunk_rows(users)
+        self._f = open(self.tmp, "w+b")
+        os.chmod(self.tmp, 0o600)
+        self._digest = _hasher(repo.codec.key, snapshot_id)     # digest() of the file
+        self._chunks = {}
+        self._offset = 0
+        self._write(MAGIC)
+
+    def _write(self, data):
+        self._f.write(data)
+        self._digest.update(data)
+        self._offset += len(data)
+
+    def add(self, user, rows):
+        """Append `user`'s rows (sorted here by id; stable, so duplicates keep their order)."""
+        rows.sort(key=operator.itemgetter(0))
+        name = user.encode("utf-8")
+        for start in range(0, len(rows), self.chunk):
+            part = rows[start:start + self.chunk]
+            data = marshal.dumps(part)
+            self._write(_HEADER.pack(len(name), len(part), len(data)) + name)
+            self._chunks.setdefault(user, []).append(
+                (self._offset, len(data), len(part), hashlib.sha256(data).digest()))
+            self._write(data)
+
+    def rows(self):
+        """After the last add: the rows written, as a Cache (for the messages digest: each
+        chunk read back is checked against what was written)."""
+        self._f.flush()
+        return Cache(self._f, self._chunks, owns=False)
+
+    def finish(self):
+        """After rows(): make the file durable and name it for its snapshot; return its
+        digest, to be recorded with the snapshot."""
+        # durable before the catalog's COMMIT records its digest: after a power cut a short
+        # file would not match, and a mismatch means damage, which the next run reports
+        os.fsync(self._f.fileno())
+        os.rename(self.tmp, index_path(self.repo, self.snapshot_id))
+        return self._digest.hexdigest()
+
+    def close(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def discard(self):
+        """After a failure (before finish): no file left behind."""
+        self.close()
         try:
-            chunk = marshal.loads(data)
-        except (ValueError, EOFError, TypeError):
-            return None, None           # what a run wrote, in another Python's marshal format
-        if not isinstance(chunk, list):
-            return None, None
-        rows.extend(chunk)
-    return rows, None
-
-
-def encode(rows):
-    """Yield the file's bytes for message rows `rows`, piece by piece (write_index)."""
-    yield MAGIC
-    for start in range(0, len(rows), CHUNK):
-        data = marshal.dumps(rows[start:start + CHUNK])
-        yield _LENGTH.pack(len(data)) + data
-
-
-def decode(data):
-    """The rows of a whole cache file's bytes `data` (for `verify` and tests; no digest
-    checked). Raises ValueError if they are not a cache file."""
-    if not data.startswith(MAGIC):
-        raise ValueError("not an index cache file")
-    rows, pos = [], len(MAGIC)
-    view = memoryview(data)
-    while pos < len(data):
-        if pos + _LENGTH.size > len(data):
-            raise ValueError("truncated index cache file")
-        length, = _LENGTH.unpack_from(data, pos)
-        pos += _LENGTH.size
-        if pos + length > len(data):
-            raise ValueError("truncated index cache file")
-        chunk = marshal.loads(view[pos:pos + length])
-        if not isinstance(chunk, list):
-            raise ValueError("not an index cache file")
-        rows.extend(chunk)
-        pos += length
-    return rows
+            os.unlink(self.tmp)
+        except OSError:
+            pass
 
 
 def _recorded(db, snapshot_id):
@@ -243,26 +363,6 @@ def _recorded(db, snapshot_id):
             and isinstance(bound, str)):
         return None, None, None
     return meta["digest"], rows_digest, bound
-
-
-def write_index(repo, snapshot_id, rows):
-    """Write the cache previous_rows reads (before the catalog commit); return the digest to
-    record with the snapshot (`record`)."""
-    directory = os.path.join(repo.path, "index")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    path = index_path(repo, snapshot_id)
-    h = _hasher(repo.codec.key, snapshot_id)
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        for piece in encode(rows):
-            h.update(piece)
-            f.write(piece)
-        f.flush()
-        # durable before the catalog's COMMIT records its digest: after a power cut a short
-        # file would not match, and a mismatch means damage, which the next run reports
-        os.fsync(f.fileno())
-    os.rename(path + ".tmp", path)
-    return h.hexdigest()
 
 
 def record(db, key, snapshot_id, value, rows_digest):
@@ -288,6 +388,44 @@ def drop_stale_indexes(repo, keep_id):
                 os.unlink(os.path.join(directory, name))
             except OSError:
                 pass
+
+
+def encode(rows):
+    """The bytes of a cache file holding message rows `rows` (for tests; a run writes with
+    Writer)."""
+    by_user = {}
+    for r in rows:
+        by_user.setdefault(r[1], []).append(r)
+    out = [MAGIC]
+    for user, got in by_user.items():
+        name = user.encode("utf-8")
+        for start in range(0, len(got), CHUNK_MAX):
+            data = marshal.dumps(got[start:start + CHUNK_MAX])
+            out.append(_HEADER.pack(len(name), len(got[start:start + CHUNK_MAX]), len(data))
+                       + name + data)
+    return b"".join(out)
+
+
+def decode(data):
+    """The rows of a whole cache file's bytes `data` (for `verify` and tests; no digest
+    checked). Raises ValueError if they are not a cache file."""
+    if not data.startswith(MAGIC):
+        raise ValueError("not an index cache file")
+    rows, pos = [], len(MAGIC)
+    view = memoryview(data)
+    while pos < len(data):
+        if pos + _HEADER.size > len(data):
+            raise ValueError("truncated index cache file")
+        name_length, count, length = _HEADER.unpack_from(data, pos)
+        pos += _HEADER.size + name_length
+        if pos + length > len(data):
+            raise ValueError("truncated index cache file")
+        chunk = marshal.loads(view[pos:pos + length])
+        if not isinstance(chunk, list) or len(chunk) != count:
+            raise ValueError("not an index cache file")
+        rows.extend(chunk)
+        pos += length
+    return rows
 
 
 def check(repo):

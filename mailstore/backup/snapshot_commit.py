@@ -5,6 +5,7 @@ to the catalog, the snapshot row, which messages and files it holds, and the sca
 next run's incremental scan relies on (scan.py). A run that dies before this COMMIT leaves no
 snapshot and no catalog change behind.
 """
+import operator
 import secrets
 import socket
 import time
@@ -26,11 +27,12 @@ def unused_snapshot_id(db, started):
     return snapshot_id
 
 
-def write_catalog(feed, source, finished, snapshot_id, index_written):
+def write_catalog(feed, source, finished, snapshot_id, index_written, rows):
     """Record snapshot `snapshot_id` with what `feed` (a feed.Feed, all its work done)
     collected, in one transaction on `feed.db`. `index_written`: the future of the index
     cache's writer (its result: the digest recorded here); what it raised is raised before
-    the COMMIT."""
+    the COMMIT. `rows`: the snapshot's message rows as written to the index cache (an
+    index_cache.Cache: they are merged from it in id order for the messages digest)."""
     db = feed.db
     stats = feed.stats
     with catalog.transaction(db):
@@ -52,13 +54,16 @@ def write_catalog(feed, source, finished, snapshot_id, index_written):
         if feed.lost:
             lost.record_run(db, feed.lost, feed.lost & feed.objects.added, feed.missing_packs,
                             snapshot_id, finished)
-        _snapshot_messages(db, seq, feed.snapshot_messages, feed.prev_seq, feed.prev_ids)
+        _snapshot_messages(db, seq, feed.snapshot_messages, feed.distinct_messages,
+                           feed.prev_seq, feed.gone,
+                           map(operator.itemgetter(0), feed.new_messages))
         db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        ((seq,) + row for row in feed.files))
         rows_digest = None
         if feed.repo.auth is not None:
             # the snapshot's digests and MAC, and the new manifest (auth.py)
-            rows_digest = feed.repo.auth.seal_snapshot(db, seq, feed.index_rows, feed.files)
+            rows_digest = feed.repo.auth.seal_snapshot(db, seq, rows.rows_in_id_order(),
+                                                       feed.files, ordered=True)
         # what the next run's incremental scan may rely on (scan.py)
         db.execute("DELETE FROM scan_dirs")
         db.executemany("INSERT INTO scan_dirs VALUES (?, ?, ?, ?)", feed.dir_state)
@@ -69,31 +74,30 @@ def write_catalog(feed, source, finished, snapshot_id, index_written):
                            rows_digest)
 
 
-def _snapshot_messages(db, seq, messages, prev_seq, prev_ids):
-    """Record which message rows (ids `messages`) snapshot `seq` holds.
+def _snapshot_messages(db, seq, messages, distinct, prev_seq, gone, new):
+    """Record which message rows (ids `messages`, of them `distinct` distinct) snapshot `seq`
+    holds.
 
-    A nightly snapshot holds nearly the same rows as the previous one (`prev_seq`, holding
-    `prev_ids`): those are copied inside SQLite (one INSERT ... SELECT minus the rows that are
-    gone), only the rest is bound from Python. The row count is checked; should it differ (a
+    A nightly snapshot holds nearly the same rows as the previous one (`prev_seq`): those are
+    copied inside SQLite (one INSERT ... SELECT minus the rows `gone`), only the rows `new` to
+    the catalog are bound from Python. The row count is checked; should it differ (a
     previous-row list that does not match the catalog), the plain way is used instead.
     """
-    current = set(messages)
-    gone = prev_ids - current
-    if prev_seq is not None and len(gone) < len(current) // 2:
+    if prev_seq is not None and len(gone) < distinct // 2:
         db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (message INTEGER PRIMARY KEY)")
         db.execute("DELETE FROM temp.gone")
-        db.executemany("INSERT INTO temp.gone VALUES (?)", ((m,) for m in gone))
+        db.executemany("INSERT OR IGNORE INTO temp.gone VALUES (?)", ((m,) for m in gone))
         db.execute("INSERT OR IGNORE INTO snapshot_messages SELECT ?, message FROM"
                    " snapshot_messages WHERE snapshot = ? AND message NOT IN"
                    " (SELECT message FROM temp.gone)", (seq, prev_seq))
         # in key order: B-tree inserts in order are several times faster than at random
         db.executemany("INSERT OR IGNORE INTO snapshot_messages VALUES (?, ?)",
-                       ((seq, mid) for mid in sorted(current - prev_ids)))
+                       ((seq, mid) for mid in sorted(new)))
         db.execute("DELETE FROM temp.gone")
         count, = db.execute("SELECT count(*) FROM snapshot_messages WHERE snapshot = ?",
                             (seq,)).fetchone()
-        if count == len(current):
+        if count == distinct:
             return
         db.execute("DELETE FROM snapshot_messages WHERE snapshot = ?", (seq,))
     db.executemany("INSERT OR IGNORE INTO snapshot_messages VALUES (?, ?)",
-                   ((seq, mid) for mid in sorted(current)))
+                   ((seq, mid) for mid in sorted(set(messages))))

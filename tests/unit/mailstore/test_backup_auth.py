@@ -179,7 +179,7 @@ def test_a_tampered_index_cache_is_not_built_upon(two_snapshots, tmp_path):
     a[12], b[12] = b[12], a[12]
     rows[alice], rows[bob] = tuple(a), tuple(b)
     with open(path, "wb") as f:
-        f.write(b"".join(index_cache.encode(rows)))
+        f.write(index_cache.encode(rows))
     # The cache's keyed digest no longer matches: the run builds on the catalog's
     # authenticated rows instead, says so, and its snapshot restores what the source holds.
     result = backup.run(repo, src, key_file=key)

@@ -44,7 +44,7 @@ def _change_rows(repo, change):
         before = f.read()
     rows = index_cache.decode(before)
     change(rows)
-    after = b"".join(index_cache.encode(rows))
+    after = index_cache.encode(rows)
     with open(path, "wb") as f:
         f.write(after)
     return after
@@ -157,8 +157,9 @@ def test_a_cache_of_many_chunks_is_used_whole(two_runs, tmp_path, monkeypatch):
     """The cache is written and read in chunks of rows (never the encoding of all rows at
     once); one spread over many chunks holds every row."""
     repo, key, src = two_runs
-    monkeypatch.setattr(index_cache, "CHUNK", 3)
-    backup.run(repo, src, key_file=key)      # writes a cache of 6 chunks
+    monkeypatch.setattr(index_cache, "CHUNK_MIN", 3)
+    monkeypatch.setattr(index_cache, "CHUNK_MAX", 3)
+    backup.run(repo, src, key_file=key)      # writes a cache of chunks of 3 rows
 
     def refuse(*args):
         raise AssertionError("the catalog's rows were read although the cache is intact")
@@ -231,16 +232,17 @@ def _set_meta(repo, meta):
 
 
 def _count_digests(monkeypatch):
-    """A spy on auth.messages_digest (no real component can tell whether rows were hashed):
-    the list of row counts it was called with."""
+    """A spy on auth.ordered_messages_digest (no real component can tell whether rows were
+    hashed): the list of row counts it was called with."""
     from mailstore.backup import auth
     calls = []
-    real = auth.messages_digest
+    real = auth.ordered_messages_digest
 
     def counting(rows):
+        rows = list(rows)
         calls.append(len(rows))
         return real(rows)
-    monkeypatch.setattr(auth, "messages_digest", counting)
+    monkeypatch.setattr(auth, "ordered_messages_digest", counting)
     return calls
 
 
