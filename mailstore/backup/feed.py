@@ -57,7 +57,7 @@ class Feed:
         self.window = 64
         self.next_message_id = (self.db.execute("SELECT max(id) FROM messages").fetchone()[0]
                                 or 0) + 1
-        self.new_messages = []        # rows for the messages table
+        self.new_messages = NewMessages(self.db)    # rows for the messages table
         self.index_rows = []          # the message rows of the user being recorded
         self.snapshot_messages = array.array("q")   # message ids in this snapshot
         self.distinct_messages = 0    # of them distinct (a user's rows are counted per user)
@@ -367,7 +367,7 @@ class Feed:
         else:
             mid = self.next_message_id
             self.next_message_id += 1
-            self.new_messages.append((mid,) + row)
+            self.new_messages.add((mid,) + row)
             self.snapshot_messages.append(mid)
             self.index_rows.append((mid,) + row)
         self.stats["messages"] += 1
@@ -398,6 +398,36 @@ class Feed:
         finally:
             self.index.close()
         return self.snapshot_id
+
+
+class NewMessages:
+    """The message rows new to the catalog (a full backup: every message; a nightly one: new
+    mail and every flag change), kept in a temporary table of the run's catalog connection
+    rather than in memory: the commit copies them into `messages` inside SQLite. A temporary
+    table is the connection's own (a file SQLite deletes when the connection closes), outside
+    the catalog and its transactions: a run that fails leaves nothing of it behind."""
+
+    _BATCH = 4096
+
+    def __init__(self, db):
+        self.db = db
+        self.count = 0
+        self._batch = []
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS new_messages AS SELECT * FROM messages"
+                   " WHERE 0")
+        db.execute("DELETE FROM temp.new_messages")
+
+    def add(self, row):
+        self._batch.append(row)
+        self.count += 1
+        if len(self._batch) >= self._BATCH:
+            self.flush()
+
+    def flush(self):
+        if self._batch:
+            self.db.executemany("INSERT INTO temp.new_messages VALUES"
+                                " (?,?,?,?,?,?,?,?,?,?,?,?,?)", self._batch)
+            self._batch = []
 
 
 def _load_message(codec, known, user_dir, m):

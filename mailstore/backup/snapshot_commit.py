@@ -5,7 +5,6 @@ to the catalog, the snapshot row, which messages and files it holds, and the sca
 next run's incremental scan relies on (scan.py). A run that dies before this COMMIT leaves no
 snapshot and no catalog change behind.
 """
-import operator
 import secrets
 import socket
 import time
@@ -40,8 +39,9 @@ def write_catalog(feed, source, finished, snapshot_id, index_written, rows):
         # OR REPLACE: a lost object stored anew (lost.py) gets its new place
         db.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        feed.objects.new_objects)
-        db.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                       feed.new_messages)
+        feed.new_messages.flush()
+        # in id order (they were numbered in the order they were recorded)
+        db.execute("INSERT INTO messages SELECT * FROM temp.new_messages ORDER BY id")
         cur = db.execute(
             "INSERT INTO snapshots (id, started, finished, source, host, messages, bytes,"
             " new_objects, new_bytes, read_files, read_bytes, warnings)"
@@ -55,8 +55,7 @@ def write_catalog(feed, source, finished, snapshot_id, index_written, rows):
             lost.record_run(db, feed.lost, feed.lost & feed.objects.added, feed.missing_packs,
                             snapshot_id, finished)
         _snapshot_messages(db, seq, feed.snapshot_messages, feed.distinct_messages,
-                           feed.prev_seq, feed.gone,
-                           map(operator.itemgetter(0), feed.new_messages))
+                           feed.prev_seq, feed.gone)
         db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        ((seq,) + row for row in feed.files))
         rows_digest = None
@@ -74,13 +73,13 @@ def write_catalog(feed, source, finished, snapshot_id, index_written, rows):
                            rows_digest)
 
 
-def _snapshot_messages(db, seq, messages, distinct, prev_seq, gone, new):
+def _snapshot_messages(db, seq, messages, distinct, prev_seq, gone):
     """Record which message rows (ids `messages`, of them `distinct` distinct) snapshot `seq`
     holds.
 
     A nightly snapshot holds nearly the same rows as the previous one (`prev_seq`): those are
-    copied inside SQLite (one INSERT ... SELECT minus the rows `gone`), only the rows `new` to
-    the catalog are bound from Python. The row count is checked; should it differ (a
+    copied inside SQLite (one INSERT ... SELECT minus the rows `gone`), and so are the rows
+    new to the catalog (temp.new_messages, feed.NewMessages). The row count is checked; should it differ (a
     previous-row list that does not match the catalog), the plain way is used instead.
     """
     if prev_seq is not None and len(gone) < distinct // 2:
@@ -91,8 +90,8 @@ def _snapshot_messages(db, seq, messages, distinct, prev_seq, gone, new):
                    " snapshot_messages WHERE snapshot = ? AND message NOT IN"
                    " (SELECT message FROM temp.gone)", (seq, prev_seq))
         # in key order: B-tree inserts in order are several times faster than at random
-        db.executemany("INSERT OR IGNORE INTO snapshot_messages VALUES (?, ?)",
-                       ((seq, mid) for mid in sorted(new)))
+        db.execute("INSERT OR IGNORE INTO snapshot_messages SELECT ?, id FROM"
+                   " temp.new_messages ORDER BY id", (seq,))
         db.execute("DELETE FROM temp.gone")
         count, = db.execute("SELECT count(*) FROM snapshot_messages WHERE snapshot = ?",
                             (seq,)).fetchone()
