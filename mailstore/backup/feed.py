@@ -59,6 +59,10 @@ class Feed:
                                 or 0) + 1
         self.new_messages = NewMessages(self.db)    # rows for the messages table
         self.index_rows = []          # the message rows of the user being recorded
+        # a user's rows until its last read is done (reads overlap the next users' work)
+        self.rows_of = {}
+        self.outstanding = collections.Counter()    # user -> reads not finished
+        self.closing = collections.deque()          # (user, previous rows) in order
         self.snapshot_messages = array.array("q")   # message ids in this snapshot
         self.distinct_messages = 0    # of them distinct (a user's rows are counted per user)
         self.gone = array.array("q")  # ids of previous rows not in this snapshot
@@ -149,12 +153,15 @@ class Feed:
         # inode, several rows) the last row is kept: a moved one of the others is read again.
         self.prev_inodes = dict(zip(map(operator.itemgetter(11), rows), rows))
 
+    def _close_done(self):
+        """Users whose messages are all recorded, in order: their rows go to the new index
+        cache, what is gone of their previous rows is noted, and both are let go of."""
+        while self.closing and not self.outstanding[self.closing[0][0]]:
+            self._end_user(*self.closing.popleft())
+
     def _end_user(self, name, prev_rows):
-        """After one user's messages are all recorded: its rows go to the new index cache,
-        what is gone of its previous rows is noted, and both are let go of."""
-        self.drain()
-        rows, self.index_rows = self.index_rows, []
-        self.prev_messages = self.prev_inodes = {}
+        rows = self.rows_of.pop(name)
+        del self.outstanding[name]
         ids = set(map(operator.itemgetter(0), rows))
         self.gone.extend(set(map(operator.itemgetter(0), prev_rows)) - ids)
         self.distinct_messages += len(ids)
@@ -211,8 +218,11 @@ class Feed:
         if prev_rows is None:
             prev_rows = self.previous_rows(name)
         self._index_user(prev_rows)
+        self.index_rows = self.rows_of[name] = []
         self._user(name, tree, reused, dir_state)
-        self._end_user(name, prev_rows)
+        self.prev_messages = self.prev_inodes = {}
+        self.closing.append((name, prev_rows))
+        self._close_done()
 
     def _user(self, name, tree, reused, dir_state):
         for rel, (ino, ctime_ns) in (dir_state or {}).items():
@@ -337,6 +347,7 @@ class Feed:
         self.jobs.append((self.pool.submit(_load_message, self.codec, self.objects.known,
                                             user_dir, m),
                           user, prev))
+        self.outstanding[user] += 1
         # a bounded window keeps memory flat however big the mailboxes are
         while len(self.jobs) > self.window:
             self._finish(*self.jobs.popleft())
@@ -347,6 +358,7 @@ class Feed:
 
     def _finish(self, future, user, prev):
         got = future.result()
+        self.outstanding[user] -= 1
         if got is None:
             return              # expunged since the scan
         if isinstance(got, str):
@@ -363,19 +375,20 @@ class Feed:
                m.mtime_ns, m.uid, m.gid, m.mode, m.inode, oid)
         if prev is not None and tuple(prev[1:]) == row:
             self.snapshot_messages.append(prev[0])
-            self.index_rows.append(prev)
+            self.rows_of[user].append(prev)
         else:
             mid = self.next_message_id
             self.next_message_id += 1
             self.new_messages.add((mid,) + row)
             self.snapshot_messages.append(mid)
-            self.index_rows.append((mid,) + row)
+            self.rows_of[user].append((mid,) + row)
         self.stats["messages"] += 1
         self.stats["bytes"] += m.size
 
     # -- commit ----------------------------------------------------------------------------
     def commit(self, source, finished):
         self.drain()
+        self._close_done()
         # the previous rows of users this run did not record (gone from the source)
         if self.prev_source is not None:
             for user in self.prev_source.users:
