@@ -95,44 +95,56 @@ _DIGEST_CHUNK = 4096
 def messages_digest(rows):
     """Digest of a snapshot's message rows (MESSAGE_COLUMNS), in any order, each id once (the
     last row given for an id counts)."""
-    return ordered_messages_digest(sorted(rows, key=operator.itemgetter(0)))  # stable
+    return ordered_messages_digest([sorted(rows, key=operator.itemgetter(0))])  # stable
 
 
-def ordered_messages_digest(ordered):
-    """messages_digest of rows given sorted by id (an iterable: a run merges them from its
-    index cache, never all in memory at once); of a run of rows with the same id, the last
-    counts.
+def ordered_messages_digest(chunks):
+    """messages_digest of rows given sorted by id, as an iterable of lists of rows of any
+    length (a run merges them from its index cache, never all in memory at once); of a run of
+    rows with the same id, the last counts.
 
     The SHA-256 of canonical(rows sorted by id), taken piecewise: compact JSON of a list is
-    "[" + its items' JSON joined by "," + "]", so hashing chunk by chunk gives the same digest
-    without the whole text in memory."""
-    it = iter(ordered)
+    "[" + its items' JSON joined by "," + "]", so hashing _DIGEST_CHUNK rows at a time gives
+    the same digest without the whole text in memory."""
     h = hashlib.sha256(b"[")
-    first, held = True, []
-    while True:
-        fresh = list(itertools.islice(it, _DIGEST_CHUNK))
-        chunk = held + fresh
-        if not chunk:
-            break
-        held = []
-        if fresh:
+    first = [True]
+    pending = []
+    for rows in chunks:
+        pending.extend(rows)
+        if len(pending) >= _DIGEST_CHUNK:
             # the rows of the last id wait for the next step: more rows with it may follow
-            last = chunk[-1][0]
-            while chunk and chunk[-1][0] == last:
-                held.append(chunk.pop())
-            held.reverse()
-            if not chunk:
-                continue
+            last, cut = pending[-1][0], len(pending) - 1
+            while cut and pending[cut - 1][0] == last:
+                cut -= 1
+            _digest_steps(h, pending, cut, first)
+            del pending[:cut]
+    _digest_steps(h, pending, len(pending), first)
+    h.update(b"]")
+    return h.hexdigest()
+
+
+def _digest_steps(h, rows, cut, first):
+    """Hash rows[:cut] in steps of about _DIGEST_CHUNK rows, none splitting a run of one id."""
+    start = 0
+    while start < cut:
+        end = min(start + _DIGEST_CHUNK, cut)
+        e = end
+        while start < e < cut and rows[e][0] == rows[e - 1][0]:
+            e -= 1
+        if e == start:      # one id's rows fill the step: take all of them
+            e = end
+            while e < cut and rows[e][0] == rows[e - 1][0]:
+                e += 1
+        chunk = rows[start:e]
         ids = list(map(operator.itemgetter(0), chunk))
         if len(set(ids)) != len(ids):
             # each id once: of a run of rows with the same id, the last
             chunk = [r for r, nxt in zip(chunk, itertools.islice(chunk, 1, None))
                      if r[0] != nxt[0]] + chunk[-1:]
         text = canonical(chunk)
-        h.update(text[1:-1] if first else b"," + text[1:-1])
-        first = False
-    h.update(b"]")
-    return h.hexdigest()
+        h.update(text[1:-1] if first[0] else b"," + text[1:-1])
+        first[0] = False
+        start = e
 
 
 def files_digest(rows):
@@ -184,7 +196,7 @@ class Authenticator:
     def seal_snapshot(self, db, seq, message_rows, file_rows, ordered=False):
         """Record the authentication of snapshot `seq` (its row inserted already) and the new
         manifest, in the caller's transaction; return its messages digest. `ordered`: the
-        message rows come sorted by id (any iterable; see ordered_messages_digest)."""
+        message rows come sorted by id, as an iterable of lists (see ordered_messages_digest)."""
         mdig = (ordered_messages_digest if ordered else messages_digest)(message_rows)
         fdig = files_digest(file_rows)
         mac = self._mac("snapshot", _snapshot_row(db, seq), mdig, fdig)

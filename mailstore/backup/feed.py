@@ -110,7 +110,7 @@ class Feed:
             row[0], row[1], row[2], source
         if self._prev_digest is None and self.repo.auth is not None:
             # hashed now, before the scan takes the rows user by user
-            self._prev_digest = auth.ordered_messages_digest(source.rows_in_id_order())
+            self._prev_digest = auth.ordered_messages_digest(source.chunks_in_id_order())
         if row[1] in suspect:
             self.check_previous()
         if self.scan_mode == "incremental":

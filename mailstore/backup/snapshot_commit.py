@@ -61,7 +61,7 @@ def write_catalog(feed, source, finished, snapshot_id, index_written, rows):
         rows_digest = None
         if feed.repo.auth is not None:
             # the snapshot's digests and MAC, and the new manifest (auth.py)
-            rows_digest = feed.repo.auth.seal_snapshot(db, seq, rows.rows_in_id_order(),
+            rows_digest = feed.repo.auth.seal_snapshot(db, seq, rows.chunks_in_id_order(),
                                                        feed.files, ordered=True)
         # what the next run's incremental scan may rely on (scan.py)
         db.execute("DELETE FROM scan_dirs")

@@ -238,10 +238,10 @@ def _count_digests(monkeypatch):
     calls = []
     real = auth.ordered_messages_digest
 
-    def counting(rows):
-        rows = list(rows)
-        calls.append(len(rows))
-        return real(rows)
+    def counting(chunks):
+        chunks = list(chunks)
+        calls.append(sum(map(len, chunks)))
+        return real(chunks)
     monkeypatch.setattr(auth, "ordered_messages_digest", counting)
     return calls
 
