@@ -41,22 +41,25 @@ from mailstore.backup.repository import Repository
 
 # Users scanned at once (the scan is I/O-bound: one lstat per message).
 _SCAN_THREADS = 8
-# Previous rows decoded ahead of the user being recorded, at most (more only for one user
-# who has more): with the rows of the user being recorded, they are most of a run's memory.
-_AHEAD_ROWS = 50000
+# Previous rows decoded at once, at most: of the users scanned ahead and of the one being
+# recorded (more only for one user who has more, then alone). With the lookups and the scan's
+# view of them, about 1 KB each, they are most of a run's memory: this bound, or the biggest
+# mailbox, sets the peak, not the number of messages.
+_DECODED_ROWS = 100000
 
 
 class _ScanAhead:
     """The scanned users in order: (tree, reused, dir_state, previous rows) of each. Users
     are scanned ahead on `scanners` (from the start: the first ones while the run checks the
-    previous snapshot) while the previous rows of the users scanned and not yet taken stay
-    within _AHEAD_ROWS (one user is always under way, whatever its size)."""
+    previous snapshot) while the previous rows of the users scanned and not yet recorded
+    (the one being recorded included) stay within _DECODED_ROWS; a user with more is scanned
+    when nothing else is decoded."""
 
     def __init__(self, scanners, state, source_root, users):
         self._scanners, self._state, self._root = scanners, state, source_root
         self._users = iter(users)
         self._pending = collections.deque()
-        self._ahead = 0
+        self._decoded = 0
         self._next = None           # (user, count) not submitted yet for want of room
         self._fill()
 
@@ -72,18 +75,19 @@ class _ScanAhead:
                     return
                 self._next = (user, self._state.previous_count(user))
             user, count = self._next
-            if self._pending and self._ahead + count > _AHEAD_ROWS:
+            if self._decoded and self._decoded + count > _DECODED_ROWS:
                 return
             self._pending.append((self._scanners.submit(self._scan_one, user), count))
-            self._ahead += count
+            self._decoded += count
             self._next = None
 
     def __iter__(self):
         while self._pending:
             future, count = self._pending.popleft()
-            self._ahead -= count
-            self._fill()
             yield future.result()
+            # the caller asks for the next user once it has recorded this one
+            self._decoded -= count
+            self._fill()
 
 
 def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait=0,
