@@ -193,11 +193,12 @@ class Authenticator:
             self.repo_path, problem), seq, name, text)
 
     # -- writing ---------------------------------------------------------------------------
-    def seal_snapshot(self, db, seq, message_rows, file_rows, ordered=False):
+    def seal_snapshot(self, db, seq, message_rows, file_rows, rows_digest=None):
         """Record the authentication of snapshot `seq` (its row inserted already) and the new
-        manifest, in the caller's transaction; return its messages digest. `ordered`: the
-        message rows come sorted by id, as an iterable of lists (see ordered_messages_digest)."""
-        mdig = (ordered_messages_digest if ordered else messages_digest)(message_rows)
+        manifest, in the caller's transaction; return its messages digest. `rows_digest`: the
+        messages digest as the caller computed it from the rows (then `message_rows` is not
+        used; a run hashes them from its index cache while SQLite fills the catalog)."""
+        mdig = messages_digest(message_rows) if rows_digest is None else rows_digest
         fdig = files_digest(file_rows)
         mac = self._mac("snapshot", _snapshot_row(db, seq), mdig, fdig)
         db.execute("INSERT OR REPLACE INTO snapshot_auth VALUES (?, ?, ?, ?)",

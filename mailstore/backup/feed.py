@@ -125,8 +125,13 @@ class Feed:
 
     def previous_rows(self, user):
         """`user`'s rows in the previous snapshot (any thread: the scan's threads decode them
-        while the main thread records other users)."""
-        return self.prev_source.rows(user) if self.prev_source is not None else []
+        while the main thread records other users). An incremental scan's are PreviousRows
+        (scan.py): the scan hands them back as the messages it took over, and they are the
+        rows the new snapshot reuses, with no second tuple per message."""
+        if self.prev_source is None:
+            return []
+        return self.prev_source.rows(
+            user, scan.PreviousRow if self.previous is not None else None)
 
     def previous_count(self, user):
         return self.prev_source.count_of(user) if self.prev_source is not None else 0
@@ -282,15 +287,11 @@ class Feed:
             reused_get = (reused or {}).get
             PreviousRow = scan.PreviousRow
             lost = self.lost
-            key_of = operator.itemgetter(1, 2, 5)
             rest = []
             for m in messages:
                 if type(m) is PreviousRow:
-                    # the row m was made from, not a copy: the index cache is marshalled
-                    # (plain tuples only), and a copy per message would be memory for nothing
-                    prev = prev_get(key_of(m))
-                    if prev is None or prev[0] != m[0]:
-                        prev = tuple(m)
+                    # the previous row itself (previous_rows): reused as it is
+                    prev = m
                     if lost and prev[12] in lost:
                         rest.append(m.message())
                         continue
@@ -400,14 +401,17 @@ class Feed:
         self.prefetch.stop()
         self.pool.shutdown(wait=True)
         self.objects.finish()
-        # The index cache is made durable by another thread while this one fills the
-        # catalog (reading the cache back for the messages digest); it must be complete
-        # before the COMMIT, and a failure to write it fails the run as before.
+        # The index cache is made durable by another thread, and read back and hashed for
+        # the messages digest by a third, while this one fills the catalog (SQLite lets go
+        # of the interpreter lock while it works); both must be done before the COMMIT, and a
+        # failure of either fails the run as before.
         try:
-            with ThreadPoolExecutor(max_workers=1) as index_writer:
+            with ThreadPoolExecutor(max_workers=2) as index_writer:
                 index_written = index_writer.submit(self.index.finish)
+                rows_digest = None if self.repo.auth is None else index_writer.submit(
+                    auth.ordered_messages_digest, self.index.rows().chunks_in_id_order())
                 write_catalog(self, source, finished, self.snapshot_id, index_written,
-                              self.index.rows())
+                              rows_digest)
         finally:
             self.index.close()
         return self.snapshot_id

@@ -138,9 +138,11 @@ class CatalogRows:
     def count_of(self, user):
         return len(self._by_user.get(user, ()))
 
-    def rows(self, user):
-        """The user's rows, once (they are let go of: the run takes them over)."""
-        return self._by_user.pop(user, [])
+    def rows(self, user, wrap=None):
+        """The user's rows, once (they are let go of: the run takes them over); each made a
+        `wrap` (a tuple subclass) if given."""
+        rows = self._by_user.pop(user, [])
+        return rows if wrap is None else list(map(wrap, rows))
 
     def chunks_in_id_order(self):
         """All rows sorted by id, as one list (before any rows() call)."""
@@ -176,11 +178,12 @@ class Cache:
                           "header says".format(self._f.name))
         return rows
 
-    def rows(self, user):
-        """The user's rows, sorted by id (as written)."""
+    def rows(self, user, wrap=None):
+        """The user's rows, sorted by id (as written); each made a `wrap` (a tuple subclass)
+        if given, chunk by chunk (the plain rows of one chunk at a time in memory)."""
         got = []
         for c in self._chunks.get(user, ()):
-            got.extend(self._chunk(*c))
+            got.extend(self._chunk(*c) if wrap is None else map(wrap, self._chunk(*c)))
         return got
 
     def chunks_in_id_order(self):
@@ -340,7 +343,8 @@ class Writer:
         name = user.encode("utf-8")
         for start in range(0, len(rows), self.chunk):
             part = rows[start:start + self.chunk]
-            data = marshal.dumps(part)
+            # plain tuples (a PreviousRow, scan.py, is one of the rows the run took over)
+            data = marshal.dumps(list(map(tuple, part)))
             self._write(_HEADER.pack(len(name), len(part), len(data)) + name)
             self._chunks.setdefault(user, []).append(
                 (self._offset, len(data), len(part), hashlib.sha256(data).digest()))

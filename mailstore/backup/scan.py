@@ -201,7 +201,9 @@ def scan_user(root, user, previous, previous_rows=None):
         directories.append(maildir.Entry(rel, "dir", 0, mtime_ns, 0, 0, 0, 0))
     if previous_rows is None:
         previous_rows = previous.rows_by_user.get(user, ())
-    messages = list(map(PreviousRow, previous_rows))
+    # rows given as PreviousRows already (feed.previous_rows) are handed back themselves
+    messages = list(previous_rows) if previous_rows and type(previous_rows[0]) is PreviousRow \
+        else list(map(PreviousRow, previous_rows))
     rows = {}
     if bytes in set(map(type, itertools.chain.from_iterable(
             map(operator.itemgetter(2, 4, 5), previous_rows)))):

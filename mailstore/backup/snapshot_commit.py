@@ -26,12 +26,12 @@ def unused_snapshot_id(db, started):
     return snapshot_id
 
 
-def write_catalog(feed, source, finished, snapshot_id, index_written, rows):
+def write_catalog(feed, source, finished, snapshot_id, index_written, rows_digest):
     """Record snapshot `snapshot_id` with what `feed` (a feed.Feed, all its work done)
     collected, in one transaction on `feed.db`. `index_written`: the future of the index
     cache's writer (its result: the digest recorded here); what it raised is raised before
-    the COMMIT. `rows`: the snapshot's message rows as written to the index cache (an
-    index_cache.Cache: they are merged from it in id order for the messages digest)."""
+    the COMMIT. `rows_digest`: the future of the snapshot's messages digest, hashed from the
+    rows as written to the index cache (None for a repository without authentication)."""
     db = feed.db
     stats = feed.stats
     with catalog.transaction(db):
@@ -58,11 +58,10 @@ def write_catalog(feed, source, finished, snapshot_id, index_written, rows):
                            feed.prev_seq, feed.gone)
         db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        ((seq,) + row for row in feed.files))
-        rows_digest = None
-        if feed.repo.auth is not None:
+        if rows_digest is not None:
             # the snapshot's digests and MAC, and the new manifest (auth.py)
-            rows_digest = feed.repo.auth.seal_snapshot(db, seq, rows.chunks_in_id_order(),
-                                                       feed.files, ordered=True)
+            rows_digest = feed.repo.auth.seal_snapshot(db, seq, None, feed.files,
+                                                       rows_digest.result())
         # what the next run's incremental scan may rely on (scan.py)
         db.execute("DELETE FROM scan_dirs")
         db.executemany("INSERT INTO scan_dirs VALUES (?, ?, ?, ?)", feed.dir_state)
