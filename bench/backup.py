@@ -277,7 +277,10 @@ def main(argv=None):
     p.add_argument("--messages", type=int, default=100000)
     p.add_argument("--users", type=int, default=50)
     p.add_argument("--work", default=os.path.join(HERE, "out", "backup"))
-    p.add_argument("--tools", default="mailstore,mailstore-small,rsync,borg,restic")
+    p.add_argument("--tools", default=None,
+                   help="tools to run, separated by commas (default: mailstore,"
+                        "mailstore-small,rsync,borg,restic; with --scale: mailstore,restic,"
+                        "borg, of which any)")
     p.add_argument("--days", type=int, default=1,
                    help="days of changes, each followed by every tool's incremental backup "
                         "(the table shows the median; each day's ratios are printed too)")
@@ -297,14 +300,19 @@ def main(argv=None):
             p.error("--scale: message counts above 0")
         if not os.path.isdir(a.scale_dir):
             p.error("--scale-dir {}: not a directory".format(a.scale_dir))
-        results = scale(sizes, a.users, a.scale_dir)
-        print_scale(results)
+        tools = SCALE_TOOLS
+        if a.tools:
+            tools = tuple(t for t in a.tools.split(",") if t)
+            if not tools or not set(tools) <= set(SCALE_TOOLS):
+                p.error("--tools with --scale: some of {}".format(",".join(SCALE_TOOLS)))
+        results = scale(sizes, a.users, a.scale_dir, tools)
+        print_scale(results, tools)
         out = os.path.join(HERE, "out")
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "backup-scale.json"), "w") as f:
             json.dump({str(n): row for n, row in results.items()}, f, indent=1)
         return
-    tools = [t for t in a.tools.split(",")]
+    tools = [t for t in (a.tools or "mailstore,mailstore-small,rsync,borg,restic").split(",")]
     missing = [t for t in tools if not t.startswith("mailstore") and not shutil.which(t)]
     if missing:
         sys.exit("not installed: {} (apt-get install rsync borgbackup restic)".format(

@@ -94,27 +94,57 @@ _DIGEST_CHUNK = 4096
 
 def messages_digest(rows):
     """Digest of a snapshot's message rows (MESSAGE_COLUMNS), in any order, each id once (the
-    last row given for an id counts).
+    last row given for an id counts)."""
+    return ordered_messages_digest([sorted(rows, key=operator.itemgetter(0))])  # stable
+
+
+def ordered_messages_digest(chunks):
+    """messages_digest of rows given sorted by id, as an iterable of lists of rows of any
+    length (a run merges them from its index cache, never all in memory at once); of a run of
+    rows with the same id, the last counts.
 
     The SHA-256 of canonical(rows sorted by id), taken piecewise: compact JSON of a list is
-    "[" + its items' JSON joined by "," + "]", so hashing chunk by chunk gives the same digest
-    without the whole text in memory."""
-    ordered = sorted(rows, key=operator.itemgetter(0))      # stable: equal ids keep order
-    if _has_duplicates(ordered):
-        # each id once: of a run of rows with the same id, the last
-        ordered = [r for r, nxt in zip(ordered, itertools.islice(ordered, 1, None))
-                   if r[0] != nxt[0]] + ordered[-1:]
+    "[" + its items' JSON joined by "," + "]", so hashing _DIGEST_CHUNK rows at a time gives
+    the same digest without the whole text in memory."""
     h = hashlib.sha256(b"[")
-    for start in range(0, len(ordered), _DIGEST_CHUNK):
-        chunk = canonical(ordered[start:start + _DIGEST_CHUNK])
-        h.update(chunk[1:-1] if start == 0 else b"," + chunk[1:-1])
+    first = [True]
+    pending = []
+    for rows in chunks:
+        pending.extend(rows)
+        if len(pending) >= _DIGEST_CHUNK:
+            # the rows of the last id wait for the next step: more rows with it may follow
+            last, cut = pending[-1][0], len(pending) - 1
+            while cut and pending[cut - 1][0] == last:
+                cut -= 1
+            _digest_steps(h, pending, cut, first)
+            del pending[:cut]
+    _digest_steps(h, pending, len(pending), first)
     h.update(b"]")
     return h.hexdigest()
 
 
-def _has_duplicates(ordered):
-    ids = list(map(operator.itemgetter(0), ordered))
-    return len(set(ids)) != len(ids)
+def _digest_steps(h, rows, cut, first):
+    """Hash rows[:cut] in steps of about _DIGEST_CHUNK rows, none splitting a run of one id."""
+    start = 0
+    while start < cut:
+        end = min(start + _DIGEST_CHUNK, cut)
+        e = end
+        while start < e < cut and rows[e][0] == rows[e - 1][0]:
+            e -= 1
+        if e == start:      # one id's rows fill the step: take all of them
+            e = end
+            while e < cut and rows[e][0] == rows[e - 1][0]:
+                e += 1
+        chunk = rows[start:e]
+        ids = list(map(operator.itemgetter(0), chunk))
+        if len(set(ids)) != len(ids):
+            # each id once: of a run of rows with the same id, the last
+            chunk = [r for r, nxt in zip(chunk, itertools.islice(chunk, 1, None))
+                     if r[0] != nxt[0]] + chunk[-1:]
+        text = canonical(chunk)
+        h.update(text[1:-1] if first[0] else b"," + text[1:-1])
+        first[0] = False
+        start = e
 
 
 def files_digest(rows):
@@ -163,10 +193,13 @@ class Authenticator:
             self.repo_path, problem), seq, name, text)
 
     # -- writing ---------------------------------------------------------------------------
-    def seal_snapshot(self, db, seq, message_rows, file_rows):
+    def seal_snapshot(self, db, seq, message_rows, file_rows, rows_digest=None):
         """Record the authentication of snapshot `seq` (its row inserted already) and the new
-        manifest, in the caller's transaction; return its messages digest."""
-        mdig, fdig = messages_digest(message_rows), files_digest(file_rows)
+        manifest, in the caller's transaction; return its messages digest. `rows_digest`: the
+        messages digest as the caller computed it from the rows (then `message_rows` is not
+        used; a run hashes them from its index cache while SQLite fills the catalog)."""
+        mdig = messages_digest(message_rows) if rows_digest is None else rows_digest
+        fdig = files_digest(file_rows)
         mac = self._mac("snapshot", _snapshot_row(db, seq), mdig, fdig)
         db.execute("INSERT OR REPLACE INTO snapshot_auth VALUES (?, ?, ?, ?)",
                    (seq, mdig, fdig, mac))
@@ -193,11 +226,12 @@ class Authenticator:
             raise self._damaged("the list of snapshots does not match its {} (a snapshot "
                                 "removed, added or reordered)".format(self.what))
 
-    def check_snapshot(self, db, seq, rows=None, rows_digest=None):
+    def check_snapshot(self, db, seq, rows=None, rows_digest=None, count=None):
         """Snapshot `seq`'s row, message rows and file rows match their authentication.
         `rows`: its message rows as the caller already has them (else read here);
         `rows_digest`: their messages digest, when something keyed vouches for it already
-        (the index cache's digest, index_cache.py), else they are hashed here."""
+        (the index cache's digest, index_cache.py) or the caller hashed them (then `count`:
+        how many it hashed, and no `rows`), else they are hashed here."""
         snap = _snapshot_row(db, seq)
         auth = db.execute("SELECT messages_digest, files_digest, mac FROM snapshot_auth"
                           " WHERE seq = ?", (seq,)).fetchone()
@@ -209,13 +243,13 @@ class Authenticator:
                 mac, self._mac("snapshot", snap, mdig, fdig)):
             raise self._snapshot_damaged(seq, name, "its record (id, order, times or counts) "
                                          "does not match its {}".format(self.what))
-        if rows is None:
+        if rows is None and (rows_digest is None or count is None):
             rows = message_rows(db, seq)
         if (rows_digest if rows_digest is not None else messages_digest(rows)) != mdig:
             raise self._snapshot_damaged(
                 seq, name, "its message rows (user, folder, name, object, size, mtime, "
                 "owner or mode; {} rows now, {} recorded) were changed, added or removed"
-                .format(len(rows), snap[6]))
+                .format(len(rows) if rows is not None else count, snap[6]))
         if files_digest(file_rows(db, seq)) != fdig:
             raise self._snapshot_damaged(seq, name, "its file rows (directories, control "
                                          "files, included paths, dumps) were changed, "

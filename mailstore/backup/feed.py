@@ -1,7 +1,12 @@
 """The scan feed of a run: what the scanned users turn into, message by message.
 
-A `Feed` holds the state of one run: the previous snapshot's rows (from the index cache), the
-decision per scanned message, and the rows the commit writes. The decision: a message whose
+A `Feed` holds the state of one run: where the previous snapshot's rows come from (the index
+cache, user by user), the decision per scanned message, and what the commit writes. It works
+user by user: a user's previous rows are decoded when the user is scanned, looked up while
+the user's messages are decided, and let go of with the user's new rows, which go to the new
+index cache at once (index_cache.Writer); what stays for the whole run is per message only
+an id in an array (and the rows of messages new to the catalog), so that memory does not
+grow with the mailboxes' size as rows would. The decision: a message whose
 (user, folder, unique name) was in the previous snapshot with the same size, mtime and inode
 is the same immutable file, whatever its flags now say, so it reuses that snapshot's object
 without being opened; so does one moved to another folder under the same unique name (same
@@ -10,17 +15,17 @@ given to another file, which a restore or a copy tool may give the same size and
 Only new or rewritten files are read, hashed, and (when their content is new to the
 repository) compressed into a pack, by worker threads, in a bounded window.
 """
+import array
 import collections
-import itertools
 import operator
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
 
 from mailstore import maildir
-from mailstore.backup import reading, scan
+from mailstore.backup import auth, reading, scan
 from mailstore.backup.catalog import to_db
-from mailstore.backup.index_cache import previous_rows, write_index
+from mailstore.backup.index_cache import Writer, previous_rows
 from mailstore.backup.newobjects import NewObjects, prepare
 from mailstore.backup.snapshot_commit import unused_snapshot_id, write_catalog
 
@@ -29,7 +34,7 @@ class Feed:
     """The state of one run: the previous snapshot's index and what was added."""
 
     def __init__(self, repo, started, progress, workers=None, source_root=None,
-                 full_scan=False, scan_ns=0, lost=frozenset(), missing_packs=(),
+                 full_scan=False, scan_ns=0, lost=frozenset(), missing_packs=(), users=(),
                  skip=frozenset(), suspect=frozenset()):
         """`skip`: seqs of snapshots found damaged, never a base; `suspect`: ids of snapshots
         recorded damaged (snapshot_damage.py), whose rows are read from the catalog and
@@ -52,13 +57,25 @@ class Feed:
         self.window = 64
         self.next_message_id = (self.db.execute("SELECT max(id) FROM messages").fetchone()[0]
                                 or 0) + 1
-        self.new_messages = []        # rows for the messages table
-        self.index_rows = []          # every message row of this snapshot (index cache)
-        self.snapshot_messages = []   # message ids in this snapshot
+        self.new_messages = NewMessages(self.db)    # rows for the messages table
+        self.index_rows = []          # the message rows of the user being recorded
+        # a user's rows until its last read is done (reads overlap the next users' work)
+        self.rows_of = {}
+        self.outstanding = collections.Counter()    # user -> reads not finished
+        self.closing = collections.deque()          # (user, previous rows) in order
+        self.snapshot_messages = array.array("q")   # message ids in this snapshot
+        self.distinct_messages = 0    # of them distinct (a user's rows are counted per user)
+        self.gone = array.array("q")  # ids of previous rows not in this snapshot
         self.files = []               # rows for the files table (without snapshot)
         self.scan_ns = scan_ns        # real clock before the scan began (scan.py)
         self.dir_state = []           # rows for the scan_dirs table
+        self.fed_users = set()
+        self.prev_source = None       # the previous rows by user (index_cache)
         self._load_previous(source_root, full_scan, skip, suspect)
+        # the snapshot's id is chosen now: the index cache is written (and its keyed digest
+        # taken) as the run goes
+        self.snapshot_id = unused_snapshot_id(self.db, started)
+        self.index = Writer(repo, self.snapshot_id, len(users))
 
     def _load_previous(self, source_root, full_scan, skip, suspect):
         # the base: the newest snapshot not found damaged (raises auth.SnapshotDamaged when
@@ -70,7 +87,7 @@ class Feed:
         self.prev_inodes = {}
         self.prev_files = {}
         self.previous = None          # scan.Previous when this run scans incrementally
-        self.prev_seq, self.prev_ids, self._prev_rows = None, frozenset(), ()
+        self.prev_seq, self.prev_count = None, 0
         self.prev_id = None           # the base's snapshot id
         self._prev_digest = None      # the previous rows' digest, if the cache vouches for it
         meta = scan.load_meta(self.db)
@@ -84,25 +101,20 @@ class Feed:
         # which the new snapshot takes over by id: a full scan (the slow night anyway, at
         # least weekly) reads and checks the catalog's, so damage there is never carried on
         # for more than a week even when no verify runs.
-        rows, problem, self._prev_digest = previous_rows(
+        source, problem, self._prev_digest = previous_rows(
             self.repo, row[0], row[1], row[2],
             use_cache=row[1] not in suspect and self.scan_mode == "incremental")
-        if row[1] in suspect:
-            self.repo.check_snapshot_rows(row[0], rows)
         if problem is not None:
             self.warn(problem)
-        self.prev_seq, self.prev_id, self._prev_rows = row[0], row[1], rows
+        self.prev_seq, self.prev_id, self.prev_count, self.prev_source = \
+            row[0], row[1], row[2], source
+        if self._prev_digest is None and self.repo.auth is not None:
+            # hashed now, before the scan takes the rows user by user
+            self._prev_digest = auth.ordered_messages_digest(source.chunks_in_id_order())
+        if row[1] in suspect:
+            self.check_previous()
         if self.scan_mode == "incremental":
-            # rows of one user are contiguous in the cache (but for a few read late): group
-            # them at C speed
-            by_user = {}
-            for user, group in itertools.groupby(rows, operator.itemgetter(1)):
-                got = by_user.get(user)
-                if got is None:
-                    by_user[user] = list(group)
-                else:
-                    got.extend(group)
-            self.previous = scan.load_previous(self.db, row[0], meta, by_user)
+            self.previous = scan.load_previous(self.db, row[0], meta)
         for r in self.db.execute(
                 "SELECT kind, user, path, size, mtime_ns, object FROM files"
                 " WHERE snapshot = ? AND object IS NOT NULL", (row[0],)):
@@ -111,29 +123,56 @@ class Feed:
                 continue
             self.prev_files[(r[0], r[1], r[2])] = (r[3], r[4], r[5])
 
-    def index_previous(self):
-        """The lookups message() needs, from the previous snapshot's rows: built after the
-        scan threads have started (they only need the rows by user), so that this CPU work
-        overlaps with their waiting for the disk."""
-        rows, self._prev_rows = self._prev_rows, ()
-        if self.prev_seq is not None:
-            # what the new snapshot builds on is authentic (nothing is stored before this)
-            self.repo.check_snapshot_rows(self.prev_seq, rows, self._prev_digest)
-        if not rows:
-            return
-        self.prev_ids = frozenset(map(operator.itemgetter(0), rows))
+    def previous_rows(self, user):
+        """`user`'s rows in the previous snapshot (any thread: the scan's threads decode them
+        while the main thread records other users). An incremental scan's are PreviousRows
+        (scan.py): the scan hands them back as the messages it took over, and they are the
+        rows the new snapshot reuses, with no second tuple per message."""
+        if self.prev_source is None:
+            return []
+        return self.prev_source.rows(
+            user, scan.PreviousRow if self.previous is not None else None)
+
+    def previous_count(self, user):
+        return self.prev_source.count_of(user) if self.prev_source is not None else 0
+
+    def check_previous(self):
+        """What the new snapshot builds on is authentic (nothing is stored before this):
+        the previous rows' digest (vouched for by the cache, else computed from the rows)
+        against the snapshot's authentication."""
+        if self.prev_seq is not None and self.repo.auth is not None:
+            self.repo.check_snapshot_rows(self.prev_seq, self.prev_count, self._prev_digest)
+
+    def _index_user(self, rows):
+        """The lookups message() needs for one user, from the user's previous rows."""
         if self.lost:
             # a message whose object is lost is read again, as if it were new
             rows = [r for r in rows if r[12] not in self.lost]
-        # (user, folder, uniq) -> row and (uniq, ino, size, mtime_ns) -> object, built at C
-        # speed. The unique name is part of the inode key: a file on the inode of a message
-        # deleted since (ext4 hands freed inodes out again at once) may have its size and
-        # mtime too (a restore, a copy tool keeping mtimes), but not its unique name.
+        # (user, folder, uniq) -> row and inode -> row, built at C speed. The unique name is
+        # compared on an inode lookup: a file on the inode of a message deleted since (ext4
+        # hands freed inodes out again at once) may have its size and mtime too (a restore,
+        # a copy tool keeping mtimes), but not its unique name.
         self.prev_messages = dict(zip(map(operator.itemgetter(1, 2, 5), rows), rows))
         # keyed by the inode alone (the row's own int: no key object per row); the unique
         # name, size and mtime are compared on lookup (moved_object). Of hard links (one
         # inode, several rows) the last row is kept: a moved one of the others is read again.
         self.prev_inodes = dict(zip(map(operator.itemgetter(11), rows), rows))
+
+    def _close_done(self):
+        """Users whose messages are all recorded, in order: their rows go to the new index
+        cache, what is gone of their previous rows is noted, and both are let go of."""
+        while self.closing and not self.outstanding[self.closing[0][0]]:
+            self._end_user(*self.closing.popleft())
+
+    def _end_user(self, name, prev_rows):
+        rows = self.rows_of.pop(name)
+        del self.outstanding[name]
+        ids = set(map(operator.itemgetter(0), rows))
+        self.gone.extend(set(map(operator.itemgetter(0), prev_rows)) - ids)
+        self.distinct_messages += len(ids)
+        self.fed_users.add(name)
+        if rows:
+            self.index.add(name, rows)
 
     def warn(self, text):
         self.warnings.append(text)
@@ -148,6 +187,9 @@ class Feed:
         self.prefetch.stop()
         self.pool.shutdown(wait=True)
         self.objects.discard()
+        self.index.discard()
+        if self.prev_source is not None:
+            self.prev_source.close()
 
     def store(self, data, is_message):
         """The id of `data`, adding it to the repository if it is new there (main thread)."""
@@ -172,11 +214,22 @@ class Feed:
         return got
 
     # -- mail ------------------------------------------------------------------------------
-    def user(self, name, tree, reused=None, dir_state=None):
+    def user(self, name, tree, reused=None, dir_state=None, prev_rows=None):
         """Record one scanned user (`tree` is a maildir.UserTree or the MaildirError).
 
         `reused`: {Message: previous row} for messages an incremental scan took over from the
-        previous snapshot; `dir_state`: {relpath: (inode, ctime_ns)} for the next run."""
+        previous snapshot; `dir_state`: {relpath: (inode, ctime_ns)} for the next run;
+        `prev_rows`: the user's rows in the previous snapshot (default: read here)."""
+        if prev_rows is None:
+            prev_rows = self.previous_rows(name)
+        self._index_user(prev_rows)
+        self.index_rows = self.rows_of[name] = []
+        self._user(name, tree, reused, dir_state)
+        self.prev_messages = self.prev_inodes = {}
+        self.closing.append((name, prev_rows))
+        self._close_done()
+
+    def _user(self, name, tree, reused, dir_state):
         for rel, (ino, ctime_ns) in (dir_state or {}).items():
             self.dir_state.append((name, to_db(rel), ino, ctime_ns))
         if isinstance(tree, maildir.MaildirError):
@@ -234,15 +287,11 @@ class Feed:
             reused_get = (reused or {}).get
             PreviousRow = scan.PreviousRow
             lost = self.lost
-            key_of = operator.itemgetter(1, 2, 5)
             rest = []
             for m in messages:
                 if type(m) is PreviousRow:
-                    # the row m was made from, not a copy: the index cache is marshalled
-                    # (plain tuples only), and a copy per message would be memory for nothing
-                    prev = prev_get(key_of(m))
-                    if prev is None or prev[0] != m[0]:
-                        prev = tuple(m)
+                    # the previous row itself (previous_rows): reused as it is
+                    prev = m
                     if lost and prev[12] in lost:
                         rest.append(m.message())
                         continue
@@ -299,6 +348,7 @@ class Feed:
         self.jobs.append((self.pool.submit(_load_message, self.codec, self.objects.known,
                                             user_dir, m),
                           user, prev))
+        self.outstanding[user] += 1
         # a bounded window keeps memory flat however big the mailboxes are
         while len(self.jobs) > self.window:
             self._finish(*self.jobs.popleft())
@@ -309,6 +359,7 @@ class Feed:
 
     def _finish(self, future, user, prev):
         got = future.result()
+        self.outstanding[user] -= 1
         if got is None:
             return              # expunged since the scan
         if isinstance(got, str):
@@ -325,35 +376,75 @@ class Feed:
                m.mtime_ns, m.uid, m.gid, m.mode, m.inode, oid)
         if prev is not None and tuple(prev[1:]) == row:
             self.snapshot_messages.append(prev[0])
-            self.index_rows.append(prev)
+            self.rows_of[user].append(prev)
         else:
             mid = self.next_message_id
             self.next_message_id += 1
-            self.new_messages.append((mid,) + row)
+            self.new_messages.add((mid,) + row)
             self.snapshot_messages.append(mid)
-            self.index_rows.append((mid,) + row)
+            self.rows_of[user].append((mid,) + row)
         self.stats["messages"] += 1
         self.stats["bytes"] += m.size
 
     # -- commit ----------------------------------------------------------------------------
     def commit(self, source, finished):
         self.drain()
-        # what only the decisions needed goes before the commit, its memory peak (the
-        # previous rows that are not in this snapshot go with it)
+        self._close_done()
+        # the previous rows of users this run did not record (gone from the source)
+        if self.prev_source is not None:
+            for user in self.prev_source.users:
+                if user not in self.fed_users:
+                    self.gone.extend(map(operator.itemgetter(0), self.prev_source.rows(user)))
+            self.prev_source.close()
         self.prev_messages = self.prev_inodes = self.prev_files = {}
         self.previous = None
         self.prefetch.stop()
         self.pool.shutdown(wait=True)
         self.objects.finish()
-        snapshot_id = unused_snapshot_id(self.db, self.started)
-        # The index cache is written by another thread while this one fills the catalog
-        # (most of both is waiting for the disk); it must be complete before the COMMIT,
-        # and a failure to write it fails the run as before.
-        with ThreadPoolExecutor(max_workers=1) as index_writer:
-            index_written = index_writer.submit(write_index, self.repo, snapshot_id,
-                                                self.index_rows)
-            write_catalog(self, source, finished, snapshot_id, index_written)
-        return snapshot_id
+        # The index cache is made durable by another thread, and read back and hashed for
+        # the messages digest by a third, while this one fills the catalog (SQLite lets go
+        # of the interpreter lock while it works); both must be done before the COMMIT, and a
+        # failure of either fails the run as before.
+        try:
+            with ThreadPoolExecutor(max_workers=2) as index_writer:
+                index_written = index_writer.submit(self.index.finish)
+                rows_digest = None if self.repo.auth is None else index_writer.submit(
+                    auth.ordered_messages_digest, self.index.rows().chunks_in_id_order())
+                write_catalog(self, source, finished, self.snapshot_id, index_written,
+                              rows_digest)
+        finally:
+            self.index.close()
+        return self.snapshot_id
+
+
+class NewMessages:
+    """The message rows new to the catalog (a full backup: every message; a nightly one: new
+    mail and every flag change), kept in a temporary table of the run's catalog connection
+    rather than in memory: the commit copies them into `messages` inside SQLite. A temporary
+    table is the connection's own (a file SQLite deletes when the connection closes), outside
+    the catalog and its transactions: a run that fails leaves nothing of it behind."""
+
+    _BATCH = 4096
+
+    def __init__(self, db):
+        self.db = db
+        self.count = 0
+        self._batch = []
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS new_messages AS SELECT * FROM messages"
+                   " WHERE 0")
+        db.execute("DELETE FROM temp.new_messages")
+
+    def add(self, row):
+        self._batch.append(row)
+        self.count += 1
+        if len(self._batch) >= self._BATCH:
+            self.flush()
+
+    def flush(self):
+        if self._batch:
+            self.db.executemany("INSERT INTO temp.new_messages VALUES"
+                                " (?,?,?,?,?,?,?,?,?,?,?,?,?)", self._batch)
+            self._batch = []
 
 
 def _load_message(codec, known, user_dir, m):

@@ -11,14 +11,15 @@ import bisect
 import os
 import sqlite3
 import struct
+import sys
 import threading
 import time
 
 from mailstore.backup import catalog, headers
 from mailstore.backup.objects import PackWriter, pack_path
 
-# native-order 64-bit integer, as memoryview.cast("Q") reads the same bytes
-_PREFIX = struct.Struct("=Q")
+# big-endian 64-bit integer: numeric order is the hex text's order (the catalog's)
+_PREFIX = struct.Struct(">Q")
 
 
 class KnownObjects:
@@ -27,10 +28,10 @@ class KnownObjects:
     table, and the nightly run's new messages are nearly all new content).
 
     Loaded in a background thread while the run scans: the first 64 bits of every object id,
-    read from the covering index objects_pack (narrower than the table) in ONE SQLite step
-    (group_concat: the thread never competes for the GIL row by row) and kept as a sorted
-    array of 64-bit integers, searched by bisection: 8 bytes per object where a set of
-    Python ints took about 77. An id whose prefix is absent is certainly not stored; one
+    read from the covering index objects_pack and sorted by SQLite, in ONE SQLite step (group_concat: the thread never competes for the GIL row
+    by row) and kept as a sorted array of 64-bit integers, searched by bisection: 8 bytes
+    per object where a set of Python ints took about 77. The array is made from the bytes
+    at C speed, with no Python int per object on the way. An id whose prefix is absent is certainly not stored; one
     whose prefix is present is looked up for real. Nothing else writes objects while the run
     holds the exclusive lock.
     """
@@ -44,10 +45,17 @@ class KnownObjects:
         try:
             conn = catalog.connect(path, readonly=True, any_thread=True)
             try:
-                text, = conn.execute("SELECT group_concat(substr(id, 1, 16), '')"
-                                     " FROM objects").fetchone()
-                self._prefixes = array.array("Q", sorted(
-                    memoryview(bytes.fromhex(text or "")).cast("Q")))
+                # from the covering index objects_pack (narrower than the table, whose
+                # rows hold the encrypted headers), sorted by SQLite
+                text, = conn.execute(
+                    "SELECT group_concat(p, '') FROM (SELECT substr(id, 1, 16) AS p"
+                    " FROM objects INDEXED BY objects_pack ORDER BY p)").fetchone()
+                prefixes = array.array("Q")
+                prefixes.frombytes(bytes.fromhex(text or ""))
+                del text
+                if sys.byteorder == "little":
+                    prefixes.byteswap()     # big-endian values: sorted as the ids are
+                self._prefixes = prefixes
             finally:
                 conn.close()
         except (sqlite3.Error, ValueError, TypeError):

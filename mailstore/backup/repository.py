@@ -286,13 +286,14 @@ class Repository:
             self.auth.check_snapshot(self.db, seq)
         return True
 
-    def check_snapshot_rows(self, seq, rows, rows_digest=None):
-        """For a run: the previous snapshot `seq` and its message `rows` as the run loaded
-        them (from the index cache or the catalog) are authentic. `rows_digest`: their
-        messages digest as the index cache's keyed digest vouches for it (None: hash them)."""
+    def check_snapshot_rows(self, seq, count, rows_digest):
+        """For a run: the previous snapshot `seq` and its `count` message rows as the run
+        loads them (from the index cache or the catalog) are authentic. `rows_digest`: their
+        messages digest, as the index cache's keyed digest vouches for it or as the run
+        computed it from the rows."""
         if self.auth is not None:
             self._check_auth_table()
-            self.auth.check_snapshot(self.db, seq, rows, rows_digest)
+            self.auth.check_snapshot(self.db, seq, None, rows_digest, count)
 
     def _check_auth_table(self):
         if not auth.is_authenticated(self.db):

@@ -48,11 +48,12 @@ META_KEY = "scan_state"
 class Previous:
     """What the incremental scan of one run knows from the previous snapshot."""
 
-    def __init__(self, scan_started_ns, dirs, dir_state, rows_by_user):
+    def __init__(self, scan_started_ns, dirs, dir_state, rows_by_user=None):
         self.scan_started_ns = scan_started_ns
         self.dirs = dirs                  # user -> {relpath: mtime_ns} of every directory
         self.dir_state = dir_state        # user -> {relpath: (ino, ctime_ns)} (pre-listing)
-        self.rows_by_user = rows_by_user  # user -> [message row, ...]
+        # user -> [message row, ...] when not given to scan_user user by user
+        self.rows_by_user = rows_by_user or {}
 
 
 class PreviousRow(tuple):
@@ -128,9 +129,9 @@ def choose(db, prev_snapshot, source_root, now, full_scan=False):
     return "incremental", None
 
 
-def load_previous(db, seq, meta, rows_by_user):
-    """Previous (for incremental scans) from snapshot `seq`'s catalog rows (by user) and
-    scan state."""
+def load_previous(db, seq, meta, rows_by_user=None):
+    """Previous (for incremental scans) from snapshot `seq`'s scan state (and its message
+    rows by user, unless the caller gives scan_user each user's rows)."""
     dirs = {}
     for user, path, mtime_ns in db.execute(
             "SELECT user, path, mtime_ns FROM files WHERE snapshot = ? AND kind = 'dir'",
@@ -166,8 +167,9 @@ def stat_dirs(user_dir, rels):
     return found
 
 
-def scan_user(root, user, previous):
-    """(tree or MaildirError, rows, dir_state) for one user.
+def scan_user(root, user, previous, previous_rows=None):
+    """(tree or MaildirError, rows, dir_state) for one user; `previous_rows`: the user's rows
+    in the previous snapshot (default: from `previous.rows_by_user`).
 
     In the tree, a message the scan took over from the previous snapshot unstat'ed is a
     PreviousRow (its catalog row); `rows` maps the few Message objects built for rows with
@@ -197,8 +199,11 @@ def scan_user(root, user, previous):
                                      and mtime_ns < trust_before):
             mtime_ns = -1           # never equal to a real mtime: list it again
         directories.append(maildir.Entry(rel, "dir", 0, mtime_ns, 0, 0, 0, 0))
-    previous_rows = previous.rows_by_user.get(user, ())
-    messages = list(map(PreviousRow, previous_rows))
+    if previous_rows is None:
+        previous_rows = previous.rows_by_user.get(user, ())
+    # rows given as PreviousRows already (feed.previous_rows) are handed back themselves
+    messages = list(previous_rows) if previous_rows and type(previous_rows[0]) is PreviousRow \
+        else list(map(PreviousRow, previous_rows))
     rows = {}
     if bytes in set(map(type, itertools.chain.from_iterable(
             map(operator.itemgetter(2, 4, 5), previous_rows)))):

@@ -23,6 +23,7 @@ pack files the catalog does not name, which the next run (`clean_up`) deletes; a
 (ENOSPC, I/O error) deletes its packs itself (newobjects.py). Earlier snapshots are never
 modified.
 """
+import collections
 import errno
 import gc
 import os
@@ -40,6 +41,53 @@ from mailstore.backup.repository import Repository
 
 # Users scanned at once (the scan is I/O-bound: one lstat per message).
 _SCAN_THREADS = 8
+# Previous rows decoded at once, at most: of the users scanned ahead and of the one being
+# recorded (more only for one user who has more, then alone). With the lookups and the scan's
+# view of them, about 1 KB each, they are most of a run's memory: this bound, or the biggest
+# mailbox, sets the peak, not the number of messages.
+_DECODED_ROWS = 100000
+
+
+class _ScanAhead:
+    """The scanned users in order: (tree, reused, dir_state, previous rows) of each. Users
+    are scanned ahead on `scanners` (from the start: the first ones while the run checks the
+    previous snapshot) while the previous rows of the users scanned and not yet recorded
+    (the one being recorded included) stay within _DECODED_ROWS; a user with more is scanned
+    when nothing else is decoded."""
+
+    def __init__(self, scanners, state, source_root, users):
+        self._scanners, self._state, self._root = scanners, state, source_root
+        self._users = iter(users)
+        self._pending = collections.deque()
+        self._decoded = 0
+        self._next = None           # (user, count) not submitted yet for want of room
+        self._fill()
+
+    def _scan_one(self, user):
+        rows = self._state.previous_rows(user)
+        return scan.scan_user(self._root, user, self._state.previous, rows) + (rows,)
+
+    def _fill(self):
+        while True:
+            if self._next is None:
+                user = next(self._users, None)
+                if user is None:
+                    return
+                self._next = (user, self._state.previous_count(user))
+            user, count = self._next
+            if self._decoded and self._decoded + count > _DECODED_ROWS:
+                return
+            self._pending.append((self._scanners.submit(self._scan_one, user), count))
+            self._decoded += count
+            self._next = None
+
+    def __iter__(self):
+        while self._pending:
+            future, count = self._pending.popleft()
+            yield future.result()
+            # the caller asks for the next user once it has recorded this one
+            self._decoded -= count
+            self._fill()
 
 
 def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait=0,
@@ -145,21 +193,18 @@ def _attempt(repo, source_root, include, mysql_dump, now, progress, dump_command
     except maildir.MaildirError as e:
         raise BackupError(str(e)) from e
     state = Feed(repo, started, progress, workers, source_root, full_scan, scan_ns,
-                 frozenset(lost_ids), missing_packs, skip, suspect)
-    # Scanning waits for the disk (directory listings, and lstat(2) of the messages a
-    # full scan or a new name needs): several users are scanned at once (the GIL is
-    # released while waiting).
-    scanners = ThreadPoolExecutor(max_workers=_SCAN_THREADS)
-    previous = state.previous
-    trees = scanners.map(lambda u: scan.scan_user(source_root, u, previous), users)
+                 frozenset(lost_ids), missing_packs, users, skip, suspect)
     try:
-        with scanners:
-            state.index_previous()
+        # Scanning waits for the disk (directory listings, and lstat(2) of the messages a
+        # full scan or a new name needs): several users are scanned at once (the GIL is
+        # released while waiting).
+        with ThreadPoolExecutor(max_workers=_SCAN_THREADS) as scanners:
+            scanned = _ScanAhead(scanners, state, source_root, users)
+            state.check_previous()
             for a in anomalies:
                 state.warn("{}: {} ({})".format(a.relpath, a.kind, a.detail))
-            for user, (tree, reused, dir_state) in zip(users, trees):
-                state.user(user, tree, reused, dir_state)
-        previous = None     # the scan's view of the previous rows: not needed any more
+            for user, (tree, reused, dir_state, rows) in zip(users, scanned):
+                state.user(user, tree, reused, dir_state, rows)
         for path in include:
             extras.include(state, path)
         if mysql_dump:

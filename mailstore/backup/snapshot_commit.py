@@ -26,11 +26,12 @@ def unused_snapshot_id(db, started):
     return snapshot_id
 
 
-def write_catalog(feed, source, finished, snapshot_id, index_written):
+def write_catalog(feed, source, finished, snapshot_id, index_written, rows_digest):
     """Record snapshot `snapshot_id` with what `feed` (a feed.Feed, all its work done)
     collected, in one transaction on `feed.db`. `index_written`: the future of the index
     cache's writer (its result: the digest recorded here); what it raised is raised before
-    the COMMIT."""
+    the COMMIT. `rows_digest`: the future of the snapshot's messages digest, hashed from the
+    rows as written to the index cache (None for a repository without authentication)."""
     db = feed.db
     stats = feed.stats
     with catalog.transaction(db):
@@ -38,8 +39,9 @@ def write_catalog(feed, source, finished, snapshot_id, index_written):
         # OR REPLACE: a lost object stored anew (lost.py) gets its new place
         db.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        feed.objects.new_objects)
-        db.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                       feed.new_messages)
+        feed.new_messages.flush()
+        # in id order (they were numbered in the order they were recorded)
+        db.execute("INSERT INTO messages SELECT * FROM temp.new_messages ORDER BY id")
         cur = db.execute(
             "INSERT INTO snapshots (id, started, finished, source, host, messages, bytes,"
             " new_objects, new_bytes, read_files, read_bytes, warnings)"
@@ -52,13 +54,14 @@ def write_catalog(feed, source, finished, snapshot_id, index_written):
         if feed.lost:
             lost.record_run(db, feed.lost, feed.lost & feed.objects.added, feed.missing_packs,
                             snapshot_id, finished)
-        _snapshot_messages(db, seq, feed.snapshot_messages, feed.prev_seq, feed.prev_ids)
+        _snapshot_messages(db, seq, feed.snapshot_messages, feed.distinct_messages,
+                           feed.prev_seq, feed.gone)
         db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        ((seq,) + row for row in feed.files))
-        rows_digest = None
-        if feed.repo.auth is not None:
+        if rows_digest is not None:
             # the snapshot's digests and MAC, and the new manifest (auth.py)
-            rows_digest = feed.repo.auth.seal_snapshot(db, seq, feed.index_rows, feed.files)
+            rows_digest = feed.repo.auth.seal_snapshot(db, seq, None, feed.files,
+                                                       rows_digest.result())
         # what the next run's incremental scan may rely on (scan.py)
         db.execute("DELETE FROM scan_dirs")
         db.executemany("INSERT INTO scan_dirs VALUES (?, ?, ?, ?)", feed.dir_state)
@@ -69,31 +72,30 @@ def write_catalog(feed, source, finished, snapshot_id, index_written):
                            rows_digest)
 
 
-def _snapshot_messages(db, seq, messages, prev_seq, prev_ids):
-    """Record which message rows (ids `messages`) snapshot `seq` holds.
+def _snapshot_messages(db, seq, messages, distinct, prev_seq, gone):
+    """Record which message rows (ids `messages`, of them `distinct` distinct) snapshot `seq`
+    holds.
 
-    A nightly snapshot holds nearly the same rows as the previous one (`prev_seq`, holding
-    `prev_ids`): those are copied inside SQLite (one INSERT ... SELECT minus the rows that are
-    gone), only the rest is bound from Python. The row count is checked; should it differ (a
+    A nightly snapshot holds nearly the same rows as the previous one (`prev_seq`): those are
+    copied inside SQLite (one INSERT ... SELECT minus the rows `gone`), and so are the rows
+    new to the catalog (temp.new_messages, feed.NewMessages). The row count is checked; should it differ (a
     previous-row list that does not match the catalog), the plain way is used instead.
     """
-    current = set(messages)
-    gone = prev_ids - current
-    if prev_seq is not None and len(gone) < len(current) // 2:
+    if prev_seq is not None and len(gone) < distinct // 2:
         db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (message INTEGER PRIMARY KEY)")
         db.execute("DELETE FROM temp.gone")
-        db.executemany("INSERT INTO temp.gone VALUES (?)", ((m,) for m in gone))
+        db.executemany("INSERT OR IGNORE INTO temp.gone VALUES (?)", ((m,) for m in gone))
         db.execute("INSERT OR IGNORE INTO snapshot_messages SELECT ?, message FROM"
                    " snapshot_messages WHERE snapshot = ? AND message NOT IN"
                    " (SELECT message FROM temp.gone)", (seq, prev_seq))
         # in key order: B-tree inserts in order are several times faster than at random
-        db.executemany("INSERT OR IGNORE INTO snapshot_messages VALUES (?, ?)",
-                       ((seq, mid) for mid in sorted(current - prev_ids)))
+        db.execute("INSERT OR IGNORE INTO snapshot_messages SELECT ?, id FROM"
+                   " temp.new_messages ORDER BY id", (seq,))
         db.execute("DELETE FROM temp.gone")
         count, = db.execute("SELECT count(*) FROM snapshot_messages WHERE snapshot = ?",
                             (seq,)).fetchone()
-        if count == len(current):
+        if count == distinct:
             return
         db.execute("DELETE FROM snapshot_messages WHERE snapshot = ?", (seq,))
     db.executemany("INSERT OR IGNORE INTO snapshot_messages VALUES (?, ?)",
-                   ((seq, mid) for mid in sorted(current)))
+                   ((seq, mid) for mid in sorted(set(messages))))

@@ -169,17 +169,17 @@ def test_a_prune_without_the_key_of_an_encrypted_repository_is_refused(two_snaps
 @pytest.mark.parametrize("two_snapshots", ["encrypted"], indirect=True)
 def test_a_tampered_index_cache_is_not_built_upon(two_snapshots, tmp_path):
     repo, key, src, ids = two_snapshots
-    import marshal
+    from mailstore.backup import index_cache
     path = os.path.join(repo, "index", ids[1] + ".marshal")
     with open(path, "rb") as f:
-        rows = marshal.loads(f.read())
+        rows = index_cache.decode(f.read())
     alice = [i for i, r in enumerate(rows) if r[1] == "alice"][0]
     bob = [i for i, r in enumerate(rows) if r[1] == "bob"][0]
     a, b = list(rows[alice]), list(rows[bob])
     a[12], b[12] = b[12], a[12]
     rows[alice], rows[bob] = tuple(a), tuple(b)
     with open(path, "wb") as f:
-        f.write(marshal.dumps(rows))
+        f.write(index_cache.encode(rows))
     # The cache's keyed digest no longer matches: the run builds on the catalog's
     # authenticated rows instead, says so, and its snapshot restores what the source holds.
     result = backup.run(repo, src, key_file=key)

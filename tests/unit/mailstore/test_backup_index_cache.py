@@ -38,13 +38,13 @@ def _cache_file(repo):
 
 
 def _change_rows(repo, change):
-    """Rewrite the cache with `change(rows)`: still a valid marshal file of the same length."""
+    """Rewrite the cache with `change(rows)`: still a well-formed cache file."""
     path = _cache_file(repo)
     with open(path, "rb") as f:
         before = f.read()
-    rows = marshal.loads(before)
+    rows = index_cache.decode(before)
     change(rows)
-    after = marshal.dumps(rows)
+    after = index_cache.encode(rows)
     with open(path, "wb") as f:
         f.write(after)
     return after
@@ -91,7 +91,7 @@ def test_a_damaged_cache_costs_one_warning_never_a_message(two_runs, tmp_path, d
     repo, key, src = two_runs
     change, flag_change = DAMAGE[damage]
     with open(_cache_file(repo), "rb") as f:
-        first = marshal.loads(f.read())[0]
+        first = index_cache.decode(f.read())[0]
     _change_rows(repo, change)
     if flag_change:
         _flag_change(src, first)
@@ -153,6 +153,43 @@ def test_an_intact_cache_is_used_and_the_catalog_rows_are_not_read(two_runs, mon
     assert result["warnings"] == [] and result["messages"] == 16
 
 
+def test_a_cache_of_many_chunks_is_used_whole(two_runs, tmp_path, monkeypatch):
+    """The cache is written and read in chunks of rows (never the encoding of all rows at
+    once); one spread over many chunks holds every row."""
+    repo, key, src = two_runs
+    monkeypatch.setattr(index_cache, "CHUNK_MIN", 3)
+    monkeypatch.setattr(index_cache, "CHUNK_MAX", 3)
+    backup.run(repo, src, key_file=key)      # writes a cache of chunks of 3 rows
+
+    def refuse(*args):
+        raise AssertionError("the catalog's rows were read although the cache is intact")
+    monkeypatch.setattr(index_cache, "catalog_rows", refuse)
+    result = backup.run(repo, src, key_file=key)
+    assert result["warnings"] == [] and result["messages"] == 16 and result["read_files"] == 0
+    _restores_the_source(repo, key, src, tmp_path / "dst")
+
+
+def test_a_cache_in_the_older_single_marshal_format_is_not_used(two_runs, tmp_path):
+    """An older mailstore wrote the whole list as one marshal: with its digest recorded as
+    that mailstore did, the run reads the catalog instead, without a warning, and writes a
+    cache of the current format."""
+    from mailstore.backup import keys
+    repo, key, src = two_runs
+    path = _cache_file(repo)
+    snapshot_id = os.path.basename(path)[:-len(".marshal")]
+    with open(path, "rb") as f:
+        older = marshal.dumps(index_cache.decode(f.read()))
+    with open(path, "wb") as f:
+        f.write(older)
+    _set_meta(repo, {"snapshot": snapshot_id, "digest": index_cache.digest(
+        keys.load_key_file(key) if key else None, snapshot_id, older)})
+    result = backup.run(repo, src, key_file=key)
+    assert result["warnings"] == [] and result["messages"] == 16 and result["read_files"] == 0
+    with open(_cache_file(repo), "rb") as f:
+        assert f.read().startswith(index_cache.MAGIC)
+    _restores_the_source(repo, key, src, tmp_path / "dst")
+
+
 def _verify_cli(repo, key, *args):
     cmd = [sys.executable, "-m", "mailstore", "backup", "verify", repo] + list(args)
     if key:
@@ -195,16 +232,17 @@ def _set_meta(repo, meta):
 
 
 def _count_digests(monkeypatch):
-    """A spy on auth.messages_digest (no real component can tell whether rows were hashed):
-    the list of row counts it was called with."""
+    """A spy on auth.ordered_messages_digest (no real component can tell whether rows were
+    hashed): the list of row counts it was called with."""
     from mailstore.backup import auth
     calls = []
-    real = auth.messages_digest
+    real = auth.ordered_messages_digest
 
-    def counting(rows):
-        calls.append(len(rows))
-        return real(rows)
-    monkeypatch.setattr(auth, "messages_digest", counting)
+    def counting(chunks):
+        chunks = list(chunks)
+        calls.append(sum(map(len, chunks)))
+        return real(chunks)
+    monkeypatch.setattr(auth, "ordered_messages_digest", counting)
     return calls
 
 
