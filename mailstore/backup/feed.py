@@ -8,7 +8,9 @@ without being opened; so does one moved to another folder under the same unique 
 inode, size and mtime). An inode alone proves nothing: a deleted message's inode is soon
 given to another file, which a restore or a copy tool may give the same size and mtime.
 Only new or rewritten files are read, hashed, and (when their content is new to the
-repository) compressed into a pack, by worker threads, in a bounded window.
+repository) compressed into a pack, by worker threads, in a bounded window. The workers get
+them in batches (_BATCH messages a task): a first backup reads every message, and a task and
+its hand-over per message cost more interpreter time than the small ones' hashing.
 """
 import collections
 import itertools
@@ -23,6 +25,10 @@ from mailstore.backup.catalog import to_db
 from mailstore.backup.index_cache import previous_rows, write_index
 from mailstore.backup.newobjects import NewObjects, prepare
 from mailstore.backup.snapshot_commit import unused_snapshot_id, write_catalog
+
+# messages per worker task, and the tasks in flight: 64 messages read ahead as before
+_BATCH = 16
+_WINDOW = 4
 
 
 class Feed:
@@ -48,8 +54,9 @@ class Feed:
         self.objects = NewObjects(repo, lost)
         self.pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
         self.prefetch = reading.Prefetcher()
-        self.jobs = collections.deque()
-        self.window = 64
+        self.jobs = collections.deque()    # (future, [(user, prev)]) of the tasks in flight
+        self._batch = []                    # (user_dir, message) not yet handed out
+        self._batch_for = []                # (user, prev) of each, for _finish
         self.next_message_id = (self.db.execute("SELECT max(id) FROM messages").fetchone()[0]
                                 or 0) + 1
         self.new_messages = []        # rows for the messages table
@@ -143,7 +150,7 @@ class Feed:
     def discard(self):
         """After a failure: remove every pack this run wrote (the catalog names none of them),
         so that a full disk gets its space back. Never raises."""
-        for future, _user, _prev in self.jobs:
+        for future, _for in self.jobs:
             future.cancel()
         self.prefetch.stop()
         self.pool.shutdown(wait=True)
@@ -295,30 +302,40 @@ class Feed:
         if oid is not None:
             self._record(user, m, oid, prev)
             return
-        self.prefetch.put(os.path.join(user_dir, m.relpath))
-        self.jobs.append((self.pool.submit(_load_message, self.codec, self.objects.known,
-                                            user_dir, m),
-                          user, prev))
+        self._batch.append((user_dir, m))
+        self._batch_for.append((user, prev))
+        if len(self._batch) >= _BATCH:
+            self._hand_out()
+
+    def _hand_out(self):
+        """Give the batch to a worker; record what the oldest tasks found (in order)."""
+        batch, batch_for = self._batch, self._batch_for
+        self._batch, self._batch_for = [], []
+        self.prefetch.put([os.path.join(user_dir, m.relpath) for user_dir, m in batch])
+        self.jobs.append((self.pool.submit(_load_messages, self.codec, self.objects.known,
+                                            batch), batch_for))
         # a bounded window keeps memory flat however big the mailboxes are
-        while len(self.jobs) > self.window:
+        while len(self.jobs) > _WINDOW:
             self._finish(*self.jobs.popleft())
 
     def drain(self):
+        if self._batch:
+            self._hand_out()
         while self.jobs:
             self._finish(*self.jobs.popleft())
 
-    def _finish(self, future, user, prev):
-        got = future.result()
-        if got is None:
-            return              # expunged since the scan
-        if isinstance(got, str):
-            self.warn(got)
-            return
-        m, size, oid, record, hdrs = got
-        self.stats["read_files"] += 1
-        self.stats["read_bytes"] += size
-        self._add(oid, record, size, hdrs)
-        self._record(user, m, oid, prev)
+    def _finish(self, future, batch_for):
+        for got, (user, prev) in zip(future.result(), batch_for):
+            if got is None:
+                continue            # expunged since the scan
+            if isinstance(got, str):
+                self.warn(got)
+                continue
+            m, size, oid, record, hdrs = got
+            self.stats["read_files"] += 1
+            self.stats["read_bytes"] += size
+            self._add(oid, record, size, hdrs)
+            self._record(user, m, oid, prev)
 
     def _record(self, user, m, oid, prev):
         row = (user, to_db(m.folder), m.subdir, to_db(m.name), to_db(m.unique), m.size,
@@ -354,6 +371,11 @@ class Feed:
                                                 self.index_rows)
             write_catalog(self, source, finished, snapshot_id, index_written)
         return snapshot_id
+
+
+def _load_messages(codec, known, batch):
+    """Worker: _load_message for each (user_dir, message) of `batch`, in order."""
+    return [_load_message(codec, known, user_dir, m) for user_dir, m in batch]
 
 
 def _load_message(codec, known, user_dir, m):

@@ -39,11 +39,15 @@ def read_file(path):
         if not stat.S_ISREG(st.st_mode):
             return "{}: no longer a regular file; skipped".format(path)
         chunks = []
+        # a message in the first read (a buffer of its size, not of a megabyte), then on
+        # until end of file: it may have grown since the fstat
+        want = min(st.st_size + 1, 1 << 26)
         while True:
-            chunk = os.read(fd, 1 << 20)
+            chunk = os.read(fd, want)
             if not chunk:
                 break
             chunks.append(chunk)
+            want = 1 << 20
     except OSError as e:
         return _unreadable(path, e)
     finally:
@@ -66,8 +70,9 @@ class Prefetcher:
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
-    def put(self, path):
-        self._queue.put(path)
+    def put(self, paths):
+        """Hint the files `paths` (a list: one hand-over per batch of the feed)."""
+        self._queue.put(paths)
 
     def stop(self):
         if self._thread is not None:
@@ -77,10 +82,11 @@ class Prefetcher:
 
     def _loop(self):
         while True:
-            path = self._queue.get()
-            if path is None:
+            paths = self._queue.get()
+            if paths is None:
                 return
-            _prefetch(path)
+            for path in paths:
+                _prefetch(path)
 
 
 def _prefetch(path):
