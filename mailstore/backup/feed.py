@@ -26,9 +26,9 @@ from mailstore.backup.index_cache import previous_rows, write_index
 from mailstore.backup.newobjects import NewObjects, prepare
 from mailstore.backup.snapshot_commit import unused_snapshot_id, write_catalog
 
-# messages per worker task, and the tasks in flight: 64 messages read ahead as before
+# messages per worker task, and the messages waiting to be recorded
 _BATCH = 16
-_WINDOW = 4
+_WINDOW = 64
 
 
 class Feed:
@@ -54,9 +54,11 @@ class Feed:
         self.objects = NewObjects(repo, lost)
         self.pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
         self.prefetch = reading.Prefetcher()
-        self.jobs = collections.deque()    # (future, [(user, prev)]) of the tasks in flight
+        # messages being read, in order: (task, index in its batch, user, previous row);
+        # a task is a cell that holds its future once the batch is handed out
+        self.jobs = collections.deque()
         self._batch = []                    # (user_dir, message) not yet handed out
-        self._batch_for = []                # (user, prev) of each, for _finish
+        self._task = [None]                 # the cell of that batch
         self.next_message_id = (self.db.execute("SELECT max(id) FROM messages").fetchone()[0]
                                 or 0) + 1
         self.new_messages = []        # rows for the messages table
@@ -150,8 +152,9 @@ class Feed:
     def discard(self):
         """After a failure: remove every pack this run wrote (the catalog names none of them),
         so that a full disk gets its space back. Never raises."""
-        for future, _for in self.jobs:
-            future.cancel()
+        for task, _i, _user, _prev in self.jobs:
+            if task[0] is not None:
+                task[0].cancel()
         self.prefetch.stop()
         self.pool.shutdown(wait=True)
         self.objects.discard()
@@ -302,21 +305,23 @@ class Feed:
         if oid is not None:
             self._record(user, m, oid, prev)
             return
+        # the read-ahead hint at once, the read with the batch
+        self.prefetch.put(os.path.join(user_dir, m.relpath))
+        self.jobs.append((self._task, len(self._batch), user, prev))
         self._batch.append((user_dir, m))
-        self._batch_for.append((user, prev))
         if len(self._batch) >= _BATCH:
             self._hand_out()
-
-    def _hand_out(self):
-        """Give the batch to a worker; record what the oldest tasks found (in order)."""
-        batch, batch_for = self._batch, self._batch_for
-        self._batch, self._batch_for = [], []
-        self.prefetch.put([os.path.join(user_dir, m.relpath) for user_dir, m in batch])
-        self.jobs.append((self.pool.submit(_load_messages, self.codec, self.objects.known,
-                                            batch), batch_for))
-        # a bounded window keeps memory flat however big the mailboxes are
+        # A bounded window keeps memory flat however big the mailboxes are. Messages are
+        # recorded in the order they were decided on, each once _WINDOW more are waiting:
+        # the catalog's message ids and the packs' layout do not depend on the batching.
         while len(self.jobs) > _WINDOW:
             self._finish(*self.jobs.popleft())
+
+    def _hand_out(self):
+        """Give the batch to a worker (its task's future goes in the batch's cell)."""
+        self._task[0] = self.pool.submit(_load_messages, self.codec, self.objects.known,
+                                         self._batch)
+        self._task, self._batch = [None], []
 
     def drain(self):
         if self._batch:
@@ -324,18 +329,20 @@ class Feed:
         while self.jobs:
             self._finish(*self.jobs.popleft())
 
-    def _finish(self, future, batch_for):
-        for got, (user, prev) in zip(future.result(), batch_for):
-            if got is None:
-                continue            # expunged since the scan
-            if isinstance(got, str):
-                self.warn(got)
-                continue
-            m, size, oid, record, hdrs = got
-            self.stats["read_files"] += 1
-            self.stats["read_bytes"] += size
-            self._add(oid, record, size, hdrs)
-            self._record(user, m, oid, prev)
+    def _finish(self, task, i, user, prev):
+        if task[0] is None:
+            self._hand_out()        # the batch being filled
+        got = task[0].result()[i]
+        if got is None:
+            return                  # expunged since the scan
+        if isinstance(got, str):
+            self.warn(got)
+            return
+        m, size, oid, record, hdrs = got
+        self.stats["read_files"] += 1
+        self.stats["read_bytes"] += size
+        self._add(oid, record, size, hdrs)
+        self._record(user, m, oid, prev)
 
     def _record(self, user, m, oid, prev):
         row = (user, to_db(m.folder), m.subdir, to_db(m.name), to_db(m.unique), m.size,

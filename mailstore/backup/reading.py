@@ -70,9 +70,8 @@ class Prefetcher:
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
-    def put(self, paths):
-        """Hint the files `paths` (a list: one hand-over per batch of the feed)."""
-        self._queue.put(paths)
+    def put(self, path):
+        self._queue.put(path)
 
     def stop(self):
         if self._thread is not None:
@@ -82,11 +81,10 @@ class Prefetcher:
 
     def _loop(self):
         while True:
-            paths = self._queue.get()
-            if paths is None:
+            path = self._queue.get()
+            if path is None:
                 return
-            for path in paths:
-                _prefetch(path)
+            _prefetch(path)
 
 
 def _prefetch(path):
