@@ -13,7 +13,9 @@ without being opened; so does one moved to another folder under the same unique 
 inode, size and mtime). An inode alone proves nothing: a deleted message's inode is soon
 given to another file, which a restore or a copy tool may give the same size and mtime.
 Only new or rewritten files are read, hashed, and (when their content is new to the
-repository) compressed into a pack, by worker threads, in a bounded window.
+repository) compressed into a pack, by worker threads, in a bounded window. The workers get
+them in batches (_BATCH messages a task): a first backup reads every message, and a task and
+its hand-over per message cost more interpreter time than the small ones' hashing.
 """
 import array
 import collections
@@ -28,6 +30,10 @@ from mailstore.backup.catalog import to_db
 from mailstore.backup.index_cache import Writer, previous_rows
 from mailstore.backup.newobjects import NewObjects, prepare
 from mailstore.backup.snapshot_commit import unused_snapshot_id, write_catalog
+
+# messages per worker task, and the messages waiting to be recorded
+_BATCH = 16
+_WINDOW = 64
 
 
 class Feed:
@@ -53,8 +59,11 @@ class Feed:
         self.objects = NewObjects(repo, lost)
         self.pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
         self.prefetch = reading.Prefetcher()
+        # messages being read, in order: (task, index in its batch, user, previous row);
+        # a task is a cell that holds its future once the batch is handed out
         self.jobs = collections.deque()
-        self.window = 64
+        self._batch = []                    # (user_dir, message) not yet handed out
+        self._task = [None]                 # the cell of that batch
         self.next_message_id = (self.db.execute("SELECT max(id) FROM messages").fetchone()[0]
                                 or 0) + 1
         self.new_messages = NewMessages(self.db)    # rows for the messages table
@@ -182,8 +191,9 @@ class Feed:
     def discard(self):
         """After a failure: remove every pack this run wrote (the catalog names none of them),
         so that a full disk gets its space back. Never raises."""
-        for future, _user, _prev in self.jobs:
-            future.cancel()
+        for task, _i, _user, _prev in self.jobs:
+            if task[0] is not None:
+                task[0].cancel()
         self.prefetch.stop()
         self.pool.shutdown(wait=True)
         self.objects.discard()
@@ -344,24 +354,38 @@ class Feed:
         if oid is not None:
             self._record(user, m, oid, prev)
             return
+        # the read-ahead hint at once, the read with the batch
         self.prefetch.put(os.path.join(user_dir, m.relpath))
-        self.jobs.append((self.pool.submit(_load_message, self.codec, self.objects.known,
-                                            user_dir, m),
-                          user, prev))
+        self.jobs.append((self._task, len(self._batch), user, prev))
+        self._batch.append((user_dir, m))
         self.outstanding[user] += 1
-        # a bounded window keeps memory flat however big the mailboxes are
-        while len(self.jobs) > self.window:
+        if len(self._batch) >= _BATCH:
+            self._hand_out()
+        # A bounded window keeps memory flat however big the mailboxes are. Messages are
+        # recorded in the order they were decided on, each once _WINDOW more are waiting:
+        # the catalog's message ids and the packs' layout do not depend on the batching.
+        while len(self.jobs) > _WINDOW:
             self._finish(*self.jobs.popleft())
 
+    def _hand_out(self):
+        """Give the batch to a worker (its task's future goes in the batch's cell)."""
+        self._task[0] = self.pool.submit(_load_messages, self.codec, self.objects.known,
+                                         self._batch)
+        self._task, self._batch = [None], []
+
     def drain(self):
+        if self._batch:
+            self._hand_out()
         while self.jobs:
             self._finish(*self.jobs.popleft())
 
-    def _finish(self, future, user, prev):
-        got = future.result()
+    def _finish(self, task, i, user, prev):
+        if task[0] is None:
+            self._hand_out()        # the batch being filled
+        got = task[0].result()[i]
         self.outstanding[user] -= 1
         if got is None:
-            return              # expunged since the scan
+            return                  # expunged since the scan
         if isinstance(got, str):
             self.warn(got)
             return
@@ -445,6 +469,11 @@ class NewMessages:
             self.db.executemany("INSERT INTO temp.new_messages VALUES"
                                 " (?,?,?,?,?,?,?,?,?,?,?,?,?)", self._batch)
             self._batch = []
+
+
+def _load_messages(codec, known, batch):
+    """Worker: _load_message for each (user_dir, message) of `batch`, in order."""
+    return [_load_message(codec, known, user_dir, m) for user_dir, m in batch]
 
 
 def _load_message(codec, known, user_dir, m):

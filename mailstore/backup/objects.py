@@ -61,6 +61,8 @@ ZLIB_LEVEL = 1
 # Text is zlib level 1 in both. Everything decodes with plain inflate: reading needs no flag.
 COMPRESSION_MODES = ("fast", "small")
 _SAMPLE = 2048
+# a pack is hashed and written in units of this many bytes (PackWriter)
+_BUFFER = 1024 * 1024
 _ENTROPIC = 0.6
 
 
@@ -112,9 +114,9 @@ class Codec:
             length = NONCE_BYTES + len(packed) + 16
             header = HEADER.pack(MAGIC, bytes.fromhex(object_id), codec, length)
             nonce = secrets.token_bytes(NONCE_BYTES)
-            packed = nonce + self._aead.encrypt(nonce, packed, header)
-        else:
-            header = HEADER.pack(MAGIC, bytes.fromhex(object_id), codec, len(packed))
+            # one copy of the message's bytes, not two
+            return b"".join((header, nonce, self._aead.encrypt(nonce, packed, header)))
+        header = HEADER.pack(MAGIC, bytes.fromhex(object_id), codec, len(packed))
         return header + packed
 
     def decode(self, object_id, record):
@@ -189,6 +191,11 @@ class PackWriter:
     `on_sealed(name, size, entries)` is called once the pack is in its final place; entries are
     (object_id, offset, length, size, headers) tuples. The caller records them in the catalog.
     `codec`: the repository's; with a key the packs are masked (module doc).
+
+    Records are gathered in a buffer of _BUFFER bytes that is hashed (the masked pack's
+    trailer) and written as one: hashing and writing release the interpreter lock, and the
+    caller, whose worker threads keep the lock busy, waits to get it back after each
+    release: two releases per megabyte cost far less than four per record.
     """
 
     def __init__(self, tmp_dir, packs_dir, pack_size, on_sealed, codec=None):
@@ -199,6 +206,7 @@ class PackWriter:
         self.pack_size = pack_size
         self.on_sealed = on_sealed
         self._file = None
+        self._buffer = bytearray()
         self._name = None
         self._entries = []
         self._offset = 0
@@ -208,14 +216,12 @@ class PackWriter:
         if self._file is None:
             self._open()
         if self._masking is None:
-            self._file.write(record)
+            self._buffer += record
         else:
-            head = self._masking.mask(self._name, self._offset, record[:HEADER.size])
-            body = memoryview(record)[HEADER.size:]
-            self._file.write(head)
-            self._file.write(body)
-            self._hash.update(head)
-            self._hash.update(body)
+            self._buffer += self._masking.mask(self._name, self._offset, record[:HEADER.size])
+            self._buffer += memoryview(record)[HEADER.size:]
+        if len(self._buffer) >= _BUFFER:
+            self._flush_buffer()
         self._entries.append((object_id, self._offset, len(record), size, headers))
         self._offset += len(record)
         self.bytes_written += len(record)
@@ -226,13 +232,23 @@ class PackWriter:
         self._name = secrets.token_hex(16)
         path = os.path.join(self.tmp_dir, self._name + ".pack")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self._file = os.fdopen(fd, "wb", buffering=1024 * 1024)
+        self._file = os.fdopen(fd, "wb", buffering=0)
         self._entries = []
         self._offset = 0
+        self._buffer = bytearray()
         if self._masking is not None:
-            self._file.write(PACK_MAGIC)
-            self._hash = hashlib.sha256(PACK_MAGIC)
+            self._buffer += PACK_MAGIC
+            self._hash = hashlib.sha256()
             self._offset = len(PACK_MAGIC)
+
+    def _flush_buffer(self):
+        if self._hash is not None:
+            self._hash.update(self._buffer)
+        # an unbuffered file's write may write less than it was given
+        data, written = self._buffer, 0
+        while written < len(data):
+            written += self._file.write(memoryview(data)[written:])
+        self._buffer = bytearray()
 
     def seal(self):
         """Flush, fsync and move the current pack into place, then report it. No-op if empty."""
@@ -240,10 +256,12 @@ class PackWriter:
             return
         f, name, entries, size = self._file, self._name, self._entries, self._offset
         try:
+            self._flush_buffer()
             if self._masking is not None:
-                f.write(self._hash.digest())
+                self._buffer += self._hash.digest()
+                self._hash = None
+                self._flush_buffer()
                 size += TRAILER_BYTES
-            f.flush()
             os.fsync(f.fileno())
         except BaseException:
             self.abort()        # e.g. ENOSPC on the last write: give the space back
@@ -269,6 +287,7 @@ class PackWriter:
         except OSError:
             pass
         self._file = None
+        self._buffer = bytearray()
 
 
 class PackReader:

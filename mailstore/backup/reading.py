@@ -39,11 +39,15 @@ def read_file(path):
         if not stat.S_ISREG(st.st_mode):
             return "{}: no longer a regular file; skipped".format(path)
         chunks = []
+        # a message in the first read (a buffer of its size, not of a megabyte), then on
+        # until end of file: it may have grown since the fstat
+        want = min(st.st_size + 1, 1 << 26)
         while True:
-            chunk = os.read(fd, 1 << 20)
+            chunk = os.read(fd, want)
             if not chunk:
                 break
             chunks.append(chunk)
+            want = 1 << 20
     except OSError as e:
         return _unreadable(path, e)
     finally:
