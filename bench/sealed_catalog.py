@@ -14,6 +14,8 @@ snapshot, then `--nights` times a day of IMAP traffic (corpus.mutate: 10 % flag 
 - `v1_bytes`: the one file a format 1 sealed catalog of the same catalog is, which moved
   whole every night;
 - `seal_seconds`: the run's seal (mailstore.backup.sealed.write), `v1_seal_seconds`;
+  `seal_encoded`: the chunks it encoded (the groups of rows that changed and the small
+  tables; it kept the others);
 - `unseal_seconds`, `v1_unseal_seconds`: opening the sealed catalog with the key (what
   every list, verify and restore of a copy does first);
 - `new_pack_bytes`: the night's new packs (the new data).
@@ -73,7 +75,7 @@ def main(argv=None):
 
     def timed_write(*args):
         result, seconds = _timed(write, *args)
-        seals.append(seconds)
+        seals.append((seconds, result["encoded"]))
         return result
     sealed.write = timed_write
     before_chunks, before_packs = {}, _packs(repo)
@@ -98,7 +100,8 @@ def main(argv=None):
             "copy_bytes": manifest + sum(s for n, s in chunks.items() if n not in before_chunks),
             "new_chunks": len(set(chunks) - set(before_chunks)),
             "v1_bytes": os.path.getsize(v1),
-            "seal_seconds": round(seals[-1], 2), "v1_seal_seconds": round(v1_seal, 2),
+            "seal_seconds": round(seals[-1][0], 2), "seal_encoded": seals[-1][1],
+            "v1_seal_seconds": round(v1_seal, 2),
             "unseal_seconds": round(unseal, 2), "v1_unseal_seconds": round(v1_unseal, 2),
             "new_pack_bytes": sum(s for n, s in packs.items() if n not in before_packs)}),
             flush=True)

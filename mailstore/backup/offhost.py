@@ -43,16 +43,18 @@ _NEVER = ("lock", "tmp", OFFHOST_VIEW)
 
 def seal(repo_path, key_file=None, wait=0):
     """Write the sealed catalog of an encrypted repository now (every run and prune does it
-    too); {"generation", "bytes" (the manifest and its chunk files), "chunks"}."""
+    too); {"generation", "bytes" (the manifest and its chunk files), "chunks", "encoded"
+    (the chunks this seal encoded: those whose rows changed since the last seal, and the
+    small tables; the others were kept), "encoded_bytes" (their rows' plain bytes)}."""
     with Repository(repo_path, key_file=key_file) as repo:
         if not repo.encrypted:
             raise KeyFileError("repository {} is not encrypted: its catalog cannot be sealed "
                                "(an off-host copy of it is the whole repository)".format(
                                    repo.path))
         repo.lock(exclusive=True, wait=wait)
-        generation = repo.seal()
+        result = repo.seal()
         info = sealed.read_manifest(sealed.path_of(repo.path), repo.config["id"])
-    return {"generation": generation, "bytes": info["bytes"], "chunks": info["chunks"]}
+    return dict(result, bytes=info["bytes"], chunks=info["chunks"])
 
 
 def unseal(repo_path, key_file=None):

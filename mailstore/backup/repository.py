@@ -425,8 +425,9 @@ class Repository:
 
     def seal(self):
         """An encrypted repository (its key loaded, the exclusive lock held, nothing
-        uncommitted): write the sealed catalog the off-host copy gets (sealed.py); its
-        generation. None for an unencrypted one (its copy is the whole repository)."""
+        uncommitted): write the sealed catalog the off-host copy gets (sealed.py);
+        sealed.write's dict (its generation, the chunks it encoded). None for an
+        unencrypted one (its copy is the whole repository)."""
         if self.key is None:
             return None
         return sealed.write(self.path, self.config["id"], self.key, self.db)

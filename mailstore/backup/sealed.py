@@ -10,10 +10,12 @@ gets that instead of catalog.sqlite and index/ (offhost.py). A reader with the k
 the catalog in a private temporary file (`open_catalog`); one without the key can still
 check the framing and that every chunk file is there, whole (`inspect`).
 
-The copy is pulled every night, so what changed must be all that travels: the catalog is
-sealed as a stream of its rows (sealed_rows.py), cut where the rows themselves say, and each
-chunk is a file of its own named by its content; a chunk whose rows did not change keeps its
-name and its file, and the pull (rsync --link-dest) makes a hard link of it.
+The copy is pulled every night, so what changed must be all that travels, and the seal
+must cost what changed, not what the catalog holds: the catalog is sealed as a stream of its
+rows (sealed_rows.py) in groups with stable keys, each chunk a file of its own named by its
+content; triggers record which groups changed (sealed_state.py), so a seal encodes only
+those and the small tables, and lists the other chunks as the last seal left them: their
+names and files stay, and the pull (rsync --link-dest) makes hard links of them.
 
 Format 2 (integers big endian):
     REPO/catalog.sealed, the manifest:
@@ -54,13 +56,14 @@ import os
 import re
 import secrets
 import sqlite3
+import stat
 import tempfile
 import zlib
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from mailstore.backup import auth, catalog, sealed_rows, sealed_v1
+from mailstore.backup import auth, catalog, sealed_rows, sealed_state, sealed_v1
 from mailstore.backup.auth import CatalogDamaged
 from mailstore.backup.objects import fsync_dir
 
@@ -108,7 +111,11 @@ def write(repo_path, repo_id, key, db):
     """Write the sealed catalog of the repository at `repo_path` (config.json's id `repo_id`,
     its keys.Key `key`, `db` its open catalog with nothing uncommitted), under the exclusive
     lock: new chunk files, then the manifest atomically, then the chunks it no longer names
-    go. Returns the new generation."""
+    go. Only the groups of rows that changed since the last seal (sealed_state.py) and the
+    small tables are encoded; a listed chunk file missing or of another length is encoded
+    again too. Returns {"generation", "encoded": chunks encoded, "encoded_bytes": their
+    plain bytes}."""
+    sealed_state.ensure(db)
     with catalog.transaction(db):
         row = db.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
         generation = (int(row[0]) if row else 0) + 1
@@ -116,23 +123,77 @@ def write(repo_path, repo_id, key, db):
     aead = AESGCM(key.sealed)
     directory = chunk_dir(repo_path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    listed, plain = [], 0
+    fingerprint = _chunk_name(key, repo_id, b"seal state\n")
+    sealer = _Sealer(directory, aead, key, repo_id)
     db.execute("BEGIN")     # one consistent read of every table
     try:
-        for raw in sealed_rows.chunks(db):
-            name = _chunk_name(key, repo_id, raw)
-            listed.append(_keep_or_write(directory, aead, repo_id, name, raw))
-            plain += len(raw)
+        state, dirty = sealed_state.load(db, fingerprint)
+        tracked, whole = sealed_rows.tables(db)
+        sealer.add(sealed_rows.head(db))
+        new_state, count = {}, 0
+        for table in tracked:
+            sealer.add(sealed_rows.table_line(db, table))
+            old = state.get(table)
+            groups = sealed_state.all_groups(db, table) if old is None else \
+                set(old) | dirty[table]
+            new_state[table] = {}
+            for group in sorted(groups):
+                entry = old.get(group) if old is not None and group not in dirty[table] \
+                    else None
+                if entry is not None and sealer.reuse(entry):
+                    new_state[table][group] = entry
+                else:
+                    raw, rows = sealed_rows.group(db, table, group)
+                    if not rows:
+                        continue        # its rows are gone
+                    entry = sealer.add(raw) + [rows, len(raw)]
+                    new_state[table][group] = entry
+                count += entry[3]
+        sealer.add(sealed_rows.tail(db, whole, count))
     finally:
         db.execute("COMMIT")
     fsync_dir(directory)
-    _write_manifest(repo_path, aead, repo_id, generation, listed, plain)
-    names = {entry[0] for entry in listed}
+    _write_manifest(repo_path, aead, repo_id, generation, sealer.listed, sealer.plain)
+    sealed_state.record(db, fingerprint, new_state)
+    names = {entry[0] for entry in sealer.listed}
     for name in chunk_files(repo_path):
         if name not in names:
             os.unlink(os.path.join(directory, name))
     fsync_dir(directory)
-    return generation
+    return {"generation": generation, "encoded": sealer.encoded,
+            "encoded_bytes": sealer.encoded_bytes}
+
+
+class _Sealer:
+    """The manifest's chunk list as it is built: chunks encoded (`add`) or kept (`reuse`)."""
+
+    def __init__(self, directory, aead, key, repo_id):
+        self.directory, self.aead, self.key, self.repo_id = directory, aead, key, repo_id
+        self.listed, self.plain, self.encoded, self.encoded_bytes = [], 0, 0, 0
+
+    def add(self, raw):
+        """Encode `raw` (a chunk's rows); its [name, bytes, sha256], listed."""
+        name = _chunk_name(self.key, self.repo_id, raw)
+        entry = _keep_or_write(self.directory, self.aead, self.repo_id, name, raw)
+        self.listed.append(entry)
+        self.plain += len(raw)
+        self.encoded += 1
+        self.encoded_bytes += len(raw)
+        return entry
+
+    def reuse(self, entry):
+        """List the chunk of the seal state's `entry` [name, bytes, sha256, rows, plain] if its file
+        is there with its length (else False: the caller encodes its rows again)."""
+        path = os.path.join(self.directory, entry[0])
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry[1]:
+            return False
+        self.listed.append(list(entry[:3]))
+        self.plain += entry[4]
+        return True
 
 
 def _keep_or_write(directory, aead, repo_id, name, raw):

@@ -1,40 +1,34 @@
-"""The plaintext of a sealed catalog of format 2: the catalog as a stream of rows, cut into
-chunks at rows chosen by their content (sealed.py encrypts and names the chunks).
+"""The plaintext of a sealed catalog of format 2: the catalog as a stream of rows, in
+chunks (sealed.py encrypts and names them, and reuses the ones whose rows did not change).
 
 Why rows and not the SQLite file: a night's run changes pages all over the file (B-trees
-move rows between pages), so chunks of the file nearly all change; a stream of the rows in a
-fixed order changes only where rows were added, changed or removed, and a cut made at a row
-picked by its own bytes lands at the same row again in the next night's stream, so the
-chunks around an unchanged stretch come out byte for byte the same (and keep their names).
+move rows between pages), so chunks of the file nearly all change; a stream of the rows,
+cut into groups of rows with stable keys (sealed_state.py), changes only in the groups
+whose rows were added, changed or removed; the other chunks come out byte for byte the same
+(and keep their names), and a seal need not even read them again.
 
 The stream is lines of ASCII JSON, one per line (no pickle or marshal: the reader rebuilds
 a database from it and must not run anything else):
     {"schema": [[type, name, table, sql], ...]}   sqlite_master's entries with sql, in order
     {"user_version": N}
-    {"table": name, "columns": [column, ...]}   then its rows: [value, ...] each, in ORDER
+    {"table": name, "columns": [column, ...]}   then its rows: [value, ...] each
     ...
     {"end": rows}            the number of rows before it: a stream cut short fails
 A row is a JSON array, every other line an object; values are JSON numbers, strings and
 null, a BLOB is {"b": base64}.
 
-Rows come in an order that keeps old rows together: a table with a rowid in rowid order
-(new rows at its end), one without in its primary key's order, but `objects` by pack and
-offset: its key is a keyed hash, so new objects would land everywhere; by pack they land in
-the few places of the night's new packs.
-
-A chunk ends after a row whose CRC-32 falls below a threshold proportional to the row's
-length (a cut every TARGET bytes on average, whatever the rows' sizes), not before MIN
-bytes, and always by MAX bytes.
+Chunks, in stream order: the schema and user_version; for each tracked table
+(sealed_state.TRACKED) its table line alone, then one chunk per group in the order of the
+groups' keys; last every row of the other tables (small: snapshots, packs, meta, scan_dirs,
+...) and the end line, which change with every seal. The seal state's own tables are in the
+schema but their rows are not in the stream.
 """
 import base64
 import json
 import sqlite3
-import zlib
 
-MIN = 16 * 1024
-TARGET = 48 * 1024
-MAX = 4 * 1024 * 1024
-ORDER = {"objects": "pack, offset, id"}
+from mailstore.backup import sealed_state
+
 _BATCH = 5000
 
 
@@ -66,52 +60,86 @@ def _blob_value(obj):
     return obj
 
 
-def _order(db, table):
-    if table in ORDER:
-        return ORDER[table]
-    columns = db.execute('PRAGMA table_info("{}")'.format(table)).fetchall()
-    key = [c[1] for c in sorted(columns, key=lambda c: c[5]) if c[5]]
-    without_rowid = db.execute("SELECT sql FROM sqlite_master WHERE name = ?",
-                               (table,)).fetchone()[0]
-    if without_rowid and "WITHOUT ROWID" in without_rowid.upper():
-        return ", ".join('"{}"'.format(k) for k in key)
-    return "rowid"
-
-
-def _lines(db):
-    """Every line of the stream of the open catalog `db`, read in one transaction."""
+def head(db):
+    """The stream's first chunk: the schema (sqlite_master's entries with sql, the seal
+    state's tables and triggers too) and user_version."""
     schema = db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT"
                         " NULL AND name NOT LIKE 'sqlite_stat%' ORDER BY rowid").fetchall()
-    yield _line({"schema": [list(row) for row in schema]})
-    yield _line({"user_version": db.execute("PRAGMA user_version").fetchone()[0]})
-    count = 0
-    for kind, name, _table, _sql in schema:
-        if kind != "table":
-            continue
-        cur = db.execute('SELECT * FROM "{}" ORDER BY {}'.format(name, _order(db, name)))
-        yield _line({"table": name, "columns": [d[0] for d in cur.description]})
-        while True:
-            rows = cur.fetchmany(_BATCH)
-            if not rows:
-                break
-            for line in map(_line, rows):
-                yield line
-            count += len(rows)
-    yield _line({"end": count})
+    return _line({"schema": [list(row) for row in schema]}) + _line(
+        {"user_version": db.execute("PRAGMA user_version").fetchone()[0]})
+
+
+def tables(db):
+    """(tracked, whole): the tables sealed in groups (sealed_state.TRACKED) and those sealed
+    whole every time, each in the schema's order; the seal state's own are neither."""
+    names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                      "AND sql IS NOT NULL AND name NOT LIKE 'sqlite_stat%' "
+                                      "ORDER BY rowid")]
+    return ([n for n in names if n in sealed_state.TRACKED],
+            [n for n in names if n not in sealed_state.TRACKED and
+             n not in sealed_state.LOCAL])
+
+
+def table_line(db, table):
+    """The line that starts the rows of `table` (a chunk of its own: it never changes)."""
+    cur = db.execute('SELECT * FROM "{}" LIMIT 0'.format(table))
+    return _line({"table": table, "columns": [d[0] for d in cur.description]})
+
+
+def _rows(cur):
+    out, count = [], 0
+    pairs = len(cur.description) == 2
+    while True:
+        rows = cur.fetchmany(_BATCH)
+        if not rows:
+            return b"".join(out), count
+        if pairs and all(type(a) is int and type(b) is int for a, b in rows):
+            # snapshot_messages, a new snapshot's every message: the very bytes the encoder
+            # writes for two integers, at a fraction of its cost
+            out.append(b"".join([b"[%d,%d]\n" % row for row in rows]))
+        else:
+            out.extend(map(_line, rows))
+        count += len(rows)
+
+
+def group(db, table, key):
+    """(bytes, rows) of the rows of one group of a tracked table, in order."""
+    return _rows(db.execute(sealed_state.TRACKED[table][1], (key,)))
+
+
+def tail(db, whole, count):
+    """The stream's last chunk: every row of the tables in `whole`, and the end line (after
+    `count` rows before it)."""
+    out = []
+    for table in whole:
+        out.append(table_line(db, table))
+        raw, rows = _rows(db.execute('SELECT * FROM "{}" ORDER BY rowid'.format(table)
+                                     if _has_rowid(db, table) else
+                                     'SELECT * FROM "{}"'.format(table)))
+        out.append(raw)
+        count += rows
+    out.append(_line({"end": count}))
+    return b"".join(out)
+
+
+def _has_rowid(db, table):
+    sql = db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+    return "WITHOUT ROWID" not in sql.upper()
 
 
 def chunks(db):
-    """Yield the stream of the open catalog `db` in chunks (bytes, whole lines each); the
-    caller keeps writers out (the exclusive lock) while it reads."""
-    pending, size = [], 0
-    for line in _lines(db):
-        pending.append(line)
-        size += len(line)
-        if size >= MAX or (size >= MIN and zlib.crc32(line) * TARGET < len(line) << 32):
-            yield b"".join(pending)
-            pending, size = [], 0
-    if pending:
-        yield b"".join(pending)
+    """The whole stream of the open catalog `db`, chunk by chunk, every group encoded (what
+    sealed.write makes of a catalog without seal state); the caller keeps writers out."""
+    tracked, whole = tables(db)
+    yield head(db)
+    count = 0
+    for table in tracked:
+        yield table_line(db, table)
+        for key in sorted(sealed_state.all_groups(db, table)):
+            raw, rows = group(db, table, key)
+            count += rows
+            yield raw
+    yield tail(db, whole, count)
 
 
 class Loader:

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from mailstore import backup
-from mailstore.backup import keys, sealed, sealed_rows, sealed_v1
+from mailstore.backup import keys, sealed, sealed_rows, sealed_state, sealed_v1
 from mailstore.cli import main
 
 from tests.harness import flip_bit, make_tree, snapshot_tree
@@ -193,7 +193,7 @@ def _tamper_cases(tmp_path, repo, key):
     return cases
 
 
-def _refused_in_one_line(tmp_path, copy, key, name, keyless):
+def _refused_in_one_line(tmp_path, copy, key, name, keyless, problems=1):
     for args in (["restore", str(copy), "latest", str(tmp_path / "out"), "--user",
                   "alice", "--key-file", key],
                  ["verify", str(copy), "--key-file", key],
@@ -210,7 +210,9 @@ def _refused_in_one_line(tmp_path, copy, key, name, keyless):
         assert r.exit_code == 1 and "DAMAGED sealed catalog" in r.output, (name, r.output)
         damaged = [line for line in r.output.splitlines()
                    if line.startswith("mailstore backup: DAMAGED")]
-        assert len(damaged) == 1 and "tampered" in damaged[0], (name, r.output)
+        # (one line per chunk file missing or changed)
+        assert (len(damaged) == problems if problems else damaged) and all(
+            "tampered" in line for line in damaged), (name, r.output)
 
 
 def test_a_damaged_or_cut_sealed_catalog_is_refused_in_one_line(tmp_path):
@@ -245,7 +247,8 @@ def test_an_older_nights_sealed_catalog_is_refused_against_the_previous_copy(tmp
     alone = _served_copy(repo, tmp_path / "night2-older-manifest")
     os.chmod(alone / sealed.NAME, 0o644)
     shutil.copyfile(older / sealed.NAME, alone / sealed.NAME)
-    _refused_in_one_line(tmp_path, alone, key, "an older manifest", True)
+    # (every group the night changed: its messages, its snapshot, its pack, the small tables)
+    _refused_in_one_line(tmp_path, alone, key, "an older manifest", True, problems=None)
     for extra in ([], ["--key-file", key]):
         r = CliRunner().invoke(main, ["backup", "verify", str(alone), "--previous",
                                       str(newer)] + extra, env={"MAILSTORE_KEY_FILE": ""})
@@ -340,8 +343,9 @@ def test_a_second_night_adds_few_chunk_files_and_keeps_the_others(tmp_path):
 
 
 def _dump(db):
+    """Every table row for row, but the seal state's (the server's own, never sealed)."""
     tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                       "ORDER BY name")]
+                                       "ORDER BY name") if r[0] not in sealed_state.LOCAL]
     out = {"schema": db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name")
            .fetchall(), "user_version": db.execute("PRAGMA user_version").fetchone()}
     for table in tables:
@@ -479,3 +483,110 @@ def test_a_row_stream_that_is_not_a_whole_catalog_is_refused(tmp_path):
     loader.feed(stream)
     loader.finish()
     loader.close()
+
+
+def _seal_json(repo, key):
+    r = CliRunner().invoke(main, ["backup", "seal", str(repo), "--key-file", key, "--json"])
+    assert r.exit_code == 0, r.output
+    import json
+    return json.loads(r.output)
+
+
+def _unsealed_equals_catalog(repo, key):
+    """The sealed catalog, opened with the key, holds catalog.sqlite's rows, every table."""
+    conn, _generation = sealed.open_catalog(str(repo / sealed.NAME), _repo_id(repo),
+                                            keys.load_key_file(key))
+    clear = sqlite3.connect(str(repo / "catalog.sqlite"))
+    try:
+        return _dump(conn) == _dump(clear)
+    finally:
+        conn.close()
+        clear.close()
+
+
+# the chunks every seal encodes: the schema, the line of each table sealed in groups, and
+# the small tables with the end
+_ALWAYS = 2 + len(sealed_state.TRACKED)
+
+
+def test_a_seal_encodes_only_the_groups_that_changed(tmp_path):
+    """The seal's work follows what changed since the last one, not the catalog's size."""
+    src, repo, key = _make(tmp_path, messages=4000)
+    full = _seal_json(repo, key)        # an unchanged catalog: nothing but the small tables
+    assert full["encoded"] == _ALWAYS and full["chunks"] > _ALWAYS + 4, full
+    files = {p.name: p.stat().st_mtime_ns for p in (repo / sealed.DIR).iterdir()}
+    _add_messages(src, 4000, 40)
+    backup.run(repo, src, key_file=key)
+    after = {p.name: p.stat().st_mtime_ns for p in (repo / sealed.DIR).iterdir()}
+    written = [n for n in after if files.get(n) != after[n]]
+    # the run's seal wrote the small tables, its snapshot's groups, its pack's and the last
+    # messages' group: a handful, whatever the catalog's size
+    sizes = {n: os.path.getsize(repo / sealed.DIR / n) for n in after}
+    assert len(written) <= _ALWAYS + 4 and len(after) > len(written), (written, after)
+    assert sum(sizes[n] for n in written) * 3 < sum(sizes.values()), (written, sizes)
+    assert _unsealed_equals_catalog(repo, key)
+    assert _seal_json(repo, key)["encoded"] == _ALWAYS
+
+
+def test_a_prune_that_moves_objects_seals_their_packs_anew(tmp_path):
+    src, repo, key = _make(tmp_path, messages=600)
+    before = dict(sqlite3.connect(str(repo / "catalog.sqlite")).execute(
+        "SELECT id, pack || offset FROM objects"))
+    for path in sorted((src / "alice" / "Maildir" / "cur").iterdir())[::2]:
+        path.unlink()
+    backup.run(repo, src, key_file=key)
+    result = backup.prune(repo, key_file=key, keep_last=1)
+    assert result["packs_rewritten"] > 0, result
+    after = dict(sqlite3.connect(str(repo / "catalog.sqlite")).execute(
+        "SELECT id, pack || offset FROM objects"))
+    assert any(before[i] != place for i, place in after.items())     # objects moved
+    assert _unsealed_equals_catalog(repo, key)
+
+
+def test_a_change_that_keeps_ids_and_lengths_is_sealed_anew(tmp_path):
+    """A row deleted and its id used again, or changed in place to the same length: each is
+    in the next sealed catalog (no count or sum of a group would tell)."""
+    src, repo, key = _make(tmp_path, messages=300)
+    db = sqlite3.connect(str(repo / "catalog.sqlite"), isolation_level=None)
+    try:
+        top = db.execute("SELECT * FROM messages ORDER BY id DESC LIMIT 1").fetchone()
+        db.execute("DELETE FROM messages WHERE id = ?", (top[0],))
+        db.execute("INSERT INTO messages VALUES ({})".format(", ".join("?" * len(top))),
+                   top[:4] + (top[4].swapcase(),) + top[5:])
+        db.execute("UPDATE messages SET mtime_ns = mtime_ns + 1 WHERE id = 1")
+        db.execute("UPDATE objects SET size = size + 1 WHERE id = (SELECT MIN(id) FROM objects)")
+    finally:
+        db.close()
+    _seal_json(repo, key)
+    assert _unsealed_equals_catalog(repo, key)
+
+
+def test_a_chunk_file_missing_or_cut_is_written_again_by_the_next_seal(tmp_path):
+    src, repo, key = _make(tmp_path, messages=1500)
+    names = sorted(sealed.chunk_files(str(repo)),
+                   key=lambda n: -os.path.getsize(repo / sealed.DIR / n))
+    os.unlink(repo / sealed.DIR / names[0])
+    os.truncate(repo / sealed.DIR / names[1], 10)
+    result = _seal_json(repo, key)
+    assert result["encoded"] == _ALWAYS + 2, result
+    assert sealed.inspect(str(repo / sealed.NAME), _repo_id(repo))["chunks"] == \
+        result["chunks"]
+    assert _unsealed_equals_catalog(repo, key)
+
+
+def test_a_catalog_sealed_without_change_tracking_is_sealed_whole_once(tmp_path):
+    """A repository last sealed by an older mailstore (no triggers, no seal state): the next
+    seal encodes every group, and tracks changes from then on."""
+    src, repo, key = _make(tmp_path, messages=300)
+    db = sqlite3.connect(str(repo / "catalog.sqlite"), isolation_level=None)
+    try:
+        for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")\
+                .fetchall():
+            db.execute('DROP TRIGGER "{}"'.format(name))
+        db.execute("UPDATE messages SET mtime_ns = mtime_ns + 1")     # unseen by any trigger
+    finally:
+        db.close()
+    whole = _seal_json(repo, key)
+    assert whole["encoded"] == whole["chunks"], whole
+    assert _unsealed_equals_catalog(repo, key)
+    assert _seal_json(repo, key)["encoded"] == _ALWAYS
