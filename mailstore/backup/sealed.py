@@ -207,13 +207,7 @@ def _keep_or_write(directory, aead, repo_id, name, raw):
     except (OSError, InvalidTag, ValueError):
         nonce = secrets.token_bytes(_NONCE)
         data = nonce + aead.encrypt(nonce, zlib.compress(raw, 6), _chunk_ad(repo_id, name))
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.rename(tmp, path)
+        _write_durably(path, data)
     return [name, len(data), hashlib.sha256(data).hexdigest()]
 
 
@@ -224,23 +218,27 @@ def _write_manifest(repo_path, aead, repo_id, generation, listed, plain):
               "chunks": listed, "nonce": nonce.hex(), "body": len(body) + _TAG}
     header = auth.canonical(fields)
     head = sealed_v1.MAGIC + sealed_v1.LENGTH.pack(len(header)) + header
-    final_path = path_of(repo_path)
-    tmp = final_path + ".tmp"
+    _write_durably(path_of(repo_path), head + aead.encrypt(nonce, body, head))
+    fsync_dir(repo_path)
+
+
+def _write_durably(path, data):
+    """`data` as the file `path`, whole or not at all: written to path.tmp, fsync'd, renamed
+    (the caller fsyncs the directory); the .tmp goes if that fails."""
+    tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(head)
-            out.write(aead.encrypt(nonce, body, head))
+            out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.rename(tmp, final_path)
+        os.rename(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
-    fsync_dir(repo_path)
 
 
 def remove_garbage(repo_path):
