@@ -10,7 +10,14 @@ Tables (the catalog is the source of truth; a pack or object it does not name is
 - `messages`: a message as seen at backup time: user, folder, subdir (cur/new), file name
   (unique part + flags), size, mtime (ns), owner, mode, inode, object. Rows are shared by all
   snapshots in which the message did not change at all.
-- `snapshot_messages`: which message rows each snapshot holds.
+- `snapshot_runs`: which message rows each snapshot holds, as runs of consecutive row ids
+  (first, last): a night's snapshot keeps nearly every row of the one before, whose ids were
+  given out in order, so it is some ten thousand runs where it was a hundred thousand rows.
+  The view `snapshot_messages` (snapshot, message) lists them row by row for the readers.
+  Every id in a run is a row of the snapshot: ids are given out above the highest ever
+  (feed.py), so a later row never lands inside an older run. (Catalogs made before
+  2026-12-06 held a table snapshot_messages; the first command that takes the exclusive
+  lock turns it into runs, `migrate`; readers work on either.)
 - `files`: per snapshot, everything that is not a message: Maildir directories (kind `dir`),
   Dovecot control files (kind `control`), included config paths (`include`) and database dumps
   (`dbdump`), with their metadata and object.
@@ -25,7 +32,17 @@ Tables (the catalog is the source of truth; a pack or object it does not name is
 import os
 import sqlite3
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2     # 2: snapshot_runs (2026-12-06)
+
+_RUNS = """CREATE TABLE IF NOT EXISTS snapshot_runs (
+    snapshot INTEGER NOT NULL,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    PRIMARY KEY (snapshot, first)
+) WITHOUT ROWID"""
+_VIEW = """CREATE VIEW IF NOT EXISTS snapshot_messages AS
+    SELECT r.snapshot AS snapshot, m.id AS message
+    FROM snapshot_runs r JOIN messages m ON m.id BETWEEN r.first AND r.last"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -77,14 +94,9 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 -- No index on messages.uniq/object: only a restore of one message and a damage report look
 -- rows up that way (a scan, rare), while every run would pay for keeping them up to date.
-CREATE TABLE IF NOT EXISTS snapshot_messages (
-    snapshot INTEGER NOT NULL,
-    message INTEGER NOT NULL,
-    PRIMARY KEY (snapshot, message)
-) WITHOUT ROWID;
--- No index on snapshot_messages.message either: a new snapshot lists nearly every message
--- again, so such an index would have every one of its pages rewritten (and journalled) by
--- every run. `find` and damage reports scan instead.
+-- No index by message id on snapshot_runs: `find` and damage reports scan instead.
+{runs};
+{view};
 CREATE TABLE IF NOT EXISTS files (
     snapshot INTEGER NOT NULL,
     kind TEXT NOT NULL,
@@ -118,7 +130,7 @@ CREATE TABLE IF NOT EXISTS verifications (
     damaged INTEGER NOT NULL,
     checked INTEGER NOT NULL
 );
-"""
+""".format(runs=_RUNS, view=_VIEW)
 
 
 def to_db(name):
@@ -159,6 +171,9 @@ def connect(path, readonly=False, any_thread=False):
 
 
 def create(conn):
+    """Create what the catalog lacks, and bring an older one's tables up to date (the
+    exclusive lock held, nothing uncommitted)."""
+    migrate(conn)
     conn.executescript(SCHEMA)
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
@@ -202,3 +217,63 @@ def last_verification(conn):
         return None
     return {"time": row[0], "snapshot": row[1], "read_data": bool(row[2]), "ok": bool(row[3]),
             "damaged": row[4], "checked": row[5]}
+
+
+def id_runs(ids):
+    """[(first, last), ...]: the runs of consecutive integers of `ids` (any order, repeats
+    allowed), ascending; every integer of a run is in `ids`."""
+    out = []
+    it = iter(sorted(ids))
+    for first in it:
+        last = first
+        for i in it:
+            if i > last + 1:
+                out.append((first, last))
+                first = i
+            last = i
+        out.append((first, last))
+    return out
+
+
+def insert_runs(db, seq, ids):
+    """In a transaction of the caller: snapshot `seq` holds the message rows `ids`."""
+    db.executemany("INSERT INTO snapshot_runs VALUES (?, ?, ?)",
+                   [(seq, first, last) for first, last in id_runs(ids)])
+
+
+def drop_unreferenced_messages(db):
+    """In a transaction of the caller: delete the message rows no snapshot holds any more
+    (after snapshots were removed). The union of all runs, ascending, leaves gaps; the rows
+    in the gaps go, each gap one range delete on the primary key."""
+    covered = 0           # every id up to here is in some run or already handled
+    for first, last in db.execute("SELECT first, last FROM snapshot_runs ORDER BY first"
+                                  ).fetchall():
+        if first > covered + 1:
+            db.execute("DELETE FROM messages WHERE id > ? AND id < ?", (covered, first))
+        covered = max(covered, last)
+    db.execute("DELETE FROM messages WHERE id > ?", (covered,))
+
+
+def migrate(conn):
+    """Turn a catalog's table snapshot_messages (catalogs made before 2026-12-06) into
+    snapshot_runs and the view, in one transaction; nothing to do on a newer one. The
+    seal state of the old table goes with it (the next seal seals the runs whole)."""
+    row = conn.execute("SELECT type FROM sqlite_master WHERE name = 'snapshot_messages'"
+                       ).fetchone()
+    if row is None or row[0] != "table":
+        return
+    with transaction(conn):
+        conn.execute(_RUNS)
+        seqs = [r[0] for r in conn.execute(
+            "SELECT DISTINCT snapshot FROM snapshot_messages ORDER BY snapshot")]
+        for seq in seqs:
+            insert_runs(conn, seq, [r[0] for r in conn.execute(
+                "SELECT message FROM snapshot_messages WHERE snapshot = ?", (seq,))])
+        conn.execute("DROP TABLE snapshot_messages")
+        conn.execute(_VIEW)
+        for table in ("seal_state", "seal_dirty"):
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                            (table,)).fetchone():
+                conn.execute("DELETE FROM {} WHERE tbl = 'snapshot_messages'".format(table))
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
+                     (str(SCHEMA_VERSION),))

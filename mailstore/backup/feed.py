@@ -71,14 +71,11 @@ class Feed:
         # a user's rows until its last read is done (reads overlap the next users' work)
         self.rows_of = {}
         self.outstanding = collections.Counter()    # user -> reads not finished
-        self.closing = collections.deque()          # (user, previous rows) in order
+        self.closing = collections.deque()          # users in order
         self.snapshot_messages = array.array("q")   # message ids in this snapshot
-        self.distinct_messages = 0    # of them distinct (a user's rows are counted per user)
-        self.gone = array.array("q")  # ids of previous rows not in this snapshot
         self.files = []               # rows for the files table (without snapshot)
         self.scan_ns = scan_ns        # real clock before the scan began (scan.py)
         self.dir_state = []           # rows for the scan_dirs table
-        self.fed_users = set()
         self.prev_source = None       # the previous rows by user (index_cache)
         self._load_previous(source_root, full_scan, skip, suspect)
         # the snapshot's id is chosen now: the index cache is written (and its keyed digest
@@ -169,17 +166,13 @@ class Feed:
 
     def _close_done(self):
         """Users whose messages are all recorded, in order: their rows go to the new index
-        cache, what is gone of their previous rows is noted, and both are let go of."""
-        while self.closing and not self.outstanding[self.closing[0][0]]:
-            self._end_user(*self.closing.popleft())
+        cache and are let go of."""
+        while self.closing and not self.outstanding[self.closing[0]]:
+            self._end_user(self.closing.popleft())
 
-    def _end_user(self, name, prev_rows):
+    def _end_user(self, name):
         rows = self.rows_of.pop(name)
         del self.outstanding[name]
-        ids = set(map(operator.itemgetter(0), rows))
-        self.gone.extend(set(map(operator.itemgetter(0), prev_rows)) - ids)
-        self.distinct_messages += len(ids)
-        self.fed_users.add(name)
         if rows:
             self.index.add(name, rows)
 
@@ -236,7 +229,7 @@ class Feed:
         self.index_rows = self.rows_of[name] = []
         self._user(name, tree, reused, dir_state)
         self.prev_messages = self.prev_inodes = {}
-        self.closing.append((name, prev_rows))
+        self.closing.append(name)
         self._close_done()
 
     def _user(self, name, tree, reused, dir_state):
@@ -414,11 +407,7 @@ class Feed:
     def commit(self, source, finished):
         self.drain()
         self._close_done()
-        # the previous rows of users this run did not record (gone from the source)
         if self.prev_source is not None:
-            for user in self.prev_source.users:
-                if user not in self.fed_users:
-                    self.gone.extend(map(operator.itemgetter(0), self.prev_source.rows(user)))
             self.prev_source.close()
         self.prev_messages = self.prev_inodes = self.prev_files = {}
         self.previous = None

@@ -76,12 +76,12 @@ def drop_snapshots(repo, snapshots):
     rows no snapshot holds any more; authenticate the list of snapshots left."""
     db = repo.db
     for seq, _sid in snapshots:
-        db.execute("DELETE FROM snapshot_messages WHERE snapshot = ?", (seq,))
+        db.execute("DELETE FROM snapshot_runs WHERE snapshot = ?", (seq,))
         db.execute("DELETE FROM files WHERE snapshot = ?", (seq,))
         db.execute("DELETE FROM snapshots WHERE seq = ?", (seq,))
         if repo.auth is not None:
             db.execute("DELETE FROM snapshot_auth WHERE seq = ?", (seq,))
     if repo.auth is not None:
         repo.auth.seal_manifest(db)
-    db.execute("DELETE FROM messages WHERE id NOT IN (SELECT message FROM snapshot_messages)")
+    catalog.drop_unreferenced_messages(db)
     snapshot_damage.forget(db, [sid for _seq, sid in snapshots])

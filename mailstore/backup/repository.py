@@ -348,7 +348,8 @@ class Repository:
             self._lock_fd = None
 
     def lock(self, exclusive=True, wait=0):
-        """Take the repository lock; wait up to `wait` seconds, then raise LockedError."""
+        """Take the repository lock; wait up to `wait` seconds, then raise LockedError.
+        With the exclusive lock, an older catalog is migrated (catalog.migrate)."""
         lock_path = os.path.join(self.path, "lock")
         if exclusive and self.sealed_only:
             raise RepositoryError(
@@ -389,6 +390,10 @@ class Repository:
             os.pwrite(fd, "pid {} since {}\n".format(
                 os.getpid(), time.strftime("%Y-%m-%d %H:%M:%S")).encode(), 0)
         self._lock_fd = fd
+        if exclusive:
+            # every command that writes takes this lock first: an older catalog's tables
+            # are brought up to date here, once, before anything reads them to write
+            catalog.migrate(self.db)
 
     def clean_up(self):
         """Remove what interrupted runs left: temporary packs and packs the catalog lacks.

@@ -88,15 +88,16 @@ def table_line(db, table):
 
 def _rows(cur):
     out, count = [], 0
-    pairs = len(cur.description) == 2
+    triples = len(cur.description) == 3
     while True:
         rows = cur.fetchmany(_BATCH)
         if not rows:
             return b"".join(out), count
-        if pairs and all(type(a) is int and type(b) is int for a, b in rows):
-            # snapshot_messages, a new snapshot's every message: the very bytes the encoder
-            # writes for two integers, at a fraction of its cost
-            out.append(b"".join([b"[%d,%d]\n" % row for row in rows]))
+        if triples and all(type(a) is int and type(b) is int and type(c) is int
+                           for a, b, c in rows):
+            # snapshot_runs, a new snapshot's runs: the very bytes the encoder writes for
+            # three integers, at a fraction of its cost
+            out.append(b"".join([b"[%d,%d,%d]\n" % row for row in rows]))
         else:
             out.extend(map(_line, rows))
         count += len(rows)

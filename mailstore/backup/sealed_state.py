@@ -1,7 +1,7 @@
 """What the catalog keeps for its next seal, so that a seal re-encodes only what changed.
 
 The big tables are sealed in groups of rows with stable keys (TRACKED): `messages` by id
-range, `snapshot_messages` by snapshot and message id range, `files` by snapshot, `objects`
+range, `snapshot_runs` by snapshot and id range, `files` by snapshot, `objects`
 by pack (one group per pack: a night's new objects land in its new packs; a prune that
 rewrites packs moves objects, an UPDATE of their pack and offset). Every other table is
 small and sealed whole every time (sealed.py).
@@ -30,8 +30,8 @@ LOCAL = (STATE, DIRTY)
 
 # rows per group: a group is a chunk of about 100-200 KiB of rows before deflating
 _MESSAGES = 1024
-_SNAPSHOT_MESSAGES = 65536
-_SPLIT = 4294967296     # snapshot_messages' group: snapshot * _SPLIT + message // _ROWS
+_RUNS = 65536           # of message ids (a snapshot's runs of them: far fewer rows)
+_SPLIT = 4294967296     # snapshot_runs' group: snapshot * _SPLIT + first // _RUNS
 
 # table -> (its group as an SQL expression of a row, "{0}" the row's NEW. or OLD.; the
 # query reading a group's rows in stream order, ?1 the group)
@@ -40,11 +40,11 @@ TRACKED = {
         "{{0}}id / {}".format(_MESSAGES),
         "SELECT * FROM messages WHERE id >= ?1 * {0} AND id < (?1 + 1) * {0} "
         "ORDER BY id".format(_MESSAGES)),
-    "snapshot_messages": (
-        "{{0}}snapshot * {} + {{0}}message / {}".format(_SPLIT, _SNAPSHOT_MESSAGES),
-        "SELECT * FROM snapshot_messages WHERE snapshot = ?1 / {0} AND "
-        "message >= (?1 % {0}) * {1} AND message < (?1 % {0} + 1) * {1} "
-        "ORDER BY message".format(_SPLIT, _SNAPSHOT_MESSAGES)),
+    "snapshot_runs": (
+        "{{0}}snapshot * {} + {{0}}first / {}".format(_SPLIT, _RUNS),
+        "SELECT * FROM snapshot_runs WHERE snapshot = ?1 / {0} AND "
+        "first >= (?1 % {0}) * {1} AND first < (?1 % {0} + 1) * {1} "
+        "ORDER BY first".format(_SPLIT, _RUNS)),
     "files": ("{0}snapshot", "SELECT * FROM files WHERE snapshot = ?1 ORDER BY rowid"),
     "objects": ("{0}pack", "SELECT * FROM objects WHERE pack = ?1 ORDER BY offset, id"),
 }

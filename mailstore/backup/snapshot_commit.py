@@ -54,8 +54,8 @@ def write_catalog(feed, source, finished, snapshot_id, index_written, rows_diges
         if feed.lost:
             lost.record_run(db, feed.lost, feed.lost & feed.objects.added, feed.missing_packs,
                             snapshot_id, finished)
-        _snapshot_messages(db, seq, feed.snapshot_messages, feed.distinct_messages,
-                           feed.prev_seq, feed.gone)
+        # which message rows it holds, as runs of ids (catalog.py)
+        catalog.insert_runs(db, seq, feed.snapshot_messages)
         db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        ((seq,) + row for row in feed.files))
         if rows_digest is not None:
@@ -70,32 +70,3 @@ def write_catalog(feed, source, finished, snapshot_id, index_written, rows_diges
         # raises what the index writer raised: no COMMIT
         index_cache.record(db, feed.repo.codec.key, snapshot_id, index_written.result(),
                            rows_digest)
-
-
-def _snapshot_messages(db, seq, messages, distinct, prev_seq, gone):
-    """Record which message rows (ids `messages`, of them `distinct` distinct) snapshot `seq`
-    holds.
-
-    A nightly snapshot holds nearly the same rows as the previous one (`prev_seq`): those are
-    copied inside SQLite (one INSERT ... SELECT minus the rows `gone`), and so are the rows
-    new to the catalog (temp.new_messages, feed.NewMessages). The row count is checked; should it differ (a
-    previous-row list that does not match the catalog), the plain way is used instead.
-    """
-    if prev_seq is not None and len(gone) < distinct // 2:
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (message INTEGER PRIMARY KEY)")
-        db.execute("DELETE FROM temp.gone")
-        db.executemany("INSERT OR IGNORE INTO temp.gone VALUES (?)", ((m,) for m in gone))
-        db.execute("INSERT OR IGNORE INTO snapshot_messages SELECT ?, message FROM"
-                   " snapshot_messages WHERE snapshot = ? AND message NOT IN"
-                   " (SELECT message FROM temp.gone)", (seq, prev_seq))
-        # in key order: B-tree inserts in order are several times faster than at random
-        db.execute("INSERT OR IGNORE INTO snapshot_messages SELECT ?, id FROM"
-                   " temp.new_messages ORDER BY id", (seq,))
-        db.execute("DELETE FROM temp.gone")
-        count, = db.execute("SELECT count(*) FROM snapshot_messages WHERE snapshot = ?",
-                            (seq,)).fetchone()
-        if count == distinct:
-            return
-        db.execute("DELETE FROM snapshot_messages WHERE snapshot = ?", (seq,))
-    db.executemany("INSERT OR IGNORE INTO snapshot_messages VALUES (?, ?)",
-                   ((seq, mid) for mid in sorted(set(messages))))

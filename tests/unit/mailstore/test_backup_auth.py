@@ -9,6 +9,7 @@ import pytest
 
 from backup_fixtures import cli, one_error_line
 from mailstore import backup
+from mailstore.backup import catalog
 
 from tests.harness import make_tree, snapshot_tree
 
@@ -45,6 +46,20 @@ def latest_row(repo, user, like="%"):
     return row[0]
 
 
+def change_latest_snapshot(repo, drop=(), add=()):
+    """Rewrite the latest snapshot's runs of message ids without `drop` and with `add`, as
+    someone with write access to the catalog could."""
+    db = sqlite3.connect(os.path.join(repo, "catalog.sqlite"))
+    with db:
+        seq, = db.execute("SELECT max(seq) FROM snapshots").fetchone()
+        ids = {r[0] for r in db.execute("SELECT message FROM snapshot_messages WHERE"
+                                        " snapshot = ?", (seq,))}
+        db.execute("DELETE FROM snapshot_runs WHERE snapshot = ?", (seq,))
+        db.executemany("INSERT INTO snapshot_runs VALUES (?, ?, ?)",
+                       [(seq, a, b) for a, b in catalog.id_runs((ids - set(drop)) | set(add))])
+    db.close()
+
+
 def swap_objects(repo):
     a, b = latest_row(repo, "alice"), latest_row(repo, "bob")
     sql(repo, "UPDATE messages SET object = CASE id WHEN ? THEN (SELECT object FROM messages"
@@ -56,8 +71,7 @@ def add_row(repo):
     # the first snapshot's row of bob's message before its rename, into the second as well
     old = sql_one(repo, "SELECT id FROM messages WHERE user = 'bob' AND name LIKE"
                   " '%M7P101%:2,S'")
-    sql(repo, "INSERT INTO snapshot_messages VALUES ((SELECT max(seq) FROM snapshots), ?)",
-        (old,))
+    change_latest_snapshot(repo, add=[old])
 
 
 def sql_one(repo, statement):
@@ -91,8 +105,7 @@ TAMPERING = [
     ("flip a byte in size", lambda r: sql(
         r, "UPDATE messages SET size = size + 1 WHERE id = ?", (latest_row(r, "alice"),)),
      "message rows"),
-    ("drop a row", lambda r: sql(
-        r, "DELETE FROM snapshot_messages WHERE message = ?", (latest_row(r, "bob"),)),
+    ("drop a row", lambda r: change_latest_snapshot(r, drop=[latest_row(r, "bob")]),
      "message rows"),
     ("add a row", add_row, "message rows"),
     ("change a file row", lambda r: sql(

@@ -215,16 +215,17 @@ def test_names_that_are_not_utf8_survive_incremental_runs(tmp_path, repo):
     assert snapshot_tree(tmp_path / "dst") == snapshot_tree(src)
 
 
-def test_snapshot_rows_copied_from_the_previous_snapshot_are_counted(tmp_path, repo):
-    """The new snapshot's message list is copied from the previous one inside SQLite; if
-    that copy does not give the expected count (here: the previous snapshot lost a row in
-    the catalog, its cached list did not), the list is written row by row instead."""
+def test_a_snapshot_holds_the_rows_its_run_recorded_not_the_previous_snapshots(tmp_path, repo):
+    """The new snapshot's runs of message ids are made from what its run recorded, not
+    taken from the previous snapshot's: a row the previous snapshot lost in the catalog (its
+    cached list still had it) is in the new one."""
     src = tmp_path / "src"
     make_tree(src)
     backup.run(repo, src)
     with Repository(repo) as r:
-        r.db.execute("DELETE FROM snapshot_messages WHERE message = (SELECT min(message)"
-                     " FROM snapshot_messages)")
+        first, last = r.db.execute("SELECT first, last FROM snapshot_runs").fetchone()
+        assert last - first == 15           # one run: all 16 messages
+        r.db.execute("UPDATE snapshot_runs SET first = first + 1")
     second = backup.run(repo, src)
     assert second["messages"] == 16
     with Repository(repo) as r:
