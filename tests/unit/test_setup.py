@@ -12,12 +12,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 FAKE_DPKG_QUERY = """#!/bin/sh
-# like dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' PKG...: installed = all but $MISSING
+# like dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' PKG...: installed = all but $MISSING;
+# like the real one it exits 1 when it found no trace of any of them
 shift 2
+rc=0
 for p in "$@"; do
-    case " $MISSING " in *" $p "*) echo "dpkg-query: no packages found matching $p" >&2 ;;
+    case " $MISSING " in *" $p "*) echo "dpkg-query: no packages found matching $p" >&2; rc=1 ;;
                           *) echo "$p ii " ;; esac
 done
+exit $rc
 """
 
 
