@@ -237,6 +237,7 @@ def scale(sizes, users, parent, tools=SCALE_TOOLS):
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     installed = {t: t.startswith("mailstore") or shutil.which(t) is not None for t in tools}
     results = {}
+    compile_mailstore()
     for n in sizes:
         work = tempfile.mkdtemp(prefix="mailstore-bench-scale-", dir=parent)
         try:
@@ -246,7 +247,6 @@ def scale(sizes, users, parent, tools=SCALE_TOOLS):
             log("scale {}: corpus {:.0f} MB in {:.0f} s".format(n, stats["bytes"] / 1e6,
                                                               stats["seconds"]))
             runners = [TOOLS[t](work, src) for t in tools if installed[t]]
-            compile_mailstore()
             row = {t: None for t in tools}
             for r in runners:
                 r.init()

@@ -171,9 +171,8 @@ def connect(path, readonly=False, any_thread=False):
 
 
 def create(conn):
-    """Create what the catalog lacks, and bring an older one's tables up to date (the
-    exclusive lock held, nothing uncommitted)."""
-    migrate(conn)
+    """Create what the catalog lacks (an older one's tables were migrated when the exclusive
+    lock was taken: Repository.lock)."""
     conn.executescript(SCHEMA)
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 

@@ -133,7 +133,6 @@ class CatalogRows:
         for r in rows:
             by_user.setdefault(r[1], []).append(r)
         self._by_user = by_user
-        self.users = list(by_user)
 
     def count_of(self, user):
         return len(self._by_user.get(user, ()))
