@@ -444,25 +444,56 @@ def plan(command, found, facts, serving, successor, lxc_path=LXC_PATH):
 
 
 # Run in a container about to stop, before its shutdown:
-# - Postfix's listeners close (master_service_disable = inet; mail-resume opens them again)
-#   and the SMTP sessions in progress end on their own (at most 20 s). A shutdown that killed
-#   an smtpd after the client sent the final dot but before it read the 250 had the mail
-#   queued and the client sending it again: the same mail twice (lab, rollback, 2026-12-06).
+# - No new SMTP session starts and the ones in progress end on their own (at most 30 s): a
+#   table of its own in the container's nftables answers every new connection to Postfix's
+#   smtpd ports with a reset (senders retry, and reach the successor once it serves); the
+#   table ends with the container's network namespace. Closing the listeners instead
+#   (master_service_disable = inet and a reload) is no drain: Postfix's master SIGTERMs the
+#   processes of a service it disables (master_delete_children), also an smtpd between the
+#   client's final dot and its 250, which leaves the mail queued and the client sending it
+#   again. That is only the fallback where nft fails (mail-resume opens the listeners again).
 # - The Icinga agent gets 5 s to stop, then it is killed: bullseye's Icinga 2.12 ignores the
 #   SIGTERM and held every shutdown for 60 s (`systemctl stop icinga2` waited 70 s and more,
 #   lab, 2026-12-06); nothing of the agent's survives the container anyway.
-BEFORE_SHUTDOWN = (
-    "if command -v postconf >/dev/null && systemctl -q is-active postfix; then "
-    "postconf -e master_service_disable=inet && postfix reload >/dev/null 2>&1; i=0; "
-    "while [ $i -lt 100 ] && pgrep -x smtpd >/dev/null; do sleep 0.2; i=$((i + 1)); done; "
-    "fi; "
-    "if systemctl -q is-active icinga2; then "
-    "timeout 5 systemctl stop icinga2 || systemctl kill --signal=KILL icinga2; fi; true")
+SMTP_DRAIN_TABLE = "cacert_email_shutdown"
+SMTP_DRAIN = r"""
+if command -v postconf >/dev/null && systemctl -q is-active postfix; then
+  ports=
+  for p in $(postconf -M | awk '$2 == "inet" && $8 == "smtpd" {sub(/.*:/, "", $1); print $1}'); do
+    case $p in *[!0-9]*) p=$(getent services "$p/tcp" | awk '{sub(/\/.*/, "", $2); print $2}');; esac
+    if [ -n "$p" ]; then ports="$ports${ports:+, }$p"; fi
+  done
+  if [ -n "$ports" ]; then
+    if ! printf 'table inet %s {
+ chain input {
+  type filter hook input priority -10; policy accept;
+  tcp dport { %s } tcp flags & (syn | ack) == syn reject with tcp reset
+ }
+}
+'         TABLE "$ports" | nft -f -; then
+      echo "nft failed: closing Postfix's listeners, which ends the SMTP sessions" >&2
+      postconf -e master_service_disable=inet && postfix reload >/dev/null 2>&1
+    fi
+    i=0
+    while ss -Htn state established | awk -v ports=", $ports, " '
+        {p = $3; sub(/.*:/, "", p); if (index(ports, ", " p ", ")) open = 1} END {exit !open}'; do
+      if [ $i -ge 150 ]; then echo "SMTP sessions still open after 30 s" >&2; break; fi
+      sleep 0.2; i=$((i + 1))
+    done
+  fi
+fi
+""".replace("TABLE", SMTP_DRAIN_TABLE)
+AGENT_STOP = """
+if systemctl -q is-active icinga2; then
+  timeout 5 systemctl stop icinga2 || systemctl kill --signal=KILL icinga2
+fi
+"""
+BEFORE_SHUTDOWN = SMTP_DRAIN + AGENT_STOP + "true\n"
 
 
 def stop_container(name):
-    """Shut container `name` down cleanly, killed after 60 s: SMTP drained and the Icinga
-    agent stopped first (BEFORE_SHUTDOWN), then through systemd inside: lxc-stop sends
+    """Shut container `name` down cleanly, killed after 60 s: SMTP sessions drained and the
+    Icinga agent stopped first (BEFORE_SHUTDOWN), then through systemd inside: lxc-stop sends
     SIGPWR, which bullseye's systemd takes for sigpwr.target, not a shutdown."""
     return (f"{attach(name, BEFORE_SHUTDOWN)} || true\n"
             f"lxc-attach --clear-env -n {name} -- systemctl poweroff || true\n"

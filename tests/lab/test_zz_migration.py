@@ -22,6 +22,7 @@ bullseye iteration only (LAB_RELEASES, tests/lab/conftest.py).
 import json
 import os
 import re
+import smtplib
 import subprocess
 import sys
 import threading
@@ -58,15 +59,43 @@ def deploy(*data):
         timeout=1800)
 
 
+class InDoubt(Exception):
+    """The connection failed after the message's final dot, before the server's reply: it may
+    or may not be queued (RFC 1047), and a sending MTA would send it again."""
+
+
 def send(lab, recipient, subject):
+    """One mail over port 25. Refusals raise smtplib's exceptions, a failure after the final
+    dot raises InDoubt; a QUIT that fails after the 250 changes nothing (the mail was accepted:
+    counting it as a failure and sending it again made the same mail arrive twice)."""
+    text = (f"From: tests@example.org\r\nTo: {recipient}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{uuid.uuid4().hex}@tests.cacert.test>\r\n\r\n{subject}\r\n")
     smtp = smtp_25(lab)
     try:
-        smtp.sendmail("tests@example.org", [recipient],
-                      f"From: tests@example.org\r\nTo: {recipient}\r\nSubject: {subject}\r\n"
-                      f"Message-ID: <{uuid.uuid4().hex}@tests.cacert.test>\r\n\r\n"
-                      f"{subject}\r\n")
-    finally:
+        code, reply = smtp.mail("tests@example.org")
+        if code != 250:
+            raise smtplib.SMTPSenderRefused(code, reply, "tests@example.org")
+        code, reply = smtp.rcpt(recipient)
+        if code not in (250, 251):
+            raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
+        smtp.putcmd("data")
+        code, reply = smtp.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        smtp.send(text.encode() + b".\r\n")
+        try:
+            code, reply = smtp.getreply()
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            raise InDoubt(repr(exc)) from exc
+        if code != 250:
+            raise smtplib.SMTPDataError(code, reply)
+    except BaseException:
+        smtp.close()
+        raise
+    try:
         smtp.quit()
+    except (OSError, smtplib.SMTPException):
+        smtp.close()
 
 
 class Sender(threading.Thread):
