@@ -409,14 +409,15 @@ def record(db, key, snapshot_id, value, rows_digest):
 
 
 def drop_stale_indexes(repo, keep_id):
-    """Remove index caches of every snapshot but `keep_id` (the newest)."""
+    """Remove index caches of every snapshot but `keep_id` (the newest): its .marshal and
+    its .known (newobjects.KnownObjects) stay."""
     directory = os.path.join(repo.path, "index")
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return
     for name in names:
-        if name != "{}.marshal".format(keep_id):
+        if name not in ("{}.marshal".format(keep_id), "{}.known".format(keep_id)):
             try:
                 os.unlink(os.path.join(directory, name))
             except OSError:

@@ -416,7 +416,8 @@ class Repository:
         index_dir = os.path.join(self.path, "index")
         if os.path.isdir(index_dir):
             for name in os.listdir(index_dir):
-                if latest is None or name != latest[0] + ".marshal":
+                # the newest snapshot's index cache and known objects (newobjects.py) stay
+                if latest is None or name not in (latest[0] + ".marshal", latest[0] + ".known"):
                     os.unlink(os.path.join(index_dir, name))
                     removed += 1
         known = {row[0] for row in self.db.execute("SELECT name FROM packs")}

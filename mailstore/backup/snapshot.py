@@ -222,6 +222,10 @@ def _attempt(repo, source_root, include, mysql_dump, now, progress, dump_command
         if isinstance(e, maildir.MaildirError):
             raise BackupError(str(e)) from e
         raise
+    # for the next run, after the commit and outside the clean-up above: it never fails
+    # this run, nor is it needed
+    state.objects.stored.save(os.path.join(repo.path, "index"), snapshot_id,
+                              state.objects.added)
     return state, snapshot_id
 
 

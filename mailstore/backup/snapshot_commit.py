@@ -34,6 +34,7 @@ def write_catalog(feed, source, finished, snapshot_id, index_written, rows_diges
     rows as written to the index cache (None for a repository without authentication)."""
     db = feed.db
     stats = feed.stats
+    feed.objects.warm_catalog_pages()
     with catalog.transaction(db):
         db.executemany("INSERT INTO packs VALUES (?, ?, ?)", feed.objects.sealed)
         # OR REPLACE: a lost object stored anew (lost.py) gets its new place
