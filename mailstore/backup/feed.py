@@ -29,6 +29,7 @@ from mailstore.backup import auth, reading, scan
 from mailstore.backup.catalog import to_db
 from mailstore.backup.index_cache import Writer, previous_rows
 from mailstore.backup.newobjects import NewObjects, prepare
+from mailstore.backup.rows_digest import Digest as RowsDigest
 from mailstore.backup.snapshot_commit import unused_snapshot_id, write_catalog
 
 # messages per worker task, and the messages waiting to be recorded
@@ -415,14 +416,15 @@ class Feed:
         self.pool.shutdown(wait=True)
         self.objects.finish()
         # The index cache is made durable by another thread, and read back and hashed for
-        # the messages digest by a third, while this one fills the catalog (SQLite lets go
-        # of the interpreter lock while it works); both must be done before the COMMIT, and a
-        # failure of either fails the run as before.
+        # the messages digest by another process (rows_digest.py says why), while this
+        # thread fills the catalog; both must be done before the COMMIT, and a failure of
+        # either fails the run as before. rows() flushes the file: before finish() makes it
+        # durable, and before the digest reads it.
         try:
-            with ThreadPoolExecutor(max_workers=2) as index_writer:
+            cache = self.index.rows()
+            with ThreadPoolExecutor(max_workers=1) as index_writer:
                 index_written = index_writer.submit(self.index.finish)
-                rows_digest = None if self.repo.auth is None else index_writer.submit(
-                    auth.ordered_messages_digest, self.index.rows().chunks_in_id_order())
+                rows_digest = None if self.repo.auth is None else RowsDigest(cache)
                 write_catalog(self, source, finished, self.snapshot_id, index_written,
                               rows_digest)
         finally:

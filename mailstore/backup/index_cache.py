@@ -134,6 +134,13 @@ class CatalogRows:
             by_user.setdefault(r[1], []).append(r)
         self._by_user = by_user
 
+    def fileno(self):
+        return self._f.fileno()
+
+    def chunk_table(self):
+        """user -> [(offset, length, rows, sha256)], in the file's order of users."""
+        return {user: list(chunks) for user, chunks in self._chunks.items()}
+
     def count_of(self, user):
         return len(self._by_user.get(user, ()))
 
@@ -162,6 +169,13 @@ class Cache:
         self._owns = owns            # close() closes the file
         self._chunks = chunks        # user -> [(offset, length, rows, sha256)]
         self.users = list(chunks)
+
+    def fileno(self):
+        return self._f.fileno()
+
+    def chunk_table(self):
+        """user -> [(offset, length, rows, sha256)], in the file's order of users."""
+        return {user: list(chunks) for user, chunks in self._chunks.items()}
 
     def count_of(self, user):
         return sum(c[2] for c in self._chunks.get(user, ()))

@@ -24,9 +24,11 @@ from mailstore.backup.objects import PackWriter, pack_path
 KNOWN_MAGIC = b"mailstore known objects 1\n"
 KNOWN_SUFFIX = ".known"
 
-# warm_catalog_pages: how many connections read at once, and from how many new objects on
+# warm_catalog_pages: how many connections read at once, and from how many new objects on:
+# a night at 100 000 messages adds about 1 000, whose inserts took 0.23 s cold, and reading
+# ahead made that run 0.13 s slower; at a million, 10 900 took 4.2 s (2026-12-06)
 WARM_READERS = 8
-WARM_MIN = 64
+WARM_MIN = 4096
 
 # big-endian 64-bit integer: numeric order is the hex text's order (the catalog's)
 _PREFIX = struct.Struct(">Q")
