@@ -317,8 +317,9 @@ def finish_rehearsal(t, cleanup):
     """The rehearsal's last step: the scratch container stopped (destroyed with `cleanup`,
     its scratch directory too); run whatever happened before."""
     name = t.name
-    script = (f"if [ -e {LXC_PATH}/{name} ]; then "
-              f"{stop_container(name).replace(chr(10), '; ')}; fi; echo '{name} stopped'")
+    # line by line: the drain that stop_container runs in the container is a script of lines
+    script = (f"if [ -e {LXC_PATH}/{name} ]; then\n{stop_container(name)}\nfi\n"
+              f"echo '{name} stopped'")
     if cleanup:
         script += (f"\nif [ -e {LXC_PATH}/{name} ]; then lxc-destroy -n {name}; fi\n"
                    f"rm -rf {shlex.quote(t.volume_host_path)}\n"
