@@ -38,8 +38,7 @@ class Digest:
         self.cache = cache
         self._value = None
         self._proc = self._thread = None
-        if sum(c[2] for chunks in cache.chunk_table().values() for c in chunks) \
-                < PROCESS_MIN_ROWS:
+        if sum(map(cache.count_of, cache.users)) < PROCESS_MIN_ROWS:
             # in a thread, as before: what it raises, result() raises again
             self._thread = ThreadPoolExecutor(max_workers=1)
             self._future = self._thread.submit(
