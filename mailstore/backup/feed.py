@@ -25,7 +25,7 @@ import stat
 from concurrent.futures import ThreadPoolExecutor
 
 from mailstore import maildir
-from mailstore.backup import auth, reading, scan
+from mailstore.backup import auth, catalog, reading, scan
 from mailstore.backup.catalog import to_db
 from mailstore.backup.index_cache import Writer, previous_rows
 from mailstore.backup.newobjects import NewObjects, prepare
@@ -439,11 +439,11 @@ class NewMessages:
     table is the connection's own (a file SQLite deletes when the connection closes), outside
     the catalog and its transactions: a run that fails leaves nothing of it behind."""
 
-    _BATCH = 4096
-
     def __init__(self, db):
         self.db = db
         self.count = 0
+        # one statement's worth (catalog.insert_many says why not executemany)
+        self._per = catalog.rows_per_statement(db, 13)
         self._batch = []
         db.execute("CREATE TEMP TABLE IF NOT EXISTS new_messages AS SELECT * FROM messages"
                    " WHERE 0")
@@ -452,13 +452,12 @@ class NewMessages:
     def add(self, row):
         self._batch.append(row)
         self.count += 1
-        if len(self._batch) >= self._BATCH:
+        if len(self._batch) >= self._per:
             self.flush()
 
     def flush(self):
         if self._batch:
-            self.db.executemany("INSERT INTO temp.new_messages VALUES"
-                                " (?,?,?,?,?,?,?,?,?,?,?,?,?)", self._batch)
+            catalog.insert_many(self.db, "INSERT INTO temp.new_messages", 13, self._batch)
             self._batch = []
 
 

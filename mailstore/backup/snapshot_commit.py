@@ -36,10 +36,9 @@ def write_catalog(feed, source, finished, snapshot_id, index_written, rows_diges
     stats = feed.stats
     feed.objects.warm_catalog_pages()
     with catalog.transaction(db):
-        db.executemany("INSERT INTO packs VALUES (?, ?, ?)", feed.objects.sealed)
+        catalog.insert_many(db, "INSERT INTO packs", 3, feed.objects.sealed)
         # OR REPLACE: a lost object stored anew (lost.py) gets its new place
-        db.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       feed.objects.new_objects)
+        catalog.insert_many(db, "INSERT OR REPLACE INTO objects", 8, feed.objects.new_objects)
         feed.new_messages.flush()
         # in id order (they were numbered in the order they were recorded)
         db.execute("INSERT INTO messages SELECT * FROM temp.new_messages ORDER BY id")
@@ -57,15 +56,14 @@ def write_catalog(feed, source, finished, snapshot_id, index_written, rows_diges
                             snapshot_id, finished)
         # which message rows it holds, as runs of ids (catalog.py)
         catalog.insert_runs(db, seq, feed.snapshot_messages)
-        db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                       ((seq,) + row for row in feed.files))
+        catalog.insert_many(db, "INSERT INTO files", 12, ((seq,) + row for row in feed.files))
         if rows_digest is not None:
             # the snapshot's digests and MAC, and the new manifest (auth.py)
             rows_digest = feed.repo.auth.seal_snapshot(db, seq, None, feed.files,
                                                        rows_digest.result())
         # what the next run's incremental scan may rely on (scan.py)
         db.execute("DELETE FROM scan_dirs")
-        db.executemany("INSERT INTO scan_dirs VALUES (?, ?, ?, ?)", feed.dir_state)
+        catalog.insert_many(db, "INSERT INTO scan_dirs", 4, feed.dir_state)
         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (
             scan.META_KEY, scan.state_meta(snapshot_id, feed.scan_ns, feed.last_full_scan)))
         # raises what the index writer raised: no COMMIT
