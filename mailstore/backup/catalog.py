@@ -222,7 +222,7 @@ def last_verification(conn):
 # The values one statement may bind: 32 766 from SQLite 3.32 on (Debian 11 has 3.34), 999
 # before; Python 3.11 and later can ask the connection.
 _MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
-_statements = {}        # (head, width, rows) -> the SQL text, built once per run
+_statements = {}        # (head, width, rows) -> a full statement's SQL text, built once
 
 
 def rows_per_statement(db, width):
@@ -235,13 +235,10 @@ def rows_per_statement(db, width):
     return max(1, min(500, limit // width))
 
 
-def _statement(head, width, rows):
-    key = (head, width, rows)
-    sql = _statements.get(key)
-    if sql is None:
-        one = "(" + ",".join("?" * width) + ")"
-        sql = _statements[key] = head + " VALUES " + ",".join([one] * rows)
-    return sql
+def _values_sql(head, width, rows):
+    """`head` VALUES with `rows` groups of `width` parameters."""
+    one = "(" + ",".join("?" * width) + ")"
+    return head + " VALUES " + ",".join([one] * rows)
 
 
 def insert_many(db, head, width, rows):
@@ -260,12 +257,15 @@ def insert_many(db, head, width, rows):
         chunk = list(itertools.islice(rows, per))
         if len(chunk) < 16:
             if chunk:
-                db.executemany(_statement(head, width, 1), chunk)
+                db.executemany(_values_sql(head, width, 1), chunk)
             return
-        # the last, shorter chunk gets a statement of its own size (not kept)
-        sql = _statement(head, width, per) if len(chunk) == per else \
-            "{} VALUES {}".format(head, ",".join(["(" + ",".join("?" * width) + ")"]
-                                                  * len(chunk)))
+        if len(chunk) == per:
+            sql = _statements.get((head, width, per))
+            if sql is None:
+                sql = _statements[(head, width, per)] = _values_sql(head, width, per)
+        else:
+            # the last, shorter chunk: a statement of its own size, not kept
+            sql = _values_sql(head, width, len(chunk))
         db.execute(sql, list(itertools.chain.from_iterable(chunk)))
         if len(chunk) < per:
             return

@@ -439,11 +439,13 @@ class NewMessages:
     table is the connection's own (a file SQLite deletes when the connection closes), outside
     the catalog and its transactions: a run that fails leaves nothing of it behind."""
 
+    _WIDTH = 13         # the messages table's columns
+
     def __init__(self, db):
         self.db = db
         self.count = 0
         # one statement's worth (catalog.insert_many says why not executemany)
-        self._per = catalog.rows_per_statement(db, 13)
+        self._per = catalog.rows_per_statement(db, self._WIDTH)
         self._batch = []
         db.execute("CREATE TEMP TABLE IF NOT EXISTS new_messages AS SELECT * FROM messages"
                    " WHERE 0")
@@ -457,7 +459,8 @@ class NewMessages:
 
     def flush(self):
         if self._batch:
-            catalog.insert_many(self.db, "INSERT INTO temp.new_messages", 13, self._batch)
+            catalog.insert_many(self.db, "INSERT INTO temp.new_messages", self._WIDTH,
+                                self._batch)
             self._batch = []
 
 
