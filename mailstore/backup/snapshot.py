@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from mailstore import maildir
-from mailstore.backup import catalog, extras, lost, scan, snapshot_damage
+from mailstore.backup import catalog, extras, lost, memory, scan, snapshot_damage
 from mailstore.backup.auth import SnapshotDamaged
 from mailstore.backup.errors import BackupError
 from mailstore.backup.feed import Feed
@@ -112,6 +112,7 @@ def run(repo_path, source_root, key_file=None, include=(), mysql_dump=None, wait
     # run's CPU), while the run makes next to no reference cycles.
     gc_was_enabled = gc.isenabled()
     gc.disable()
+    memory.limit_arenas()       # before the run's threads start (memory.py says why)
     try:
         return _run(repo_path, source_root, key_file, include, mysql_dump, wait, now, progress,
                     dump_command, workers, mysql_defaults_file, full_scan)

@@ -277,6 +277,44 @@ def test_rescan_equals_scan_after_changes(tmp_path):
     assert len(again.messages) == 6
 
 
+def test_rescan_takes_renamed_messages_from_the_listing_and_stats_what_is_in_doubt(
+        tmp_path, monkeypatch):
+    """A message renamed by a flag change (in cur/, or from new/ to cur/) is recognised by
+    its unique name and the inode the listing gives, with no lstat; a file that took a
+    deleted message's unique name (another inode), and a forced name, are stat'ed, so the
+    rescan still equals a full scan."""
+    root = str(tmp_path / "root")
+    md = make_maildir(os.path.join(root, "alice"))
+    for i in range(6):
+        write(os.path.join(md, "cur", "%d.M.h,S=2:2,S" % i), b"m%d" % i, OLD + i)
+    write(os.path.join(md, "new", "9.M.h,S=3"), b"new", OLD)
+    _age_dirs(root)
+    first = maildir.scan_user(root, "alice")
+    os.rename(os.path.join(md, "cur", "1.M.h,S=2:2,S"), os.path.join(md, "cur", "1.M.h,S=2:2,FS"))
+    os.rename(os.path.join(md, "new", "9.M.h,S=3"), os.path.join(md, "cur", "9.M.h,S=3:2,S"))
+    os.rename(os.path.join(md, "cur", "4.M.h,S=2:2,S"), os.path.join(md, "cur", "4.M.h,S=2:2,RS"))
+    # delivered again under a deleted message's unique name: written before the old file goes,
+    # so it cannot get its inode; a new mtime and mode
+    write(os.path.join(md, "tmp", "x"), b"m2 again", OLD + 50)
+    os.chmod(os.path.join(md, "tmp", "x"), 0o640)
+    os.unlink(os.path.join(md, "cur", "2.M.h,S=2:2,S"))
+    os.rename(os.path.join(md, "tmp", "x"), os.path.join(md, "cur", "2.M.h,S=2:2,T"))
+    stated = []
+    real = os.lstat
+
+    def spy(path, *a, **k):
+        stated.append(os.path.basename(os.fsdecode(path)))
+        return real(path, *a, **k)
+    monkeypatch.setattr(os, "lstat", spy)
+    again = maildir.rescan_user(root, "alice", first, force=["Maildir/cur/4.M.h,S=2:2,RS"])
+    monkeypatch.setattr(os, "lstat", real)
+    assert _same(again, maildir.scan_user(root, "alice"))
+    assert sorted(n for n in stated if ".M.h" in n) == ["2.M.h,S=2:2,T", "4.M.h,S=2:2,RS"]
+    got = {m.name: m for m in again.messages}
+    assert got["2.M.h,S=2:2,T"].mode == 0o640 and got["2.M.h,S=2:2,T"].size == 8
+    assert got["9.M.h,S=3:2,S"].subdir == "cur" and got["9.M.h,S=3:2,S"].info == "2,S"
+
+
 def test_rescan_trusts_old_directory_mtime_and_honours_force(tmp_path):
     root = str(tmp_path / "root")
     md = make_maildir(os.path.join(root, "alice"))
