@@ -42,11 +42,13 @@ import corpus  # noqa: E402
 IMPORTS = "import mailstore.cli.backup, mailstore.backup.snapshot"
 
 
-def cold(cmd):
-    """Seconds of `cmd` (its output thrown away) on a cold page cache."""
+def cold(cmd, env=None, stdin=None):
+    """Seconds of `cmd` (its output thrown away; `stdin`: bytes it reads) on a cold page
+    cache; `env` defaults to backup.ENV."""
     backup.drop_caches()
     t = time.perf_counter()
-    subprocess.run(cmd, env=backup.ENV, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, env=backup.ENV if env is None else env, input=stdin, check=True,
+                   stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
 
 
@@ -86,15 +88,10 @@ def measure(source, work, repeat):
         steps["rsync --link-dest (a day's changes)"].append(cold(
             ["rsync", "-a", "--delete", "--link-dest=" + prev, day + "/", cur + "/"]))
         steps["find (every name, C)"].append(cold(["find", day]))
-        backup.drop_caches()
-        t = time.perf_counter()
-        subprocess.run(["xargs", "-0", "cat"], input=new, check=True, stdout=subprocess.DEVNULL)
-        steps["cat of the day's new messages"].append(time.perf_counter() - t)
+        steps["cat of the day's new messages"].append(cold(["xargs", "-0", "cat"], stdin=new))
         steps["python -c pass"].append(cold([sys.executable, "-c", "pass"]))
-        backup.drop_caches()
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", IMPORTS], env=env_path, check=True)
-        steps["python, mailstore's imports"].append(time.perf_counter() - t)
+        steps["python, mailstore's imports"].append(
+            cold([sys.executable, "-c", IMPORTS], env=env_path))
     return steps
 
 
