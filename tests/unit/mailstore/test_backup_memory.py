@@ -11,6 +11,11 @@ import pytest
 
 import mailstore
 
+_THREADS = 6
+
+# Each thread makes its first allocation while every thread before it is still alive: glibc
+# hands a new thread the arena of a thread that has exited, so threads that ran one after the
+# other (as they may on a loaded machine) would share one and the count would depend on timing.
 _CHILD = r"""
 import ctypes, sys, threading
 from mailstore.backup import memory
@@ -19,15 +24,18 @@ if sys.argv[1] == "limit":
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = (ctypes.c_size_t,)
+threads = int(sys.argv[2])
+everyone = threading.Barrier(threads, timeout=30)
 
 def allocate():
     for _ in range(200):
         libc.malloc(4000)       # kept: each thread's own arena stays in use
+    everyone.wait()             # no thread exits before the last has its arena
 
-threads = [threading.Thread(target=allocate) for _ in range(6)]
-for t in threads:
+workers = [threading.Thread(target=allocate) for _ in range(threads)]
+for t in workers:
     t.start()
-for t in threads:
+for t in workers:
     t.join()
 libc.malloc_stats()
 """
@@ -38,7 +46,7 @@ def _arenas(mode, **env):
     environ = dict(os.environ, PYTHONPATH=root)
     environ.pop("MALLOC_ARENA_MAX", None)
     environ.update(env)
-    out = subprocess.run([sys.executable, "-c", _CHILD, mode], env=environ,
+    out = subprocess.run([sys.executable, "-c", _CHILD, mode, str(_THREADS)], env=environ,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True,
                          timeout=60).stderr.decode()
     return out.count("Arena "), out
@@ -56,7 +64,7 @@ pytestmark = pytest.mark.skipif(not _glibc(), reason="malloc arenas are glibc's"
 
 def test_threads_without_the_limit_get_arenas_of_their_own():
     count, out = _arenas("none")
-    assert count > 1, out
+    assert count == 1 + _THREADS, out
 
 
 def test_limit_arenas_keeps_every_thread_in_the_main_arena():

@@ -29,17 +29,28 @@ def _source(tmp_path):
     return str(src), str(dst)
 
 
-def _recording_live_copy(monkeypatch, log, die_for=None):
+def _recording_live_copy(monkeypatch, log, die_for=None, wait_for_both=False):
     """Wrap the per-user live copy: note which process copied whom (in a file: a worker's
-    memory is its own); SIGKILL the worker that takes ``die_for``."""
+    memory is its own); SIGKILL the worker that takes ``die_for``. With ``wait_for_both``
+    a copy holds its user until two processes have taken one (30 s at most), so that the
+    second worker takes a user however slowly it starts on a loaded machine."""
     real = passes.live_copy
+
+    def _takers():
+        with open(log) as f:
+            return {line.split()[1] for line in f}
 
     def live_copy(source_root, target_root, r, *args):
         with open(log, "a") as f:
             f.write("%s %d\n" % (r.user, os.getpid()))
         if r.user == die_for:
             os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(0.3)              # long enough for the other worker to take a user
+        if wait_for_both:
+            deadline = time.monotonic() + 30
+            while len(_takers()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        else:
+            time.sleep(0.3)          # long enough for the other worker to take a user
         return real(source_root, target_root, r, *args)
     monkeypatch.setattr(passes, "live_copy", live_copy)
 
@@ -49,7 +60,7 @@ def test_users_are_copied_by_several_workers_exactly_as_by_one(tmp_path, monkeyp
     one = tmp_path / "one"
     one.mkdir()
     log = tmp_path / "pids"
-    _recording_live_copy(monkeypatch, log)
+    _recording_live_copy(monkeypatch, log, wait_for_both=True)
     r = migration.migrate(src, dst, force_copy=True, processes=2, quiesce="true")
     assert r.ok, r.as_dict()
     pids = {line.split()[0]: int(line.split()[1]) for line in log.read_text().splitlines()}
